@@ -1,0 +1,230 @@
+//! The truth table of pod-to-pod connectivity.
+
+use std::collections::BTreeSet;
+use std::fmt::Write;
+
+use serde_json::json;
+
+use super::{evaluate, Endpoint};
+use crate::cidr::Family;
+use crate::cluster::ClusterState;
+use crate::model::Protocol;
+
+/// A destination port and protocol, printed `80/TCP`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortProto {
+    /// Port.
+    pub port: u16,
+    /// Protocol.
+    pub protocol: Protocol,
+}
+
+impl std::fmt::Display for PortProto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.port, self.protocol)
+    }
+}
+
+impl std::str::FromStr for PortProto {
+    type Err = String;
+
+    /// Parses `80`, `80/TCP`, `53/udp`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (port, proto) = s.split_once('/').unwrap_or((s, "TCP"));
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("{s:?}: the port must be a number 1-65535, as in 80/TCP"))?;
+        let protocol = Protocol::from_api(&proto.to_ascii_uppercase())
+            .ok_or_else(|| format!("{s:?}: the protocol must be TCP, UDP or SCTP"))?;
+        Ok(Self { port, protocol })
+    }
+}
+
+/// One cell of the matrix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatrixFlow {
+    /// Source pod, `ns/name`.
+    pub from: String,
+    /// Destination pod, `ns/name`.
+    pub to: String,
+    /// Port and protocol.
+    pub port: PortProto,
+    /// The family, when the cluster is dual-stack.
+    pub family: Option<Family>,
+    /// Whether a new connection is allowed.
+    pub allowed: bool,
+}
+
+/// The truth table: every ordered pair of participating pods (a pod to itself included), every port,
+/// and in a dual-stack cluster every family both pods have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matrix {
+    /// Pods, `ns/name`, sorted.
+    pub pods: Vec<String>,
+    /// Ports.
+    pub ports: Vec<PortProto>,
+    /// Cells, by port, family, source, destination.
+    pub flows: Vec<MatrixFlow>,
+    /// Whether the cluster has both families (flows then carry theirs).
+    pub dual_stack: bool,
+}
+
+/// Every port and protocol any participating pod declares.
+pub fn declared_ports(cluster: &ClusterState) -> Vec<PortProto> {
+    let set: BTreeSet<PortProto> = cluster
+        .participating_pods()
+        .flat_map(|p| p.ports.iter())
+        .map(|p| PortProto {
+            port: p.port,
+            protocol: p.protocol,
+        })
+        .collect();
+    set.into_iter().collect()
+}
+
+impl Matrix {
+    /// Evaluates the matrix for the given ports.
+    pub fn evaluate(cluster: &ClusterState, ports: &[PortProto]) -> Self {
+        let pods: Vec<_> = cluster.participating_pods().collect();
+        let families = cluster.families();
+        let dual_stack = families.len() > 1;
+        let mut flows = Vec::new();
+        for port in ports {
+            for family in &families {
+                for from in &pods {
+                    let Some(from_ip) = from.ip(*family) else {
+                        continue;
+                    };
+                    for to in &pods {
+                        let Some(to_ip) = to.ip(*family) else {
+                            continue;
+                        };
+                        let verdict = evaluate(
+                            cluster,
+                            Endpoint::pod(from, from_ip),
+                            Endpoint::pod(to, to_ip),
+                            port.protocol,
+                            port.port,
+                        );
+                        flows.push(MatrixFlow {
+                            from: from.id.to_string(),
+                            to: to.id.to_string(),
+                            port: *port,
+                            family: dual_stack.then_some(*family),
+                            allowed: verdict.allowed(),
+                        });
+                    }
+                }
+            }
+        }
+        Self {
+            pods: pods.iter().map(|p| p.id.to_string()).collect(),
+            ports: ports.to_vec(),
+            flows,
+            dual_stack,
+        }
+    }
+
+    /// The JSON form: `{"pods": [...], "ports": [...], "flows": [{from, to, port, protocol, allowed}]}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let flows: Vec<serde_json::Value> = self
+            .flows
+            .iter()
+            .map(|f| {
+                let mut v = json!({
+                    "from": f.from,
+                    "to": f.to,
+                    "port": f.port.port,
+                    "protocol": f.port.protocol.as_api(),
+                    "allowed": f.allowed,
+                });
+                if let Some(family) = f.family {
+                    v["family"] = json!(family.number());
+                }
+                v
+            })
+            .collect();
+        json!({
+            "pods": self.pods,
+            "ports": self.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            "flows": flows,
+        })
+    }
+
+    fn grids(&self) -> Vec<(String, Vec<&MatrixFlow>)> {
+        let mut grids: Vec<(String, Vec<&MatrixFlow>)> = Vec::new();
+        for f in &self.flows {
+            let title = match f.family {
+                Some(fam) => format!("{} IPv{}", f.port, fam.number()),
+                None => f.port.to_string(),
+            };
+            match grids.last_mut() {
+                Some((t, cells)) if *t == title => cells.push(f),
+                _ => grids.push((title, vec![f])),
+            }
+        }
+        grids
+    }
+
+    fn cell<'a>(cells: &[&'a MatrixFlow], from: &str, to: &str) -> Option<&'a MatrixFlow> {
+        cells.iter().copied().find(|f| f.from == from && f.to == to)
+    }
+
+    /// A plain-text grid per port: rows are sources, columns destinations; `.` allowed, `X` denied,
+    /// blank where the pair shares no address family.
+    pub fn to_table(&self) -> String {
+        let mut out = String::new();
+        let width = self.pods.iter().map(String::len).max().unwrap_or(1).max(3);
+        for (title, cells) in self.grids() {
+            let _ = writeln!(
+                out,
+                "{title} (rows: from, columns: to; . allowed, X denied)"
+            );
+            let _ = write!(out, "{:width$}", "");
+            for p in &self.pods {
+                let _ = write!(out, " {p:>width$}");
+            }
+            out.push('\n');
+            for from in &self.pods {
+                let _ = write!(out, "{from:width$}");
+                for to in &self.pods {
+                    let mark = match Self::cell(&cells, from, to) {
+                        Some(f) if f.allowed => ".",
+                        Some(_) => "X",
+                        None => "",
+                    };
+                    let _ = write!(out, " {mark:>width$}");
+                }
+                out.push('\n');
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The same grids as Markdown tables.
+    pub fn to_markdown(&self) -> String {
+        let mut out = String::new();
+        for (title, cells) in self.grids() {
+            let _ = writeln!(out, "### {title}\n");
+            let _ = writeln!(out, "| from \\ to | {} |", self.pods.join(" | "));
+            let _ = writeln!(out, "|---|{}", "---|".repeat(self.pods.len()));
+            for from in &self.pods {
+                let row: Vec<&str> = self
+                    .pods
+                    .iter()
+                    .map(|to| match Self::cell(&cells, from, to) {
+                        Some(f) if f.allowed => "✓",
+                        Some(_) => "✗",
+                        None => "",
+                    })
+                    .collect();
+                let _ = writeln!(out, "| {from} | {} |", row.join(" | "));
+            }
+            out.push('\n');
+        }
+        out
+    }
+}

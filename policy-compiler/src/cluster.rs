@@ -1,0 +1,135 @@
+//! [`ClusterState`]: the validated namespaces, pods and policies the compiler works from.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use crate::cidr::Family;
+use crate::model::{Namespace, ObjectRef, Pod, Policy};
+use crate::selector::Labels;
+
+/// Everything the compiler knows about a cluster.
+///
+/// Namespaces that pods or policies refer to but that were never declared exist implicitly, with only
+/// their `kubernetes.io/metadata.name` label.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterState {
+    namespaces: BTreeMap<String, Namespace>,
+    pods: BTreeMap<ObjectRef, Pod>,
+    policies: BTreeMap<ObjectRef, Policy>,
+}
+
+impl ClusterState {
+    /// An empty cluster.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces a namespace.
+    pub fn upsert_namespace(&mut self, ns: Namespace) {
+        self.namespaces.insert(ns.name.clone(), ns);
+    }
+
+    /// Adds or replaces a pod (and its namespace, implicitly, if unknown).
+    pub fn upsert_pod(&mut self, pod: Pod) {
+        self.ensure_namespace(&pod.id.namespace);
+        self.pods.insert(pod.id.clone(), pod);
+    }
+
+    /// Adds or replaces a policy (and its namespace, implicitly, if unknown).
+    pub fn upsert_policy(&mut self, policy: Policy) {
+        self.ensure_namespace(&policy.id.namespace);
+        self.policies.insert(policy.id.clone(), policy);
+    }
+
+    /// Removes a pod; returns it if it existed.
+    pub fn remove_pod(&mut self, id: &ObjectRef) -> Option<Pod> {
+        self.pods.remove(id)
+    }
+
+    /// Removes a policy; returns it if it existed.
+    pub fn remove_policy(&mut self, id: &ObjectRef) -> Option<Policy> {
+        self.policies.remove(id)
+    }
+
+    /// Removes a namespace's declaration. Pods and policies in it keep it alive implicitly.
+    pub fn remove_namespace(&mut self, name: &str) -> Option<Namespace> {
+        let removed = self.namespaces.remove(name);
+        let still_used = self.pods.keys().any(|p| p.namespace == name)
+            || self.policies.keys().any(|p| p.namespace == name);
+        if still_used {
+            self.ensure_namespace(name);
+        }
+        removed
+    }
+
+    fn ensure_namespace(&mut self, name: &str) {
+        if !self.namespaces.contains_key(name) {
+            self.namespaces
+                .insert(name.to_string(), Namespace::new(name, Labels::new()));
+        }
+    }
+
+    /// All namespaces, by name.
+    pub fn namespaces(&self) -> &BTreeMap<String, Namespace> {
+        &self.namespaces
+    }
+
+    /// A namespace by name.
+    pub fn namespace(&self, name: &str) -> Option<&Namespace> {
+        self.namespaces.get(name)
+    }
+
+    /// Mutable access to a namespace (to relabel it).
+    pub fn namespace_mut(&mut self, name: &str) -> Option<&mut Namespace> {
+        self.namespaces.get_mut(name)
+    }
+
+    /// All pods, including those that take no part in policy.
+    pub fn pods(&self) -> &BTreeMap<ObjectRef, Pod> {
+        &self.pods
+    }
+
+    /// A pod by reference.
+    pub fn pod(&self, id: &ObjectRef) -> Option<&Pod> {
+        self.pods.get(id)
+    }
+
+    /// Mutable access to a pod (to relabel it).
+    pub fn pod_mut(&mut self, id: &ObjectRef) -> Option<&mut Pod> {
+        self.pods.get_mut(id)
+    }
+
+    /// All policies.
+    pub fn policies(&self) -> &BTreeMap<ObjectRef, Policy> {
+        &self.policies
+    }
+
+    /// Pods that take part in policy (see [`Pod::participates`]), in `namespace/name` order.
+    pub fn participating_pods(&self) -> impl Iterator<Item = &Pod> {
+        self.pods.values().filter(|p| p.participates())
+    }
+
+    /// The participating pod that holds `ip`, if any.
+    pub fn pod_by_ip(&self, ip: &IpAddr) -> Option<&Pod> {
+        self.participating_pods().find(|p| p.ips.contains(ip))
+    }
+
+    /// Nodes that run at least one participating pod, sorted.
+    pub fn nodes(&self) -> BTreeSet<&str> {
+        self.participating_pods()
+            .filter_map(|p| p.node.as_deref())
+            .collect()
+    }
+
+    /// Address families used by participating pods; IPv4 alone when there are no pods.
+    pub fn families(&self) -> BTreeSet<Family> {
+        let mut families: BTreeSet<Family> = self
+            .participating_pods()
+            .flat_map(|p| p.ips.iter().map(Family::of))
+            .collect();
+        if families.is_empty() {
+            families.insert(Family::V4);
+        }
+        families
+    }
+}

@@ -1,0 +1,369 @@
+//! The upstream e2e conformance cases as data (`fixtures/upstream-e2e/`): parsing, applying each
+//! step's changes to a [`ClusterState`], and building the expected reachability the way upstream's
+//! `Reachability` builder does.
+//!
+//! Pure: callers read the files (see [`crate::input::read_paths`]) and hand over their text.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::cluster::ClusterState;
+use crate::input::{self, InputErrors, Location, RawObject, Source};
+use crate::model::{ObjectRef, Protocol};
+
+/// A case file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CaseError {
+    /// The YAML does not have the case format.
+    #[error("{file}: not a conformance case: {message}")]
+    Format {
+        /// File.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// An object in a step is invalid.
+    #[error("{0}")]
+    Input(#[from] InputErrors),
+    /// A step refers to something that does not exist.
+    #[error("case {case}, step {step}: {message}")]
+    Step {
+        /// Case name.
+        case: String,
+        /// 1-based step number.
+        step: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// An object named by kind, namespace and name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectKey {
+    /// `NetworkPolicy`.
+    pub kind: String,
+    /// Namespace.
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+}
+
+/// A label change on a pod or namespace.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelChange {
+    /// `Pod` or `Namespace`.
+    pub kind: String,
+    /// The pod's namespace.
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+    /// Labels added or overwritten.
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    /// Label keys removed.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// Upstream's `Peer{Namespace, Pod}`: empty fields match anything.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerPattern {
+    /// Namespace, or any.
+    pub namespace: Option<String>,
+    /// Pod name, or any.
+    pub pod: Option<String>,
+}
+
+impl PeerPattern {
+    fn matches(&self, pod: &ObjectRef) -> bool {
+        self.namespace.as_ref().is_none_or(|n| *n == pod.namespace)
+            && self.pod.as_ref().is_none_or(|p| *p == pod.name)
+    }
+}
+
+/// `from`/`to` pair of pods (`ns/name`) or peer patterns.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pair<T> {
+    /// Source.
+    pub from: T,
+    /// Destination.
+    pub to: T,
+}
+
+/// One builder call of upstream's `Reachability`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExpectOp {
+    /// `ExpectAllIngress(pod, allowed)`.
+    pub expect_all_ingress: Option<String>,
+    /// `ExpectAllEgress(pod, allowed)`.
+    pub expect_all_egress: Option<String>,
+    /// `Expect(from, to, allowed)`.
+    pub expect: Option<Pair<String>>,
+    /// `ExpectPeer(from, to, allowed)`.
+    pub expect_peer: Option<Pair<PeerPattern>>,
+    /// The value set.
+    pub allowed: bool,
+}
+
+/// Expected reachability: a default, then builder calls in order.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expectation {
+    /// `NewReachability(pods, default)`.
+    pub default: bool,
+    /// Builder calls.
+    #[serde(default)]
+    pub ops: Vec<ExpectOp>,
+}
+
+/// One probe (upstream `ValidateOrFail`): a port, a protocol and the expected matrix.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Probe {
+    /// Port.
+    pub port: u16,
+    /// `TCP`, `UDP` or `SCTP`.
+    pub protocol: String,
+    /// The expected reachability.
+    pub expect: Expectation,
+}
+
+/// One step: changes, then probes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// What the step does.
+    #[serde(default)]
+    pub description: String,
+    /// Objects created or replaced.
+    #[serde(default)]
+    pub apply: Vec<Value>,
+    /// Objects removed.
+    #[serde(default)]
+    pub delete: Vec<ObjectKey>,
+    /// Label changes.
+    #[serde(default)]
+    pub labels: Vec<LabelChange>,
+    /// Probes after the changes.
+    #[serde(default)]
+    pub probes: Vec<Probe>,
+}
+
+/// One upstream test.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    /// Slug.
+    pub name: String,
+    /// Upstream test name.
+    pub upstream: String,
+    /// `TCP`, `UDP` or `SCTP`.
+    pub context: String,
+    /// The pods upstream creates and compares, `ns/name`.
+    pub pods: Vec<String>,
+    /// Steps.
+    pub steps: Vec<Step>,
+    /// The file it came from.
+    #[serde(skip)]
+    pub file: String,
+}
+
+/// Parses a case file.
+pub fn parse_case(source: &Source) -> Result<Case, CaseError> {
+    let format_error = |message: String| CaseError::Format {
+        file: source.name.clone(),
+        message,
+    };
+    let mut case: Case =
+        serde_saphyr::from_str(&source.text).map_err(|e| format_error(e.to_string()))?;
+    case.file = source.name.clone();
+    for step in &case.steps {
+        for probe in &step.probes {
+            if Protocol::from_api(&probe.protocol).is_none() {
+                return Err(format_error(format!(
+                    "probe protocol {:?} is not TCP, UDP or SCTP",
+                    probe.protocol
+                )));
+            }
+            for op in &probe.expect.ops {
+                let kinds = [
+                    op.expect_all_ingress.is_some(),
+                    op.expect_all_egress.is_some(),
+                    op.expect.is_some(),
+                    op.expect_peer.is_some(),
+                ];
+                if kinds.iter().filter(|k| **k).count() != 1 {
+                    return Err(format_error(
+                        "each expect op names exactly one of expectAllIngress, expectAllEgress, \
+                         expect, expectPeer"
+                            .to_string(),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(case)
+}
+
+fn parse_pod_ref(s: &str) -> Option<ObjectRef> {
+    let (ns, name) = s.split_once('/')?;
+    Some(ObjectRef::new(ns, name))
+}
+
+impl Case {
+    /// The probed pods as references.
+    pub fn pod_refs(&self) -> Vec<ObjectRef> {
+        self.pods.iter().filter_map(|p| parse_pod_ref(p)).collect()
+    }
+
+    fn step_error(&self, step: usize, message: String) -> CaseError {
+        CaseError::Step {
+            case: self.name.clone(),
+            step: step + 1,
+            message,
+        }
+    }
+
+    /// Applies step `index` (0-based) to `cluster`: deletes, then label changes, then applies.
+    pub fn apply_step(&self, index: usize, cluster: &mut ClusterState) -> Result<(), CaseError> {
+        let step = &self.steps[index];
+        for key in &step.delete {
+            let id = ObjectRef::new(key.namespace.clone().unwrap_or_default(), &key.name);
+            let removed = match key.kind.as_str() {
+                "NetworkPolicy" => cluster.remove_policy(&id).is_some(),
+                "Pod" => cluster.remove_pod(&id).is_some(),
+                other => return Err(self.step_error(index, format!("cannot delete a {other}"))),
+            };
+            if !removed {
+                return Err(self.step_error(index, format!("delete: no {} {id}", key.kind)));
+            }
+        }
+        for change in &step.labels {
+            let labels = match change.kind.as_str() {
+                "Namespace" => cluster.namespace_mut(&change.name).map(|n| &mut n.labels),
+                "Pod" => {
+                    let id =
+                        ObjectRef::new(change.namespace.clone().unwrap_or_default(), &change.name);
+                    cluster.pod_mut(&id).map(|p| &mut p.labels)
+                }
+                other => return Err(self.step_error(index, format!("cannot relabel a {other}"))),
+            };
+            let Some(labels) = labels else {
+                return Err(
+                    self.step_error(index, format!("labels: no {} {}", change.kind, change.name))
+                );
+            };
+            for k in &change.remove {
+                labels.remove(k);
+            }
+            labels.extend(change.add.clone());
+            if change.kind == "Namespace" {
+                // The name label is not removable.
+                labels.insert(
+                    crate::model::NAMESPACE_NAME_LABEL.to_string(),
+                    change.name.clone(),
+                );
+            }
+        }
+        for (i, object) in step.apply.iter().enumerate() {
+            let raw = RawObject {
+                location: Location {
+                    file: format!("{} (step {}, apply)", self.file, index + 1),
+                    document: i + 1,
+                    item: None,
+                },
+                value: object.clone(),
+            };
+            let kind = object["kind"].as_str().unwrap_or_default();
+            let to_errors = |e| InputErrors(vec![e]);
+            match kind {
+                "NetworkPolicy" => {
+                    cluster.upsert_policy(input::policy_from_api(&raw).map_err(to_errors)?)
+                }
+                "Pod" => cluster.upsert_pod(input::pod_from_api(&raw).map_err(to_errors)?),
+                "Namespace" => {
+                    cluster.upsert_namespace(input::namespace_from_api(&raw).map_err(to_errors)?)
+                }
+                other => return Err(self.step_error(index, format!("cannot apply a {other:?}"))),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Probe {
+    /// The probe's protocol.
+    pub fn protocol(&self) -> Protocol {
+        Protocol::from_api(&self.protocol).unwrap_or(Protocol::Tcp)
+    }
+
+    /// The expected verdict for every ordered pair of `pods`, loopback included (callers ignore it,
+    /// as upstream does).
+    pub fn expected(&self, pods: &[ObjectRef]) -> BTreeMap<(ObjectRef, ObjectRef), bool> {
+        let mut cells = BTreeMap::new();
+        for from in pods {
+            for to in pods {
+                cells.insert((from.clone(), to.clone()), self.expect.default);
+            }
+        }
+        for op in &self.expect.ops {
+            let chosen: Box<dyn Fn(&ObjectRef, &ObjectRef) -> bool> =
+                if let Some(p) = &op.expect_all_ingress {
+                    let p = parse_pod_ref(p);
+                    Box::new(move |_, to| Some(to) == p.as_ref())
+                } else if let Some(p) = &op.expect_all_egress {
+                    let p = parse_pod_ref(p);
+                    Box::new(move |from, _| Some(from) == p.as_ref())
+                } else if let Some(pair) = &op.expect {
+                    let (f, t) = (parse_pod_ref(&pair.from), parse_pod_ref(&pair.to));
+                    Box::new(move |from, to| Some(from) == f.as_ref() && Some(to) == t.as_ref())
+                } else if let Some(pair) = &op.expect_peer {
+                    let pair = pair.clone();
+                    Box::new(move |from, to| pair.from.matches(from) && pair.to.matches(to))
+                } else {
+                    continue;
+                };
+            for ((from, to), v) in cells.iter_mut() {
+                if chosen(from, to) {
+                    *v = op.allowed;
+                }
+            }
+        }
+        cells
+    }
+}
+
+/// The model and cases of a suite directory.
+#[derive(Debug, Clone)]
+pub struct Suite {
+    /// The starting cluster.
+    pub model: ClusterState,
+    /// Cases, in file order.
+    pub cases: Vec<Case>,
+}
+
+impl Suite {
+    /// Builds a suite from the model's sources and the cases' sources.
+    pub fn parse(model: &[Source], cases: &[Source]) -> Result<Self, CaseError> {
+        let model = input::parse_sources(model)?.cluster;
+        let cases = cases
+            .iter()
+            .map(parse_case)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { model, cases })
+    }
+
+    /// Reads `DIR/model.yaml` and `DIR/cases/`.
+    pub fn read(dir: &std::path::Path) -> Result<Self, CaseError> {
+        let model = input::read_paths(&[dir.join("model.yaml").display().to_string()])?;
+        let cases = input::read_paths(&[dir.join("cases").display().to_string()])?;
+        Self::parse(&model, &cases)
+    }
+}

@@ -1,0 +1,164 @@
+//! Label indexes that resolve selectors without scanning every pod for every selector.
+//!
+//! A selector's positive requirements (`In`, `Exists`) pick candidates from an index of
+//! `key=value` → pods (or namespaces); the remaining requirements filter only those candidates. A
+//! selector with no positive requirement starts from the pods of the namespaces in scope.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::cluster::ClusterState;
+use crate::model::{NamespaceScope, Pod, PodPeer, Policy};
+use crate::selector::{LabelSelector, Labels, Requirement};
+
+/// An index from labels to the positions of objects in a list.
+#[derive(Debug, Default)]
+struct LabelIndex {
+    by_label: HashMap<(String, String), Vec<usize>>,
+    by_key: HashMap<String, Vec<usize>>,
+}
+
+impl LabelIndex {
+    fn build<'a>(labels: impl Iterator<Item = &'a Labels>) -> Self {
+        let mut index = LabelIndex::default();
+        for (i, labels) in labels.enumerate() {
+            for (k, v) in labels {
+                index
+                    .by_label
+                    .entry((k.clone(), v.clone()))
+                    .or_default()
+                    .push(i);
+                index.by_key.entry(k.clone()).or_default().push(i);
+            }
+        }
+        index
+    }
+
+    /// The smallest candidate list any positive requirement of `selector` allows, or `None` when the
+    /// selector has no positive requirement.
+    fn candidates(&self, selector: &LabelSelector) -> Option<Vec<usize>> {
+        let mut best: Option<Vec<usize>> = None;
+        for r in selector.requirements() {
+            let list = match r {
+                Requirement::In(k, vs) => {
+                    let mut list: Vec<usize> = vs
+                        .iter()
+                        .flat_map(|v| {
+                            self.by_label
+                                .get(&(k.clone(), v.clone()))
+                                .into_iter()
+                                .flatten()
+                                .copied()
+                        })
+                        .collect();
+                    list.sort_unstable();
+                    list.dedup();
+                    list
+                }
+                Requirement::Exists(k) => self.by_key.get(k).cloned().unwrap_or_default(),
+                Requirement::NotIn(..) | Requirement::DoesNotExist(_) => continue,
+            };
+            if best.as_ref().is_none_or(|b| list.len() < b.len()) {
+                best = Some(list);
+            }
+        }
+        best
+    }
+}
+
+/// Selector resolution over the participating pods and the namespaces of a cluster.
+#[derive(Debug)]
+pub struct ClusterIndex<'a> {
+    cluster: &'a ClusterState,
+    pods: Vec<&'a Pod>,
+    pod_labels: LabelIndex,
+    pods_by_namespace: HashMap<&'a str, Vec<usize>>,
+    namespaces: Vec<&'a str>,
+    namespace_labels: LabelIndex,
+}
+
+impl<'a> ClusterIndex<'a> {
+    /// Indexes a cluster's participating pods and its namespaces.
+    pub fn new(cluster: &'a ClusterState) -> Self {
+        let pods: Vec<&Pod> = cluster.participating_pods().collect();
+        let mut pods_by_namespace: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, p) in pods.iter().enumerate() {
+            pods_by_namespace
+                .entry(p.id.namespace.as_str())
+                .or_default()
+                .push(i);
+        }
+        let namespaces: Vec<&str> = cluster.namespaces().keys().map(String::as_str).collect();
+        let namespace_labels = LabelIndex::build(cluster.namespaces().values().map(|n| &n.labels));
+        Self {
+            cluster,
+            pod_labels: LabelIndex::build(pods.iter().map(|p| &p.labels)),
+            pods,
+            pods_by_namespace,
+            namespaces,
+            namespace_labels,
+        }
+    }
+
+    /// The cluster this index covers.
+    pub fn cluster(&self) -> &'a ClusterState {
+        self.cluster
+    }
+
+    /// Participating pods, in `namespace/name` order; other methods return positions in this list.
+    pub fn pods(&self) -> &[&'a Pod] {
+        &self.pods
+    }
+
+    /// Names of the namespaces a selector matches, sorted.
+    pub fn select_namespaces(&self, selector: &LabelSelector) -> Vec<&'a str> {
+        let all = self.cluster.namespaces();
+        let matches = |name: &&str| all.get(*name).is_some_and(|n| selector.matches(&n.labels));
+        match self.namespace_labels.candidates(selector) {
+            Some(c) => c
+                .into_iter()
+                .map(|i| self.namespaces[i])
+                .filter(matches)
+                .collect(),
+            None => self.namespaces.iter().copied().filter(matches).collect(),
+        }
+    }
+
+    /// Positions of the pods in `namespaces` that `selector` matches, sorted.
+    pub fn select_pods(&self, namespaces: &[&str], selector: &LabelSelector) -> Vec<usize> {
+        let mut out: Vec<usize> = match self.pod_labels.candidates(selector) {
+            Some(c) => {
+                let scope: BTreeSet<&str> = namespaces.iter().copied().collect();
+                c.into_iter()
+                    .filter(|i| {
+                        let p = self.pods[*i];
+                        scope.contains(p.id.namespace.as_str()) && selector.matches(&p.labels)
+                    })
+                    .collect()
+            }
+            None => namespaces
+                .iter()
+                .flat_map(|ns| self.pods_by_namespace.get(ns).into_iter().flatten())
+                .copied()
+                .filter(|i| selector.matches(&self.pods[*i].labels))
+                .collect(),
+        };
+        out.sort_unstable();
+        out
+    }
+
+    /// Positions of the pods a pod peer selects, cluster-wide.
+    pub fn peer_pods(&self, peer: &PodPeer) -> Vec<usize> {
+        match &peer.namespaces {
+            NamespaceScope::Own(ns) => self.select_pods(&[ns.as_str()], &peer.pods),
+            NamespaceScope::Selected(s) => {
+                let namespaces = self.select_namespaces(s);
+                self.select_pods(&namespaces, &peer.pods)
+            }
+        }
+    }
+
+    /// Positions of the pods a policy applies to (its `podSelector` in its namespace).
+    pub fn policy_targets(&self, policy: &Policy) -> Vec<usize> {
+        self.select_pods(&[policy.id.namespace.as_str()], &policy.pod_selector)
+    }
+}

@@ -1,0 +1,459 @@
+//! Conversion from `k8s-openapi` types to the internal model, with the API server's validation.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::networking::v1 as net;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::de::DeserializeOwned;
+
+use super::{InputError, RawObject};
+use crate::cidr::{Cidr, Family};
+use crate::model::{
+    ContainerPort, IpBlock, Namespace, NamespaceScope, ObjectRef, Peer, Pod, PodPeer, PodPhase,
+    Policy, PolicyPort, PortSpec, Protocol, Rule,
+};
+use crate::selector::{LabelSelector, Labels, Requirement};
+
+/// Collects field errors for one object.
+struct Checker<'a> {
+    object: &'a RawObject,
+    kind: &'static str,
+    id: String,
+}
+
+impl Checker<'_> {
+    fn error(&self, field: impl Into<String>, message: impl Into<String>) -> InputError {
+        InputError::Invalid {
+            location: self.object.location.clone(),
+            kind: self.kind.to_string(),
+            object: self.id.clone(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A best-effort `namespace/name` for messages, before the object is typed.
+fn raw_id(value: &serde_json::Value, namespaced: bool) -> String {
+    let name = value["metadata"]["name"].as_str().unwrap_or("<unnamed>");
+    if namespaced {
+        let ns = value["metadata"]["namespace"].as_str().unwrap_or("default");
+        format!("{ns}/{name}")
+    } else {
+        name.to_string()
+    }
+}
+
+fn typed<T: DeserializeOwned>(c: &Checker<'_>) -> Result<T, InputError> {
+    serde_path_to_error::deserialize(c.object.value.clone()).map_err(|e| {
+        let path = e.path().to_string();
+        c.error(path, e.into_inner().to_string())
+    })
+}
+
+fn name_of(c: &Checker<'_>, metadata: &meta::ObjectMeta) -> Result<String, InputError> {
+    match metadata.name.as_deref() {
+        Some(n) if !n.is_empty() => Ok(n.to_string()),
+        _ => Err(c.error("metadata.name", "is required")),
+    }
+}
+
+fn labels_of(metadata: &meta::ObjectMeta) -> Labels {
+    metadata
+        .labels
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
+/// Converts a `Namespace`.
+pub fn namespace_from_api(object: &RawObject) -> Result<Namespace, InputError> {
+    let c = Checker {
+        object,
+        kind: "Namespace",
+        id: raw_id(&object.value, false),
+    };
+    let ns: core::Namespace = typed(&c)?;
+    let name = name_of(&c, &ns.metadata)?;
+    Ok(Namespace::new(name, labels_of(&ns.metadata)))
+}
+
+fn parse_protocol(c: &Checker<'_>, field: &str, p: Option<&str>) -> Result<Protocol, InputError> {
+    match p {
+        None => Ok(Protocol::Tcp),
+        Some(s) => Protocol::from_api(s).ok_or_else(|| {
+            c.error(
+                field,
+                format!("unknown protocol {s:?}: use TCP, UDP or SCTP"),
+            )
+        }),
+    }
+}
+
+fn port_number(c: &Checker<'_>, field: &str, n: i32) -> Result<u16, InputError> {
+    u16::try_from(n)
+        .ok()
+        .filter(|p| *p >= 1)
+        .ok_or_else(|| c.error(field, format!("port {n} is out of range 1-65535")))
+}
+
+/// Converts a `Pod`.
+pub fn pod_from_api(object: &RawObject) -> Result<Pod, InputError> {
+    let c = Checker {
+        object,
+        kind: "Pod",
+        id: raw_id(&object.value, true),
+    };
+    let pod: core::Pod = typed(&c)?;
+    let name = name_of(&c, &pod.metadata)?;
+    let namespace = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_string());
+    let spec = pod.spec.unwrap_or_default();
+    let status = pod.status.unwrap_or_default();
+
+    let mut ports = Vec::new();
+    // Sidecars (init containers that keep running) serve ports like ordinary containers.
+    let sidecars = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter(|(_, ic)| ic.restart_policy.as_deref() == Some("Always"))
+        .map(|(i, ic)| (format!("spec.initContainers[{i}]"), ic));
+    let containers = spec
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, ct)| (format!("spec.containers[{i}]"), ct));
+    for (path, container) in containers.chain(sidecars) {
+        for (j, p) in container.ports.iter().flatten().enumerate() {
+            let field = format!("{path}.ports[{j}]");
+            ports.push(ContainerPort {
+                name: p.name.clone().filter(|n| !n.is_empty()),
+                port: port_number(&c, &format!("{field}.containerPort"), p.container_port)?,
+                protocol: parse_protocol(&c, &format!("{field}.protocol"), p.protocol.as_deref())?,
+            });
+        }
+    }
+
+    let mut raw_ips: Vec<(String, String)> = status
+        .pod_ips
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, ip)| (format!("status.podIPs[{i}].ip"), ip.ip.clone()))
+        .collect();
+    if raw_ips.is_empty() {
+        if let Some(ip) = status.pod_ip.clone().filter(|s| !s.is_empty()) {
+            raw_ips.push(("status.podIP".to_string(), ip));
+        }
+    }
+    let mut ips: Vec<IpAddr> = Vec::new();
+    for (field, raw) in raw_ips {
+        let ip: IpAddr = raw
+            .parse()
+            .map_err(|_| c.error(&field, format!("{raw:?} is not an IP address")))?;
+        if let Some(other) = ips.iter().find(|o| Family::of(o) == Family::of(&ip)) {
+            if *other != ip {
+                return Err(c.error(
+                    field,
+                    format!("a pod has at most one IP per family, but lists {other} and {ip}"),
+                ));
+            }
+            continue;
+        }
+        ips.push(ip);
+    }
+
+    let phase = match status.phase.as_deref() {
+        Some("Succeeded") | Some("Failed") => PodPhase::Finished,
+        _ => PodPhase::Active,
+    };
+    Ok(Pod {
+        id: ObjectRef::new(namespace, name),
+        labels: labels_of(&pod.metadata),
+        node: spec.node_name.filter(|n| !n.is_empty()),
+        ips,
+        host_network: spec.host_network.unwrap_or(false),
+        phase,
+        ports,
+    })
+}
+
+fn selector(
+    c: &Checker<'_>,
+    field: &str,
+    s: Option<&meta::LabelSelector>,
+) -> Result<LabelSelector, InputError> {
+    let Some(s) = s else {
+        return Ok(LabelSelector::everything());
+    };
+    let mut requirements: Vec<Requirement> = s
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| Requirement::In(k.clone(), vec![v.clone()]))
+        .collect();
+    for (i, e) in s.match_expressions.iter().flatten().enumerate() {
+        let f = format!("{field}.matchExpressions[{i}]");
+        let values = e.values.clone().unwrap_or_default();
+        let key = e.key.clone();
+        let r = match e.operator.as_str() {
+            "In" | "NotIn" if values.is_empty() => {
+                return Err(c.error(
+                    format!("{f}.values"),
+                    format!("operator {} needs at least one value", e.operator),
+                ))
+            }
+            "Exists" | "DoesNotExist" if !values.is_empty() => {
+                return Err(c.error(
+                    format!("{f}.values"),
+                    format!("operator {} takes no values", e.operator),
+                ))
+            }
+            "In" => Requirement::In(key, values),
+            "NotIn" => Requirement::NotIn(key, values),
+            "Exists" => Requirement::Exists(key),
+            "DoesNotExist" => Requirement::DoesNotExist(key),
+            other => {
+                return Err(c.error(
+                    format!("{f}.operator"),
+                    format!("unknown operator {other:?}: use In, NotIn, Exists or DoesNotExist"),
+                ))
+            }
+        };
+        requirements.push(r);
+    }
+    Ok(LabelSelector::new(requirements))
+}
+
+fn cidr(c: &Checker<'_>, field: &str, s: &str) -> Result<Cidr, InputError> {
+    s.parse()
+        .map_err(|e: crate::cidr::CidrError| c.error(field, e.to_string()))
+}
+
+fn peer(
+    c: &Checker<'_>,
+    field: &str,
+    namespace: &str,
+    p: &net::NetworkPolicyPeer,
+) -> Result<Peer, InputError> {
+    if let Some(block) = &p.ip_block {
+        if p.pod_selector.is_some() || p.namespace_selector.is_some() {
+            return Err(c.error(
+                field,
+                "ipBlock cannot be combined with podSelector or namespaceSelector in one peer; \
+                 write them as separate peers",
+            ));
+        }
+        let f = format!("{field}.ipBlock");
+        let range = cidr(c, &format!("{f}.cidr"), &block.cidr)?;
+        let mut except = Vec::new();
+        for (i, e) in block.except.iter().flatten().enumerate() {
+            let ef = format!("{f}.except[{i}]");
+            let ex = cidr(c, &ef, e)?;
+            if !(range.covers(&ex) && ex.len() > range.len()) {
+                return Err(c.error(
+                    ef,
+                    format!("{e} must be a strict subset of the cidr {}", block.cidr),
+                ));
+            }
+            except.push(ex);
+        }
+        except.sort();
+        except.dedup();
+        return Ok(Peer::IpBlock(IpBlock {
+            cidr: range,
+            except,
+        }));
+    }
+    if p.pod_selector.is_none() && p.namespace_selector.is_none() {
+        return Err(c.error(
+            field,
+            "a peer needs a podSelector, a namespaceSelector or an ipBlock",
+        ));
+    }
+    let pods = selector(c, &format!("{field}.podSelector"), p.pod_selector.as_ref())?;
+    let namespaces = match &p.namespace_selector {
+        None => NamespaceScope::Own(namespace.to_string()),
+        Some(s) => {
+            NamespaceScope::Selected(selector(c, &format!("{field}.namespaceSelector"), Some(s))?)
+        }
+    };
+    Ok(Peer::Pods(PodPeer { namespaces, pods }))
+}
+
+/// Whether a string is a valid port name (IANA service name): 1-15 characters of `a-z`, `0-9` and
+/// `-`, with at least one letter, no leading, trailing or double hyphen.
+fn valid_port_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 15
+        && n.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && n.bytes().any(|b| b.is_ascii_lowercase())
+        && !n.starts_with('-')
+        && !n.ends_with('-')
+        && !n.contains("--")
+}
+
+fn policy_port(
+    c: &Checker<'_>,
+    field: &str,
+    p: &net::NetworkPolicyPort,
+) -> Result<PolicyPort, InputError> {
+    let protocol = parse_protocol(c, &format!("{field}.protocol"), p.protocol.as_deref())?;
+    let port = match (&p.port, p.end_port) {
+        (None, Some(_)) => {
+            return Err(c.error(format!("{field}.endPort"), "endPort requires port"));
+        }
+        (None, None) => PortSpec::Any,
+        (Some(IntOrString::String(name)), end) => {
+            if end.is_some() {
+                return Err(c.error(
+                    format!("{field}.endPort"),
+                    "endPort cannot be used with a named port",
+                ));
+            }
+            if let Ok(n) = name.parse::<i32>() {
+                // A number written as a string: the API server rejects it as a port name.
+                return Err(c.error(
+                    format!("{field}.port"),
+                    format!("{name:?} is a string; write the port number {n} without quotes"),
+                ));
+            }
+            if !valid_port_name(name) {
+                return Err(c.error(
+                    format!("{field}.port"),
+                    format!(
+                        "{name:?} is not a valid port name (1-15 lowercase letters, digits and '-', \
+                         with at least one letter)"
+                    ),
+                ));
+            }
+            PortSpec::Named(name.clone())
+        }
+        (Some(IntOrString::Int(n)), end) => {
+            let start = port_number(c, &format!("{field}.port"), *n)?;
+            let end = match end {
+                None => start,
+                Some(e) => {
+                    let e = port_number(c, &format!("{field}.endPort"), e)?;
+                    if e < start {
+                        return Err(c.error(
+                            format!("{field}.endPort"),
+                            format!("endPort {e} is below port {start}"),
+                        ));
+                    }
+                    e
+                }
+            };
+            PortSpec::Range(start, end)
+        }
+    };
+    Ok(PolicyPort { protocol, port })
+}
+
+fn rule(
+    c: &Checker<'_>,
+    field: &str,
+    namespace: &str,
+    peers_field: &str,
+    peers: Option<&Vec<net::NetworkPolicyPeer>>,
+    ports: Option<&Vec<net::NetworkPolicyPort>>,
+) -> Result<Rule, InputError> {
+    let peers = peers
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, p)| peer(c, &format!("{field}.{peers_field}[{i}]"), namespace, p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ports = ports
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, p)| policy_port(c, &format!("{field}.ports[{i}]"), p))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Rule { peers, ports })
+}
+
+/// Converts a `NetworkPolicy`, applying the API server's defaulting of `policyTypes`.
+pub fn policy_from_api(object: &RawObject) -> Result<Policy, InputError> {
+    let c = Checker {
+        object,
+        kind: "NetworkPolicy",
+        id: raw_id(&object.value, true),
+    };
+    let np: net::NetworkPolicy = typed(&c)?;
+    let name = name_of(&c, &np.metadata)?;
+    let namespace = np
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_string());
+    let spec = np.spec.unwrap_or_default();
+    let pod_selector = selector(&c, "spec.podSelector", spec.pod_selector.as_ref())?;
+
+    let ingress = spec
+        .ingress
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, r)| {
+            let f = format!("spec.ingress[{i}]");
+            rule(
+                &c,
+                &f,
+                &namespace,
+                "from",
+                r.from.as_ref(),
+                r.ports.as_ref(),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let egress = spec
+        .egress
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, r)| {
+            let f = format!("spec.egress[{i}]");
+            rule(&c, &f, &namespace, "to", r.to.as_ref(), r.ports.as_ref())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let (isolates_ingress, isolates_egress) = match spec.policy_types.as_deref() {
+        None | Some([]) => (true, !egress.is_empty()),
+        Some(types) => {
+            let mut seen = BTreeMap::new();
+            for (i, t) in types.iter().enumerate() {
+                match t.as_str() {
+                    "Ingress" | "Egress" => {
+                        seen.insert(t.as_str(), ());
+                    }
+                    other => {
+                        return Err(c.error(
+                            format!("spec.policyTypes[{i}]"),
+                            format!("unknown policy type {other:?}: use Ingress or Egress"),
+                        ))
+                    }
+                }
+            }
+            (seen.contains_key("Ingress"), seen.contains_key("Egress"))
+        }
+    };
+    Ok(Policy {
+        id: ObjectRef::new(namespace, name),
+        pod_selector,
+        isolates_ingress,
+        isolates_egress,
+        ingress,
+        egress,
+    })
+}

@@ -1,0 +1,299 @@
+//! Reading manifests: YAML (multi-document) and JSON, `List` kinds, into a validated [`ClusterState`].
+//!
+//! Parsing is pure ([`parse_sources`] takes text); [`read_paths`] is the one place that touches the file
+//! system. Every error names the file, the document, the object and the field, and any error means no
+//! cluster state at all: a malformed manifest never yields a partial ruleset.
+
+mod convert;
+mod fs;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde_json::Value;
+
+use crate::cluster::ClusterState;
+use crate::model::{Namespace, Pod, Policy};
+
+pub use convert::{namespace_from_api, pod_from_api, policy_from_api};
+pub use fs::{read_paths, read_stdin};
+
+/// One input text and where it came from.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// A path, or `<stdin>`.
+    pub name: String,
+    /// The contents.
+    pub text: String,
+}
+
+/// Where an object sits in the input, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// File name or `<stdin>`.
+    pub file: String,
+    /// 1-based document index within the file.
+    pub document: usize,
+    /// 0-based index within a `List` document, if the object came from one.
+    pub item: Option<usize>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: document {}", self.file, self.document)?;
+        if let Some(i) = self.item {
+            write!(f, ", items[{i}]")?;
+        }
+        Ok(())
+    }
+}
+
+/// A problem with the input.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// A file or directory could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The text is not valid YAML or JSON.
+    #[error("{file}: invalid {format}: {message}")]
+    Syntax {
+        /// File name.
+        file: String,
+        /// `YAML` or `JSON`.
+        format: &'static str,
+        /// The parser's message, with its line and column.
+        message: String,
+    },
+    /// A document is not a Kubernetes object (no `kind` or `apiVersion`, or not a mapping).
+    #[error("{location}: not a Kubernetes object: {message}")]
+    NotAnObject {
+        /// Where.
+        location: Location,
+        /// What is missing.
+        message: String,
+    },
+    /// An object has a field with a bad value.
+    #[error("{location}: {kind} {object}: field {field}: {message}")]
+    Invalid {
+        /// Where.
+        location: Location,
+        /// `Pod`, `Namespace`, `NetworkPolicy`.
+        kind: String,
+        /// `namespace/name` or `name`.
+        object: String,
+        /// The field path, e.g. `spec.ingress[0].from[1].ipBlock.cidr`.
+        field: String,
+        /// What is wrong and what is expected.
+        message: String,
+    },
+    /// The same object is defined twice.
+    #[error("{kind} {object} is defined twice: at {first} and at {second}")]
+    Duplicate {
+        /// Kind.
+        kind: String,
+        /// `namespace/name` or `name`.
+        object: String,
+        /// The first definition.
+        first: Location,
+        /// The second definition.
+        second: Location,
+    },
+}
+
+/// Errors found in the input; all of them, not only the first.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+pub struct InputErrors(pub Vec<InputError>);
+
+/// The result of reading manifests.
+#[derive(Debug, Clone, Default)]
+pub struct Manifests {
+    /// Namespaces, pods and policies.
+    pub cluster: ClusterState,
+    /// Kinds that were not used, with how many objects of each were skipped.
+    pub skipped_kinds: BTreeMap<String, usize>,
+    /// Objects of other kinds, kept as JSON with their location (e.g. Services, for the lab).
+    pub other_objects: Vec<(Location, Value)>,
+}
+
+/// One Kubernetes object as found in the input.
+#[derive(Debug, Clone)]
+pub struct RawObject {
+    /// Where it was.
+    pub location: Location,
+    /// The object.
+    pub value: Value,
+}
+
+/// Splits sources into objects: YAML streams and JSON documents, with `List` kinds flattened.
+pub fn objects_of(sources: &[Source]) -> Result<Vec<RawObject>, InputErrors> {
+    let mut objects = Vec::new();
+    let mut errors = Vec::new();
+    for source in sources {
+        match documents(source) {
+            Ok(docs) => {
+                for (i, doc) in docs.into_iter().enumerate() {
+                    let location = Location {
+                        file: source.name.clone(),
+                        document: i + 1,
+                        item: None,
+                    };
+                    flatten(location, doc, &mut objects, &mut errors);
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(objects)
+    } else {
+        Err(InputErrors(errors))
+    }
+}
+
+fn looks_like_json(source: &Source) -> bool {
+    source.name.ends_with(".json")
+        || source
+            .text
+            .trim_start()
+            .starts_with(|c| c == '{' || c == '[')
+}
+
+fn documents(source: &Source) -> Result<Vec<Value>, InputError> {
+    let docs: Vec<Value> = if looks_like_json(source) {
+        let mut docs = Vec::new();
+        for doc in serde_json::Deserializer::from_str(&source.text).into_iter::<Value>() {
+            docs.push(doc.map_err(|e| InputError::Syntax {
+                file: source.name.clone(),
+                format: "JSON",
+                message: e.to_string(),
+            })?);
+        }
+        docs
+    } else {
+        serde_saphyr::from_multiple::<Value>(&source.text).map_err(|e| InputError::Syntax {
+            file: source.name.clone(),
+            format: "YAML",
+            message: e.to_string(),
+        })?
+    };
+    // Empty documents (a trailing `---`, a file of comments) carry nothing.
+    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+fn flatten(location: Location, doc: Value, out: &mut Vec<RawObject>, errors: &mut Vec<InputError>) {
+    let Value::Object(map) = &doc else {
+        errors.push(InputError::NotAnObject {
+            location,
+            message: "expected a mapping with apiVersion and kind".to_string(),
+        });
+        return;
+    };
+    let kind = map.get("kind").and_then(Value::as_str);
+    if map.get("apiVersion").and_then(Value::as_str).is_none() || kind.is_none() {
+        errors.push(InputError::NotAnObject {
+            location,
+            message: "apiVersion and kind are required".to_string(),
+        });
+        return;
+    }
+    if kind.is_some_and(|k| k == "List" || k.ends_with("List")) {
+        let Some(items) = map.get("items").and_then(Value::as_array) else {
+            errors.push(InputError::NotAnObject {
+                location,
+                message: "a List needs an items array".to_string(),
+            });
+            return;
+        };
+        for (i, item) in items.iter().enumerate() {
+            let item_location = Location {
+                item: Some(i),
+                ..location.clone()
+            };
+            flatten(item_location, item.clone(), out, errors);
+        }
+        return;
+    }
+    out.push(RawObject {
+        location,
+        value: doc,
+    });
+}
+
+/// Parses and validates sources into cluster state.
+pub fn parse_sources(sources: &[Source]) -> Result<Manifests, InputErrors> {
+    let objects = objects_of(sources)?;
+    let mut manifests = Manifests::default();
+    let mut errors = Vec::new();
+    let mut seen: BTreeMap<(String, String), Location> = BTreeMap::new();
+    let mut namespaces: Vec<Namespace> = Vec::new();
+    let mut pods: Vec<Pod> = Vec::new();
+    let mut policies: Vec<Policy> = Vec::new();
+    for object in objects {
+        let kind = object.value["kind"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let converted = match kind.as_str() {
+            "Namespace" => namespace_from_api(&object).map(|n| {
+                let id = n.name.clone();
+                namespaces.push(n);
+                id
+            }),
+            "Pod" => pod_from_api(&object).map(|p| {
+                let id = p.id.to_string();
+                pods.push(p);
+                id
+            }),
+            "NetworkPolicy" => policy_from_api(&object).map(|p| {
+                let id = p.id.to_string();
+                policies.push(p);
+                id
+            }),
+            _ => {
+                *manifests.skipped_kinds.entry(kind).or_default() += 1;
+                manifests
+                    .other_objects
+                    .push((object.location, object.value));
+                continue;
+            }
+        };
+        match converted {
+            Ok(id) => {
+                let key = (kind.clone(), id.clone());
+                if let Some(first) = seen.get(&key) {
+                    errors.push(InputError::Duplicate {
+                        kind,
+                        object: id,
+                        first: first.clone(),
+                        second: object.location,
+                    });
+                } else {
+                    seen.insert(key, object.location);
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(InputErrors(errors));
+    }
+    for ns in namespaces {
+        manifests.cluster.upsert_namespace(ns);
+    }
+    for pod in pods {
+        manifests.cluster.upsert_pod(pod);
+    }
+    for policy in policies {
+        manifests.cluster.upsert_policy(policy);
+    }
+    Ok(manifests)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,342 @@
+//! The compact internal model of cluster state: namespaces, pods and NetworkPolicies, validated.
+//!
+//! The Kubernetes API types stop at [`crate::input`]; everything after works on these.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::cidr::{Cidr, Family};
+use crate::selector::{LabelSelector, Labels};
+
+/// A transport protocol NetworkPolicy can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    /// TCP (the default).
+    Tcp,
+    /// UDP.
+    Udp,
+    /// SCTP.
+    Sctp,
+}
+
+impl Protocol {
+    /// Every protocol, in a fixed order.
+    pub const ALL: [Protocol; 3] = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
+
+    /// Parses the API spelling (`TCP`, `UDP`, `SCTP`).
+    pub fn from_api(s: &str) -> Option<Protocol> {
+        match s {
+            "TCP" => Some(Protocol::Tcp),
+            "UDP" => Some(Protocol::Udp),
+            "SCTP" => Some(Protocol::Sctp),
+            _ => None,
+        }
+    }
+
+    /// The API spelling.
+    pub fn as_api(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+            Protocol::Sctp => "SCTP",
+        }
+    }
+
+    /// The nftables spelling.
+    pub fn as_nft(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_api())
+    }
+}
+
+/// A namespaced object's identity, printed `namespace/name`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectRef {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl ObjectRef {
+    /// Builds a reference.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A namespace and its labels (always including `kubernetes.io/metadata.name`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    /// Name.
+    pub name: String,
+    /// Labels.
+    pub labels: Labels,
+}
+
+/// The label every namespace carries with its own name.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+impl Namespace {
+    /// A namespace with the given labels plus its `kubernetes.io/metadata.name` label.
+    pub fn new(name: impl Into<String>, mut labels: Labels) -> Self {
+        let name = name.into();
+        labels.insert(NAMESPACE_NAME_LABEL.to_string(), name.clone());
+        Self { name, labels }
+    }
+}
+
+/// A port a container declares.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ContainerPort {
+    /// The port's name, which NetworkPolicy named ports refer to.
+    pub name: Option<String>,
+    /// Number.
+    pub port: u16,
+    /// Protocol.
+    pub protocol: Protocol,
+}
+
+/// A pod's lifecycle phase, as far as policy cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodPhase {
+    /// Pending, Running or Unknown: the pod may hold its IPs.
+    Active,
+    /// Succeeded or Failed: its IPs may already belong to another pod.
+    Finished,
+}
+
+/// A pod, reduced to what policy needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pod {
+    /// Namespace and name.
+    pub id: ObjectRef,
+    /// Labels.
+    pub labels: Labels,
+    /// The node it runs on, if scheduled.
+    pub node: Option<String>,
+    /// Its IPs, at most one per family.
+    pub ips: Vec<IpAddr>,
+    /// Whether it uses the node's network namespace.
+    pub host_network: bool,
+    /// Phase.
+    pub phase: PodPhase,
+    /// Declared container ports.
+    pub ports: Vec<ContainerPort>,
+}
+
+impl Pod {
+    /// Whether the pod takes part in policy: it has an IP of its own and is not finished.
+    /// Host-network, IP-less and finished pods are neither selected nor matched as peers.
+    pub fn participates(&self) -> bool {
+        !self.host_network && !self.ips.is_empty() && self.phase == PodPhase::Active
+    }
+
+    /// The pod's IP of one family.
+    pub fn ip(&self, family: Family) -> Option<IpAddr> {
+        self.ips.iter().copied().find(|ip| Family::of(ip) == family)
+    }
+
+    /// The number a named port resolves to on this pod, if it declares that name for the protocol.
+    pub fn named_port(&self, name: &str, protocol: Protocol) -> Option<u16> {
+        self.ports
+            .iter()
+            .find(|p| p.protocol == protocol && p.name.as_deref() == Some(name))
+            .map(|p| p.port)
+    }
+}
+
+/// A traffic direction, from the selected pod's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Direction {
+    /// Traffic to the selected pod.
+    Ingress,
+    /// Traffic from the selected pod.
+    Egress,
+}
+
+impl Direction {
+    /// Both directions.
+    pub const BOTH: [Direction; 2] = [Direction::Ingress, Direction::Egress];
+
+    /// `ingress` or `egress`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which namespaces a pod peer draws from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NamespaceScope {
+    /// The policy's own namespace (a peer with `podSelector` only).
+    Own(String),
+    /// Namespaces matching a selector (`namespaceSelector`, `{}` for all).
+    Selected(LabelSelector),
+}
+
+/// The pods a peer selects: namespaces, then pods within them (the AND of one peer).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PodPeer {
+    /// The namespaces.
+    pub namespaces: NamespaceScope,
+    /// The pods in those namespaces (`{}` for all).
+    pub pods: LabelSelector,
+}
+
+impl fmt::Display for PodPeer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespaces {
+            NamespaceScope::Own(ns) => write!(f, "pods {} in namespace {ns}", self.pods),
+            NamespaceScope::Selected(s) => {
+                write!(f, "pods {} in namespaces {s}", self.pods)
+            }
+        }
+    }
+}
+
+/// An `ipBlock`: a prefix minus exceptions.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IpBlock {
+    /// The prefix.
+    pub cidr: Cidr,
+    /// Prefixes inside it that are excluded.
+    pub except: Vec<Cidr>,
+}
+
+impl IpBlock {
+    /// Whether `ip` is in the block.
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        self.cidr.contains(ip) && !self.except.iter().any(|e| e.contains(ip))
+    }
+}
+
+impl fmt::Display for IpBlock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ipBlock {}", self.cidr)?;
+        if !self.except.is_empty() {
+            let ex: Vec<String> = self.except.iter().map(|c| c.to_string()).collect();
+            write!(f, " except {}", ex.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// One entry of a rule's `from` or `to`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Peer {
+    /// Pods chosen by selectors.
+    Pods(PodPeer),
+    /// Addresses.
+    IpBlock(IpBlock),
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Pods(p) => p.fmt(f),
+            Peer::IpBlock(b) => b.fmt(f),
+        }
+    }
+}
+
+/// The port part of one `ports` entry.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PortSpec {
+    /// Every port of the protocol (`port` absent).
+    Any,
+    /// A number or an inclusive `port`..`endPort` range.
+    Range(u16, u16),
+    /// A named port, resolved against the destination pod's container ports.
+    Named(String),
+}
+
+/// One `ports` entry.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PolicyPort {
+    /// The protocol (TCP when omitted).
+    pub protocol: Protocol,
+    /// The port or ports.
+    pub port: PortSpec,
+}
+
+impl fmt::Display for PolicyPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.port {
+            PortSpec::Any => write!(f, "any/{}", self.protocol),
+            PortSpec::Range(a, b) if a == b => write!(f, "{a}/{}", self.protocol),
+            PortSpec::Range(a, b) => write!(f, "{a}-{b}/{}", self.protocol),
+            PortSpec::Named(n) => write!(f, "{n}/{}", self.protocol),
+        }
+    }
+}
+
+/// One ingress or egress rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// `from`/`to`; empty means every source or destination.
+    pub peers: Vec<Peer>,
+    /// `ports`; empty means every port and protocol.
+    pub ports: Vec<PolicyPort>,
+}
+
+/// A NetworkPolicy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Namespace and name.
+    pub id: ObjectRef,
+    /// The pods of its namespace it applies to.
+    pub pod_selector: LabelSelector,
+    /// Whether it isolates selected pods for ingress (`Ingress` in effective `policyTypes`).
+    pub isolates_ingress: bool,
+    /// Whether it isolates selected pods for egress.
+    pub isolates_egress: bool,
+    /// Ingress rules.
+    pub ingress: Vec<Rule>,
+    /// Egress rules.
+    pub egress: Vec<Rule>,
+}
+
+impl Policy {
+    /// Whether the policy isolates its pods in `direction`.
+    pub fn isolates(&self, direction: Direction) -> bool {
+        match direction {
+            Direction::Ingress => self.isolates_ingress,
+            Direction::Egress => self.isolates_egress,
+        }
+    }
+
+    /// The rules of one direction. Rules of a direction the policy does not isolate have no effect.
+    pub fn rules(&self, direction: Direction) -> &[Rule] {
+        match direction {
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
+        }
+    }
+}
