@@ -15,12 +15,14 @@ pub mod analysis;
 pub mod cidr;
 pub mod cluster;
 pub mod conformance;
+pub mod generate;
 pub mod index;
 pub mod input;
 pub mod model;
 pub mod nft;
 pub mod plan;
 pub mod selector;
+pub mod verify;
 
 pub use cidr::{Cidr, Family};
 pub use cluster::ClusterState;

@@ -137,6 +137,9 @@ pub struct Pod {
     pub ips: Vec<IpAddr>,
     /// Whether it uses the node's network namespace.
     pub host_network: bool,
+    /// The addresses of its node (`status.hostIPs`): traffic between a pod and its own node is
+    /// always allowed.
+    pub host_ips: Vec<IpAddr>,
     /// Phase.
     pub phase: PodPhase,
     /// Declared container ports.

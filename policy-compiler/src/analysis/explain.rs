@@ -95,6 +95,14 @@ pub fn explain_text(v: &ConnectionVerdict) -> String {
         );
         return out;
     }
+    if v.node_local {
+        let _ = writeln!(
+            out,
+            "  traffic between a pod and its own node is always allowed (it does not cross the \
+             forward hook)"
+        );
+        return out;
+    }
     write_direction(&mut out, &v.egress);
     write_direction(&mut out, &v.ingress);
     out
@@ -125,6 +133,7 @@ pub fn explain_json(v: &ConnectionVerdict) -> serde_json::Value {
         "protocol": v.protocol.as_api(),
         "allowed": v.allowed(),
         "loopback": v.loopback,
+        "nodeLocal": v.node_local,
         "egress": direction_json(&v.egress),
         "ingress": direction_json(&v.ingress),
     })

@@ -123,6 +123,9 @@ pub struct ConnectionVerdict {
     pub port: u16,
     /// A pod reaching its own address: the traffic never leaves its network namespace.
     pub loopback: bool,
+    /// Traffic between a pod and its own node (kubelet probes, host-network pods): always allowed,
+    /// and it never crosses the forward hook.
+    pub node_local: bool,
     /// Egress at the source.
     pub egress: DirectionVerdict,
     /// Ingress at the destination.
@@ -132,7 +135,7 @@ pub struct ConnectionVerdict {
 impl ConnectionVerdict {
     /// Whether the connection is allowed: loopback, or both directions allow it.
     pub fn allowed(&self) -> bool {
-        self.loopback || (self.egress.allowed() && self.ingress.allowed())
+        self.loopback || self.node_local || (self.egress.allowed() && self.ingress.allowed())
     }
 }
 
@@ -232,12 +235,17 @@ pub fn evaluate(
         (Some(a), Some(b)) => a.id == b.id,
         _ => from.ip == to.ip,
     };
+    let on_own_node = |pod: Option<&Pod>, other: &Endpoint<'_>| {
+        pod.is_some_and(|p| p.host_ips.contains(&other.ip))
+    };
+    let node_local = !loopback && (on_own_node(from.pod, &to) || on_own_node(to.pod, &from));
     ConnectionVerdict {
         from: from.describe(),
         to: to.describe(),
         protocol,
         port,
         loopback,
+        node_local,
         egress: judge_direction(cluster, Direction::Egress, &from, &to, &to, protocol, port),
         ingress: judge_direction(cluster, Direction::Ingress, &to, &from, &to, protocol, port),
     }

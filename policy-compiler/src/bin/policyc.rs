@@ -271,7 +271,7 @@ fn nft_path(
     to: &Endpoint<'_>,
     verdict: &ConnectionVerdict,
 ) -> String {
-    if verdict.loopback {
+    if verdict.loopback || verdict.node_local {
         return String::new();
     }
     let mut nodes: Vec<&str> = [from.pod, to.pod]

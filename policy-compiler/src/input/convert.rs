@@ -172,6 +172,28 @@ pub fn pod_from_api(object: &RawObject) -> Result<Pod, InputError> {
         ips.push(ip);
     }
 
+    let mut host_ips: Vec<IpAddr> = Vec::new();
+    let raw_host_ips = status
+        .host_ips
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, h)| (format!("status.hostIPs[{i}].ip"), h.ip.clone()))
+        .chain(
+            status
+                .host_ip
+                .clone()
+                .map(|h| ("status.hostIP".to_string(), h)),
+        );
+    for (field, raw) in raw_host_ips.filter(|(_, r)| !r.is_empty()) {
+        let ip: IpAddr = raw
+            .parse()
+            .map_err(|_| c.error(&field, format!("{raw:?} is not an IP address")))?;
+        if !host_ips.contains(&ip) {
+            host_ips.push(ip);
+        }
+    }
+
     let phase = match status.phase.as_deref() {
         Some("Succeeded") | Some("Failed") => PodPhase::Finished,
         _ => PodPhase::Active,
@@ -182,6 +204,7 @@ pub fn pod_from_api(object: &RawObject) -> Result<Pod, InputError> {
         node: spec.node_name.filter(|n| !n.is_empty()),
         ips,
         host_network: spec.host_network.unwrap_or(false),
+        host_ips,
         phase,
         ports,
     })

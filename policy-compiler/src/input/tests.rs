@@ -1,1 +1,282 @@
-mod x {}
+use super::*;
+use crate::model::{NamespaceScope, Peer, PortSpec, Protocol};
+
+fn parse(text: &str) -> Result<Manifests, InputErrors> {
+    parse_sources(&[Source {
+        name: "test.yaml".to_string(),
+        text: text.to_string(),
+    }])
+}
+
+fn policy(spec: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: p, namespace: x}}\nspec:\n{spec}"
+    )
+}
+
+/// Asserts the input is rejected with one message containing every fragment.
+fn rejected(text: &str, fragments: &[&str]) {
+    let err = parse(text).expect_err("input must be rejected").to_string();
+    for f in fragments {
+        assert!(err.contains(f), "error {err:?} lacks {f:?}");
+    }
+}
+
+#[test]
+fn reads_multi_document_yaml_lists_json_and_skips_other_kinds() {
+    let yaml = "\
+apiVersion: v1
+kind: Namespace
+metadata: {name: x, labels: {team: a}}
+---
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: a, namespace: x, labels: {app: web}}
+  spec:
+    nodeName: n1
+    containers: [{name: c, image: i, ports: [{containerPort: 80, name: http}]}]
+  status: {phase: Running, podIP: 10.0.0.1, podIPs: [{ip: 10.0.0.1}, {ip: 'fd00::1'}]}
+- apiVersion: v1
+  kind: Service
+  metadata: {name: s, namespace: x}
+---
+";
+    let json = r#"{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "p", "namespace": "y"}, "spec": {"podSelector": {}}}"#;
+    let m = parse_sources(&[
+        Source {
+            name: "a.yaml".into(),
+            text: yaml.into(),
+        },
+        Source {
+            name: "b.json".into(),
+            text: json.into(),
+        },
+    ])
+    .expect("valid input");
+    let c = &m.cluster;
+    assert_eq!(m.skipped_kinds.get("Service"), Some(&1));
+    let pod = c.pod(&ObjectRef::new("x", "a")).expect("pod");
+    assert_eq!(pod.ips.len(), 2, "dual-stack pod keeps one IP per family");
+    assert_eq!(pod.ports[0].protocol, Protocol::Tcp);
+    assert_eq!(
+        c.namespace("x")
+            .unwrap()
+            .labels
+            .get("kubernetes.io/metadata.name"),
+        Some(&"x".to_string())
+    );
+    // y is only referenced by the policy: it exists implicitly, with its name label.
+    assert_eq!(
+        c.namespace("y")
+            .unwrap()
+            .labels
+            .get("kubernetes.io/metadata.name"),
+        Some(&"y".to_string())
+    );
+    let p = c.policies().values().next().unwrap();
+    assert!(p.isolates_ingress && !p.isolates_egress);
+}
+
+use crate::model::ObjectRef;
+
+#[test]
+fn policy_types_default_like_the_api_server() {
+    let egress_rules = policy("  podSelector: {}\n  egress: [{to: [{podSelector: {}}]}]\n");
+    let p = parse(&egress_rules).unwrap();
+    let p = p.cluster.policies().values().next().unwrap();
+    assert!(p.isolates_ingress && p.isolates_egress);
+    let empty_egress = policy("  podSelector: {}\n  egress: []\n");
+    let p = parse(&empty_egress).unwrap();
+    let p = p.cluster.policies().values().next().unwrap();
+    assert!(p.isolates_ingress && !p.isolates_egress);
+    let explicit = policy("  podSelector: {}\n  policyTypes: [Egress]\n");
+    let p = parse(&explicit).unwrap();
+    let p = p.cluster.policies().values().next().unwrap();
+    assert!(!p.isolates_ingress && p.isolates_egress);
+}
+
+#[test]
+fn peers_and_ports_convert_with_defaults() {
+    let text = policy(
+        "  podSelector: {}
+  ingress:
+  - from:
+    - podSelector: {matchLabels: {app: a}}
+    - namespaceSelector: {}
+    - ipBlock: {cidr: 10.244.1.5/4, except: [10.1.0.0/16]}
+    ports:
+    - port: 80
+    - {port: 8000, endPort: 8080, protocol: UDP}
+    - {protocol: SCTP}
+    - {port: http}
+",
+    );
+    let m = parse(&text).unwrap();
+    let p = m.cluster.policies().values().next().unwrap();
+    let rule = &p.ingress[0];
+    assert!(
+        matches!(&rule.peers[0], Peer::Pods(pp) if pp.namespaces == NamespaceScope::Own("x".into()))
+    );
+    assert!(
+        matches!(&rule.peers[1], Peer::Pods(pp) if matches!(&pp.namespaces, NamespaceScope::Selected(s) if s.is_everything()))
+    );
+    match &rule.peers[2] {
+        Peer::IpBlock(b) => assert_eq!(
+            b.cidr.to_string(),
+            "0.0.0.0/4",
+            "non-canonical CIDR is masked"
+        ),
+        other => panic!("expected an ipBlock, got {other:?}"),
+    }
+    let ports: Vec<_> = rule
+        .ports
+        .iter()
+        .map(|p| (p.protocol, p.port.clone()))
+        .collect();
+    assert_eq!(
+        ports,
+        vec![
+            (Protocol::Tcp, PortSpec::Range(80, 80)),
+            (Protocol::Udp, PortSpec::Range(8000, 8080)),
+            (Protocol::Sctp, PortSpec::Any),
+            (Protocol::Tcp, PortSpec::Named("http".into())),
+        ]
+    );
+}
+
+#[test]
+fn invalid_yaml_names_the_file() {
+    rejected("kind: [unclosed\n", &["test.yaml", "invalid YAML"]);
+    rejected(
+        "- just\n- a list\n",
+        &["test.yaml: document 1", "not a Kubernetes object"],
+    );
+}
+
+#[test]
+fn invalid_cidrs_and_excepts_are_rejected() {
+    rejected(
+        &policy("  podSelector: {}\n  ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/33}}]}]\n"),
+        &[
+            "document 1",
+            "NetworkPolicy x/p",
+            "spec.ingress[0].from[0].ipBlock.cidr",
+            "prefix length",
+        ],
+    );
+    rejected(
+        &policy("  podSelector: {}\n  egress: [{to: [{ipBlock: {cidr: 10.0.0.0/8, except: [11.0.0.0/16]}}]}]\n"),
+        &["spec.egress[0].to[0].ipBlock.except[0]", "strict subset"],
+    );
+    rejected(
+        &policy("  podSelector: {}\n  egress: [{to: [{ipBlock: {cidr: 10.0.0.0/8, except: [10.0.0.0/8]}}]}]\n"),
+        &["strict subset"],
+    );
+}
+
+#[test]
+fn invalid_ports_are_rejected() {
+    rejected(
+        &policy("  podSelector: {}\n  ingress: [{ports: [{endPort: 90}]}]\n"),
+        &["spec.ingress[0].ports[0].endPort", "requires port"],
+    );
+    rejected(
+        &policy("  podSelector: {}\n  ingress: [{ports: [{port: 90, endPort: 80}]}]\n"),
+        &["spec.ingress[0].ports[0].endPort", "below port"],
+    );
+    rejected(
+        &policy("  podSelector: {}\n  ingress: [{ports: [{port: http, endPort: 80}]}]\n"),
+        &["spec.ingress[0].ports[0].endPort", "named port"],
+    );
+    rejected(
+        &policy("  podSelector: {}\n  ingress: [{ports: [{port: 80, protocol: ICMP}]}]\n"),
+        &["spec.ingress[0].ports[0].protocol", "ICMP"],
+    );
+    rejected(
+        &policy("  podSelector: {}\n  ingress: [{ports: [{port: 70000}]}]\n"),
+        &["spec.ingress[0].ports[0].port", "out of range"],
+    );
+}
+
+#[test]
+fn invalid_selectors_are_rejected() {
+    rejected(
+        &policy("  podSelector: {matchExpressions: [{key: a, operator: Maybe}]}\n"),
+        &[
+            "spec.podSelector.matchExpressions[0].operator",
+            "unknown operator",
+        ],
+    );
+    rejected(
+        &policy("  podSelector: {matchExpressions: [{key: a, operator: In}]}\n"),
+        &[
+            "spec.podSelector.matchExpressions[0].values",
+            "at least one value",
+        ],
+    );
+    rejected(
+        &policy("  podSelector: {matchExpressions: [{key: a, operator: Exists, values: [b]}]}\n"),
+        &[
+            "spec.podSelector.matchExpressions[0].values",
+            "takes no values",
+        ],
+    );
+}
+
+#[test]
+fn invalid_peers_are_rejected() {
+    rejected(
+        &policy("  podSelector: {}\n  ingress: [{from: [{}]}]\n"),
+        &["spec.ingress[0].from[0]", "needs a podSelector"],
+    );
+    rejected(
+        &policy(
+            "  podSelector: {}\n  ingress: [{from: [{podSelector: {}, ipBlock: {cidr: 10.0.0.0/8}}]}]\n",
+        ),
+        &["spec.ingress[0].from[0]", "cannot be combined"],
+    );
+}
+
+#[test]
+fn invalid_pod_ips_and_types_are_rejected() {
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: x}\nspec: {containers: []}\nstatus: {podIP: 10.0.0.300}\n";
+    rejected(pod, &["Pod x/a", "status.podIP", "not an IP address"]);
+    let typed = "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: x}\nspec: {containers: [{name: c, ports: [{containerPort: web}]}]}\n";
+    rejected(
+        typed,
+        &["Pod x/a", "spec.containers[0].ports[0].containerPort"],
+    );
+}
+
+#[test]
+fn duplicates_name_both_places() {
+    let text = format!(
+        "{}\n---\n{}",
+        policy("  podSelector: {}\n"),
+        policy("  podSelector: {}\n")
+    );
+    rejected(
+        &text,
+        &[
+            "NetworkPolicy x/p is defined twice",
+            "test.yaml: document 1",
+            "test.yaml: document 2",
+        ],
+    );
+}
+
+#[test]
+fn every_error_is_reported_and_none_yields_state() {
+    let text = format!(
+        "{}\n---\n{}",
+        policy("  podSelector: {}\n  ingress: [{from: [{}]}]\n"),
+        policy("  podSelector: {matchExpressions: [{key: a, operator: In}]}\n")
+            .replace("name: p", "name: q")
+    );
+    let errors = parse(&text).expect_err("invalid").0;
+    assert_eq!(errors.len(), 2, "{errors:?}");
+}

@@ -172,7 +172,11 @@ impl Interp<'_> {
                         name: target,
                     });
                 }
-                self.trace.push(format!("{name}: {rule} -> {target}"));
+                if matches!(rule.verdict, Verdict::Jump(_)) {
+                    self.trace.push(format!("{name}: {rule}"));
+                } else {
+                    self.trace.push(format!("{name}: {rule} -> jump {target}"));
+                }
                 match self.run_chain(&target, depth + 1)? {
                     Flow::Continue => {}
                     decided => return Ok(decided),

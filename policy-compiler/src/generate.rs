@@ -1,0 +1,255 @@
+//! Seeded random clusters for differential and property tests: small, varied, and reproducible from
+//! the seed alone.
+
+use std::net::IpAddr;
+
+use crate::cidr::Cidr;
+use crate::cluster::ClusterState;
+use crate::model::{
+    ContainerPort, IpBlock, Namespace, NamespaceScope, ObjectRef, Peer, Pod, PodPeer, PodPhase,
+    Policy, PolicyPort, PortSpec, Protocol, Rule,
+};
+use crate::selector::{LabelSelector, Labels, Requirement};
+
+/// SplitMix64: a tiny, well-distributed generator, stable across platforms and releases.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+
+    /// True with probability `1/n`.
+    pub fn one_in(&mut self, n: usize) -> bool {
+        self.below(n) == 0
+    }
+
+    /// A random element.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+/// Shape of a generated cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// Number of pods (some of which may not participate).
+    pub pods: usize,
+    /// Number of policies.
+    pub policies: usize,
+    /// Number of nodes.
+    pub nodes: usize,
+}
+
+impl Default for Shape {
+    fn default() -> Self {
+        Self {
+            pods: 6,
+            policies: 3,
+            nodes: 2,
+        }
+    }
+}
+
+const NAMESPACES: [&str; 3] = ["a", "b", "c"];
+const POD_LABELS: [(&str, &[&str]); 2] = [("app", &["web", "api", "db"]), ("tier", &["fe", "be"])];
+const NS_LABELS: [(&str, &[&str]); 2] = [("team", &["x", "y"]), ("env", &["prod", "dev"])];
+
+fn labels(rng: &mut Rng, keys: &[(&str, &[&str])]) -> Labels {
+    let mut out = Labels::new();
+    for (k, vs) in keys {
+        if !rng.one_in(3) {
+            out.insert(k.to_string(), rng.pick(vs).to_string());
+        }
+    }
+    out
+}
+
+fn selector(rng: &mut Rng, keys: &[(&str, &[&str])]) -> LabelSelector {
+    let mut reqs = Vec::new();
+    for _ in 0..rng.below(3) {
+        let (k, vs) = *rng.pick(keys);
+        let v = rng.pick(vs).to_string();
+        reqs.push(match rng.below(6) {
+            0 | 1 => Requirement::In(k.to_string(), vec![v]),
+            2 => Requirement::In(
+                k.to_string(),
+                vs.iter().take(2).map(|s| s.to_string()).collect(),
+            ),
+            3 => Requirement::NotIn(k.to_string(), vec![v]),
+            4 => Requirement::Exists(k.to_string()),
+            _ => Requirement::DoesNotExist(k.to_string()),
+        });
+    }
+    LabelSelector::new(reqs)
+}
+
+/// Container ports: the name `web` means 80 on some pods and 8080 on others, as named ports do.
+fn container_ports(rng: &mut Rng) -> Vec<ContainerPort> {
+    let choices = [
+        (Some("web"), 80, Protocol::Tcp),
+        (Some("web"), 8080, Protocol::Tcp),
+        (Some("dns"), 53, Protocol::Udp),
+        (None, 81, Protocol::Tcp),
+        (Some("assoc"), 80, Protocol::Sctp),
+    ];
+    let mut ports: Vec<ContainerPort> = Vec::new();
+    for (name, port, protocol) in choices {
+        let clash = ports
+            .iter()
+            .any(|p| p.name.is_some() && p.name.as_deref() == name && p.protocol == protocol);
+        if rng.one_in(2) && !clash {
+            ports.push(ContainerPort {
+                name: name.map(str::to_string),
+                port,
+                protocol,
+            });
+        }
+    }
+    ports
+}
+
+fn pod(rng: &mut Rng, i: usize, shape: &Shape) -> Pod {
+    let node = rng.below(shape.nodes.max(1));
+    let mut ips: Vec<IpAddr> = vec![IpAddr::from([10, 0, node as u8, 10 + i as u8])];
+    if rng.one_in(3) {
+        ips.push(
+            format!("fd00:0:{node}::{:x}", 10 + i)
+                .parse()
+                .expect("valid v6"),
+        );
+    }
+    let host_network = rng.one_in(12);
+    if host_network {
+        ips = vec![IpAddr::from([192, 168, 0, node as u8 + 1])];
+    }
+    Pod {
+        id: ObjectRef::new(*rng.pick(&NAMESPACES), format!("p{i}")),
+        labels: labels(rng, &POD_LABELS),
+        node: Some(format!("n{node}")),
+        ips,
+        host_network,
+        host_ips: vec![IpAddr::from([192, 168, 0, node as u8 + 1])],
+        phase: if rng.one_in(12) {
+            PodPhase::Finished
+        } else {
+            PodPhase::Active
+        },
+        ports: container_ports(rng),
+    }
+}
+
+fn ip_block(rng: &mut Rng) -> IpBlock {
+    let cidr = |s: &str| s.parse::<Cidr>().expect("valid cidr");
+    match rng.below(5) {
+        0 => IpBlock {
+            cidr: cidr("10.0.0.0/16"),
+            except: vec![cidr("10.0.1.0/24")],
+        },
+        1 => IpBlock {
+            cidr: cidr("0.0.0.0/0"),
+            except: vec![cidr("10.0.0.10/31"), cidr("192.0.2.0/24")],
+        },
+        2 => IpBlock {
+            cidr: cidr("10.0.1.0/24"),
+            except: vec![],
+        },
+        3 => IpBlock {
+            cidr: cidr("fd00::/16"),
+            except: vec![cidr("fd00:0:1::/48")],
+        },
+        _ => IpBlock {
+            cidr: cidr("192.0.2.0/24"),
+            except: vec![],
+        },
+    }
+}
+
+fn peer(rng: &mut Rng, namespace: &str) -> Peer {
+    match rng.below(4) {
+        0 => Peer::Pods(PodPeer {
+            namespaces: NamespaceScope::Own(namespace.to_string()),
+            pods: selector(rng, &POD_LABELS),
+        }),
+        1 => Peer::Pods(PodPeer {
+            namespaces: NamespaceScope::Selected(selector(rng, &NS_LABELS)),
+            pods: LabelSelector::everything(),
+        }),
+        2 => Peer::Pods(PodPeer {
+            namespaces: NamespaceScope::Selected(selector(rng, &NS_LABELS)),
+            pods: selector(rng, &POD_LABELS),
+        }),
+        _ => Peer::IpBlock(ip_block(rng)),
+    }
+}
+
+fn policy_port(rng: &mut Rng) -> PolicyPort {
+    let (protocol, port) = match rng.below(7) {
+        0 => (Protocol::Tcp, PortSpec::Range(80, 80)),
+        1 => (Protocol::Tcp, PortSpec::Range(79, 81)),
+        2 => (Protocol::Tcp, PortSpec::Named("web".into())),
+        3 => (Protocol::Udp, PortSpec::Named("dns".into())),
+        4 => (Protocol::Udp, PortSpec::Any),
+        5 => (Protocol::Sctp, PortSpec::Range(80, 80)),
+        _ => (Protocol::Tcp, PortSpec::Range(8000, 8080)),
+    };
+    PolicyPort { protocol, port }
+}
+
+fn rules(rng: &mut Rng, namespace: &str) -> Vec<Rule> {
+    (0..rng.below(3))
+        .map(|_| Rule {
+            peers: (0..rng.below(3)).map(|_| peer(rng, namespace)).collect(),
+            ports: (0..rng.below(3)).map(|_| policy_port(rng)).collect(),
+        })
+        .collect()
+}
+
+/// A random cluster of the given shape, the same for the same seed.
+pub fn cluster(seed: u64, shape: Shape) -> ClusterState {
+    let mut rng = Rng::new(seed);
+    let mut cluster = ClusterState::new();
+    for ns in NAMESPACES {
+        cluster.upsert_namespace(Namespace::new(ns, labels(&mut rng, &NS_LABELS)));
+    }
+    for i in 0..shape.pods {
+        let p = pod(&mut rng, i, &shape);
+        cluster.upsert_pod(p);
+    }
+    for i in 0..shape.policies {
+        let namespace = rng.pick(&NAMESPACES).to_string();
+        let ingress = rules(&mut rng, &namespace);
+        let egress = rules(&mut rng, &namespace);
+        let (isolates_ingress, isolates_egress) = match rng.below(4) {
+            0 => (true, !egress.is_empty()),
+            1 => (true, false),
+            2 => (false, true),
+            _ => (true, true),
+        };
+        cluster.upsert_policy(Policy {
+            id: ObjectRef::new(namespace.clone(), format!("np{i}")),
+            pod_selector: selector(&mut rng, &POD_LABELS),
+            isolates_ingress,
+            isolates_egress,
+            ingress,
+            egress,
+        });
+    }
+    cluster
+}
