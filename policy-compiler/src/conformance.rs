@@ -112,6 +112,24 @@ pub struct ExpectOp {
     pub allowed: bool,
 }
 
+impl ExpectOp {
+    /// Whether the op sets the cell `from -> to`.
+    pub fn selects(&self, from: &ObjectRef, to: &ObjectRef) -> bool {
+        let is = |pod: &ObjectRef, s: &str| parse_pod_ref(s).as_ref() == Some(pod);
+        if let Some(p) = &self.expect_all_ingress {
+            is(to, p)
+        } else if let Some(p) = &self.expect_all_egress {
+            is(from, p)
+        } else if let Some(pair) = &self.expect {
+            is(from, &pair.from) && is(to, &pair.to)
+        } else if let Some(pair) = &self.expect_peer {
+            pair.from.matches(from) && pair.to.matches(to)
+        } else {
+            false
+        }
+    }
+}
+
 /// Expected reachability: a default, then builder calls in order.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -282,7 +300,7 @@ impl Case {
                 value: object.clone(),
             };
             let kind = object["kind"].as_str().unwrap_or_default();
-            let to_errors = |e| InputErrors(vec![e]);
+            let to_errors = |e| InputErrors(vec![input::InputError::Invalid(e)]);
             match kind {
                 "NetworkPolicy" => {
                     cluster.upsert_policy(input::policy_from_api(&raw).map_err(to_errors)?)
@@ -314,24 +332,8 @@ impl Probe {
             }
         }
         for op in &self.expect.ops {
-            let chosen: Box<dyn Fn(&ObjectRef, &ObjectRef) -> bool> =
-                if let Some(p) = &op.expect_all_ingress {
-                    let p = parse_pod_ref(p);
-                    Box::new(move |_, to| Some(to) == p.as_ref())
-                } else if let Some(p) = &op.expect_all_egress {
-                    let p = parse_pod_ref(p);
-                    Box::new(move |from, _| Some(from) == p.as_ref())
-                } else if let Some(pair) = &op.expect {
-                    let (f, t) = (parse_pod_ref(&pair.from), parse_pod_ref(&pair.to));
-                    Box::new(move |from, to| Some(from) == f.as_ref() && Some(to) == t.as_ref())
-                } else if let Some(pair) = &op.expect_peer {
-                    let pair = pair.clone();
-                    Box::new(move |from, to| pair.from.matches(from) && pair.to.matches(to))
-                } else {
-                    continue;
-                };
             for ((from, to), v) in cells.iter_mut() {
-                if chosen(from, to) {
+                if op.selects(from, to) {
                     *v = op.allowed;
                 }
             }

@@ -1,19 +1,14 @@
 //! The upstream Kubernetes NetworkPolicy e2e suite, ported as data in `fixtures/upstream-e2e`, run
 //! against the evaluator and against the rendered rulesets (through the nft interpreter).
 
-use std::path::PathBuf;
+mod common;
 
+use common::suite;
 use policy_compiler::analysis::{evaluate, explain_text, Endpoint, PortProto};
 use policy_compiler::cidr::Family;
-use policy_compiler::conformance::Suite;
 use policy_compiler::model::Protocol;
 use policy_compiler::plan::compile_all;
 use policy_compiler::verify::{disagreements, rulesets_allow};
-
-fn suite() -> Suite {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/upstream-e2e");
-    Suite::read(&dir).unwrap_or_else(|e| panic!("cannot read the suite: {e}"))
-}
 
 /// Every port the model serves, for the ruleset cross-check.
 fn model_ports() -> Vec<PortProto> {

@@ -15,22 +15,16 @@ fn verdict_word(allowed: bool) -> &'static str {
     }
 }
 
-fn rule_reason(check: &RuleCheck, direction: Direction) -> &'static str {
-    let peer = match direction {
+fn rule_reason(check: &RuleCheck, direction: Direction) -> String {
+    let other_end = match direction {
         Direction::Ingress => "source",
         Direction::Egress => "destination",
     };
     match (check.peer_matches, check.port_matches) {
-        (true, true) => "allows it",
-        (false, true) => {
-            if peer == "source" {
-                "port matches, but no peer selects the source"
-            } else {
-                "port matches, but no peer selects the destination"
-            }
-        }
-        (true, false) => "peer matches, but no port matches",
-        (false, false) => "neither peer nor port matches",
+        (true, true) => "allows it".to_string(),
+        (false, true) => format!("port matches, but no peer selects the {other_end}"),
+        (true, false) => "peer matches, but no port matches".to_string(),
+        (false, false) => "neither peer nor port matches".to_string(),
     }
 }
 

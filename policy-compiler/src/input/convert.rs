@@ -9,7 +9,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::de::DeserializeOwned;
 
-use super::{InputError, RawObject};
+use super::{FieldError, RawObject};
+
+/// The result of converting one object: the value, or the first bad field.
+pub type FieldResult<T> = Result<T, Box<FieldError>>;
 use crate::cidr::{Cidr, Family};
 use crate::model::{
     ContainerPort, IpBlock, Namespace, NamespaceScope, ObjectRef, Peer, Pod, PodPeer, PodPhase,
@@ -25,14 +28,14 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn error(&self, field: impl Into<String>, message: impl Into<String>) -> InputError {
-        InputError::Invalid {
+    fn error(&self, field: impl Into<String>, message: impl Into<String>) -> Box<FieldError> {
+        Box::new(FieldError {
             location: self.object.location.clone(),
             kind: self.kind.to_string(),
             object: self.id.clone(),
             field: field.into(),
             message: message.into(),
-        }
+        })
     }
 }
 
@@ -47,14 +50,14 @@ fn raw_id(value: &serde_json::Value, namespaced: bool) -> String {
     }
 }
 
-fn typed<T: DeserializeOwned>(c: &Checker<'_>) -> Result<T, InputError> {
+fn typed<T: DeserializeOwned>(c: &Checker<'_>) -> FieldResult<T> {
     serde_path_to_error::deserialize(c.object.value.clone()).map_err(|e| {
         let path = e.path().to_string();
         c.error(path, e.into_inner().to_string())
     })
 }
 
-fn name_of(c: &Checker<'_>, metadata: &meta::ObjectMeta) -> Result<String, InputError> {
+fn name_of(c: &Checker<'_>, metadata: &meta::ObjectMeta) -> FieldResult<String> {
     match metadata.name.as_deref() {
         Some(n) if !n.is_empty() => Ok(n.to_string()),
         _ => Err(c.error("metadata.name", "is required")),
@@ -71,7 +74,7 @@ fn labels_of(metadata: &meta::ObjectMeta) -> Labels {
 }
 
 /// Converts a `Namespace`.
-pub fn namespace_from_api(object: &RawObject) -> Result<Namespace, InputError> {
+pub fn namespace_from_api(object: &RawObject) -> FieldResult<Namespace> {
     let c = Checker {
         object,
         kind: "Namespace",
@@ -82,7 +85,7 @@ pub fn namespace_from_api(object: &RawObject) -> Result<Namespace, InputError> {
     Ok(Namespace::new(name, labels_of(&ns.metadata)))
 }
 
-fn parse_protocol(c: &Checker<'_>, field: &str, p: Option<&str>) -> Result<Protocol, InputError> {
+fn parse_protocol(c: &Checker<'_>, field: &str, p: Option<&str>) -> FieldResult<Protocol> {
     match p {
         None => Ok(Protocol::Tcp),
         Some(s) => Protocol::from_api(s).ok_or_else(|| {
@@ -94,7 +97,7 @@ fn parse_protocol(c: &Checker<'_>, field: &str, p: Option<&str>) -> Result<Proto
     }
 }
 
-fn port_number(c: &Checker<'_>, field: &str, n: i32) -> Result<u16, InputError> {
+fn port_number(c: &Checker<'_>, field: &str, n: i32) -> FieldResult<u16> {
     u16::try_from(n)
         .ok()
         .filter(|p| *p >= 1)
@@ -102,7 +105,7 @@ fn port_number(c: &Checker<'_>, field: &str, n: i32) -> Result<u16, InputError> 
 }
 
 /// Converts a `Pod`.
-pub fn pod_from_api(object: &RawObject) -> Result<Pod, InputError> {
+pub fn pod_from_api(object: &RawObject) -> FieldResult<Pod> {
     let c = Checker {
         object,
         kind: "Pod",
@@ -214,7 +217,7 @@ fn selector(
     c: &Checker<'_>,
     field: &str,
     s: Option<&meta::LabelSelector>,
-) -> Result<LabelSelector, InputError> {
+) -> FieldResult<LabelSelector> {
     let Some(s) = s else {
         return Ok(LabelSelector::everything());
     };
@@ -257,7 +260,7 @@ fn selector(
     Ok(LabelSelector::new(requirements))
 }
 
-fn cidr(c: &Checker<'_>, field: &str, s: &str) -> Result<Cidr, InputError> {
+fn cidr(c: &Checker<'_>, field: &str, s: &str) -> FieldResult<Cidr> {
     s.parse()
         .map_err(|e: crate::cidr::CidrError| c.error(field, e.to_string()))
 }
@@ -267,7 +270,7 @@ fn peer(
     field: &str,
     namespace: &str,
     p: &net::NetworkPolicyPeer,
-) -> Result<Peer, InputError> {
+) -> FieldResult<Peer> {
     if let Some(block) = &p.ip_block {
         if p.pod_selector.is_some() || p.namespace_selector.is_some() {
             return Err(c.error(
@@ -282,7 +285,7 @@ fn peer(
         for (i, e) in block.except.iter().flatten().enumerate() {
             let ef = format!("{f}.except[{i}]");
             let ex = cidr(c, &ef, e)?;
-            if !(range.covers(&ex) && ex.len() > range.len()) {
+            if !(range.covers(&ex) && ex.prefix_len() > range.prefix_len()) {
                 return Err(c.error(
                     ef,
                     format!("{e} must be a strict subset of the cidr {}", block.cidr),
@@ -330,7 +333,7 @@ fn policy_port(
     c: &Checker<'_>,
     field: &str,
     p: &net::NetworkPolicyPort,
-) -> Result<PolicyPort, InputError> {
+) -> FieldResult<PolicyPort> {
     let protocol = parse_protocol(c, &format!("{field}.protocol"), p.protocol.as_deref())?;
     let port = match (&p.port, p.end_port) {
         (None, Some(_)) => {
@@ -390,7 +393,7 @@ fn rule(
     peers_field: &str,
     peers: Option<&Vec<net::NetworkPolicyPeer>>,
     ports: Option<&Vec<net::NetworkPolicyPort>>,
-) -> Result<Rule, InputError> {
+) -> FieldResult<Rule> {
     let peers = peers
         .into_iter()
         .flatten()
@@ -407,7 +410,7 @@ fn rule(
 }
 
 /// Converts a `NetworkPolicy`, applying the API server's defaulting of `policyTypes`.
-pub fn policy_from_api(object: &RawObject) -> Result<Policy, InputError> {
+pub fn policy_from_api(object: &RawObject) -> FieldResult<Policy> {
     let c = Checker {
         object,
         kind: "NetworkPolicy",

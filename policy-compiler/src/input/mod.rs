@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::cluster::ClusterState;
 use crate::model::{Namespace, Pod, Policy};
 
-pub use convert::{namespace_from_api, pod_from_api, policy_from_api};
+pub use convert::{namespace_from_api, pod_from_api, policy_from_api, FieldResult};
 pub use fs::{read_paths, read_stdin};
 
 /// One input text and where it came from.
@@ -78,19 +78,8 @@ pub enum InputError {
         message: String,
     },
     /// An object has a field with a bad value.
-    #[error("{location}: {kind} {object}: field {field}: {message}")]
-    Invalid {
-        /// Where.
-        location: Location,
-        /// `Pod`, `Namespace`, `NetworkPolicy`.
-        kind: String,
-        /// `namespace/name` or `name`.
-        object: String,
-        /// The field path, e.g. `spec.ingress[0].from[1].ipBlock.cidr`.
-        field: String,
-        /// What is wrong and what is expected.
-        message: String,
-    },
+    #[error("{0}")]
+    Invalid(Box<FieldError>),
     /// The same object is defined twice.
     #[error("{kind} {object} is defined twice: at {first} and at {second}")]
     Duplicate {
@@ -99,10 +88,26 @@ pub enum InputError {
         /// `namespace/name` or `name`.
         object: String,
         /// The first definition.
-        first: Location,
+        first: Box<Location>,
         /// The second definition.
-        second: Location,
+        second: Box<Location>,
     },
+}
+
+/// A field of an object with a bad value.
+#[derive(Debug, thiserror::Error)]
+#[error("{location}: {kind} {object}: field {field}: {message}")]
+pub struct FieldError {
+    /// Where.
+    pub location: Location,
+    /// `Pod`, `Namespace`, `NetworkPolicy`.
+    pub kind: String,
+    /// `namespace/name` or `name`.
+    pub object: String,
+    /// The field path, e.g. `spec.ingress[0].from[1].ipBlock.cidr`.
+    pub field: String,
+    /// What is wrong and what is expected.
+    pub message: String,
 }
 
 /// Errors found in the input; all of them, not only the first.
@@ -157,11 +162,7 @@ pub fn objects_of(sources: &[Source]) -> Result<Vec<RawObject>, InputErrors> {
 }
 
 fn looks_like_json(source: &Source) -> bool {
-    source.name.ends_with(".json")
-        || source
-            .text
-            .trim_start()
-            .starts_with(|c| c == '{' || c == '[')
+    source.name.ends_with(".json") || source.text.trim_start().starts_with(['{', '['])
 }
 
 fn documents(source: &Source) -> Result<Vec<Value>, InputError> {
@@ -270,14 +271,14 @@ pub fn parse_sources(sources: &[Source]) -> Result<Manifests, InputErrors> {
                     errors.push(InputError::Duplicate {
                         kind,
                         object: id,
-                        first: first.clone(),
-                        second: object.location,
+                        first: Box::new(first.clone()),
+                        second: Box::new(object.location),
                     });
                 } else {
                     seen.insert(key, object.location);
                 }
             }
-            Err(e) => errors.push(e),
+            Err(e) => errors.push(InputError::Invalid(e)),
         }
     }
     if !errors.is_empty() {

@@ -1,0 +1,80 @@
+//! Shared helpers for the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use policy_compiler::conformance::Suite;
+use policy_compiler::input::{parse_sources, read_paths};
+use policy_compiler::plan::compile_all;
+
+/// The repository's `fixtures/` directory.
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+/// The upstream e2e suite.
+pub fn suite() -> Suite {
+    Suite::read(&fixtures().join("upstream-e2e"))
+        .unwrap_or_else(|e| panic!("cannot read the suite: {e}"))
+}
+
+/// Upstream cases whose final state is kept as a golden ruleset.
+pub const GOLDEN_CASES: [&str; 4] = [
+    "14-ports",
+    "17-ingress-one-named-port",
+    "29-egress-to-pod-in-other-ns-pod-and-namespace-selector",
+    "35-egress-cidr-except",
+];
+
+/// `(file stem, rendered text)` for every golden ruleset: the demo's nodes, and the nodes of each
+/// golden upstream case after its last step.
+pub fn golden_rulesets() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let sources = read_paths(&[fixtures().join("demo").display().to_string()]).expect("read demo");
+    let demo = parse_sources(&sources).expect("valid demo").cluster;
+    for (node, ruleset) in compile_all(&demo) {
+        out.push((format!("demo-{node}"), ruleset.render()));
+    }
+    let suite = suite();
+    for name in GOLDEN_CASES {
+        let case = suite
+            .cases
+            .iter()
+            .find(|c| c.file.contains(name))
+            .unwrap_or_else(|| panic!("no case {name}"));
+        let mut cluster = suite.model.clone();
+        for i in 0..case.steps.len() {
+            case.apply_step(i, &mut cluster).expect("step applies");
+        }
+        for (node, ruleset) in compile_all(&cluster) {
+            out.push((format!("upstream-{name}-{node}"), ruleset.render()));
+        }
+    }
+    out
+}
+
+/// Whether this process may use the kernel's nftables: root with `nft` installed. When it may not,
+/// prints a loud note and returns false, or panics under `NFTPOLICY_REQUIRE_LAB=1` (CI), where a
+/// skipped kernel test would hide a failure.
+pub fn kernel_available(test: &str) -> bool {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let nft = std::process::Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if root && nft {
+        return true;
+    }
+    let why = match (root, nft) {
+        (false, _) => "it needs root",
+        _ => "`nft` is not installed (apt-get install nftables)",
+    };
+    if std::env::var("NFTPOLICY_REQUIRE_LAB").is_ok_and(|v| v == "1") {
+        panic!("{test}: {why}, and NFTPOLICY_REQUIRE_LAB=1 forbids skipping");
+    }
+    eprintln!("\n!!!!!!!! SKIPPED {test}: {why} !!!!!!!!\n");
+    false
+}
