@@ -172,30 +172,31 @@ impl Matrix {
         cells.iter().copied().find(|f| f.from == from && f.to == to)
     }
 
-    /// A plain-text grid per port: rows are sources, columns destinations; `.` allowed, `X` denied,
-    /// blank where the pair shares no address family.
+    /// A plain-text grid per port: row `i` is the source pod numbered `i`, column `j` the destination
+    /// numbered `j`; `.` allowed, `X` denied, `-` where the pair shares no address family.
     pub fn to_table(&self) -> String {
         let mut out = String::new();
-        let width = self.pods.iter().map(String::len).max().unwrap_or(1).max(3);
+        let num = self.pods.len().to_string().len();
+        let name = self.pods.iter().map(String::len).max().unwrap_or(1);
         for (title, cells) in self.grids() {
             let _ = writeln!(
                 out,
-                "{title} (rows: from, columns: to; . allowed, X denied)"
+                "{title}: rows from, columns to; . allowed, X denied, - no common address family"
             );
-            let _ = write!(out, "{:width$}", "");
-            for p in &self.pods {
-                let _ = write!(out, " {p:>width$}");
+            let _ = write!(out, "{:w$}", "", w = num + 1 + name);
+            for j in 1..=self.pods.len() {
+                let _ = write!(out, " {j:>num$}");
             }
             out.push('\n');
-            for from in &self.pods {
-                let _ = write!(out, "{from:width$}");
+            for (i, from) in self.pods.iter().enumerate() {
+                let _ = write!(out, "{:>num$} {from:name$}", i + 1);
                 for to in &self.pods {
                     let mark = match Self::cell(&cells, from, to) {
                         Some(f) if f.allowed => ".",
                         Some(_) => "X",
-                        None => "",
+                        None => "-",
                     };
-                    let _ = write!(out, " {mark:>width$}");
+                    let _ = write!(out, " {mark:>num$}");
                 }
                 out.push('\n');
             }
