@@ -50,3 +50,39 @@ proptest! {
         prop_assert_eq!(first, again);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// The label index resolves every peer and podSelector to exactly the pods a full scan finds.
+    #[test]
+    fn index_resolution_equals_a_scan(seed in any::<u64>()) {
+        use policy_compiler::index::ClusterIndex;
+        use policy_compiler::model::{NamespaceScope, Peer};
+        let c = cluster(seed, Shape { pods: 8, policies: 4, nodes: 2 });
+        let index = ClusterIndex::new(&c);
+        let pods = index.pods();
+        for policy in c.policies().values() {
+            let scan: Vec<usize> = (0..pods.len())
+                .filter(|i| pods[*i].id.namespace == policy.id.namespace && policy.pod_selector.matches(&pods[*i].labels))
+                .collect();
+            prop_assert_eq!(index.policy_targets(policy), scan, "seed {} policy {}", seed, &policy.id);
+            for rule in policy.ingress.iter().chain(&policy.egress) {
+                for peer in &rule.peers {
+                    let Peer::Pods(p) = peer else { continue };
+                    let scan: Vec<usize> = (0..pods.len())
+                        .filter(|i| {
+                            let pod = pods[*i];
+                            let ns_ok = match &p.namespaces {
+                                NamespaceScope::Own(ns) => pod.id.namespace == *ns,
+                                NamespaceScope::Selected(s) => s.matches(&c.namespace(&pod.id.namespace).expect("ns").labels),
+                            };
+                            ns_ok && p.pods.matches(&pod.labels)
+                        })
+                        .collect();
+                    prop_assert_eq!(index.peer_pods(p), scan, "seed {} peer {}", seed, p);
+                }
+            }
+        }
+    }
+}
