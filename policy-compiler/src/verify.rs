@@ -6,20 +6,32 @@ use std::collections::BTreeMap;
 use crate::analysis::{evaluate, Endpoint, PortProto};
 use crate::cidr::Family;
 use crate::cluster::ClusterState;
-use crate::nft::interp::{self, InterpError, Packet};
+use crate::nft::interp::{self, InterpError, Outcome, Packet};
 use crate::nft::Ruleset;
 
 /// Rulesets by node, as [`crate::plan::compile_all`] returns them.
 pub type NodeRulesets = BTreeMap<String, Ruleset>;
 
-/// Whether the rulesets let a new connection through: the first packet crosses the forward hook of
-/// the source pod's node and of the destination pod's node (once when they are the same).
-pub fn rulesets_allow(
+/// The nodes whose forward hook a connection's first packet crosses: the source pod's node, then the
+/// destination pod's node (once when they are the same). Outside addresses have none.
+pub fn nodes_crossed<'a>(from: &Endpoint<'a>, to: &Endpoint<'a>) -> Vec<&'a str> {
+    let mut nodes: Vec<&str> = [from.pod, to.pod]
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.node.as_deref())
+        .collect();
+    nodes.dedup();
+    nodes
+}
+
+/// What each crossed node's ruleset does with a new connection's first packet, in crossing order.
+/// Nodes without a ruleset are left out.
+pub fn node_outcomes(
     rulesets: &NodeRulesets,
     from: &Endpoint<'_>,
     to: &Endpoint<'_>,
     port: PortProto,
-) -> Result<bool, InterpError> {
+) -> Result<Vec<(String, Outcome)>, InterpError> {
     let packet = Packet {
         src: from.ip,
         dst: to.ip,
@@ -27,20 +39,25 @@ pub fn rulesets_allow(
         dport: port.port,
         established: false,
     };
-    let mut nodes: Vec<&str> = [from.pod, to.pod]
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p.node.as_deref())
-        .collect();
-    nodes.dedup();
-    for node in nodes {
+    let mut out = Vec::new();
+    for node in nodes_crossed(from, to) {
         if let Some(ruleset) = rulesets.get(node) {
-            if !interp::evaluate(ruleset, &packet)?.accepted {
-                return Ok(false);
-            }
+            out.push((node.to_string(), interp::evaluate(ruleset, &packet)?));
         }
     }
-    Ok(true)
+    Ok(out)
+}
+
+/// Whether the rulesets let a new connection through: every crossed node accepts its first packet.
+pub fn rulesets_allow(
+    rulesets: &NodeRulesets,
+    from: &Endpoint<'_>,
+    to: &Endpoint<'_>,
+    port: PortProto,
+) -> Result<bool, InterpError> {
+    Ok(node_outcomes(rulesets, from, to, port)?
+        .iter()
+        .all(|(_, outcome)| outcome.accepted))
 }
 
 /// One connection on which the rulesets and the evaluator disagree.

@@ -14,8 +14,8 @@ use policy_compiler::analysis::{
 use policy_compiler::cidr::Family;
 use policy_compiler::input::{parse_sources, read_paths, Manifests};
 use policy_compiler::model::ObjectRef;
-use policy_compiler::nft::interp::{self, Packet};
 use policy_compiler::plan::{compile_all, compile_node};
+use policy_compiler::verify::node_outcomes;
 use policy_compiler::ClusterState;
 
 /// Compile Kubernetes NetworkPolicy to per-node nftables rulesets, and analyse connectivity offline.
@@ -274,34 +274,22 @@ fn nft_path(
     if verdict.loopback || verdict.node_local {
         return String::new();
     }
-    let mut nodes: Vec<&str> = [from.pod, to.pod]
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p.node.as_deref())
-        .collect();
-    nodes.dedup();
-    let packet = Packet {
-        src: from.ip,
-        dst: to.ip,
+    let port = PortProto {
+        port: verdict.port,
         protocol: verdict.protocol,
-        dport: verdict.port,
-        established: false,
     };
     let mut out = String::new();
-    for node in nodes {
-        let ruleset = compile_node(cluster, node);
-        match interp::evaluate(&ruleset, &packet) {
-            Ok(outcome) => {
-                out.push_str(&format!(
-                    "  nftables on {node}: {}\n",
-                    if outcome.accepted { "accept" } else { "drop" }
-                ));
+    match node_outcomes(&compile_all(cluster), from, to, port) {
+        Ok(outcomes) => {
+            for (node, outcome) in outcomes {
+                let word = if outcome.accepted { "accept" } else { "drop" };
+                out.push_str(&format!("  nftables on {node}: {word}\n"));
                 for line in outcome.trace {
                     out.push_str(&format!("    {line}\n"));
                 }
             }
-            Err(e) => out.push_str(&format!("  nftables on {node}: cannot evaluate: {e}\n")),
         }
+        Err(e) => out.push_str(&format!("  nftables: cannot evaluate: {e}\n")),
     }
     out
 }
