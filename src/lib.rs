@@ -1,0 +1,5 @@
+//! nftpolicy's side-effecting parts: the nftables dataplane (running `nft` on transactions the compiler
+//! builds) and the network-namespace lab. The pure compiler lives in the `policy-compiler` crate.
+
+pub mod dataplane;
+pub mod lab;
