@@ -253,3 +253,63 @@ pub fn cluster(seed: u64, shape: Shape) -> ClusterState {
     }
     cluster
 }
+
+/// One random change of the kinds a cluster sees: a pod relabelled, added or removed, a namespace
+/// relabelled, a policy edited, added or removed. The same seed gives the same change.
+pub fn mutate(cluster: &ClusterState, seed: u64) -> ClusterState {
+    let mut rng = Rng::new(seed);
+    let mut next = cluster.clone();
+    let pods: Vec<ObjectRef> = next.pods().keys().cloned().collect();
+    let policies: Vec<ObjectRef> = next.policies().keys().cloned().collect();
+    match rng.below(7) {
+        0 if !pods.is_empty() => {
+            let id = rng.pick(&pods).clone();
+            let labels = labels(&mut rng, &POD_LABELS);
+            if let Some(p) = next.pod_mut(&id) {
+                p.labels = labels;
+            }
+        }
+        1 if !pods.is_empty() => {
+            let id = rng.pick(&pods).clone();
+            next.remove_pod(&id);
+        }
+        2 => {
+            let ns = rng.pick(&NAMESPACES).to_string();
+            let labels = labels(&mut rng, &NS_LABELS);
+            next.upsert_namespace(Namespace::new(ns, labels));
+        }
+        3 if !policies.is_empty() => {
+            let id = rng.pick(&policies).clone();
+            next.remove_policy(&id);
+        }
+        4 if !policies.is_empty() => {
+            let id = rng.pick(&policies).clone();
+            if let Some(old) = cluster.policies().get(&id) {
+                let mut p = old.clone();
+                match rng.below(3) {
+                    0 => p.ingress = rules(&mut rng, &id.namespace),
+                    1 => p.egress = rules(&mut rng, &id.namespace),
+                    _ => p.pod_selector = selector(&mut rng, &POD_LABELS),
+                }
+                next.upsert_policy(p);
+            }
+        }
+        5 => {
+            let i = pods.len() + 100 + rng.below(50);
+            let p = pod(&mut rng, i, &Shape::default());
+            next.upsert_pod(p);
+        }
+        _ => {
+            let namespace = rng.pick(&NAMESPACES).to_string();
+            next.upsert_policy(Policy {
+                id: ObjectRef::new(namespace.clone(), format!("added{}", rng.below(3))),
+                pod_selector: selector(&mut rng, &POD_LABELS),
+                isolates_ingress: true,
+                isolates_egress: rng.one_in(2),
+                ingress: rules(&mut rng, &namespace),
+                egress: rules(&mut rng, &namespace),
+            });
+        }
+    }
+    next
+}

@@ -6,6 +6,7 @@
 pub mod interp;
 pub mod names;
 mod render;
+pub mod transaction;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;

@@ -149,15 +149,41 @@ fn write_elements(out: &mut String, items: &[String]) -> fmt::Result {
     }
 }
 
+/// The declaration lines of a set (type and comment), without elements.
+pub(crate) fn set_declaration(set: &Set) -> Vec<String> {
+    let key = match set.set_type {
+        SetType::Addr(f) => addr_type(f).to_string(),
+        SetType::AddrProtoPort(f) => format!("{} . inet_proto . inet_service", addr_type(f)),
+    };
+    vec![
+        format!("type {key}"),
+        format!("comment \"{}\"", comment(&set.comment)),
+    ]
+}
+
+/// The declaration of a verdict map, without elements.
+pub(crate) fn map_declaration(map: &VerdictMap) -> String {
+    format!("type {} : verdict", addr_type(map.family))
+}
+
+/// The hook line of a base chain; `None` for a regular chain.
+pub(crate) fn chain_declaration(chain: &Chain) -> Option<String> {
+    let base = chain.base?;
+    let priority = match base.priority {
+        0 => "filter".to_string(),
+        p if p > 0 => format!("filter + {p}"),
+        p => format!("filter - {}", -p),
+    };
+    Some(format!(
+        "type filter hook forward priority {priority}; policy accept;"
+    ))
+}
+
 fn write_set(out: &mut String, name: &str, set: &Set) -> fmt::Result {
     writeln!(out, "\tset {name} {{")?;
-    match set.set_type {
-        SetType::Addr(f) => writeln!(out, "\t\ttype {}", addr_type(f))?,
-        SetType::AddrProtoPort(f) => {
-            writeln!(out, "\t\ttype {} . inet_proto . inet_service", addr_type(f))?
-        }
+    for line in set_declaration(set) {
+        writeln!(out, "\t\t{line}")?;
     }
-    writeln!(out, "\t\tcomment \"{}\"", comment(&set.comment))?;
     let items: Vec<String> = set.elements.iter().map(|e| e.to_string()).collect();
     write_elements(out, &items)?;
     writeln!(out, "\t}}")
@@ -165,7 +191,7 @@ fn write_set(out: &mut String, name: &str, set: &Set) -> fmt::Result {
 
 fn write_map(out: &mut String, name: &str, map: &VerdictMap) -> fmt::Result {
     writeln!(out, "\tmap {name} {{")?;
-    writeln!(out, "\t\ttype {} : verdict", addr_type(map.family))?;
+    writeln!(out, "\t\t{}", map_declaration(map))?;
     let items: Vec<String> = map
         .elements
         .iter()
@@ -177,16 +203,8 @@ fn write_map(out: &mut String, name: &str, map: &VerdictMap) -> fmt::Result {
 
 fn write_chain(out: &mut String, name: &str, chain: &Chain) -> fmt::Result {
     writeln!(out, "\tchain {name} {{")?;
-    if let Some(base) = chain.base {
-        let priority = match base.priority {
-            0 => "filter".to_string(),
-            p if p > 0 => format!("filter + {p}"),
-            p => format!("filter - {}", -p),
-        };
-        writeln!(
-            out,
-            "\t\ttype filter hook forward priority {priority}; policy accept;"
-        )?;
+    if let Some(decl) = chain_declaration(chain) {
+        writeln!(out, "\t\t{decl}")?;
     }
     for rule in &chain.rules {
         writeln!(out, "\t\t{rule}")?;

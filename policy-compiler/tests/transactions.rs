@@ -1,0 +1,186 @@
+//! Transactions: the diff between two rulesets, applied to the first, gives exactly the second, and
+//! touches only what changed.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+mod common;
+
+use policy_compiler::generate::{cluster, mutate, Shape};
+use policy_compiler::input::{parse_sources, read_paths};
+use policy_compiler::model::{ObjectRef, Policy};
+use policy_compiler::nft::transaction::{Op, Transaction};
+use policy_compiler::nft::Ruleset;
+use policy_compiler::plan::{compile_all, compile_node};
+use policy_compiler::ClusterState;
+use proptest::prelude::*;
+
+fn demo() -> ClusterState {
+    let sources =
+        read_paths(&[common::fixtures().join("demo").display().to_string()]).expect("read");
+    parse_sources(&sources).expect("valid").cluster
+}
+
+fn assert_applies(old: &Ruleset, new: &Ruleset) -> Transaction {
+    let tx = Transaction::diff(old, new);
+    let mut state = Some(old.clone());
+    tx.apply_to(&mut state)
+        .unwrap_or_else(|e| panic!("diff does not apply: {e}\n{}", tx.render()));
+    assert_eq!(
+        state.as_ref(),
+        Some(new),
+        "diff leaves another state:\n{}",
+        tx.render()
+    );
+    tx
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn diff_applied_to_the_old_ruleset_gives_the_new_one(seed in any::<u64>(), change in any::<u64>(), steps in 1usize..4) {
+        let a = cluster(seed, Shape { pods: 8, policies: 4, nodes: 2 });
+        let mut b = a.clone();
+        for i in 0..steps {
+            b = mutate(&b, change.wrapping_add(i as u64));
+        }
+        for node in ["n0", "n1"] {
+            let (old, new) = (compile_node(&a, node), compile_node(&b, node));
+            assert_applies(&old, &new);
+            let mut from_nothing = None;
+            prop_assert!(Transaction::full(&new).apply_to(&mut from_nothing).is_ok());
+            prop_assert_eq!(from_nothing.as_ref(), Some(&new));
+        }
+    }
+}
+
+#[test]
+fn nothing_changed_means_no_operations() {
+    let c = demo();
+    let rs = compile_node(&c, "node-1");
+    assert!(Transaction::diff(&rs, &rs.clone()).is_empty());
+}
+
+#[test]
+fn a_pod_added_is_only_element_operations() {
+    let mut c = demo();
+    let before = compile_all(&c);
+    let mut web = c
+        .pod(&ObjectRef::new("frontend", "web-0"))
+        .expect("web-0")
+        .clone();
+    web.id.name = "web-2".into();
+    web.ips = vec!["10.244.1.12".parse::<IpAddr>().expect("ip")];
+    c.upsert_pod(web);
+    for (node, after) in compile_all(&c) {
+        let tx = assert_applies(&before[&node], &after);
+        for op in &tx.ops {
+            assert!(
+                matches!(op, Op::AddElements(..) | Op::AddMapElements(..)),
+                "{node}: a pod add must be element adds only, got {op:?}"
+            );
+        }
+        let stats = tx.stats();
+        assert!(
+            stats.elements_added > 0 && stats.elements_added <= 6,
+            "{node}: {stats:?}"
+        );
+    }
+}
+
+#[test]
+fn a_relabelled_pod_moves_between_sets_by_elements() {
+    let mut c = demo();
+    let before = compile_node(&c, "node-2");
+    // worker-0 becomes an api pod: it leaves and joins peer sets, and its vmap verdicts change.
+    let id = ObjectRef::new("backend", "worker-0");
+    c.pod_mut(&id)
+        .expect("worker-0")
+        .labels
+        .insert("app".into(), "api".into());
+    let after = compile_node(&c, "node-2");
+    let tx = assert_applies(&before, &after);
+    // api-1 runs on node-2 too, so the api group chain exists: elements move, and the worker chains
+    // and sets that lost their last pod on this node are removed. Nothing but elements is added.
+    for op in &tx.ops {
+        assert!(
+            matches!(
+                op,
+                Op::AddElements(..)
+                    | Op::DeleteElements(..)
+                    | Op::AddMapElements(..)
+                    | Op::DeleteMapElements(..)
+                    | Op::FlushChain(..)
+                    | Op::DeleteChain(..)
+                    | Op::DeleteSet(..)
+            ),
+            "a relabel must add nothing but elements, got {op:?}\n{}",
+            tx.render()
+        );
+    }
+    assert!(
+        tx.ops.iter().any(|op| matches!(op, Op::AddElements(..))),
+        "{}",
+        tx.render()
+    );
+    assert!(
+        tx.ops.iter().any(
+            |op| matches!(op, Op::DeleteChain(c) if c == "np_backend_worker-allow-egress_egress")
+        ),
+        "{}",
+        tx.render()
+    );
+    assert!(
+        tx.ops
+            .iter()
+            .any(|op| matches!(op, Op::DeleteMapElements(..))),
+        "{}",
+        tx.render()
+    );
+    assert!(
+        tx.ops.iter().any(|op| matches!(op, Op::AddMapElements(..))),
+        "{}",
+        tx.render()
+    );
+}
+
+#[test]
+fn a_policy_edit_touches_only_that_policys_chains_and_sets() {
+    let mut c = demo();
+    let before = compile_all(&c);
+    let id = ObjectRef::new("backend", "api-allow-egress");
+    let mut p: Policy = c.policies()[&id].clone();
+    p.egress.truncate(1);
+    c.upsert_policy(p);
+    for (node, after) in compile_all(&c) {
+        let tx = assert_applies(&before[&node], &after);
+        let touched: BTreeSet<String> = tx
+            .ops
+            .iter()
+            .map(|op| match op {
+                Op::FlushChain(n) | Op::DeleteChain(n) | Op::AddRule(n, _) | Op::AddChain(n, _) => {
+                    n.clone()
+                }
+                Op::AddSet(n, _)
+                | Op::DeleteSet(n)
+                | Op::AddElements(n, _)
+                | Op::DeleteElements(n, _) => n.clone(),
+                other => panic!("{node}: unexpected {other:?}"),
+            })
+            .collect();
+        for name in &touched {
+            assert!(
+                name.contains("api-allow-egress") || name.starts_with("pods_"),
+                "{node}: the edit of backend/api-allow-egress touched {name}:\n{}",
+                tx.render()
+            );
+        }
+        if node == "node-1" {
+            assert!(
+                touched.contains("np_backend_api-allow-egress_egress"),
+                "{touched:?}"
+            );
+        }
+    }
+}
