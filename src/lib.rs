@@ -3,3 +3,5 @@
 
 pub mod dataplane;
 pub mod lab;
+pub mod lab_run;
+pub mod services;
