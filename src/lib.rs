@@ -5,3 +5,4 @@ pub mod dataplane;
 pub mod lab;
 pub mod lab_run;
 pub mod services;
+pub mod source;

@@ -4,6 +4,7 @@
 //! state, and what [`interp`] evaluates packet by packet in tests.
 
 pub mod interp;
+pub mod json;
 pub mod names;
 mod render;
 pub mod transaction;
