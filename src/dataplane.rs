@@ -122,6 +122,38 @@ impl NftRunner {
         }
     }
 
+    /// Deletes the conntrack entries to and from `ip` (`conntrack -D`), so that the next packet of
+    /// each connection is judged by the rules again. Needs the `conntrack` tool.
+    pub fn delete_conntrack_entries(&self, ip: &std::net::IpAddr) -> Result<(), DataplaneError> {
+        for flag in ["-s", "-d"] {
+            let ip = ip.to_string();
+            let mut cmd = match &self.netns {
+                Some(ns) => {
+                    let mut c = Command::new("ip");
+                    c.args(["netns", "exec", ns, "conntrack"]);
+                    c
+                }
+                None => Command::new("conntrack"),
+            };
+            let out =
+                cmd.args(["-D", flag, &ip])
+                    .output()
+                    .map_err(|source| DataplaneError::Spawn {
+                        program: "conntrack (apt-get install conntrack)".to_string(),
+                        source,
+                    })?;
+            // conntrack exits 1 when there was nothing to delete.
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if !out.status.success() && !stderr.contains("0 flow entries") {
+                return Err(DataplaneError::Rejected {
+                    where_: self.where_(),
+                    stderr: stderr.trim().to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes the table if it exists.
     pub fn delete_table(&self) -> Result<(), DataplaneError> {
         self.run(&format!(
@@ -131,8 +163,10 @@ impl NftRunner {
 }
 
 /// What one [`Dataplane::apply`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplyReport {
+    /// The transaction sent (empty when nothing changed).
+    pub transaction: Transaction,
     /// Whether the table was replaced whole.
     pub full: bool,
     /// Operations sent (0 when nothing changed and `nft` did not run).
@@ -161,6 +195,44 @@ impl Dataplane {
         }
     }
 
+    /// A dataplane for a kernel that may already hold the table (an agent restart): the table is read
+    /// back and the first apply sends only the difference, so no rule disappears in between. A table
+    /// that cannot be read back exactly is replaced whole (atomically) by the first apply.
+    pub fn from_kernel(runner: NftRunner) -> Result<Self, DataplaneError> {
+        let mut dp = Self::new(runner);
+        if let Some(json) = dp.runner.list_table_json()? {
+            match policy_compiler::nft::json::parse_table(&json) {
+                Ok(ruleset) => {
+                    dp.committed = Some(ruleset);
+                    dp.needs_full = false;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the existing table is not one nftpolicy wrote as is; the first sync replaces it whole");
+                }
+            }
+        }
+        Ok(dp)
+    }
+
+    /// Whether the kernel's table equals what was committed. `Ok(false)` also when the table is
+    /// missing or holds something the model cannot express.
+    pub fn kernel_matches(&self) -> Result<bool, DataplaneError> {
+        let Some(committed) = &self.committed else {
+            return Ok(true);
+        };
+        Ok(match self.runner.list_table_json()? {
+            None => false,
+            Some(json) => policy_compiler::nft::json::parse_table(&json)
+                .map(|kernel| &kernel == committed)
+                .unwrap_or(false),
+        })
+    }
+
+    /// Makes the next apply replace the table whole.
+    pub fn force_full(&mut self) {
+        self.needs_full = true;
+    }
+
     /// The ruleset last committed.
     pub fn committed(&self) -> Option<&Ruleset> {
         self.committed.as_ref()
@@ -185,6 +257,7 @@ impl Dataplane {
         let (full, tx) = self.plan(desired);
         if tx.is_empty() {
             return Ok(ApplyReport {
+                transaction: tx,
                 full,
                 operations: 0,
                 stats: TxStats::default(),
@@ -203,6 +276,7 @@ impl Dataplane {
                     operations: tx.ops.len(),
                     stats: tx.stats(),
                     duration,
+                    transaction: tx,
                 })
             }
             Err(e) => {

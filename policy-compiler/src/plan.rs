@@ -581,3 +581,31 @@ pub fn compile_all(cluster: &crate::ClusterState) -> BTreeMap<String, Ruleset> {
         .map(|n| (n.to_string(), plan.ruleset(n)))
         .collect()
 }
+
+/// The ruleset `policyd --fail-closed` installs while it has not completed its first sync: the same
+/// base chains, dropping every new forwarded connection (established ones keep flowing), since
+/// which pods are local is not known yet.
+pub fn fail_closed_ruleset() -> Ruleset {
+    let mut ruleset = Ruleset::default();
+    for (priority, direction) in [(0, Direction::Egress), (1, Direction::Ingress)] {
+        ruleset.chains.insert(
+            direction.as_str().to_string(),
+            Chain {
+                base: Some(BaseChain { priority }),
+                rules: vec![
+                    NftRule {
+                        matches: vec![Match::CtEstablishedOrRelated],
+                        verdict: Verdict::Accept,
+                        comment: None,
+                    },
+                    NftRule {
+                        matches: vec![],
+                        verdict: Verdict::Drop,
+                        comment: Some("fail-closed until the first sync".to_string()),
+                    },
+                ],
+            },
+        );
+    }
+    ruleset
+}

@@ -1,1 +1,153 @@
-//! Directory source.
+//! A directory of manifests as a source (`--source dir:PATH`): the same input `policyc` reads,
+//! re-read whenever it changes, for running without a cluster (the lab, tests, demos).
+//!
+//! Bad input never wipes good state: a file that does not parse keeps the objects it last had, and an
+//! invalid object is reported ([`Update::Invalid`]) and left out, its last valid version (if any) kept.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use policy_compiler::input::{
+    namespace_from_api, objects_of, pod_from_api, policy_from_api, read_paths, Source,
+};
+use tokio::sync::mpsc;
+
+use super::{Kind, Object, Update};
+
+/// Polls a directory and sends its state as [`Update`]s.
+#[derive(Debug)]
+pub struct DirSource {
+    dir: PathBuf,
+    /// The last text seen, per file: unchanged input is not parsed again.
+    texts: BTreeMap<String, String>,
+    /// The objects of each file as last parsed successfully.
+    last_good: BTreeMap<String, Vec<Object>>,
+}
+
+fn convert(raw: &policy_compiler::input::RawObject) -> Option<Result<Object, (Kind, String)>> {
+    let kind = raw.value["kind"].as_str()?;
+    Some(match kind {
+        "Namespace" => namespace_from_api(raw)
+            .map(Object::Namespace)
+            .map_err(|e| (Kind::Namespace, e.to_string())),
+        "Pod" => pod_from_api(raw)
+            .map(Object::Pod)
+            .map_err(|e| (Kind::Pod, e.to_string())),
+        "NetworkPolicy" => policy_from_api(raw)
+            .map(Object::Policy)
+            .map_err(|e| (Kind::NetworkPolicy, e.to_string())),
+        _ => return None,
+    })
+}
+
+fn raw_key(kind: Kind, value: &serde_json::Value) -> policy_compiler::model::ObjectRef {
+    let name = value["metadata"]["name"].as_str().unwrap_or("<unnamed>");
+    let namespace = match kind {
+        Kind::Namespace => "",
+        _ => value["metadata"]["namespace"].as_str().unwrap_or("default"),
+    };
+    policy_compiler::model::ObjectRef::new(namespace, name)
+}
+
+impl DirSource {
+    /// A source for a directory (read recursively, like `policyc`).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            texts: BTreeMap::new(),
+            last_good: BTreeMap::new(),
+        }
+    }
+
+    /// Reads the directory; returns the updates to send, or nothing when no file changed.
+    pub fn poll(&mut self) -> Vec<Update> {
+        let sources = match read_paths(&[self.dir.display().to_string()]) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot read the manifest directory; keeping the last state");
+                return Vec::new();
+            }
+        };
+        let texts: BTreeMap<String, String> = sources
+            .iter()
+            .map(|s| (s.name.clone(), s.text.clone()))
+            .collect();
+        if texts == self.texts {
+            return Vec::new();
+        }
+        self.texts = texts;
+        let mut updates = Vec::new();
+        let mut last_good = BTreeMap::new();
+        for source in &sources {
+            match objects_of(std::slice::from_ref::<Source>(source)) {
+                Ok(raws) => {
+                    let mut objects = Vec::new();
+                    for raw in &raws {
+                        match convert(raw) {
+                            None => {}
+                            Some(Ok(o)) => objects.push(o),
+                            Some(Err((kind, error))) => {
+                                let key = raw_key(kind, &raw.value);
+                                tracing::warn!(kind = kind.as_str(), object = %key, %error, "invalid object left out");
+                                // Its previous valid version, if the file had one, stays.
+                                if let Some(prev) =
+                                    self.last_good.get(&source.name).and_then(|objs| {
+                                        objs.iter().find(|o| o.kind() == kind && o.key() == key)
+                                    })
+                                {
+                                    objects.push(prev.clone());
+                                }
+                                updates.push(Update::Invalid { kind, key, error });
+                            }
+                        }
+                    }
+                    last_good.insert(source.name.clone(), objects);
+                }
+                Err(e) => {
+                    tracing::warn!(file = %source.name, error = %e, "file does not parse; keeping its last objects");
+                    let kept = self
+                        .last_good
+                        .get(&source.name)
+                        .cloned()
+                        .unwrap_or_default();
+                    last_good.insert(source.name.clone(), kept);
+                }
+            }
+        }
+        self.last_good = last_good;
+        let mut seen: BTreeSet<(Kind, policy_compiler::model::ObjectRef)> = BTreeSet::new();
+        let mut by_kind: BTreeMap<Kind, Vec<Object>> =
+            Kind::ALL.iter().map(|k| (*k, Vec::new())).collect();
+        for (file, objects) in &self.last_good {
+            for o in objects {
+                if seen.insert((o.kind(), o.key())) {
+                    by_kind.entry(o.kind()).or_default().push(o.clone());
+                } else {
+                    let error = format!("{file}: defined twice; the first definition is used");
+                    updates.push(Update::Invalid {
+                        kind: o.kind(),
+                        key: o.key(),
+                        error,
+                    });
+                }
+            }
+        }
+        updates.extend(by_kind.into_iter().map(|(k, v)| Update::Reset(k, v)));
+        updates
+    }
+
+    /// Polls every `interval` and sends updates until the receiver is gone.
+    pub async fn run(mut self, interval: Duration, tx: mpsc::Sender<Update>) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            for update in self.poll() {
+                if tx.send(update).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! The reconcile loop: fold source updates into the [`Store`], debounce bursts, compile the node's
+//! ruleset, and apply the difference in one transaction; audit the kernel for drift.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use std::net::IpAddr;
+
+use policy_compiler::nft::transaction::Op;
+use policy_compiler::nft::Ruleset;
+use policy_compiler::plan::compile_node;
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, Instant};
+
+use crate::dataplane::{ApplyReport, Dataplane, DataplaneError};
+use crate::metrics::{Metrics, SyncLabels};
+use crate::source::{Kind, Store, Update};
+
+/// How the agent behaves.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The node whose pods this agent enforces.
+    pub node: String,
+    /// How long to wait after the first change of a burst before syncing.
+    pub debounce: Duration,
+    /// How often to compare the kernel with what was committed.
+    pub audit_interval: Duration,
+    /// How long to wait before retrying a failed sync.
+    pub retry: Duration,
+    /// Delete the conntrack entries of isolated local pods after a change that may revoke access.
+    pub conntrack_flush: bool,
+}
+
+impl AgentConfig {
+    /// The defaults for a node: 50 ms debounce, 5 min audit, 1 s retry, no conntrack flush.
+    pub fn new(node: impl Into<String>) -> Self {
+        Self {
+            node: node.into(),
+            debounce: Duration::from_millis(50),
+            audit_interval: Duration::from_secs(300),
+            retry: Duration::from_secs(1),
+            conntrack_flush: false,
+        }
+    }
+}
+
+/// Liveness and readiness, shared with the HTTP server.
+#[derive(Debug, Default)]
+pub struct Health {
+    ready: AtomicBool,
+    stopped: AtomicBool,
+}
+
+impl Health {
+    /// Ready: the first sync succeeded, and so did the last one.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Alive: the reconcile loop has not stopped.
+    pub fn is_alive(&self) -> bool {
+        !self.stopped.load(Ordering::SeqCst)
+    }
+}
+
+/// What one sync did, for observers (tests, logs).
+#[derive(Debug, Clone)]
+pub struct SyncReport {
+    /// Whether `nft` ran (false when the ruleset was unchanged).
+    pub nft_called: bool,
+    /// The apply, or why it failed.
+    pub result: Result<ApplyReport, String>,
+}
+
+/// The agent.
+pub struct Agent {
+    config: AgentConfig,
+    store: Store,
+    dataplane: Dataplane,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    observer: Option<mpsc::UnboundedSender<SyncReport>>,
+    listed: BTreeSet<Kind>,
+}
+
+impl Agent {
+    /// An agent over a dataplane (see [`Dataplane::from_kernel`]).
+    pub fn new(
+        config: AgentConfig,
+        dataplane: Dataplane,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+    ) -> Self {
+        Self {
+            config,
+            store: Store::new(),
+            dataplane,
+            metrics,
+            health,
+            observer: None,
+            listed: BTreeSet::new(),
+        }
+    }
+
+    /// Sends a report of every sync to `observer`.
+    pub fn with_observer(mut self, observer: mpsc::UnboundedSender<SyncReport>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Whether every kind has been listed once: before that, a sync would enforce a partial view
+    /// (policies without their pods, say), so none runs.
+    fn initial_list_complete(&self) -> bool {
+        Kind::ALL.iter().all(|k| self.listed.contains(k))
+    }
+
+    /// Runs until every source has gone away. The table stays in force afterwards (fail-static).
+    pub async fn run(mut self, mut updates: mpsc::Receiver<Update>) {
+        let mut deadline: Option<Instant> = None;
+        let mut audit = tokio::time::interval(self.config.audit_interval);
+        audit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        audit.tick().await;
+        loop {
+            let sync_at = deadline.filter(|_| self.initial_list_complete());
+            tokio::select! {
+                update = updates.recv() => {
+                    let Some(update) = update else { break };
+                    if let Update::Reset(kind, _) = &update {
+                        self.listed.insert(*kind);
+                    }
+                    let changed = self.store.apply(update);
+                    self.metrics.invalid_objects.set(self.store.invalid().len() as i64);
+                    // Until the first sync succeeds, every update (the last initial list, say) asks
+                    // for one, even when it changes nothing.
+                    if changed || !self.health.is_ready() {
+                        deadline.get_or_insert_with(|| Instant::now() + self.config.debounce);
+                    }
+                }
+                _ = async { sleep_until(sync_at.unwrap_or_else(Instant::now)).await }, if sync_at.is_some() => {
+                    deadline = None;
+                    if !self.sync() {
+                        deadline = Some(Instant::now() + self.config.retry);
+                    }
+                }
+                _ = audit.tick() => {
+                    if self.initial_list_complete() && self.health.is_ready() {
+                        self.audit();
+                    }
+                }
+            }
+        }
+        self.health.stopped.store(true, Ordering::SeqCst);
+        tracing::info!("all sources stopped; the last ruleset stays in force");
+    }
+
+    /// Compiles and applies; returns whether it succeeded.
+    fn sync(&mut self) -> bool {
+        let started = std::time::Instant::now();
+        let cluster = self.store.cluster();
+        let desired = compile_node(&cluster, &self.config.node);
+        let result = tokio::task::block_in_place(|| self.dataplane.apply(&desired));
+        let elapsed = started.elapsed();
+        let ok = result.is_ok();
+        match &result {
+            Ok(report) if report.operations == 0 => {
+                tracing::debug!("ruleset unchanged; nft not called");
+            }
+            Ok(report) => {
+                let kind = if report.full { "full" } else { "partial" };
+                self.metrics
+                    .sync_duration
+                    .get_or_create(&SyncLabels { kind: kind.into() })
+                    .observe(elapsed.as_secs_f64());
+                self.metrics
+                    .transaction_operations
+                    .inc_by(report.operations as u64);
+                tracing::info!(
+                    kind,
+                    operations = report.operations,
+                    elements_added = report.stats.elements_added,
+                    elements_deleted = report.stats.elements_deleted,
+                    rules_added = report.stats.rules_added,
+                    millis = elapsed.as_millis() as u64,
+                    "synced"
+                );
+                if self.config.conntrack_flush {
+                    self.flush_conntrack(&affected_pods(report, &desired));
+                }
+            }
+            Err(e) => {
+                self.metrics.sync_errors.inc();
+                tracing::error!(error = %e, "sync failed; the next attempt replaces the table whole");
+            }
+        }
+        if ok {
+            self.health.ready.store(true, Ordering::SeqCst);
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            self.metrics.last_sync_timestamp.set(now);
+            if let Some(rs) = self.dataplane.committed() {
+                self.metrics.rules.set(rs.rule_count() as i64);
+                self.metrics
+                    .sets
+                    .set((rs.sets.len() + rs.maps.len()) as i64);
+                self.metrics.elements.set(rs.element_count() as i64);
+            }
+        } else {
+            self.health.ready.store(false, Ordering::SeqCst);
+        }
+        if let Some(observer) = &self.observer {
+            let nft_called = result.as_ref().map(|r| r.operations > 0).unwrap_or(true);
+            let _ = observer.send(SyncReport {
+                nft_called,
+                result: result.map_err(|e: DataplaneError| e.to_string()),
+            });
+        }
+        ok
+    }
+
+    fn flush_conntrack(&self, pods: &BTreeSet<IpAddr>) {
+        for ip in pods {
+            if let Err(e) = self.dataplane.runner().delete_conntrack_entries(ip) {
+                tracing::warn!(%ip, error = %e, "cannot delete conntrack entries");
+            }
+        }
+    }
+
+    /// Compares the kernel with the committed ruleset and repairs drift with a full replace.
+    fn audit(&mut self) {
+        match tokio::task::block_in_place(|| self.dataplane.kernel_matches()) {
+            Ok(true) => tracing::debug!("audit: the kernel matches"),
+            Ok(false) => {
+                tracing::warn!(
+                    "audit: the kernel's table differs from the committed one; replacing it"
+                );
+                self.metrics.drift_repairs.inc();
+                self.dataplane.force_full();
+                self.sync();
+            }
+            Err(e) => tracing::error!(error = %e, "audit: cannot read the table"),
+        }
+    }
+}
+
+/// The local pod addresses whose established connections a transaction may have revoked: every
+/// isolated pod when rules, chains or peer sets lost something (or the table was replaced), else the
+/// pods whose isolation changed.
+fn affected_pods(report: &ApplyReport, desired: &Ruleset) -> BTreeSet<IpAddr> {
+    let broad = report.full
+        || report.transaction.ops.iter().any(|op| {
+            matches!(
+                op,
+                Op::DeleteElements(..) | Op::FlushChain(_) | Op::DeleteChain(_) | Op::DeleteSet(_)
+            )
+        });
+    if broad {
+        return desired
+            .maps
+            .values()
+            .flat_map(|m| m.elements.keys().copied())
+            .collect();
+    }
+    report
+        .transaction
+        .ops
+        .iter()
+        .flat_map(|op| match op {
+            Op::AddMapElements(_, e) => e.iter().map(|(ip, _)| *ip).collect(),
+            Op::DeleteMapElements(_, keys) => keys.clone(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
