@@ -68,8 +68,9 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn start_agent(node: &str, netns: &str, dir: &Path, port: u16) -> Agent {
+fn start_agent(node: &str, netns: &str, dir: &Path, port: u16, conntrack_flush: bool) -> Agent {
     let child = Command::new(env!("CARGO_BIN_EXE_policyd"))
+        .args(conntrack_flush.then_some("--conntrack-flush"))
         .args([
             "--node-name",
             node,
@@ -211,7 +212,7 @@ fn agents_follow_edits_survive_kill_9_and_repair_drift() {
                 id: format!("{ns}/{n}"),
                 node: node.to_string(),
                 ips: vec![ip(ip_)],
-                ports: vec![(80, Protocol::Tcp)],
+                ports: vec![(80, Protocol::Tcp), (81, Protocol::Udp)],
             })
             .collect(),
         services: vec![],
@@ -219,8 +220,8 @@ fn agents_follow_edits_survive_kill_9_and_repair_drift() {
     .expect("lab");
     let ns1 = lab.node_netns("node-1").expect("node-1").to_string();
     let ns2 = lab.node_netns("node-2").expect("node-2").to_string();
-    let mut a1 = start_agent("node-1", &ns1, &dir.0, free_port());
-    let a2 = start_agent("node-2", &ns2, &dir.0, free_port());
+    let mut a1 = start_agent("node-1", &ns1, &dir.0, free_port(), false);
+    let a2 = start_agent("node-2", &ns2, &dir.0, free_port(), false);
     wait_ready(&a1);
     wait_ready(&a2);
     assert_eq!(probe(&lab), (true, true), "no policy: default allow");
@@ -281,7 +282,7 @@ fn agents_follow_edits_survive_kill_9_and_repair_drift() {
         "the ruleset stays in force while the agent is down"
     );
     let port = free_port();
-    a1 = start_agent("node-1", &ns1, &dir.0, port);
+    a1 = start_agent("node-1", &ns1, &dir.0, port, false);
     wait_ready(&a1);
     assert_eq!(probe(&lab), (false, true), "after restart");
     stop.store(true, Ordering::SeqCst);
@@ -328,7 +329,66 @@ fn agents_follow_edits_survive_kill_9_and_repair_drift() {
     }
     until(&lab, (false, true), "after the audit");
     assert_eq!(metric(&a1, "nftpolicy_drift_repairs_total"), 1.0);
+
+    // Established connections. By default a policy that starts denying a flow leaves the flow running
+    // (ct state established is accepted before any policy); new connections are denied.
+    std::fs::remove_file(dir.0.join("policy.yaml")).expect("rm");
+    until(&lab, (true, true), "policy deleted");
+    let d_netns = lab.pod_netns("y/d").expect("y/d").to_string();
+    let flow = UdpFlow::open(&d_netns, "10.244.1.11:81");
+    assert!(flow.echo(), "the UDP flow works while nothing is denied");
+    std::fs::write(dir.0.join("policy.yaml"), DB_POLICY).expect("write");
+    until(&lab, (false, true), "policy re-added");
+    assert!(
+        flow.echo(),
+        "by default an established flow outlives a policy that denies it"
+    );
+    // With --conntrack-flush the agent deletes the affected conntrack entries: the flow's next packet
+    // is judged as new, and denied.
+    drop(a1);
+    a1 = start_agent("node-1", &ns1, &dir.0, free_port(), true);
+    wait_ready(&a1);
+    std::fs::remove_file(dir.0.join("policy.yaml")).expect("rm");
+    until(&lab, (true, true), "policy deleted");
+    let flow = UdpFlow::open(&d_netns, "10.244.1.11:81");
+    assert!(flow.echo(), "a fresh flow works while nothing is denied");
+    std::fs::write(dir.0.join("policy.yaml"), DB_POLICY).expect("write");
+    until(&lab, (false, true), "policy re-added");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        !flow.echo(),
+        "with --conntrack-flush the established flow is cut"
+    );
     drop(a2);
     drop(a1);
     lab.teardown().expect("teardown");
+}
+
+/// A UDP socket inside a pod's network namespace, connected to a peer: one long-lived flow.
+struct UdpFlow(std::net::UdpSocket);
+
+impl UdpFlow {
+    fn open(netns: &str, to: &str) -> Self {
+        let (netns, to) = (netns.to_string(), to.to_string());
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(format!("/run/netns/{netns}")).expect("netns file");
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on a valid namespace fd affects only this thread, which ends below.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns");
+            let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+            socket.connect(&to).expect("connect");
+            socket
+                .set_read_timeout(Some(Duration::from_millis(300)))
+                .expect("timeout");
+            UdpFlow(socket)
+        })
+        .join()
+        .expect("flow thread")
+    }
+
+    fn echo(&self) -> bool {
+        let mut buf = [0u8; 16];
+        self.0.send(b"ping").is_ok() && self.0.recv(&mut buf).is_ok()
+    }
 }

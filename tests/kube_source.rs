@@ -541,9 +541,11 @@ async fn objects_the_typed_model_rejects_and_event_failures_are_not_fatal() {
     let fake = FakeApi::start().await;
     fake.fail_events(true);
     fake.apply("namespaces", namespace("a", json!({})));
-    // A label that is not a string, and a container port that is not a number: a typed watcher
+    // Finalizers that are not a list, and a container port that is not a number: a typed watcher
     // would fail the whole list; here each is one invalid object.
-    fake.apply("namespaces", namespace("odd", json!({"n": 1})));
+    let mut odd = namespace("odd", json!({}));
+    odd["spec"] = json!({"finalizers": "kubernetes"});
+    fake.apply("namespaces", odd);
     let mut bad_pod = pod("a", "bad", "10.244.1.12", "node-1", json!({}));
     bad_pod["spec"]["containers"][0]["ports"][0]["containerPort"] = json!("eighty");
     fake.apply("pods", bad_pod);
@@ -568,7 +570,7 @@ async fn objects_the_typed_model_rejects_and_event_failures_are_not_fatal() {
     assert!(
         errors
             .iter()
-            .any(|e| e.starts_with("Namespace odd: field metadata.labels.n: ")),
+            .any(|e| e.starts_with("Namespace odd: field spec.finalizers: ")),
         "{errors:?}"
     );
     assert!(

@@ -221,7 +221,8 @@ async fn watch_kind(
         };
         let updates = match next {
             Ok(event) => {
-                if std::mem::take(&mut failing) {
+                // `Init` comes before the list request: only what follows proves the API is back.
+                if !matches!(event, watcher::Event::Init) && std::mem::take(&mut failing) {
                     info!(kind = kind.as_str(), "Kubernetes API reachable again");
                 }
                 state.handle(event)
@@ -346,8 +347,8 @@ impl KindWatch {
                 let converted = self.convert(&object);
                 let listing = self.listing.get_or_insert_with(Listing::default);
                 match converted {
-                    Ok(o) => listing.objects.push(o),
-                    Err(invalid) => listing.invalid.push(invalid),
+                    Update::Upsert(o) => listing.objects.push(o),
+                    invalid => listing.invalid.push(invalid),
                 }
                 Vec::new()
             }
@@ -370,7 +371,7 @@ impl KindWatch {
                 updates
             }
             watcher::Event::Apply(object) => {
-                vec![self.convert(&object).map_or_else(|u| u, Update::Upsert)]
+                vec![self.convert(&object)]
             }
             watcher::Event::Delete(object) => {
                 let key = key_of(self.kind, &object);
@@ -381,8 +382,9 @@ impl KindWatch {
         }
     }
 
-    /// Converts an object, or reports it and returns its [`Update::Invalid`].
-    fn convert(&mut self, object: &DynamicObject) -> Result<Object, Update> {
+    /// Converts an object into its [`Update::Upsert`], or reports it and returns its
+    /// [`Update::Invalid`].
+    fn convert(&mut self, object: &DynamicObject) -> Update {
         let raw = RawObject {
             location: Location {
                 file: "api".to_string(),
@@ -399,9 +401,9 @@ impl KindWatch {
         match converted {
             Ok(o) => {
                 self.reported.remove(&o.key());
-                Ok(o)
+                Update::Upsert(o)
             }
-            Err(error) => Err(self.invalid(object, &error)),
+            Err(error) => self.invalid(object, &error),
         }
     }
 

@@ -1,6 +1,6 @@
 //! A minimal fake Kubernetes API server for the Kubernetes source's tests: LIST and WATCH of pods,
 //! namespaces and networkpolicies (all namespaces), and Event creation, with the watch streams,
-//! outages and expiries driven by the test.
+//! outages and expiries driven by the test. `FAKE_API_LOG=1` prints every request.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -273,6 +273,9 @@ async fn handle(
         path: uri.path().to_string(),
         query: parse_query(uri.query()),
     };
+    if std::env::var_os("FAKE_API_LOG").is_some() {
+        eprintln!("fake API: {method} {uri}");
+    }
     let mut guard = inner.lock().expect("fake state");
     guard.requests.push(request.clone());
 
@@ -358,7 +361,7 @@ async fn handle(
         .unwrap_or(0);
     let gone_line = json!({"type": "ERROR", "object": {
         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": format!("too old resource version: {from} ({})", r.compacted),
+        "message": format!("too old resource version: {from}"),
         "reason": "Expired", "code": 410,
     }})
     .to_string()
