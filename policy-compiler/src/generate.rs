@@ -313,3 +313,221 @@ pub fn mutate(cluster: &ClusterState, seed: u64) -> ClusterState {
     }
     next
 }
+
+/// Size of a [`workload`].
+#[derive(Debug, Clone, Copy)]
+pub struct WorkloadSize {
+    /// Namespaces.
+    pub namespaces: usize,
+    /// Pods (spread over the namespaces in deployments of 1-10 replicas).
+    pub pods: usize,
+    /// Policies (spread over the namespaces).
+    pub policies: usize,
+    /// Nodes (pods are spread round-robin; at most 250 pods per node).
+    pub nodes: usize,
+}
+
+/// A cluster shaped like production ones, at any size: namespaces labelled with teams and
+/// environments; deployments with app and tier labels and named container ports; and per namespace a
+/// default-deny, then policies allowing the same namespace, other teams' namespaces on a named port,
+/// tier to tier, DNS egress and ipBlock egress with excepts. Deterministic for a seed.
+pub fn workload(seed: u64, size: WorkloadSize) -> ClusterState {
+    let mut rng = Rng::new(seed);
+    let mut cluster = ClusterState::new();
+    let teams = ["payments", "search", "web", "data", "platform"];
+    let envs = ["prod", "staging", "dev"];
+    let namespaces: Vec<String> = (0..size.namespaces.max(1))
+        .map(|i| format!("ns-{i}"))
+        .collect();
+    for ns in &namespaces {
+        let mut labels = Labels::new();
+        labels.insert("team".into(), rng.pick(&teams).to_string());
+        labels.insert("env".into(), rng.pick(&envs).to_string());
+        cluster.upsert_namespace(Namespace::new(ns.clone(), labels));
+    }
+    let nodes = size.nodes.max(1);
+    let mut per_node = vec![0usize; nodes];
+    let tiers = ["frontend", "backend", "db"];
+    let mut i = 0;
+    let mut deployment = 0;
+    while i < size.pods {
+        let ns = &namespaces[deployment % namespaces.len()];
+        let app = format!("app-{deployment}");
+        let tier = *rng.pick(&tiers);
+        let replicas = 1 + rng.below(10);
+        for r in 0..replicas {
+            if i >= size.pods {
+                break;
+            }
+            let node = i % nodes;
+            let k = per_node[node];
+            per_node[node] += 1;
+            let ip = IpAddr::from([
+                10,
+                64 + (node / 256) as u8,
+                (node % 256) as u8,
+                1 + (k % 250) as u8,
+            ]);
+            let mut labels = Labels::new();
+            labels.insert("app".into(), app.clone());
+            labels.insert("tier".into(), tier.to_string());
+            cluster.upsert_pod(Pod {
+                id: ObjectRef::new(ns.clone(), format!("{app}-{r}")),
+                labels,
+                node: Some(format!("node-{node}")),
+                ips: vec![ip],
+                host_network: false,
+                host_ips: vec![IpAddr::from([
+                    192,
+                    168,
+                    (node / 256) as u8,
+                    (node % 256) as u8,
+                ])],
+                phase: PodPhase::Active,
+                ports: vec![
+                    ContainerPort {
+                        name: Some("http".into()),
+                        port: 8080,
+                        protocol: Protocol::Tcp,
+                    },
+                    ContainerPort {
+                        name: Some("metrics".into()),
+                        port: 9090,
+                        protocol: Protocol::Tcp,
+                    },
+                ],
+            });
+            i += 1;
+        }
+        deployment += 1;
+    }
+    let pods_selector = |k: &str, v: &str| LabelSelector::from_labels([(k, v)]);
+    for p in 0..size.policies {
+        let ns = namespaces[p % namespaces.len()].clone();
+        let nth_in_ns = p / namespaces.len();
+        let own = |sel: LabelSelector| {
+            Peer::Pods(PodPeer {
+                namespaces: NamespaceScope::Own(ns.clone()),
+                pods: sel,
+            })
+        };
+        let tcp = |port: PortSpec| PolicyPort {
+            protocol: Protocol::Tcp,
+            port,
+        };
+        let (name, policy) = match nth_in_ns % 6 {
+            0 => (
+                "default-deny",
+                (LabelSelector::everything(), true, true, vec![], vec![]),
+            ),
+            1 => (
+                "allow-same-namespace",
+                (
+                    LabelSelector::everything(),
+                    true,
+                    false,
+                    vec![Rule {
+                        peers: vec![own(LabelSelector::everything())],
+                        ports: vec![],
+                    }],
+                    vec![],
+                ),
+            ),
+            2 => {
+                let team = rng.pick(&teams).to_string();
+                let peer = Peer::Pods(PodPeer {
+                    namespaces: NamespaceScope::Selected(LabelSelector::from_labels([(
+                        "team",
+                        team.as_str(),
+                    )])),
+                    pods: LabelSelector::everything(),
+                });
+                (
+                    "allow-team-http",
+                    (
+                        pods_selector("tier", "frontend"),
+                        true,
+                        false,
+                        vec![Rule {
+                            peers: vec![peer],
+                            ports: vec![tcp(PortSpec::Named("http".into()))],
+                        }],
+                        vec![],
+                    ),
+                )
+            }
+            3 => (
+                "backend-from-frontend",
+                (
+                    pods_selector("tier", "backend"),
+                    true,
+                    false,
+                    vec![Rule {
+                        peers: vec![own(pods_selector("tier", "frontend"))],
+                        ports: vec![tcp(PortSpec::Named("http".into()))],
+                    }],
+                    vec![],
+                ),
+            ),
+            4 => {
+                let dns = Peer::Pods(PodPeer {
+                    namespaces: NamespaceScope::Selected(LabelSelector::from_labels([(
+                        "kubernetes.io/metadata.name",
+                        "kube-system",
+                    )])),
+                    pods: LabelSelector::from_labels([("k8s-app", "kube-dns")]),
+                });
+                let udp53 = PolicyPort {
+                    protocol: Protocol::Udp,
+                    port: PortSpec::Range(53, 53),
+                };
+                (
+                    "allow-dns",
+                    (
+                        LabelSelector::everything(),
+                        false,
+                        true,
+                        vec![],
+                        vec![Rule {
+                            peers: vec![dns],
+                            ports: vec![udp53, tcp(PortSpec::Range(53, 53))],
+                        }],
+                    ),
+                )
+            }
+            _ => {
+                let block = IpBlock {
+                    cidr: "203.0.113.0/24"
+                        .parse()
+                        .unwrap_or_else(|_| Cidr::host(IpAddr::from([203, 0, 113, 0]))),
+                    except: vec!["203.0.113.128/25"
+                        .parse()
+                        .unwrap_or_else(|_| Cidr::host(IpAddr::from([203, 0, 113, 128])))],
+                };
+                (
+                    "egress-partners",
+                    (
+                        pods_selector("tier", "backend"),
+                        false,
+                        true,
+                        vec![],
+                        vec![Rule {
+                            peers: vec![Peer::IpBlock(block)],
+                            ports: vec![tcp(PortSpec::Range(30000, 30100))],
+                        }],
+                    ),
+                )
+            }
+        };
+        let (pod_selector, isolates_ingress, isolates_egress, ingress, egress) = policy;
+        cluster.upsert_policy(Policy {
+            id: ObjectRef::new(ns, format!("{name}-{}", nth_in_ns / 6)),
+            pod_selector,
+            isolates_ingress,
+            isolates_egress,
+            ingress,
+            egress,
+        });
+    }
+    cluster
+}

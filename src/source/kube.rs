@@ -1,7 +1,7 @@
 //! The Kubernetes source: watches Namespaces, Pods and NetworkPolicies in all namespaces and sends
 //! [`Update`]s.
 //!
-//! Each kind has its own [`watcher`] (list, then watch from the list's resourceVersion, re-list on
+//! Each kind has its own [`watcher()`] (list, then watch from the list's resourceVersion, re-list on
 //! `410 Gone`), with kube's default backoff on errors. Objects are converted to the compiler's compact
 //! model as they arrive, so the agent keeps labels, IPs, phase, node and ports, never whole objects.
 //! An object the compiler rejects is sent as [`Update::Invalid`] and recorded as a Warning Event on
@@ -86,6 +86,7 @@ impl SourceMetrics {
             invalid_objects: Family::default(),
             events_failed: Counter::default(),
         };
+        // Every series exists from the start, so that /metrics shows zeros rather than nothing.
         for kind in Kind::ALL {
             drop(metrics.watch_errors.get_or_create(&kind_label(kind)));
             drop(metrics.invalid_objects.get_or_create(&kind_label(kind)));
@@ -93,9 +94,10 @@ impl SourceMetrics {
         metrics
     }
 
-    /// Registers the counters (`watch_errors_total`, `invalid_objects_total`, by `kind`, and
-    /// `events_failed_total`) under the registry's prefix.
+    /// Registers the counters under the registry's prefix and `kube`: `kube_watch_errors_total` and
+    /// `kube_invalid_objects_total` (by `kind`), and `kube_events_failed_total`.
     pub fn register(&self, registry: &mut Registry) {
+        let registry = registry.sub_registry_with_prefix("kube");
         registry.register(
             "watch_errors",
             "Failed list and watch requests to the Kubernetes API, by kind (each is retried with backoff)",
@@ -103,7 +105,7 @@ impl SourceMetrics {
         );
         registry.register(
             "invalid_objects",
-            "Invalid objects left out of the rules, by kind (each object and problem counted once)",
+            "Invalid objects seen in the Kubernetes API, by kind (each object and problem counted once)",
             self.invalid_objects.clone(),
         );
         registry.register(
@@ -280,11 +282,17 @@ async fn publish_events(
             }
             Err(error) => {
                 metrics.events_failed.inc();
+                let hint = match &error {
+                    kube::Error::Api(status) if status.is_forbidden() => {
+                        "; the ClusterRole must grant create on events.k8s.io events"
+                    }
+                    _ => "",
+                };
                 warn!(
                     kind = report.kind.as_str(),
                     %object,
                     %error,
-                    "cannot record an Event about an invalid object (check RBAC for events.k8s.io events: create, patch)"
+                    "cannot record an Event about an invalid object{hint}"
                 );
             }
         }
@@ -517,6 +525,36 @@ mod tests {
         assert!(RBAC
             .iter()
             .any(|(g, r, _)| *g == "events.k8s.io" && *r == "events"));
+    }
+
+    #[test]
+    fn metrics_are_exposed_per_kind_from_zero() {
+        let metrics = SourceMetrics::new();
+        metrics
+            .watch_errors
+            .get_or_create(&kind_label(Kind::Pod))
+            .inc();
+        let mut registry = Registry::with_prefix("nftpolicy");
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        assert!(
+            text.contains("nftpolicy_kube_watch_errors_total{kind=\"Pod\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("nftpolicy_kube_watch_errors_total{kind=\"Namespace\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("nftpolicy_kube_invalid_objects_total{kind=\"NetworkPolicy\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("nftpolicy_kube_events_failed_total 0"),
+            "{text}"
+        );
+        assert_eq!(metrics.watch_errors(Kind::Pod), 1);
     }
 
     #[test]
