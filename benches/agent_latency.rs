@@ -76,7 +76,13 @@ async fn measure(size: WorkloadSize, debounce: Duration) {
                 .collect(),
         ),
     ] {
-        tx.send(Update::Reset(kind, objects)).await.expect("agent");
+        tx.send(Update::Reset {
+            kind,
+            objects,
+            invalid: vec![],
+        })
+        .await
+        .expect("agent");
     }
     let first = reports.recv().await.expect("first sync");
     let full = started.elapsed();

@@ -127,7 +127,7 @@ impl Agent {
             tokio::select! {
                 update = updates.recv() => {
                     let Some(update) = update else { break };
-                    if let Update::Reset(kind, _) = &update {
+                    if let Update::Reset { kind, .. } = &update {
                         self.listed.insert(*kind);
                     }
                     let changed = self.store.apply(update);

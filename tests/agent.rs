@@ -25,8 +25,13 @@ fn demo() -> ClusterState {
 }
 
 fn resets(c: &ClusterState) -> Vec<Update> {
+    let reset = |kind, objects| Update::Reset {
+        kind,
+        objects,
+        invalid: vec![],
+    };
     vec![
-        Update::Reset(
+        reset(
             Kind::Namespace,
             c.namespaces()
                 .values()
@@ -34,11 +39,11 @@ fn resets(c: &ClusterState) -> Vec<Update> {
                 .map(Object::Namespace)
                 .collect(),
         ),
-        Update::Reset(
+        reset(
             Kind::Pod,
             c.pods().values().cloned().map(Object::Pod).collect(),
         ),
-        Update::Reset(
+        reset(
             Kind::NetworkPolicy,
             c.policies().values().cloned().map(Object::Policy).collect(),
         ),

@@ -136,7 +136,7 @@ impl Running {
         while !kinds.iter().all(|k| seen.contains(k)) {
             let left = deadline.saturating_duration_since(Instant::now());
             let update = self.next(left).await;
-            if let Update::Reset(kind, _) = &update {
+            if let Update::Reset { kind, .. } = &update {
                 seen.push(*kind);
             }
             updates.push(update);
@@ -169,11 +169,11 @@ fn position(updates: &[Update], f: impl Fn(&Update) -> bool) -> usize {
 }
 
 fn is_reset(kind: Kind) -> impl Fn(&Update) -> bool {
-    move |u| matches!(u, Update::Reset(k, _) if *k == kind)
+    move |u| matches!(u, Update::Reset { kind: k, .. } if *k == kind)
 }
 
 fn reset_keys(updates: &[Update], kind: Kind) -> Vec<ObjectRef> {
-    let Update::Reset(_, objects) = &updates[position(updates, is_reset(kind))] else {
+    let Update::Reset { objects, .. } = &updates[position(updates, is_reset(kind))] else {
         unreachable!()
     };
     let mut keys: Vec<ObjectRef> = objects.iter().map(Object::key).collect();
@@ -210,11 +210,11 @@ async fn lists_watches_and_reports_invalid_objects() {
     let fake = cluster().await;
     let mut source = start(&fake);
 
-    // The initial lists: one Reset per kind, the invalid policy reported before its kind's Reset.
+    // The initial lists: one Reset per kind, the invalid policy reported in its kind's Reset.
     let updates = source
         .until_resets(&Kind::ALL, Duration::from_secs(5))
         .await;
-    assert_eq!(updates.len(), 4, "{updates:#?}");
+    assert_eq!(updates.len(), 3, "{updates:#?}");
     assert_eq!(
         reset_keys(&updates, Kind::Namespace),
         [key("", "a"), key("", "b")]
@@ -227,17 +227,14 @@ async fn lists_watches_and_reports_invalid_objects() {
         reset_keys(&updates, Kind::NetworkPolicy),
         [key("a", "allow-b")]
     );
-    let invalid = position(&updates, |u| matches!(u, Update::Invalid { .. }));
-    assert!(invalid < position(&updates, is_reset(Kind::NetworkPolicy)));
-    let Update::Invalid {
-        kind,
-        key: k,
-        error,
-    } = &updates[invalid]
+    // The bad policy comes with its kind's list, reported and left out.
+    let Update::Reset { invalid, .. } = &updates[position(&updates, is_reset(Kind::NetworkPolicy))]
     else {
         unreachable!()
     };
-    assert_eq!((*kind, k), (Kind::NetworkPolicy, &key("a", "bad")));
+    assert_eq!(invalid.len(), 1, "{invalid:?}");
+    let (k, error) = &invalid[0];
+    assert_eq!(k, &key("a", "bad"));
     assert!(
         error.starts_with("NetworkPolicy a/bad: field spec.ingress[0].from[0].ipBlock.cidr: "),
         "{error}"
@@ -557,14 +554,14 @@ async fn objects_the_typed_model_rejects_and_event_failures_are_not_fatal() {
     let updates = source
         .until_resets(&Kind::ALL, Duration::from_secs(5))
         .await;
-    assert_eq!(updates.len(), 5, "{updates:#?}");
+    assert_eq!(updates.len(), 3, "{updates:#?}");
     assert_eq!(reset_keys(&updates, Kind::Namespace), [key("", "a")]);
     assert_eq!(reset_keys(&updates, Kind::Pod), [key("a", "web")]);
     let errors: Vec<&str> = updates
         .iter()
-        .filter_map(|u| match u {
-            Update::Invalid { error, .. } => Some(error.as_str()),
-            _ => None,
+        .flat_map(|u| match u {
+            Update::Reset { invalid, .. } => invalid.iter().map(|(_, e)| e.as_str()).collect(),
+            _ => Vec::new(),
         })
         .collect();
     assert!(

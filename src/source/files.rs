@@ -2,7 +2,7 @@
 //! re-read whenever it changes, for running without a cluster (the lab, tests, demos).
 //!
 //! Bad input never wipes good state: a file that does not parse keeps the objects it last had, and an
-//! invalid object is reported ([`Update::Invalid`]) and left out, its last valid version (if any) kept.
+//! invalid object is reported (in [`Update::Reset`]) and left out, its last valid version (if any) kept.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -11,6 +11,7 @@ use std::time::Duration;
 use policy_compiler::input::{
     namespace_from_api, objects_of, pod_from_api, policy_from_api, read_paths, Source,
 };
+use policy_compiler::model::ObjectRef;
 use tokio::sync::mpsc;
 
 use super::{Kind, Object, Update};
@@ -41,13 +42,13 @@ fn convert(raw: &policy_compiler::input::RawObject) -> Option<Result<Object, (Ki
     })
 }
 
-fn raw_key(kind: Kind, value: &serde_json::Value) -> policy_compiler::model::ObjectRef {
+fn raw_key(kind: Kind, value: &serde_json::Value) -> ObjectRef {
     let name = value["metadata"]["name"].as_str().unwrap_or("<unnamed>");
     let namespace = match kind {
         Kind::Namespace => "",
         _ => value["metadata"]["namespace"].as_str().unwrap_or("default"),
     };
-    policy_compiler::model::ObjectRef::new(namespace, name)
+    ObjectRef::new(namespace, name)
 }
 
 impl DirSource {
@@ -77,7 +78,7 @@ impl DirSource {
             return Vec::new();
         }
         self.texts = texts;
-        let mut updates = Vec::new();
+        let mut invalid: BTreeMap<Kind, Vec<(ObjectRef, String)>> = BTreeMap::new();
         let mut last_good = BTreeMap::new();
         for source in &sources {
             match objects_of(std::slice::from_ref::<Source>(source)) {
@@ -98,7 +99,7 @@ impl DirSource {
                                 {
                                     objects.push(prev.clone());
                                 }
-                                updates.push(Update::Invalid { kind, key, error });
+                                invalid.entry(kind).or_default().push((key, error));
                             }
                         }
                     }
@@ -116,7 +117,7 @@ impl DirSource {
             }
         }
         self.last_good = last_good;
-        let mut seen: BTreeSet<(Kind, policy_compiler::model::ObjectRef)> = BTreeSet::new();
+        let mut seen: BTreeSet<(Kind, ObjectRef)> = BTreeSet::new();
         let mut by_kind: BTreeMap<Kind, Vec<Object>> =
             Kind::ALL.iter().map(|k| (*k, Vec::new())).collect();
         for (file, objects) in &self.last_good {
@@ -125,16 +126,18 @@ impl DirSource {
                     by_kind.entry(o.kind()).or_default().push(o.clone());
                 } else {
                     let error = format!("{file}: defined twice; the first definition is used");
-                    updates.push(Update::Invalid {
-                        kind: o.kind(),
-                        key: o.key(),
-                        error,
-                    });
+                    invalid.entry(o.kind()).or_default().push((o.key(), error));
                 }
             }
         }
-        updates.extend(by_kind.into_iter().map(|(k, v)| Update::Reset(k, v)));
-        updates
+        by_kind
+            .into_iter()
+            .map(|(kind, objects)| Update::Reset {
+                kind,
+                objects,
+                invalid: invalid.remove(&kind).unwrap_or_default(),
+            })
+            .collect()
     }
 
     /// Polls every `interval` and sends updates until the receiver is gone.

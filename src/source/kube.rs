@@ -8,8 +8,7 @@
 //! the object (reason `InvalidNetworkPolicy`, `InvalidPod` or `InvalidNamespace`, naming the field).
 //!
 //! While the API fails, nothing is sent: the agent keeps enforcing its last ruleset. A (re)list is
-//! sent as one [`Update::Reset`] per kind, preceded by the [`Update::Invalid`]s of the objects it
-//! left out.
+//! sent as one [`Update::Reset`] per kind, carrying the objects it left out as invalid.
 
 use std::collections::HashMap;
 
@@ -153,8 +152,8 @@ pub async fn client_from_env() -> anyhow::Result<Client> {
 /// until its receiver is dropped; returns then.
 ///
 /// Watch errors and API outages are retried with kube's default backoff (0.8 s doubling to 30 s,
-/// with jitter); while they last, no update is sent. After each (re)list, the [`Update::Invalid`]s
-/// of the kind's invalid objects come first, then one [`Update::Reset`]; watch events become
+/// with jitter); while they last, no update is sent. Each (re)list becomes one [`Update::Reset`]
+/// with the kind's valid objects and its invalid ones (reported, left out); watch events become
 /// [`Update::Upsert`], [`Update::Invalid`] or [`Update::Delete`]. Each invalid object is also
 /// recorded once per problem as a Warning Event on it, reported by [`REPORTING_CONTROLLER`] with
 /// `node_name` as the instance; failing to publish an Event is logged and counted, never fatal.
@@ -374,9 +373,18 @@ impl KindWatch {
                     invalid = invalid.len(),
                     "listed"
                 );
-                let mut updates = invalid;
-                updates.push(Update::Reset(self.kind, objects));
-                updates
+                let invalid = invalid
+                    .into_iter()
+                    .filter_map(|u| match u {
+                        Update::Invalid { key, error, .. } => Some((key, error)),
+                        _ => None,
+                    })
+                    .collect();
+                vec![Update::Reset {
+                    kind: self.kind,
+                    objects,
+                    invalid,
+                }]
             }
             watcher::Event::Apply(object) => {
                 vec![self.convert(&object)]

@@ -68,14 +68,23 @@ impl Object {
 /// A change reported by a source.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Update {
-    /// All objects of a kind, after a (re)list: anything else of that kind is gone.
-    Reset(Kind, Vec<Object>),
+    /// All objects of a kind, after a (re)list: anything else of that kind is gone. `invalid` are the
+    /// listed objects that are invalid: reported and left out, their last valid version (if the store
+    /// has one) kept in force.
+    Reset {
+        /// The kind.
+        kind: Kind,
+        /// The valid objects.
+        objects: Vec<Object>,
+        /// The invalid objects, with what is wrong.
+        invalid: Vec<(ObjectRef, String)>,
+    },
     /// An object was created or changed.
     Upsert(Object),
     /// An object was deleted.
     Delete(Kind, ObjectRef),
-    /// An object exists but is invalid: it is reported and left out (a previous valid version, if
-    /// any, stays in force).
+    /// An object changed and is now invalid (a watch event): it is reported and left out (a previous
+    /// valid version, if any, stays in force).
     Invalid {
         /// Kind.
         kind: Kind,
@@ -102,27 +111,29 @@ impl Store {
     /// Applies an update; returns whether the valid objects changed.
     pub fn apply(&mut self, update: Update) -> bool {
         match update {
-            Update::Reset(kind, objects) => {
-                let fresh: BTreeMap<(Kind, ObjectRef), Object> =
-                    objects.into_iter().map(|o| ((kind, o.key()), o)).collect();
+            Update::Reset {
+                kind,
+                objects,
+                invalid,
+            } => {
                 let before: Vec<(&(Kind, ObjectRef), &Object)> =
                     self.objects.iter().filter(|(k, _)| k.0 == kind).collect();
-                let unchanged = before.len() == fresh.len()
-                    && before.iter().all(|(k, o)| fresh.get(*k) == Some(*o));
-                // Objects still listed but invalid keep their last valid version.
-                let kept: Vec<((Kind, ObjectRef), Object)> = self
-                    .objects
-                    .iter()
-                    .filter(|(k, _)| {
-                        k.0 == kind && !fresh.contains_key(*k) && self.invalid.contains_key(*k)
-                    })
-                    .map(|(k, o)| (k.clone(), o.clone()))
-                    .collect();
+                let mut next: BTreeMap<(Kind, ObjectRef), Object> =
+                    objects.into_iter().map(|o| ((kind, o.key()), o)).collect();
+                // Listed but invalid: the last valid version stays in force.
+                for (key, _) in &invalid {
+                    let k = (kind, key.clone());
+                    if let Some(previous) = self.objects.get(&k) {
+                        next.entry(k).or_insert_with(|| previous.clone());
+                    }
+                }
+                let unchanged = before.len() == next.len()
+                    && before.iter().all(|(k, o)| next.get(*k) == Some(*o));
                 self.objects.retain(|k, _| k.0 != kind);
+                self.objects.extend(next);
+                self.invalid.retain(|k, _| k.0 != kind);
                 self.invalid
-                    .retain(|k, _| k.0 != kind || kept.iter().any(|(kk, _)| kk == k));
-                self.objects.extend(fresh);
-                self.objects.extend(kept);
+                    .extend(invalid.into_iter().map(|(key, error)| ((kind, key), error)));
                 !unchanged
             }
             Update::Upsert(object) => {
@@ -157,5 +168,71 @@ impl Store {
             }
         }
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use policy_compiler::model::Namespace;
+    use policy_compiler::selector::Labels;
+
+    fn ns(name: &str, team: &str) -> Object {
+        let labels = Labels::from([("team".to_string(), team.to_string())]);
+        Object::Namespace(Namespace::new(name, labels))
+    }
+
+    fn key(name: &str) -> ObjectRef {
+        ObjectRef::new("", name)
+    }
+
+    fn reset(objects: Vec<Object>, invalid: Vec<(ObjectRef, String)>) -> Update {
+        Update::Reset {
+            kind: Kind::Namespace,
+            objects,
+            invalid,
+        }
+    }
+
+    #[test]
+    fn an_invalid_object_keeps_its_last_valid_version_until_it_is_gone() {
+        let mut s = Store::new();
+        assert!(s.apply(reset(vec![ns("a", "x"), ns("b", "x")], vec![])));
+        // a turns invalid by a watch event: reported, v1 stays.
+        assert!(!s.apply(Update::Invalid {
+            kind: Kind::Namespace,
+            key: key("a"),
+            error: "bad".into()
+        }));
+        assert_eq!(s.invalid().len(), 1);
+        assert!(s.cluster().namespace("a").is_some());
+        // A relist that still has a invalid keeps v1 and the report.
+        assert!(!s.apply(reset(vec![ns("b", "x")], vec![(key("a"), "bad".into())])));
+        assert!(s.cluster().namespace("a").is_some());
+        assert_eq!(s.invalid().len(), 1);
+        // A relist without a (deleted meanwhile): gone, and so is its report.
+        assert!(s.apply(reset(vec![ns("b", "x")], vec![])));
+        assert!(s.cluster().namespace("a").is_none());
+        assert!(s.invalid().is_empty());
+    }
+
+    #[test]
+    fn an_object_never_valid_stays_reported_across_relists() {
+        let mut s = Store::new();
+        s.apply(reset(vec![], vec![(key("bad"), "e".into())]));
+        s.apply(reset(vec![], vec![(key("bad"), "e".into())]));
+        assert_eq!(s.invalid().len(), 1);
+        assert!(s.cluster().namespace("bad").is_none());
+    }
+
+    #[test]
+    fn unchanged_relists_and_upserts_report_no_change() {
+        let mut s = Store::new();
+        assert!(s.apply(reset(vec![ns("a", "x")], vec![])));
+        assert!(!s.apply(reset(vec![ns("a", "x")], vec![])));
+        assert!(!s.apply(Update::Upsert(ns("a", "x"))));
+        assert!(s.apply(Update::Upsert(ns("a", "y"))));
+        assert!(s.apply(Update::Delete(Kind::Namespace, key("a"))));
+        assert!(!s.apply(Update::Delete(Kind::Namespace, key("a"))));
     }
 }
