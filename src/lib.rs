@@ -2,6 +2,7 @@
 //! builds) and the network-namespace lab. The pure compiler lives in the `policy-compiler` crate.
 
 pub mod agent;
+pub mod cli;
 pub mod dataplane;
 pub mod http;
 pub mod lab;
