@@ -4,7 +4,7 @@
 //! `key=value` → pods (or namespaces); the remaining requirements filter only those candidates. A
 //! selector with no positive requirement starts from the pods of the namespaces in scope.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use crate::cluster::ClusterState;
 use crate::model::{NamespaceScope, Pod, PodPeer, Policy};
@@ -18,9 +18,9 @@ struct LabelIndex {
 }
 
 impl LabelIndex {
-    fn build<'a>(labels: impl Iterator<Item = &'a Labels>) -> Self {
+    fn build<'a>(labels: impl Iterator<Item = (usize, &'a Labels)>) -> Self {
         let mut index = LabelIndex::default();
-        for (i, labels) in labels.enumerate() {
+        for (i, labels) in labels {
             for (k, v) in labels {
                 index
                     .by_label
@@ -70,8 +70,8 @@ impl LabelIndex {
 pub struct ClusterIndex<'a> {
     cluster: &'a ClusterState,
     pods: Vec<&'a Pod>,
-    pod_labels: LabelIndex,
-    pods_by_namespace: HashMap<&'a str, Vec<usize>>,
+    /// Per namespace: its pods, and a label index over them.
+    pods_by_namespace: HashMap<&'a str, (Vec<usize>, LabelIndex)>,
     namespaces: Vec<&'a str>,
     namespace_labels: LabelIndex,
 }
@@ -80,18 +80,23 @@ impl<'a> ClusterIndex<'a> {
     /// Indexes a cluster's participating pods and its namespaces.
     pub fn new(cluster: &'a ClusterState) -> Self {
         let pods: Vec<&Pod> = cluster.participating_pods().collect();
-        let mut pods_by_namespace: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut by_namespace: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, p) in pods.iter().enumerate() {
-            pods_by_namespace
-                .entry(p.id.namespace.as_str())
-                .or_default()
-                .push(i);
+            by_namespace.entry(p.id.namespace.as_str()).or_default().push(i);
         }
+        let pods_by_namespace = by_namespace
+            .into_iter()
+            .map(|(ns, positions)| {
+                let index = LabelIndex::build(positions.iter().map(|i| (*i, &pods[*i].labels)));
+                (ns, (positions, index))
+            })
+            .collect();
         let namespaces: Vec<&str> = cluster.namespaces().keys().map(String::as_str).collect();
-        let namespace_labels = LabelIndex::build(cluster.namespaces().values().map(|n| &n.labels));
+        let namespace_labels = LabelIndex::build(
+            cluster.namespaces().values().map(|n| &n.labels).enumerate(),
+        );
         Self {
             cluster,
-            pod_labels: LabelIndex::build(pods.iter().map(|p| &p.labels)),
             pods,
             pods_by_namespace,
             namespaces,
@@ -123,25 +128,20 @@ impl<'a> ClusterIndex<'a> {
         }
     }
 
-    /// Positions of the pods in `namespaces` that `selector` matches, sorted.
+    /// Positions of the pods in `namespaces` that `selector` matches, sorted. Each namespace is
+    /// looked up in its own label index, so the cost follows the pods a selector can match there.
     pub fn select_pods(&self, namespaces: &[&str], selector: &LabelSelector) -> Vec<usize> {
-        let mut out: Vec<usize> = match self.pod_labels.candidates(selector) {
-            Some(c) => {
-                let scope: BTreeSet<&str> = namespaces.iter().copied().collect();
-                c.into_iter()
-                    .filter(|i| {
-                        let p = self.pods[*i];
-                        scope.contains(p.id.namespace.as_str()) && selector.matches(&p.labels)
-                    })
-                    .collect()
+        let mut out: Vec<usize> = Vec::new();
+        for ns in namespaces {
+            let Some((positions, index)) = self.pods_by_namespace.get(ns) else {
+                continue;
+            };
+            let matches = |i: &usize| selector.matches(&self.pods[*i].labels);
+            match index.candidates(selector) {
+                Some(c) => out.extend(c.into_iter().filter(matches)),
+                None => out.extend(positions.iter().copied().filter(matches)),
             }
-            None => namespaces
-                .iter()
-                .flat_map(|ns| self.pods_by_namespace.get(ns).into_iter().flatten())
-                .copied()
-                .filter(|i| selector.matches(&self.pods[*i].labels))
-                .collect(),
-        };
+        }
         out.sort_unstable();
         out
     }
