@@ -158,8 +158,7 @@ impl Agent {
     /// Compiles and applies; returns whether it succeeded.
     fn sync(&mut self) -> bool {
         let started = std::time::Instant::now();
-        let cluster = self.store.cluster();
-        let desired = compile_node(&cluster, &self.config.node);
+        let desired = compile_node(self.store.cluster(), &self.config.node);
         let result = tokio::task::block_in_place(|| self.dataplane.apply(&desired));
         let elapsed = started.elapsed();
         let ok = result.is_ok();

@@ -39,18 +39,28 @@ fn start(netns: &str, port: u16, fail_closed: bool, dir: &std::path::Path) -> Po
     )
     .expect("kubeconfig");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_policyd"));
-    cmd.args(["--node-name", "node-1", "--source", "kube", "--netns", netns])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("KUBECONFIG", &kubeconfig)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args([
+        "--node-name",
+        "node-1",
+        "--source",
+        "kube",
+        "--netns",
+        netns,
+    ])
+    .args(["--listen", &format!("127.0.0.1:{port}")])
+    .env("KUBECONFIG", &kubeconfig)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     if fail_closed {
         cmd.arg("--fail-closed");
     }
     let p = Policyd(cmd.spawn().expect("start policyd"));
     let started = Instant::now();
     while status(port, "/healthz") != Some(200) {
-        assert!(started.elapsed() < Duration::from_secs(10), "policyd did not come up");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "policyd did not come up"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     p
@@ -65,7 +75,8 @@ fn free_port() -> u16 {
 
 #[test]
 fn before_the_first_sync_fail_closed_holds_and_the_default_changes_nothing() {
-    if !kernel_available("before_the_first_sync_fail_closed_holds_and_the_default_changes_nothing") {
+    if !kernel_available("before_the_first_sync_fail_closed_holds_and_the_default_changes_nothing")
+    {
         return;
     }
     let dir = std::env::temp_dir().join(format!("policyd-test-{}", std::process::id()));
@@ -78,7 +89,10 @@ fn before_the_first_sync_fail_closed_holds_and_the_default_changes_nothing() {
     let agent = start(&ns.0, port, false, &dir);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(status(port, "/readyz"), Some(503), "no sync yet: not ready");
-    assert!(runner.list_table_json().expect("list").is_none(), "nothing installed");
+    assert!(
+        runner.list_table_json().expect("list").is_none(),
+        "nothing installed"
+    );
     drop(agent);
 
     // --fail-closed: the fail-closed table is in place, and stays after the agent exits.
@@ -94,6 +108,10 @@ fn before_the_first_sync_fail_closed_holds_and_the_default_changes_nothing() {
     };
     assert_eq!(installed(), policy_compiler::plan::fail_closed_ruleset());
     drop(agent);
-    assert_eq!(installed(), policy_compiler::plan::fail_closed_ruleset(), "fail-static on exit");
+    assert_eq!(
+        installed(),
+        policy_compiler::plan::fail_closed_ruleset(),
+        "fail-static on exit"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

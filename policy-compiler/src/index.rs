@@ -82,7 +82,10 @@ impl<'a> ClusterIndex<'a> {
         let pods: Vec<&Pod> = cluster.participating_pods().collect();
         let mut by_namespace: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, p) in pods.iter().enumerate() {
-            by_namespace.entry(p.id.namespace.as_str()).or_default().push(i);
+            by_namespace
+                .entry(p.id.namespace.as_str())
+                .or_default()
+                .push(i);
         }
         let pods_by_namespace = by_namespace
             .into_iter()
@@ -92,9 +95,8 @@ impl<'a> ClusterIndex<'a> {
             })
             .collect();
         let namespaces: Vec<&str> = cluster.namespaces().keys().map(String::as_str).collect();
-        let namespace_labels = LabelIndex::build(
-            cluster.namespaces().values().map(|n| &n.labels).enumerate(),
-        );
+        let namespace_labels =
+            LabelIndex::build(cluster.namespaces().values().map(|n| &n.labels).enumerate());
         Self {
             cluster,
             pods,

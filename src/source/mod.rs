@@ -4,7 +4,7 @@
 pub mod files;
 pub mod kube;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use policy_compiler::model::{Namespace, ObjectRef, Pod, Policy};
 use policy_compiler::ClusterState;
@@ -95,10 +95,13 @@ pub enum Update {
     },
 }
 
-/// The agent's view of the cluster: valid objects, plus the invalid ones it is leaving out.
+/// The agent's view of the cluster: the valid objects, kept directly as the [`ClusterState`] the
+/// compiler reads (no second copy), plus the invalid objects it is leaving out.
 #[derive(Debug, Clone, Default)]
 pub struct Store {
-    objects: BTreeMap<(Kind, ObjectRef), Object>,
+    cluster: ClusterState,
+    /// Namespaces declared by the source (the cluster also holds implicit ones).
+    declared: BTreeSet<String>,
     invalid: BTreeMap<(Kind, ObjectRef), String>,
 }
 
@@ -106,6 +109,64 @@ impl Store {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn get(&self, kind: Kind, key: &ObjectRef) -> Option<Object> {
+        match kind {
+            Kind::Namespace => self
+                .declared
+                .get(&key.name)
+                .and_then(|n| self.cluster.namespace(n))
+                .cloned()
+                .map(Object::Namespace),
+            Kind::Pod => self.cluster.pod(key).cloned().map(Object::Pod),
+            Kind::NetworkPolicy => self
+                .cluster
+                .policies()
+                .get(key)
+                .cloned()
+                .map(Object::Policy),
+        }
+    }
+
+    fn keys(&self, kind: Kind) -> Vec<ObjectRef> {
+        match kind {
+            Kind::Namespace => self
+                .declared
+                .iter()
+                .map(|n| ObjectRef::new("", n))
+                .collect(),
+            Kind::Pod => self.cluster.pods().keys().cloned().collect(),
+            Kind::NetworkPolicy => self.cluster.policies().keys().cloned().collect(),
+        }
+    }
+
+    /// Inserts or replaces; returns whether anything changed.
+    fn put(&mut self, object: Object) -> bool {
+        if self.get(object.kind(), &object.key()).as_ref() == Some(&object) {
+            return false;
+        }
+        match object {
+            Object::Namespace(n) => {
+                self.declared.insert(n.name.clone());
+                self.cluster.upsert_namespace(n);
+            }
+            Object::Pod(p) => self.cluster.upsert_pod(p),
+            Object::Policy(p) => self.cluster.upsert_policy(p),
+        }
+        true
+    }
+
+    /// Removes; returns whether it existed.
+    fn remove(&mut self, kind: Kind, key: &ObjectRef) -> bool {
+        match kind {
+            Kind::Namespace => {
+                self.declared.remove(&key.name)
+                    && self.cluster.remove_namespace(&key.name).is_some()
+            }
+            Kind::Pod => self.cluster.remove_pod(key).is_some(),
+            Kind::NetworkPolicy => self.cluster.remove_policy(key).is_some(),
+        }
     }
 
     /// Applies an update; returns whether the valid objects changed.
@@ -116,34 +177,37 @@ impl Store {
                 objects,
                 invalid,
             } => {
-                let before: Vec<(&(Kind, ObjectRef), &Object)> =
-                    self.objects.iter().filter(|(k, _)| k.0 == kind).collect();
-                let mut next: BTreeMap<(Kind, ObjectRef), Object> =
-                    objects.into_iter().map(|o| ((kind, o.key()), o)).collect();
+                let mut next: BTreeMap<ObjectRef, Object> =
+                    objects.into_iter().map(|o| (o.key(), o)).collect();
                 // Listed but invalid: the last valid version stays in force.
                 for (key, _) in &invalid {
-                    let k = (kind, key.clone());
-                    if let Some(previous) = self.objects.get(&k) {
-                        next.entry(k).or_insert_with(|| previous.clone());
+                    if !next.contains_key(key) {
+                        if let Some(previous) = self.get(kind, key) {
+                            next.insert(key.clone(), previous);
+                        }
                     }
                 }
-                let unchanged = before.len() == next.len()
-                    && before.iter().all(|(k, o)| next.get(*k) == Some(*o));
-                self.objects.retain(|k, _| k.0 != kind);
-                self.objects.extend(next);
+                let mut changed = false;
+                for key in self.keys(kind) {
+                    if !next.contains_key(&key) {
+                        changed |= self.remove(kind, &key);
+                    }
+                }
+                for object in next.into_values() {
+                    changed |= self.put(object);
+                }
                 self.invalid.retain(|k, _| k.0 != kind);
                 self.invalid
                     .extend(invalid.into_iter().map(|(key, error)| ((kind, key), error)));
-                !unchanged
+                changed
             }
             Update::Upsert(object) => {
-                let key = (object.kind(), object.key());
-                self.invalid.remove(&key);
-                self.objects.insert(key, object.clone()) != Some(object)
+                self.invalid.remove(&(object.kind(), object.key()));
+                self.put(object)
             }
             Update::Delete(kind, key) => {
                 self.invalid.remove(&(kind, key.clone()));
-                self.objects.remove(&(kind, key)).is_some()
+                self.remove(kind, &key)
             }
             Update::Invalid { kind, key, error } => {
                 self.invalid.insert((kind, key), error);
@@ -158,16 +222,8 @@ impl Store {
     }
 
     /// The cluster state the compiler works from.
-    pub fn cluster(&self) -> ClusterState {
-        let mut c = ClusterState::new();
-        for object in self.objects.values() {
-            match object {
-                Object::Namespace(n) => c.upsert_namespace(n.clone()),
-                Object::Pod(p) => c.upsert_pod(p.clone()),
-                Object::Policy(p) => c.upsert_policy(p.clone()),
-            }
-        }
-        c
+    pub fn cluster(&self) -> &ClusterState {
+        &self.cluster
     }
 }
 
