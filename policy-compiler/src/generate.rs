@@ -327,13 +327,72 @@ pub struct WorkloadSize {
     pub nodes: usize,
 }
 
+impl WorkloadSize {
+    /// 100 pods, 20 policies, 5 namespaces, 2 nodes.
+    pub const SMALL: WorkloadSize = WorkloadSize {
+        namespaces: 5,
+        pods: 100,
+        policies: 20,
+        nodes: 2,
+    };
+    /// 10k pods, 1k policies, 100 namespaces, 50 nodes.
+    pub const MEDIUM: WorkloadSize = WorkloadSize {
+        namespaces: 100,
+        pods: 10_000,
+        policies: 1_000,
+        nodes: 50,
+    };
+    /// 100k pods, 10k policies, 1000 namespaces, 500 nodes.
+    pub const LARGE: WorkloadSize = WorkloadSize {
+        namespaces: 1_000,
+        pods: 100_000,
+        policies: 10_000,
+        nodes: 500,
+    };
+
+    /// A preset by name: `small`, `medium` or `large`.
+    pub fn named(name: &str) -> Option<WorkloadSize> {
+        match name {
+            "small" => Some(Self::SMALL),
+            "medium" => Some(Self::MEDIUM),
+            "large" => Some(Self::LARGE),
+            _ => None,
+        }
+    }
+}
+
 /// A cluster shaped like production ones, at any size: namespaces labelled with teams and
 /// environments; deployments with app and tier labels and named container ports; and per namespace a
 /// default-deny, then policies allowing the same namespace, other teams' namespaces on a named port,
-/// tier to tier, DNS egress and ipBlock egress with excepts. Deterministic for a seed.
+/// tier to tier, DNS egress to kube-system, and ipBlock egress with excepts on an endPort range. One
+/// deployment in four is dual-stack; kube-system runs two DNS pods. Deterministic for a seed.
 pub fn workload(seed: u64, size: WorkloadSize) -> ClusterState {
     let mut rng = Rng::new(seed);
     let mut cluster = ClusterState::new();
+    cluster.upsert_namespace(Namespace::new("kube-system", Labels::new()));
+    for d in 0..2u8 {
+        cluster.upsert_pod(Pod {
+            id: ObjectRef::new("kube-system", format!("coredns-{d}")),
+            labels: Labels::from([("k8s-app".to_string(), "kube-dns".to_string())]),
+            node: Some(format!("node-{}", d as usize % size.nodes.max(1))),
+            ips: vec![IpAddr::from([10, 63, 0, 10 + d])],
+            host_network: false,
+            host_ips: vec![],
+            phase: PodPhase::Active,
+            ports: vec![
+                ContainerPort {
+                    name: Some("dns".into()),
+                    port: 53,
+                    protocol: Protocol::Udp,
+                },
+                ContainerPort {
+                    name: Some("dns-tcp".into()),
+                    port: 53,
+                    protocol: Protocol::Tcp,
+                },
+            ],
+        });
+    }
     let teams = ["payments", "search", "web", "data", "platform"];
     let envs = ["prod", "staging", "dev"];
     let namespaces: Vec<String> = (0..size.namespaces.max(1))
@@ -355,6 +414,8 @@ pub fn workload(seed: u64, size: WorkloadSize) -> ClusterState {
         let app = format!("app-{deployment}");
         let tier = *rng.pick(&tiers);
         let replicas = 1 + rng.below(10);
+        // One deployment in four is dual-stack.
+        let dual_stack = rng.one_in(4);
         for r in 0..replicas {
             if i >= size.pods {
                 break;
@@ -375,7 +436,14 @@ pub fn workload(seed: u64, size: WorkloadSize) -> ClusterState {
                 id: ObjectRef::new(ns.clone(), format!("{app}-{r}")),
                 labels,
                 node: Some(format!("node-{node}")),
-                ips: vec![ip],
+                ips: if dual_stack {
+                    let v6 = (0xfd00_0000_0000_0000_0000_0000_0000_0000u128)
+                        | ((node as u128) << 16)
+                        | (1 + (k % 250) as u128);
+                    vec![ip, IpAddr::from(v6.to_be_bytes())]
+                } else {
+                    vec![ip]
+                },
                 host_network: false,
                 host_ips: vec![IpAddr::from([
                     192,
