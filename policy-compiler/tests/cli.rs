@@ -299,3 +299,23 @@ fn explain_names_the_policies_and_rules() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn generate_prints_valid_deterministic_manifests() {
+    let a = policyc(&["generate", "--size", "small", "--seed", "7"], None);
+    assert!(a.status.success(), "{}", text(&a.stderr));
+    let b = policyc(&["generate", "--size", "small", "--seed", "7"], None);
+    assert_eq!(a.stdout, b.stdout, "same seed, same cluster");
+    let c = policyc(&["generate", "--size", "small", "--seed", "8"], None);
+    assert_ne!(a.stdout, c.stdout, "another seed, another cluster");
+    let compiled = policyc(
+        &["compile", "-", "--node", "node-0"],
+        Some(&text(&a.stdout)),
+    );
+    assert!(compiled.status.success(), "{}", text(&compiled.stderr));
+    let rules = text(&compiled.stdout);
+    assert!(rules.contains("table inet nftpolicy"), "{rules}");
+    let bad = policyc(&["generate", "--size", "huge"], None);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("use small, medium or large"));
+}

@@ -12,7 +12,9 @@ use policy_compiler::analysis::{
     PortProto,
 };
 use policy_compiler::cidr::Family;
+use policy_compiler::generate::{workload, WorkloadSize};
 use policy_compiler::input::{parse_sources, read_paths, Manifests};
+use policy_compiler::manifest::cluster_manifests;
 use policy_compiler::model::ObjectRef;
 use policy_compiler::plan::{compile_all, compile_node};
 use policy_compiler::verify::node_outcomes;
@@ -57,6 +59,19 @@ enum Command {
         #[arg(short = 'o', long, value_enum, default_value_t = MatrixFormat::Table)]
         output: MatrixFormat,
     },
+    /// Print a seeded, realistic cluster (namespaces, deployments' pods, policies) as manifests.
+    Generate {
+        /// `small` (100 pods, 20 policies), `medium` (10k pods, 1k policies, 100 namespaces, 50
+        /// nodes) or `large` (100k pods, 10k policies, 1000 namespaces, 500 nodes).
+        #[arg(long, default_value = "small")]
+        size: String,
+        /// The seed: the same seed and size give the same cluster.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Output format: a multi-document YAML stream, or one JSON `List`.
+        #[arg(short = 'o', long, value_enum, default_value_t = GenerateFormat::Yaml)]
+        output: GenerateFormat,
+    },
     /// Explain whether a connection is allowed, and by which rules.
     Explain {
         /// Manifest files, directories, or `-`.
@@ -88,6 +103,12 @@ enum MatrixFormat {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
+enum GenerateFormat {
+    Yaml,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
 enum ExplainFormat {
     Text,
     Json,
@@ -111,6 +132,16 @@ fn main() -> ExitCode {
         Command::Compile { paths, .. }
         | Command::Matrix { paths, .. }
         | Command::Explain { paths, .. } => paths.clone(),
+        Command::Generate { size, seed, output } => {
+            return match generate(size, *seed, *output) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("policyc: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
     };
     let manifests = match load(&paths) {
         Ok(m) => m,
@@ -122,8 +153,15 @@ fn main() -> ExitCode {
     };
     match run(cli.command, &manifests.cluster) {
         Ok(output) => {
-            print!("{output}");
-            ExitCode::SUCCESS
+            use std::io::Write;
+            match std::io::stdout().lock().write_all(output.as_bytes()) {
+                // A reader that stopped early (`| head`) is not an error.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("policyc: cannot write the output: {e}");
+                    ExitCode::from(2)
+                }
+                _ => ExitCode::SUCCESS,
+            }
         }
         Err(e) => {
             eprintln!("policyc: {e:#}");
@@ -132,8 +170,44 @@ fn main() -> ExitCode {
     }
 }
 
+/// Whether an error is a closed standard output (`policyc ... | head`).
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .and_then(|j| j.io_error_kind())
+                .is_some_and(|k| k == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn generate(size: &str, seed: u64, output: GenerateFormat) -> Result<()> {
+    use std::io::Write;
+    let size = WorkloadSize::named(size)
+        .ok_or_else(|| anyhow!("--size {size:?}: use small, medium or large"))?;
+    let items = cluster_manifests(&workload(seed, size));
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match output {
+        GenerateFormat::Json => {
+            let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+            serde_json::to_writer(&mut out, &list)?;
+            writeln!(out)?;
+        }
+        GenerateFormat::Yaml => {
+            for item in &items {
+                writeln!(out, "---")?;
+                out.write_all(serde_saphyr::to_string(item)?.as_bytes())?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
 fn run(command: Command, cluster: &ClusterState) -> Result<String> {
     match command {
+        Command::Generate { .. } => bail!("generate reads no manifests"),
         Command::Compile {
             node: Some(node), ..
         } => {
