@@ -7,9 +7,6 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use policy_compiler::generate::{cluster, Shape};
-use policy_compiler::plan::compile_all;
-
 fn nft_check(label: &str, text: &str) -> Result<(), String> {
     let mut child = Command::new("nft")
         .args(["-c", "-f", "-"])
@@ -68,30 +65,11 @@ fn every_conformance_and_generated_ruleset_loads_with_nft_check() {
     if !common::kernel_available("every_conformance_and_generated_ruleset_loads_with_nft_check") {
         return;
     }
-    let mut rulesets = Vec::new();
-    let suite = common::suite();
-    for case in &suite.cases {
-        let mut c = suite.model.clone();
-        for i in 0..case.steps.len() {
-            case.apply_step(i, &mut c).expect("step applies");
-            for (node, r) in compile_all(&c) {
-                rulesets.push((format!("{} step {} {node}", case.name, i + 1), r.render()));
-            }
-        }
-    }
-    for seed in 0..40u64 {
-        let c = cluster(
-            seed,
-            Shape {
-                pods: 8,
-                policies: 4,
-                nodes: 2,
-            },
-        );
-        for (node, r) in compile_all(&c) {
-            rulesets.push((format!("generated seed {seed} {node}"), r.render()));
-        }
-    }
+    let rulesets: Vec<(String, String)> = common::conformance_rulesets()
+        .into_iter()
+        .chain(common::generated_rulesets(0..40))
+        .map(|(label, r)| (label, r.render()))
+        .collect();
     let errors: Vec<String> = rulesets
         .iter()
         .filter_map(|(label, text)| nft_check(label, text).err())

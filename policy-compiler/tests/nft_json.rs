@@ -13,7 +13,6 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use policy_compiler::cidr::{Cidr, Family};
-use policy_compiler::generate::{cluster, Shape};
 use policy_compiler::input::{parse_sources, read_paths};
 use policy_compiler::model::Protocol;
 use policy_compiler::nft::json::{as_listed, parse_table, JsonError};
@@ -191,17 +190,7 @@ fn every_conformance_step_reads_back_equal() {
     if !common::kernel_available("every_conformance_step_reads_back_equal") {
         return;
     }
-    let mut rulesets = Vec::new();
-    let suite = common::suite();
-    for case in &suite.cases {
-        let mut c = suite.model.clone();
-        for i in 0..case.steps.len() {
-            case.apply_step(i, &mut c).expect("step applies");
-            for (node, r) in compile_all(&c) {
-                rulesets.push((format!("{} step {} {node}", case.name, i + 1), r));
-            }
-        }
-    }
+    let rulesets = common::conformance_rulesets();
     assert!(rulesets.len() > 50, "expected the upstream suite's steps");
     assert_round_trips("every_conformance_step_reads_back_equal", &rulesets);
 }
@@ -211,20 +200,7 @@ fn generated_dual_stack_clusters_read_back_equal() {
     if !common::kernel_available("generated_dual_stack_clusters_read_back_equal") {
         return;
     }
-    let mut rulesets = Vec::new();
-    for seed in 0..40u64 {
-        let c = cluster(
-            seed,
-            Shape {
-                pods: 8,
-                policies: 4,
-                nodes: 2,
-            },
-        );
-        for (node, r) in compile_all(&c) {
-            rulesets.push((format!("generated seed {seed} {node}"), r));
-        }
-    }
+    let rulesets = common::generated_rulesets(0..40);
     // The generator gives some pods an IPv6 address: the v6 sets, maps and prefixes are exercised.
     let v6_elements: usize = rulesets
         .iter()

@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use policy_compiler::conformance::Suite;
+use policy_compiler::generate::{cluster, Shape};
 use policy_compiler::input::{parse_sources, read_paths};
+use policy_compiler::nft::Ruleset;
 use policy_compiler::plan::compile_all;
 
 /// The repository's `fixtures/` directory.
@@ -77,4 +79,37 @@ pub fn kernel_available(test: &str) -> bool {
     }
     eprintln!("\n!!!!!!!! SKIPPED {test}: {why} !!!!!!!!\n");
     false
+}
+
+/// Every node's ruleset after every step of every upstream case, labelled `case step N node`.
+pub fn conformance_rulesets() -> Vec<(String, Ruleset)> {
+    let suite = suite();
+    let mut out = Vec::new();
+    for case in &suite.cases {
+        let mut c = suite.model.clone();
+        for i in 0..case.steps.len() {
+            case.apply_step(i, &mut c).expect("step applies");
+            for (node, r) in compile_all(&c) {
+                out.push((format!("{} step {} {node}", case.name, i + 1), r));
+            }
+        }
+    }
+    out
+}
+
+/// Every node's ruleset of generated clusters (8 pods, some dual-stack, 4 policies, 2 nodes), one
+/// per seed, labelled `generated seed N node`.
+pub fn generated_rulesets(seeds: std::ops::Range<u64>) -> Vec<(String, Ruleset)> {
+    let shape = Shape {
+        pods: 8,
+        policies: 4,
+        nodes: 2,
+    };
+    seeds
+        .flat_map(|seed| {
+            compile_all(&cluster(seed, shape))
+                .into_iter()
+                .map(move |(node, r)| (format!("generated seed {seed} {node}"), r))
+        })
+        .collect()
 }
