@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use policy_compiler::generate::{workload, WorkloadSize};
-use policy_compiler::model::ObjectRef;
+use policy_compiler::model::{Direction, ObjectRef, PolicyPort, PortSpec, Protocol};
 use policy_compiler::nft::transaction::Transaction;
-use policy_compiler::plan::{compile_all, compile_node};
+use policy_compiler::plan::{compile_all, compile_node, policy_chain_name};
 use policy_compiler::ClusterState;
 
 const NODE: &str = "node-0";
@@ -64,15 +64,26 @@ fn changes(cluster: &ClusterState) -> Vec<(&'static str, ClusterState)> {
         p.labels.insert("tier".into(), tier.into());
     }
 
+    // A policy that the node enforces (its chain is in the node's ruleset) gets a port on its first
+    // ingress rule.
+    let committed = compile_node(cluster, NODE);
     let mut edited = cluster.clone();
     let policy = cluster
         .policies()
         .values()
-        .find(|p| p.id.namespace == local.id.namespace && !p.ingress.is_empty())
-        .expect("a policy with ingress rules in the pod's namespace")
+        .find(|p| {
+            !p.ingress.is_empty()
+                && committed
+                    .chains
+                    .contains_key(&policy_chain_name(&p.id, Direction::Ingress))
+        })
+        .expect("a policy with ingress rules enforced on node-0")
         .clone();
     let mut changed = policy.clone();
-    changed.ingress[0].ports.clear();
+    changed.ingress[0].ports = vec![PolicyPort {
+        protocol: Protocol::Tcp,
+        port: PortSpec::Range(8443, 8443),
+    }];
     edited.upsert_policy(changed);
     vec![
         ("pod_added", added),

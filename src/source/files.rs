@@ -20,8 +20,9 @@ use super::{Kind, Object, Update};
 #[derive(Debug)]
 pub struct DirSource {
     dir: PathBuf,
-    /// The last text seen, per file: unchanged input is not parsed again.
-    texts: BTreeMap<String, String>,
+    /// A hash of the last text seen, per file: unchanged input is not parsed again, and the texts
+    /// themselves are not kept.
+    texts: BTreeMap<String, u64>,
     /// The objects of each file as last parsed successfully.
     last_good: BTreeMap<String, Vec<Object>>,
 }
@@ -70,9 +71,13 @@ impl DirSource {
                 return Vec::new();
             }
         };
-        let texts: BTreeMap<String, String> = sources
+        let texts: BTreeMap<String, u64> = sources
             .iter()
-            .map(|s| (s.name.clone(), s.text.clone()))
+            .map(|s| {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                std::hash::Hash::hash(&s.text, &mut h);
+                (s.name.clone(), std::hash::Hasher::finish(&h))
+            })
             .collect();
         if texts == self.texts {
             return Vec::new();
