@@ -57,15 +57,18 @@
 //!
 //! 1. **New connections per second** through `node-0`: [`CONN_WORKERS`] threads enter the client
 //!    pod's namespace (`setns`) and loop on TCP connect + close (`SO_LINGER` 0: an RST, so that no
-//!    side keeps TIME_WAIT and ephemeral ports never run out) to 10.64.0.240:8080, which the lab's
-//!    server thread accepts and closes. From `bench/client` (same node) and from
+//!    side keeps TIME_WAIT and ephemeral ports never run out) to 10.64.0.240:8080, where
+//!    [`AcceptServer`] accepts and closes them. (The lab's own server, one thread for every port of
+//!    every pod with a listen backlog of 128, does not keep up when the CPUs are busy: its accept
+//!    queue fills with connections the client has already reset, SYNs are dropped, and a worker
+//!    waits 1 s for each retransmission.) From `bench/client` (same node) and from
 //!    `bench/client-remote` (across nodes: through `node-1`, the fabric bridge, then `node-0`).
 //!    [`CONN_ROUNDS`] rounds; each round measures every mode for [`CONN_SECS`] s per client, in an
 //!    order that rotates every round. Reported: the median rate, the median over rounds of the
 //!    ratio to (b) in the same round (robust to load from other processes), and the CPU time of
-//!    this process per connection (workers, the lab's server thread, and the kernel work done on
-//!    their behalf, which includes the forwarding through `node-0`). SYN retransmissions in the
-//!    client and listen-queue drops in the server are counted, to show whether the server keeps up.
+//!    this process per connection (workers, accept threads, and the kernel work done on their
+//!    behalf, which includes the forwarding through `node-0`). SYN retransmissions in the client
+//!    and listen-queue drops in the server are counted, to show that the server keeps up.
 //! 2. **Throughput of one established TCP flow**: `iperf3 -c` in `bench/client` against `iperf3 -s`
 //!    in `bench/server` (port 5201), [`IPERF_ROUNDS`] rounds of [`IPERF_SECS`] s alternating (a) and
 //!    (c); median receiver rate, and median per-round ratio.
@@ -81,13 +84,13 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Barrier;
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use nftpolicy::dataplane::{Dataplane, NftRunner};
@@ -112,7 +115,7 @@ const CONN_ROUNDS: usize = 5;
 /// Seconds per connection-rate measurement.
 const CONN_SECS: f64 = 2.0;
 /// Rounds of the throughput part (each measures both modes once).
-const IPERF_ROUNDS: usize = 3;
+const IPERF_ROUNDS: usize = 4;
 /// Seconds per iperf3 run.
 const IPERF_SECS: u32 = 3;
 /// Repetitions of the apply-time part.
@@ -127,9 +130,14 @@ const REMOTE_CLIENT: &str = "bench/client-remote";
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 64, 0, 240);
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 64, 0, 241);
 const REMOTE_CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 64, 1, 241);
-/// Served by the lab's server in `bench/server` (accept and close); allowed by the policy.
+/// Served by [`AcceptServer`] in `bench/server` (accept and close); allowed by the policy.
 const CONN_PORT: u16 = 8080;
-/// Served by the lab's server in `bench/server`; not allowed by the policy.
+/// Threads of the [`AcceptServer`], and their name.
+const ACCEPT_THREADS: usize = 2;
+const ACCEPT_THREAD_NAME: &str = "bench-accept";
+/// Listen backlog of the [`AcceptServer`] (the kernel caps it at `net.core.somaxconn`, 4096).
+const ACCEPT_BACKLOG: libc::c_int = 4096;
+/// Served by the lab's server in `bench/server` (for the mode checks); not allowed by the policy.
 const DENIED_PORT: u16 = 8081;
 /// iperf3 (or the built-in stream) in `bench/server`; allowed by the policy.
 const STREAM_PORT: u16 = 5201;
@@ -236,9 +244,16 @@ fn main() {
         .expect("the lab has node-0")
         .to_string();
     let (tables, loads) = Tables::load(NftRunner::in_netns(&node_ns), &rulesets);
+    // The lab's server (one thread for all ports of all pods, listen backlog 128) falls behind when
+    // the CPUs are busy: the connections the client has already reset fill its accept queue, the
+    // next SYNs are dropped, and the worker that sent one waits 1 s for the retransmission. Hence a
+    // server of our own for the measured port (the lab's serves the denied port).
+    let server_ns = netns_file(lab.pod_netns(SERVER).expect("the server pod"));
+    let accept_server = AcceptServer::start(&server_ns, SocketAddr::new(ip4(SERVER_IP), CONN_PORT));
 
     let conn = conn_rates(&lab, &tables);
     let stream = throughput(&lab, &tables);
+    drop(accept_server);
     let apply = apply_times(&lab, &cluster);
 
     print_report(&conn, &paths, &stream, &apply, &loads);
@@ -351,12 +366,8 @@ fn lab_spec() -> LabSpec {
     LabSpec {
         nodes: vec![NODE.to_string(), REMOTE_NODE.to_string()],
         pods: vec![
-            pod(
-                SERVER,
-                NODE,
-                SERVER_IP,
-                vec![(CONN_PORT, Protocol::Tcp), (DENIED_PORT, Protocol::Tcp)],
-            ),
+            // Port 8080 is served by the bench's own [`AcceptServer`].
+            pod(SERVER, NODE, SERVER_IP, vec![(DENIED_PORT, Protocol::Tcp)]),
             pod(CLIENT, NODE, CLIENT_IP, vec![]),
             pod(REMOTE_CLIENT, REMOTE_NODE, REMOTE_CLIENT_IP, vec![]),
         ],
@@ -773,11 +784,11 @@ struct ConnSample {
     busy: f64,
     /// CPU time of the client workers, in % of one CPU.
     workers_cpu: f64,
-    /// CPU time of the lab's server thread, in % of one CPU.
+    /// CPU time of the accept threads, in % of one CPU.
     server_cpu: f64,
     /// SYN retransmissions in the client's namespace (a dropped SYN waits 1 s).
     syn_retrans: u64,
-    /// Listen-queue overflows and drops in the server's namespace.
+    /// Listen-queue drops (overflows included) in the server's namespace.
     listen_drops: u64,
     /// Conntrack entries in node-0 after the window.
     conntrack: u64,
@@ -797,7 +808,6 @@ struct ConnSetup {
     clients: [(bool, File); 2],
     server: File,
     node: File,
-    server_thread: String,
     target: SocketAddr,
 }
 
@@ -807,8 +817,6 @@ fn conn_rates(lab: &Lab, tables: &Tables) -> ConnResults {
         clients: [(true, pod_ns(CLIENT)), (false, pod_ns(REMOTE_CLIENT))],
         server: pod_ns(SERVER),
         node: netns_file(lab.node_netns(NODE).expect("the lab has node-0")),
-        // The lab's serving thread (named `<prefix>serve`, 15 bytes kept by the kernel).
-        server_thread: format!("{}serve", lab.prefix()),
         target: SocketAddr::new(ip4(SERVER_IP), CONN_PORT),
     };
     let mut results = ConnResults {
@@ -855,9 +863,9 @@ fn measure_conns(setup: &ConnSetup, client: &File) -> ConnSample {
         (
             process_cpu(),
             cpu_times(),
-            thread_cpu(&setup.server_thread),
+            threads_cpu(ACCEPT_THREAD_NAME),
             tcp_ext(client, &["TCPSynRetrans"]),
-            tcp_ext(&setup.server, &["ListenOverflows", "ListenDrops"]),
+            tcp_ext(&setup.server, &["ListenDrops"]),
         )
     };
     let before = counters(setup);
@@ -875,6 +883,64 @@ fn measure_conns(setup: &ConnSetup, client: &File) -> ConnSample {
         syn_retrans: after.3.saturating_sub(before.3),
         listen_drops: after.4.saturating_sub(before.4),
         conntrack: conntrack_count(&setup.node),
+    }
+}
+
+/// The connection loop's server: [`ACCEPT_THREADS`] threads accept on one listener (backlog
+/// [`ACCEPT_BACKLOG`]) in the server pod, and close each connection at once. Stopped on drop.
+struct AcceptServer {
+    listener: Arc<TcpListener>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl AcceptServer {
+    fn start(netns: &File, addr: SocketAddr) -> AcceptServer {
+        let listener = in_netns(netns, || TcpListener::bind(addr))
+            .unwrap_or_else(|e| panic!("cannot bind {addr} in the server pod: {e}"));
+        // SAFETY: listen on a bound, listening socket that `listener` keeps open only changes its
+        // backlog.
+        let rc = unsafe { libc::listen(listener.as_raw_fd(), ACCEPT_BACKLOG) };
+        assert_eq!(rc, 0, "listen: {}", std::io::Error::last_os_error());
+        let listener = Arc::new(listener);
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..ACCEPT_THREADS)
+            .map(|_| {
+                let (listener, stop) = (Arc::clone(&listener), Arc::clone(&stop));
+                std::thread::Builder::new()
+                    .name(ACCEPT_THREAD_NAME.to_string())
+                    .spawn(move || {
+                        while !stop.load(Ordering::Relaxed) {
+                            match listener.accept() {
+                                Ok((stream, _)) => {
+                                    // An RST too: no FIN_WAIT or TIME_WAIT state that a SYN
+                                    // reusing the port could run into.
+                                    let _ = reset_on_close(&stream);
+                                    drop(stream);
+                                }
+                                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                            }
+                        }
+                    })
+                    .expect("cannot start an accept thread")
+            })
+            .collect();
+        AcceptServer {
+            listener,
+            stop,
+            threads,
+        }
+    }
+}
+
+impl Drop for AcceptServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // SAFETY: shutting down the open listener wakes the threads blocked in accept (EINVAL).
+        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
     }
 }
 
@@ -921,8 +987,15 @@ fn conn_loop(client: &File, to: SocketAddr, window: Duration) -> (u64, u64, Dura
                     while !stop.load(Ordering::Relaxed) {
                         match TcpStream::connect(to) {
                             Ok(stream) => {
-                                reset_on_close(&stream);
+                                reset_on_close(&stream).expect("setsockopt(SO_LINGER)");
                                 drop(stream);
+                                if !stop.load(Ordering::Relaxed) {
+                                    ok += 1;
+                                }
+                            }
+                            // The handshake completed, and the server's RST came in before
+                            // connect returned (a refused SYN gives ECONNREFUSED).
+                            Err(e) if e.kind() == ErrorKind::ConnectionReset => {
                                 if !stop.load(Ordering::Relaxed) {
                                     ok += 1;
                                 }
@@ -952,8 +1025,8 @@ fn conn_loop(client: &File, to: SocketAddr, window: Duration) -> (u64, u64, Dura
     )
 }
 
-/// `SO_LINGER` 0: close sends an RST and leaves no TIME_WAIT behind.
-fn reset_on_close(stream: &TcpStream) {
+/// `SO_LINGER` 0: close sends an RST and leaves no FIN_WAIT or TIME_WAIT state behind.
+fn reset_on_close(stream: &TcpStream) -> std::io::Result<()> {
     let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,
@@ -969,12 +1042,11 @@ fn reset_on_close(stream: &TcpStream) {
             std::mem::size_of::<libc::linger>() as libc::socklen_t,
         )
     };
-    assert_eq!(
-        rc,
-        0,
-        "setsockopt(SO_LINGER): {}",
-        std::io::Error::last_os_error()
-    );
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 fn rusage_cpu(who: libc::c_int) -> Duration {
@@ -998,10 +1070,9 @@ fn process_cpu() -> Duration {
     rusage_cpu(libc::RUSAGE_SELF)
 }
 
-/// CPU time (user + system) of this process's thread named `name` (as truncated by the kernel to
-/// 15 bytes), or zero.
-fn thread_cpu(name: &str) -> Duration {
-    let comm: String = name.chars().take(15).collect();
+/// CPU time (user + system) of this process's threads named `name` (at most 15 bytes, as the kernel
+/// keeps them).
+fn threads_cpu(name: &str) -> Duration {
     // SAFETY: sysconf has no preconditions.
     let ticks = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
         t if t > 0 => t as f64,
@@ -1010,9 +1081,10 @@ fn thread_cpu(name: &str) -> Duration {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return Duration::ZERO;
     };
+    let mut total = Duration::ZERO;
     for task in tasks.flatten() {
         let path = task.path();
-        if !std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim_end() == comm) {
+        if !std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim_end() == name) {
             continue;
         }
         let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
@@ -1029,10 +1101,10 @@ fn thread_cpu(name: &str) -> Duration {
             .filter_map(|f| f.parse().ok())
             .collect();
         if let [utime, stime] = fields[..] {
-            return Duration::from_secs_f64((utime + stime) as f64 / ticks);
+            total += Duration::from_secs_f64((utime + stime) as f64 / ticks);
         }
     }
-    Duration::ZERO
+    total
 }
 
 /// Busy and total time of all CPUs (`/proc/stat`, in ticks).
@@ -1107,8 +1179,18 @@ fn conntrack_count(file: &File) -> u64 {
 struct StreamResults {
     /// "iperf 3.x" or the built-in stream.
     tool: String,
-    /// Mode → Gbit/s, one per round.
-    samples: BTreeMap<Mode, Vec<f64>>,
+    /// Mode → one sample per round.
+    samples: BTreeMap<Mode, Vec<StreamSample>>,
+}
+
+/// One stream measurement.
+#[derive(Debug, Clone, Copy)]
+struct StreamSample {
+    /// Received, Gbit/s.
+    gbps: f64,
+    /// CPU use of the sending and the receiving process (or thread), % of one CPU.
+    sender_cpu: f64,
+    receiver_cpu: f64,
 }
 
 /// A child process killed and reaped on drop (and killed by the kernel if this process dies first:
@@ -1180,20 +1262,20 @@ fn throughput(lab: &Lab, tables: &Tables) -> StreamResults {
         for k in 0..2 {
             let mode = [Mode::NoTable, Mode::Nftpolicy][(k + round) % 2];
             enter_mode(lab, tables, mode);
-            let gbps = if iperf.is_some() {
+            let sample = if iperf.is_some() {
                 iperf_run(&client_ns)
             } else {
                 stream_run(lab)
             };
-            results.samples.entry(mode).or_default().push(gbps);
+            results.samples.entry(mode).or_default().push(sample);
         }
     }
     results
 }
 
-/// One `iperf3 -c` run from the client pod; the receiver's rate in Gbit/s. Retries while the server
-/// is starting.
-fn iperf_run(client_ns: &str) -> f64 {
+/// One `iperf3 -c` run from the client pod: the receiver's rate, and iperf3's own CPU figures.
+/// Retries while the server is starting.
+fn iperf_run(client_ns: &str) -> StreamSample {
     let server = SERVER_IP.to_string();
     let (port, secs) = (STREAM_PORT.to_string(), IPERF_SECS.to_string());
     let mut last_error = String::new();
@@ -1207,7 +1289,12 @@ fn iperf_run(client_ns: &str) -> f64 {
         .expect("cannot run iperf3 -c");
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         if let Some(bps) = json["end"]["sum_received"]["bits_per_second"].as_f64() {
-            return bps / 1e9;
+            let cpu = &json["end"]["cpu_utilization_percent"];
+            return StreamSample {
+                gbps: bps / 1e9,
+                sender_cpu: cpu["host_total"].as_f64().unwrap_or(f64::NAN),
+                receiver_cpu: cpu["remote_total"].as_f64().unwrap_or(f64::NAN),
+            };
         }
         last_error = json["error"]
             .as_str()
@@ -1219,8 +1306,8 @@ fn iperf_run(client_ns: &str) -> f64 {
 }
 
 /// The fallback without iperf3: one thread in the client pod writes 128 KiB buffers for
-/// [`IPERF_SECS`] to one in the server pod, which reads and counts them; Gbit/s received.
-fn stream_run(lab: &Lab) -> f64 {
+/// [`IPERF_SECS`] to one in the server pod, which reads and counts them.
+fn stream_run(lab: &Lab) -> StreamSample {
     let server = netns_file(lab.pod_netns(SERVER).expect("server pod"));
     let client = netns_file(lab.pod_netns(CLIENT).expect("client pod"));
     let addr = SocketAddr::new(ip4(SERVER_IP), STREAM_PORT);
@@ -1235,21 +1322,32 @@ fn stream_run(lab: &Lab) -> f64 {
                 .accept()
                 .expect("the stream server cannot accept");
             let mut buf = vec![0u8; 1 << 17];
-            let (mut bytes, t) = (0u64, Instant::now());
+            let (mut bytes, t, cpu) = (0u64, Instant::now(), thread_self_cpu());
             while let Ok(n @ 1..) = conn.read(&mut buf) {
                 bytes += n as u64;
             }
-            bytes as f64 * 8.0 / t.elapsed().as_secs_f64() / 1e9
+            let secs = t.elapsed().as_secs_f64();
+            (
+                bytes as f64 * 8.0 / secs / 1e9,
+                thread_self_cpu().saturating_sub(cpu).as_secs_f64() / secs * 100.0,
+            )
         });
-        s.spawn(|| {
+        let writer = s.spawn(|| {
             enter(&client);
             ready.wait();
             let mut conn = TcpStream::connect(addr).expect("cannot connect the stream");
             let buf = vec![0x5au8; 1 << 17];
-            let end = Instant::now() + Duration::from_secs(u64::from(IPERF_SECS));
+            let (t, cpu) = (Instant::now(), thread_self_cpu());
+            let end = t + Duration::from_secs(u64::from(IPERF_SECS));
             while Instant::now() < end && conn.write_all(&buf).is_ok() {}
+            thread_self_cpu().saturating_sub(cpu).as_secs_f64() / t.elapsed().as_secs_f64() * 100.0
         });
-        reader.join().expect("the stream reader panicked")
+        let (gbps, receiver_cpu) = reader.join().expect("the stream reader panicked");
+        StreamSample {
+            gbps,
+            sender_cpu: writer.join().expect("the stream writer panicked"),
+            receiver_cpu,
+        }
     })
 }
 
@@ -1405,7 +1503,7 @@ fn print_report(
                 .find(|(m, _)| *m == mode)
                 .map_or(0, |(_, n)| *n);
             let mut notes = format!(
-                "busy {:.0} %, workers {:.0} %, server thread {:.0} %",
+                "busy {:.0} %, workers {:.0} %, accept threads {:.0} %",
                 median(&of(|s| s.busy)),
                 median(&of(|s| s.workers_cpu)),
                 median(&of(|s| s.server_cpu)),
@@ -1440,11 +1538,13 @@ fn print_report(
     let base = tp(Mode::NoTable);
     let mut ratio_stream = f64::NAN;
     for mode in [Mode::NoTable, Mode::Nftpolicy] {
-        let v = tp(mode);
+        let samples = tp(mode);
+        let v: Vec<f64> = samples.iter().map(|s| s.gbps).collect();
         let ratio = median(
-            &v.iter()
+            &samples
+                .iter()
                 .zip(&base)
-                .map(|(x, b)| x / b * 100.0)
+                .map(|(x, b)| x.gbps / b.gbps * 100.0)
                 .collect::<Vec<_>>(),
         );
         if mode == Mode::Nftpolicy {
@@ -1452,10 +1552,12 @@ fn print_report(
         }
         let (lo, hi) = min_max(&v);
         println!(
-            "| TCP stream Gbit/s, same node | {} | {:.2} | {ratio:.1} % | {lo:.2}-{hi:.2} | | | {} |",
+            "| TCP stream Gbit/s, same node | {} | {:.2} | {ratio:.1} % | {lo:.2}-{hi:.2} | | | {}; CPU: sender {:.0} %, receiver {:.0} % |",
             mode.label(),
             median(&v),
             stream.tool,
+            median(&samples.iter().map(|s| s.sender_cpu).collect::<Vec<_>>()),
+            median(&samples.iter().map(|s| s.receiver_cpu).collect::<Vec<_>>()),
         );
     }
     let full = durations_ms(&apply.full);
@@ -1494,9 +1596,9 @@ fn print_report(
     println!(
         "\nBaselines: conn/s against (b) ct only, stream against (a) no table; a ratio is the median \
          over rounds of the ratio within the round. CPU µs/conn: this process's CPU time (client \
-         workers, the lab's server thread, the kernel work done for them: forwarding included) per \
+         workers, the accept threads, the kernel work done for them: forwarding included) per \
          connection. rules/SYN: rules the first packet crosses in {NODE} (model count). busy: the \
-         whole machine, % of all CPUs; workers and server thread: % of one CPU. Mode switches: \
+         whole machine, % of all CPUs; workers and accept threads: % of one CPU. Mode switches: \
          median {:.0} ms. Conntrack entries in {NODE}: at most {max_ct} (nf_conntrack_max {}).",
         median(&durations_ms(&conn.switches)),
         conn.conntrack_max,

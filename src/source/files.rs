@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use policy_compiler::input::{
-    namespace_from_api, objects_of, pod_from_api, policy_from_api, read_paths, Source,
+    for_each_object, namespace_from_api, pod_from_api, policy_from_api, read_paths,
 };
 use policy_compiler::model::ObjectRef;
 use tokio::sync::mpsc;
@@ -86,42 +86,49 @@ impl DirSource {
         let mut invalid: BTreeMap<Kind, Vec<(ObjectRef, String)>> = BTreeMap::new();
         let mut last_good = BTreeMap::new();
         for source in &sources {
-            match objects_of(std::slice::from_ref::<Source>(source)) {
-                Ok(raws) => {
-                    let mut objects = Vec::new();
-                    for raw in &raws {
-                        match convert(raw) {
-                            None => {}
-                            Some(Ok(o)) => objects.push(o),
-                            Some(Err((kind, error))) => {
-                                let key = raw_key(kind, &raw.value);
-                                tracing::warn!(kind = kind.as_str(), object = %key, %error, "invalid object left out");
-                                // Its previous valid version, if the file had one, stays.
-                                if let Some(prev) =
-                                    self.last_good.get(&source.name).and_then(|objs| {
-                                        objs.iter().find(|o| o.kind() == kind && o.key() == key)
-                                    })
-                                {
-                                    objects.push(prev.clone());
-                                }
-                                invalid.entry(kind).or_default().push((key, error));
-                            }
-                        }
-                    }
-                    last_good.insert(source.name.clone(), objects);
-                }
-                Err(e) => {
-                    tracing::warn!(file = %source.name, error = %e, "file does not parse; keeping its last objects");
-                    let kept = self
+            // Objects are converted as the file streams by, one document at a time.
+            let mut objects = Vec::new();
+            let mut file_invalid = Vec::new();
+            let problems = for_each_object(source, &mut |raw| match convert(&raw) {
+                None => {}
+                Some(Ok(o)) => objects.push(o),
+                Some(Err((kind, error))) => {
+                    let key = raw_key(kind, &raw.value);
+                    tracing::warn!(kind = kind.as_str(), object = %key, %error, "invalid object left out");
+                    // Its previous valid version, if the file had one, stays.
+                    if let Some(prev) = self
                         .last_good
                         .get(&source.name)
-                        .cloned()
-                        .unwrap_or_default();
-                    last_good.insert(source.name.clone(), kept);
+                        .and_then(|objs| objs.iter().find(|o| o.kind() == kind && o.key() == key))
+                    {
+                        objects.push(prev.clone());
+                    }
+                    file_invalid.push((kind, key, error));
                 }
+            });
+            if problems.is_empty() {
+                for (kind, key, error) in file_invalid {
+                    invalid.entry(kind).or_default().push((key, error));
+                }
+                last_good.insert(source.name.clone(), objects);
+            } else {
+                for problem in &problems {
+                    tracing::warn!(file = %source.name, error = %problem, "file does not parse; keeping its last objects");
+                }
+                let kept = self
+                    .last_good
+                    .get(&source.name)
+                    .cloned()
+                    .unwrap_or_default();
+                last_good.insert(source.name.clone(), kept);
             }
         }
         self.last_good = last_good;
+        // Parsing a large directory leaves freed memory in the allocator's arenas; hand it back.
+        // SAFETY: malloc_trim only releases free heap memory; it has no preconditions.
+        unsafe {
+            libc::malloc_trim(0);
+        }
         let mut seen: BTreeSet<(Kind, ObjectRef)> = BTreeSet::new();
         let mut by_kind: BTreeMap<Kind, Vec<Object>> =
             Kind::ALL.iter().map(|k| (*k, Vec::new())).collect();

@@ -140,19 +140,7 @@ pub fn objects_of(sources: &[Source]) -> Result<Vec<RawObject>, InputErrors> {
     let mut objects = Vec::new();
     let mut errors = Vec::new();
     for source in sources {
-        match documents(source) {
-            Ok(docs) => {
-                for (i, doc) in docs.into_iter().enumerate() {
-                    let location = Location {
-                        file: source.name.clone(),
-                        document: i + 1,
-                        item: None,
-                    };
-                    flatten(location, doc, &mut objects, &mut errors);
-                }
-            }
-            Err(e) => errors.push(e),
-        }
+        errors.extend(for_each_object(source, &mut |o| objects.push(o)));
     }
     if errors.is_empty() {
         Ok(objects)
@@ -161,33 +149,80 @@ pub fn objects_of(sources: &[Source]) -> Result<Vec<RawObject>, InputErrors> {
     }
 }
 
+/// Streams a source's objects (`List` kinds unpacked) to `f`, one document at a time, so that a
+/// large file is never held as one tree of values. Returns the problems found; after a syntax error
+/// nothing more of the source is read (objects before it were delivered).
+pub fn for_each_object(source: &Source, f: &mut dyn FnMut(RawObject)) -> Vec<InputError> {
+    let mut errors = Vec::new();
+    let mut document = 0;
+    let mut on_document = |doc: Value, errors: &mut Vec<InputError>| {
+        document += 1;
+        // Empty documents (a trailing `---`, a file of comments) carry nothing.
+        if doc.is_null() {
+            return;
+        }
+        let location = Location {
+            file: source.name.clone(),
+            document,
+            item: None,
+        };
+        flatten(location, doc, f, errors);
+    };
+    let syntax = |format: &'static str, message: String| InputError::Syntax {
+        file: source.name.clone(),
+        format,
+        message,
+    };
+    if looks_like_json(source) {
+        for doc in serde_json::Deserializer::from_str(&source.text).into_iter::<Value>() {
+            match doc {
+                Ok(doc) => on_document(doc, &mut errors),
+                Err(e) => {
+                    errors.push(syntax("JSON", e.to_string()));
+                    break;
+                }
+            }
+        }
+    } else {
+        let mut reader = source.text.as_bytes();
+        for doc in serde_saphyr::read_with_options::<_, Value>(&mut reader, yaml_options()) {
+            match doc {
+                Ok(doc) => on_document(doc, &mut errors),
+                Err(e) => {
+                    errors.push(syntax("YAML", e.to_string()));
+                    break;
+                }
+            }
+        }
+    }
+    errors
+}
+
 fn looks_like_json(source: &Source) -> bool {
     source.name.ends_with(".json") || source.text.trim_start().starts_with(['{', '['])
 }
 
-fn documents(source: &Source) -> Result<Vec<Value>, InputError> {
-    let docs: Vec<Value> = if looks_like_json(source) {
-        let mut docs = Vec::new();
-        for doc in serde_json::Deserializer::from_str(&source.text).into_iter::<Value>() {
-            docs.push(doc.map_err(|e| InputError::Syntax {
-                file: source.name.clone(),
-                format: "JSON",
-                message: e.to_string(),
-            })?);
-        }
-        docs
-    } else {
-        serde_saphyr::from_multiple::<Value>(&source.text).map_err(|e| InputError::Syntax {
-            file: source.name.clone(),
-            format: "YAML",
-            message: e.to_string(),
-        })?
-    };
-    // Empty documents (a trailing `---`, a file of comments) carry nothing.
-    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+/// The YAML parser's limits, sized for cluster dumps: a `kubectl get -o yaml` of a 100k-pod cluster
+/// is hundreds of thousands of documents and tens of millions of nodes. The protections against
+/// alias bombs and deep nesting keep their defaults.
+fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::budget::Budget::default();
+    budget.max_documents = 10_000_000;
+    budget.max_nodes = 500_000_000;
+    budget.max_events = 2_000_000_000;
+    budget.max_total_scalar_bytes = 4 << 30;
+    budget.max_reader_input_bytes = None;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
 }
 
-fn flatten(location: Location, doc: Value, out: &mut Vec<RawObject>, errors: &mut Vec<InputError>) {
+fn flatten(
+    location: Location,
+    doc: Value,
+    out: &mut dyn FnMut(RawObject),
+    errors: &mut Vec<InputError>,
+) {
     let Value::Object(map) = &doc else {
         errors.push(InputError::NotAnObject {
             location,
@@ -204,23 +239,28 @@ fn flatten(location: Location, doc: Value, out: &mut Vec<RawObject>, errors: &mu
         return;
     }
     if kind.is_some_and(|k| k == "List" || k.ends_with("List")) {
-        let Some(items) = map.get("items").and_then(Value::as_array) else {
+        let items = match doc {
+            Value::Object(mut map) => map.remove("items"),
+            _ => None,
+        };
+        let Some(Value::Array(items)) = items else {
             errors.push(InputError::NotAnObject {
                 location,
                 message: "a List needs an items array".to_string(),
             });
             return;
         };
-        for (i, item) in items.iter().enumerate() {
+        // The items are moved out one by one: a large List is not copied.
+        for (i, item) in items.into_iter().enumerate() {
             let item_location = Location {
                 item: Some(i),
                 ..location.clone()
             };
-            flatten(item_location, item.clone(), out, errors);
+            flatten(item_location, item, out, errors);
         }
         return;
     }
-    out.push(RawObject {
+    out(RawObject {
         location,
         value: doc,
     });

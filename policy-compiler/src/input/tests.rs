@@ -280,3 +280,13 @@ fn every_error_is_reported_and_none_yields_state() {
     let errors = parse(&text).expect_err("invalid").0;
     assert_eq!(errors.len(), 2, "{errors:?}");
 }
+
+#[test]
+fn large_multi_document_streams_are_read_whole() {
+    // Cluster dumps run to many thousands of documents; the YAML parser's default budget stops at 1024.
+    let text: String = (0..3000)
+        .map(|i| format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: ns-{i}}}\n---\n"))
+        .collect();
+    let m = parse(&text).expect("3000 documents");
+    assert_eq!(m.cluster.namespaces().len(), 3000);
+}
