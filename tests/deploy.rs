@@ -27,7 +27,7 @@ use nftpolicy::http::DEFAULT_LISTEN;
 use serde_json::Value;
 
 const NAMESPACE: &str = "nftpolicy-system";
-const KUSTOMIZATION: &str = "kustomization.yaml";
+const KUSTOMIZATION: &str = "Kustomization";
 /// Manifests that the default install leaves out.
 const OPTIONAL_DIR: &str = "optional";
 
@@ -318,7 +318,7 @@ fn objects_live_in_the_agent_namespace_which_admits_its_pods() {
 #[test]
 fn kustomization_lists_exactly_the_default_manifests_and_changes_nothing() {
     let text = std::fs::read_to_string(deploy_dir().join(KUSTOMIZATION)).expect("read");
-    let k: Value = serde_saphyr::from_str(&text).expect("kustomization.yaml is YAML");
+    let k: Value = serde_saphyr::from_str(&text).expect("Kustomization is YAML");
     assert_eq!(k["apiVersion"], "kustomize.config.k8s.io/v1beta1");
     assert_eq!(k["kind"], "Kustomization");
 
@@ -335,7 +335,7 @@ fn kustomization_lists_exactly_the_default_manifests_and_changes_nothing() {
         .collect();
     assert_eq!(
         listed, present,
-        "kustomization.yaml must list every manifest of deploy/ (not optional/), in file order"
+        "Kustomization must list every manifest of deploy/ (not optional/), in file order"
     );
 
     // Nothing that would make `kubectl apply -k` install something else than the files themselves.
@@ -351,7 +351,7 @@ fn kustomization_lists_exactly_the_default_manifests_and_changes_nothing() {
     for key in k.as_object().expect("a mapping").keys() {
         assert!(
             allowed.contains(key.as_str()),
-            "kustomization.yaml: `{key}` would make -k differ from -f"
+            "Kustomization: `{key}` would make -k differ from -f"
         );
     }
     assert_eq!(k["namespace"], NAMESPACE);
