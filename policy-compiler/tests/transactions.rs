@@ -184,3 +184,35 @@ fn a_policy_edit_touches_only_that_policys_chains_and_sets() {
         }
     }
 }
+
+#[test]
+fn a_pod_add_stays_a_handful_of_element_operations_at_any_size() {
+    use policy_compiler::generate::{workload, WorkloadSize};
+    let mut sizes = Vec::new();
+    for size in [WorkloadSize::SMALL, WorkloadSize::MEDIUM] {
+        let mut c = workload(42, size);
+        let before = compile_node(&c, "node-0");
+        let mut pod = c
+            .pods()
+            .values()
+            .find(|p| p.node.as_deref() == Some("node-0") && p.id.namespace != "kube-system")
+            .expect("a pod on node-0")
+            .clone();
+        pod.id.name = "added".into();
+        pod.ips = vec!["10.250.0.1".parse::<IpAddr>().expect("ip")];
+        c.upsert_pod(pod);
+        let tx = assert_applies(&before, &compile_node(&c, "node-0"));
+        assert!(
+            tx.ops
+                .iter()
+                .all(|op| matches!(op, Op::AddElements(..) | Op::AddMapElements(..))),
+            "{}",
+            tx.render()
+        );
+        sizes.push(tx.stats().elements_added);
+    }
+    assert!(
+        sizes.iter().all(|n| (1..=10).contains(n)),
+        "elements added per size: {sizes:?}"
+    );
+}
