@@ -1623,26 +1623,9 @@ mod tests {
 
     // ---- a model of the listing, to read back every shape the compiler emits without a kernel ----
 
-    fn family_name(f: Family) -> &'static str {
-        match f {
-            Family::V4 => "ip",
-            Family::V6 => "ip6",
-        }
-    }
-
-    fn type_name(f: Family) -> &'static str {
-        match f {
-            Family::V4 => "ipv4_addr",
-            Family::V6 => "ipv6_addr",
-        }
-    }
-
-    fn field_name(f: AddrField) -> &'static str {
-        match f {
-            AddrField::Saddr => "saddr",
-            AddrField::Daddr => "daddr",
-        }
-    }
+    use crate::nft::render::{
+        addr_type as type_name, family_keyword as family_name, field_keyword as field_name,
+    };
 
     fn addr_payload(family: Family, field: AddrField) -> Value {
         json!({"payload": {"protocol": family_name(family), "field": field_name(field)}})

@@ -12,21 +12,24 @@ use super::{
 };
 use crate::cidr::Family;
 
-fn family_keyword(family: Family) -> &'static str {
+/// `ip` or `ip6`.
+pub(crate) fn family_keyword(family: Family) -> &'static str {
     match family {
         Family::V4 => "ip",
         Family::V6 => "ip6",
     }
 }
 
-fn addr_type(family: Family) -> &'static str {
+/// `ipv4_addr` or `ipv6_addr`.
+pub(crate) fn addr_type(family: Family) -> &'static str {
     match family {
         Family::V4 => "ipv4_addr",
         Family::V6 => "ipv6_addr",
     }
 }
 
-fn field_keyword(field: AddrField) -> &'static str {
+/// `saddr` or `daddr`.
+pub(crate) fn field_keyword(field: AddrField) -> &'static str {
     match field {
         AddrField::Saddr => "saddr",
         AddrField::Daddr => "daddr",
