@@ -158,8 +158,12 @@ impl Agent {
     /// Compiles and applies; returns whether it succeeded.
     fn sync(&mut self) -> bool {
         let started = std::time::Instant::now();
-        let desired = compile_node(self.store.cluster(), &self.config.node);
-        let result = tokio::task::block_in_place(|| self.dataplane.apply(&desired));
+        // Compiling and running nft take milliseconds of CPU and a child process: off the async workers.
+        let (desired, result) = tokio::task::block_in_place(|| {
+            let desired = compile_node(self.store.cluster(), &self.config.node);
+            let result = self.dataplane.apply(&desired);
+            (desired, result)
+        });
         let elapsed = started.elapsed();
         let ok = result.is_ok();
         match &result {
