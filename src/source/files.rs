@@ -2,7 +2,7 @@
 //! re-read whenever it changes, for running without a cluster (the lab, tests, demos).
 //!
 //! Bad input never wipes good state: a file that does not parse keeps the objects it last had, and an
-//! invalid object is reported (in [`Update::Reset`]) and left out, its last valid version (if any) kept.
+//! invalid object is reported and left out, its last valid version (if any) kept.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -16,15 +16,35 @@ use tokio::sync::mpsc;
 
 use super::{Kind, Object, Update};
 
-/// Polls a directory and sends its state as [`Update`]s.
+/// Polls a directory and sends its state as [`Update`]s: one [`Update::Reset`] per kind on the first
+/// read, then, for each file that changed, the objects it added, changed or dropped.
+///
+/// Only a hash of each file and the keys of its objects are kept: the objects themselves live in the
+/// agent's store, once.
 #[derive(Debug)]
 pub struct DirSource {
     dir: PathBuf,
-    /// A hash of the last text seen, per file: unchanged input is not parsed again, and the texts
-    /// themselves are not kept.
-    texts: BTreeMap<String, u64>,
-    /// The objects of each file as last parsed successfully.
-    last_good: BTreeMap<String, Vec<Object>>,
+    /// Per file: a hash of the last text read (an unchanged file is not parsed again) and the keys of
+    /// the objects it defines, from its last text that parsed.
+    files: BTreeMap<String, (u64, BTreeSet<(Kind, ObjectRef)>)>,
+    /// Which file defines each key (a key defined twice belongs to the first file that defined it).
+    owners: BTreeMap<(Kind, ObjectRef), String>,
+    listed: bool,
+}
+
+/// The valid and the invalid objects of one kind, for the first list.
+type KindList = (Vec<Object>, Vec<(ObjectRef, String)>);
+
+/// What one file yields when it parses.
+struct Parsed {
+    objects: Vec<Object>,
+    invalid: Vec<(Kind, ObjectRef, String)>,
+}
+
+fn text_hash(text: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(text, &mut h);
+    std::hash::Hasher::finish(&h)
 }
 
 fn convert(raw: &policy_compiler::input::RawObject) -> Option<Result<Object, (Kind, String)>> {
@@ -57,12 +77,35 @@ impl DirSource {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
-            texts: BTreeMap::new(),
-            last_good: BTreeMap::new(),
+            files: BTreeMap::new(),
+            owners: BTreeMap::new(),
+            listed: false,
         }
     }
 
-    /// Reads the directory; returns the updates to send, or nothing when no file changed.
+    /// Streams one file into objects, converting each document as it comes; `None` when the file
+    /// does not parse.
+    fn parse(source: &policy_compiler::input::Source) -> Option<Parsed> {
+        let mut parsed = Parsed {
+            objects: Vec::new(),
+            invalid: Vec::new(),
+        };
+        let problems = for_each_object(source, &mut |raw| match convert(&raw) {
+            None => {}
+            Some(Ok(o)) => parsed.objects.push(o),
+            Some(Err((kind, error))) => {
+                let key = raw_key(kind, &raw.value);
+                tracing::warn!(kind = kind.as_str(), object = %key, %error, "invalid object left out");
+                parsed.invalid.push((kind, key, error));
+            }
+        });
+        for problem in &problems {
+            tracing::warn!(file = %source.name, error = %problem, "file does not parse; keeping its last objects");
+        }
+        problems.is_empty().then_some(parsed)
+    }
+
+    /// Reads the directory; returns the updates to send (nothing when no file changed).
     pub fn poll(&mut self) -> Vec<Update> {
         let sources = match read_paths(&[self.dir.display().to_string()]) {
             Ok(s) => s,
@@ -71,85 +114,111 @@ impl DirSource {
                 return Vec::new();
             }
         };
-        let texts: BTreeMap<String, u64> = sources
-            .iter()
-            .map(|s| {
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                std::hash::Hash::hash(&s.text, &mut h);
-                (s.name.clone(), std::hash::Hasher::finish(&h))
-            })
+        let mut updates = Vec::new();
+        let mut lists: BTreeMap<Kind, KindList> =
+            Kind::ALL.iter().map(|k| (*k, Default::default())).collect();
+        let present: BTreeSet<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+        // Files that are gone take their objects with them.
+        let gone: Vec<String> = self
+            .files
+            .keys()
+            .filter(|f| !present.contains(f.as_str()))
+            .cloned()
             .collect();
-        if texts == self.texts {
-            return Vec::new();
-        }
-        self.texts = texts;
-        let mut invalid: BTreeMap<Kind, Vec<(ObjectRef, String)>> = BTreeMap::new();
-        let mut last_good = BTreeMap::new();
-        for source in &sources {
-            // Objects are converted as the file streams by, one document at a time.
-            let mut objects = Vec::new();
-            let mut file_invalid = Vec::new();
-            let problems = for_each_object(source, &mut |raw| match convert(&raw) {
-                None => {}
-                Some(Ok(o)) => objects.push(o),
-                Some(Err((kind, error))) => {
-                    let key = raw_key(kind, &raw.value);
-                    tracing::warn!(kind = kind.as_str(), object = %key, %error, "invalid object left out");
-                    // Its previous valid version, if the file had one, stays.
-                    if let Some(prev) = self
-                        .last_good
-                        .get(&source.name)
-                        .and_then(|objs| objs.iter().find(|o| o.kind() == kind && o.key() == key))
-                    {
-                        objects.push(prev.clone());
+        for file in gone {
+            if let Some((_, keys)) = self.files.remove(&file) {
+                for key in keys {
+                    if self.owners.get(&key) == Some(&file) {
+                        self.owners.remove(&key);
+                        updates.push(Update::Delete(key.0, key.1));
                     }
-                    file_invalid.push((kind, key, error));
                 }
-            });
-            if problems.is_empty() {
-                for (kind, key, error) in file_invalid {
-                    invalid.entry(kind).or_default().push((key, error));
-                }
-                last_good.insert(source.name.clone(), objects);
-            } else {
-                for problem in &problems {
-                    tracing::warn!(file = %source.name, error = %problem, "file does not parse; keeping its last objects");
-                }
-                let kept = self
-                    .last_good
-                    .get(&source.name)
-                    .cloned()
-                    .unwrap_or_default();
-                last_good.insert(source.name.clone(), kept);
             }
         }
-        self.last_good = last_good;
+        for source in &sources {
+            let hash = text_hash(&source.text);
+            let previous = self.files.get(&source.name);
+            if previous.is_some_and(|(h, _)| *h == hash) {
+                continue;
+            }
+            let old_keys = previous.map(|(_, k)| k.clone()).unwrap_or_default();
+            let Some(parsed) = Self::parse(source) else {
+                // Remember the broken text (so it is not parsed again) but keep its last objects.
+                self.files.insert(source.name.clone(), (hash, old_keys));
+                continue;
+            };
+            let mut keys = BTreeSet::new();
+            for object in parsed.objects {
+                let key = (object.kind(), object.key());
+                let owner = self
+                    .owners
+                    .entry(key.clone())
+                    .or_insert_with(|| source.name.clone());
+                if *owner != source.name {
+                    let error = format!(
+                        "{}: defined twice; the definition in {owner} is used",
+                        source.name
+                    );
+                    lists
+                        .entry(key.0)
+                        .or_default()
+                        .1
+                        .push((key.1.clone(), error.clone()));
+                    if self.listed {
+                        updates.push(Update::Invalid {
+                            kind: key.0,
+                            key: key.1,
+                            error,
+                        });
+                    }
+                    continue;
+                }
+                keys.insert(key.clone());
+                if self.listed {
+                    updates.push(Update::Upsert(object));
+                } else {
+                    lists.entry(key.0).or_default().0.push(object);
+                }
+            }
+            for (kind, key, error) in parsed.invalid {
+                // An invalid object stays the file's: its last valid version is kept, not deleted.
+                let k = (kind, key.clone());
+                if self.owners.get(&k).is_none_or(|o| *o == source.name) {
+                    self.owners.insert(k.clone(), source.name.clone());
+                    keys.insert(k);
+                }
+                if self.listed {
+                    updates.push(Update::Invalid { kind, key, error });
+                } else {
+                    lists.entry(kind).or_default().1.push((key, error));
+                }
+            }
+            for key in old_keys.difference(&keys) {
+                if self.owners.get(key) == Some(&source.name) {
+                    self.owners.remove(key);
+                    updates.push(Update::Delete(key.0, key.1.clone()));
+                }
+            }
+            self.files.insert(source.name.clone(), (hash, keys));
+        }
+        if !self.listed {
+            self.listed = true;
+            updates.extend(
+                lists
+                    .into_iter()
+                    .map(|(kind, (objects, invalid))| Update::Reset {
+                        kind,
+                        objects,
+                        invalid,
+                    }),
+            );
+        }
         // Parsing a large directory leaves freed memory in the allocator's arenas; hand it back.
         // SAFETY: malloc_trim only releases free heap memory; it has no preconditions.
         unsafe {
             libc::malloc_trim(0);
         }
-        let mut seen: BTreeSet<(Kind, ObjectRef)> = BTreeSet::new();
-        let mut by_kind: BTreeMap<Kind, Vec<Object>> =
-            Kind::ALL.iter().map(|k| (*k, Vec::new())).collect();
-        for (file, objects) in &self.last_good {
-            for o in objects {
-                if seen.insert((o.kind(), o.key())) {
-                    by_kind.entry(o.kind()).or_default().push(o.clone());
-                } else {
-                    let error = format!("{file}: defined twice; the first definition is used");
-                    invalid.entry(o.kind()).or_default().push((o.key(), error));
-                }
-            }
-        }
-        by_kind
-            .into_iter()
-            .map(|(kind, objects)| Update::Reset {
-                kind,
-                objects,
-                invalid: invalid.remove(&kind).unwrap_or_default(),
-            })
-            .collect()
+        updates
     }
 
     /// Polls every `interval` and sends updates until the receiver is gone.
@@ -164,5 +233,87 @@ impl DirSource {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NS: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n";
+    const POLICY: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\nspec: {podSelector: {}}\n";
+    const BAD_POLICY: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\nspec:\n  podSelector: {}\n  ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/33}}]}]\n";
+
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn dir(tag: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("dirsource-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("dir");
+        Dir(d)
+    }
+
+    fn kinds(updates: &[Update]) -> Vec<String> {
+        updates
+            .iter()
+            .map(|u| match u {
+                Update::Reset {
+                    kind,
+                    objects,
+                    invalid,
+                } => {
+                    format!(
+                        "reset {} {}+{}",
+                        kind.as_str(),
+                        objects.len(),
+                        invalid.len()
+                    )
+                }
+                Update::Upsert(o) => format!("upsert {} {}", o.kind().as_str(), o.key()),
+                Update::Delete(k, key) => format!("delete {} {key}", k.as_str()),
+                Update::Invalid { kind, key, .. } => format!("invalid {} {key}", kind.as_str()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn first_read_lists_then_only_changes_are_sent() {
+        let d = dir("changes");
+        std::fs::write(d.0.join("ns.yaml"), NS).expect("write");
+        std::fs::write(d.0.join("policy.yaml"), POLICY).expect("write");
+        let mut source = DirSource::new(&d.0);
+        assert_eq!(
+            kinds(&source.poll()),
+            [
+                "reset Namespace 1+0",
+                "reset Pod 0+0",
+                "reset NetworkPolicy 1+0"
+            ]
+        );
+        assert!(source.poll().is_empty(), "nothing changed");
+
+        // An invalid edit is reported; nothing is deleted, so the last valid version stays.
+        std::fs::write(d.0.join("policy.yaml"), BAD_POLICY).expect("write");
+        assert_eq!(kinds(&source.poll()), ["invalid NetworkPolicy x/p"]);
+        // A file that does not parse sends nothing at all, once.
+        std::fs::write(d.0.join("policy.yaml"), "kind: [broken\n").expect("write");
+        assert!(source.poll().is_empty());
+        assert!(source.poll().is_empty());
+        // Fixed again: the policy comes back.
+        std::fs::write(d.0.join("policy.yaml"), POLICY).expect("write");
+        assert_eq!(kinds(&source.poll()), ["upsert NetworkPolicy x/p"]);
+        // The same object in a second file is reported, not applied.
+        std::fs::write(d.0.join("zz-copy.yaml"), POLICY).expect("write");
+        assert_eq!(kinds(&source.poll()), ["invalid NetworkPolicy x/p"]);
+        std::fs::remove_file(d.0.join("zz-copy.yaml")).expect("rm");
+        assert!(source.poll().is_empty(), "the copy never owned the policy");
+        // A removed file takes its objects with it.
+        std::fs::remove_file(d.0.join("policy.yaml")).expect("rm");
+        assert_eq!(kinds(&source.poll()), ["delete NetworkPolicy x/p"]);
     }
 }
