@@ -1,6 +1,7 @@
 //! `policylab`: a simulated cluster of network namespaces on one Linux machine, enforcing the compiled
 //! rulesets with real nftables and measuring connectivity with real packets.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -11,7 +12,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use nftpolicy::lab::{clean_leftovers, preflight};
 use nftpolicy::lab_run::{run_case, schedule, LabCluster, Measurement, Via};
 use nftpolicy::services::input_services;
-use policy_compiler::analysis::{declared_ports, evaluate, explain_text, Endpoint, PortProto};
+use policy_compiler::analysis::{
+    declared_ports, evaluate, explain_text, write_grid, Endpoint, PortProto,
+};
 use policy_compiler::cidr::Family;
 use policy_compiler::conformance::Suite;
 use policy_compiler::input::{parse_sources, read_paths};
@@ -241,45 +244,35 @@ fn run(
 
 /// The measured grid per port and family, numbered like `policyc matrix`; `!` marks a cell that
 /// differs from the evaluator's prediction.
+/// Measured cells of one grid by `(from, to)`.
+type Cells<'a> = HashMap<(String, String), &'a Measurement>;
+
 fn table(pods: &[String], measured: &[Measurement]) -> String {
     let mut out = String::new();
-    let num = pods.len().to_string().len();
-    let width = pods.iter().map(String::len).max().unwrap_or(1);
-    let mut grids: Vec<((PortProto, Family), Vec<&Measurement>)> = Vec::new();
+    let mut grids: Vec<((PortProto, Family), Cells<'_>)> = Vec::new();
     for m in measured {
         let key = (m.port, m.family);
-        match grids.last_mut() {
-            Some((k, cells)) if *k == key => cells.push(m),
-            _ => grids.push((key, vec![m])),
+        if grids.last().is_none_or(|(k, _)| *k != key) {
+            grids.push((key, HashMap::new()));
+        }
+        if let Some((_, cells)) = grids.last_mut() {
+            cells.insert((m.from.to_string(), m.to.to_string()), m);
         }
     }
     for ((port, family), cells) in grids {
-        out.push_str(&format!(
-            "{port} IPv{} measured: rows from, columns to; . passed, X dropped, ! differs from prediction, - no common family\n",
+        let title = format!(
+            "{port} IPv{} measured: rows from, columns to; . passed, X dropped, ! differs from prediction, - no common family",
             family.number()
-        ));
-        out.push_str(&format!("{:w$}", "", w = num + 1 + width));
-        for j in 1..=pods.len() {
-            out.push_str(&format!(" {j:>num$}"));
-        }
-        out.push('\n');
-        for (i, from) in pods.iter().enumerate() {
-            out.push_str(&format!("{:>num$} {from:width$}", i + 1));
-            for to in pods {
-                let cell = cells
-                    .iter()
-                    .find(|m| m.from.to_string() == *from && m.to.to_string() == *to);
-                let mark = match cell {
-                    Some(m) if m.allowed != m.predicted => "!",
-                    Some(m) if m.allowed => ".",
-                    Some(_) => "X",
-                    None => "-",
-                };
-                out.push_str(&format!(" {mark:>num$}"));
-            }
-            out.push('\n');
-        }
-        out.push('\n');
+        );
+        write_grid(&mut out, &title, pods, |from, to| {
+            cells
+                .get(&(from.to_string(), to.to_string()))
+                .map(|m| match (m.allowed, m.predicted) {
+                    (a, p) if a != p => "!",
+                    (true, _) => ".",
+                    (false, _) => "X",
+                })
+        });
     }
     out
 }

@@ -1,6 +1,6 @@
 //! The truth table of pod-to-pod connectivity.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write;
 
 use serde_json::json;
@@ -69,6 +69,34 @@ pub struct Matrix {
     pub flows: Vec<MatrixFlow>,
     /// Whether the cluster has both families (flows then carry theirs).
     pub dual_stack: bool,
+}
+
+/// Writes one numbered grid: the title, a header of column numbers, then a row per pod (row `i` is the
+/// source numbered `i`, column `j` the destination numbered `j`), each cell the mark `mark(from, to)`
+/// gives, or `-` when it gives none.
+pub fn write_grid(
+    out: &mut String,
+    title: &str,
+    pods: &[String],
+    mark: impl Fn(&str, &str) -> Option<&'static str>,
+) {
+    let num = pods.len().to_string().len();
+    let name = pods.iter().map(String::len).max().unwrap_or(1);
+    let _ = writeln!(out, "{title}");
+    let _ = write!(out, "{:w$}", "", w = num + 1 + name);
+    for j in 1..=pods.len() {
+        let _ = write!(out, " {j:>num$}");
+    }
+    out.push('\n');
+    for (i, from) in pods.iter().enumerate() {
+        let _ = write!(out, "{:>num$} {from:name$}", i + 1);
+        for to in pods {
+            let m = mark(from, to).unwrap_or("-");
+            let _ = write!(out, " {m:>num$}");
+        }
+        out.push('\n');
+    }
+    out.push('\n');
 }
 
 /// Every port and protocol any participating pod declares.
@@ -168,39 +196,28 @@ impl Matrix {
         grids
     }
 
-    fn cell<'a>(cells: &[&'a MatrixFlow], from: &str, to: &str) -> Option<&'a MatrixFlow> {
-        cells.iter().copied().find(|f| f.from == from && f.to == to)
+    /// The cells of one grid by `(from, to)`, so that rendering a grid is linear in its cells.
+    fn by_pair<'a>(cells: &[&'a MatrixFlow]) -> HashMap<(&'a str, &'a str), &'a MatrixFlow> {
+        cells
+            .iter()
+            .map(|f| ((f.from.as_str(), f.to.as_str()), *f))
+            .collect()
     }
 
     /// A plain-text grid per port: row `i` is the source pod numbered `i`, column `j` the destination
     /// numbered `j`; `.` allowed, `X` denied, `-` where the pair shares no address family.
     pub fn to_table(&self) -> String {
         let mut out = String::new();
-        let num = self.pods.len().to_string().len();
-        let name = self.pods.iter().map(String::len).max().unwrap_or(1);
         for (title, cells) in self.grids() {
-            let _ = writeln!(
-                out,
+            let cells = Self::by_pair(&cells);
+            let title = format!(
                 "{title}: rows from, columns to; . allowed, X denied, - no common address family"
             );
-            let _ = write!(out, "{:w$}", "", w = num + 1 + name);
-            for j in 1..=self.pods.len() {
-                let _ = write!(out, " {j:>num$}");
-            }
-            out.push('\n');
-            for (i, from) in self.pods.iter().enumerate() {
-                let _ = write!(out, "{:>num$} {from:name$}", i + 1);
-                for to in &self.pods {
-                    let mark = match Self::cell(&cells, from, to) {
-                        Some(f) if f.allowed => ".",
-                        Some(_) => "X",
-                        None => "-",
-                    };
-                    let _ = write!(out, " {mark:>num$}");
-                }
-                out.push('\n');
-            }
-            out.push('\n');
+            write_grid(&mut out, &title, &self.pods, |from, to| {
+                cells
+                    .get(&(from, to))
+                    .map(|f| if f.allowed { "." } else { "X" })
+            });
         }
         out
     }
@@ -209,6 +226,7 @@ impl Matrix {
     pub fn to_markdown(&self) -> String {
         let mut out = String::new();
         for (title, cells) in self.grids() {
+            let cells = Self::by_pair(&cells);
             let _ = writeln!(out, "### {title}\n");
             let _ = writeln!(out, "| from \\ to | {} |", self.pods.join(" | "));
             let _ = writeln!(out, "|---|{}", "---|".repeat(self.pods.len()));
@@ -216,7 +234,7 @@ impl Matrix {
                 let row: Vec<&str> = self
                     .pods
                     .iter()
-                    .map(|to| match Self::cell(&cells, from, to) {
+                    .map(|to| match cells.get(&(from.as_str(), to.as_str())) {
                         Some(f) if f.allowed => "✓",
                         Some(_) => "✗",
                         None => "",

@@ -17,7 +17,7 @@ use crate::model::{
 };
 
 pub use explain::{explain_json, explain_text};
-pub use matrix::{declared_ports, Matrix, MatrixFlow, PortProto};
+pub use matrix::{declared_ports, write_grid, Matrix, MatrixFlow, PortProto};
 
 /// One end of a connection: a participating pod (by one of its IPs) or a bare address.
 #[derive(Debug, Clone, Copy)]
