@@ -141,6 +141,11 @@ pub fn input_services(
 /// The addresses of the per-pod Services, by pod and family.
 pub type PerPodServiceIps = BTreeMap<(ObjectRef, Family), IpAddr>;
 
+/// 10.96.128.0, the start of the per-pod Services' IPv4 range.
+const PER_POD_SERVICES_V4: u32 = u32::from_be_bytes([10, 96, 128, 0]);
+/// fd00:96::, the start of their IPv6 range.
+const PER_POD_SERVICES_V6: u128 = 0xfd00_0096 << 96;
+
 /// One Service per participating pod, named `s-<namespace>-<pod>` as upstream names them, exposing
 /// each container port and each port of `extra` on the same number, with a cluster IP per family of
 /// the pod from 10.96.128.0/17 and fd00:96::/108.
@@ -155,16 +160,8 @@ pub fn per_pod_services(
         let mut cluster_ips = Vec::new();
         for ip in &pod.ips {
             let vip = match Family::of(ip) {
-                Family::V4 => {
-                    IpAddr::from((u32::from_be_bytes([10, 96, 128, 0]) + 1 + i).to_be_bytes())
-                }
-                Family::V6 => {
-                    let base: u128 = "fd00:96::"
-                        .parse::<std::net::Ipv6Addr>()
-                        .map(u128::from)
-                        .unwrap_or(0);
-                    IpAddr::from((base + 1 + i as u128).to_be_bytes())
-                }
+                Family::V4 => IpAddr::from((PER_POD_SERVICES_V4 + 1 + i).to_be_bytes()),
+                Family::V6 => IpAddr::from((PER_POD_SERVICES_V6 + 1 + i as u128).to_be_bytes()),
             };
             ips.insert((pod.id.clone(), Family::of(ip)), vip);
             cluster_ips.push(vip);
@@ -190,4 +187,21 @@ pub fn per_pod_services(
         });
     }
     (specs, ips)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_pod_service_ranges_start_where_documented() {
+        assert_eq!(
+            IpAddr::from((PER_POD_SERVICES_V4 + 1).to_be_bytes()),
+            "10.96.128.1".parse::<IpAddr>().expect("ip")
+        );
+        assert_eq!(
+            IpAddr::from((PER_POD_SERVICES_V6 + 1).to_be_bytes()),
+            "fd00:96::1".parse::<IpAddr>().expect("ip")
+        );
+    }
 }
