@@ -3,15 +3,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, TcpStream};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::kernel_available;
+use common::{free_port, http_get, kernel_available};
 use nftpolicy::lab::{Lab, LabSpec, PodSpec, Probe, Protocol};
 
 const NAMESPACES: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: \"y\"}\n";
@@ -61,13 +60,6 @@ impl Drop for Agent {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 fn start_agent(node: &str, netns: &str, dir: &Path, port: u16, conntrack_flush: bool) -> Agent {
     let child = Command::new(env!("CARGO_BIN_EXE_policyd"))
         .args(conntrack_flush.then_some("--conntrack-flush"))
@@ -96,16 +88,6 @@ fn start_agent(node: &str, netns: &str, dir: &Path, port: u16, conntrack_flush: 
         .spawn()
         .expect("start policyd");
     Agent { child, port }
-}
-
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    let code = body.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, body))
 }
 
 fn wait_ready(agent: &Agent) {

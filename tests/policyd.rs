@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{kernel_available, Netns};
+use common::{free_port, http_get, kernel_available, Netns};
 use nftpolicy::dataplane::NftRunner;
 
 struct Policyd(Child);
@@ -21,12 +19,9 @@ impl Drop for Policyd {
     }
 }
 
+/// The status code of `GET path`.
 fn status(port: u16, path: &str) -> Option<u16> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    body.split_whitespace().nth(1)?.parse().ok()
+    http_get(port, path).map(|(code, _)| code)
 }
 
 /// Starts policyd against an API server that does not answer.
@@ -64,13 +59,6 @@ fn start(netns: &str, port: u16, fail_closed: bool, dir: &std::path::Path) -> Po
         std::thread::sleep(Duration::from_millis(20));
     }
     p
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
 }
 
 #[test]
