@@ -31,10 +31,14 @@ pub struct AgentConfig {
     pub retry: Duration,
     /// Delete the conntrack entries of isolated local pods after a change that may revoke access.
     pub conntrack_flush: bool,
+    /// How long a due sync waits for kinds whose watch failed to be listed again (see
+    /// [`Update::Stale`]); after that it runs with their last known state. Zero: never wait.
+    pub relist_hold: Duration,
 }
 
 impl AgentConfig {
-    /// The defaults for a node: 50 ms debounce, 5 min audit, 1 s retry, no conntrack flush.
+    /// The defaults for a node: 50 ms debounce, 5 min audit, 1 s retry, no conntrack flush, 10 s
+    /// hold for re-listing kinds.
     pub fn new(node: impl Into<String>) -> Self {
         Self {
             node: node.into(),
@@ -42,6 +46,7 @@ impl AgentConfig {
             audit_interval: Duration::from_secs(300),
             retry: Duration::from_secs(1),
             conntrack_flush: false,
+            relist_hold: Duration::from_secs(10),
         }
     }
 }
@@ -83,6 +88,7 @@ pub struct Agent {
     health: Arc<Health>,
     observer: Option<mpsc::UnboundedSender<SyncReport>>,
     listed: BTreeSet<Kind>,
+    stale: StaleKinds,
 }
 
 impl Agent {
@@ -94,13 +100,14 @@ impl Agent {
         health: Arc<Health>,
     ) -> Self {
         Self {
-            config,
             store: Store::new(),
             dataplane,
             metrics,
             health,
             observer: None,
             listed: BTreeSet::new(),
+            stale: StaleKinds::new(config.relist_hold),
+            config,
         }
     }
 
@@ -127,8 +134,21 @@ impl Agent {
             tokio::select! {
                 update = updates.recv() => {
                     let Some(update) = update else { break };
-                    if let Update::Reset { kind, .. } = &update {
-                        self.listed.insert(*kind);
+                    let released = match &update {
+                        Update::Reset { kind, .. } => {
+                            self.listed.insert(*kind);
+                            self.stale.current(*kind)
+                        }
+                        Update::Live(kind) => self.stale.current(*kind),
+                        Update::Stale(kind) => {
+                            self.stale.stale(*kind);
+                            false
+                        }
+                        _ => false,
+                    };
+                    if released {
+                        // A sync was held for this kind: with every kind current, it runs now.
+                        deadline = Some(Instant::now());
                     }
                     let changed = self.store.apply(update);
                     self.metrics.invalid_objects.set(self.store.invalid().len() as i64);
@@ -140,6 +160,10 @@ impl Agent {
                 }
                 _ = async { sleep_until(sync_at.unwrap_or_else(Instant::now)).await }, if sync_at.is_some() => {
                     deadline = None;
+                    if let Some(until) = self.stale.hold(Instant::now()) {
+                        deadline = Some(until);
+                        continue;
+                    }
                     if !self.sync() {
                         deadline = Some(Instant::now() + self.config.retry);
                     }
@@ -249,6 +273,88 @@ impl Agent {
     }
 }
 
+/// The kinds whose watch failed and that were not listed again yet, and whether a due sync is
+/// waiting for them: after an API outage the kinds come back one by one, and a sync in between would
+/// enforce new objects of one kind against stale objects of another.
+#[derive(Debug)]
+struct StaleKinds {
+    kinds: BTreeSet<Kind>,
+    limit: Duration,
+    hold: Hold,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// No sync is waiting.
+    None,
+    /// A due sync has waited since then.
+    Since(Instant),
+    /// The wait ran out; syncs run until every kind is current again.
+    Expired,
+}
+
+impl StaleKinds {
+    fn new(limit: Duration) -> Self {
+        Self {
+            kinds: BTreeSet::new(),
+            limit,
+            hold: Hold::None,
+        }
+    }
+
+    /// A kind's view may be behind.
+    fn stale(&mut self, kind: Kind) {
+        self.kinds.insert(kind);
+    }
+
+    /// A kind is current again; true when that releases a held sync.
+    fn current(&mut self, kind: Kind) -> bool {
+        if !self.kinds.remove(&kind) || !self.kinds.is_empty() {
+            return false;
+        }
+        let held = std::mem::replace(&mut self.hold, Hold::None);
+        if let Hold::Since(since) = held {
+            tracing::debug!(
+                held_ms = since.elapsed().as_millis() as u64,
+                "every kind is current again; syncing"
+            );
+            return true;
+        }
+        false
+    }
+
+    fn names(&self) -> String {
+        let names: Vec<&str> = self.kinds.iter().map(|k| k.as_str()).collect();
+        names.join(", ")
+    }
+
+    /// A sync is due at `now`: `Some(until)` holds it until then (or until [`Self::current`]
+    /// releases it), `None` lets it run.
+    fn hold(&mut self, now: Instant) -> Option<Instant> {
+        if self.kinds.is_empty() || self.limit.is_zero() {
+            return None;
+        }
+        match self.hold {
+            Hold::None => {
+                tracing::debug!(kinds = %self.names(), "holding the sync until these kinds are listed again");
+                self.hold = Hold::Since(now);
+                Some(now + self.limit)
+            }
+            Hold::Since(since) if now < since + self.limit => Some(since + self.limit),
+            Hold::Since(_) => {
+                tracing::warn!(
+                    kinds = %self.names(),
+                    waited_secs = self.limit.as_secs_f64(),
+                    "kinds still not listed again: syncing with their last known state"
+                );
+                self.hold = Hold::Expired;
+                None
+            }
+            Hold::Expired => None,
+        }
+    }
+}
+
 /// The local pod addresses whose established connections a transaction may have revoked: every
 /// isolated pod when rules, chains or peer sets lost something (or the table was replaced), else the
 /// pods whose isolation changed.
@@ -277,4 +383,62 @@ fn affected_pods(report: &ApplyReport, desired: &Ruleset) -> BTreeSet<IpAddr> {
             _ => Vec::new(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_due_sync_waits_for_every_stale_kind() {
+        let limit = Duration::from_secs(10);
+        let mut s = StaleKinds::new(limit);
+        let t0 = Instant::now();
+        assert_eq!(s.hold(t0), None, "nothing stale: sync");
+        s.stale(Kind::Pod);
+        s.stale(Kind::NetworkPolicy);
+        assert_eq!(s.hold(t0), Some(t0 + limit));
+        // Still held at the next check, with the same end.
+        assert_eq!(s.hold(t0 + Duration::from_secs(1)), Some(t0 + limit));
+        assert!(!s.current(Kind::NetworkPolicy), "Pod is still stale");
+        assert!(
+            s.current(Kind::Pod),
+            "the last stale kind releases the sync"
+        );
+        assert_eq!(s.hold(t0 + Duration::from_secs(2)), None);
+        assert!(
+            !s.current(Kind::Pod),
+            "not stale any more: nothing to release"
+        );
+    }
+
+    #[test]
+    fn the_hold_is_bounded_and_then_syncs_run() {
+        let limit = Duration::from_secs(10);
+        let mut s = StaleKinds::new(limit);
+        let t0 = Instant::now();
+        s.stale(Kind::Pod);
+        assert_eq!(s.hold(t0), Some(t0 + limit));
+        assert_eq!(s.hold(t0 + limit), None, "the limit ran out");
+        assert_eq!(
+            s.hold(t0 + limit + Duration::from_secs(1)),
+            None,
+            "and later syncs are not held again"
+        );
+        assert!(!s.current(Kind::Pod), "no sync is held any more");
+        // A new episode holds again.
+        s.stale(Kind::Namespace);
+        let t1 = t0 + Duration::from_secs(60);
+        assert_eq!(s.hold(t1), Some(t1 + limit));
+    }
+
+    #[test]
+    fn a_stale_kind_without_a_due_sync_holds_nothing() {
+        let mut s = StaleKinds::new(Duration::from_secs(10));
+        s.stale(Kind::Pod);
+        assert!(!s.current(Kind::Pod), "no sync was due");
+        let mut off = StaleKinds::new(Duration::ZERO);
+        off.stale(Kind::Pod);
+        assert_eq!(off.hold(Instant::now()), None, "a zero limit never holds");
+    }
 }

@@ -277,6 +277,8 @@ mod tests {
                 Update::Upsert(o) => format!("upsert {} {}", o.kind().as_str(), o.key()),
                 Update::Delete(k, key) => format!("delete {} {key}", k.as_str()),
                 Update::Invalid { kind, key, .. } => format!("invalid {} {key}", kind.as_str()),
+                Update::Stale(kind) => format!("stale {}", kind.as_str()),
+                Update::Live(kind) => format!("live {}", kind.as_str()),
             })
             .collect()
     }

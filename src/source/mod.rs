@@ -93,6 +93,12 @@ pub enum Update {
         /// What is wrong, with the field.
         error: String,
     },
+    /// The kind's watch failed after its first list: what the store holds of it may be behind the
+    /// cluster until the kind's next [`Update::Reset`] or [`Update::Live`]. Changes nothing.
+    Stale(Kind),
+    /// The kind's watch resumed where it was, without a re-list: it is current again (the changes
+    /// it missed follow as Upserts and Deletes). Changes nothing.
+    Live(Kind),
 }
 
 /// The agent's view of the cluster: the valid objects, kept directly as the [`ClusterState`] the
@@ -213,6 +219,7 @@ impl Store {
                 self.invalid.insert((kind, key), error);
                 false
             }
+            Update::Stale(_) | Update::Live(_) => false,
         }
     }
 
