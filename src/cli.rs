@@ -46,6 +46,18 @@ pub struct Cli {
     /// Without it, established connections keep flowing until they end.
     #[arg(long)]
     pub conntrack_flush: bool,
+    /// With `--source kube`: list every kind again this often (seconds; 0 = never). Watches already
+    /// resume after errors, re-list on 410 Gone, and re-list every kind when the API's
+    /// resourceVersion goes backwards (an etcd restore); a periodic re-list also bounds how long any
+    /// other silent staleness can last, at the cost of a full list of every pod, namespace and
+    /// policy per agent (see the README before turning it on in a large cluster).
+    #[arg(long, default_value_t = 0)]
+    pub relist_interval_secs: u64,
+    /// With `--source kube`: how long a due sync waits for kinds whose watch failed to be listed
+    /// again, so that it sees every kind current (seconds; 0 = never wait). After that it runs with
+    /// their last known state, and says so in the log.
+    #[arg(long, default_value_t = 10)]
+    pub relist_hold_secs: u64,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -55,6 +67,14 @@ pub struct Cli {
     pub netns: Option<String>,
 }
 
+/// The log filter when `RUST_LOG` is not set: `info` for the agent. The Kubernetes client's own
+/// error lines for failed requests are dropped (the agent logs each outage once, with its
+/// duration), and so are its warnings about watch connections that end without TLS close_notify
+/// (the normal end of a watch when an API server restarts).
+pub const DEFAULT_LOG_FILTER: &str =
+    "info,kube_client::client=error,kube_client::client::builder=off";
+
+/// The format of log lines.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines.

@@ -19,7 +19,7 @@ use nftpolicy::source::files::DirSource;
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(nftpolicy::cli::DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -69,10 +69,13 @@ async fn run(cli: Cli) -> Result<()> {
         }
         tokio::spawn(DirSource::new(dir).run(Duration::from_millis(cli.poll_ms), tx));
     } else if cli.source == "kube" {
-        let client = nftpolicy::source::kube::client_from_env().await?;
+        let client = nftpolicy::source::kube::client_from_env(&cli.node_name).await?;
+        let mut options = nftpolicy::source::kube::WatchOptions::new(cli.node_name.clone());
+        options.relist_interval =
+            (cli.relist_interval_secs > 0).then(|| Duration::from_secs(cli.relist_interval_secs));
         tokio::spawn(nftpolicy::source::kube::run(
             client,
-            cli.node_name.clone(),
+            options,
             tx,
             source_metrics,
         ));
@@ -84,6 +87,7 @@ async fn run(cli: Cli) -> Result<()> {
     config.debounce = Duration::from_millis(cli.debounce_ms);
     config.audit_interval = Duration::from_secs(cli.audit_interval_secs.max(1));
     config.conntrack_flush = cli.conntrack_flush;
+    config.relist_hold = Duration::from_secs(cli.relist_hold_secs);
     let agent = Agent::new(config, dataplane, metrics, health);
     tokio::select! {
         _ = agent.run(rx) => {}

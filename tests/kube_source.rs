@@ -1,6 +1,7 @@
-//! The Kubernetes source (`nftpolicy::source::kube::run`) against a fake API server: lists become
-//! Resets, watch events become Upserts and Deletes, invalid objects are reported and recorded as
-//! Events, and closed streams, expiries and outages are ridden out.
+//! The Kubernetes source (`nftpolicy::source::kube::run`) against a fake API server that behaves as
+//! kube-apiserver does (tests/kube_support): lists become Resets, watch events become Upserts and
+//! Deletes, invalid objects are reported and recorded as Events (one per problem, patched as it
+//! recurs), and closed streams, 410s, outages, restarts and etcd restores are ridden out.
 
 mod kube_support;
 
@@ -8,7 +9,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use kube_support::FakeApi;
-use nftpolicy::source::kube::{run, SourceMetrics};
+use nftpolicy::source::kube::{run, RelistReason, SourceMetrics, WatchOptions, WatchState};
 use nftpolicy::source::{Kind, Object, Store, Update};
 use policy_compiler::model::ObjectRef;
 use serde_json::{json, Value};
@@ -100,15 +101,14 @@ struct Running {
 }
 
 fn start(fake: &FakeApi) -> Running {
+    start_with(fake, WatchOptions::new("node-1"))
+}
+
+fn start_with(fake: &FakeApi, options: WatchOptions) -> Running {
     init_tracing();
     let (tx, rx) = mpsc::channel(64);
     let metrics = SourceMetrics::new();
-    let task = tokio::spawn(run(
-        fake.client(),
-        "node-1".to_string(),
-        tx,
-        metrics.clone(),
-    ));
+    let task = tokio::spawn(run(fake.client(), options, tx, metrics.clone()));
     Running {
         rx,
         task,
@@ -126,6 +126,21 @@ impl Running {
             .expect("the source is running");
         self.store.apply(update.clone());
         update
+    }
+
+    /// Updates until (and with) the first one `f` accepts.
+    async fn until(&mut self, within: Duration, f: impl Fn(&Update) -> bool) -> Vec<Update> {
+        let deadline = Instant::now() + within;
+        let mut updates = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let update = self.next(left).await;
+            let done = f(&update);
+            updates.push(update);
+            if done {
+                return updates;
+            }
+        }
     }
 
     /// Updates until (and with) the Resets of every kind in `kinds`.
@@ -201,8 +216,36 @@ async fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Opti
 fn watches(fake: &FakeApi, path: &str) -> Vec<kube_support::Request> {
     fake.requests()
         .into_iter()
-        .filter(|r| r.path == path && r.param("watch") == Some("true"))
+        .filter(|r| r.path == path && r.is_watch())
         .collect()
+}
+
+/// The full lists (not the one-item lists that check the resourceVersion) of a resource so far.
+fn full_lists(fake: &FakeApi, path: &str) -> Vec<kube_support::Request> {
+    fake.requests()
+        .into_iter()
+        .filter(|r| r.path == path && !r.is_watch() && r.param("limit") != Some("1"))
+        .collect()
+}
+
+/// Waits until every kind is watching again.
+async fn all_watching(metrics: &SourceMetrics, within: Duration) {
+    eventually(within, "every kind watching", || {
+        Some(()).filter(|()| {
+            Kind::ALL
+                .iter()
+                .all(|k| metrics.state(*k) == WatchState::Watching)
+        })
+    })
+    .await;
+}
+
+fn is_stale(kind: Kind) -> impl Fn(&Update) -> bool {
+    move |u| matches!(u, Update::Stale(k) if *k == kind)
+}
+
+fn is_pod_upsert(name: &'static str) -> impl Fn(&Update) -> bool {
+    move |u| matches!(u, Update::Upsert(Object::Pod(p)) if p.id.name == name)
 }
 
 #[tokio::test]
@@ -301,7 +344,11 @@ async fn lists_watches_and_reports_invalid_objects() {
             Some("true"),
             "{watch:?}"
         );
-        assert_eq!(watch.param("timeoutSeconds"), Some("290"), "{watch:?}");
+        let timeout: u32 = watch
+            .param("timeoutSeconds")
+            .and_then(|t| t.parse().ok())
+            .expect("a timeout");
+        assert!((270..=330).contains(&timeout), "{watch:?}");
         assert_eq!(watch.param("sendInitialEvents"), None, "{watch:?}");
         assert!(watch.param("resourceVersion").is_some(), "{watch:?}");
         assert_eq!(watch.param("labelSelector"), None, "{watch:?}");
@@ -442,12 +489,15 @@ async fn resumes_a_closed_watch_without_listing_again() {
         .parse()
         .expect("number");
     assert!(second >= first, "the watch resumes where it was");
-    let lists = fake
+    assert_eq!(full_lists(&fake, pods).len(), 1, "no second list");
+    // Before resuming, one one-item list checked that the resourceVersion did not go back.
+    let probes: Vec<_> = fake
         .requests()
-        .iter()
-        .filter(|r| r.path == pods && r.param("watch").is_none())
-        .count();
-    assert_eq!(lists, 1, "no second list");
+        .into_iter()
+        .filter(|r| r.path == pods && r.param("limit") == Some("1"))
+        .collect();
+    assert_eq!(probes.len(), 1, "{probes:#?}");
+    assert!(probes[0].at < pod_watches[1].at);
     assert_eq!(source.metrics.watch_errors(Kind::Pod), 0);
     assert_eq!(source.store.cluster().pods().len(), 3);
     source.quiet(Duration::from_millis(200)).await;
@@ -490,7 +540,8 @@ async fn rides_out_expiries_and_outages() {
         policy_from_namespace("b", "allow-a", "a"),
     );
 
-    // Nothing but a pod Reset with the new state, and the missed policy as an Upsert.
+    // A pod Reset with the new state, the missed policy as an Upsert, and around them each
+    // failing kind reported stale until it is back (listed again, or its watch resumed).
     let mut updates = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(8);
     while !(updates.iter().any(is_reset(Kind::Pod))
@@ -499,7 +550,19 @@ async fn rides_out_expiries_and_outages() {
         let left = deadline.saturating_duration_since(Instant::now());
         updates.push(source.next(left).await);
     }
-    assert_eq!(updates.len(), 2, "{updates:#?}");
+    let pod_stale = position(&updates, is_stale(Kind::Pod));
+    assert!(
+        pod_stale < position(&updates, is_reset(Kind::Pod)),
+        "{updates:#?}"
+    );
+    let policy_stale = position(&updates, is_stale(Kind::NetworkPolicy));
+    let policy_live = position(&updates, |u| matches!(u, Update::Live(Kind::NetworkPolicy)));
+    let policy_upsert = position(&updates, |u| matches!(u, Update::Upsert(_)));
+    assert!(
+        policy_stale < policy_live && policy_live < policy_upsert,
+        "{updates:#?}"
+    );
+    assert_eq!(updates.len(), 5, "{updates:#?}");
     assert_eq!(
         reset_keys(&updates, Kind::Pod),
         [key("a", "web"), key("b", "client-2")]
@@ -510,8 +573,20 @@ async fn rides_out_expiries_and_outages() {
             .any(|u| matches!(u, Update::Upsert(Object::Policy(p)) if p.id == key("b", "allow-a"))),
         "{updates:#?}"
     );
-    assert_eq!(source.metrics.watch_errors(Kind::Pod), 2, "410, then a 500");
+    assert_eq!(
+        source.metrics.watch_errors(Kind::Pod),
+        1,
+        "the 500; the 410 is a relist, not an error"
+    );
+    assert_eq!(source.metrics.relists(Kind::Pod, RelistReason::Expired), 1);
     assert_eq!(source.metrics.watch_errors(Kind::NetworkPolicy), 1, "a 500");
+    assert_eq!(
+        source
+            .metrics
+            .relists(Kind::NetworkPolicy, RelistReason::Expired),
+        0,
+        "the policy watch resumed where it was"
+    );
     assert_eq!(source.metrics.watch_errors(Kind::Namespace), 0);
 
     // And the pods watch works again.
@@ -597,5 +672,506 @@ async fn objects_the_typed_model_rejects_and_event_failures_are_not_fatal() {
     assert_eq!(u, Update::Delete(Kind::Pod, key("a", "bad")));
     assert_eq!(source.metrics.invalid_objects(Kind::Pod), 1);
     assert_eq!(source.metrics.invalid_objects(Kind::Namespace), 1);
+    source.stop().await;
+}
+
+/// Log lines written while the guard lives, filtered as policyd filters them by default.
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+impl Capture {
+    /// Captures this thread's logs (a current-thread test runtime: every task of the test).
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(self.clone())
+            .with_ansi(false)
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                nftpolicy::cli::DEFAULT_LOG_FILTER,
+            ))
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().expect("log buffer"))
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn after_an_outage_every_kind_is_back_within_the_capped_backoff_and_the_log_says_it_once() {
+    let logs = Capture::default();
+    let _guard = logs.install();
+    let fake = cluster().await;
+    let mut source = start(&fake);
+    source
+        .until_resets(&Kind::ALL, Duration::from_secs(5))
+        .await;
+    all_watching(&source.metrics, Duration::from_secs(3)).await;
+
+    // The API server dies: the cut watches are resumed, the requests refused, every kind stale.
+    fake.stop();
+    let mut stale = Vec::new();
+    while stale.len() < 3 {
+        if let Update::Stale(kind) = source.next(Duration::from_secs(3)).await {
+            stale.push(kind);
+        }
+    }
+    for kind in Kind::ALL {
+        assert!(stale.contains(&kind), "{stale:?}");
+        assert_eq!(source.metrics.state(kind), WatchState::Failing);
+    }
+    // Long enough for every backoff to reach its cap (3 s).
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let errors: u64 = Kind::ALL
+        .iter()
+        .map(|k| source.metrics.watch_errors(*k))
+        .sum();
+    assert!(errors >= 9, "requests kept being retried: {errors}");
+
+    // It comes back (with its watch cache started afresh: resumed watches get 410), and a pod is
+    // created as soon as it is ready.
+    fake.start_again().await;
+    let ready = Instant::now();
+    fake.apply(
+        "pods",
+        pod("a", "late", "10.244.1.13", "node-1", json!({"app": "late"})),
+    );
+    let first = eventually(
+        Duration::from_secs(4),
+        "a request after the restart",
+        || fake.requests().into_iter().find(|r| r.at >= ready),
+    )
+    .await;
+    assert!(
+        first.at - ready <= Duration::from_millis(3_300),
+        "first request {:?} after the API was ready",
+        first.at - ready
+    );
+    // Every kind lists again, at once and together; the new pod is in the Pod list.
+    let updates = source
+        .until_resets(&Kind::ALL, Duration::from_secs(5))
+        .await;
+    assert!(
+        ready.elapsed() < Duration::from_secs(5),
+        "back {:?} after readiness",
+        ready.elapsed()
+    );
+    assert!(reset_keys(&updates, Kind::Pod).contains(&key("a", "late")));
+    for kind in Kind::ALL {
+        assert_eq!(
+            source.metrics.relists(kind, RelistReason::Expired),
+            1,
+            "{kind:?}: the resumed watch's 410 is one re-list"
+        );
+    }
+    let lists: Vec<Instant> = kube_support::RESOURCES
+        .iter()
+        .map(|(_, path, _, _)| {
+            full_lists(&fake, path)
+                .last()
+                .expect("a list after the restart")
+                .at
+        })
+        .collect();
+    let spread = *lists.iter().max().expect("lists") - *lists.iter().min().expect("lists");
+    assert!(
+        spread < Duration::from_millis(500),
+        "kinds re-listed {spread:?} apart"
+    );
+    assert_eq!(
+        errors,
+        Kind::ALL
+            .iter()
+            .map(|k| source.metrics.watch_errors(*k))
+            .sum::<u64>(),
+        "no error after the restart: a 410 is not one"
+    );
+    all_watching(&source.metrics, Duration::from_secs(3)).await;
+    for kind in Kind::ALL {
+        assert!(source.metrics.last_event_seconds(kind) > 1.0e9);
+    }
+
+    // The log: one warning when the outage starts, one line when it ends, with its duration;
+    // nothing at ERROR (the client's own error lines are filtered out).
+    let lines = logs.lines();
+    let failed: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("Kubernetes API request failed"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{lines:#?}");
+    assert!(failed[0].contains(" WARN "), "{}", failed[0]);
+    let back: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("Kubernetes API reachable again"))
+        .collect();
+    assert_eq!(back.len(), 1, "{lines:#?}");
+    assert!(back[0].contains("outage_secs="), "{}", back[0]);
+    let loud: Vec<&String> = lines
+        .iter()
+        .filter(|l| {
+            l.contains(" ERROR ")
+                || (l.contains(" WARN ")
+                    && !l.contains("Kubernetes API request failed")
+                    && !l.contains("invalid object left out"))
+        })
+        .collect();
+    assert!(loud.is_empty(), "{loud:#?}");
+    if std::env::var_os("SHOW_LOGS").is_some() {
+        eprintln!("{}", lines.join("\n"));
+    }
+    source.stop().await;
+}
+
+#[tokio::test]
+async fn a_resumed_watch_answered_with_410_lists_again_at_once_without_an_error() {
+    let fake = cluster().await;
+    let mut source = start(&fake);
+    source
+        .until_resets(&Kind::ALL, Duration::from_secs(5))
+        .await;
+    all_watching(&source.metrics, Duration::from_secs(3)).await;
+    let pods = kube_support::path_of("pods");
+
+    let expired = Instant::now();
+    fake.expire("pods");
+    let updates = source
+        .until(Duration::from_secs(3), is_reset(Kind::Pod))
+        .await;
+    assert!(
+        matches!(
+            updates.as_slice(),
+            [Update::Stale(Kind::Pod), Update::Reset { .. }]
+        ),
+        "{updates:#?}"
+    );
+    let relist = full_lists(&fake, pods).last().expect("a re-list").at;
+    assert!(
+        relist - expired < Duration::from_millis(150),
+        "re-listed {:?} after the 410: no backoff step",
+        relist - expired
+    );
+    assert_eq!(source.metrics.watch_errors(Kind::Pod), 0);
+    assert_eq!(source.metrics.relists(Kind::Pod, RelistReason::Expired), 1);
+    assert_eq!(
+        source
+            .metrics
+            .relists(Kind::Namespace, RelistReason::Expired),
+        0
+    );
+    source.quiet(Duration::from_millis(300)).await;
+    source.stop().await;
+}
+
+#[tokio::test]
+async fn lists_in_pages_and_starts_over_in_one_page_when_a_continuation_expires() {
+    let fake = cluster().await;
+    fake.apply(
+        "pods",
+        pod("a", "db", "10.244.1.11", "node-1", json!({"app": "db"})),
+    );
+    fake.expire_next_continuation();
+    let mut options = WatchOptions::new("node-1");
+    options.page_size = 2;
+    let mut source = start_with(&fake, options);
+    let updates = source
+        .until_resets(&Kind::ALL, Duration::from_secs(5))
+        .await;
+    assert_eq!(
+        reset_keys(&updates, Kind::Pod),
+        [key("a", "db"), key("a", "web"), key("b", "client")]
+    );
+    let pod_lists: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == kube_support::path_of("pods") && !r.is_watch())
+        .collect();
+    // Page one, page two answered 410 (its snapshot expired), then the whole list in one response.
+    assert_eq!(pod_lists.len(), 3, "{pod_lists:#?}");
+    assert_eq!(pod_lists[0].param("limit"), Some("2"));
+    assert!(pod_lists[1].param("continue").is_some());
+    assert_eq!(pod_lists[2].param("limit"), None);
+    assert_eq!(pod_lists[2].param("continue"), None);
+    for kind in Kind::ALL {
+        assert_eq!(source.metrics.watch_errors(kind), 0, "{kind:?}");
+    }
+    source.stop().await;
+}
+
+#[tokio::test]
+async fn a_kind_failing_while_the_others_stay_up_is_stale_until_its_watch_resumes() {
+    let fake = cluster().await;
+    let mut source = start(&fake);
+    source
+        .until_resets(&Kind::ALL, Duration::from_secs(5))
+        .await;
+    all_watching(&source.metrics, Duration::from_secs(3)).await;
+
+    // Pods fail for a while; policies keep working and change meanwhile.
+    fake.fail_next("pods", 3);
+    fake.close_watches("pods");
+    let updates = source
+        .until(Duration::from_secs(3), is_stale(Kind::Pod))
+        .await;
+    assert_eq!(updates.len(), 1, "{updates:#?}");
+    fake.apply(
+        "networkpolicies",
+        policy_from_namespace("b", "allow-a", "a"),
+    );
+    fake.apply(
+        "pods",
+        pod("a", "db", "10.244.1.11", "node-1", json!({"app": "db"})),
+    );
+    let updates = source
+        .until(Duration::from_secs(8), is_pod_upsert("db"))
+        .await;
+    let policy = position(&updates, |u| matches!(u, Update::Upsert(Object::Policy(_))));
+    let live = position(&updates, |u| matches!(u, Update::Live(Kind::Pod)));
+    assert!(
+        policy < live,
+        "the policy came while pods were stale: {updates:#?}"
+    );
+    assert_eq!(
+        live + 1,
+        updates.len() - 1,
+        "then the missed pod: {updates:#?}"
+    );
+    assert_eq!(source.metrics.watch_errors(Kind::Pod), 3);
+    assert_eq!(source.metrics.watch_errors(Kind::NetworkPolicy), 0);
+    assert_eq!(source.metrics.relists(Kind::Pod, RelistReason::Expired), 0);
+    source.stop().await;
+}
+
+#[tokio::test]
+async fn a_resource_version_going_backwards_lists_every_kind_again() {
+    let fake = cluster().await;
+    let mut source = start(&fake);
+    source
+        .until_resets(&Kind::ALL, Duration::from_secs(5))
+        .await;
+    all_watching(&source.metrics, Duration::from_secs(3)).await;
+
+    // A backup is taken; then the cluster moves on, and the agent follows.
+    let backup = fake.snapshot();
+    fake.apply(
+        "pods",
+        pod("a", "db", "10.244.1.11", "node-1", json!({"app": "db"})),
+    );
+    fake.apply(
+        "networkpolicies",
+        policy_from_namespace("b", "allow-a", "a"),
+    );
+    source
+        .until(Duration::from_secs(3), |u| {
+            matches!(u, Update::Upsert(Object::Policy(_)))
+        })
+        .await;
+
+    // etcd is restored from the backup and the API server restarted on it: the resourceVersion
+    // is below what the agent has seen. A watch resumed from there would be accepted and silent;
+    // the one-item list before it shows the API went back, and every kind is listed again.
+    fake.restore(&backup).await;
+    let updates = source
+        .until_resets(&Kind::ALL, Duration::from_secs(5))
+        .await;
+    assert_eq!(
+        reset_keys(&updates, Kind::Pod),
+        [key("a", "web"), key("b", "client")]
+    );
+    assert_eq!(
+        reset_keys(&updates, Kind::NetworkPolicy),
+        [key("a", "allow-b")]
+    );
+    for kind in Kind::ALL {
+        assert_eq!(
+            source
+                .metrics
+                .relists(kind, RelistReason::ResourceVersionBackwards),
+            1,
+            "{kind:?}"
+        );
+    }
+    // And what happens after the restore is seen, although its resourceVersions are below the
+    // ones seen before it.
+    all_watching(&source.metrics, Duration::from_secs(3)).await;
+    fake.apply(
+        "pods",
+        pod(
+            "a",
+            "after",
+            "10.244.1.14",
+            "node-1",
+            json!({"app": "after"}),
+        ),
+    );
+    assert!(fake.resource_version() < 110);
+    source
+        .until(Duration::from_secs(3), is_pod_upsert("after"))
+        .await;
+    source.stop().await;
+}
+
+#[tokio::test]
+async fn a_bookmark_below_the_last_resource_version_lists_every_kind_again() {
+    let fake = cluster().await;
+    fake.bookmarks_every(Duration::from_millis(100));
+    let mut source = start(&fake);
+    source
+        .until_resets(&Kind::ALL, Duration::from_secs(5))
+        .await;
+    all_watching(&source.metrics, Duration::from_secs(3)).await;
+    // Bookmarks carry the current resourceVersion: nothing to do.
+    fake.apply("namespaces", namespace("c", json!({"team": "c"})));
+    source.next(Duration::from_secs(3)).await;
+    source.quiet(Duration::from_millis(400)).await;
+
+    fake.send_bookmark("pods", 5);
+    let updates = source
+        .until_resets(&Kind::ALL, Duration::from_secs(5))
+        .await;
+    assert!(updates.iter().any(is_stale(Kind::Pod)), "{updates:#?}");
+    for kind in Kind::ALL {
+        assert_eq!(
+            source
+                .metrics
+                .relists(kind, RelistReason::ResourceVersionBackwards),
+            1,
+            "{kind:?}"
+        );
+        assert_eq!(source.metrics.watch_errors(kind), 0);
+    }
+    source.stop().await;
+}
+
+#[tokio::test]
+async fn a_recurring_problem_is_one_event_whose_series_is_patched() {
+    let fake = cluster().await;
+    let mut source = start(&fake);
+    source
+        .until_resets(&Kind::ALL, Duration::from_secs(5))
+        .await;
+    eventually(Duration::from_secs(3), "the first Event", || {
+        Some(()).filter(|()| fake.events().len() == 1)
+    })
+    .await;
+
+    // A new version with the same problem (a label edit): the Event's series counts it.
+    let mut relabelled = policy_with_cidr("a", "bad", "10.0.0.0/33");
+    relabelled["metadata"]["labels"] = json!({"edited": "yes"});
+    fake.apply("networkpolicies", relabelled.clone());
+    let u = source.next(Duration::from_secs(3)).await;
+    assert!(matches!(u, Update::Invalid { .. }), "{u:?}");
+    // Seen again in a re-list: counted again.
+    fake.expire("networkpolicies");
+    source
+        .until(Duration::from_secs(3), is_reset(Kind::NetworkPolicy))
+        .await;
+    let requests = eventually(Duration::from_secs(3), "two patches", || {
+        Some(fake.events()).filter(|e| e.len() == 3)
+    })
+    .await;
+    let methods: Vec<&str> = requests.iter().map(|(m, _, _)| m.as_str()).collect();
+    assert_eq!(methods, ["POST", "PATCH", "PATCH"]);
+    let stored = fake.stored_events();
+    assert_eq!(stored.len(), 1, "one Event for one problem: {stored:#?}");
+    assert_eq!(stored[0]["series"]["count"], 3);
+    assert!(stored[0]["series"]["lastObservedTime"].is_string());
+    assert_eq!(stored[0]["regarding"]["name"], "bad");
+    assert!(stored[0]["note"]
+        .as_str()
+        .expect("a note")
+        .starts_with("field spec.ingress[0].from[0].ipBlock.cidr: "));
+    assert_eq!(source.metrics.invalid_objects(Kind::NetworkPolicy), 1);
+
+    // A different problem on the same object: an Event of its own, with its own note.
+    fake.apply(
+        "networkpolicies",
+        policy_with_cidr("a", "bad", "300.0.0.0/8"),
+    );
+    source.next(Duration::from_secs(3)).await;
+    eventually(Duration::from_secs(3), "a second Event", || {
+        Some(()).filter(|()| fake.stored_events().len() == 2)
+    })
+    .await;
+    assert_eq!(source.metrics.invalid_objects(Kind::NetworkPolicy), 2);
+
+    // An Event the API no longer has (expired) is created again rather than lost.
+    fake.drop_events();
+    let mut again = policy_with_cidr("a", "bad", "300.0.0.0/8");
+    again["metadata"]["labels"] = json!({"edited": "again"});
+    fake.apply("networkpolicies", again);
+    source.next(Duration::from_secs(3)).await;
+    eventually(Duration::from_secs(3), "the Event created anew", || {
+        Some(()).filter(|()| fake.stored_events().len() == 1)
+    })
+    .await;
+    let methods: Vec<String> = fake.events().iter().map(|(m, _, _)| m.clone()).collect();
+    assert_eq!(methods[3..], ["POST", "PATCH", "POST"]);
+    assert_eq!(source.metrics.events_failed(), 0);
+    source.stop().await;
+}
+
+#[tokio::test]
+async fn every_request_names_the_agent_and_its_node() {
+    let fake = cluster().await;
+    let mut source = start(&fake);
+    source
+        .until_resets(&Kind::ALL, Duration::from_secs(5))
+        .await;
+    eventually(Duration::from_secs(3), "an Event and the watches", || {
+        let r = fake.requests();
+        Some(()).filter(|()| {
+            r.iter().any(|r| r.method == "POST") && r.iter().filter(|r| r.is_watch()).count() == 3
+        })
+    })
+    .await;
+    let expected = nftpolicy::source::kube::user_agent("node-1");
+    assert!(expected.starts_with("policyd/") && expected.ends_with(" (node-1)"));
+    for request in fake.requests() {
+        assert_eq!(
+            request.user_agent.as_deref(),
+            Some(expected.as_str()),
+            "{request:?}"
+        );
+    }
+    source.stop().await;
+}
+
+#[tokio::test]
+async fn a_periodic_relist_lists_every_kind_again_without_holding_syncs() {
+    let fake = cluster().await;
+    let mut options = WatchOptions::new("node-1");
+    options.relist_interval = Some(Duration::from_millis(600));
+    let mut source = start_with(&fake, options);
+    source
+        .until_resets(&Kind::ALL, Duration::from_secs(5))
+        .await;
+    let updates = source
+        .until_resets(&Kind::ALL, Duration::from_secs(3))
+        .await;
+    assert_eq!(updates.len(), 3, "only Resets, no Stale: {updates:#?}");
+    for kind in Kind::ALL {
+        assert!(source.metrics.relists(kind, RelistReason::Periodic) >= 1);
+        assert_eq!(source.metrics.watch_errors(kind), 0);
+    }
     source.stop().await;
 }

@@ -1,19 +1,37 @@
-//! A minimal fake Kubernetes API server for the Kubernetes source's tests: LIST and WATCH of pods,
-//! namespaces and networkpolicies (all namespaces), and Event creation, with the watch streams,
-//! outages and expiries driven by the test. `FAKE_API_LOG=1` prints every request.
+//! A fake Kubernetes API server for the Kubernetes source's tests. It behaves as kube-apiserver does
+//! wherever the agent can tell the difference:
+//!
+//! - LIST of pods, namespaces and networkpolicies (all namespaces), paginated with `limit` and
+//!   `continue`; a continue token whose snapshot left the history answers `410 Gone`;
+//! - WATCH from a resourceVersion: the history after it, then live events; `410 Gone` (as an ERROR
+//!   event in a 200 response, as the watch cache answers) below the history; nothing for events at
+//!   or below the watch's resourceVersion (so after an etcd restore a watch from above the restored
+//!   revision is accepted and silent); bookmarks every `bookmark_interval` carrying the current
+//!   resourceVersion when it is above the last one sent; the stream ends at `timeoutSeconds`;
+//! - Event create (`409` when the name exists) and merge patch (`404` when it does not);
+//! - driven by the test: an outage (open connections cut, the port closed: connection refused), a
+//!   restart (the watch cache starts at the current resourceVersion, so every resumed watch gets
+//!   410), a compaction, an etcd restore (the resourceVersion goes back to a snapshot's), failing
+//!   requests, and injected bookmarks.
+//!
+//! Every request is recorded with its User-Agent. `FAKE_API_LOG=1` prints them.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use axum::Router;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 
 /// The resources the fake serves: (plural, list path, apiVersion, kind).
 pub const RESOURCES: [(&str, &str, &str, &str); 3] = [
@@ -27,6 +45,15 @@ pub const RESOURCES: [(&str, &str, &str, &str); 3] = [
     ),
 ];
 
+/// The list path of a plural.
+pub fn path_of(plural: &str) -> &'static str {
+    RESOURCES
+        .iter()
+        .find(|r| r.0 == plural)
+        .map(|r| r.1)
+        .expect("a served resource")
+}
+
 /// A request the fake received.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -36,6 +63,10 @@ pub struct Request {
     pub path: String,
     /// Query parameters, in order.
     pub query: Vec<(String, String)>,
+    /// The User-Agent header.
+    pub user_agent: Option<String>,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 impl Request {
@@ -46,18 +77,26 @@ impl Request {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
+
+    /// Whether it is a watch.
+    pub fn is_watch(&self) -> bool {
+        self.param("watch") == Some("true")
+    }
 }
 
 #[derive(Debug, Clone)]
 enum Live {
     /// A watch event line, with its resourceVersion.
     Line(u64, String),
+    /// A bookmark at this resourceVersion, sent whatever the watch's resourceVersion.
+    Bookmark(u64),
     /// End every open watch stream.
     Close,
     /// Send `410 Gone` on every open watch stream and end it.
     Gone,
 }
 
+#[derive(Clone)]
 struct Resource {
     api_version: &'static str,
     kind: &'static str,
@@ -70,30 +109,60 @@ struct Resource {
     fail: usize,
 }
 
-#[derive(Default)]
+/// The stored state at one moment, for [`FakeApi::restore`].
+#[derive(Clone)]
+pub struct Snapshot {
+    rv: u64,
+    objects: HashMap<&'static str, BTreeMap<(String, String), Value>>,
+}
+
+impl Snapshot {
+    /// The resourceVersion of the snapshot.
+    pub fn resource_version(&self) -> u64 {
+        self.rv
+    }
+}
+
 struct Inner {
     rv: u64,
     uid: u64,
     resources: HashMap<&'static str, Resource>,
     requests: Vec<Request>,
-    events: Vec<(String, String, Value)>,
+    /// Event requests: (method, namespace in the path, body).
+    event_requests: Vec<(String, String, Value)>,
+    /// Stored Events by (namespace, name).
+    events: BTreeMap<(String, String), Value>,
     fail_events: bool,
+    /// Paginated lists in progress: id -> (resourceVersion, items).
+    continuations: HashMap<u64, (u64, Vec<Value>)>,
+    next_continuation: u64,
+    /// The next request with a continue token answers 410, as when its snapshot was compacted.
+    expire_continuation: bool,
+    bookmark_interval: Option<Duration>,
 }
 
-/// The fake API server. Dropping it does not stop the server task (the test runtime ends it).
+type Shared = Arc<Mutex<Inner>>;
+
+fn lock(inner: &Shared) -> std::sync::MutexGuard<'_, Inner> {
+    inner.lock().expect("fake state")
+}
+
+/// The fake API server. The server task ends with the test's runtime.
 #[derive(Clone)]
 pub struct FakeApi {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
-    inner: Arc<Mutex<Inner>>,
+    addr: SocketAddr,
+    inner: Shared,
+    server: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl FakeApi {
     /// Starts a server on a free local port.
     pub async fn start() -> FakeApi {
-        let mut inner = Inner::default();
+        let mut resources = HashMap::new();
         for (plural, _, api_version, kind) in RESOURCES {
-            inner.resources.insert(
+            resources.insert(
                 plural,
                 Resource {
                     api_version,
@@ -106,30 +175,142 @@ impl FakeApi {
                 },
             );
         }
-        // resourceVersions start high enough that "0" is never one.
-        inner.rv = 100;
-        let inner = Arc::new(Mutex::new(inner));
+        let inner = Arc::new(Mutex::new(Inner {
+            // resourceVersions start high enough that "0" is never one.
+            rv: 100,
+            uid: 0,
+            resources,
+            requests: Vec::new(),
+            event_requests: Vec::new(),
+            events: BTreeMap::new(),
+            fail_events: false,
+            continuations: HashMap::new(),
+            next_continuation: 0,
+            expire_continuation: false,
+            bookmark_interval: None,
+        }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
-        let url = format!("http://{}", listener.local_addr().expect("local address"));
-        let app = Router::new().fallback(handle).with_state(inner.clone());
-        tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("fake API server");
-        });
-        FakeApi { url, inner }
+        let addr = listener.local_addr().expect("local address");
+        let fake = FakeApi {
+            url: format!("http://{addr}"),
+            addr,
+            inner,
+            server: Arc::new(Mutex::new(None)),
+        };
+        fake.serve(listener);
+        fake
     }
 
-    /// A kube client for the server, without authentication.
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let app = Router::new()
+            .fallback(handle)
+            .with_state(self.inner.clone());
+        let task = tokio::spawn(async move {
+            // Dropping the set (when the task is aborted) aborts every connection: an outage cuts
+            // open watches as a dying API server does.
+            let mut connections = JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                connections.spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+                while connections.try_join_next().is_some() {}
+            }
+        });
+        *self.server.lock().expect("server handle") = Some(task);
+    }
+
+    /// A kube client for the server, without authentication, configured as the agent configures
+    /// its own (User-Agent, connect timeout).
     pub fn client(&self) -> kube::Client {
         let config = kube::Config::new(self.url.parse().expect("server URL"));
-        kube::Client::try_from(config).expect("kube client")
+        nftpolicy::source::kube::client(config, "node-1").expect("kube client")
+    }
+
+    /// Stops serving: open connections are cut, new ones refused.
+    pub fn stop(&self) {
+        if let Some(task) = self.server.lock().expect("server handle").take() {
+            task.abort();
+        }
+    }
+
+    /// Serves again on the same port, as a restarted API server: its watch cache starts at the
+    /// current resourceVersion, so watches resumed from before get `410 Gone`.
+    pub async fn start_again(&self) {
+        {
+            let mut inner = lock(&self.inner);
+            let rv = inner.rv;
+            for r in inner.resources.values_mut() {
+                r.compacted = rv;
+                r.history.clear();
+            }
+            inner.continuations.clear();
+        }
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        };
+        self.serve(listener);
+    }
+
+    /// The state now, to restore later.
+    pub fn snapshot(&self) -> Snapshot {
+        let inner = lock(&self.inner);
+        Snapshot {
+            rv: inner.rv,
+            objects: inner
+                .resources
+                .iter()
+                .map(|(p, r)| (*p, r.objects.clone()))
+                .collect(),
+        }
+    }
+
+    /// An etcd restore from `snapshot`, with the API server restarted on it: the objects and the
+    /// resourceVersion go back to the snapshot's; watches resumed from below it get `410 Gone`, and
+    /// watches from above it are accepted and silent until the resourceVersion passes theirs.
+    pub async fn restore(&self, snapshot: &Snapshot) {
+        self.stop();
+        {
+            let mut inner = lock(&self.inner);
+            inner.rv = snapshot.rv;
+            for (plural, objects) in &snapshot.objects {
+                let r = inner.resources.get_mut(plural).expect("a served resource");
+                r.objects = objects.clone();
+            }
+        }
+        self.start_again().await;
+    }
+
+    /// Bookmarks on watches that ask for them, this often (none by default).
+    pub fn bookmarks_every(&self, interval: Duration) {
+        lock(&self.inner).bookmark_interval = Some(interval);
+    }
+
+    /// Sends a bookmark at `rv` on the open watches of a resource, whatever their resourceVersion.
+    pub fn send_bookmark(&self, plural: &str, rv: u64) {
+        let inner = lock(&self.inner);
+        let _ = inner.resources[plural].live.send(Live::Bookmark(rv));
+    }
+
+    /// The current resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        lock(&self.inner).rv
     }
 
     /// Creates or replaces an object (`ADDED` or `MODIFIED` on the watch streams). `object` holds
     /// at least `metadata.name` (and `metadata.namespace` when namespaced).
     pub fn apply(&self, plural: &str, mut object: Value) {
-        let mut inner = self.inner.lock().expect("fake state");
+        let mut inner = lock(&self.inner);
         inner.rv += 1;
         let rv = inner.rv;
         let key = key_of(&object);
@@ -160,7 +341,7 @@ impl FakeApi {
 
     /// Deletes an object (`DELETED` on the watch streams).
     pub fn delete(&self, plural: &str, namespace: &str, name: &str) {
-        let mut inner = self.inner.lock().expect("fake state");
+        let mut inner = lock(&self.inner);
         inner.rv += 1;
         let rv = inner.rv;
         let r = inner.resources.get_mut(plural).expect("a served resource");
@@ -174,14 +355,14 @@ impl FakeApi {
 
     /// Ends the open watch streams of a resource (as an API server does at `timeoutSeconds`).
     pub fn close_watches(&self, plural: &str) {
-        let inner = self.inner.lock().expect("fake state");
+        let inner = lock(&self.inner);
         let _ = inner.resources[plural].live.send(Live::Close);
     }
 
-    /// Forgets the history of a resource: open watches get `410 Gone`, and so do watches from any
+    /// Compacts the history of a resource: open watches get `410 Gone`, and so do watches from any
     /// resourceVersion seen so far, which makes the client list again.
     pub fn expire(&self, plural: &str) {
-        let mut inner = self.inner.lock().expect("fake state");
+        let mut inner = lock(&self.inner);
         inner.rv += 1;
         let rv = inner.rv;
         let r = inner.resources.get_mut(plural).expect("a served resource");
@@ -192,27 +373,41 @@ impl FakeApi {
 
     /// The next `n` list or watch requests of a resource fail with 500.
     pub fn fail_next(&self, plural: &str, n: usize) {
-        let mut inner = self.inner.lock().expect("fake state");
-        inner
+        lock(&self.inner)
             .resources
             .get_mut(plural)
             .expect("a served resource")
             .fail = n;
     }
 
-    /// Whether Event creation fails with 500.
+    /// The next list request that continues a paginated list answers `410 Gone`.
+    pub fn expire_next_continuation(&self) {
+        lock(&self.inner).expire_continuation = true;
+    }
+
+    /// Forgets every stored Event (as their TTL does): patching one answers 404.
+    pub fn drop_events(&self) {
+        lock(&self.inner).events.clear();
+    }
+
+    /// Whether Event creation and patching fail with 500.
     pub fn fail_events(&self, fail: bool) {
-        self.inner.lock().expect("fake state").fail_events = fail;
+        lock(&self.inner).fail_events = fail;
     }
 
     /// The requests received so far.
     pub fn requests(&self) -> Vec<Request> {
-        self.inner.lock().expect("fake state").requests.clone()
+        lock(&self.inner).requests.clone()
     }
 
-    /// Events created or patched so far: (method, namespace in the path, body).
+    /// Event requests so far: (method, namespace in the path, body).
     pub fn events(&self) -> Vec<(String, String, Value)> {
-        self.inner.lock().expect("fake state").events.clone()
+        lock(&self.inner).event_requests.clone()
+    }
+
+    /// The Events stored now, as the API holds them.
+    pub fn stored_events(&self) -> Vec<Value> {
+        lock(&self.inner).events.values().cloned().collect()
     }
 }
 
@@ -235,11 +430,7 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response {
         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
         "message": message, "reason": reason, "code": code.as_u16(),
     });
-    Response::builder()
-        .status(code)
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .expect("response")
+    json_response(code, &body)
 }
 
 fn json_response(code: StatusCode, body: &Value) -> Response {
@@ -257,53 +448,282 @@ fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (k.to_string(), v.replace("%3D", "=").replace("%2C", ","))
+            (
+                k.to_string(),
+                v.replace("%3D", "=")
+                    .replace("%2C", ",")
+                    .replace("%3A", ":"),
+            )
         })
         .collect()
 }
 
+/// RFC 7386 JSON merge patch.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(fields) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            if let Value::Object(t) = target {
+                for (k, v) in fields {
+                    if v.is_null() {
+                        t.remove(k);
+                    } else {
+                        merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                    }
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+fn handle_event(inner: &mut Inner, method: &Method, rest: &str, body: &Bytes) -> Response {
+    let mut parts = rest.split('/');
+    let namespace = parts.next().unwrap_or_default().to_string();
+    let collection = parts.next();
+    let name = parts.next().map(str::to_string);
+    if collection != Some("events") {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "no such path in the fake",
+        );
+    }
+    if inner.fail_events {
+        return status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            "events are down",
+        );
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(body) else {
+        return status(StatusCode::BAD_REQUEST, "BadRequest", "not JSON");
+    };
+    inner
+        .event_requests
+        .push((method.to_string(), namespace.clone(), body.clone()));
+    inner.rv += 1;
+    let rv = inner.rv.to_string();
+    match (method.clone(), name) {
+        (Method::POST, None) => {
+            let Some(name) = body["metadata"]["name"].as_str().map(str::to_string) else {
+                return status(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid",
+                    "metadata.name: Required value",
+                );
+            };
+            let key = (namespace, name);
+            if inner.events.contains_key(&key) {
+                return status(
+                    StatusCode::CONFLICT,
+                    "AlreadyExists",
+                    "events already exists",
+                );
+            }
+            let mut event = body;
+            event["metadata"]["resourceVersion"] = json!(rv);
+            inner.events.insert(key, event.clone());
+            json_response(StatusCode::CREATED, &event)
+        }
+        (Method::PATCH, Some(name)) => {
+            let Some(event) = inner.events.get_mut(&(namespace, name.clone())) else {
+                return status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    &format!("events.events.k8s.io \"{name}\" not found"),
+                );
+            };
+            merge_patch(event, &body);
+            event["metadata"]["resourceVersion"] = json!(rv);
+            json_response(StatusCode::OK, event)
+        }
+        _ => status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "not served by the fake",
+        ),
+    }
+}
+
+fn strip_type(object: &Value) -> Value {
+    let mut o = object.clone();
+    if let Value::Object(m) = &mut o {
+        m.remove("apiVersion");
+        m.remove("kind");
+    }
+    o
+}
+
+fn list(inner: &mut Inner, plural: &str, kind: &str, request: &Request) -> Response {
+    let limit: Option<usize> = request
+        .param("limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l| *l > 0);
+    let current_rv = inner.rv;
+    let compacted = inner.resources[plural].compacted;
+    let api_version = inner.resources[plural].api_version;
+    let (id, offset, rv, items) = match request.param("continue").filter(|c| !c.is_empty()) {
+        Some(token) => {
+            let parsed = token.split_once(':').and_then(|(id, offset)| {
+                Some((id.parse::<u64>().ok()?, offset.parse::<usize>().ok()?))
+            });
+            let found = parsed.and_then(|(id, offset)| {
+                let (rv, items) = inner.continuations.get(&id)?;
+                Some((id, offset, *rv, items.clone()))
+            });
+            let expired = std::mem::take(&mut inner.expire_continuation);
+            match found {
+                Some((id, offset, rv, items)) if rv >= compacted && !expired => {
+                    (Some(id), offset, rv, items)
+                }
+                _ => {
+                    return status(
+                        StatusCode::GONE,
+                        "Expired",
+                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                    )
+                }
+            }
+        }
+        None => {
+            let items: Vec<Value> = inner.resources[plural]
+                .objects
+                .values()
+                .map(strip_type)
+                .collect();
+            (None, 0, current_rv, items)
+        }
+    };
+    let end = limit.map_or(items.len(), |l| (offset + l).min(items.len()));
+    let page: Vec<Value> = items[offset.min(end)..end].to_vec();
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    if end < items.len() {
+        let id = id.unwrap_or_else(|| {
+            let id = inner.next_continuation;
+            inner.next_continuation += 1;
+            inner.continuations.insert(id, (rv, items.clone()));
+            id
+        });
+        metadata["continue"] = json!(format!("{id}:{end}"));
+        metadata["remainingItemCount"] = json!(items.len() - end);
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "apiVersion": api_version,
+            "kind": format!("{kind}List"),
+            "metadata": metadata,
+            "items": page,
+        }),
+    )
+}
+
+fn gone_line(from: u64) -> String {
+    json!({"type": "ERROR", "object": {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": format!("too old resource version: {from}"),
+        "reason": "Expired", "code": 410,
+    }})
+    .to_string()
+        + "\n"
+}
+
+fn bookmark_line(kind: &str, api_version: &str, rv: u64) -> String {
+    json!({"type": "BOOKMARK", "object": {
+        "kind": kind, "apiVersion": api_version,
+        "metadata": {"resourceVersion": rv.to_string()},
+    }})
+    .to_string()
+        + "\n"
+}
+
+/// An open watch stream's state.
+struct WatchStream {
+    shared: Shared,
+    live: broadcast::Receiver<Live>,
+    /// The highest resourceVersion sent (or the watch's own).
+    sent: u64,
+    deadline: Instant,
+    bookmarks: Option<tokio::time::Interval>,
+    kind: &'static str,
+    api_version: &'static str,
+    done: bool,
+}
+
+impl WatchStream {
+    async fn next_line(&mut self) -> Option<String> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let tick = async {
+                match &mut self.bookmarks {
+                    Some(i) => {
+                        i.tick().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(self.deadline) => return None,
+                _ = tick => {
+                    let current = lock(&self.shared).rv;
+                    if current > self.sent {
+                        self.sent = current;
+                        return Some(bookmark_line(self.kind, self.api_version, current));
+                    }
+                }
+                message = self.live.recv() => match message {
+                    Ok(Live::Line(rv, line)) if rv > self.sent => {
+                        self.sent = rv;
+                        return Some(line);
+                    }
+                    Ok(Live::Line(..)) => continue,
+                    Ok(Live::Bookmark(rv)) => {
+                        return Some(bookmark_line(self.kind, self.api_version, rv));
+                    }
+                    Ok(Live::Gone) => {
+                        self.done = true;
+                        return Some(gone_line(self.sent));
+                    }
+                    Ok(Live::Close) | Err(_) => return None,
+                },
+            }
+        }
+    }
+}
+
 async fn handle(
-    State(inner): State<Arc<Mutex<Inner>>>,
+    State(inner): State<Shared>,
     method: Method,
     uri: Uri,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let request = Request {
         method: method.to_string(),
         path: uri.path().to_string(),
         query: parse_query(uri.query()),
+        user_agent: headers
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        at: Instant::now(),
     };
     if std::env::var_os("FAKE_API_LOG").is_some() {
         eprintln!("fake API: {method} {uri}");
     }
-    let mut guard = inner.lock().expect("fake state");
+    let mut guard = lock(&inner);
     guard.requests.push(request.clone());
 
     if let Some(rest) = request
         .path
         .strip_prefix("/apis/events.k8s.io/v1/namespaces/")
     {
-        let namespace = rest.split('/').next().unwrap_or_default().to_string();
-        if guard.fail_events {
-            return status(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalError",
-                "events are down",
-            );
-        }
-        let Ok(mut event) = serde_json::from_slice::<Value>(&body) else {
-            return status(StatusCode::BAD_REQUEST, "BadRequest", "not JSON");
-        };
-        event["metadata"]["resourceVersion"] = json!("1");
-        guard
-            .events
-            .push((request.method.clone(), namespace, event.clone()));
-        let code = if method == Method::POST {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        };
-        return json_response(code, &event);
+        return handle_event(&mut guard, &method, rest, &body);
     }
 
     let Some((plural, _, _, kind)) = RESOURCES.iter().find(|r| r.1 == request.path) else {
@@ -320,103 +740,76 @@ async fn handle(
             "read only",
         );
     }
+    let bookmark_interval = guard.bookmark_interval;
     let current_rv = guard.rv;
-    let r = guard.resources.get_mut(plural).expect("a served resource");
-    if r.fail > 0 {
-        r.fail -= 1;
-        return status(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalError",
-            "the fake is down",
-        );
+    {
+        let r = guard.resources.get_mut(plural).expect("a served resource");
+        if r.fail > 0 {
+            r.fail -= 1;
+            return status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "the fake is down",
+            );
+        }
     }
-
-    if request.param("watch") != Some("true") {
-        // LIST: items carry no apiVersion and kind, as from a real API server.
-        let items: Vec<Value> = r
-            .objects
-            .values()
-            .map(|o| {
-                let mut o = o.clone();
-                if let Value::Object(m) = &mut o {
-                    m.remove("apiVersion");
-                    m.remove("kind");
-                }
-                o
-            })
-            .collect();
-        let list = json!({
-            "apiVersion": r.api_version,
-            "kind": format!("{kind}List"),
-            "metadata": {"resourceVersion": current_rv.to_string()},
-            "items": items,
-        });
-        return json_response(StatusCode::OK, &list);
+    if !request.is_watch() {
+        return list(&mut guard, plural, kind, &request);
     }
+    let r = &guard.resources[plural];
 
     // WATCH from a resourceVersion: the history after it, then live events.
     let from: u64 = request
         .param("resourceVersion")
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let gone_line = json!({"type": "ERROR", "object": {
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": format!("too old resource version: {from}"),
-        "reason": "Expired", "code": 410,
-    }})
-    .to_string()
-        + "\n";
+        .unwrap_or(current_rv);
     if from < r.compacted {
         return Response::builder()
             .status(StatusCode::OK)
             .header("content-type", "application/json")
-            .body(Body::from(gone_line))
+            .body(Body::from(gone_line(from)))
             .expect("response");
     }
-    let mut backlog: Vec<String> = r
+    let backlog: Vec<(u64, String)> = r
         .history
         .iter()
         .filter(|(rv, _)| *rv > from)
-        .map(|(_, line)| line.clone())
+        .cloned()
         .collect();
-    if request.param("allowWatchBookmarks") == Some("true") {
-        backlog.push(
-            json!({"type": "BOOKMARK", "object": {
-                "kind": kind, "apiVersion": r.api_version,
-                "metadata": {"resourceVersion": current_rv.to_string()},
-            }})
-            .to_string()
-                + "\n",
-        );
-    }
-    let live = r.live.subscribe();
+    let sent = backlog.last().map_or(from, |(rv, _)| *rv);
+    let timeout = request
+        .param("timeoutSeconds")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1800);
+    let bookmarks = (request.param("allowWatchBookmarks") == Some("true"))
+        .then_some(bookmark_interval)
+        .flatten()
+        .map(|every| {
+            let mut i = tokio::time::interval_at(Instant::now() + every, every);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
+    let state = WatchStream {
+        shared: inner.clone(),
+        live: r.live.subscribe(),
+        sent,
+        deadline: Instant::now() + Duration::from_secs(timeout),
+        bookmarks,
+        kind: r.kind,
+        api_version: r.api_version,
+        done: false,
+    };
     drop(guard);
 
-    let backlog = futures::stream::iter(backlog.into_iter().map(|l| Ok(Bytes::from(l))));
-    let live = futures::stream::unfold(
-        (live, false, gone_line),
-        move |(mut live, done, gone_line)| async move {
-            if done {
-                return None;
-            }
-            loop {
-                match live.recv().await {
-                    Ok(Live::Line(rv, line)) if rv > from => {
-                        return Some((
-                            Ok::<_, Infallible>(Bytes::from(line)),
-                            (live, false, gone_line),
-                        ))
-                    }
-                    Ok(Live::Line(..)) => continue,
-                    Ok(Live::Gone) => {
-                        let line = Bytes::from(gone_line.clone());
-                        return Some((Ok(line), (live, true, gone_line)));
-                    }
-                    Ok(Live::Close) | Err(_) => return None,
-                }
-            }
-        },
+    let backlog = futures::stream::iter(
+        backlog
+            .into_iter()
+            .map(|(_, l)| Ok::<_, Infallible>(Bytes::from(l))),
     );
+    let live = futures::stream::unfold(state, |mut state| async move {
+        let line = state.next_line().await?;
+        Some((Ok::<_, Infallible>(Bytes::from(line)), state))
+    });
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "application/json")

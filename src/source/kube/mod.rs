@@ -1,0 +1,477 @@
+//! The Kubernetes source: watches Namespaces, Pods and NetworkPolicies in all namespaces and sends
+//! [`Update`]s.
+//!
+//! Each kind lists (in pages), then watches from the list's resourceVersion with bookmarks
+//! ([`watch`]). Objects are converted to the compiler's compact model as they arrive, so the agent
+//! keeps labels, IPs, phase, node and ports, never whole objects. An object the compiler rejects is
+//! sent as [`Update::Invalid`] and recorded as a Warning Event on the object ([`events`]).
+//!
+//! Recovery from API trouble:
+//! - a failed request is retried after a capped, jittered backoff ([`WatchOptions::backoff_max`],
+//!   3 s), and as soon as any kind's request succeeds again the others retry at once, so every kind
+//!   is back within the cap of the API's return, and together;
+//! - `410 Gone` (the watch's resourceVersion is older than the API's history: after an API server
+//!   restart or a compaction) is answered by an immediate re-list, counted as a re-list, not an error;
+//! - a kind whose watch failed after its first list is reported [`Update::Stale`] until it is listed
+//!   again ([`Update::Reset`]) or its watch resumes ([`Update::Live`]), so the agent can hold syncs
+//!   for a consistent view;
+//! - a resourceVersion below one already seen (in a list, a bookmark, or the one-item list made before
+//!   every resumed watch) means etcd was restored from an older backup: the watches would resume above
+//!   the restored history and receive nothing, so every kind is listed again;
+//! - optionally, every kind is listed again every [`WatchOptions::relist_interval`].
+//!
+//! While the API fails, nothing is sent: the agent keeps enforcing its last ruleset. The log has one
+//! line when the API starts failing and one when it is back, with the outage's duration.
+//!
+//! The list-and-watch loop is written on kube's `Api::list` and `Api::watch` rather than on
+//! kube-runtime's `watcher`, because the watcher consumes bookmarks and list resourceVersions
+//! internally (so a resourceVersion going backwards cannot be seen) and gives 410 Gone no path
+//! distinct from failures.
+
+mod backoff;
+mod events;
+mod metrics;
+mod watch;
+
+use std::collections::HashMap;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace as ApiNamespace, Pod as ApiPod};
+use k8s_openapi::api::networking::v1::NetworkPolicy as ApiNetworkPolicy;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::{Client, Resource};
+use policy_compiler::input::{
+    namespace_from_api, pod_from_api, policy_from_api, FieldError, Location, RawObject,
+};
+use policy_compiler::model::ObjectRef;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+pub use metrics::{RelistReason, SourceMetrics, WatchState};
+
+use self::events::InvalidReport;
+use super::{Kind, Object, Update};
+
+/// The resources and verbs the agent uses: the ClusterRole in `deploy/` must grant exactly these.
+///
+/// Events are written with the `events.k8s.io/v1` API: created for a new problem, patched as it
+/// recurs (see [`events`]).
+pub const RBAC: &[(&str, &str, &[&str])] = &[
+    ("", "pods", &["get", "list", "watch"]),
+    ("", "namespaces", &["get", "list", "watch"]),
+    (
+        "networking.k8s.io",
+        "networkpolicies",
+        &["get", "list", "watch"],
+    ),
+    ("events.k8s.io", "events", &["create", "patch"]),
+];
+
+/// The reporting controller named on the Events the agent records.
+pub const REPORTING_CONTROLLER: &str = "nftpolicy";
+
+/// How many Events may wait to be published; beyond that they are dropped (and counted).
+const EVENT_QUEUE: usize = 256;
+
+/// The most an Event's note may hold (the API's limit is 1 kB).
+const NOTE_LIMIT: usize = 1024;
+
+/// How long connecting to the API server may take before the attempt counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The User-Agent of every request the agent makes: `policyd/<version> (<node>)`, so that the API
+/// server's audit log and metrics name the agent and its node.
+pub fn user_agent(node_name: &str) -> String {
+    format!("policyd/{} ({node_name})", env!("CARGO_PKG_VERSION"))
+}
+
+/// A client for `config` that identifies itself with [`user_agent`] and gives up connecting after
+/// 5 s (the API server is a hop away; a retry comes sooner than a long connect would end).
+pub fn client(mut config: kube::Config, node_name: &str) -> anyhow::Result<Client> {
+    use anyhow::Context as _;
+    let agent = http::HeaderValue::from_str(&user_agent(node_name)).with_context(|| {
+        format!("node name {node_name:?} cannot be sent in a User-Agent header")
+    })?;
+    config
+        .headers
+        .retain(|(name, _)| name != http::header::USER_AGENT);
+    config.headers.push((http::header::USER_AGENT, agent));
+    config.connect_timeout = Some(
+        config
+            .connect_timeout
+            .map_or(CONNECT_TIMEOUT, |t| t.min(CONNECT_TIMEOUT)),
+    );
+    let url = config.cluster_url.to_string();
+    Client::try_from(config).with_context(|| {
+        format!(
+            "cannot build a Kubernetes API client for {url}: check the kubeconfig's TLS settings"
+        )
+    })
+}
+
+/// A client for the cluster the agent runs in: the pod's service account when in a cluster, else
+/// the kubeconfig (`KUBECONFIG` or `~/.kube/config`, current context). See [`client`].
+pub async fn client_from_env(node_name: &str) -> anyhow::Result<Client> {
+    use anyhow::Context as _;
+    let config = kube::Config::infer().await.context(
+        "cannot find how to reach the Kubernetes API: run policyd in a pod with its service account \
+         (see deploy/), or set KUBECONFIG to a kubeconfig file whose current context is the cluster",
+    )?;
+    let url = config.cluster_url.to_string();
+    let client = client(config, node_name)?;
+    info!(cluster_url = %url, "Kubernetes API client ready");
+    Ok(client)
+}
+
+/// How the source talks to the API.
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// This node's name: the instance on Events, and the seed of the backoff's jitter.
+    pub node_name: String,
+    /// The first retry's longest wait.
+    pub backoff_initial: Duration,
+    /// The longest wait before retrying a failed request (each wait is random below its ceiling).
+    pub backoff_max: Duration,
+    /// List every kind again this often (each kind at a random point within ±10 %); `None`: never.
+    pub relist_interval: Option<Duration>,
+    /// Objects per list page.
+    pub page_size: u32,
+    /// The watch requests' `timeoutSeconds`, drawn at random in this range for each watch, so that
+    /// the agents of a cluster do not re-watch in lockstep. Each resumed watch is preceded by a
+    /// one-item list that checks the API's resourceVersion.
+    pub watch_timeout_secs: RangeInclusive<u32>,
+}
+
+impl WatchOptions {
+    /// The defaults: backoff from 200 ms to 3 s, no periodic re-list, pages of 500, watches of
+    /// 270-330 s.
+    pub fn new(node_name: impl Into<String>) -> Self {
+        Self {
+            node_name: node_name.into(),
+            backoff_initial: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(3),
+            relist_interval: None,
+            page_size: 500,
+            watch_timeout_secs: 270..=330,
+        }
+    }
+}
+
+/// Watches Pods, Namespaces and NetworkPolicies in all namespaces and sends [`Update`]s to `tx`
+/// until its receiver is dropped; returns then.
+///
+/// Each (re)list becomes one [`Update::Reset`] with the kind's valid objects and its invalid ones
+/// (reported, left out); watch events become [`Update::Upsert`], [`Update::Invalid`] or
+/// [`Update::Delete`]; a kind whose watch failed is reported [`Update::Stale`], and [`Update::Live`]
+/// when its watch resumes without a re-list. Each invalid object is also recorded as a Warning Event
+/// on it, reported by [`REPORTING_CONTROLLER`] with the node name as the instance; failing to
+/// publish an Event is logged and counted, never fatal. See the module documentation for recovery.
+pub async fn run(
+    client: Client,
+    options: WatchOptions,
+    tx: mpsc::Sender<Update>,
+    metrics: SourceMetrics,
+) {
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let publisher = events::publish_events(
+        client.clone(),
+        REPORTING_CONTROLLER.to_string(),
+        options.node_name.clone(),
+        events_rx,
+        metrics.clone(),
+    );
+    let options = Arc::new(options);
+    let shared = Arc::new(watch::Shared::new(metrics.clone()));
+    let watcher = |kind: Kind| {
+        let resource = api_resource(kind);
+        // Objects are read as dynamic JSON, not typed: an object the typed model cannot hold must
+        // be reported as invalid by the compiler, not fail the whole list.
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        let converter = Converter::new(kind, resource, events_tx.clone(), metrics.clone());
+        watch::Watcher::new(
+            kind,
+            api,
+            converter,
+            options.clone(),
+            shared.clone(),
+            tx.clone(),
+        )
+        .run()
+    };
+    let watches = futures::future::join3(
+        watcher(Kind::Namespace),
+        watcher(Kind::Pod),
+        watcher(Kind::NetworkPolicy),
+    );
+    drop(events_tx);
+    // The publisher only ends when every events sender is gone, i.e. after the watches.
+    tokio::select! {
+        _ = watches => {}
+        _ = publisher => {}
+    }
+    info!("update receiver dropped: Kubernetes watches stopped");
+}
+
+/// The API resource of a kind.
+fn api_resource(kind: Kind) -> ApiResource {
+    match kind {
+        Kind::Namespace => ApiResource::erase::<ApiNamespace>(&()),
+        Kind::Pod => ApiResource::erase::<ApiPod>(&()),
+        Kind::NetworkPolicy => ApiResource::erase::<ApiNetworkPolicy>(&()),
+    }
+}
+
+/// A (re)list in progress.
+#[derive(Debug, Default)]
+struct Listing {
+    objects: Vec<Object>,
+    invalid: Vec<(ObjectRef, String)>,
+}
+
+/// What was last reported about an invalid object: its uid, the problem and the resourceVersion
+/// it was seen at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Reported {
+    uid: Option<String>,
+    problem: String,
+    resource_version: Option<String>,
+}
+
+/// Turns one kind's API objects into [`Update`]s, reporting invalid ones.
+struct Converter {
+    kind: Kind,
+    resource: ApiResource,
+    listing: Option<Listing>,
+    /// Invalid objects already reported, so that a problem is logged and counted once, and its
+    /// recurrences only update its Event.
+    reported: HashMap<ObjectRef, Reported>,
+    events: mpsc::Sender<InvalidReport>,
+    metrics: SourceMetrics,
+}
+
+impl Converter {
+    fn new(
+        kind: Kind,
+        resource: ApiResource,
+        events: mpsc::Sender<InvalidReport>,
+        metrics: SourceMetrics,
+    ) -> Self {
+        Self {
+            kind,
+            resource,
+            listing: None,
+            reported: HashMap::new(),
+            events,
+            metrics,
+        }
+    }
+
+    /// Starts a list (dropping any unfinished one).
+    fn begin_list(&mut self) {
+        self.listing = Some(Listing::default());
+    }
+
+    /// An object of the list being read.
+    fn listed(&mut self, object: &DynamicObject) {
+        let update = self.convert(object, true);
+        let listing = self.listing.get_or_insert_with(Listing::default);
+        match update {
+            Update::Upsert(o) => listing.objects.push(o),
+            Update::Invalid { key, error, .. } => listing.invalid.push((key, error)),
+            _ => {}
+        }
+    }
+
+    /// The list is complete: its [`Update::Reset`].
+    fn finish_list(&mut self) -> Update {
+        let Listing { objects, invalid } = self.listing.take().unwrap_or_default();
+        // Forget problems of objects that are gone or valid now.
+        self.reported
+            .retain(|key, _| invalid.iter().any(|(k, _)| k == key));
+        Update::Reset {
+            kind: self.kind,
+            objects,
+            invalid,
+        }
+    }
+
+    /// An object added or changed (a watch event).
+    fn applied(&mut self, object: &DynamicObject) -> Update {
+        self.convert(object, false)
+    }
+
+    /// An object deleted (a watch event).
+    fn deleted(&mut self, object: &DynamicObject) -> Update {
+        let key = key_of(self.kind, object);
+        self.reported.remove(&key);
+        debug!(kind = self.kind.as_str(), object = %key, "deleted");
+        Update::Delete(self.kind, key)
+    }
+
+    /// Converts an object into its [`Update::Upsert`], or reports it and returns its
+    /// [`Update::Invalid`].
+    fn convert(&mut self, object: &DynamicObject, in_list: bool) -> Update {
+        let raw = RawObject {
+            location: Location {
+                file: "api".to_string(),
+                document: 0,
+                item: None,
+            },
+            value: self.json(object),
+        };
+        let converted = match self.kind {
+            Kind::Namespace => namespace_from_api(&raw).map(Object::Namespace),
+            Kind::Pod => pod_from_api(&raw).map(Object::Pod),
+            Kind::NetworkPolicy => policy_from_api(&raw).map(Object::Policy),
+        };
+        match converted {
+            Ok(o) => {
+                self.reported.remove(&o.key());
+                Update::Upsert(o)
+            }
+            Err(error) => self.invalid(object, &error, in_list),
+        }
+    }
+
+    /// The object as the JSON the converters read: `apiVersion` and `kind` are missing from the
+    /// items of a list.
+    fn json(&self, object: &DynamicObject) -> Value {
+        let mut value = serde_json::to_value(object).unwrap_or(Value::Null);
+        if let Value::Object(map) = &mut value {
+            map.entry("apiVersion")
+                .or_insert_with(|| Value::from(self.resource.api_version.clone()));
+            map.entry("kind")
+                .or_insert_with(|| Value::from(self.resource.kind.clone()));
+        }
+        value
+    }
+
+    /// Reports an invalid object. A new problem is logged, counted and recorded as an Event; the
+    /// same problem seen again (in a list, or in a new version of the object) updates that Event's
+    /// series; the same version seen twice in a watch is not reported again.
+    fn invalid(&mut self, object: &DynamicObject, error: &FieldError, in_list: bool) -> Update {
+        let key = key_of(self.kind, object);
+        let message = format!(
+            "{} {}: field {}: {}",
+            error.kind, error.object, error.field, error.message
+        );
+        let now = Reported {
+            uid: object.metadata.uid.clone(),
+            problem: message.clone(),
+            resource_version: object.metadata.resource_version.clone(),
+        };
+        let previous = self.reported.insert(key.clone(), now.clone());
+        let same_problem = previous
+            .as_ref()
+            .is_some_and(|p| p.uid == now.uid && p.problem == now.problem);
+        let seen_again = previous.as_ref() == Some(&now) && !in_list;
+        if !same_problem {
+            warn!(
+                kind = self.kind.as_str(),
+                object = %error.object,
+                field = %error.field,
+                error = %error.message,
+                "invalid object left out of the rules"
+            );
+            self.metrics.count_invalid(self.kind);
+        }
+        if !seen_again {
+            let note = truncate(
+                format!(
+                    "field {}: {} (nftpolicy leaves this version out and keeps enforcing the last valid one, if any)",
+                    error.field, error.message
+                ),
+                NOTE_LIMIT,
+            );
+            let report = InvalidReport {
+                reference: object.object_ref(&self.resource),
+                kind: self.kind,
+                note,
+            };
+            if let Err(e) = self.events.try_send(report) {
+                self.metrics.count_event_failed();
+                warn!(kind = self.kind.as_str(), object = %error.object, error = %e, "too many Events waiting; this one is dropped");
+            }
+        }
+        Update::Invalid {
+            kind: self.kind,
+            key,
+            error: message,
+        }
+    }
+}
+
+/// The key of an object, as [`Object::key`] gives it (namespaces have an empty namespace part).
+fn key_of(kind: Kind, object: &DynamicObject) -> ObjectRef {
+    let name = object.metadata.name.clone().unwrap_or_default();
+    match kind {
+        Kind::Namespace => ObjectRef::new("", name),
+        Kind::Pod | Kind::NetworkPolicy => ObjectRef::new(
+            object.metadata.namespace.as_deref().unwrap_or("default"),
+            name,
+        ),
+    }
+}
+
+/// Cuts a string to at most `limit` bytes, on a character boundary.
+fn truncate(mut s: String, limit: usize) -> String {
+    if s.len() > limit {
+        let mut end = limit.saturating_sub(3);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str("...");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncate_keeps_char_boundaries() {
+        assert_eq!(truncate("abc".into(), 10), "abc");
+        assert_eq!(truncate("abcdefghij".into(), 6), "abc...");
+        let s = truncate("ééééé".into(), 8);
+        assert!(s.len() <= 8 && s.ends_with("..."), "{s}");
+    }
+
+    #[test]
+    fn rbac_covers_the_watched_kinds_and_events() {
+        for kind in Kind::ALL {
+            let r = api_resource(kind);
+            assert!(
+                RBAC.iter().any(|(g, res, verbs)| *g == r.group
+                    && *res == r.plural
+                    && ["get", "list", "watch"].iter().all(|v| verbs.contains(v))),
+                "{kind:?}"
+            );
+        }
+        assert!(RBAC
+            .iter()
+            .any(|(g, r, _)| *g == "events.k8s.io" && *r == "events"));
+    }
+
+    #[test]
+    fn namespace_keys_have_no_namespace() {
+        let mut o = DynamicObject::new("x", &api_resource(Kind::Namespace));
+        assert_eq!(key_of(Kind::Namespace, &o), ObjectRef::new("", "x"));
+        o.metadata.namespace = Some("ns".into());
+        assert_eq!(key_of(Kind::Pod, &o), ObjectRef::new("ns", "x"));
+    }
+
+    #[test]
+    fn the_user_agent_names_the_agent_its_version_and_node() {
+        assert_eq!(
+            user_agent("node-1"),
+            format!("policyd/{} (node-1)", env!("CARGO_PKG_VERSION"))
+        );
+        let config = kube::Config::new("http://127.0.0.1:1".parse().expect("url"));
+        assert!(client(config.clone(), "node\n1").is_err());
+    }
+}

@@ -1,0 +1,574 @@
+//! One kind's list-and-watch loop, and what the kinds share: the outage log, the wake-up when the
+//! API is back, and the request to list every kind again.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, DynamicObject, ListParams, WatchEvent, WatchParams};
+use kube::core::Status;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::time::{sleep, sleep_until, Instant};
+use tracing::{debug, info, warn};
+
+use super::backoff::Backoff;
+use super::metrics::{RelistReason, SourceMetrics, WatchState};
+use super::{Converter, WatchOptions};
+use crate::source::{Kind, Update};
+
+/// How much longer than its `timeoutSeconds` a watch may stay silent before the connection is taken
+/// for dead (a network partition that never closes it) and the watch is resumed.
+const IDLE_MARGIN: Duration = Duration::from_secs(30);
+
+/// A watch that ends sooner than this without delivering anything is resumed after a backoff
+/// delay, so a server or proxy that closes watches at once is not hammered.
+const SHORT_WATCH: Duration = Duration::from_secs(1);
+
+/// How long a resumed watch must stay open, delivering nothing, before its kind counts as current
+/// again (see [`Update::Live`]).
+const LIVE_AFTER: Duration = Duration::from_millis(200);
+
+/// What the watch loop does next.
+enum Step<T> {
+    Stop,
+    Relist(RelistReason),
+    Live,
+    Item(T),
+}
+
+/// Why a request failed.
+#[derive(Debug)]
+enum Failure {
+    /// The request failed (connection, HTTP status, decoding).
+    Request(kube::Error),
+    /// The API answered a watch with an error other than 410.
+    Status(Box<Status>),
+    /// A list came without a resourceVersion.
+    NoResourceVersion,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Request(e) => {
+                // The causes carry what matters ("tcp connect error: Connection refused"); some
+                // are already part of the error's own text.
+                let mut text = e.to_string();
+                let mut source = std::error::Error::source(e);
+                while let Some(cause) = source {
+                    let cause_text = cause.to_string();
+                    if !text.contains(&cause_text) {
+                        text.push_str(": ");
+                        text.push_str(&cause_text);
+                    }
+                    source = cause.source();
+                }
+                f.write_str(&text)
+            }
+            Failure::Status(s) => write!(f, "{} ({}): {}", s.reason, s.code, s.message),
+            Failure::NoResourceVersion => write!(f, "a list without metadata.resourceVersion"),
+        }
+    }
+}
+
+impl Failure {
+    fn is_forbidden(&self) -> bool {
+        match self {
+            Failure::Request(kube::Error::Api(s)) => s.is_forbidden(),
+            Failure::Status(s) => s.is_forbidden(),
+            _ => false,
+        }
+    }
+}
+
+/// `410 Gone`: the resourceVersion (or list continuation) is older than the API's history.
+fn is_gone(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 410)
+}
+
+/// A resourceVersion as a number, when the API's are (etcd's are). The API calls them opaque, so
+/// anything else is never compared.
+fn numeric(resource_version: &str) -> Option<u64> {
+    resource_version.parse().ok()
+}
+
+/// The update receiver is gone: stop.
+#[derive(Debug)]
+pub(super) struct Stopped;
+
+/// The state of the API as the kinds see it together.
+#[derive(Debug, Default)]
+struct Outage {
+    failing: BTreeSet<Kind>,
+    since: Option<Instant>,
+    failed_requests: u64,
+}
+
+/// What the kinds' watchers share.
+pub(super) struct Shared {
+    /// Bumped to make every kind list again (a resourceVersion went backwards).
+    relist_all: watch::Sender<u64>,
+    /// Woken when a failing kind's request succeeds: the others stop waiting out their backoff.
+    recovered: Notify,
+    outage: Mutex<Outage>,
+    metrics: SourceMetrics,
+}
+
+impl Shared {
+    pub(super) fn new(metrics: SourceMetrics) -> Self {
+        Self {
+            relist_all: watch::Sender::new(0),
+            recovered: Notify::new(),
+            outage: Mutex::new(Outage::default()),
+            metrics,
+        }
+    }
+
+    fn outage(&self) -> std::sync::MutexGuard<'_, Outage> {
+        // The guarded data is a few counters: a panic elsewhere cannot leave it inconsistent.
+        self.outage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A request of `kind` failed: counted, and logged at WARN when it starts an outage.
+    fn failed(&self, kind: Kind, failure: &Failure, retry_within: Duration) {
+        self.metrics.count_error(kind);
+        self.metrics.set_state(kind, WatchState::Failing);
+        let mut outage = self.outage();
+        outage.failed_requests += 1;
+        outage.failing.insert(kind);
+        if outage.since.is_some() {
+            debug!(kind = kind.as_str(), error = %failure, "Kubernetes API request failed again");
+            return;
+        }
+        outage.since = Some(Instant::now());
+        drop(outage);
+        let hint = if failure.is_forbidden() {
+            "; the ClusterRole must grant get, list and watch on it (see deploy/10-rbac.yaml)"
+        } else {
+            ""
+        };
+        warn!(
+            kind = kind.as_str(),
+            error = %failure,
+            retry_within_ms = retry_within.as_millis() as u64,
+            "Kubernetes API request failed; retrying, the last ruleset stays in force{hint}"
+        );
+    }
+
+    /// A request of `kind` succeeded: ends the outage when no kind is failing any more (logged
+    /// with its duration), and wakes the kinds still waiting out a backoff.
+    fn succeeded(&self, kind: Kind) {
+        let mut outage = self.outage();
+        if !outage.failing.remove(&kind) {
+            return;
+        }
+        if outage.failing.is_empty() {
+            if let Some(since) = outage.since.take() {
+                info!(
+                    outage_secs = format!("{:.1}", since.elapsed().as_secs_f64()),
+                    failed_requests = outage.failed_requests,
+                    "Kubernetes API reachable again"
+                );
+                outage.failed_requests = 0;
+            }
+        }
+        drop(outage);
+        self.recovered.notify_waiters();
+    }
+
+    /// Makes every kind list again.
+    fn relist_everything(&self) {
+        self.relist_all.send_modify(|generation| *generation += 1);
+    }
+}
+
+/// One kind's list-and-watch loop.
+pub(super) struct Watcher {
+    kind: Kind,
+    api: Api<DynamicObject>,
+    converter: Converter,
+    options: Arc<WatchOptions>,
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Update>,
+    backoff: Backoff,
+    rng: fastrand::Rng,
+    relist_requests: watch::Receiver<u64>,
+    /// The highest resourceVersion seen since the last list (the list's, events', bookmarks').
+    highest: Option<u64>,
+    /// Whether the kind was listed once.
+    listed: bool,
+    /// Whether [`Update::Stale`] was sent and neither a Reset nor a Live followed yet.
+    stale: bool,
+}
+
+impl Watcher {
+    pub(super) fn new(
+        kind: Kind,
+        api: Api<DynamicObject>,
+        converter: Converter,
+        options: Arc<WatchOptions>,
+        shared: Arc<Shared>,
+        tx: mpsc::Sender<Update>,
+    ) -> Self {
+        // Seeded by node and kind: agents (and kinds) draw different delays.
+        let mut seed = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&(&options.node_name, kind), &mut seed);
+        let seed = std::hash::Hasher::finish(&seed);
+        let relist_requests = shared.relist_all.subscribe();
+        Self {
+            kind,
+            api,
+            converter,
+            backoff: Backoff::new(options.backoff_initial, options.backoff_max, seed),
+            rng: fastrand::Rng::with_seed(seed.rotate_left(17)),
+            options,
+            shared,
+            tx,
+            relist_requests,
+            highest: None,
+            listed: false,
+            stale: false,
+        }
+    }
+
+    /// Lists and watches until the update receiver is dropped.
+    pub(super) async fn run(mut self) {
+        let mut reason = None;
+        loop {
+            let Ok(resource_version) = self.list(reason).await else {
+                return;
+            };
+            match self.watch(resource_version).await {
+                Ok(next) => reason = Some(next),
+                Err(Stopped) => return,
+            }
+        }
+    }
+
+    async fn send(&self, update: Update) -> Result<(), Stopped> {
+        self.tx.send(update).await.map_err(|_| Stopped)
+    }
+
+    /// Tells the agent this kind's view may be behind, once per episode (never before the first
+    /// list: the agent waits for that anyway).
+    async fn mark_stale(&mut self) -> Result<(), Stopped> {
+        if self.listed && !self.stale {
+            self.stale = true;
+            self.send(Update::Stale(self.kind)).await?;
+        }
+        Ok(())
+    }
+
+    /// The kind's watch resumed without a re-list: tells the agent it is current again.
+    async fn live(&mut self) -> Result<(), Stopped> {
+        if std::mem::take(&mut self.stale) {
+            self.send(Update::Live(self.kind)).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits `delay`, or less when another kind finds the API back.
+    async fn wait(&self, delay: Duration) -> Result<(), Stopped> {
+        let recovered = self.shared.recovered.notified();
+        tokio::select! {
+            _ = self.tx.closed() => Err(Stopped),
+            _ = sleep(delay) => Ok(()),
+            _ = recovered => Ok(()),
+        }
+    }
+
+    /// Counts and logs a failed request, marks the kind stale, and waits out the backoff.
+    async fn failed(&mut self, failure: Failure) -> Result<(), Stopped> {
+        self.shared.failed(self.kind, &failure, self.backoff.max());
+        self.mark_stale().await?;
+        let delay = self.backoff.next_delay();
+        self.wait(delay).await
+    }
+
+    /// Notes a resourceVersion seen on the watch.
+    fn observe(&mut self, resource_version: Option<&str>) {
+        if let Some(rv) = resource_version.and_then(numeric) {
+            self.highest = Some(self.highest.map_or(rv, |h| h.max(rv)));
+        }
+        self.shared.metrics.touch(self.kind);
+    }
+
+    /// Whether `resource_version` is below the highest one seen; if so, logs it and makes every
+    /// other kind list again (this one does too, or just did).
+    fn went_backwards(&mut self, resource_version: &str, seen_in: &str) -> bool {
+        let (Some(now), Some(highest)) = (numeric(resource_version), self.highest) else {
+            return false;
+        };
+        if now >= highest {
+            return false;
+        }
+        warn!(
+            kind = self.kind.as_str(),
+            seen_in,
+            resource_version = now,
+            highest_seen = highest,
+            "the Kubernetes API's resourceVersion went backwards (etcd restored from an older backup?): listing every kind again"
+        );
+        self.shared.relist_everything();
+        // This kind answers the request itself.
+        self.relist_requests.borrow_and_update();
+        true
+    }
+
+    /// Lists the kind until a list succeeds, sends its [`Update::Reset`], and returns its
+    /// resourceVersion.
+    async fn list(&mut self, reason: Option<RelistReason>) -> Result<String, Stopped> {
+        if let Some(reason) = reason {
+            self.shared.metrics.count_relist(self.kind, reason);
+            debug!(
+                kind = self.kind.as_str(),
+                reason = reason.as_str(),
+                "listing again"
+            );
+            if reason != RelistReason::Periodic {
+                self.mark_stale().await?;
+            }
+            if reason == RelistReason::ResourceVersionBackwards {
+                // The history this kind saw is gone: the list's resourceVersion starts it anew.
+                self.highest = None;
+            }
+        }
+        loop {
+            self.shared
+                .metrics
+                .set_state(self.kind, WatchState::Listing);
+            match self.list_pages().await {
+                Ok(resource_version) => {
+                    self.backoff.reset();
+                    self.shared.succeeded(self.kind);
+                    self.shared.metrics.touch(self.kind);
+                    if self.listed {
+                        self.went_backwards(&resource_version, "list");
+                    }
+                    self.highest = numeric(&resource_version);
+                    let update = self.converter.finish_list();
+                    if let Update::Reset {
+                        objects, invalid, ..
+                    } = &update
+                    {
+                        let (objects, invalid) = (objects.len(), invalid.len());
+                        if self.listed {
+                            debug!(kind = self.kind.as_str(), objects, invalid, "listed");
+                        } else {
+                            info!(kind = self.kind.as_str(), objects, invalid, "listed");
+                        }
+                    }
+                    self.send(update).await?;
+                    self.listed = true;
+                    self.stale = false;
+                    return Ok(resource_version);
+                }
+                Err(failure) => self.failed(failure).await?,
+            }
+        }
+    }
+
+    /// One complete list, in pages, fed to the converter; its resourceVersion.
+    async fn list_pages(&mut self) -> Result<String, Failure> {
+        self.converter.begin_list();
+        let mut params = ListParams::default().limit(self.options.page_size);
+        let mut resource_version = None;
+        loop {
+            let page = match self.api.list(&params).await {
+                Ok(page) => page,
+                Err(e) if is_gone(&e) && params.continue_token.is_some() => {
+                    // The list's snapshot left the API's history between pages: list again, in
+                    // one response (as client-go's pager does).
+                    debug!(
+                        kind = self.kind.as_str(),
+                        "list continuation expired; listing again in one page"
+                    );
+                    self.converter.begin_list();
+                    params = ListParams::default();
+                    resource_version = None;
+                    continue;
+                }
+                Err(e) => return Err(Failure::Request(e)),
+            };
+            if resource_version.is_none() {
+                resource_version = page.metadata.resource_version.filter(|v| !v.is_empty());
+            }
+            for object in &page.items {
+                self.converter.listed(object);
+            }
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params.continue_token = Some(token),
+                None => break,
+            }
+        }
+        resource_version.ok_or(Failure::NoResourceVersion)
+    }
+
+    /// The API's current resourceVersion, from a one-item list.
+    async fn current_resource_version(&self) -> Result<String, Failure> {
+        let page = self
+            .api
+            .list(&ListParams::default().limit(1))
+            .await
+            .map_err(Failure::Request)?;
+        page.metadata
+            .resource_version
+            .filter(|v| !v.is_empty())
+            .ok_or(Failure::NoResourceVersion)
+    }
+
+    /// A relist deadline `interval` ± 10 % from now.
+    fn relist_deadline(&mut self) -> Option<Instant> {
+        let interval = self.options.relist_interval?;
+        let millis = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        let jitter = millis / 10;
+        let at = millis.saturating_sub(jitter) + self.rng.u64(0..=jitter.saturating_mul(2));
+        Some(Instant::now() + Duration::from_millis(at))
+    }
+
+    /// Watches from `resource_version`, resuming after ends and failures, until the kind must be
+    /// listed again; returns why.
+    async fn watch(&mut self, mut resource_version: String) -> Result<RelistReason, Stopped> {
+        let relist_at = self.relist_deadline();
+        let mut resumed = false;
+        loop {
+            if self.relist_requests.has_changed().unwrap_or(false) {
+                self.relist_requests.borrow_and_update();
+                return Ok(RelistReason::ResourceVersionBackwards);
+            }
+            if resumed {
+                match self.current_resource_version().await {
+                    Ok(current) => {
+                        self.shared.succeeded(self.kind);
+                        if self.went_backwards(&current, "list") {
+                            return Ok(RelistReason::ResourceVersionBackwards);
+                        }
+                    }
+                    Err(failure) => {
+                        self.failed(failure).await?;
+                        continue;
+                    }
+                }
+            }
+            resumed = true;
+            let timeout = self.rng.u32(self.options.watch_timeout_secs.clone());
+            let params = WatchParams::default().timeout(timeout);
+            let stream = match self.api.watch(&params, &resource_version).await {
+                Ok(stream) => stream,
+                Err(e) if is_gone(&e) => return Ok(RelistReason::Expired),
+                Err(e) => {
+                    self.failed(Failure::Request(e)).await?;
+                    continue;
+                }
+            };
+            self.shared.succeeded(self.kind);
+            self.shared
+                .metrics
+                .set_state(self.kind, WatchState::Watching);
+            // A stale kind is current again once its resumed watch delivers something or stays open
+            // for a moment: an API server that lost its history accepts the watch and answers 410
+            // at once, and that must not count as resumed.
+            let mut live_at = self.stale.then(|| Instant::now() + LIVE_AFTER);
+            let idle = Duration::from_secs(u64::from(timeout)) + IDLE_MARGIN;
+            let opened = Instant::now();
+            let mut delivered = false;
+            let mut stream = std::pin::pin!(stream);
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    _ = self.tx.closed() => Step::Stop,
+                    _ = self.relist_requests.changed() => Step::Relist(RelistReason::ResourceVersionBackwards),
+                    _ = async { sleep_until(relist_at.unwrap_or_else(Instant::now)).await }, if relist_at.is_some() => {
+                        Step::Relist(RelistReason::Periodic)
+                    }
+                    _ = async { sleep_until(live_at.unwrap_or_else(Instant::now)).await }, if live_at.is_some() => Step::Live,
+                    next = tokio::time::timeout(idle, stream.next()) => Step::Item(next),
+                };
+                let next = match next {
+                    Step::Stop => return Err(Stopped),
+                    Step::Relist(reason) => {
+                        if reason == RelistReason::ResourceVersionBackwards {
+                            self.relist_requests.borrow_and_update();
+                        }
+                        return Ok(reason);
+                    }
+                    Step::Live => {
+                        live_at = None;
+                        self.live().await?;
+                        continue;
+                    }
+                    Step::Item(next) => next,
+                };
+                let event = match next {
+                    Err(_) => {
+                        debug!(
+                            kind = self.kind.as_str(),
+                            "watch silent past its timeout; resuming"
+                        );
+                        break;
+                    }
+                    Ok(None) => {
+                        debug!(kind = self.kind.as_str(), "watch ended; resuming");
+                        if !delivered && opened.elapsed() < SHORT_WATCH {
+                            let delay = self.backoff.next_delay();
+                            self.wait(delay).await?;
+                        }
+                        break;
+                    }
+                    Ok(Some(Ok(event))) => event,
+                    Ok(Some(Err(e))) if is_gone(&e) => return Ok(RelistReason::Expired),
+                    Ok(Some(Err(e))) => {
+                        self.failed(Failure::Request(e)).await?;
+                        break;
+                    }
+                };
+                let (update, rv) = match event {
+                    WatchEvent::Added(object) | WatchEvent::Modified(object) => {
+                        self.observe(object.metadata.resource_version.as_deref());
+                        let update = self.converter.applied(&object);
+                        (update, object.metadata.resource_version)
+                    }
+                    WatchEvent::Deleted(object) => {
+                        self.observe(object.metadata.resource_version.as_deref());
+                        let update = self.converter.deleted(&object);
+                        (update, object.metadata.resource_version)
+                    }
+                    WatchEvent::Bookmark(bookmark) => {
+                        let rv = bookmark.metadata.resource_version;
+                        if self.went_backwards(&rv, "bookmark") {
+                            return Ok(RelistReason::ResourceVersionBackwards);
+                        }
+                        if live_at.take().is_some() {
+                            self.live().await?;
+                        }
+                        self.observe(Some(&rv));
+                        resource_version = rv;
+                        delivered = true;
+                        self.backoff.reset();
+                        continue;
+                    }
+                    WatchEvent::Error(status) if status.code == 410 => {
+                        return Ok(RelistReason::Expired);
+                    }
+                    WatchEvent::Error(status) => {
+                        self.failed(Failure::Status(status)).await?;
+                        break;
+                    }
+                };
+                if let Some(rv) = rv.filter(|v| !v.is_empty()) {
+                    resource_version = rv;
+                }
+                if live_at.take().is_some() {
+                    self.live().await?;
+                }
+                delivered = true;
+                self.backoff.reset();
+                self.send(update).await?;
+            }
+        }
+    }
+}
