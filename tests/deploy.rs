@@ -466,6 +466,18 @@ fn node_name_comes_from_the_downward_api_in_the_variable_policyd_reads() {
 }
 
 #[test]
+fn the_log_filter_is_policyds_default() {
+    let c = policyd(&daemonset());
+    let env = c.env.unwrap_or_default();
+    let filter = env
+        .iter()
+        .find(|e| e.name == "RUST_LOG")
+        .and_then(|e| e.value.clone())
+        .expect("RUST_LOG is set");
+    assert_eq!(filter, nftpolicy::cli::DEFAULT_LOG_FILTER);
+}
+
+#[test]
 fn probes_and_scrape_annotations_use_the_port_policyd_listens_on() {
     let ds = daemonset();
     let c = policyd(&ds);
