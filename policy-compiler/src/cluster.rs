@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use crate::cidr::Family;
 use crate::model::{Namespace, ObjectRef, Pod, Policy};
+use crate::object::{Kind, Object};
 use crate::selector::Labels;
 
 /// Everything the compiler knows about a cluster.
@@ -60,6 +61,47 @@ impl ClusterState {
             self.ensure_namespace(name);
         }
         removed
+    }
+
+    /// Adds or replaces an object of any kind.
+    pub fn upsert(&mut self, object: Object) {
+        match object {
+            Object::Namespace(n) => self.upsert_namespace(n),
+            Object::Pod(p) => self.upsert_pod(p),
+            Object::Policy(p) => self.upsert_policy(p),
+        }
+    }
+
+    /// Removes an object of any kind by its key ([`Object::key`]); returns whether it existed. A
+    /// namespace that pods or policies are still in stays, implicitly.
+    pub fn remove(&mut self, kind: Kind, key: &ObjectRef) -> bool {
+        match kind {
+            Kind::Namespace => self.remove_namespace(&key.name).is_some(),
+            Kind::Pod => self.remove_pod(key).is_some(),
+            Kind::NetworkPolicy => self.remove_policy(key).is_some(),
+        }
+    }
+
+    /// An object of any kind by its key (implicit namespaces included).
+    pub fn get(&self, kind: Kind, key: &ObjectRef) -> Option<Object> {
+        match kind {
+            Kind::Namespace => self.namespace(&key.name).cloned().map(Object::Namespace),
+            Kind::Pod => self.pod(key).cloned().map(Object::Pod),
+            Kind::NetworkPolicy => self.policies.get(key).cloned().map(Object::Policy),
+        }
+    }
+
+    /// The keys of every object of a kind (implicit namespaces included).
+    pub fn keys(&self, kind: Kind) -> Vec<ObjectRef> {
+        match kind {
+            Kind::Namespace => self
+                .namespaces
+                .keys()
+                .map(|n| ObjectRef::new("", n))
+                .collect(),
+            Kind::Pod => self.pods.keys().cloned().collect(),
+            Kind::NetworkPolicy => self.policies.keys().cloned().collect(),
+        }
     }
 
     fn ensure_namespace(&mut self, name: &str) {

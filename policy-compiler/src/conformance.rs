@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::cluster::ClusterState;
 use crate::input::{self, InputErrors, Location, RawObject, Source};
 use crate::model::{ObjectRef, Protocol};
+use crate::object::{self, Converted, Kind};
 
 /// A case file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -254,10 +255,12 @@ impl Case {
         let step = &self.steps[index];
         for key in &step.delete {
             let id = ObjectRef::new(key.namespace.clone().unwrap_or_default(), &key.name);
-            let removed = match key.kind.as_str() {
-                "NetworkPolicy" => cluster.remove_policy(&id).is_some(),
-                "Pod" => cluster.remove_pod(&id).is_some(),
-                other => return Err(self.step_error(index, format!("cannot delete a {other}"))),
+            let removed = match Kind::from_name(&key.kind) {
+                Some(kind @ (Kind::NetworkPolicy | Kind::Pod)) => cluster.remove(kind, &id),
+                _ => {
+                    let other = &key.kind;
+                    return Err(self.step_error(index, format!("cannot delete a {other}")));
+                }
             };
             if !removed {
                 return Err(self.step_error(index, format!("delete: no {} {id}", key.kind)));
@@ -299,17 +302,15 @@ impl Case {
                 },
                 value: object.clone(),
             };
-            let kind = object["kind"].as_str().unwrap_or_default();
-            let to_errors = |e| InputErrors(vec![input::InputError::Invalid(e)]);
-            match kind {
-                "NetworkPolicy" => {
-                    cluster.upsert_policy(input::policy_from_api(&raw).map_err(to_errors)?)
+            match object::convert(raw, object::DEFAULT_NAMESPACE) {
+                Converted::Valid(o) => cluster.upsert(o),
+                Converted::Invalid { error, .. } => {
+                    return Err(InputErrors(vec![input::InputError::Invalid(error)]).into())
                 }
-                "Pod" => cluster.upsert_pod(input::pod_from_api(&raw).map_err(to_errors)?),
-                "Namespace" => {
-                    cluster.upsert_namespace(input::namespace_from_api(&raw).map_err(to_errors)?)
+                Converted::Other(raw) => {
+                    let other = raw.value["kind"].as_str().unwrap_or_default().to_string();
+                    return Err(self.step_error(index, format!("cannot apply a {other:?}")));
                 }
-                other => return Err(self.step_error(index, format!("cannot apply a {other:?}"))),
             }
         }
         Ok(())

@@ -21,6 +21,7 @@ pub mod input;
 pub mod manifest;
 pub mod model;
 pub mod nft;
+pub mod object;
 pub mod plan;
 pub mod selector;
 pub mod verify;

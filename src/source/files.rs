@@ -8,10 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use policy_compiler::input::{
-    for_each_object, namespace_from_api, pod_from_api, policy_from_api, read_paths,
-};
+use policy_compiler::input::{for_each_object, read_paths};
 use policy_compiler::model::ObjectRef;
+use policy_compiler::object::{convert, Converted, DEFAULT_NAMESPACE};
 use tokio::sync::mpsc;
 
 use super::{Kind, Object, Update};
@@ -47,31 +46,6 @@ fn text_hash(text: &str) -> u64 {
     std::hash::Hasher::finish(&h)
 }
 
-fn convert(raw: &policy_compiler::input::RawObject) -> Option<Result<Object, (Kind, String)>> {
-    let kind = raw.value["kind"].as_str()?;
-    Some(match kind {
-        "Namespace" => namespace_from_api(raw)
-            .map(Object::Namespace)
-            .map_err(|e| (Kind::Namespace, e.to_string())),
-        "Pod" => pod_from_api(raw)
-            .map(Object::Pod)
-            .map_err(|e| (Kind::Pod, e.to_string())),
-        "NetworkPolicy" => policy_from_api(raw)
-            .map(Object::Policy)
-            .map_err(|e| (Kind::NetworkPolicy, e.to_string())),
-        _ => return None,
-    })
-}
-
-fn raw_key(kind: Kind, value: &serde_json::Value) -> ObjectRef {
-    let name = value["metadata"]["name"].as_str().unwrap_or("<unnamed>");
-    let namespace = match kind {
-        Kind::Namespace => "",
-        _ => value["metadata"]["namespace"].as_str().unwrap_or("default"),
-    };
-    ObjectRef::new(namespace, name)
-}
-
 impl DirSource {
     /// A source for a directory (read recursively, like `policyc`).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
@@ -90,11 +64,11 @@ impl DirSource {
             objects: Vec::new(),
             invalid: Vec::new(),
         };
-        let problems = for_each_object(source, &mut |raw| match convert(&raw) {
-            None => {}
-            Some(Ok(o)) => parsed.objects.push(o),
-            Some(Err((kind, error))) => {
-                let key = raw_key(kind, &raw.value);
+        let problems = for_each_object(source, &mut |raw| match convert(raw, DEFAULT_NAMESPACE) {
+            Converted::Other(_) => {}
+            Converted::Valid(o) => parsed.objects.push(o),
+            Converted::Invalid { kind, key, error } => {
+                let error = error.to_string();
                 tracing::warn!(kind = kind.as_str(), object = %key, %error, "invalid object left out");
                 parsed.invalid.push((kind, key, error));
             }

@@ -6,64 +6,10 @@ pub mod kube;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use policy_compiler::model::{Namespace, ObjectRef, Pod, Policy};
+use policy_compiler::model::ObjectRef;
 use policy_compiler::ClusterState;
 
-/// The kinds the agent watches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
-    /// `v1/Namespace`.
-    Namespace,
-    /// `v1/Pod`.
-    Pod,
-    /// `networking.k8s.io/v1/NetworkPolicy`.
-    NetworkPolicy,
-}
-
-impl Kind {
-    /// Every kind.
-    pub const ALL: [Kind; 3] = [Kind::Namespace, Kind::Pod, Kind::NetworkPolicy];
-
-    /// The API kind name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Namespace => "Namespace",
-            Kind::Pod => "Pod",
-            Kind::NetworkPolicy => "NetworkPolicy",
-        }
-    }
-}
-
-/// A converted, valid object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Object {
-    /// A namespace.
-    Namespace(Namespace),
-    /// A pod.
-    Pod(Pod),
-    /// A policy.
-    Policy(Policy),
-}
-
-impl Object {
-    /// The object's kind.
-    pub fn kind(&self) -> Kind {
-        match self {
-            Object::Namespace(_) => Kind::Namespace,
-            Object::Pod(_) => Kind::Pod,
-            Object::Policy(_) => Kind::NetworkPolicy,
-        }
-    }
-
-    /// The object's key (namespaces have an empty namespace part).
-    pub fn key(&self) -> ObjectRef {
-        match self {
-            Object::Namespace(n) => ObjectRef::new("", &n.name),
-            Object::Pod(p) => p.id.clone(),
-            Object::Policy(p) => p.id.clone(),
-        }
-    }
-}
+pub use policy_compiler::object::{Kind, Object};
 
 /// A change reported by a source.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,22 +63,13 @@ impl Store {
         Self::default()
     }
 
+    /// A declared object (implicit namespaces, which the cluster keeps for pods and policies, are
+    /// not the source's).
     fn get(&self, kind: Kind, key: &ObjectRef) -> Option<Object> {
-        match kind {
-            Kind::Namespace => self
-                .declared
-                .get(&key.name)
-                .and_then(|n| self.cluster.namespace(n))
-                .cloned()
-                .map(Object::Namespace),
-            Kind::Pod => self.cluster.pod(key).cloned().map(Object::Pod),
-            Kind::NetworkPolicy => self
-                .cluster
-                .policies()
-                .get(key)
-                .cloned()
-                .map(Object::Policy),
+        if kind == Kind::Namespace && !self.declared.contains(&key.name) {
+            return None;
         }
+        self.cluster.get(kind, key)
     }
 
     fn keys(&self, kind: Kind) -> Vec<ObjectRef> {
@@ -142,8 +79,7 @@ impl Store {
                 .iter()
                 .map(|n| ObjectRef::new("", n))
                 .collect(),
-            Kind::Pod => self.cluster.pods().keys().cloned().collect(),
-            Kind::NetworkPolicy => self.cluster.policies().keys().cloned().collect(),
+            _ => self.cluster.keys(kind),
         }
     }
 
@@ -152,27 +88,19 @@ impl Store {
         if self.get(object.kind(), &object.key()).as_ref() == Some(&object) {
             return false;
         }
-        match object {
-            Object::Namespace(n) => {
-                self.declared.insert(n.name.clone());
-                self.cluster.upsert_namespace(n);
-            }
-            Object::Pod(p) => self.cluster.upsert_pod(p),
-            Object::Policy(p) => self.cluster.upsert_policy(p),
+        if let Object::Namespace(n) = &object {
+            self.declared.insert(n.name.clone());
         }
+        self.cluster.upsert(object);
         true
     }
 
     /// Removes; returns whether it existed.
     fn remove(&mut self, kind: Kind, key: &ObjectRef) -> bool {
-        match kind {
-            Kind::Namespace => {
-                self.declared.remove(&key.name)
-                    && self.cluster.remove_namespace(&key.name).is_some()
-            }
-            Kind::Pod => self.cluster.remove_pod(key).is_some(),
-            Kind::NetworkPolicy => self.cluster.remove_policy(key).is_some(),
+        if kind == Kind::Namespace && !self.declared.remove(&key.name) {
+            return false;
         }
+        self.cluster.remove(kind, key)
     }
 
     /// Applies an update; returns whether the valid objects changed.

@@ -13,7 +13,8 @@ use std::fmt;
 use serde_json::Value;
 
 use crate::cluster::ClusterState;
-use crate::model::{Namespace, Pod, Policy};
+use crate::model::ObjectRef;
+use crate::object::{convert, Converted, Kind, Object, DEFAULT_NAMESPACE};
 
 pub use convert::{namespace_from_api, pod_from_api, policy_from_api, FieldResult};
 pub use fs::{read_paths, read_stdin};
@@ -266,74 +267,57 @@ fn flatten(
     });
 }
 
-/// Parses and validates sources into cluster state.
+/// Parses and validates sources into cluster state (through the object pipeline,
+/// [`crate::object::convert`]; namespaced objects without a namespace are in `default`).
 pub fn parse_sources(sources: &[Source]) -> Result<Manifests, InputErrors> {
     let objects = objects_of(sources)?;
     let mut manifests = Manifests::default();
     let mut errors = Vec::new();
-    let mut seen: BTreeMap<(String, String), Location> = BTreeMap::new();
-    let mut namespaces: Vec<Namespace> = Vec::new();
-    let mut pods: Vec<Pod> = Vec::new();
-    let mut policies: Vec<Policy> = Vec::new();
+    let mut seen: BTreeMap<(Kind, ObjectRef), Location> = BTreeMap::new();
+    let mut valid: Vec<Object> = Vec::new();
     for object in objects {
-        let kind = object.value["kind"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let converted = match kind.as_str() {
-            "Namespace" => namespace_from_api(&object).map(|n| {
-                let id = n.name.clone();
-                namespaces.push(n);
-                id
-            }),
-            "Pod" => pod_from_api(&object).map(|p| {
-                let id = p.id.to_string();
-                pods.push(p);
-                id
-            }),
-            "NetworkPolicy" => policy_from_api(&object).map(|p| {
-                let id = p.id.to_string();
-                policies.push(p);
-                id
-            }),
-            _ => {
-                *manifests.skipped_kinds.entry(kind).or_default() += 1;
-                manifests
-                    .other_objects
-                    .push((object.location, object.value));
-                continue;
-            }
-        };
-        match converted {
-            Ok(id) => {
-                let key = (kind.clone(), id.clone());
+        let location = object.location.clone();
+        match convert(object, DEFAULT_NAMESPACE) {
+            Converted::Valid(o) => {
+                let key = (o.kind(), o.key());
                 if let Some(first) = seen.get(&key) {
                     errors.push(InputError::Duplicate {
-                        kind,
-                        object: id,
+                        kind: key.0.as_str().to_string(),
+                        object: display_key(&key.1),
                         first: Box::new(first.clone()),
-                        second: Box::new(object.location),
+                        second: Box::new(location),
                     });
                 } else {
-                    seen.insert(key, object.location);
+                    seen.insert(key, location);
+                    valid.push(o);
                 }
             }
-            Err(e) => errors.push(InputError::Invalid(e)),
+            Converted::Invalid { error, .. } => errors.push(InputError::Invalid(error)),
+            Converted::Other(raw) => {
+                let kind = raw.value["kind"].as_str().unwrap_or_default().to_string();
+                *manifests.skipped_kinds.entry(kind).or_default() += 1;
+                manifests.other_objects.push((raw.location, raw.value));
+            }
         }
     }
     if !errors.is_empty() {
         return Err(InputErrors(errors));
     }
-    for ns in namespaces {
-        manifests.cluster.upsert_namespace(ns);
-    }
-    for pod in pods {
-        manifests.cluster.upsert_pod(pod);
-    }
-    for policy in policies {
-        manifests.cluster.upsert_policy(policy);
+    // Namespaces first, so that pods and policies find their namespace declared.
+    valid.sort_by_key(|o| o.kind());
+    for object in valid {
+        manifests.cluster.upsert(object);
     }
     Ok(manifests)
+}
+
+/// `namespace/name`, or `name` for a cluster-scoped object.
+fn display_key(key: &ObjectRef) -> String {
+    if key.namespace.is_empty() {
+        key.name.clone()
+    } else {
+        key.to_string()
+    }
 }
 
 #[cfg(test)]

@@ -38,14 +38,11 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace as ApiNamespace, Pod as ApiPod};
-use k8s_openapi::api::networking::v1::NetworkPolicy as ApiNetworkPolicy;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::{Client, Resource};
-use policy_compiler::input::{
-    namespace_from_api, pod_from_api, policy_from_api, FieldError, Location, RawObject,
-};
+use policy_compiler::input::{FieldError, Location, RawObject};
 use policy_compiler::model::ObjectRef;
+use policy_compiler::object::{self, Converted, DEFAULT_NAMESPACE};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -201,11 +198,7 @@ pub async fn run(
         )
         .run()
     };
-    let watches = futures::future::join3(
-        watcher(Kind::Namespace),
-        watcher(Kind::Pod),
-        watcher(Kind::NetworkPolicy),
-    );
+    let watches = futures::future::join_all(Kind::ALL.map(watcher));
     drop(events_tx);
     // The publisher only ends when every events sender is gone, i.e. after the watches.
     tokio::select! {
@@ -215,12 +208,14 @@ pub async fn run(
     info!("update receiver dropped: Kubernetes watches stopped");
 }
 
-/// The API resource of a kind.
+/// The API resource of a kind, from the object pipeline's table of kinds.
 fn api_resource(kind: Kind) -> ApiResource {
-    match kind {
-        Kind::Namespace => ApiResource::erase::<ApiNamespace>(&()),
-        Kind::Pod => ApiResource::erase::<ApiPod>(&()),
-        Kind::NetworkPolicy => ApiResource::erase::<ApiNetworkPolicy>(&()),
+    ApiResource {
+        group: kind.group().to_string(),
+        version: kind.version().to_string(),
+        api_version: kind.api_version(),
+        kind: kind.as_str().to_string(),
+        plural: kind.plural().to_string(),
     }
 }
 
@@ -322,17 +317,18 @@ impl Converter {
             },
             value: self.json(object),
         };
-        let converted = match self.kind {
-            Kind::Namespace => namespace_from_api(&raw).map(Object::Namespace),
-            Kind::Pod => pod_from_api(&raw).map(Object::Pod),
-            Kind::NetworkPolicy => policy_from_api(&raw).map(Object::Policy),
-        };
-        match converted {
-            Ok(o) => {
+        match object::convert_as(self.kind, raw, DEFAULT_NAMESPACE) {
+            Converted::Valid(o) => {
                 self.reported.remove(&o.key());
                 Update::Upsert(o)
             }
-            Err(error) => self.invalid(object, &error, in_list),
+            Converted::Invalid { key, error, .. } => self.invalid(object, key, &error, in_list),
+            // Not produced by convert_as.
+            Converted::Other(_) => Update::Invalid {
+                kind: self.kind,
+                key: key_of(self.kind, object),
+                error: format!("{} object of an unknown kind", self.kind.as_str()),
+            },
         }
     }
 
@@ -352,8 +348,13 @@ impl Converter {
     /// Reports an invalid object. A new problem is logged, counted and recorded as an Event; the
     /// same problem seen again (in a list, or in a new version of the object) updates that Event's
     /// series; the same version seen twice in a watch is not reported again.
-    fn invalid(&mut self, object: &DynamicObject, error: &FieldError, in_list: bool) -> Update {
-        let key = key_of(self.kind, object);
+    fn invalid(
+        &mut self,
+        object: &DynamicObject,
+        key: ObjectRef,
+        error: &FieldError,
+        in_list: bool,
+    ) -> Update {
         let message = format!(
             "{} {}: field {}: {}",
             error.kind, error.object, error.field, error.message
@@ -407,12 +408,17 @@ impl Converter {
 /// The key of an object, as [`Object::key`] gives it (namespaces have an empty namespace part).
 fn key_of(kind: Kind, object: &DynamicObject) -> ObjectRef {
     let name = object.metadata.name.clone().unwrap_or_default();
-    match kind {
-        Kind::Namespace => ObjectRef::new("", name),
-        Kind::Pod | Kind::NetworkPolicy => ObjectRef::new(
-            object.metadata.namespace.as_deref().unwrap_or("default"),
+    if kind.namespaced() {
+        ObjectRef::new(
+            object
+                .metadata
+                .namespace
+                .as_deref()
+                .unwrap_or(DEFAULT_NAMESPACE),
             name,
-        ),
+        )
+    } else {
+        ObjectRef::new("", name)
     }
 }
 
@@ -455,6 +461,23 @@ mod tests {
         assert!(RBAC
             .iter()
             .any(|(g, r, _)| *g == "events.k8s.io" && *r == "events"));
+    }
+
+    #[test]
+    fn api_resources_match_the_kubernetes_types() {
+        use k8s_openapi::api::core::v1::{Namespace, Pod};
+        use k8s_openapi::api::networking::v1::NetworkPolicy;
+        let typed = [
+            (Kind::Namespace, ApiResource::erase::<Namespace>(&())),
+            (Kind::Pod, ApiResource::erase::<Pod>(&())),
+            (
+                Kind::NetworkPolicy,
+                ApiResource::erase::<NetworkPolicy>(&()),
+            ),
+        ];
+        for (kind, expected) in typed {
+            assert_eq!(api_resource(kind), expected, "{kind:?}");
+        }
     }
 
     #[test]
