@@ -304,6 +304,9 @@ fn bench_pod(name: &str, node: &str, ip: Ipv4Addr, app: &str) -> Pod {
         host_ips: vec![],
         phase: PodPhase::Active,
         ports: vec![],
+        owner: None,
+        live: true,
+        workload: None,
     }
 }
 

@@ -120,7 +120,7 @@ impl Agent {
     /// Whether every kind has been listed once: before that, a sync would enforce a partial view
     /// (policies without their pods, say), so none runs.
     fn initial_list_complete(&self) -> bool {
-        Kind::ALL.iter().all(|k| self.listed.contains(k))
+        Kind::ENFORCED.iter().all(|k| self.listed.contains(k))
     }
 
     /// Runs until every source has gone away. The table stays in force afterwards (fail-static).

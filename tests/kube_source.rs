@@ -232,7 +232,7 @@ fn full_lists(fake: &FakeApi, path: &str) -> Vec<kube_support::Request> {
 async fn all_watching(metrics: &SourceMetrics, within: Duration) {
     eventually(within, "every kind watching", || {
         Some(()).filter(|()| {
-            Kind::ALL
+            Kind::ENFORCED
                 .iter()
                 .all(|k| metrics.state(*k) == WatchState::Watching)
         })
@@ -255,7 +255,7 @@ async fn lists_watches_and_reports_invalid_objects() {
 
     // The initial lists: one Reset per kind, the invalid policy reported in its kind's Reset.
     let updates = source
-        .until_resets(&Kind::ALL, Duration::from_secs(5))
+        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
         .await;
     assert_eq!(updates.len(), 3, "{updates:#?}");
     assert_eq!(
@@ -444,7 +444,7 @@ async fn lists_watches_and_reports_invalid_objects() {
     assert!(!allow_b.contains("300.0.0.0"), "{allow_b}");
 
     assert_eq!(source.metrics.invalid_objects(Kind::NetworkPolicy), 2);
-    for kind in Kind::ALL {
+    for kind in Kind::ENFORCED {
         assert_eq!(source.metrics.watch_errors(kind), 0, "{kind:?}");
     }
     assert_eq!(source.metrics.events_failed(), 0);
@@ -457,7 +457,7 @@ async fn resumes_a_closed_watch_without_listing_again() {
     let fake = cluster().await;
     let mut source = start(&fake);
     source
-        .until_resets(&Kind::ALL, Duration::from_secs(5))
+        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
         .await;
     let pods = "/api/v1/pods";
     eventually(Duration::from_secs(3), "a pod watch", || {
@@ -509,7 +509,7 @@ async fn rides_out_expiries_and_outages() {
     let fake = cluster().await;
     let mut source = start(&fake);
     source
-        .until_resets(&Kind::ALL, Duration::from_secs(5))
+        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
         .await;
     for path in ["/api/v1/pods", "/apis/networking.k8s.io/v1/networkpolicies"] {
         eventually(Duration::from_secs(3), "the watches", || {
@@ -627,7 +627,7 @@ async fn objects_the_typed_model_rejects_and_event_failures_are_not_fatal() {
     );
     let mut source = start(&fake);
     let updates = source
-        .until_resets(&Kind::ALL, Duration::from_secs(5))
+        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
         .await;
     assert_eq!(updates.len(), 3, "{updates:#?}");
     assert_eq!(reset_keys(&updates, Kind::Namespace), [key("", "a")]);
@@ -724,7 +724,7 @@ async fn after_an_outage_every_kind_is_back_within_the_capped_backoff_and_the_lo
     let fake = cluster().await;
     let mut source = start(&fake);
     source
-        .until_resets(&Kind::ALL, Duration::from_secs(5))
+        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
         .await;
     all_watching(&source.metrics, Duration::from_secs(3)).await;
 
@@ -736,13 +736,13 @@ async fn after_an_outage_every_kind_is_back_within_the_capped_backoff_and_the_lo
             stale.push(kind);
         }
     }
-    for kind in Kind::ALL {
+    for kind in Kind::ENFORCED {
         assert!(stale.contains(&kind), "{stale:?}");
         assert_eq!(source.metrics.state(kind), WatchState::Failing);
     }
     // Long enough for every backoff to reach its cap (3 s).
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let errors: u64 = Kind::ALL
+    let errors: u64 = Kind::ENFORCED
         .iter()
         .map(|k| source.metrics.watch_errors(*k))
         .sum();
@@ -769,7 +769,7 @@ async fn after_an_outage_every_kind_is_back_within_the_capped_backoff_and_the_lo
     );
     // Every kind lists again, at once and together; the new pod is in the Pod list.
     let updates = source
-        .until_resets(&Kind::ALL, Duration::from_secs(5))
+        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
         .await;
     assert!(
         ready.elapsed() < Duration::from_secs(5),
@@ -777,7 +777,7 @@ async fn after_an_outage_every_kind_is_back_within_the_capped_backoff_and_the_lo
         ready.elapsed()
     );
     assert!(reset_keys(&updates, Kind::Pod).contains(&key("a", "late")));
-    for kind in Kind::ALL {
+    for kind in Kind::ENFORCED {
         assert_eq!(
             source.metrics.relists(kind, RelistReason::Expired),
             1,
@@ -800,14 +800,14 @@ async fn after_an_outage_every_kind_is_back_within_the_capped_backoff_and_the_lo
     );
     assert_eq!(
         errors,
-        Kind::ALL
+        Kind::ENFORCED
             .iter()
             .map(|k| source.metrics.watch_errors(*k))
             .sum::<u64>(),
         "no error after the restart: a 410 is not one"
     );
     all_watching(&source.metrics, Duration::from_secs(3)).await;
-    for kind in Kind::ALL {
+    for kind in Kind::ENFORCED {
         assert!(source.metrics.last_event_seconds(kind) > 1.0e9);
     }
 
@@ -847,7 +847,7 @@ async fn a_resumed_watch_answered_with_410_lists_again_at_once_without_an_error(
     let fake = cluster().await;
     let mut source = start(&fake);
     source
-        .until_resets(&Kind::ALL, Duration::from_secs(5))
+        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
         .await;
     all_watching(&source.metrics, Duration::from_secs(3)).await;
     let pods = kube_support::path_of("pods");
@@ -894,7 +894,7 @@ async fn lists_in_pages_and_starts_over_in_one_page_when_a_continuation_expires(
     options.page_size = 2;
     let mut source = start_with(&fake, options);
     let updates = source
-        .until_resets(&Kind::ALL, Duration::from_secs(5))
+        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
         .await;
     assert_eq!(
         reset_keys(&updates, Kind::Pod),
@@ -911,7 +911,7 @@ async fn lists_in_pages_and_starts_over_in_one_page_when_a_continuation_expires(
     assert!(pod_lists[1].param("continue").is_some());
     assert_eq!(pod_lists[2].param("limit"), None);
     assert_eq!(pod_lists[2].param("continue"), None);
-    for kind in Kind::ALL {
+    for kind in Kind::ENFORCED {
         assert_eq!(source.metrics.watch_errors(kind), 0, "{kind:?}");
     }
     source.stop().await;
@@ -922,7 +922,7 @@ async fn a_kind_failing_while_the_others_stay_up_is_stale_until_its_watch_resume
     let fake = cluster().await;
     let mut source = start(&fake);
     source
-        .until_resets(&Kind::ALL, Duration::from_secs(5))
+        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
         .await;
     all_watching(&source.metrics, Duration::from_secs(3)).await;
 
@@ -966,7 +966,7 @@ async fn a_resource_version_going_backwards_lists_every_kind_again() {
     let fake = cluster().await;
     let mut source = start(&fake);
     source
-        .until_resets(&Kind::ALL, Duration::from_secs(5))
+        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
         .await;
     all_watching(&source.metrics, Duration::from_secs(3)).await;
 
@@ -991,7 +991,7 @@ async fn a_resource_version_going_backwards_lists_every_kind_again() {
     // the one-item list before it shows the API went back, and every kind is listed again.
     fake.restore(&backup).await;
     let updates = source
-        .until_resets(&Kind::ALL, Duration::from_secs(5))
+        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
         .await;
     assert_eq!(
         reset_keys(&updates, Kind::Pod),
@@ -1001,7 +1001,7 @@ async fn a_resource_version_going_backwards_lists_every_kind_again() {
         reset_keys(&updates, Kind::NetworkPolicy),
         [key("a", "allow-b")]
     );
-    for kind in Kind::ALL {
+    for kind in Kind::ENFORCED {
         assert_eq!(
             source
                 .metrics
@@ -1036,7 +1036,7 @@ async fn a_bookmark_below_the_last_resource_version_lists_every_kind_again() {
     fake.bookmarks_every(Duration::from_millis(100));
     let mut source = start(&fake);
     source
-        .until_resets(&Kind::ALL, Duration::from_secs(5))
+        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
         .await;
     all_watching(&source.metrics, Duration::from_secs(3)).await;
     // Bookmarks carry the current resourceVersion: nothing to do.
@@ -1046,10 +1046,10 @@ async fn a_bookmark_below_the_last_resource_version_lists_every_kind_again() {
 
     fake.send_bookmark("pods", 5);
     let updates = source
-        .until_resets(&Kind::ALL, Duration::from_secs(5))
+        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
         .await;
     assert!(updates.iter().any(is_stale(Kind::Pod)), "{updates:#?}");
-    for kind in Kind::ALL {
+    for kind in Kind::ENFORCED {
         assert_eq!(
             source
                 .metrics
@@ -1067,7 +1067,7 @@ async fn a_recurring_problem_is_one_event_whose_series_is_patched() {
     let fake = cluster().await;
     let mut source = start(&fake);
     source
-        .until_resets(&Kind::ALL, Duration::from_secs(5))
+        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
         .await;
     eventually(Duration::from_secs(3), "the first Event", || {
         Some(()).filter(|()| fake.events().len() == 1)
@@ -1135,7 +1135,7 @@ async fn every_request_names_the_agent_and_its_node() {
     let fake = cluster().await;
     let mut source = start(&fake);
     source
-        .until_resets(&Kind::ALL, Duration::from_secs(5))
+        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
         .await;
     eventually(Duration::from_secs(3), "an Event and the watches", || {
         let r = fake.requests();
@@ -1163,13 +1163,13 @@ async fn a_periodic_relist_lists_every_kind_again_without_holding_syncs() {
     options.relist_interval = Some(Duration::from_millis(600));
     let mut source = start_with(&fake, options);
     source
-        .until_resets(&Kind::ALL, Duration::from_secs(5))
+        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
         .await;
     let updates = source
-        .until_resets(&Kind::ALL, Duration::from_secs(3))
+        .until_resets(&Kind::ENFORCED, Duration::from_secs(3))
         .await;
     assert_eq!(updates.len(), 3, "only Resets, no Stale: {updates:#?}");
-    for kind in Kind::ALL {
+    for kind in Kind::ENFORCED {
         assert!(source.metrics.relists(kind, RelistReason::Periodic) >= 1);
         assert_eq!(source.metrics.watch_errors(kind), 0);
     }

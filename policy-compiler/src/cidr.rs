@@ -68,10 +68,27 @@ fn mask_u128(bits: u32, len: u8) -> u128 {
     }
 }
 
-fn to_u128(ip: &IpAddr) -> u128 {
+/// An address as a number (IPv4 in the low 32 bits).
+pub fn to_u128(ip: &IpAddr) -> u128 {
     match ip {
         IpAddr::V4(a) => u32::from(*a) as u128,
         IpAddr::V6(a) => u128::from(*a),
+    }
+}
+
+/// The address of a family with this number (IPv4 takes the low 32 bits).
+pub fn from_u128(family: Family, n: u128) -> IpAddr {
+    match family {
+        Family::V4 => IpAddr::V4(Ipv4Addr::from(n as u32)),
+        Family::V6 => IpAddr::V6(Ipv6Addr::from(n)),
+    }
+}
+
+/// The highest address of a family, as a number.
+pub fn max_u128(family: Family) -> u128 {
+    match family {
+        Family::V4 => u32::MAX as u128,
+        Family::V6 => u128::MAX,
     }
 }
 
@@ -120,6 +137,14 @@ impl Cidr {
     pub fn contains(&self, ip: &IpAddr) -> bool {
         Family::of(ip) == self.family()
             && to_u128(ip) & mask_u128(Self::bits(self.family()), self.len) == to_u128(&self.addr)
+    }
+
+    /// The first and last addresses of the prefix, as numbers.
+    pub fn bounds(&self) -> (u128, u128) {
+        let bits = Self::bits(self.family());
+        let first = to_u128(&self.addr);
+        let host = !mask_u128(bits, self.len) & max_u128(self.family());
+        (first, first | host)
     }
 
     /// Whether `other` lies entirely inside this prefix.

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crate::cidr::Family;
-use crate::model::{Namespace, ObjectRef, Pod, Policy};
+use crate::model::{Namespace, ObjectRef, Pod, Policy, Workload, WorkloadRef};
 use crate::object::{Kind, Object};
 use crate::selector::Labels;
 
@@ -17,6 +17,7 @@ pub struct ClusterState {
     namespaces: BTreeMap<String, Namespace>,
     pods: BTreeMap<ObjectRef, Pod>,
     policies: BTreeMap<ObjectRef, Policy>,
+    workloads: BTreeMap<WorkloadRef, Workload>,
 }
 
 impl ClusterState {
@@ -56,7 +57,8 @@ impl ClusterState {
     pub fn remove_namespace(&mut self, name: &str) -> Option<Namespace> {
         let removed = self.namespaces.remove(name);
         let still_used = self.pods.keys().any(|p| p.namespace == name)
-            || self.policies.keys().any(|p| p.namespace == name);
+            || self.policies.keys().any(|p| p.namespace == name)
+            || self.workloads.keys().any(|w| w.namespace == name);
         if still_used {
             self.ensure_namespace(name);
         }
@@ -69,7 +71,19 @@ impl ClusterState {
             Object::Namespace(n) => self.upsert_namespace(n),
             Object::Pod(p) => self.upsert_pod(p),
             Object::Policy(p) => self.upsert_policy(p),
+            Object::Workload(w) => self.upsert_workload(w),
         }
+    }
+
+    /// Adds or replaces a workload (and its namespace, implicitly, if unknown).
+    pub fn upsert_workload(&mut self, workload: Workload) {
+        self.ensure_namespace(&workload.id.namespace);
+        self.workloads.insert(workload.id.clone(), workload);
+    }
+
+    /// All workloads, by reference.
+    pub fn workloads(&self) -> &BTreeMap<WorkloadRef, Workload> {
+        &self.workloads
     }
 
     /// Removes an object of any kind by its key ([`Object::key`]); returns whether it existed. A
@@ -79,6 +93,14 @@ impl ClusterState {
             Kind::Namespace => self.remove_namespace(&key.name).is_some(),
             Kind::Pod => self.remove_pod(key).is_some(),
             Kind::NetworkPolicy => self.remove_policy(key).is_some(),
+            workload => self
+                .workloads
+                .remove(&WorkloadRef::new(
+                    &key.namespace,
+                    &key.name,
+                    workload.as_str(),
+                ))
+                .is_some(),
         }
     }
 
@@ -88,6 +110,15 @@ impl ClusterState {
             Kind::Namespace => self.namespace(&key.name).cloned().map(Object::Namespace),
             Kind::Pod => self.pod(key).cloned().map(Object::Pod),
             Kind::NetworkPolicy => self.policies.get(key).cloned().map(Object::Policy),
+            workload => self
+                .workloads
+                .get(&WorkloadRef::new(
+                    &key.namespace,
+                    &key.name,
+                    workload.as_str(),
+                ))
+                .cloned()
+                .map(Object::Workload),
         }
     }
 
@@ -101,6 +132,12 @@ impl ClusterState {
                 .collect(),
             Kind::Pod => self.pods.keys().cloned().collect(),
             Kind::NetworkPolicy => self.policies.keys().cloned().collect(),
+            workload => self
+                .workloads
+                .keys()
+                .filter(|w| w.kind == workload.as_str())
+                .map(|w| ObjectRef::new(&w.namespace, &w.name))
+                .collect(),
         }
     }
 

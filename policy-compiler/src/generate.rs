@@ -152,6 +152,9 @@ fn pod(rng: &mut Rng, i: usize, shape: &Shape) -> Pod {
             PodPhase::Active
         },
         ports: container_ports(rng),
+        owner: None,
+        live: true,
+        workload: None,
     }
 }
 
@@ -391,6 +394,9 @@ pub fn workload(seed: u64, size: WorkloadSize) -> ClusterState {
                     protocol: Protocol::Tcp,
                 },
             ],
+            owner: None,
+            live: true,
+            workload: None,
         });
     }
     let teams = ["payments", "search", "web", "data", "platform"];
@@ -464,6 +470,9 @@ pub fn workload(seed: u64, size: WorkloadSize) -> ClusterState {
                         protocol: Protocol::Tcp,
                     },
                 ],
+                owner: None,
+                live: true,
+                workload: None,
             });
             i += 1;
         }

@@ -25,6 +25,7 @@ pub mod object;
 pub mod plan;
 pub mod selector;
 pub mod verify;
+pub mod workload;
 
 pub use cidr::{Cidr, Family};
 pub use cluster::ClusterState;

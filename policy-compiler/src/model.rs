@@ -115,6 +115,73 @@ pub struct ContainerPort {
     pub protocol: Protocol,
 }
 
+/// The object that controls another: its `ownerReferences` entry with `controller: true` (a
+/// ReplicaSet for a Deployment's pod, a Job for a CronJob's).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OwnerRef {
+    /// The owner's kind (any kind: a custom controller's too).
+    pub kind: String,
+    /// The owner's name, in the same namespace.
+    pub name: String,
+}
+
+/// A workload: what a pod belongs to in the analyses' output, printed `namespace/name[Kind]` (a
+/// pod of no workload is its own, `namespace/name[Pod]`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WorkloadRef {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Kind (`Deployment`, `Pod`, or the kind of an owner nftpolicy does not read).
+    pub kind: String,
+}
+
+impl WorkloadRef {
+    /// Builds a reference.
+    pub fn new(
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+        kind: impl Into<String>,
+    ) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+            kind: kind.into(),
+        }
+    }
+
+    /// Parses `namespace/name[Kind]`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (rest, kind) = s.strip_suffix(']')?.rsplit_once('[')?;
+        let (namespace, name) = rest.split_once('/')?;
+        (!namespace.is_empty() && !name.is_empty() && !kind.is_empty())
+            .then(|| Self::new(namespace, name, kind))
+    }
+}
+
+impl fmt::Display for WorkloadRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}[{}]", self.namespace, self.name, self.kind)
+    }
+}
+
+/// A workload object (Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job,
+/// CronJob), reduced to its pod template: what its pods will look like to policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    /// Namespace, name and kind.
+    pub id: WorkloadRef,
+    /// The workload that controls this one (a Deployment for a ReplicaSet), if any.
+    pub owner: Option<OwnerRef>,
+    /// The pod template's labels.
+    pub labels: Labels,
+    /// The pod template's container ports.
+    pub ports: Vec<ContainerPort>,
+    /// Whether its pods use the node's network namespace.
+    pub host_network: bool,
+}
+
 /// A pod's lifecycle phase, as far as policy cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PodPhase {
@@ -144,6 +211,14 @@ pub struct Pod {
     pub phase: PodPhase,
     /// Declared container ports.
     pub ports: Vec<ContainerPort>,
+    /// The object that controls it (its ReplicaSet, Job, StatefulSet...), if any.
+    pub owner: Option<OwnerRef>,
+    /// Whether it was read from a running cluster (it has a `status`), rather than from a manifest
+    /// that was never applied.
+    pub live: bool,
+    /// The workload it is reported as, once resolved ([`crate::workload`]); `None` for the agent,
+    /// which needs none.
+    pub workload: Option<WorkloadRef>,
 }
 
 impl Pod {
@@ -156,6 +231,13 @@ impl Pod {
     /// The pod's IP of one family.
     pub fn ip(&self, family: Family) -> Option<IpAddr> {
         self.ips.iter().copied().find(|ip| Family::of(ip) == family)
+    }
+
+    /// The workload the pod is reported as: its resolved workload, or itself (`namespace/name[Pod]`).
+    pub fn workload_ref(&self) -> WorkloadRef {
+        self.workload
+            .clone()
+            .unwrap_or_else(|| WorkloadRef::new(&self.id.namespace, &self.id.name, "Pod"))
     }
 
     /// The number a named port resolves to on this pod, if it declares that name for the protocol.

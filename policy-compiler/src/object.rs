@@ -9,8 +9,10 @@
 
 use serde_json::Value;
 
-use crate::input::{namespace_from_api, pod_from_api, policy_from_api, FieldError, RawObject};
-use crate::model::{Namespace, ObjectRef, Pod, Policy};
+use crate::input::{
+    namespace_from_api, pod_from_api, policy_from_api, workload_from_api, FieldError, RawObject,
+};
+use crate::model::{Namespace, ObjectRef, Pod, Policy, Workload};
 
 /// The namespace of a namespaced object that names none, as `kubectl apply` without `-n` uses.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -24,11 +26,40 @@ pub enum Kind {
     Pod,
     /// `networking.k8s.io/v1/NetworkPolicy`.
     NetworkPolicy,
+    /// `apps/v1/Deployment`.
+    Deployment,
+    /// `apps/v1/StatefulSet`.
+    StatefulSet,
+    /// `apps/v1/DaemonSet`.
+    DaemonSet,
+    /// `apps/v1/ReplicaSet`.
+    ReplicaSet,
+    /// `v1/ReplicationController`.
+    ReplicationController,
+    /// `batch/v1/Job`.
+    Job,
+    /// `batch/v1/CronJob`.
+    CronJob,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 3] = [Kind::Namespace, Kind::Pod, Kind::NetworkPolicy];
+    pub const ALL: [Kind; 10] = [
+        Kind::Namespace,
+        Kind::Pod,
+        Kind::NetworkPolicy,
+        Kind::Deployment,
+        Kind::StatefulSet,
+        Kind::DaemonSet,
+        Kind::ReplicaSet,
+        Kind::ReplicationController,
+        Kind::Job,
+        Kind::CronJob,
+    ];
+
+    /// The kinds that decide what a node enforces: what the node agent watches. Workloads are for
+    /// offline review only (their pods are what the agent sees).
+    pub const ENFORCED: [Kind; 3] = [Kind::Namespace, Kind::Pod, Kind::NetworkPolicy];
 
     /// The API kind name.
     pub fn as_str(self) -> &'static str {
@@ -36,14 +67,28 @@ impl Kind {
             Kind::Namespace => "Namespace",
             Kind::Pod => "Pod",
             Kind::NetworkPolicy => "NetworkPolicy",
+            Kind::Deployment => "Deployment",
+            Kind::StatefulSet => "StatefulSet",
+            Kind::DaemonSet => "DaemonSet",
+            Kind::ReplicaSet => "ReplicaSet",
+            Kind::ReplicationController => "ReplicationController",
+            Kind::Job => "Job",
+            Kind::CronJob => "CronJob",
         }
+    }
+
+    /// Whether the kind is a workload: an object with a pod template.
+    pub fn is_workload(self) -> bool {
+        !Kind::ENFORCED.contains(&self)
     }
 
     /// The API group (empty for the core group).
     pub fn group(self) -> &'static str {
         match self {
-            Kind::Namespace | Kind::Pod => "",
+            Kind::Namespace | Kind::Pod | Kind::ReplicationController => "",
             Kind::NetworkPolicy => "networking.k8s.io",
+            Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet | Kind::ReplicaSet => "apps",
+            Kind::Job | Kind::CronJob => "batch",
         }
     }
 
@@ -66,6 +111,13 @@ impl Kind {
             Kind::Namespace => "namespaces",
             Kind::Pod => "pods",
             Kind::NetworkPolicy => "networkpolicies",
+            Kind::Deployment => "deployments",
+            Kind::StatefulSet => "statefulsets",
+            Kind::DaemonSet => "daemonsets",
+            Kind::ReplicaSet => "replicasets",
+            Kind::ReplicationController => "replicationcontrollers",
+            Kind::Job => "jobs",
+            Kind::CronJob => "cronjobs",
         }
     }
 
@@ -94,6 +146,8 @@ pub enum Object {
     Pod(Pod),
     /// A policy.
     Policy(Policy),
+    /// A workload's pod template.
+    Workload(Workload),
 }
 
 impl Object {
@@ -103,6 +157,7 @@ impl Object {
             Object::Namespace(_) => Kind::Namespace,
             Object::Pod(_) => Kind::Pod,
             Object::Policy(_) => Kind::NetworkPolicy,
+            Object::Workload(w) => Kind::from_name(&w.id.kind).unwrap_or(Kind::Deployment),
         }
     }
 
@@ -112,6 +167,7 @@ impl Object {
             Object::Namespace(n) => ObjectRef::new("", &n.name),
             Object::Pod(p) => p.id.clone(),
             Object::Policy(p) => p.id.clone(),
+            Object::Workload(w) => ObjectRef::new(&w.id.namespace, &w.id.name),
         }
     }
 }
@@ -132,6 +188,8 @@ pub fn key_of(kind: Kind, value: &Value, default_namespace: &str) -> ObjectRef {
 }
 
 /// What the pipeline made of a raw object.
+// Consumed at once, one object at a time: boxing the large variant would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Converted {
     /// A valid object of a kind nftpolicy reads.
@@ -181,6 +239,7 @@ pub fn convert_as(kind: Kind, mut raw: RawObject, default_namespace: &str) -> Co
         Kind::Namespace => namespace_from_api(&raw).map(Object::Namespace),
         Kind::Pod => pod_from_api(&raw).map(Object::Pod),
         Kind::NetworkPolicy => policy_from_api(&raw).map(Object::Policy),
+        workload => workload_from_api(workload.as_str(), &raw).map(Object::Workload),
     };
     match converted {
         Ok(object) => Converted::Valid(object),

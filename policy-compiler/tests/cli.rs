@@ -59,7 +59,9 @@ fn compile_is_deterministic_and_equals_the_golden_file() {
     let golden = std::fs::read(common::fixtures().join("golden/demo-node-1.nft")).expect("golden");
     assert_eq!(first.stdout, golden);
     assert!(
-        text(&first.stderr).contains("skipped 5 object(s) of kind Service"),
+        text(&first.stderr).contains(
+            "services.yaml: skipped 5 objects of kinds that play no part in policy (Service)"
+        ),
         "{}",
         text(&first.stderr)
     );

@@ -65,7 +65,10 @@ impl DirSource {
             invalid: Vec::new(),
         };
         let problems = for_each_object(source, &mut |raw| match convert(raw, DEFAULT_NAMESPACE) {
+            // Workloads are for offline review: the agent enforces the pods they make.
             Converted::Other(_) => {}
+            Converted::Valid(o) if o.kind().is_workload() => {}
+            Converted::Invalid { kind, .. } if kind.is_workload() => {}
             Converted::Valid(o) => parsed.objects.push(o),
             Converted::Invalid { kind, key, error } => {
                 let error = error.to_string();
@@ -89,8 +92,10 @@ impl DirSource {
             }
         };
         let mut updates = Vec::new();
-        let mut lists: BTreeMap<Kind, KindList> =
-            Kind::ALL.iter().map(|k| (*k, Default::default())).collect();
+        let mut lists: BTreeMap<Kind, KindList> = Kind::ENFORCED
+            .iter()
+            .map(|k| (*k, Default::default()))
+            .collect();
         let present: BTreeSet<&str> = sources.iter().map(|s| s.name.as_str()).collect();
         // Files that are gone take their objects with them.
         let gone: Vec<String> = self

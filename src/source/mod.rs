@@ -12,6 +12,8 @@ use policy_compiler::ClusterState;
 pub use policy_compiler::object::{Kind, Object};
 
 /// A change reported by a source.
+// Sent one at a time through a channel: boxing the large variant would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Update {
     /// All objects of a kind, after a (re)list: anything else of that kind is gone. `invalid` are the

@@ -26,6 +26,9 @@ fn pod(ns: &str, name: &str, app: &str, addr: &str, ports: &[(&str, u16)]) -> Po
                 protocol: Protocol::Tcp,
             })
             .collect(),
+        owner: None,
+        live: true,
+        workload: None,
     }
 }
 

@@ -120,8 +120,8 @@ struct InputFailure(String);
 fn load(paths: &[String]) -> std::result::Result<Manifests, InputFailure> {
     let sources = read_paths(paths).map_err(|e| InputFailure(e.to_string()))?;
     let manifests = parse_sources(&sources).map_err(|e| InputFailure(e.to_string()))?;
-    for (kind, count) in &manifests.skipped_kinds {
-        eprintln!("policyc: skipped {count} object(s) of kind {kind}: not used for policy");
+    for warning in manifests.skip_warnings() {
+        eprintln!("policyc: warning: {warning}");
     }
     Ok(manifests)
 }

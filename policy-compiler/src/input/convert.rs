@@ -15,8 +15,8 @@ use super::{FieldError, RawObject};
 pub type FieldResult<T> = Result<T, Box<FieldError>>;
 use crate::cidr::{Cidr, Family};
 use crate::model::{
-    ContainerPort, IpBlock, Namespace, NamespaceScope, ObjectRef, Peer, Pod, PodPeer, PodPhase,
-    Policy, PolicyPort, PortSpec, Protocol, Rule,
+    ContainerPort, IpBlock, Namespace, NamespaceScope, ObjectRef, OwnerRef, Peer, Pod, PodPeer,
+    PodPhase, Policy, PolicyPort, PortSpec, Protocol, Rule, Workload, WorkloadRef,
 };
 use crate::selector::{LabelSelector, Labels, Requirement};
 
@@ -119,32 +119,10 @@ pub fn pod_from_api(object: &RawObject) -> FieldResult<Pod> {
         .clone()
         .unwrap_or_else(|| "default".to_string());
     let spec = pod.spec.unwrap_or_default();
-    let status = pod.status.unwrap_or_default();
 
-    let mut ports = Vec::new();
-    // Sidecars (init containers that keep running) serve ports like ordinary containers.
-    let sidecars = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .enumerate()
-        .filter(|(_, ic)| ic.restart_policy.as_deref() == Some("Always"))
-        .map(|(i, ic)| (format!("spec.initContainers[{i}]"), ic));
-    let containers = spec
-        .containers
-        .iter()
-        .enumerate()
-        .map(|(i, ct)| (format!("spec.containers[{i}]"), ct));
-    for (path, container) in containers.chain(sidecars) {
-        for (j, p) in container.ports.iter().flatten().enumerate() {
-            let field = format!("{path}.ports[{j}]");
-            ports.push(ContainerPort {
-                name: p.name.clone().filter(|n| !n.is_empty()),
-                port: port_number(&c, &format!("{field}.containerPort"), p.container_port)?,
-                protocol: parse_protocol(&c, &format!("{field}.protocol"), p.protocol.as_deref())?,
-            });
-        }
-    }
+    let live = pod.status.is_some();
+    let status = pod.status.unwrap_or_default();
+    let ports = container_ports(&c, &spec, "spec")?;
 
     let mut raw_ips: Vec<(String, String)> = status
         .pod_ips
@@ -210,6 +188,127 @@ pub fn pod_from_api(object: &RawObject) -> FieldResult<Pod> {
         host_ips,
         phase,
         ports,
+        owner: controller_of(&pod.metadata),
+        live,
+        workload: None,
+    })
+}
+
+/// The container ports a pod spec declares (at `prefix`, `spec` for a pod): its containers' and
+/// its sidecars' (init containers that keep running serve ports like ordinary containers).
+fn container_ports(
+    c: &Checker<'_>,
+    spec: &core::PodSpec,
+    prefix: &str,
+) -> FieldResult<Vec<ContainerPort>> {
+    let mut ports = Vec::new();
+    let sidecars = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter(|(_, ic)| ic.restart_policy.as_deref() == Some("Always"))
+        .map(|(i, ic)| (format!("{prefix}.initContainers[{i}]"), ic));
+    let containers = spec
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, ct)| (format!("{prefix}.containers[{i}]"), ct));
+    for (path, container) in containers.chain(sidecars) {
+        for (j, p) in container.ports.iter().flatten().enumerate() {
+            let field = format!("{path}.ports[{j}]");
+            ports.push(ContainerPort {
+                name: p.name.clone().filter(|n| !n.is_empty()),
+                port: port_number(c, &format!("{field}.containerPort"), p.container_port)?,
+                protocol: parse_protocol(c, &format!("{field}.protocol"), p.protocol.as_deref())?,
+            });
+        }
+    }
+    Ok(ports)
+}
+
+/// The owner reference marked `controller: true`, if any.
+fn controller_of(metadata: &meta::ObjectMeta) -> Option<OwnerRef> {
+    metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .map(|o| OwnerRef {
+            kind: o.kind.clone(),
+            name: o.name.clone(),
+        })
+}
+
+/// Converts a workload (`kind` is one of the workload kinds of [`crate::object::Kind`]) into its
+/// pod template.
+pub fn workload_from_api(kind: &'static str, object: &RawObject) -> FieldResult<Workload> {
+    use k8s_openapi::api::apps::v1 as apps;
+    use k8s_openapi::api::batch::v1 as batch;
+    let c = Checker {
+        object,
+        kind,
+        id: raw_id(&object.value, true),
+    };
+    // (metadata, template, the template's field path)
+    let (metadata, template, path): (meta::ObjectMeta, Option<core::PodTemplateSpec>, &str) =
+        match kind {
+            "Deployment" => {
+                let w: apps::Deployment = typed(&c)?;
+                (w.metadata, w.spec.map(|s| s.template), "spec.template")
+            }
+            "StatefulSet" => {
+                let w: apps::StatefulSet = typed(&c)?;
+                (w.metadata, w.spec.map(|s| s.template), "spec.template")
+            }
+            "DaemonSet" => {
+                let w: apps::DaemonSet = typed(&c)?;
+                (w.metadata, w.spec.map(|s| s.template), "spec.template")
+            }
+            "ReplicaSet" => {
+                let w: apps::ReplicaSet = typed(&c)?;
+                (w.metadata, w.spec.and_then(|s| s.template), "spec.template")
+            }
+            "ReplicationController" => {
+                let w: core::ReplicationController = typed(&c)?;
+                (w.metadata, w.spec.and_then(|s| s.template), "spec.template")
+            }
+            "Job" => {
+                let w: batch::Job = typed(&c)?;
+                (w.metadata, w.spec.map(|s| s.template), "spec.template")
+            }
+            "CronJob" => {
+                let w: batch::CronJob = typed(&c)?;
+                (
+                    w.metadata,
+                    w.spec.and_then(|s| s.job_template.spec).map(|s| s.template),
+                    "spec.jobTemplate.spec.template",
+                )
+            }
+            other => return Err(c.error("kind", format!("{other} is not a workload kind"))),
+        };
+    let name = name_of(&c, &metadata)?;
+    let namespace = metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_string());
+    let Some(template) = template else {
+        return Err(c.error(path, "a workload needs a pod template"));
+    };
+    let spec = template
+        .spec
+        .ok_or_else(|| c.error(format!("{path}.spec"), "is required"))?;
+    let labels = template
+        .metadata
+        .as_ref()
+        .map(labels_of)
+        .unwrap_or_default();
+    Ok(Workload {
+        id: WorkloadRef::new(namespace, name, kind),
+        owner: controller_of(&metadata),
+        labels,
+        ports: container_ports(&c, &spec, &format!("{path}.spec"))?,
+        host_network: spec.host_network.unwrap_or(false),
     })
 }
 

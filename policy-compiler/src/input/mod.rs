@@ -16,7 +16,9 @@ use crate::cluster::ClusterState;
 use crate::model::ObjectRef;
 use crate::object::{convert, Converted, Kind, Object, DEFAULT_NAMESPACE};
 
-pub use convert::{namespace_from_api, pod_from_api, policy_from_api, FieldResult};
+pub use convert::{
+    namespace_from_api, pod_from_api, policy_from_api, workload_from_api, FieldResult,
+};
 pub use fs::{read_paths, read_stdin};
 
 /// One input text and where it came from.
@@ -116,15 +118,81 @@ pub struct FieldError {
 #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
 pub struct InputErrors(pub Vec<InputError>);
 
+/// How to read manifests.
+#[derive(Debug, Clone)]
+pub struct ParseOptions {
+    /// The namespace of namespaced objects that name none (`kubectl -n`).
+    pub default_namespace: String,
+    /// Reject documents that are not Kubernetes objects and objects of kinds that play no part,
+    /// instead of skipping them with a warning.
+    pub strict: bool,
+}
+
+impl Default for ParseOptions {
+    fn default() -> Self {
+        Self {
+            default_namespace: DEFAULT_NAMESPACE.to_string(),
+            strict: false,
+        }
+    }
+}
+
+/// What one file held that was skipped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Skipped {
+    /// Documents that are not Kubernetes objects (Helm values, CI files, a JSON report).
+    pub not_objects: usize,
+    /// Objects of kinds that play no part, by kind.
+    pub kinds: BTreeMap<String, usize>,
+}
+
 /// The result of reading manifests.
 #[derive(Debug, Clone, Default)]
 pub struct Manifests {
-    /// Namespaces, pods and policies.
+    /// Namespaces, pods, policies and workloads.
     pub cluster: ClusterState,
-    /// Kinds that were not used, with how many objects of each were skipped.
-    pub skipped_kinds: BTreeMap<String, usize>,
+    /// What was skipped, by file.
+    pub skipped: BTreeMap<String, Skipped>,
     /// Objects of other kinds, kept as JSON with their location (e.g. Services, for the lab).
     pub other_objects: Vec<(Location, Value)>,
+}
+
+impl Manifests {
+    /// One warning line per file that had something skipped, naming the file.
+    pub fn skip_warnings(&self) -> Vec<String> {
+        self.skipped
+            .iter()
+            .map(|(file, skipped)| {
+                let mut parts = Vec::new();
+                if skipped.not_objects > 0 {
+                    let n = skipped.not_objects;
+                    parts.push(format!(
+                        "{n} document{} that {} not a Kubernetes object",
+                        plural(n),
+                        if n == 1 { "is" } else { "are" }
+                    ));
+                }
+                if !skipped.kinds.is_empty() {
+                    let n: usize = skipped.kinds.values().sum();
+                    let kinds: Vec<&str> = skipped.kinds.keys().map(String::as_str).collect();
+                    parts.push(format!(
+                        "{n} object{} of kinds that play no part in policy ({})",
+                        plural(n),
+                        kinds.join(", ")
+                    ));
+                }
+                format!("{file}: skipped {}", parts.join(" and "))
+            })
+            .collect()
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
 }
 
 /// One Kubernetes object as found in the input.
@@ -134,20 +202,6 @@ pub struct RawObject {
     pub location: Location,
     /// The object.
     pub value: Value,
-}
-
-/// Splits sources into objects: YAML streams and JSON documents, with `List` kinds flattened.
-pub fn objects_of(sources: &[Source]) -> Result<Vec<RawObject>, InputErrors> {
-    let mut objects = Vec::new();
-    let mut errors = Vec::new();
-    for source in sources {
-        errors.extend(for_each_object(source, &mut |o| objects.push(o)));
-    }
-    if errors.is_empty() {
-        Ok(objects)
-    } else {
-        Err(InputErrors(errors))
-    }
 }
 
 /// Streams a source's objects (`List` kinds unpacked) to `f`, one document at a time, so that a
@@ -240,6 +294,16 @@ fn flatten(
         return;
     }
     if kind.is_some_and(|k| k == "List" || k.ends_with("List")) {
+        // A typed list (`PodList`, as the API returns it) leaves `kind` and `apiVersion` out of its
+        // items: they are the list's.
+        let item_kind = kind
+            .and_then(|k| k.strip_suffix("List"))
+            .filter(|k| !k.is_empty())
+            .map(str::to_string);
+        let api_version = map
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         let items = match doc {
             Value::Object(mut map) => map.remove("items"),
             _ => None,
@@ -252,11 +316,21 @@ fn flatten(
             return;
         };
         // The items are moved out one by one: a large List is not copied.
-        for (i, item) in items.into_iter().enumerate() {
+        for (i, mut item) in items.into_iter().enumerate() {
             let item_location = Location {
                 item: Some(i),
                 ..location.clone()
             };
+            if let (Some(kind), Value::Object(fields)) = (&item_kind, &mut item) {
+                if !fields.contains_key("kind") {
+                    fields.insert("kind".into(), Value::from(kind.clone()));
+                    if let Some(v) = &api_version {
+                        fields
+                            .entry("apiVersion")
+                            .or_insert_with(|| Value::from(v.clone()));
+                    }
+                }
+            }
             flatten(item_location, item, out, errors);
         }
         return;
@@ -267,17 +341,40 @@ fn flatten(
     });
 }
 
-/// Parses and validates sources into cluster state (through the object pipeline,
-/// [`crate::object::convert`]; namespaced objects without a namespace are in `default`).
+/// Parses and validates sources into cluster state, with the default [`ParseOptions`].
 pub fn parse_sources(sources: &[Source]) -> Result<Manifests, InputErrors> {
-    let objects = objects_of(sources)?;
+    parse_sources_with(sources, &ParseOptions::default())
+}
+
+/// Parses and validates sources into cluster state, through the object pipeline
+/// ([`crate::object::convert`]). Documents that are not Kubernetes objects and objects of kinds that
+/// play no part are skipped (see [`Manifests::skipped`]) unless `options.strict`.
+pub fn parse_sources_with(
+    sources: &[Source],
+    options: &ParseOptions,
+) -> Result<Manifests, InputErrors> {
     let mut manifests = Manifests::default();
     let mut errors = Vec::new();
+    let mut objects = Vec::new();
+    for source in sources {
+        for problem in for_each_object(source, &mut |o| objects.push(o)) {
+            match problem {
+                InputError::NotAnObject { location, .. } if !options.strict => {
+                    manifests
+                        .skipped
+                        .entry(location.file)
+                        .or_default()
+                        .not_objects += 1;
+                }
+                other => errors.push(other),
+            }
+        }
+    }
     let mut seen: BTreeMap<(Kind, ObjectRef), Location> = BTreeMap::new();
     let mut valid: Vec<Object> = Vec::new();
     for object in objects {
         let location = object.location.clone();
-        match convert(object, DEFAULT_NAMESPACE) {
+        match convert(object, &options.default_namespace) {
             Converted::Valid(o) => {
                 let key = (o.kind(), o.key());
                 if let Some(first) = seen.get(&key) {
@@ -295,7 +392,22 @@ pub fn parse_sources(sources: &[Source]) -> Result<Manifests, InputErrors> {
             Converted::Invalid { error, .. } => errors.push(InputError::Invalid(error)),
             Converted::Other(raw) => {
                 let kind = raw.value["kind"].as_str().unwrap_or_default().to_string();
-                *manifests.skipped_kinds.entry(kind).or_default() += 1;
+                if options.strict {
+                    errors.push(InputError::NotAnObject {
+                        location: raw.location,
+                        message: format!(
+                            "kind {kind} plays no part in policy (without --strict it is skipped)"
+                        ),
+                    });
+                    continue;
+                }
+                *manifests
+                    .skipped
+                    .entry(raw.location.file.clone())
+                    .or_default()
+                    .kinds
+                    .entry(kind)
+                    .or_default() += 1;
                 manifests.other_objects.push((raw.location, raw.value));
             }
         }

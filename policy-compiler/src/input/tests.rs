@@ -58,7 +58,7 @@ items:
     ])
     .expect("valid input");
     let c = &m.cluster;
-    assert_eq!(m.skipped_kinds.get("Service"), Some(&1));
+    assert_eq!(m.skipped["a.yaml"].kinds.get("Service"), Some(&1));
     let pod = c.pod(&ObjectRef::new("x", "a")).expect("pod");
     assert_eq!(pod.ips.len(), 2, "dual-stack pod keeps one IP per family");
     assert_eq!(pod.ports[0].protocol, Protocol::Tcp);
@@ -151,9 +151,191 @@ fn peers_and_ports_convert_with_defaults() {
 #[test]
 fn invalid_yaml_names_the_file() {
     rejected("kind: [unclosed\n", &["test.yaml", "invalid YAML"]);
+    // Not a Kubernetes object: skipped with a warning naming the file, or, strictly, rejected.
+    let m = parse("- just\n- a list\n").expect("skipped");
+    assert_eq!(m.skipped["test.yaml"].not_objects, 1);
+    let errors = parse_strict("- just\n- a list\n")
+        .expect_err("strict")
+        .to_string();
+    assert!(
+        errors.contains("test.yaml: document 1") && errors.contains("not a Kubernetes object"),
+        "{errors}"
+    );
+}
+
+fn parse_strict(text: &str) -> Result<Manifests, InputErrors> {
+    parse_sources_with(
+        &[Source {
+            name: "test.yaml".to_string(),
+            text: text.to_string(),
+        }],
+        &ParseOptions {
+            strict: true,
+            ..ParseOptions::default()
+        },
+    )
+}
+
+#[test]
+fn documents_that_play_no_part_are_skipped_with_one_warning_per_file() {
+    let sources = [
+        Source {
+            name: "chart/values.yaml".to_string(),
+            text: "replicaCount: 2\nimage: {repository: nginx}\n".to_string(),
+        },
+        Source {
+            name: "app.yaml".to_string(),
+            text: "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: d}\n---\n[1, 2]\n".to_string(),
+        },
+    ];
+    let m = parse_sources(&sources).expect("skipped, not rejected");
+    assert_eq!(
+        m.skip_warnings(),
+        [
+            "app.yaml: skipped 1 document that is not a Kubernetes object and 3 objects of kinds that play no part in policy (ConfigMap, Service)",
+            "chart/values.yaml: skipped 1 document that is not a Kubernetes object",
+        ]
+    );
+    let strict = ParseOptions {
+        strict: true,
+        ..ParseOptions::default()
+    };
+    let errors = parse_sources_with(&sources, &strict).expect_err("strict").0;
+    assert_eq!(errors.len(), 5, "{errors:?}");
+    assert!(
+        errors[0]
+            .to_string()
+            .starts_with("chart/values.yaml: document 1"),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.to_string().contains("kind Service plays no part")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn typed_lists_give_their_kind_to_their_items() {
+    let json = r#"{"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [
+        {"metadata": {"name": "a", "namespace": "x"}, "spec": {"containers": [{"name": "c", "image": "i"}]},
+         "status": {"podIP": "10.0.0.1"}},
+        {"metadata": {"name": "b", "namespace": "x"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}]}"#;
+    let m = parse_sources(&[Source {
+        name: "pods.json".into(),
+        text: json.into(),
+    }])
+    .expect("a PodList");
+    assert_eq!(m.cluster.pods().len(), 2);
+    let a = m.cluster.pod(&ObjectRef::new("x", "a")).expect("x/a");
+    assert!(a.live, "it has a status: read from a cluster");
+    let b = m.cluster.pod(&ObjectRef::new("x", "b")).expect("x/b");
+    assert!(!b.live, "no status: a manifest");
+    let np = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicyList\nitems:\n- metadata: {name: p}\n  spec: {podSelector: {}}\n";
+    let m = parse(np).expect("a NetworkPolicyList");
+    assert!(m
+        .cluster
+        .policies()
+        .contains_key(&ObjectRef::new("default", "p")));
+}
+
+#[test]
+fn objects_without_a_namespace_take_the_default_one() {
+    let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: i}]}\n";
+    let options = ParseOptions {
+        default_namespace: "team-a".to_string(),
+        ..ParseOptions::default()
+    };
+    let m = parse_sources_with(
+        &[Source {
+            name: "p.yaml".into(),
+            text: text.into(),
+        }],
+        &options,
+    )
+    .expect("valid");
+    assert!(m.cluster.pod(&ObjectRef::new("team-a", "p")).is_some());
+    assert!(m.cluster.namespace("team-a").is_some());
+}
+
+#[test]
+fn workloads_become_pod_templates() {
+    let text = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web, tier: fe}}
+    spec:
+      containers:
+      - name: c
+        image: nginx
+        ports: [{name: http, containerPort: 8080}, {containerPort: 53, protocol: UDP}]
+      initContainers:
+      - {name: proxy, image: envoy, restartPolicy: Always, ports: [{name: admin, containerPort: 9901}]}
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: report}
+spec:
+  schedule: '@daily'
+  jobTemplate:
+    spec:
+      template:
+        metadata: {labels: {app: report}}
+        spec: {hostNetwork: true, restartPolicy: Never, containers: [{name: c, image: i}]}
+---
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: web-5d8
+  namespace: shop
+  ownerReferences: [{apiVersion: apps/v1, kind: Deployment, name: web, uid: u1, controller: true}]
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: c, image: nginx}]}
+";
+    let m = parse(text).expect("valid workloads");
+    let workloads = m.cluster.workloads();
+    assert_eq!(workloads.len(), 3);
+    let web = &workloads[&crate::model::WorkloadRef::new("shop", "web", "Deployment")];
+    assert_eq!(web.labels["tier"], "fe");
+    assert_eq!(web.ports.len(), 3);
+    assert!(web
+        .ports
+        .iter()
+        .any(|p| p.name.as_deref() == Some("admin") && p.port == 9901));
+    assert!(web
+        .ports
+        .iter()
+        .any(|p| p.port == 53 && p.protocol == Protocol::Udp));
+    let report = &workloads[&crate::model::WorkloadRef::new("default", "report", "CronJob")];
+    assert!(report.host_network);
+    let rs = &workloads[&crate::model::WorkloadRef::new("shop", "web-5d8", "ReplicaSet")];
+    assert_eq!(
+        rs.owner,
+        Some(crate::model::OwnerRef {
+            kind: "Deployment".into(),
+            name: "web".into()
+        })
+    );
+    // Their fields are checked as a pod's are, located in the template.
     rejected(
-        "- just\n- a list\n",
-        &["test.yaml: document 1", "not a Kubernetes object"],
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\nspec:\n  selector: {}\n  serviceName: db\n  template:\n    spec: {containers: [{name: c, image: i, ports: [{containerPort: 70000}]}]}\n",
+        &[
+            "StatefulSet default/db",
+            "field spec.template.spec.containers[0].ports[0].containerPort",
+            "out of range",
+        ],
+    );
+    rejected(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {selector: {}}\n",
+        &["Deployment default/d", "spec.template"],
     );
 }
 

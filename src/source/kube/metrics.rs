@@ -126,7 +126,7 @@ impl SourceMetrics {
             invalid_objects: Family::default(),
             events_failed: Counter::default(),
         };
-        for kind in Kind::ALL {
+        for kind in Kind::ENFORCED {
             drop(metrics.watch_errors.get_or_create(&kind_label(kind)));
             drop(metrics.invalid_objects.get_or_create(&kind_label(kind)));
             drop(metrics.last_event.get_or_create(&kind_label(kind)));

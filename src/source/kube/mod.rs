@@ -198,7 +198,7 @@ pub async fn run(
         )
         .run()
     };
-    let watches = futures::future::join_all(Kind::ALL.map(watcher));
+    let watches = futures::future::join_all(Kind::ENFORCED.map(watcher));
     drop(events_tx);
     // The publisher only ends when every events sender is gone, i.e. after the watches.
     tokio::select! {
@@ -449,7 +449,7 @@ mod tests {
 
     #[test]
     fn rbac_covers_the_watched_kinds_and_events() {
-        for kind in Kind::ALL {
+        for kind in Kind::ENFORCED {
             let r = api_resource(kind);
             assert!(
                 RBAC.iter().any(|(g, res, verbs)| *g == r.group
