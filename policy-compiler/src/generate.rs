@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use crate::cidr::Cidr;
 use crate::cluster::ClusterState;
 use crate::model::{
-    ContainerPort, IpBlock, Namespace, NamespaceScope, ObjectRef, Peer, Pod, PodPeer, PodPhase,
-    Policy, PolicyPort, PortSpec, Protocol, Rule,
+    ContainerPort, IpBlock, Namespace, NamespaceScope, ObjectRef, OwnerRef, Peer, Pod, PodPeer,
+    PodPhase, Policy, PolicyPort, PortSpec, Protocol, Rule,
 };
 use crate::selector::{LabelSelector, Labels, Requirement};
 
@@ -438,8 +438,15 @@ pub fn workload(seed: u64, size: WorkloadSize) -> ClusterState {
             let mut labels = Labels::new();
             labels.insert("app".into(), app.clone());
             labels.insert("tier".into(), tier.to_string());
+            // As the Deployment controller names them: ReplicaSet `<app>-<hash>`, its pods
+            // labelled with the hash.
+            let hash = format!(
+                "{:x}",
+                (deployment as u64 + 1).wrapping_mul(0x9e37_79b9) & 0xffff_ffff
+            );
+            labels.insert("pod-template-hash".into(), hash.clone());
             cluster.upsert_pod(Pod {
-                id: ObjectRef::new(ns.clone(), format!("{app}-{r}")),
+                id: ObjectRef::new(ns.clone(), format!("{app}-{hash}-{r}")),
                 labels,
                 node: Some(format!("node-{node}")),
                 ips: if dual_stack {
@@ -470,7 +477,10 @@ pub fn workload(seed: u64, size: WorkloadSize) -> ClusterState {
                         protocol: Protocol::Tcp,
                     },
                 ],
-                owner: None,
+                owner: Some(OwnerRef {
+                    kind: "ReplicaSet".into(),
+                    name: format!("{app}-{hash}"),
+                }),
                 live: true,
                 workload: None,
             });

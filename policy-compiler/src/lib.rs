@@ -30,3 +30,4 @@ pub mod workload;
 pub use cidr::{Cidr, Family};
 pub use cluster::ClusterState;
 pub use model::{Direction, ObjectRef, Protocol};
+pub use plan::{compile_all, compile_node};

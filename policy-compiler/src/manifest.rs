@@ -138,13 +138,29 @@ pub fn pod_manifest(p: &Pod) -> Value {
             .map(|ip| json!({"ip": ip.to_string()}))
             .collect::<Vec<_>>());
     }
-    json!({
+    let mut metadata = json!({"name": p.id.name, "namespace": p.id.namespace, "labels": p.labels});
+    if let Some(owner) = &p.owner {
+        let api_version = crate::object::Kind::from_name(&owner.kind)
+            .map(|k| k.api_version())
+            .unwrap_or_else(|| "v1".to_string());
+        metadata["ownerReferences"] = json!([{
+            "apiVersion": api_version,
+            "kind": owner.kind,
+            "name": owner.name,
+            "uid": format!("{}-{}", p.id.namespace, owner.name),
+            "controller": true,
+        }]);
+    }
+    let mut pod = json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": p.id.name, "namespace": p.id.namespace, "labels": p.labels},
+        "metadata": metadata,
         "spec": spec,
-        "status": status,
-    })
+    });
+    if p.live {
+        pod["status"] = status;
+    }
+    pod
 }
 
 /// A `NetworkPolicy` manifest, with `policyTypes` written out.

@@ -5,7 +5,9 @@
 //! scans policies and reads the rules as the API defines them, so the two can be checked against each
 //! other.
 
+pub mod connectivity;
 mod explain;
+pub mod graph;
 mod matrix;
 
 use std::net::IpAddr;

@@ -1,0 +1,60 @@
+//! `policyc matrix`: the pod-to-pod truth table on given ports, for review-size inputs.
+
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+
+use policy_compiler::analysis::{declared_ports, Matrix, PortProto};
+
+use crate::{InputArgs, Output};
+
+/// The most cells (pods × pods × ports) a matrix is computed for: beyond, `connections` is the tool.
+const MAX_CELLS: usize = 2_000_000;
+
+/// Print the truth table of pod-to-pod connectivity on given ports.
+#[derive(Args, Debug)]
+pub struct MatrixArgs {
+    #[command(flatten)]
+    input: InputArgs,
+    /// Ports to probe, e.g. `80/TCP,53/UDP` (default: every port a pod declares).
+    #[arg(long, value_delimiter = ',')]
+    ports: Vec<PortProto>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = MatrixFormat::Table)]
+    output: MatrixFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum MatrixFormat {
+    Table,
+    Markdown,
+    Json,
+}
+
+pub fn run(args: MatrixArgs) -> Result<Output> {
+    let loaded = args.input.load()?;
+    let cluster = &loaded.cluster;
+    let ports = if args.ports.is_empty() {
+        declared_ports(cluster)
+    } else {
+        args.ports
+    };
+    if ports.is_empty() {
+        bail!("no pod declares a container port: pass --ports, e.g. --ports 80/TCP");
+    }
+    let pods = cluster.participating_pods().count();
+    let cells = pods.saturating_mul(pods).saturating_mul(ports.len());
+    if cells > MAX_CELLS {
+        bail!(
+            "{pods} pods on {} ports make {cells} cells, too many for a matrix: use `policyc \
+             connections` (every workload pair, computed per class of alike pods; --focus \
+             WORKLOAD for one), or `policyc explain` for one connection",
+            ports.len()
+        );
+    }
+    let matrix = Matrix::evaluate(cluster, &ports);
+    Ok(Output::clean(match args.output {
+        MatrixFormat::Table => matrix.to_table(),
+        MatrixFormat::Markdown => matrix.to_markdown(),
+        MatrixFormat::Json => format!("{}\n", serde_json::to_string_pretty(&matrix.to_json())?),
+    }))
+}
