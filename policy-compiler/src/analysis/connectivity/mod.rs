@@ -221,6 +221,16 @@ impl Connectivity {
     /// Computes every connection of a (materialized) cluster; `cidrs` delimit the pods' address
     /// space, outside of which the external ranges lie.
     pub fn compute(cluster: &ClusterState, cidrs: &PodCidrs) -> Self {
+        Self::compute_with(cluster, cidrs, false)
+    }
+
+    /// The same connections computed pod by pod, without classes: every pod is a party of its own
+    /// (`ns/name[Pod]`). The baseline the class computation is measured and tested against.
+    pub fn compute_per_pod(cluster: &ClusterState, cidrs: &PodCidrs) -> Self {
+        Self::compute_with(cluster, cidrs, true)
+    }
+
+    fn compute_with(cluster: &ClusterState, cidrs: &PodCidrs, per_pod: bool) -> Self {
         let index = ClusterIndex::new(cluster);
         let pods = index.pods();
         let policies: Vec<&crate::model::Policy> = cluster.policies().values().collect();
@@ -255,11 +265,18 @@ impl Connectivity {
         let [b4, b6] = boundaries;
         let atoms = [Atoms::new(Family::V4, b4), Atoms::new(Family::V6, b6)];
 
-        // Partition refinement of the pods.
-        let mut class_of: Vec<u32> = vec![0; pods.len()];
+        // Partition refinement of the pods (per pod: every pod a class of its own).
+        let mut class_of: Vec<u32> = if per_pod {
+            (0..pods.len() as u32).collect()
+        } else {
+            vec![0; pods.len()]
+        };
         let mut next: u32 = 1;
         let mut split: HashMap<u32, u32> = HashMap::new();
         let mut refine = |members: &mut dyn Iterator<Item = usize>, class_of: &mut Vec<u32>| {
+            if per_pod {
+                return;
+            }
             split.clear();
             for p in members {
                 let c = class_of[p];
@@ -304,7 +321,7 @@ impl Connectivity {
             matched.dedup();
             matched
         };
-        for policy in &policies {
+        for policy in policies.iter().filter(|_| !per_pod) {
             for d in Direction::BOTH {
                 for rule in policy.rules(d) {
                     if rule.peers.iter().any(|p| matches!(p, Peer::Pods(_))) {
@@ -589,50 +606,65 @@ impl Connectivity {
         }
     }
 
+    /// Computes the connections once per pair of groups (a class of alike pods, or one external
+    /// range) and expands each non-empty result to the pairs of parties in the two groups.
     fn connect(&mut self) {
+        let mut groups: BTreeMap<(u8, usize), Vec<u32>> = BTreeMap::new();
+        for (i, (end, _)) in self.ends.iter().enumerate() {
+            let key = match end {
+                End::Class(c) => (0, *c),
+                End::External(_) => (1, i),
+            };
+            groups.entry(key).or_default().push(i as u32);
+        }
+        let groups: Vec<(End, Vec<Family>, Vec<u32>)> = groups
+            .into_values()
+            .map(|parties| {
+                let first = parties[0] as usize;
+                (self.ends[first].0, self.families_of(first), parties)
+            })
+            .collect();
         let mut interned: HashMap<ConnSet, u32> = HashMap::new();
         let mut connections = Vec::new();
-        let families: Vec<Vec<Family>> = (0..self.parties.len())
-            .map(|p| self.families_of(p))
-            .collect();
-        for from in 0..self.parties.len() {
-            for to in 0..self.parties.len() {
-                if from == to {
-                    continue;
-                }
-                let (a, b) = (self.ends[from].0, self.ends[to].0);
+        for (a, from_families, from_parties) in &groups {
+            for (b, to_families, to_parties) in &groups {
                 if matches!((a, b), (End::External(_), End::External(_))) {
                     continue;
                 }
-                let shared: Vec<Family> = families[from]
+                let results: Vec<(Family, ConnSet)> = from_families
                     .iter()
-                    .filter(|f| families[to].contains(f))
-                    .copied()
-                    .collect();
-                let results: Vec<(Family, ConnSet)> = shared
-                    .iter()
-                    .map(|f| (*f, self.between(a, b, *f)))
+                    .filter(|f| to_families.contains(f))
+                    .map(|f| (*f, self.between(*a, *b, *f)))
                     .collect();
                 let same = results.windows(2).all(|w| w[0].1 == w[1].1);
-                let mut push = |family: u8, set: ConnSet| {
-                    if set.is_empty() {
-                        return;
+                let mut found: Vec<(u8, u32)> = Vec::new();
+                let mut intern = |family: u8, set: ConnSet| {
+                    if !set.is_empty() {
+                        let next = interned.len() as u32;
+                        found.push((family, *interned.entry(set).or_insert(next)));
                     }
-                    let next = interned.len() as u32;
-                    let id = *interned.entry(set).or_insert(next);
-                    connections.push((from as u32, to as u32, family, id));
                 };
                 if same {
                     if let Some((_, set)) = results.into_iter().next() {
-                        push(2, set);
+                        intern(2, set);
                     }
                 } else {
                     for (f, set) in results {
-                        push(family_slot(f) as u8, set);
+                        intern(family_slot(f) as u8, set);
+                    }
+                }
+                for &(family, set) in &found {
+                    for &from in from_parties {
+                        for &to in to_parties {
+                            if from != to {
+                                connections.push((from, to, family, set));
+                            }
+                        }
                     }
                 }
             }
         }
+        connections.sort_unstable();
         let mut sets = vec![ConnSet::none(); interned.len()];
         for (set, id) in interned {
             sets[id as usize] = set;

@@ -1,7 +1,7 @@
 use super::*;
 use crate::analysis::{evaluate, Endpoint};
 use crate::input::{parse_sources, Source};
-use crate::model::Protocol;
+use crate::model::{ObjectRef, Protocol};
 use crate::workload::materialize;
 
 fn cluster(text: &str) -> ClusterState {
@@ -251,4 +251,76 @@ fn pods_that_behave_alike_share_a_class() {
         conn.class_count(),
         c.participating_pods().count()
     );
+}
+
+/// The class computation gives, pod pair by pod pair, what computing every pod on its own gives.
+fn agrees_with_the_per_pod_baseline(c: &ClusterState, cidrs: &PodCidrs) {
+    let classes = Connectivity::compute(c, cidrs);
+    let per_pod = Connectivity::compute_per_pod(c, cidrs);
+    let by_class: HashMap<(String, String), Vec<(Option<Family>, ConnSet)>> = {
+        let mut m: HashMap<(String, String), Vec<(Option<Family>, ConnSet)>> = HashMap::new();
+        for k in classes.connections() {
+            m.entry((k.from.to_string(), k.to.to_string()))
+                .or_default()
+                .push((k.family, k.allowed.clone()));
+        }
+        m
+    };
+    // The party a pod belongs to in the class computation.
+    let party_of = |id: &ObjectRef| -> Option<String> {
+        classes
+            .parties()
+            .iter()
+            .find(|p| classes.members(p).contains(id))
+            .map(|p| p.to_string())
+    };
+    let mut per_pod_pairs: HashMap<(String, String), Vec<(Option<Family>, ConnSet)>> =
+        HashMap::new();
+    for k in per_pod.connections() {
+        let name = |p: &Party| match p {
+            Party::Workload(_) => per_pod.members(p).first().and_then(&party_of),
+            external => Some(external.to_string()),
+        };
+        let (Some(from), Some(to)) = (name(k.from), name(k.to)) else {
+            panic!("{} or {} has no party", k.from, k.to);
+        };
+        if from == to {
+            // Two pods of one workload: the class computation leaves a workload to itself out.
+            continue;
+        }
+        let entry = per_pod_pairs.entry((from, to)).or_default();
+        let item = (k.family, k.allowed.clone());
+        if !entry.contains(&item) {
+            entry.push(item);
+        }
+    }
+    for (pair, sets) in &per_pod_pairs {
+        assert_eq!(
+            by_class.get(pair),
+            Some(sets),
+            "{} => {}: per class {:?}, per pod {sets:?}",
+            pair.0,
+            pair.1,
+            by_class.get(pair)
+        );
+    }
+    assert_eq!(by_class.len(), per_pod_pairs.len());
+}
+
+#[test]
+fn classes_agree_with_computing_every_pod_on_its_own() {
+    agrees_with_the_per_pod_baseline(&cluster(SHOP), &PodCidrs::default());
+    for seed in 0..40 {
+        let c = crate::generate::cluster(seed, crate::generate::Shape::default());
+        agrees_with_the_per_pod_baseline(
+            &c,
+            &PodCidrs::parse(&["10.0.0.0/16", "fd00::/48"]).expect("cidrs"),
+        );
+    }
+    let mut w = crate::generate::workload(
+        3,
+        crate::generate::WorkloadSize::named("small").expect("small"),
+    );
+    materialize(&mut w, &PodCidrs::default());
+    agrees_with_the_per_pod_baseline(&w, &PodCidrs::default());
 }

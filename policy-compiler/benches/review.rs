@@ -1,0 +1,49 @@
+//! Offline review benchmarks (criterion): `policyc connections` on generated clusters, computed per
+//! class of alike pods, side by side with the per-pod baseline (every pod a party and a class of
+//! its own), from the parsed cluster (reading manifests is measured apart, by the command).
+//!
+//! `cargo bench -p policy-compiler --bench review`. Class and connection counts are printed once.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use policy_compiler::analysis::connectivity::Connectivity;
+use policy_compiler::generate::{workload, WorkloadSize};
+use policy_compiler::workload::{materialize, PodCidrs};
+
+fn connections(c: &mut Criterion) {
+    let mut group = c.benchmark_group("connections");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
+    let cidrs = PodCidrs::default();
+    for (name, size, baseline) in [
+        ("small", WorkloadSize::SMALL, true),
+        ("medium", WorkloadSize::MEDIUM, true),
+        ("large", WorkloadSize::LARGE, false),
+    ] {
+        let mut cluster = workload(42, size);
+        materialize(&mut cluster, &cidrs);
+        let once = Connectivity::compute(&cluster, &cidrs);
+        eprintln!(
+            "{name}: {} pods, {} parties, {} classes, {} connections",
+            cluster.participating_pods().count(),
+            once.parties().len(),
+            once.class_count(),
+            once.len()
+        );
+        group.bench_function(format!("{name}/classes"), |b| {
+            b.iter(|| black_box(Connectivity::compute(&cluster, &cidrs)))
+        });
+        if baseline {
+            group.bench_function(format!("{name}/per_pod"), |b| {
+                b.iter(|| black_box(Connectivity::compute_per_pod(&cluster, &cidrs)))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, connections);
+criterion_main!(benches);
