@@ -253,12 +253,15 @@ fn pods_that_behave_alike_share_a_class() {
     );
 }
 
+/// Connection sets by (from, to) name, with their families.
+type ByPair = HashMap<(String, String), Vec<(Option<Family>, ConnSet)>>;
+
 /// The class computation gives, pod pair by pod pair, what computing every pod on its own gives.
 fn agrees_with_the_per_pod_baseline(c: &ClusterState, cidrs: &PodCidrs) {
     let classes = Connectivity::compute(c, cidrs);
     let per_pod = Connectivity::compute_per_pod(c, cidrs);
-    let by_class: HashMap<(String, String), Vec<(Option<Family>, ConnSet)>> = {
-        let mut m: HashMap<(String, String), Vec<(Option<Family>, ConnSet)>> = HashMap::new();
+    let by_class: ByPair = {
+        let mut m = ByPair::new();
         for k in classes.connections() {
             m.entry((k.from.to_string(), k.to.to_string()))
                 .or_default()
@@ -274,8 +277,7 @@ fn agrees_with_the_per_pod_baseline(c: &ClusterState, cidrs: &PodCidrs) {
             .find(|p| classes.members(p).contains(id))
             .map(|p| p.to_string())
     };
-    let mut per_pod_pairs: HashMap<(String, String), Vec<(Option<Family>, ConnSet)>> =
-        HashMap::new();
+    let mut per_pod_pairs = ByPair::new();
     for k in per_pod.connections() {
         let name = |p: &Party| match p {
             Party::Workload(_) => per_pod.members(p).first().and_then(&party_of),
