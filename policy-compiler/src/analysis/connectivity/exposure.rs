@@ -8,10 +8,10 @@ use std::fmt;
 
 use serde_json::{json, Value};
 
-use super::{ConnSet, Connectivity, Party};
+use super::{ConnSet, Connectivity, Party, PortRanges};
 use crate::cidr::Family;
 use crate::cluster::ClusterState;
-use crate::model::{Direction, NamespaceScope, Peer};
+use crate::model::{Direction, NamespaceScope, Peer, PolicyPort, PortSpec, Protocol};
 
 /// A category of peers.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -50,8 +50,8 @@ pub struct Exposure {
     pub direction: Direction,
     /// The category of peers.
     pub peer: Exposed,
-    /// What is allowed with them. In egress, named ports are left out: they depend on the
-    /// destination pod.
+    /// What is allowed with them. In egress, a named port stands for every number the input's
+    /// pods declare under that name (it resolves on each destination pod).
     pub allowed: ConnSet,
 }
 
@@ -67,6 +67,15 @@ pub struct ExposureReport {
 /// Finds the exposures of every workload of `connectivity`.
 pub fn exposure(cluster: &ClusterState, connectivity: &Connectivity) -> ExposureReport {
     let mut report = ExposureReport::default();
+    // What each named port means somewhere: egress to a category reaches all of them.
+    let mut named: BTreeMap<(&str, Protocol), Vec<u16>> = BTreeMap::new();
+    for pod in cluster.participating_pods() {
+        for p in &pod.ports {
+            if let Some(name) = &p.name {
+                named.entry((name, p.protocol)).or_default().push(p.port);
+            }
+        }
+    }
     for party in connectivity.parties() {
         if !matches!(party, Party::Workload(_)) {
             continue;
@@ -88,10 +97,12 @@ pub fn exposure(cluster: &ClusterState, connectivity: &Connectivity) -> Exposure
             any_isolation |= !policies.is_empty();
             for policy in policies.iter().filter_map(|id| cluster.policies().get(*id)) {
                 for rule in policy.rules(direction) {
-                    let set = ConnSet::of_rule(&rule.ports, |name, protocol| match direction {
-                        Direction::Ingress => pod.named_port(name, protocol),
-                        Direction::Egress => None,
-                    });
+                    let set = match direction {
+                        Direction::Ingress => ConnSet::of_rule(&rule.ports, |name, protocol| {
+                            pod.named_port(name, protocol)
+                        }),
+                        Direction::Egress => egress_set(&rule.ports, &named),
+                    };
                     if set.is_empty() {
                         continue;
                     }
@@ -138,6 +149,31 @@ pub fn exposure(cluster: &ClusterState, connectivity: &Connectivity) -> Exposure
         }
     }
     report
+}
+
+/// The connections an egress rule's ports allow to a whole category of destinations: a named port
+/// counts as every number some pod declares for it.
+fn egress_set(ports: &[PolicyPort], named: &BTreeMap<(&str, Protocol), Vec<u16>>) -> ConnSet {
+    if ports.is_empty() {
+        return ConnSet::all();
+    }
+    let mut set = ConnSet::none();
+    for p in ports {
+        let numbers: Vec<u16> = match &p.port {
+            PortSpec::Named(name) => named
+                .get(&(name.as_str(), p.protocol))
+                .cloned()
+                .unwrap_or_default(),
+            _ => {
+                set = set.union(&ConnSet::of_rule(std::slice::from_ref(p), |_, _| None));
+                continue;
+            }
+        };
+        for n in numbers {
+            set = set.union(&ConnSet::ports(p.protocol, PortRanges::range(n, n)));
+        }
+    }
+    set
 }
 
 impl ExposureReport {
