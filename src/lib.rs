@@ -8,5 +8,6 @@ pub mod http;
 pub mod lab;
 pub mod lab_run;
 pub mod metrics;
+pub mod process;
 pub mod services;
 pub mod source;
