@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nftpolicy::agent::{Agent, AgentConfig, Health};
-use nftpolicy::dataplane::{Dataplane, NftRunner};
+use nftpolicy::dataplane::Dataplane;
+use nftpolicy::kernel::NftKernel;
 use nftpolicy::metrics::Metrics;
 use nftpolicy::source::{Kind, Object, Update};
 use policy_compiler::generate::{workload, WorkloadSize};
@@ -45,7 +46,7 @@ async fn measure(size: WorkloadSize, debounce: Duration) {
     config.debounce = debounce;
     let agent = Agent::new(
         config,
-        Dataplane::new(NftRunner::in_netns(&ns.0)),
+        Dataplane::new(NftKernel::in_netns(&ns.0)),
         metrics,
         health,
     )

@@ -100,7 +100,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use nftpolicy::dataplane::{Dataplane, NftRunner};
+use nftpolicy::dataplane::Dataplane;
+use nftpolicy::kernel::NftKernel;
 use nftpolicy::lab::{Lab, LabSpec, PodSpec};
 use policy_compiler::generate::{workload, WorkloadSize};
 use policy_compiler::model::{
@@ -261,7 +262,7 @@ fn main() {
         .node_netns(NODE)
         .expect("the lab has node-0")
         .to_string();
-    let (tables, loads) = Tables::load(NftRunner::in_netns(&node_ns), &rulesets);
+    let (tables, loads) = Tables::load(NftKernel::in_netns(&node_ns), &rulesets);
     // The lab's server (one thread for all ports of all pods, listen backlog 128) falls behind when
     // the CPUs are busy: the connections the client has already reset fill its accept queue, the
     // next SYNs are dropped, and the worker that sent one waits 1 s for the retransmission. Hence a
@@ -702,13 +703,13 @@ fn matches(ruleset: &Ruleset, m: &Match, p: &Packet) -> bool {
 /// node-0's three tables, loaded once; [`Tables::switch`] wakes the one of a mode and makes the
 /// others dormant.
 struct Tables {
-    runner: NftRunner,
+    runner: NftKernel,
 }
 
 impl Tables {
     /// Loads (c) with the [`Dataplane`], then (b) and (d) as tables of their own, created dormant;
     /// returns how long each load took in `nft`, and leaves node-0 in mode (a).
-    fn load(runner: NftRunner, rulesets: &Rulesets) -> (Tables, BTreeMap<Mode, Duration>) {
+    fn load(runner: NftKernel, rulesets: &Rulesets) -> (Tables, BTreeMap<Mode, Duration>) {
         let mut loads = BTreeMap::new();
         let mut dataplane = Dataplane::new(runner.clone());
         let report = dataplane
@@ -723,7 +724,7 @@ impl Tables {
             let table = mode.table().expect("modes (b) and (d) have a table");
             let t = Instant::now();
             runner
-                .run(&dormant_table(ruleset, table))
+                .run_script(&dormant_table(ruleset, table))
                 .unwrap_or_else(|e| panic!("cannot load {}: {e}", mode.label()));
             loads.insert(mode, t.elapsed());
         }
@@ -744,7 +745,7 @@ impl Tables {
         }
         let t = Instant::now();
         self.runner
-            .run(&script)
+            .run_script(&script)
             .unwrap_or_else(|e| panic!("cannot switch node-0 to {}: {e}", mode.label()));
         t.elapsed()
     }
@@ -1457,7 +1458,7 @@ struct ApplyResults {
 fn apply_times(lab: &Lab, cluster: &ClusterState) -> ApplyResults {
     println!("\n3. nft apply time: {APPLY_REPS} x (full load, then one pod added) ...");
     let ns = Netns::add(format!("{}apply", lab.prefix()));
-    let runner = NftRunner::in_netns(&ns.0);
+    let runner = NftKernel::in_netns(&ns.0);
     let full = compile_node(cluster, NODE);
     let template = cluster
         .pods()

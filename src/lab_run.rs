@@ -12,7 +12,8 @@ use policy_compiler::model::{ObjectRef, PodPhase, Protocol};
 use policy_compiler::plan::compile_node;
 use policy_compiler::ClusterState;
 
-use crate::dataplane::{ApplyReport, Dataplane, DataplaneError, NftRunner};
+use crate::dataplane::{ApplyReport, Dataplane};
+use crate::kernel::{KernelError, NftKernel};
 use crate::lab::{Lab, LabError, LabSpec, PodSpec, Probe, ServiceSpec};
 use crate::services::{per_pod_services, PerPodServiceIps};
 
@@ -47,7 +48,7 @@ pub enum LabRunError {
         /// The node.
         node: String,
         /// The cause.
-        source: DataplaneError,
+        source: KernelError,
     },
     /// A probe names something the lab does not have.
     #[error("{0}")]
@@ -181,7 +182,7 @@ impl LabCluster {
             let ns = lab
                 .node_netns(node)
                 .ok_or_else(|| LabRunError::Unknown(format!("the lab has no node {node}")))?;
-            dataplanes.insert(node.clone(), Dataplane::new(NftRunner::in_netns(ns)));
+            dataplanes.insert(node.clone(), Dataplane::new(NftKernel::in_netns(ns)));
         }
         Ok(Self {
             cluster,

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod cli;
 pub mod dataplane;
 pub mod http;
+pub mod kernel;
 pub mod lab;
 pub mod lab_run;
 pub mod metrics;

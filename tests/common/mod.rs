@@ -80,3 +80,4 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let code = body.split_whitespace().nth(1)?.parse().ok()?;
     Some((code, body))
 }
+pub mod reconcile;
