@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::reconcile::{self, config, demo, Harness};
-use common::{kernel_available, Netns};
+use common::{kernel_available, netns};
 use nftpolicy::kernel::NftKernel;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,8 +14,8 @@ async fn each_change_becomes_exactly_its_transaction() {
     if !kernel_available("each_change_becomes_exactly_its_transaction") {
         return;
     }
-    let ns = Netns::create();
-    let mut h = Harness::start(NftKernel::in_netns(&ns.0), config());
+    let ns = netns("agent");
+    let mut h = Harness::start(NftKernel::in_netns(ns.name()), config());
     let mut cluster = demo();
     reconcile::assert_full(&h.list(&cluster).await);
     h.assert_enforces(&cluster);
@@ -31,8 +31,8 @@ async fn a_lost_table_fails_the_diff_and_is_replaced_whole() {
     if !kernel_available("a_lost_table_fails_the_diff_and_is_replaced_whole") {
         return;
     }
-    let ns = Netns::create();
-    let mut h = Harness::start(NftKernel::in_netns(&ns.0), config());
+    let ns = netns("agent");
+    let mut h = Harness::start(NftKernel::in_netns(ns.name()), config());
     let mut cluster = demo();
     reconcile::assert_full(&h.list(&cluster).await);
     reconcile::rejected_then_full_replace(&mut h, &mut cluster, |k| {
@@ -46,8 +46,8 @@ async fn a_restart_adopts_the_table_and_sends_nothing() {
     if !kernel_available("a_restart_adopts_the_table_and_sends_nothing") {
         return;
     }
-    let ns = Netns::create();
-    let mut h = Harness::start(NftKernel::in_netns(&ns.0), config());
+    let ns = netns("agent");
+    let mut h = Harness::start(NftKernel::in_netns(ns.name()), config());
     let mut cluster = demo();
     reconcile::assert_full(&h.list(&cluster).await);
     let kernel = h.stop().await;
@@ -64,10 +64,10 @@ async fn the_audit_repairs_drift() {
     if !kernel_available("the_audit_repairs_drift") {
         return;
     }
-    let ns = Netns::create();
+    let ns = netns("agent");
     let mut c = config();
     c.audit_interval = Duration::from_millis(100);
-    let mut h = Harness::start(NftKernel::in_netns(&ns.0), c);
+    let mut h = Harness::start(NftKernel::in_netns(ns.name()), c);
     let cluster = demo();
     reconcile::assert_full(&h.list(&cluster).await);
     reconcile::audit_repairs(&mut h, &cluster, |k| {

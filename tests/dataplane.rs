@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{kernel_available, Netns};
+use common::{kernel_available, netns};
 use nftpolicy::dataplane::Dataplane;
 use nftpolicy::kernel::{Kernel, NftKernel};
 use policy_compiler::generate::{cluster, mutate, Shape};
@@ -47,8 +47,8 @@ fn kernel_state(kernel: &dyn Kernel) -> Value {
 }
 
 fn fresh_state(ruleset: &Ruleset) -> Value {
-    let ns = Netns::create();
-    let mut dp = Dataplane::new(NftKernel::in_netns(&ns.0));
+    let ns = netns("dataplane");
+    let mut dp = Dataplane::new(NftKernel::in_netns(ns.name()));
     dp.apply(ruleset).expect("full load");
     kernel_state(dp.kernel())
 }
@@ -58,8 +58,8 @@ fn diffs_leave_the_kernel_exactly_as_a_fresh_load_would() {
     if !kernel_available("diffs_leave_the_kernel_exactly_as_a_fresh_load_would") {
         return;
     }
-    let ns = Netns::create();
-    let mut dp = Dataplane::new(NftKernel::in_netns(&ns.0));
+    let ns = netns("dataplane");
+    let mut dp = Dataplane::new(NftKernel::in_netns(ns.name()));
     let mut current = cluster(
         7,
         Shape {

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::LabError;
-use crate::process::{self, ProcessError};
+use nftpolicy::process::{self, ProcessError};
 
 /// Where `ip netns` keeps its namespaces.
 pub(super) const NETNS_DIR: &str = "/run/netns";
@@ -28,7 +28,7 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Runs `program args` with `input` on standard input (with [`crate::process::run`]); fails with its
+/// Runs `program args` with `input` on standard input (with [`nftpolicy::process::run`]); fails with its
 /// standard error (and, for a batch, the failing input line) unless it exits 0.
 fn run(program: &str, args: &[&str], input: &str, label: &str) -> Result<(), LabError> {
     let command = format!("{program} {}{label}", args.join(" "));

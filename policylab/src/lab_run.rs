@@ -9,13 +9,12 @@ use std::time::Duration;
 use policy_compiler::analysis::{evaluate, Endpoint, PortProto};
 use policy_compiler::cidr::Family;
 use policy_compiler::model::{ObjectRef, PodPhase, Protocol};
-use policy_compiler::plan::compile_node;
-use policy_compiler::ClusterState;
+use policy_compiler::{compile_node, ClusterState};
 
-use crate::dataplane::{ApplyReport, Dataplane};
-use crate::kernel::{KernelError, NftKernel};
 use crate::lab::{Lab, LabError, LabSpec, PodSpec, Probe, ServiceSpec};
 use crate::services::{per_pod_services, PerPodServiceIps};
+use nftpolicy::dataplane::{ApplyReport, Dataplane};
+use nftpolicy::kernel::{KernelError, NftKernel};
 
 /// How probes address the destination pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
