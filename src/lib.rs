@@ -10,6 +10,8 @@
 //! - [`process`] runs `nft`, `ip` and `conntrack`, for the agent and the lab;
 //! - [`http`], [`metrics`] and [`cli`] are the agent's edges.
 
+#![deny(missing_docs)]
+
 pub mod agent;
 pub mod cli;
 pub mod dataplane;

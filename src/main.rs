@@ -2,6 +2,9 @@
 //! `policyc compile --node` would print for the live cluster, changing the kernel only by the
 //! difference, in atomic transactions.
 
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

@@ -29,6 +29,9 @@
 //!   [`manifest`] writes back as Kubernetes manifests;
 //! - [`conformance`] holds the upstream e2e cases as data, for the conformance tests and the lab.
 
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
 pub mod analysis;
 pub mod cidr;
 pub mod cluster;

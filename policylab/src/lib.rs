@@ -12,6 +12,8 @@
 //!
 //! Everything that builds namespaces needs root, `ip` and `nft` ([`lab::preflight`]).
 
+#![deny(missing_docs)]
+
 pub mod lab;
 pub mod lab_run;
 pub mod services;

@@ -1,6 +1,9 @@
 //! `policylab`: a simulated cluster of network namespaces on one Linux machine, enforcing the compiled
 //! rulesets with real nftables and measuring connectivity with real packets.
 
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
