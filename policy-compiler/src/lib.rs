@@ -10,8 +10,9 @@
 //!                                                          \--diff--> Transaction (the agent)
 //! ```
 //!
-//! - [`input`] reads manifests into the compact, validated [`model`]: a [`ClusterState`]
-//!   ([`cluster`]), with [`selector`]s and [`cidr`]s parsed once;
+//! - [`input`] reads manifests, and [`object`] (the one place that knows the kinds) converts each
+//!   object into the compact, validated [`model`], kept in a [`ClusterState`] ([`cluster`]) with
+//!   [`selector`]s and [`cidr`]s parsed once;
 //! - [`index`] resolves selectors through label indexes;
 //! - [`plan`] decides per node which local pods are isolated and by which policies
 //!   ([`plan::isolation`]), names every set, map and chain ([`plan::naming`]) and generates the
