@@ -9,41 +9,15 @@ use common::{kernel_available, netns};
 use nftpolicy::dataplane::Dataplane;
 use nftpolicy::kernel::{Kernel, NftKernel};
 use policy_compiler::generate::{cluster, mutate, Shape};
+use policy_compiler::nft::json::canonical_listing;
 use policy_compiler::nft::Ruleset;
 use policy_compiler::plan::compile_node;
 use serde_json::Value;
 
-/// The kernel's listing of the table, with handles dropped and sets, elements and objects in a
-/// canonical order (rules keep their order within their chain).
+/// The kernel's listing of the table, canonical (see `canonical_listing`).
 fn kernel_state(kernel: &dyn Kernel) -> Value {
-    fn strip(v: &mut Value) {
-        match v {
-            Value::Object(m) => {
-                m.remove("handle");
-                for (k, x) in m.iter_mut() {
-                    strip(x);
-                    if k == "elem" {
-                        if let Value::Array(a) = x {
-                            a.sort_by_key(|e| e.to_string());
-                        }
-                    }
-                }
-            }
-            Value::Array(a) => a.iter_mut().for_each(strip),
-            _ => {}
-        }
-    }
     let json = kernel.list_table().expect("list").expect("table exists");
-    let mut v: Value = serde_json::from_str(&json).expect("nft json");
-    strip(&mut v);
-    let items = v["nftables"].as_array().cloned().unwrap_or_default();
-    let (mut rules, mut others): (Vec<Value>, Vec<Value>) = items
-        .into_iter()
-        .filter(|i| i.get("metainfo").is_none())
-        .partition(|i| i.get("rule").is_some());
-    others.sort_by_key(|o| o.to_string());
-    rules.sort_by_key(|r| r["rule"]["chain"].as_str().unwrap_or_default().to_string());
-    serde_json::json!({"objects": others, "rules": rules})
+    canonical_listing(&json).expect("nft json")
 }
 
 fn fresh_state(ruleset: &Ruleset) -> Value {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use policy_compiler::cidr::{Cidr, Family};
 use policy_compiler::input::{parse_sources, read_paths};
 use policy_compiler::model::Protocol;
-use policy_compiler::nft::json::{as_listed, listing, parse_table, JsonError};
+use policy_compiler::nft::json::{as_listed, canonical_listing, listing, parse_table, JsonError};
 use policy_compiler::nft::{
     AddrField, BaseChain, Chain, Match, Rule, Ruleset, Set, SetElement, SetType, Verdict,
     VerdictMap,
@@ -125,60 +125,6 @@ fn difference(got: &Ruleset, want: &Ruleset) -> String {
     "no difference".into()
 }
 
-/// A listing with handles dropped, protocols in set elements by name, and items and set elements in
-/// a canonical order (rules keep their order within their chain). nft names a protocol when the
-/// machine has `/etc/protocols` and gives its number otherwise.
-fn canonical(json: &str) -> Result<serde_json::Value, String> {
-    use serde_json::Value;
-    fn strip(v: &mut Value) {
-        match v {
-            Value::Object(m) => {
-                m.remove("handle");
-                for (k, x) in m.iter_mut() {
-                    strip(x);
-                    match (k.as_str(), x) {
-                        ("elem", Value::Array(a)) => a.sort_by_key(|e| e.to_string()),
-                        // address . protocol . port
-                        ("concat", Value::Array(a)) => {
-                            let name = match a.get(1).and_then(Value::as_u64) {
-                                Some(6) => Some("tcp"),
-                                Some(17) => Some("udp"),
-                                Some(132) => Some("sctp"),
-                                _ => None,
-                            };
-                            if let Some(name) = name {
-                                a[1] = Value::from(name);
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            Value::Array(a) => a.iter_mut().for_each(strip),
-            _ => {}
-        }
-    }
-    let mut v: Value = serde_json::from_str(json).map_err(|e| format!("not JSON: {e}"))?;
-    strip(&mut v);
-    let items = v["nftables"].as_array().cloned().unwrap_or_default();
-    let (rules, mut others): (Vec<Value>, Vec<Value>) =
-        items.into_iter().partition(|i| i.get("rule").is_some());
-    others.sort_by_key(|o| o.to_string());
-    let mut by_chain: Vec<(String, Vec<Value>)> = Vec::new();
-    for rule in rules {
-        let chain = rule["rule"]["chain"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        match by_chain.iter_mut().find(|(c, _)| *c == chain) {
-            Some((_, list)) => list.push(rule),
-            None => by_chain.push((chain, vec![rule])),
-        }
-    }
-    by_chain.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(serde_json::json!({"objects": others, "rules": by_chain}))
-}
-
 /// Loads each ruleset into `ns`, lists and parses it, and compares it with what was loaded; the
 /// kernel's listing must also be the one [`listing`] writes for it (what the agent's fake kernel
 /// lists). Returns the failures, and how many rulesets needed `as_listed` (a comment nft stores
@@ -194,7 +140,10 @@ fn round_trip(ns: &Netns, rulesets: &[(String, Ruleset)]) -> (Vec<String>, usize
                 continue;
             }
         };
-        match (canonical(&json), canonical(&listing(ruleset))) {
+        match (
+            canonical_listing(&json),
+            canonical_listing(&listing(ruleset)),
+        ) {
             (Ok(kernel), Ok(written)) if kernel == written => {}
             (Ok(kernel), Ok(written)) => errors.push(format!(
                 "{label}: nft lists\n{kernel:#}\nwhere nft::json::listing writes\n{written:#}"

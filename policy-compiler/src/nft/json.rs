@@ -244,6 +244,67 @@ fn merged(ports: &[(u16, u16)]) -> Vec<(u16, u16)> {
     out
 }
 
+// ---- comparing listings ----
+
+/// A listing with what carries no meaning for the table taken out, so that two listings of the same
+/// table compare equal as JSON, to the letter otherwise: the `metainfo` item and handles dropped,
+/// protocols in set elements by name (nft names them on a machine with `/etc/protocols` and gives
+/// their numbers otherwise), set elements and the table's objects in a canonical order, rules in
+/// their order within their chain. Unlike [`parse_table`], it keeps what the model cannot express.
+pub fn canonical_listing(json: &str) -> Result<Value, JsonError> {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.remove("handle");
+                for (k, x) in m.iter_mut() {
+                    strip(x);
+                    match (k.as_str(), x) {
+                        ("elem", Value::Array(a)) => a.sort_by_key(|e| e.to_string()),
+                        // address . protocol . port
+                        ("concat", Value::Array(a)) => {
+                            let name = match a.get(1).and_then(Value::as_u64) {
+                                Some(6) => Some("tcp"),
+                                Some(17) => Some("udp"),
+                                Some(132) => Some("sctp"),
+                                _ => None,
+                            };
+                            if let Some(name) = name {
+                                a[1] = Value::from(name);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut root: Value = serde_json::from_str(json)?;
+    let Some(items) = root.get_mut("nftables").and_then(Value::as_array_mut) else {
+        return Err(JsonError::NotAListing(snippet(&root)));
+    };
+    let mut items = std::mem::take(items);
+    items.retain(|i| i.get("metainfo").is_none());
+    items.iter_mut().for_each(strip);
+    let (rules, mut objects): (Vec<Value>, Vec<Value>) =
+        items.into_iter().partition(|i| i.get("rule").is_some());
+    objects.sort_by_key(|o| o.to_string());
+    let mut chains: Vec<(String, Vec<Value>)> = Vec::new();
+    for rule in rules {
+        let chain = rule["rule"]["chain"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        match chains.iter_mut().find(|(c, _)| *c == chain) {
+            Some((_, list)) => list.push(rule),
+            None => chains.push((chain, vec![rule])),
+        }
+    }
+    chains.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(json!({"objects": objects, "rules": chains}))
+}
+
 // ---- writing a listing ----
 
 /// What `nft -j list table inet nftpolicy` (nft 1.0.6) prints once `ruleset` is loaded: the inverse
@@ -1780,6 +1841,65 @@ mod tests {
                 assert_eq!(&as_listed(ruleset), ruleset);
             }
         }
+    }
+
+    #[test]
+    fn canonical_listings_ignore_handles_order_and_protocol_spelling_only() {
+        let set = |handle: u32, elem: &str| {
+            format!(
+                r#"{{"set": {{"family": "inet", "name": "s", "table": "nftpolicy", "handle": {handle}, "type": ["ipv4_addr", "inet_proto", "inet_service"], "elem": {elem}}}}}"#
+            )
+        };
+        let rule = |handle: u32, chain: &str, port: u16| {
+            format!(
+                r#"{{"rule": {{"family": "inet", "table": "nftpolicy", "chain": "{chain}", "handle": {handle}, "expr": [{{"match": {{"op": "==", "left": {{"payload": {{"protocol": "tcp", "field": "dport"}}}}, "right": {port}}}}}, {{"accept": null}}]}}}}"#
+            )
+        };
+        let a = listing(&[
+            &set(
+                4,
+                r#"[{"concat": ["10.0.0.1", "tcp", 6]}, {"concat": ["10.0.0.2", "udp", 53]}]"#,
+            ),
+            CHAIN_C,
+            &rule(7, "c", 80),
+            &rule(8, "c", 81),
+        ]);
+        let b = format!(
+            "{{\"nftables\": [{CHAIN_C}, {}, {}, {TABLE}, {}]}}",
+            rule(20, "c", 80),
+            set(
+                9,
+                r#"[{"concat": ["10.0.0.2", 17, 53]}, {"concat": ["10.0.0.1", 6, 6]}]"#
+            ),
+            rule(21, "c", 81),
+        );
+        let canonical = |s: &str| canonical_listing(s).unwrap();
+        assert_eq!(canonical(&a), canonical(&b));
+        // Rule order within a chain, and ports that look like protocol numbers, still count.
+        let swapped = listing(&[
+            &set(
+                4,
+                r#"[{"concat": ["10.0.0.1", "tcp", 6]}, {"concat": ["10.0.0.2", "udp", 53]}]"#,
+            ),
+            CHAIN_C,
+            &rule(7, "c", 81),
+            &rule(8, "c", 80),
+        ]);
+        assert_ne!(canonical(&a), canonical(&swapped));
+        let port = listing(&[
+            &set(
+                4,
+                r#"[{"concat": ["10.0.0.1", "tcp", "tcp"]}, {"concat": ["10.0.0.2", "udp", 53]}]"#,
+            ),
+            CHAIN_C,
+            &rule(7, "c", 80),
+            &rule(8, "c", 81),
+        ]);
+        assert_ne!(canonical(&a), canonical(&port));
+        assert!(matches!(
+            canonical_listing("[]"),
+            Err(JsonError::NotAListing(_))
+        ));
     }
 
     #[test]
