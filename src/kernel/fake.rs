@@ -143,7 +143,7 @@ impl Kernel for FakeKernel {
             .calls
             .push(KernelCall::Commit(transaction.clone(), result.is_ok()));
         result.map_err(|message| KernelError::Rejected {
-            netns: " in the fake kernel".to_string(),
+            netns: String::new(),
             message,
         })
     }
@@ -160,7 +160,7 @@ impl Kernel for FakeKernel {
         match &state.fail_conntrack {
             Some(message) => Err(KernelError::Conntrack {
                 ip,
-                netns: " in the fake kernel".to_string(),
+                netns: String::new(),
                 message: message.clone(),
             }),
             None => Ok(()),
