@@ -28,6 +28,8 @@
 //! - [`verify`] checks rendered rulesets against [`analysis`] with [`nft::interp`];
 //! - [`generate`] makes seeded clusters for property tests, benches and `policyc generate`, which
 //!   [`manifest`] writes back as Kubernetes manifests;
+//! - [`workload`] makes a repository's workloads into pods to analyse, for offline review
+//!   (`policyc connections`, `policyc graph`);
 //! - [`conformance`] holds the upstream e2e cases as data, for the conformance tests and the lab.
 
 #![deny(missing_docs)]
