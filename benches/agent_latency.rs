@@ -8,33 +8,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nftpolicy::agent::{Agent, AgentConfig, Health};
-use nftpolicy::dataplane::{Dataplane, NftRunner};
+use nftpolicy::dataplane::Dataplane;
+use nftpolicy::kernel::NftKernel;
 use nftpolicy::metrics::Metrics;
 use nftpolicy::source::{Kind, Object, Update};
 use policy_compiler::generate::{workload, WorkloadSize};
 use policy_compiler::model::ObjectRef;
+use policylab::lab::Netns;
 use tokio::sync::mpsc;
-
-struct Netns(String);
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.0])
-            .status();
-    }
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 async fn measure(size: WorkloadSize, debounce: Duration) {
-    let ns = Netns(format!("npbench{}", std::process::id()));
-    let ok = std::process::Command::new("ip")
-        .args(["netns", "add", &ns.0])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "ip netns add failed: run as root");
+    let ns = Netns::create("latency").unwrap_or_else(|e| panic!("{e}"));
     let cluster = workload(42, size);
     let node = "node-0";
     let metrics = Arc::new(Metrics::new());
@@ -45,7 +33,7 @@ async fn measure(size: WorkloadSize, debounce: Duration) {
     config.debounce = debounce;
     let agent = Agent::new(
         config,
-        Dataplane::new(NftRunner::in_netns(&ns.0)),
+        Dataplane::new(NftKernel::in_netns(ns.name())),
         metrics,
         health,
     )

@@ -14,7 +14,8 @@ use policy_compiler::plan::compile_node;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
-use crate::dataplane::{ApplyReport, Dataplane, DataplaneError};
+use crate::dataplane::{ApplyReport, Dataplane};
+use crate::kernel::KernelError;
 use crate::metrics::{Metrics, SyncLabels};
 use crate::source::{Kind, Store, Update};
 
@@ -242,7 +243,7 @@ impl Agent {
             let nft_called = result.as_ref().map(|r| r.operations > 0).unwrap_or(true);
             let _ = observer.send(SyncReport {
                 nft_called,
-                result: result.map_err(|e: DataplaneError| e.to_string()),
+                result: result.map_err(|e: KernelError| e.to_string()),
             });
         }
         ok
@@ -250,7 +251,7 @@ impl Agent {
 
     fn flush_conntrack(&self, pods: &BTreeSet<IpAddr>) {
         for ip in pods {
-            if let Err(e) = self.dataplane.runner().delete_conntrack_entries(ip) {
+            if let Err(e) = self.dataplane.delete_conntrack_entries(*ip) {
                 tracing::warn!(%ip, error = %e, "cannot delete conntrack entries");
             }
         }

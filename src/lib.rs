@@ -1,12 +1,22 @@
-//! nftpolicy's side-effecting parts: the nftables dataplane (running `nft` on transactions the compiler
-//! builds) and the network-namespace lab. The pure compiler lives in the `policy-compiler` crate.
+//! nftpolicy's node agent, `policyd`: it watches the cluster, compiles the node's ruleset and keeps
+//! the kernel's `table inet nftpolicy` equal to it. The pure compiler lives in the `policy-compiler`
+//! crate; the network-namespace lab, which runs clusters on this dataplane, in `policylab`.
+//!
+//! - [`source`] turns the Kubernetes API (or a directory of manifests) into updates of the cluster
+//!   state;
+//! - [`agent`] is the reconcile loop: debounce, compile, apply, audit;
+//! - [`dataplane`] keeps what was committed and sends the kernel only the difference;
+//! - [`kernel`] is the seam to the kernel: `nft` itself, or an in-memory fake for tests;
+//! - [`process`] runs `nft`, `ip` and `conntrack`, for the agent and the lab;
+//! - [`http`], [`metrics`] and [`cli`] are the agent's edges.
+
+#![deny(missing_docs)]
 
 pub mod agent;
 pub mod cli;
 pub mod dataplane;
 pub mod http;
-pub mod lab;
-pub mod lab_run;
+pub mod kernel;
 pub mod metrics;
-pub mod services;
+pub mod process;
 pub mod source;

@@ -2,6 +2,9 @@
 //! `policyc compile --node` would print for the live cluster, changing the kernel only by the
 //! difference, in atomic transactions.
 
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +15,9 @@ use tokio::sync::mpsc;
 
 use nftpolicy::agent::{Agent, AgentConfig, Health};
 use nftpolicy::cli::{Cli, LogFormat};
-use nftpolicy::dataplane::{Dataplane, NftRunner};
+use nftpolicy::dataplane::Dataplane;
 use nftpolicy::http::serve;
+use nftpolicy::kernel::NftKernel;
 use nftpolicy::metrics::Metrics;
 use nftpolicy::source::files::DirSource;
 
@@ -41,16 +45,17 @@ fn main() -> Result<()> {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let runner = match &cli.netns {
-        Some(ns) => NftRunner::in_netns(ns),
-        None => NftRunner::host(),
+    let kernel = match &cli.netns {
+        Some(ns) => NftKernel::in_netns(ns),
+        None => NftKernel::host(),
     };
-    let mut dataplane = Dataplane::from_kernel(runner).context("cannot read the nftables state")?;
+    let mut dataplane = Dataplane::from_kernel(kernel).context("cannot read the nftables state")?;
     let fresh = dataplane.committed().is_none();
-    if cli.fail_closed && fresh {
-        dataplane
-            .apply(&policy_compiler::plan::fail_closed_ruleset())
-            .context("cannot install the fail-closed ruleset")?;
+    if cli.fail_closed
+        && dataplane
+            .install_fail_closed()
+            .context("cannot install the fail-closed ruleset")?
+    {
         tracing::info!("fail-closed: new forwarded connections are dropped until the first sync");
     }
     let source_metrics = nftpolicy::source::kube::SourceMetrics::new();

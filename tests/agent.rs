@@ -1,211 +1,97 @@
-//! The reconcile loop driven by scripted source events (no cluster), applying to the real kernel in a
-//! throwaway network namespace: each kind of change produces exactly the transaction it should.
+//! The reconcile loop on the fake kernel (no root): scripted source updates, one test per behaviour.
+//! The same scenarios run on the real kernel in `tests/agent_kernel.rs`.
 
 mod common;
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::time::Duration;
 
-use common::{kernel_available, Netns};
-use nftpolicy::agent::{Agent, AgentConfig, Health, SyncReport};
-use nftpolicy::dataplane::{Dataplane, NftRunner};
-use nftpolicy::metrics::Metrics;
+use common::reconcile::{self, config, demo, new_web_pod, resets, Harness, NODE};
+use nftpolicy::dataplane::Dataplane;
+use nftpolicy::kernel::{FakeKernel, KernelCall};
 use nftpolicy::source::{Kind, Object, Update};
-use policy_compiler::input::{parse_sources, read_paths};
-use policy_compiler::model::{ObjectRef, Policy};
-use policy_compiler::nft::transaction::Op;
-use policy_compiler::plan::compile_node;
-use policy_compiler::ClusterState;
-use tokio::sync::mpsc;
+use policy_compiler::model::ObjectRef;
+use policy_compiler::nft::SetElement;
+use policy_compiler::plan::fail_closed_ruleset;
+use policy_compiler::{compile_node, ClusterState};
 
-fn demo() -> ClusterState {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo");
-    let sources = read_paths(&[dir.display().to_string()]).expect("read");
-    parse_sources(&sources).expect("valid").cluster
+/// An agent on a fresh fake kernel that has listed the demo cluster and synced once.
+async fn listed() -> (Harness<FakeKernel>, ClusterState) {
+    listed_with(config()).await
 }
 
-fn resets(c: &ClusterState) -> Vec<Update> {
-    let reset = |kind, objects| Update::Reset {
-        kind,
-        objects,
-        invalid: vec![],
-    };
-    vec![
-        reset(
-            Kind::Namespace,
-            c.namespaces()
-                .values()
-                .cloned()
-                .map(Object::Namespace)
-                .collect(),
-        ),
-        reset(
-            Kind::Pod,
-            c.pods().values().cloned().map(Object::Pod).collect(),
-        ),
-        reset(
-            Kind::NetworkPolicy,
-            c.policies().values().cloned().map(Object::Policy).collect(),
-        ),
-    ]
+async fn listed_with(config: nftpolicy::agent::AgentConfig) -> (Harness<FakeKernel>, ClusterState) {
+    let mut h = Harness::start(FakeKernel::new(), config);
+    let cluster = demo();
+    reconcile::assert_full(&h.list(&cluster).await);
+    h.assert_enforces(&cluster);
+    (h, cluster)
 }
 
-struct Harness {
-    tx: mpsc::Sender<Update>,
-    reports: mpsc::UnboundedReceiver<SyncReport>,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    runner: NftRunner,
-    _ns: Netns,
+fn commits(kernel: &FakeKernel) -> usize {
+    kernel
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, KernelCall::Commit(..)))
+        .count()
 }
 
-impl Harness {
-    fn start() -> Self {
-        let ns = Netns::create();
-        let runner = NftRunner::in_netns(&ns.0);
-        let metrics = Arc::new(Metrics::new());
-        let health = Arc::new(Health::default());
-        let (tx, rx) = mpsc::channel(64);
-        let (otx, reports) = mpsc::unbounded_channel();
-        let mut config = AgentConfig::new("node-1");
-        config.debounce = Duration::from_millis(30);
-        let agent = Agent::new(
-            config,
-            Dataplane::new(runner.clone()),
-            metrics.clone(),
-            health.clone(),
-        )
-        .with_observer(otx);
-        tokio::spawn(agent.run(rx));
-        Self {
-            tx,
-            reports,
-            metrics,
-            health,
-            runner,
-            _ns: ns,
-        }
-    }
-
-    async fn send(&self, u: Update) {
-        self.tx.send(u).await.expect("agent running");
-    }
-
-    async fn next(&mut self) -> SyncReport {
-        tokio::time::timeout(Duration::from_secs(5), self.reports.recv())
-            .await
-            .expect("a sync within 5 s")
-            .expect("agent running")
-    }
-
-    async fn none_within(&mut self, d: Duration) {
-        if let Ok(Some(r)) = tokio::time::timeout(d, self.reports.recv()).await {
-            panic!("expected no sync, got {r:?}");
-        }
-    }
-}
-
-fn ops(r: &SyncReport) -> Vec<Op> {
-    r.result
-        .as_ref()
-        .expect("sync succeeded")
-        .transaction
-        .ops
-        .clone()
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("ip")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_change_becomes_exactly_its_transaction() {
-    if !kernel_available("each_change_becomes_exactly_its_transaction") {
-        return;
-    }
-    let mut h = Harness::start();
-    let mut cluster = demo();
-
-    // Nothing is enforced until every kind has been listed.
+async fn nothing_is_enforced_until_every_kind_is_listed() {
+    let mut h = Harness::start(FakeKernel::new(), config());
+    let cluster = demo();
     let r = resets(&cluster);
     h.send(r[0].clone()).await;
     h.send(r[1].clone()).await;
     h.none_within(Duration::from_millis(200)).await;
     assert!(!h.health.is_ready());
+    assert_eq!(
+        h.kernel.calls(),
+        vec![KernelCall::List],
+        "only the start-up listing"
+    );
     h.send(r[2].clone()).await;
-    let first = h.next().await;
-    assert!(first.nft_called && first.result.as_ref().expect("ok").full);
+    reconcile::assert_full(&h.next().await);
     assert!(h.health.is_ready());
+    h.assert_enforces(&cluster);
+}
 
-    // A pod added: element adds only.
-    let mut web = cluster
-        .pod(&ObjectRef::new("frontend", "web-0"))
-        .expect("web-0")
-        .clone();
-    web.id.name = "web-2".into();
-    web.ips = vec!["10.244.1.12".parse().expect("ip")];
-    cluster.upsert_pod(web.clone());
-    h.send(Update::Upsert(Object::Pod(web.clone()))).await;
-    let r = h.next().await;
-    for op in ops(&r) {
-        assert!(
-            matches!(op, Op::AddElements(..) | Op::AddMapElements(..)),
-            "pod add: {op:?}"
-        );
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_add_is_element_operations_only() {
+    let (mut h, mut cluster) = listed().await;
+    reconcile::pod_add(&mut h, &mut cluster).await;
+}
 
-    // A label change: the pod leaves the peer sets that selected it, then joins them again; elements
-    // only. (coredns-0 runs on node-1 in a namespace without policies, and is a DNS peer.)
-    let dns = ObjectRef::new("kube-system", "coredns-0");
-    let mut coredns = cluster.pod(&dns).expect("coredns-0").clone();
-    coredns.labels.insert("k8s-app".into(), "other".into());
-    h.send(Update::Upsert(Object::Pod(coredns.clone()))).await;
-    let r = h.next().await;
-    let o = ops(&r);
-    assert!(!o.is_empty());
-    assert!(
-        o.iter().all(|op| matches!(op, Op::DeleteElements(..))),
-        "relabel out: {o:?}"
-    );
-    coredns.labels.insert("k8s-app".into(), "kube-dns".into());
-    h.send(Update::Upsert(Object::Pod(coredns.clone()))).await;
-    let r = h.next().await;
-    let o = ops(&r);
-    assert!(!o.is_empty());
-    assert!(
-        o.iter().all(|op| matches!(op, Op::AddElements(..))),
-        "relabel back: {o:?}"
-    );
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relabel_moves_elements() {
+    let (mut h, mut cluster) = listed().await;
+    reconcile::relabel(&mut h, &mut cluster).await;
+}
 
-    // A policy edit: only that policy's chains and sets.
-    let id = ObjectRef::new("backend", "api-allow-egress");
-    let mut p: Policy = cluster.policies()[&id].clone();
-    p.egress.truncate(1);
-    cluster.upsert_policy(p.clone());
-    h.send(Update::Upsert(Object::Policy(p))).await;
-    let r = h.next().await;
-    for op in ops(&r) {
-        let name = match &op {
-            Op::FlushChain(n) | Op::DeleteChain(n) | Op::AddRule(n, _) | Op::AddChain(n, _) => {
-                n.clone()
-            }
-            Op::AddSet(n, _)
-            | Op::DeleteSet(n)
-            | Op::AddElements(n, _)
-            | Op::DeleteElements(n, _) => n.clone(),
-            other => panic!("policy edit: {other:?}"),
-        };
-        assert!(
-            name.contains("api-allow-egress") || name.starts_with("pods_"),
-            "policy edit touched {name}"
-        );
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_edit_touches_only_its_chains_and_sets() {
+    let (mut h, mut cluster) = listed().await;
+    reconcile::policy_edit(&mut h, &mut cluster).await;
+}
 
-    // Nothing changed: no sync at all, so no nft call; a relist with the same content neither.
-    h.send(Update::Upsert(Object::Pod(web.clone()))).await;
-    h.send(Update::Upsert(Object::Pod(coredns.clone()))).await;
-    for u in resets(&cluster) {
-        h.send(u).await;
-    }
-    h.none_within(Duration::from_millis(300)).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_change_runs_no_nft() {
+    let (mut h, cluster) = listed().await;
+    let before = h.kernel.calls().len();
+    reconcile::no_change(&mut h, &cluster).await;
+    // `assert_enforces` lists the table once; nothing else reached the kernel.
+    assert_eq!(h.kernel.calls()[before..], [KernelCall::List]);
+}
 
-    // An invalid object is reported and left out; nothing else changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_object_is_reported_and_left_out() {
+    let (mut h, cluster) = listed().await;
+    let before = commits(&h.kernel);
     h.send(Update::Invalid {
         kind: Kind::NetworkPolicy,
         key: ObjectRef::new("frontend", "broken"),
@@ -218,35 +104,212 @@ async fn each_change_becomes_exactly_its_transaction() {
         "{}",
         h.metrics.encode()
     );
+    assert_eq!(commits(&h.kernel), before);
+    h.assert_enforces(&cluster);
+}
 
-    // A burst is one transaction.
-    for i in 0..20u8 {
-        let mut p = web.clone();
-        p.labels.insert("app".into(), "api".into());
-        p.id.name = format!("burst-{i}");
-        p.ips = vec![std::net::IpAddr::from([10, 244, 1, 100 + i])];
-        cluster.upsert_pod(p.clone());
-        h.send(Update::Upsert(Object::Pod(p))).await;
-    }
-    let r = h.next().await;
-    let added: usize = ops(&r)
-        .iter()
-        .map(|op| match op {
-            Op::AddElements(_, e) => e.len(),
-            Op::AddMapElements(_, e) => e.len(),
-            _ => 0,
-        })
-        .sum();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_is_one_transaction() {
+    let (mut h, mut cluster) = listed().await;
+    let before = commits(&h.kernel);
+    reconcile::burst(&mut h, &mut cluster).await;
+    assert_eq!(commits(&h.kernel), before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_transaction_is_followed_by_a_full_replace() {
+    let (mut h, mut cluster) = listed().await;
+    reconcile::rejected_then_full_replace(&mut h, &mut cluster, |k| {
+        k.reject_next("Error: Could not process rule: No buffer space available")
+    })
+    .await;
+    // The rejected diff changed nothing; the replace came right after it.
+    let calls = h.kernel.calls();
+    let n = calls.len();
     assert!(
-        added >= 20,
-        "all 20 pods in one transaction ({added} elements)"
+        matches!(&calls[n - 3..], [KernelCall::Commit(diff, false), KernelCall::Commit(full, true), KernelCall::List]
+            if !diff.ops.contains(&policy_compiler::nft::transaction::Op::DeleteTable)
+                && full.ops.contains(&policy_compiler::nft::transaction::Op::DeleteTable)),
+        "{:?}",
+        &calls[n - 3..]
     );
-    h.none_within(Duration::from_millis(200)).await;
+}
 
-    // The kernel holds exactly what the compiler says for the final state.
-    let kernel = policy_compiler::nft::json::parse_table(
-        &h.runner.list_table_json().expect("list").expect("table"),
-    )
-    .expect("parse");
-    assert_eq!(kernel, compile_node(&cluster, "node-1"));
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_table_fails_the_diff_and_is_replaced_whole() {
+    let (mut h, mut cluster) = listed().await;
+    reconcile::rejected_then_full_replace(&mut h, &mut cluster, FakeKernel::lose_table).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_adopts_the_table_and_sends_nothing() {
+    let (h, cluster) = listed().await;
+    let kernel = h.stop().await;
+    assert_eq!(
+        kernel.table(),
+        Some(compile_node(&cluster, NODE)),
+        "fail-static: the table stays when the agent stops"
+    );
+    let before = commits(&kernel);
+    let mut h = Harness::start(kernel, config());
+    let first = h.list(&cluster).await;
+    assert!(!first.nft_called, "{first:?}");
+    assert_eq!(first.result.as_ref().expect("ok").operations, 0);
+    assert!(
+        h.health.is_ready(),
+        "ready after the first sync, even without a change"
+    );
+    assert_eq!(commits(&h.kernel), before, "nothing was sent to the kernel");
+    // And the next change is a diff, not a replace.
+    let mut cluster = cluster;
+    reconcile::pod_add(&mut h, &mut cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_over_a_changed_cluster_sends_only_the_difference() {
+    let (h, cluster) = listed().await;
+    let kernel = h.stop().await;
+    let mut changed = cluster.clone();
+    changed.upsert_pod(new_web_pod(&cluster));
+    let mut h = Harness::start(kernel, config());
+    let first = h.list(&changed).await;
+    let report = first.result.as_ref().expect("ok");
+    assert!(!report.full && report.operations > 0, "{first:?}");
+    h.assert_enforces(&changed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_repairs_drift() {
+    let mut c = config();
+    c.audit_interval = Duration::from_millis(100);
+    let (mut h, cluster) = listed_with(c).await;
+    reconcile::audit_repairs(&mut h, &cluster, |k| {
+        assert!(k.drift(|t| {
+            let set = t
+                .sets
+                .get_mut("pods_NS_db_PODS_app_postgres_v4")
+                .expect("the demo's postgres peer set");
+            assert!(set.elements.remove(&SetElement::Addr(ip("10.244.1.30"))));
+        }));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_restores_a_deleted_table() {
+    let mut c = config();
+    c.audit_interval = Duration::from_millis(100);
+    let (mut h, cluster) = listed_with(c).await;
+    reconcile::audit_repairs(&mut h, &cluster, FakeKernel::lose_table).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_closed_holds_until_the_first_sync_and_stays_after_exit() {
+    // A fresh node: the fail-closed ruleset goes in before anything is listed.
+    let kernel = FakeKernel::new();
+    let mut dataplane = Dataplane::from_kernel(kernel.clone()).expect("read");
+    assert!(dataplane.install_fail_closed().expect("install"));
+    assert_eq!(kernel.table(), Some(fail_closed_ruleset()));
+    let mut h = Harness::start_with(kernel, dataplane, config());
+    let cluster = demo();
+    let r = resets(&cluster);
+    h.send(r[0].clone()).await;
+    h.send(r[1].clone()).await;
+    h.none_within(Duration::from_millis(200)).await;
+    assert!(
+        !h.health.is_ready(),
+        "alive but not ready before the first sync"
+    );
+    assert!(h.health.is_alive());
+    assert_eq!(
+        h.kernel.table(),
+        Some(fail_closed_ruleset()),
+        "still holding"
+    );
+    h.send(r[2].clone()).await;
+    let first = h.next().await;
+    assert!(
+        !first.result.as_ref().expect("ok").full,
+        "the first sync diffs the fail-closed table"
+    );
+    h.assert_enforces(&cluster);
+    // The agent stops: what it installed stays in force (fail-static).
+    let kernel = h.stop().await;
+    assert_eq!(kernel.table(), Some(compile_node(&cluster, NODE)));
+
+    // A restart keeps the table in force: fail-closed installs nothing over it.
+    let before = commits(&kernel);
+    let mut dataplane = Dataplane::from_kernel(kernel.clone()).expect("read");
+    assert!(!dataplane.install_fail_closed().expect("nothing to do"));
+    assert_eq!(commits(&kernel), before);
+    assert_eq!(kernel.table(), Some(compile_node(&cluster, NODE)));
+}
+
+/// The isolated pods of node-1 in the demo: frontend/web-0 (dual-stack), backend/api-0 and
+/// db/postgres-0.
+fn isolated_demo_pods() -> BTreeSet<IpAddr> {
+    [
+        "10.244.1.10",
+        "fd00:10:244:1::10",
+        "10.244.1.20",
+        "10.244.1.30",
+    ]
+    .iter()
+    .map(|s| ip(s))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conntrack_flush_targets_the_pods_whose_access_may_have_been_revoked() {
+    let mut c = config();
+    c.conntrack_flush = true;
+    let (mut h, mut cluster) = listed_with(c).await;
+    let deleted = |h: &Harness<FakeKernel>| -> BTreeSet<IpAddr> {
+        h.kernel.conntrack_deletions().into_iter().collect()
+    };
+    // The first sync replaced the table: every isolated local pod.
+    assert_eq!(deleted(&h), isolated_demo_pods());
+
+    // A pod added only joins sets and maps: only the new pod's entries (its isolation changed).
+    let before = h.kernel.conntrack_deletions().len();
+    let web = new_web_pod(&cluster);
+    cluster.upsert_pod(web.clone());
+    h.send(Update::Upsert(Object::Pod(web.clone()))).await;
+    h.next().await.result.expect("ok");
+    assert_eq!(
+        h.kernel.conntrack_deletions()[before..],
+        [ip("10.244.1.12")]
+    );
+
+    // A policy edit (a chain refilled) may revoke anything: every isolated local pod.
+    let before = h.kernel.conntrack_deletions().len();
+    let id = ObjectRef::new("backend", "api-allow-egress");
+    let mut p = cluster.policies()[&id].clone();
+    p.egress.truncate(1);
+    cluster.upsert_policy(p.clone());
+    h.send(Update::Upsert(Object::Policy(p))).await;
+    h.next().await.result.expect("ok");
+    let mut all = isolated_demo_pods();
+    all.insert(ip("10.244.1.12"));
+    let after: BTreeSet<IpAddr> = h.kernel.conntrack_deletions()[before..]
+        .iter()
+        .copied()
+        .collect();
+    assert_eq!(after, all);
+
+    // A conntrack failure is logged and does not fail the sync.
+    h.kernel.fail_conntrack("Operation not permitted");
+    cluster.remove_pod(&web.id);
+    h.send(Update::Delete(Kind::Pod, web.id.clone())).await;
+    let r = h.next().await;
+    assert!(r.result.is_ok(), "{r:?}");
+    assert!(h.health.is_ready());
+    h.assert_enforces(&cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_conntrack_flush_no_entry_is_deleted() {
+    let (mut h, mut cluster) = listed().await;
+    reconcile::policy_edit(&mut h, &mut cluster).await;
+    assert!(h.kernel.conntrack_deletions().is_empty());
 }

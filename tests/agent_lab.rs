@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{free_port, http_get, kernel_available};
-use nftpolicy::lab::{Lab, LabSpec, PodSpec, Probe, Protocol};
+use nftpolicy::kernel::{Kernel, NftKernel};
+use policylab::lab::{netns, Lab, LabSpec, PodSpec, Probe, Protocol};
 
 const NAMESPACES: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: \"y\"}\n";
 
@@ -152,21 +153,9 @@ fn until(lab: &Lab, want: (bool, bool), what: &str) -> Duration {
 }
 
 fn nft_table_exists(netns: &str) -> bool {
-    Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            netns,
-            "nft",
-            "list",
-            "table",
-            "inet",
-            "nftpolicy",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    NftKernel::in_netns(netns)
+        .list_table()
+        .is_ok_and(|t| t.is_some())
 }
 
 struct TempDir(PathBuf);
@@ -254,9 +243,8 @@ fn agents_follow_edits_survive_kill_9_and_repair_drift() {
             checks
         })
     };
-    let _ = Command::new("kill")
-        .args(["-9", &a1.child.id().to_string()])
-        .status();
+    // SIGKILL: the agent gets no chance to clean up.
+    let _ = a1.child.kill();
     let _ = a1.child.wait();
     assert_eq!(
         probe(&lab),
@@ -282,20 +270,9 @@ fn agents_follow_edits_survive_kill_9_and_repair_drift() {
     );
 
     // Someone deletes the table: the audit (every second here) restores it.
-    let status = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns1,
-            "nft",
-            "delete",
-            "table",
-            "inet",
-            "nftpolicy",
-        ])
-        .status()
-        .expect("nft");
-    assert!(status.success());
+    NftKernel::in_netns(&ns1)
+        .delete_table()
+        .expect("nft delete table");
     assert_eq!(
         probe(&lab),
         (true, true),
@@ -350,23 +327,19 @@ fn agents_follow_edits_survive_kill_9_and_repair_drift() {
 struct UdpFlow(std::net::UdpSocket);
 
 impl UdpFlow {
-    fn open(netns: &str, to: &str) -> Self {
-        let (netns, to) = (netns.to_string(), to.to_string());
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(format!("/run/netns/{netns}")).expect("netns file");
-            use std::os::fd::AsRawFd;
-            // SAFETY: setns on a valid namespace fd affects only this thread, which ends below.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns");
+    fn open(pod_netns: &str, to: &str) -> Self {
+        let file = netns::open(pod_netns).expect("the pod's namespace");
+        // A socket stays in the namespace it was created in, whichever thread uses it later.
+        let socket = netns::run_in(&file, pod_netns, || {
             let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
-            socket.connect(&to).expect("connect");
+            socket.connect(to).expect("connect");
             socket
-                .set_read_timeout(Some(Duration::from_millis(300)))
-                .expect("timeout");
-            UdpFlow(socket)
         })
-        .join()
-        .expect("flow thread")
+        .expect("enter the pod's namespace");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        UdpFlow(socket)
     }
 
     fn echo(&self) -> bool {

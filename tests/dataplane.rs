@@ -1,57 +1,30 @@
 //! The dataplane on the real kernel (root, in throwaway network namespaces): a diff applied on top of
-//! a committed ruleset leaves exactly the state a fresh load of the new ruleset gives; a rejected
-//! transaction changes nothing and the next apply repairs with a full replace; no change, no nft call.
+//! a committed ruleset leaves exactly the state a fresh load of the new ruleset gives. (Rejected
+//! transactions, full replaces and "no change, no nft call" are reconcile-loop scenarios:
+//! `tests/agent.rs` on the fake kernel, `tests/agent_kernel.rs` on this one.)
 
 mod common;
 
-use common::{kernel_available, Netns};
-use nftpolicy::dataplane::{Dataplane, NftRunner};
+use common::{kernel_available, netns};
+use nftpolicy::dataplane::Dataplane;
+use nftpolicy::kernel::{Kernel, NftKernel};
 use policy_compiler::generate::{cluster, mutate, Shape};
+use policy_compiler::nft::json::canonical_listing;
 use policy_compiler::nft::Ruleset;
 use policy_compiler::plan::compile_node;
 use serde_json::Value;
 
-/// The kernel's listing of the table, with handles dropped and sets, elements and objects in a
-/// canonical order (rules keep their order within their chain).
-fn kernel_state(runner: &NftRunner) -> Value {
-    fn strip(v: &mut Value) {
-        match v {
-            Value::Object(m) => {
-                m.remove("handle");
-                for (k, x) in m.iter_mut() {
-                    strip(x);
-                    if k == "elem" {
-                        if let Value::Array(a) = x {
-                            a.sort_by_key(|e| e.to_string());
-                        }
-                    }
-                }
-            }
-            Value::Array(a) => a.iter_mut().for_each(strip),
-            _ => {}
-        }
-    }
-    let json = runner
-        .list_table_json()
-        .expect("list")
-        .expect("table exists");
-    let mut v: Value = serde_json::from_str(&json).expect("nft json");
-    strip(&mut v);
-    let items = v["nftables"].as_array().cloned().unwrap_or_default();
-    let (mut rules, mut others): (Vec<Value>, Vec<Value>) = items
-        .into_iter()
-        .filter(|i| i.get("metainfo").is_none())
-        .partition(|i| i.get("rule").is_some());
-    others.sort_by_key(|o| o.to_string());
-    rules.sort_by_key(|r| r["rule"]["chain"].as_str().unwrap_or_default().to_string());
-    serde_json::json!({"objects": others, "rules": rules})
+/// The kernel's listing of the table, canonical (see `canonical_listing`).
+fn kernel_state(kernel: &dyn Kernel) -> Value {
+    let json = kernel.list_table().expect("list").expect("table exists");
+    canonical_listing(&json).expect("nft json")
 }
 
 fn fresh_state(ruleset: &Ruleset) -> Value {
-    let ns = Netns::create();
-    let mut dp = Dataplane::new(NftRunner::in_netns(&ns.0));
+    let ns = netns("dataplane");
+    let mut dp = Dataplane::new(NftKernel::in_netns(ns.name()));
     dp.apply(ruleset).expect("full load");
-    kernel_state(dp.runner())
+    kernel_state(dp.kernel())
 }
 
 #[test]
@@ -59,8 +32,8 @@ fn diffs_leave_the_kernel_exactly_as_a_fresh_load_would() {
     if !kernel_available("diffs_leave_the_kernel_exactly_as_a_fresh_load_would") {
         return;
     }
-    let ns = Netns::create();
-    let mut dp = Dataplane::new(NftRunner::in_netns(&ns.0));
+    let ns = netns("dataplane");
+    let mut dp = Dataplane::new(NftKernel::in_netns(ns.name()));
     let mut current = cluster(
         7,
         Shape {
@@ -72,7 +45,7 @@ fn diffs_leave_the_kernel_exactly_as_a_fresh_load_would() {
     let first = dp.apply(&compile_node(&current, "n0")).expect("first load");
     assert!(first.full);
     let mut partial = 0;
-    let mut previous = kernel_state(dp.runner());
+    let mut previous = kernel_state(dp.kernel());
     for step in 0..60u64 {
         current = mutate(&current, 1000 + step);
         let desired = compile_node(&current, "n0");
@@ -81,7 +54,7 @@ fn diffs_leave_the_kernel_exactly_as_a_fresh_load_would() {
             .unwrap_or_else(|e| panic!("step {step}: {e}"));
         assert!(!report.full, "step {step}: only the first apply is full");
         partial += usize::from(report.operations > 0);
-        let state = kernel_state(dp.runner());
+        let state = kernel_state(dp.kernel());
         assert_eq!(
             state,
             fresh_state(&desired),
@@ -95,44 +68,4 @@ fn diffs_leave_the_kernel_exactly_as_a_fresh_load_would() {
         partial >= 20,
         "most mutations change the node's ruleset ({partial} did)"
     );
-}
-
-#[test]
-fn no_change_runs_no_nft_and_a_rejected_transaction_is_repaired_by_a_full_replace() {
-    if !kernel_available("no_change_runs_no_nft_and_a_rejected_transaction_is_repaired") {
-        return;
-    }
-    let ns = Netns::create();
-    let runner = NftRunner::in_netns(&ns.0);
-    let mut dp = Dataplane::new(runner.clone());
-    let a = cluster(
-        11,
-        Shape {
-            pods: 8,
-            policies: 4,
-            nodes: 1,
-        },
-    );
-    let rs = compile_node(&a, "n0");
-    dp.apply(&rs).expect("load");
-    let again = dp.apply(&rs).expect("no-op");
-    assert_eq!(again.operations, 0, "nothing changed: no nft call");
-
-    // Someone deletes the table behind the agent's back: the diff fails on the missing objects...
-    runner.delete_table().expect("delete");
-    let b = compile_node(&mutate(&a, 5), "n0");
-    let b = if b == rs {
-        compile_node(&mutate(&a, 6), "n0")
-    } else {
-        b
-    };
-    assert_ne!(b, rs, "the mutation must change the ruleset");
-    let err = dp
-        .apply(&b)
-        .expect_err("the diff cannot apply to a missing table");
-    assert!(err.to_string().contains("nft rejected"), "{err}");
-    // ... and the next apply replaces the table whole.
-    let repaired = dp.apply(&b).expect("full replace");
-    assert!(repaired.full);
-    assert_eq!(kernel_state(&runner), fresh_state(&b));
 }

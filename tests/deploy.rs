@@ -1038,6 +1038,7 @@ fn the_build_context_leaves_out_build_output_but_not_sources() {
         "Cargo.lock",
         "src",
         "policy-compiler",
+        "policylab",
         "benches",
     ] {
         assert!(

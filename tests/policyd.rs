@@ -7,8 +7,8 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, http_get, kernel_available, Netns};
-use nftpolicy::dataplane::NftRunner;
+use common::{free_port, http_get, kernel_available, netns};
+use nftpolicy::kernel::{Kernel, NftKernel};
 
 struct Policyd(Child);
 
@@ -71,27 +71,27 @@ fn before_the_first_sync_fail_closed_holds_and_the_default_changes_nothing() {
     std::fs::create_dir_all(&dir).expect("dir");
 
     // Default: nothing installed, alive, not ready.
-    let ns = Netns::create();
-    let runner = NftRunner::in_netns(&ns.0);
+    let ns = netns("policyd");
+    let kernel = NftKernel::in_netns(ns.name());
     let port = free_port();
-    let agent = start(&ns.0, port, false, &dir);
+    let agent = start(ns.name(), port, false, &dir);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(status(port, "/readyz"), Some(503), "no sync yet: not ready");
     assert!(
-        runner.list_table_json().expect("list").is_none(),
+        kernel.list_table().expect("list").is_none(),
         "nothing installed"
     );
     drop(agent);
 
     // --fail-closed: the fail-closed table is in place, and stays after the agent exits.
-    let ns = Netns::create();
-    let runner = NftRunner::in_netns(&ns.0);
+    let ns = netns("policyd");
+    let kernel = NftKernel::in_netns(ns.name());
     let port = free_port();
-    let agent = start(&ns.0, port, true, &dir);
+    let agent = start(ns.name(), port, true, &dir);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(status(port, "/readyz"), Some(503));
     let installed = || {
-        let json = runner.list_table_json().expect("list").expect("a table");
+        let json = kernel.list_table().expect("list").expect("a table");
         policy_compiler::nft::json::parse_table(&json).expect("parse")
     };
     assert_eq!(installed(), policy_compiler::plan::fail_closed_ruleset());

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use policy_compiler::cidr::{Cidr, Family};
 use policy_compiler::input::{parse_sources, read_paths};
 use policy_compiler::model::Protocol;
-use policy_compiler::nft::json::{as_listed, parse_table, JsonError};
+use policy_compiler::nft::json::{as_listed, canonical_listing, listing, parse_table, JsonError};
 use policy_compiler::nft::{
     AddrField, BaseChain, Chain, Match, Rule, Ruleset, Set, SetElement, SetType, Verdict,
     VerdictMap,
@@ -125,8 +125,10 @@ fn difference(got: &Ruleset, want: &Ruleset) -> String {
     "no difference".into()
 }
 
-/// Loads each ruleset into `ns`, lists and parses it, and compares it with what was loaded. Returns
-/// the failures, and how many rulesets needed `as_listed` (a comment nft stores shortened).
+/// Loads each ruleset into `ns`, lists and parses it, and compares it with what was loaded; the
+/// kernel's listing must also be the one [`listing`] writes for it (what the agent's fake kernel
+/// lists). Returns the failures, and how many rulesets needed `as_listed` (a comment nft stores
+/// shortened).
 fn round_trip(ns: &Netns, rulesets: &[(String, Ruleset)]) -> (Vec<String>, usize) {
     let mut errors = Vec::new();
     let mut normalised = 0;
@@ -138,6 +140,16 @@ fn round_trip(ns: &Netns, rulesets: &[(String, Ruleset)]) -> (Vec<String>, usize
                 continue;
             }
         };
+        match (
+            canonical_listing(&json),
+            canonical_listing(&listing(ruleset)),
+        ) {
+            (Ok(kernel), Ok(written)) if kernel == written => {}
+            (Ok(kernel), Ok(written)) => errors.push(format!(
+                "{label}: nft lists\n{kernel:#}\nwhere nft::json::listing writes\n{written:#}"
+            )),
+            (Err(e), _) | (_, Err(e)) => errors.push(format!("{label}: {e}")),
+        }
         let want = as_listed(ruleset);
         if want != *ruleset {
             normalised += 1;

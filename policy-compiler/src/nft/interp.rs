@@ -32,6 +32,9 @@ pub struct Outcome {
     pub accepted: bool,
     /// The rules that decided, as `chain: rule` lines, in evaluation order.
     pub trace: Vec<String>,
+    /// How many rules the hook tried (every rule whose matches were evaluated, in every chain the
+    /// packet went through): the per-packet cost of the ruleset for this packet.
+    pub rules_tried: usize,
 }
 
 /// A ruleset the interpreter cannot evaluate (a dangling reference or a jump loop).
@@ -73,6 +76,7 @@ struct Interp<'a> {
     ruleset: &'a Ruleset,
     packet: &'a Packet,
     trace: Vec<String>,
+    rules_tried: usize,
 }
 
 impl Interp<'_> {
@@ -127,6 +131,7 @@ impl Interp<'_> {
                 name: name.to_string(),
             })?;
         for rule in &chain.rules {
+            self.rules_tried += 1;
             let mut all = true;
             for m in &rule.matches {
                 if !self.matches(name, m)? {
@@ -193,17 +198,109 @@ pub fn evaluate(ruleset: &Ruleset, packet: &Packet) -> Result<Outcome, InterpErr
         ruleset,
         packet,
         trace: Vec::new(),
+        rules_tried: 0,
     };
     for (name, _) in ruleset.base_chains() {
         if let Flow::Drop = interp.run_chain(name, 0)? {
             return Ok(Outcome {
                 accepted: false,
                 trace: interp.trace,
+                rules_tried: interp.rules_tried,
             });
         }
     }
     Ok(Outcome {
         accepted: true,
         trace: interp.trace,
+        rules_tried: interp.rules_tried,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nft::{BaseChain, Chain, Rule, VerdictMap};
+
+    fn rule(matches: Vec<Match>, verdict: Verdict) -> Rule {
+        Rule {
+            matches,
+            verdict,
+            comment: None,
+        }
+    }
+
+    /// `egress`: established accept, then `ip saddr vmap @egress_v4` sending 10.0.0.1 to `pod`, which
+    /// accepts TCP 80 and drops the rest.
+    fn ruleset() -> Ruleset {
+        let mut r = Ruleset::default();
+        r.maps.insert(
+            "egress_v4".into(),
+            VerdictMap {
+                family: Family::V4,
+                elements: [("10.0.0.1".parse().unwrap(), "pod".to_string())].into(),
+            },
+        );
+        r.chains.insert(
+            "egress".into(),
+            Chain {
+                base: Some(BaseChain { priority: 0 }),
+                rules: vec![
+                    rule(vec![Match::CtEstablishedOrRelated], Verdict::Accept),
+                    rule(
+                        vec![],
+                        Verdict::Vmap {
+                            family: Family::V4,
+                            field: AddrField::Saddr,
+                            map: "egress_v4".into(),
+                        },
+                    ),
+                ],
+            },
+        );
+        r.chains.insert(
+            "pod".into(),
+            Chain {
+                base: None,
+                rules: vec![
+                    rule(
+                        vec![Match::Dport {
+                            protocol: Protocol::Tcp,
+                            ports: vec![(80, 80)],
+                        }],
+                        Verdict::Accept,
+                    ),
+                    rule(vec![], Verdict::Drop),
+                ],
+            },
+        );
+        r
+    }
+
+    fn packet(src: &str, dport: u16, established: bool) -> Packet {
+        Packet {
+            src: src.parse().unwrap(),
+            dst: "10.0.9.9".parse().unwrap(),
+            protocol: Protocol::Tcp,
+            dport,
+            established,
+        }
+    }
+
+    #[test]
+    fn verdicts_and_the_rules_each_packet_tries() {
+        let r = ruleset();
+        for (p, accepted, tried) in [
+            // Established: the first rule decides.
+            (packet("10.0.0.1", 81, true), true, 1),
+            // Not in the map: both base-chain rules, then the chain's policy.
+            (packet("10.0.0.2", 81, false), true, 2),
+            // In the map: the pod's chain too, up to the rule that decides.
+            (packet("10.0.0.1", 80, false), true, 3),
+            (packet("10.0.0.1", 81, false), false, 4),
+        ] {
+            let outcome = evaluate(&r, &p).unwrap();
+            assert_eq!(outcome.accepted, accepted, "{p:?}");
+            assert_eq!(outcome.rules_tried, tried, "{p:?}");
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! Reading the kernel's table back: `nft -j list table inet nftpolicy` as a [`Ruleset`].
+//! Reading the kernel's table back: `nft -j list table inet nftpolicy` as a [`Ruleset`]; and, for
+//! stand-ins of the kernel, writing that listing ([`listing`]).
 //!
 //! The node agent lists its table on restart and audits it for drift. [`parse_table`] maps every shape
 //! nft 1.0.6 lists for what [`Ruleset::render`] writes back to the exact model value, so that for
@@ -45,9 +46,9 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
-use super::render::comment;
+use super::render::{addr_type as type_keyword, comment, family_keyword, field_keyword};
 use super::{
     AddrField, BaseChain, Chain, Match, Rule, Ruleset, Set, SetElement, SetType, Verdict,
     VerdictMap, TABLE_NAME,
@@ -184,13 +185,18 @@ pub fn as_listed(ruleset: &Ruleset) -> Ruleset {
     for chain in out.chains.values_mut() {
         for rule in &mut chain.rules {
             rule.comment = rule.comment.as_deref().map(comment);
-            rule.matches = listed_matches(&rule.matches);
+            rule.matches = listed_matches(&rule.matches)
+                .into_iter()
+                .map(|(m, _)| m)
+                .collect();
         }
     }
     out
 }
 
-fn listed_matches(matches: &[Match]) -> Vec<Match> {
+/// The matches of a rule as listed, each with whether it was written as an anonymous set (a port
+/// list of several items stays a set when nft merges it into one range).
+fn listed_matches(matches: &[Match]) -> Vec<(Match, bool)> {
     let mut keep = vec![true; matches.len()];
     // nft remembers the last `meta l4proto` as the dependency of the next transport header match,
     // and does not list it when that match implies it.
@@ -213,11 +219,14 @@ fn listed_matches(matches: &[Match]) -> Vec<Match> {
         .zip(keep)
         .filter(|(_, k)| *k)
         .map(|(m, _)| match m {
-            Match::Dport { protocol, ports } => Match::Dport {
-                protocol: *protocol,
-                ports: merged(ports),
-            },
-            other => other.clone(),
+            Match::Dport { protocol, ports } => (
+                Match::Dport {
+                    protocol: *protocol,
+                    ports: merged(ports),
+                },
+                ports.len() > 1,
+            ),
+            other => (other.clone(), false),
         })
         .collect()
 }
@@ -233,6 +242,218 @@ fn merged(ports: &[(u16, u16)]) -> Vec<(u16, u16)> {
         }
     }
     out
+}
+
+// ---- comparing listings ----
+
+/// A listing with what carries no meaning for the table taken out, so that two listings of the same
+/// table compare equal as JSON, to the letter otherwise: the `metainfo` item and handles dropped,
+/// protocols in set elements by name (nft names them on a machine with `/etc/protocols` and gives
+/// their numbers otherwise), set elements and the table's objects in a canonical order, rules in
+/// their order within their chain. Unlike [`parse_table`], it keeps what the model cannot express.
+pub fn canonical_listing(json: &str) -> Result<Value, JsonError> {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.remove("handle");
+                for (k, x) in m.iter_mut() {
+                    strip(x);
+                    match (k.as_str(), x) {
+                        ("elem", Value::Array(a)) => a.sort_by_key(|e| e.to_string()),
+                        // address . protocol . port
+                        ("concat", Value::Array(a)) => {
+                            let name = match a.get(1).and_then(Value::as_u64) {
+                                Some(6) => Some("tcp"),
+                                Some(17) => Some("udp"),
+                                Some(132) => Some("sctp"),
+                                _ => None,
+                            };
+                            if let Some(name) = name {
+                                a[1] = Value::from(name);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut root: Value = serde_json::from_str(json)?;
+    let Some(items) = root.get_mut("nftables").and_then(Value::as_array_mut) else {
+        return Err(JsonError::NotAListing(snippet(&root)));
+    };
+    let mut items = std::mem::take(items);
+    items.retain(|i| i.get("metainfo").is_none());
+    items.iter_mut().for_each(strip);
+    let (rules, mut objects): (Vec<Value>, Vec<Value>) =
+        items.into_iter().partition(|i| i.get("rule").is_some());
+    objects.sort_by_key(|o| o.to_string());
+    let mut chains: Vec<(String, Vec<Value>)> = Vec::new();
+    for rule in rules {
+        let chain = rule["rule"]["chain"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        match chains.iter_mut().find(|(c, _)| *c == chain) {
+            Some((_, list)) => list.push(rule),
+            None => chains.push((chain, vec![rule])),
+        }
+    }
+    chains.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(json!({"objects": objects, "rules": chains}))
+}
+
+// ---- writing a listing ----
+
+/// What `nft -j list table inet nftpolicy` (nft 1.0.6) prints once `ruleset` is loaded: the inverse
+/// of [`parse_table`], so that `parse_table(&listing(r)) == as_listed(r)`. It is what a stand-in for
+/// the kernel lists (the agent's fake kernel), so that code reading the table back runs without one.
+///
+/// As nft does: the `metainfo` item first, then the table, sets, maps, chains and rules, each with a
+/// handle; set elements in reverse order; protocols in concatenated elements by name (as nft prints them
+/// on a machine with `/etc/protocols`; without it, by number); what the listing loses already lost
+/// (see [`as_listed`]).
+pub fn listing(ruleset: &Ruleset) -> String {
+    let listed = as_listed(ruleset);
+    let r = &listed;
+    let mut items = vec![
+        json!({"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}),
+        json!({"table": {"family": "inet", "name": TABLE_NAME, "handle": 2}}),
+    ];
+    let mut handle = 3;
+    for (name, set) in &r.sets {
+        handle += 1;
+        let mut obj = json!({"family": "inet", "name": name, "table": TABLE_NAME, "handle": handle, "comment": set.comment});
+        obj["type"] = match set.set_type {
+            SetType::Addr(f) => json!(type_keyword(f)),
+            SetType::AddrProtoPort(f) => json!([type_keyword(f), "inet_proto", "inet_service"]),
+        };
+        if !set.elements.is_empty() {
+            obj["elem"] = set
+                .elements
+                .iter()
+                .rev()
+                .map(|e| match e {
+                    SetElement::Addr(ip) => json!(ip.to_string()),
+                    SetElement::AddrProtoPort(ip, p, port) => {
+                        json!({"concat": [ip.to_string(), p.as_nft(), port]})
+                    }
+                })
+                .collect();
+        }
+        items.push(json!({ "set": obj }));
+    }
+    for (name, map) in &r.maps {
+        handle += 1;
+        let mut obj = json!({"family": "inet", "name": name, "table": TABLE_NAME, "type": type_keyword(map.family), "handle": handle, "map": "verdict"});
+        if !map.elements.is_empty() {
+            obj["elem"] = map
+                .elements
+                .iter()
+                .map(|(ip, c)| json!([ip.to_string(), {"jump": {"target": c}}]))
+                .collect();
+        }
+        items.push(json!({ "map": obj }));
+    }
+    for (name, chain) in &r.chains {
+        handle += 1;
+        let mut obj =
+            json!({"family": "inet", "table": TABLE_NAME, "name": name, "handle": handle});
+        if let Some(base) = chain.base {
+            obj["type"] = json!("filter");
+            obj["hook"] = json!("forward");
+            obj["prio"] = json!(base.priority);
+            obj["policy"] = json!("accept");
+        }
+        items.push(json!({ "chain": obj }));
+    }
+    for (name, chain) in &ruleset.chains {
+        for rule in &chain.rules {
+            handle += 1;
+            let mut expr: Vec<Value> = listed_matches(&rule.matches)
+                .iter()
+                .map(|(m, as_set)| match_json(m, *as_set))
+                .collect();
+            expr.push(verdict_json(&rule.verdict));
+            let mut obj =
+                json!({"family": "inet", "table": TABLE_NAME, "chain": name, "handle": handle});
+            if let Some(c) = &rule.comment {
+                obj["comment"] = json!(comment(c));
+            }
+            obj["expr"] = json!(expr);
+            items.push(json!({ "rule": obj }));
+        }
+    }
+    json!({ "nftables": items }).to_string()
+}
+
+fn addr_payload(family: Family, field: AddrField) -> Value {
+    json!({"payload": {"protocol": family_keyword(family), "field": field_keyword(field)}})
+}
+
+fn port_json(&(a, b): &(u16, u16)) -> Value {
+    if a == b {
+        json!(a)
+    } else {
+        json!({"range": [a, b]})
+    }
+}
+
+fn match_json(m: &Match, as_set: bool) -> Value {
+    let body = match m {
+        Match::CtEstablishedOrRelated => {
+            json!({"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]})
+        }
+        Match::Prefix {
+            field,
+            negated,
+            cidr,
+        } => {
+            let full = cidr.prefix_len()
+                == match cidr.family() {
+                    Family::V4 => 32,
+                    Family::V6 => 128,
+                };
+            let right = if full {
+                json!(cidr.addr().to_string())
+            } else {
+                json!({"prefix": {"addr": cidr.addr().to_string(), "len": cidr.prefix_len()}})
+            };
+            json!({"op": if *negated { "!=" } else { "==" }, "left": addr_payload(cidr.family(), *field), "right": right})
+        }
+        Match::InSet { family, field, set } => {
+            json!({"op": "==", "left": addr_payload(*family, *field), "right": format!("@{set}")})
+        }
+        Match::L4Proto(p) => {
+            json!({"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": p.as_nft()})
+        }
+        Match::Dport { protocol, ports } => {
+            let right = match ports.as_slice() {
+                [one] if !as_set => port_json(one),
+                many => json!({"set": many.iter().map(port_json).collect::<Vec<_>>()}),
+            };
+            json!({"op": "==", "left": {"payload": {"protocol": protocol.as_nft(), "field": "dport"}}, "right": right})
+        }
+        Match::DaddrProtoPortInSet { family, set } => json!({"op": "==", "left": {"concat": [
+            addr_payload(*family, AddrField::Daddr),
+            {"meta": {"key": "l4proto"}},
+            {"payload": {"protocol": "th", "field": "dport"}}
+        ]}, "right": format!("@{set}")}),
+    };
+    json!({ "match": body })
+}
+
+fn verdict_json(v: &Verdict) -> Value {
+    match v {
+        Verdict::Accept => json!({"accept": null}),
+        Verdict::Drop => json!({"drop": null}),
+        Verdict::Jump(c) => json!({"jump": {"target": c}}),
+        Verdict::Vmap { family, field, map } => {
+            json!({"vmap": {"key": addr_payload(*family, *field), "data": format!("@{map}")}})
+        }
+    }
 }
 
 // ---- helpers ----
@@ -786,7 +1007,6 @@ mod tests {
     use super::*;
     use crate::generate::{cluster, Shape};
     use crate::plan::compile_all;
-    use serde_json::json;
 
     const META: &str = r#"{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}"#;
     const TABLE: &str = r#"{"table": {"family": "inet", "name": "nftpolicy", "handle": 2}}"#;
@@ -1613,6 +1833,8 @@ mod tests {
                 Match::L4Proto(Protocol::Udp),
             ]
         );
+        // The listing written for `r` reads back as what the kernel stores: `as_listed(r)`.
+        assert_eq!(parse_table(&super::listing(&r)).unwrap(), listed);
         // Nothing to do for what the compiler emits with short comments.
         for seed in 0..10 {
             for ruleset in compile_all(&cluster(seed, Shape::default())).values() {
@@ -1621,152 +1843,63 @@ mod tests {
         }
     }
 
-    // ---- a model of the listing, to read back every shape the compiler emits without a kernel ----
-
-    use crate::nft::render::{
-        addr_type as type_name, family_keyword as family_name, field_keyword as field_name,
-    };
-
-    fn addr_payload(family: Family, field: AddrField) -> Value {
-        json!({"payload": {"protocol": family_name(family), "field": field_name(field)}})
-    }
-
-    fn port_json(&(a, b): &(u16, u16)) -> Value {
-        if a == b {
-            json!(a)
-        } else {
-            json!({"range": [a, b]})
-        }
-    }
-
-    fn match_json(m: &Match) -> Value {
-        let body = match m {
-            Match::CtEstablishedOrRelated => {
-                json!({"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]})
-            }
-            Match::Prefix {
-                field,
-                negated,
-                cidr,
-            } => {
-                let full = cidr.prefix_len()
-                    == match cidr.family() {
-                        Family::V4 => 32,
-                        Family::V6 => 128,
-                    };
-                let right = if full {
-                    json!(cidr.addr().to_string())
-                } else {
-                    json!({"prefix": {"addr": cidr.addr().to_string(), "len": cidr.prefix_len()}})
-                };
-                json!({"op": if *negated { "!=" } else { "==" }, "left": addr_payload(cidr.family(), *field), "right": right})
-            }
-            Match::InSet { family, field, set } => {
-                json!({"op": "==", "left": addr_payload(*family, *field), "right": format!("@{set}")})
-            }
-            Match::L4Proto(p) => {
-                json!({"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": p.as_nft()})
-            }
-            Match::Dport { protocol, ports } => {
-                let right = match ports.as_slice() {
-                    [one] => port_json(one),
-                    many => json!({"set": many.iter().map(port_json).collect::<Vec<_>>()}),
-                };
-                json!({"op": "==", "left": {"payload": {"protocol": protocol.as_nft(), "field": "dport"}}, "right": right})
-            }
-            Match::DaddrProtoPortInSet { family, set } => json!({"op": "==", "left": {"concat": [
-                addr_payload(*family, AddrField::Daddr),
-                {"meta": {"key": "l4proto"}},
-                {"payload": {"protocol": "th", "field": "dport"}}
-            ]}, "right": format!("@{set}")}),
+    #[test]
+    fn canonical_listings_ignore_handles_order_and_protocol_spelling_only() {
+        let set = |handle: u32, elem: &str| {
+            format!(
+                r#"{{"set": {{"family": "inet", "name": "s", "table": "nftpolicy", "handle": {handle}, "type": ["ipv4_addr", "inet_proto", "inet_service"], "elem": {elem}}}}}"#
+            )
         };
-        json!({ "match": body })
-    }
-
-    fn verdict_json(v: &Verdict) -> Value {
-        match v {
-            Verdict::Accept => json!({"accept": null}),
-            Verdict::Drop => json!({"drop": null}),
-            Verdict::Jump(c) => json!({"jump": {"target": c}}),
-            Verdict::Vmap { family, field, map } => {
-                json!({"vmap": {"key": addr_payload(*family, *field), "data": format!("@{map}")}})
-            }
-        }
-    }
-
-    /// What nft 1.0.6 lists for `r` loaded, as far as observed; protocols in elements by number,
-    /// as nft does without a protocol database.
-    fn kernel_json(r: &Ruleset) -> String {
-        let mut items = vec![
-            serde_json::from_str::<Value>(META).unwrap(),
-            serde_json::from_str::<Value>(TABLE).unwrap(),
-        ];
-        let mut handle = 3;
-        for (name, set) in &r.sets {
-            handle += 1;
-            let mut obj = json!({"family": "inet", "name": name, "table": "nftpolicy", "handle": handle, "comment": comment(&set.comment)});
-            obj["type"] = match set.set_type {
-                SetType::Addr(f) => json!(type_name(f)),
-                SetType::AddrProtoPort(f) => json!([type_name(f), "inet_proto", "inet_service"]),
-            };
-            if !set.elements.is_empty() {
-                obj["elem"] = set
-                    .elements
-                    .iter()
-                    .rev()
-                    .map(|e| match e {
-                        SetElement::Addr(ip) => json!(ip.to_string()),
-                        SetElement::AddrProtoPort(ip, p, port) => {
-                            let number = match p {
-                                Protocol::Tcp => 6,
-                                Protocol::Udp => 17,
-                                Protocol::Sctp => 132,
-                            };
-                            json!({"concat": [ip.to_string(), number, port]})
-                        }
-                    })
-                    .collect();
-            }
-            items.push(json!({ "set": obj }));
-        }
-        for (name, map) in &r.maps {
-            handle += 1;
-            let mut obj = json!({"family": "inet", "name": name, "table": "nftpolicy", "type": type_name(map.family), "handle": handle, "map": "verdict"});
-            if !map.elements.is_empty() {
-                obj["elem"] = map
-                    .elements
-                    .iter()
-                    .map(|(ip, c)| json!([ip.to_string(), {"jump": {"target": c}}]))
-                    .collect();
-            }
-            items.push(json!({ "map": obj }));
-        }
-        for (name, chain) in &r.chains {
-            handle += 1;
-            let mut obj =
-                json!({"family": "inet", "table": "nftpolicy", "name": name, "handle": handle});
-            if let Some(base) = chain.base {
-                obj["type"] = json!("filter");
-                obj["hook"] = json!("forward");
-                obj["prio"] = json!(base.priority);
-                obj["policy"] = json!("accept");
-            }
-            items.push(json!({ "chain": obj }));
-        }
-        for (name, chain) in &r.chains {
-            for rule in &chain.rules {
-                handle += 1;
-                let mut expr: Vec<Value> = rule.matches.iter().map(match_json).collect();
-                expr.push(verdict_json(&rule.verdict));
-                let mut obj = json!({"family": "inet", "table": "nftpolicy", "chain": name, "handle": handle});
-                if let Some(c) = &rule.comment {
-                    obj["comment"] = json!(comment(c));
-                }
-                obj["expr"] = json!(expr);
-                items.push(json!({ "rule": obj }));
-            }
-        }
-        json!({ "nftables": items }).to_string()
+        let rule = |handle: u32, chain: &str, port: u16| {
+            format!(
+                r#"{{"rule": {{"family": "inet", "table": "nftpolicy", "chain": "{chain}", "handle": {handle}, "expr": [{{"match": {{"op": "==", "left": {{"payload": {{"protocol": "tcp", "field": "dport"}}}}, "right": {port}}}}}, {{"accept": null}}]}}}}"#
+            )
+        };
+        let a = listing(&[
+            &set(
+                4,
+                r#"[{"concat": ["10.0.0.1", "tcp", 6]}, {"concat": ["10.0.0.2", "udp", 53]}]"#,
+            ),
+            CHAIN_C,
+            &rule(7, "c", 80),
+            &rule(8, "c", 81),
+        ]);
+        let b = format!(
+            "{{\"nftables\": [{CHAIN_C}, {}, {}, {TABLE}, {}]}}",
+            rule(20, "c", 80),
+            set(
+                9,
+                r#"[{"concat": ["10.0.0.2", 17, 53]}, {"concat": ["10.0.0.1", 6, 6]}]"#
+            ),
+            rule(21, "c", 81),
+        );
+        let canonical = |s: &str| canonical_listing(s).unwrap();
+        assert_eq!(canonical(&a), canonical(&b));
+        // Rule order within a chain, and ports that look like protocol numbers, still count.
+        let swapped = listing(&[
+            &set(
+                4,
+                r#"[{"concat": ["10.0.0.1", "tcp", 6]}, {"concat": ["10.0.0.2", "udp", 53]}]"#,
+            ),
+            CHAIN_C,
+            &rule(7, "c", 81),
+            &rule(8, "c", 80),
+        ]);
+        assert_ne!(canonical(&a), canonical(&swapped));
+        let port = listing(&[
+            &set(
+                4,
+                r#"[{"concat": ["10.0.0.1", "tcp", "tcp"]}, {"concat": ["10.0.0.2", "udp", 53]}]"#,
+            ),
+            CHAIN_C,
+            &rule(7, "c", 80),
+            &rule(8, "c", 81),
+        ]);
+        assert_ne!(canonical(&a), canonical(&port));
+        assert!(matches!(
+            canonical_listing("[]"),
+            Err(JsonError::NotAListing(_))
+        ));
     }
 
     #[test]
@@ -1782,7 +1915,7 @@ mod tests {
                 },
             );
             for (node, ruleset) in compile_all(&c) {
-                let json = kernel_json(&ruleset);
+                let json = super::listing(&ruleset);
                 let parsed = parse_table(&json)
                     .unwrap_or_else(|e| panic!("seed {seed} {node}: {e}\n{json}"));
                 assert_eq!(parsed, ruleset, "seed {seed} {node}");

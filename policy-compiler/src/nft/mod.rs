@@ -5,7 +5,6 @@
 
 pub mod interp;
 pub mod json;
-pub mod names;
 mod render;
 pub mod transaction;
 

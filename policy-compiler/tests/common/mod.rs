@@ -57,7 +57,8 @@ pub fn golden_rulesets() -> Vec<(String, String)> {
 
 /// Whether this process may use the kernel's nftables: root with `nft` installed. When it may not,
 /// prints a loud note and returns false, or panics under `NFTPOLICY_REQUIRE_LAB=1` (CI), where a
-/// skipped kernel test would hide a failure.
+/// skipped kernel test would hide a failure. (The same rule as `policylab::lab::kernel_available`,
+/// which this pure crate cannot depend on.)
 pub fn kernel_available(test: &str) -> bool {
     let root = std::process::Command::new("id")
         .arg("-u")
@@ -77,7 +78,12 @@ pub fn kernel_available(test: &str) -> bool {
     if std::env::var("NFTPOLICY_REQUIRE_LAB").is_ok_and(|v| v == "1") {
         panic!("{test}: {why}, and NFTPOLICY_REQUIRE_LAB=1 forbids skipping");
     }
-    eprintln!("\n!!!!!!!! SKIPPED {test}: {why} !!!!!!!!\n");
+    // Straight to the standard error: the test harness captures `eprintln!` of passing tests.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n!!!!!!!! SKIPPED {test}: {why} !!!!!!!!\n"
+    );
     false
 }
 

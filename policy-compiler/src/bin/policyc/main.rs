@@ -1,5 +1,8 @@
 //! `policyc`: compile Kubernetes NetworkPolicy manifests to nftables, and analyse connectivity offline.
 
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
 mod compile;
 mod connections;
 mod explain;

@@ -1,198 +1,26 @@
-//! Per-node planning and rendering: which local pods are isolated, by which policies, and the
-//! [`Ruleset`] that enforces exactly that.
+//! Rule generation: the [`Ruleset`] that enforces a [`NodePlan`].
 //!
-//! Layout (see the README for why):
-//! - base chains `egress` and `ingress` on the forward hook look the pod address up in a verdict map
-//!   (`egress_v4`, `ingress_v4`, …) that sends each isolated local pod to its *group chain*;
-//! - a group chain stands for one combination of policies (pods with the same combination share it):
-//!   it jumps to each policy's chain in turn, then drops;
-//! - a policy chain holds that policy's rules for one direction, each rule accepting;
-//! - peers are named sets of pod addresses, shared by every rule with the same selectors; ipBlocks
-//!   are prefix matches; named ports are sets of `address . protocol . port` resolved per pod.
-//!
-//! So pod churn only changes set and map elements, and a policy edit only touches its own chains.
+//! Base chains dispatch through verdict maps to group chains; a group chain jumps to the chain of
+//! each policy of its combination, then drops; a policy chain holds the policy's rules for one
+//! direction, each accepting. Peers become named sets of pod addresses (shared by every rule with the
+//! same selectors) or prefix matches (ipBlocks); named ports become sets of `address . protocol .
+//! port` resolved per pod.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::isolation::NodePlan;
+use super::naming::{
+    group_chain_name, named_port_set_name, peer_set_name, policy_chain_name, vmap_name,
+};
 use crate::cidr::Family;
 use crate::index::ClusterIndex;
 use crate::model::{
-    Direction, NamespaceScope, ObjectRef, Peer, Pod, PodPeer, Policy, PolicyPort, PortSpec,
-    Protocol, Rule, NAMESPACE_NAME_LABEL,
+    Direction, ObjectRef, Peer, Pod, PodPeer, Policy, PolicyPort, PortSpec, Protocol, Rule,
 };
-use crate::nft::names::name;
 use crate::nft::{
     AddrField, BaseChain, Chain, Match, Rule as NftRule, Ruleset, Set, SetElement, SetType,
     Verdict, VerdictMap,
 };
-use crate::selector::LabelSelector;
-
-/// A local pod and the policies that isolate it, per direction.
-#[derive(Debug, Clone)]
-pub struct LocalPod<'a> {
-    /// The pod.
-    pub pod: &'a Pod,
-    /// Policies isolating it for ingress, by id.
-    pub ingress: Vec<&'a Policy>,
-    /// Policies isolating it for egress, by id.
-    pub egress: Vec<&'a Policy>,
-}
-
-impl<'a> LocalPod<'a> {
-    /// Policies isolating the pod in `direction`.
-    pub fn policies(&self, direction: Direction) -> &[&'a Policy] {
-        match direction {
-            Direction::Ingress => &self.ingress,
-            Direction::Egress => &self.egress,
-        }
-    }
-}
-
-/// What one node enforces: its participating pods and the policies isolating each.
-#[derive(Debug, Clone)]
-pub struct NodePlan<'a> {
-    /// The node's name.
-    pub node: String,
-    /// Address families in the cluster.
-    pub families: BTreeSet<Family>,
-    /// The node's participating pods (isolated or not), in `namespace/name` order.
-    pub pods: Vec<LocalPod<'a>>,
-}
-
-/// For every participating pod, the policies that isolate it per direction, computed once for the
-/// cluster through the index.
-#[derive(Debug)]
-pub struct ClusterPlan<'a> {
-    index: ClusterIndex<'a>,
-    /// pod position → (ingress, egress) policies.
-    isolation: Vec<(Vec<&'a Policy>, Vec<&'a Policy>)>,
-}
-
-impl<'a> ClusterPlan<'a> {
-    /// Resolves every policy's `podSelector`.
-    pub fn new(index: ClusterIndex<'a>) -> Self {
-        let mut isolation = vec![(Vec::new(), Vec::new()); index.pods().len()];
-        for policy in index.cluster().policies().values() {
-            if !policy.isolates_ingress && !policy.isolates_egress {
-                continue;
-            }
-            for i in index.policy_targets(policy) {
-                if policy.isolates_ingress {
-                    isolation[i].0.push(policy);
-                }
-                if policy.isolates_egress {
-                    isolation[i].1.push(policy);
-                }
-            }
-        }
-        Self { index, isolation }
-    }
-
-    /// The index the plan was built from.
-    pub fn index(&self) -> &ClusterIndex<'a> {
-        &self.index
-    }
-
-    /// The plan for one node.
-    pub fn node(&self, node: &str) -> NodePlan<'a> {
-        let pods = self
-            .index
-            .pods()
-            .iter()
-            .zip(&self.isolation)
-            .filter(|(p, _)| p.node.as_deref() == Some(node))
-            .map(|(pod, (ingress, egress))| LocalPod {
-                pod,
-                ingress: ingress.clone(),
-                egress: egress.clone(),
-            })
-            .collect();
-        NodePlan {
-            node: node.to_string(),
-            families: self.index.cluster().families(),
-            pods,
-        }
-    }
-
-    /// Renders the ruleset of one node.
-    pub fn ruleset(&self, node: &str) -> Ruleset {
-        Renderer::new(&self.index, self.node(node)).render()
-    }
-}
-
-/// Name of the verdict map for a direction and family, e.g. `ingress_v4`.
-pub fn vmap_name(direction: Direction, family: Family) -> String {
-    format!("{}_{}", direction.as_str(), family.suffix())
-}
-
-/// Name of a policy's chain for one direction.
-pub fn policy_chain_name(policy: &ObjectRef, direction: Direction) -> String {
-    name(
-        "np",
-        &[&policy.namespace, &policy.name, direction.as_str()],
-        None,
-    )
-}
-
-/// Name of the group chain for a combination of policies (all from one namespace).
-pub fn group_chain_name(direction: Direction, policies: &[&Policy]) -> String {
-    let mut tokens: Vec<&str> = Vec::with_capacity(policies.len() + 1);
-    if let Some(first) = policies.first() {
-        tokens.push(&first.id.namespace);
-    }
-    tokens.extend(policies.iter().map(|p| p.id.name.as_str()));
-    name(direction.as_str(), &tokens, None)
-}
-
-fn selector_tokens(s: &LabelSelector) -> Vec<String> {
-    if s.is_everything() {
-        return vec!["ALL".to_string()];
-    }
-    match s.as_match_labels() {
-        Some(pairs) => pairs
-            .into_iter()
-            .flat_map(|(k, v)| [k.to_string(), v.to_string()])
-            .collect(),
-        // Expressions have no plain spelling: one token that is never plain forces the hashed form.
-        None => vec![s.to_string()],
-    }
-}
-
-/// Name of the set of addresses of one family that a pod peer selects.
-pub fn peer_set_name(peer: &PodPeer, family: Family) -> String {
-    let mut tokens = Vec::new();
-    match &peer.namespaces {
-        NamespaceScope::Own(ns) => tokens.push(ns.clone()),
-        NamespaceScope::Selected(s) => {
-            tokens.push("NS".to_string());
-            // The common `kubernetes.io/metadata.name=<ns>` selector is spelled as the bare name: one
-            // token, where other selectors give `ALL` or key/value pairs.
-            match s.as_match_labels().as_deref() {
-                Some([(NAMESPACE_NAME_LABEL, ns)]) => tokens.push(ns.to_string()),
-                _ => tokens.extend(selector_tokens(s)),
-            }
-            tokens.push("PODS".to_string());
-        }
-    }
-    tokens.extend(selector_tokens(&peer.pods));
-    let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
-    name("pods", &refs, Some(family.suffix()))
-}
-
-/// Name of the set holding a rule's named ports resolved per destination pod.
-pub fn named_port_set_name(
-    policy: &ObjectRef,
-    direction: Direction,
-    rule: usize,
-    family: Family,
-) -> String {
-    let rule_token = format!("{}{rule}", direction.as_str());
-    name(
-        "named",
-        &[&policy.namespace, &policy.name, &rule_token],
-        Some(family.suffix()),
-    )
-}
 
 /// Port matches of a rule's numeric and protocol-only ports; empty list means "no port constraint".
 fn port_matches(ports: &[PolicyPort]) -> Vec<Match> {
@@ -238,14 +66,15 @@ fn named_ports(ports: &[PolicyPort]) -> Vec<(&str, Protocol)> {
         .collect()
 }
 
-struct Renderer<'i, 'a> {
+/// Builds one node's ruleset.
+pub(super) struct Renderer<'i, 'a> {
     index: &'i ClusterIndex<'a>,
     plan: NodePlan<'a>,
     ruleset: Ruleset,
 }
 
 impl<'i, 'a> Renderer<'i, 'a> {
-    fn new(index: &'i ClusterIndex<'a>, plan: NodePlan<'a>) -> Self {
+    pub(super) fn new(index: &'i ClusterIndex<'a>, plan: NodePlan<'a>) -> Self {
         Self {
             index,
             plan,
@@ -253,7 +82,7 @@ impl<'i, 'a> Renderer<'i, 'a> {
         }
     }
 
-    fn render(mut self) -> Ruleset {
+    pub(super) fn render(mut self) -> Ruleset {
         for (priority, direction) in [(0, Direction::Egress), (1, Direction::Ingress)] {
             self.base_chain(direction, priority);
         }
@@ -565,47 +394,4 @@ impl<'i, 'a> Renderer<'i, 'a> {
         }
         chosen.into_iter().map(|i| pods[i]).collect()
     }
-}
-
-/// Compiles the ruleset of one node.
-pub fn compile_node(cluster: &crate::ClusterState, node: &str) -> Ruleset {
-    ClusterPlan::new(ClusterIndex::new(cluster)).ruleset(node)
-}
-
-/// Compiles the rulesets of every node that runs a participating pod.
-pub fn compile_all(cluster: &crate::ClusterState) -> BTreeMap<String, Ruleset> {
-    let plan = ClusterPlan::new(ClusterIndex::new(cluster));
-    cluster
-        .nodes()
-        .into_iter()
-        .map(|n| (n.to_string(), plan.ruleset(n)))
-        .collect()
-}
-
-/// The ruleset `policyd --fail-closed` installs while it has not completed its first sync: the same
-/// base chains, dropping every new forwarded connection (established ones keep flowing), since
-/// which pods are local is not known yet.
-pub fn fail_closed_ruleset() -> Ruleset {
-    let mut ruleset = Ruleset::default();
-    for (priority, direction) in [(0, Direction::Egress), (1, Direction::Ingress)] {
-        ruleset.chains.insert(
-            direction.as_str().to_string(),
-            Chain {
-                base: Some(BaseChain { priority }),
-                rules: vec![
-                    NftRule {
-                        matches: vec![Match::CtEstablishedOrRelated],
-                        verdict: Verdict::Accept,
-                        comment: None,
-                    },
-                    NftRule {
-                        matches: vec![],
-                        verdict: Verdict::Drop,
-                        comment: Some("fail-closed until the first sync".to_string()),
-                    },
-                ],
-            },
-        );
-    }
-    ruleset
 }

@@ -21,7 +21,7 @@
 //! Everything here needs root; [`preflight`] says what is missing.
 
 mod cmd;
-mod netns;
+pub mod netns;
 mod probe;
 mod render;
 mod server;
@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
+pub use netns::Netns;
 pub use policy_compiler::model::Protocol;
 
 use render::Layout;
@@ -539,6 +540,25 @@ pub fn preflight() -> Result<(), LabError> {
     Ok(())
 }
 
+/// For tests and benches that need root and the kernel: whether they can run ([`preflight`] passes).
+/// When they cannot, prints a loud `SKIPPED` banner straight to the standard error (the test harness
+/// does not capture it) and returns false, or panics when `NFTPOLICY_REQUIRE_LAB=1` (as CI runs), so
+/// that a skipped kernel test never passes for a green one.
+pub fn kernel_available(test: &str) -> bool {
+    let Err(e) = preflight() else {
+        return true;
+    };
+    if std::env::var("NFTPOLICY_REQUIRE_LAB").as_deref() == Ok("1") {
+        panic!("{test}: the kernel is required (NFTPOLICY_REQUIRE_LAB=1) but unavailable: {e}");
+    }
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n!!!!!!!! SKIPPED {test}: {e} !!!!!!!!\n"
+    );
+    false
+}
+
 /// Removes the network namespaces of earlier labs whose process is gone (`nplab<pid>x...` with no
 /// process `<pid>`), and returns their names. Namespaces of live processes, this one included, and
 /// namespaces of other naming schemes are left alone.
@@ -604,7 +624,7 @@ fn install_signal_handler() {
         if let Err(e) = installed {
             tracing::warn!(
                 error = %e,
-                "cannot install the lab's Ctrl-C handler; call nftpolicy::lab::teardown_all_labs() \
+                "cannot install the lab's Ctrl-C handler; call policylab::lab::teardown_all_labs() \
                  from yours, or run clean_leftovers() later"
             );
         }

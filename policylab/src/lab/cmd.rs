@@ -1,11 +1,10 @@
 //! Running `ip` and `nft`, and managing `/run/netns`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
 use super::LabError;
+use nftpolicy::process::{self, ProcessError};
 
 /// Where `ip netns` keeps its namespaces.
 pub(super) const NETNS_DIR: &str = "/run/netns";
@@ -29,41 +28,34 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Runs `program args` with `input` on standard input; fails with its standard error (and, for a
-/// batch, the failing input line) unless it exits 0.
+/// Runs `program args` with `input` on standard input (with [`nftpolicy::process::run`]); fails with its
+/// standard error (and, for a batch, the failing input line) unless it exits 0.
 fn run(program: &str, args: &[&str], input: &str, label: &str) -> Result<(), LabError> {
     let command = format!("{program} {}{label}", args.join(" "));
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| LabError::io(format!("cannot run `{command}`; run preflight()"), e))?;
-    let stdin = child.stdin.take();
-    // Written from another thread so that a chatty child cannot deadlock us on a full stderr pipe.
-    let output = std::thread::scope(|s| {
-        s.spawn(|| {
-            if let Some(mut stdin) = stdin {
-                // A child that exits early (on an error) closes the pipe; its status tells why.
-                let _ = stdin.write_all(input.as_bytes());
+    match process::run(program, args, input) {
+        Ok(_) => Ok(()),
+        Err(ProcessError::Failed {
+            status, mut stderr, ..
+        }) => {
+            if let Some(line) =
+                failed_line(&stderr).and_then(|n| input.lines().nth(n.wrapping_sub(1)))
+            {
+                stderr.push_str(&format!(" (input line: `{line}`)"));
             }
-        });
-        child.wait_with_output()
-    })
-    .map_err(|e| LabError::io(format!("cannot wait for `{command}`"), e))?;
-    if output.status.success() {
-        return Ok(());
+            Err(LabError::Command {
+                command,
+                status: status.to_string(),
+                stderr,
+            })
+        }
+        Err(ProcessError::Spawn { source, .. }) => Err(LabError::io(
+            format!("cannot run `{command}`; run preflight()"),
+            source,
+        )),
+        Err(ProcessError::Wait { source, .. }) => {
+            Err(LabError::io(format!("cannot wait for `{command}`"), source))
+        }
     }
-    let mut stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
-    if let Some(line) = failed_line(&stderr).and_then(|n| input.lines().nth(n.wrapping_sub(1))) {
-        stderr.push_str(&format!(" (input line: `{line}`)"));
-    }
-    Err(LabError::Command {
-        command,
-        status: output.status.to_string(),
-        stderr,
-    })
 }
 
 /// The line number in `ip -batch`'s "Command failed -:N".

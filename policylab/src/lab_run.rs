@@ -9,12 +9,12 @@ use std::time::Duration;
 use policy_compiler::analysis::{evaluate, Endpoint, PortProto};
 use policy_compiler::cidr::Family;
 use policy_compiler::model::{ObjectRef, PodPhase, Protocol};
-use policy_compiler::plan::compile_node;
-use policy_compiler::ClusterState;
+use policy_compiler::{compile_node, ClusterState};
 
-use crate::dataplane::{ApplyReport, Dataplane, DataplaneError, NftRunner};
 use crate::lab::{Lab, LabError, LabSpec, PodSpec, Probe, ServiceSpec};
 use crate::services::{per_pod_services, PerPodServiceIps};
+use nftpolicy::dataplane::{ApplyReport, Dataplane};
+use nftpolicy::kernel::{KernelError, NftKernel};
 
 /// How probes address the destination pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +47,7 @@ pub enum LabRunError {
         /// The node.
         node: String,
         /// The cause.
-        source: DataplaneError,
+        source: KernelError,
     },
     /// A probe names something the lab does not have.
     #[error("{0}")]
@@ -181,7 +181,7 @@ impl LabCluster {
             let ns = lab
                 .node_netns(node)
                 .ok_or_else(|| LabRunError::Unknown(format!("the lab has no node {node}")))?;
-            dataplanes.insert(node.clone(), Dataplane::new(NftRunner::in_netns(ns)));
+            dataplanes.insert(node.clone(), Dataplane::new(NftKernel::in_netns(ns)));
         }
         Ok(Self {
             cluster,

@@ -3,34 +3,15 @@
 
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
+
+use nftpolicy::kernel::NftKernel;
+use nftpolicy::process;
 use std::time::{Duration, Instant};
 
 use super::render::{nat_ruleset, validate, Layout};
 use super::*;
 
 const TIMEOUT: Duration = Duration::from_millis(250);
-
-/// Whether the root-only test may run; prints a banner when it is skipped.
-fn lab_available(test: &str) -> bool {
-    match preflight() {
-        Ok(()) => true,
-        Err(e) => {
-            if std::env::var("NFTPOLICY_REQUIRE_LAB").as_deref() == Ok("1") {
-                panic!(
-                    "{test}: the lab is required (NFTPOLICY_REQUIRE_LAB=1) but unavailable: {e}"
-                );
-            }
-            // Straight to the standard error (not `eprintln!`, which the test harness captures), so
-            // that the skip is seen.
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n!!!!!!!! SKIPPED {test}: {e} !!!!!!!!\n"
-            );
-            false
-        }
-    }
-}
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("test address")
@@ -66,12 +47,10 @@ fn small_spec() -> LabSpec {
     }
 }
 
+/// The namespaces `ip netns list` shows whose name starts with `prefix`.
 fn netns_with_prefix(prefix: &str) -> Vec<String> {
-    let out = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    String::from_utf8_lossy(&out.stdout)
+    let out = process::run("ip", &["netns", "list"], "").expect("ip netns list");
+    out.stdout
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .filter(|n| n.starts_with(prefix))
@@ -97,19 +76,9 @@ fn outcomes(lab: &Lab, probes: &[Probe]) -> Vec<bool> {
 }
 
 fn load_nft(netns: &str, ruleset: &str) {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", netns, "nft", "-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("nft");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(ruleset.as_bytes())
-        .expect("write");
-    assert!(child.wait().expect("nft").success(), "nft -f failed");
+    NftKernel::in_netns(netns)
+        .run_script(ruleset)
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 // ---- without root ----
@@ -240,7 +209,7 @@ fn invalid_specs_are_rejected() {
 
 #[test]
 fn lab_full_mesh_tcp_udp_v4_v6() {
-    if !lab_available("lab_full_mesh_tcp_udp_v4_v6") {
+    if !kernel_available("lab_full_mesh_tcp_udp_v4_v6") {
         return;
     }
     let spec = small_spec();
@@ -295,7 +264,7 @@ fn lab_full_mesh_tcp_udp_v4_v6() {
 
 #[test]
 fn lab_closed_ports_and_unreachable_addresses_are_false() {
-    if !lab_available("lab_closed_ports_and_unreachable_addresses_are_false") {
+    if !kernel_available("lab_closed_ports_and_unreachable_addresses_are_false") {
         return;
     }
     let lab = Lab::create(&small_spec()).expect("lab");
@@ -371,7 +340,7 @@ fn web_service(cluster_v4: &str, backends: &[(&str, u16)]) -> ServiceSpec {
 
 #[test]
 fn lab_services_are_dnated_before_the_forward_hook() {
-    if !lab_available("lab_services_are_dnated_before_the_forward_hook") {
+    if !kernel_available("lab_services_are_dnated_before_the_forward_hook") {
         return;
     }
     let mut spec = small_spec();
@@ -454,7 +423,7 @@ fn lab_services_are_dnated_before_the_forward_hook() {
 
 #[test]
 fn lab_two_at_once() {
-    if !lab_available("lab_two_at_once") {
+    if !kernel_available("lab_two_at_once") {
         return;
     }
     let spec = small_spec();
@@ -489,7 +458,7 @@ fn lab_two_at_once() {
 
 #[test]
 fn lab_teardown_removes_every_namespace_even_on_panic() {
-    if !lab_available("lab_teardown_removes_every_namespace_even_on_panic") {
+    if !kernel_available("lab_teardown_removes_every_namespace_even_on_panic") {
         return;
     }
     let spec = small_spec();
@@ -504,11 +473,10 @@ fn lab_teardown_removes_every_namespace_even_on_panic() {
     assert_eq!(lab.node_netns("node-3"), None);
     // Sysctls landed in the namespaces, seen by another tool.
     let sysctl = |netns: &str, key: &str| {
-        let out = Command::new("ip")
-            .args(["netns", "exec", netns, "cat", &format!("/proc/sys/{key}")])
-            .output()
-            .expect("ip netns exec");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        let path = format!("/proc/sys/{key}");
+        let out =
+            process::run("ip", &["netns", "exec", netns, "cat", &path], "").expect("ip netns exec");
+        out.stdout.trim().to_string()
     };
     let node = lab.node_netns("node-1").expect("node");
     let pod = lab.pod_netns("x/a").expect("pod");
@@ -541,7 +509,7 @@ thread_local! {
 
 #[test]
 fn lab_failed_creation_leaves_nothing() {
-    if !lab_available("lab_failed_creation_leaves_nothing") {
+    if !kernel_available("lab_failed_creation_leaves_nothing") {
         return;
     }
     FAIL_BUILD.with(|f| f.set(true));
@@ -559,7 +527,7 @@ fn lab_failed_creation_leaves_nothing() {
 
 #[test]
 fn lab_nine_pods_two_nodes_timing() {
-    if !lab_available("lab_nine_pods_two_nodes_timing") {
+    if !kernel_available("lab_nine_pods_two_nodes_timing") {
         return;
     }
     let mut pods = Vec::new();
@@ -619,24 +587,18 @@ fn lab_nine_pods_two_nodes_timing() {
 
 #[test]
 fn lab_clean_leftovers_removes_dead_runs_only() {
-    if !lab_available("lab_clean_leftovers_removes_dead_runs_only") {
+    if !kernel_available("lab_clean_leftovers_removes_dead_runs_only") {
         return;
     }
     // A pid above the kernel's limit (4194304) can never be alive.
     let dead = "nplab4194999x0-n0-fake";
     let alive = format!("nplab{}x999999-n0-fake", std::process::id());
     let other = "nplabnotours-fake";
-    for name in [dead, alive.as_str(), other] {
-        let status = Command::new("ip")
-            .args(["netns", "add", name])
-            .status()
-            .expect("ip netns add");
-        assert!(status.success(), "ip netns add {name}");
-    }
+    cmd::add_netns(&[dead, alive.as_str(), other]).expect("ip netns add");
     let removed = clean_leftovers().expect("clean_leftovers");
     let remaining = netns_with_prefix("nplab");
     for name in [alive.as_str(), other] {
-        let _ = Command::new("ip").args(["netns", "del", name]).status();
+        let _ = process::run("ip", &["netns", "del", name], "");
     }
     assert!(removed.contains(&dead.to_string()), "{removed:?}");
     assert!(!removed.contains(&alive), "{removed:?}");
@@ -660,7 +622,7 @@ fn lab_signal_child() {
 
 #[test]
 fn lab_signal_removes_namespaces() {
-    if !lab_available("lab_signal_removes_namespaces") {
+    if !kernel_available("lab_signal_removes_namespaces") {
         return;
     }
     use std::io::BufRead;

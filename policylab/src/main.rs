@@ -1,6 +1,9 @@
 //! `policylab`: a simulated cluster of network namespaces on one Linux machine, enforcing the compiled
 //! rulesets with real nftables and measuring connectivity with real packets.
 
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,15 +12,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use nftpolicy::lab::{clean_leftovers, preflight};
-use nftpolicy::lab_run::{run_case, schedule, LabCluster, Measurement, Via};
-use nftpolicy::services::input_services;
 use policy_compiler::analysis::{
     declared_ports, evaluate, explain_text, write_grid, Endpoint, PortProto,
 };
 use policy_compiler::cidr::Family;
 use policy_compiler::conformance::Suite;
 use policy_compiler::input::{parse_sources, read_paths};
+use policylab::lab::{clean_leftovers, preflight};
+use policylab::lab_run::{run_case, schedule, LabCluster, Measurement, Via};
+use policylab::services::input_services;
 
 /// Build a cluster of network namespaces from manifests, enforce nftpolicy's rulesets on it with the
 /// real kernel, and measure connectivity with real packets. Needs root, `ip` and `nft`.

@@ -1,16 +1,14 @@
 //! The lab on the real kernel (root): the upstream e2e conformance cases measured with packets, and
 //! generated clusters whose measured connectivity must equal the evaluator's prediction.
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::kernel_available;
-use nftpolicy::lab_run::{run_case, schedule, LabCluster, Via};
 use policy_compiler::analysis::PortProto;
 use policy_compiler::conformance::Suite;
 use policy_compiler::generate::{cluster, Shape};
+use policylab::lab::kernel_available;
+use policylab::lab_run::{run_case, schedule, LabCluster, Via};
 
 const TIMEOUT: Duration = Duration::from_millis(250);
 
@@ -19,7 +17,7 @@ fn upstream_conformance_on_the_real_kernel() {
     if !kernel_available("upstream_conformance_on_the_real_kernel") {
         return;
     }
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/upstream-e2e");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/upstream-e2e");
     let suite = Suite::read(&dir).expect("suite");
     let started = Instant::now();
     let mut failures = Vec::new();

@@ -3,7 +3,7 @@
 //! built-in TCP stream is measured instead, and the report says so).
 //!
 //! ```sh
-//! sudo cargo bench --bench dataplane      # or, as root: cargo bench --bench dataplane
+//! sudo cargo bench -p policylab --bench dataplane   # or, as root: cargo bench -p policylab --bench dataplane
 //! ```
 //!
 //! Not root: prints a `SKIPPED` banner and exits 0 (1 with `NFTPOLICY_REQUIRE_LAB=1`). Takes a
@@ -15,7 +15,7 @@
 //!
 //! # Setup
 //!
-//! A lab ([`nftpolicy::lab`]) with two nodes, `node-0` and `node-1`, and three pods in namespace
+//! A lab ([`policylab::lab`]) with two nodes, `node-0` and `node-1`, and three pods in namespace
 //! `bench` (labels `team=payments`, `env=prod`): `bench/server` (10.64.0.240) and `bench/client`
 //! (10.64.25.241) on `node-0`, `bench/client-remote` (10.64.26.241) on `node-1`. The cluster model
 //! is `workload(42, WorkloadSize::MEDIUM)` (10k pods, 1k policies, 50 nodes; node `K` runs 200 of
@@ -52,9 +52,9 @@
 //!   sort in the middle of the expanded payments list (the expected place of a random peer), and
 //!   the server and the same-node client come last in node-0's dispatch lists (their addresses sort
 //!   after node-0's other pods, as with a pod appended to a per-pod layout); the report gives the
-//!   number of rules the first packet (SYN) crosses in each mode, counted on the model. The naive
-//!   and compiled rulesets are checked (on the model, with [`interp`]) to give the same verdicts
-//!   for the bench flows and for a sample of node-0 pod pairs.
+//!   number of rules the first packet (SYN) crosses in each mode, counted on the model by [`interp`]
+//!   (`Outcome::rules_tried`). The naive and compiled rulesets are checked (on the model, with
+//!   [`interp`]) to give the same verdicts for the bench flows and for a sample of node-0 pod pairs.
 //!
 //! # Measurements
 //!
@@ -100,8 +100,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use nftpolicy::dataplane::{Dataplane, NftRunner};
-use nftpolicy::lab::{Lab, LabSpec, PodSpec};
+use nftpolicy::dataplane::Dataplane;
+use nftpolicy::kernel::NftKernel;
 use policy_compiler::generate::{workload, WorkloadSize};
 use policy_compiler::model::{
     Namespace, NamespaceScope, ObjectRef, Peer, Pod, PodPeer, PodPhase, Policy, PolicyPort,
@@ -111,9 +111,9 @@ use policy_compiler::nft::interp::{self, Packet};
 use policy_compiler::nft::{
     AddrField, BaseChain, Chain, Match, Rule as NftRule, Ruleset, SetElement, Verdict, TABLE_NAME,
 };
-use policy_compiler::plan::compile_node;
 use policy_compiler::selector::{LabelSelector, Labels};
-use policy_compiler::{Cidr, ClusterState, Family, Protocol};
+use policy_compiler::{compile_node, Cidr, ClusterState, Family, Protocol};
+use policylab::lab::{netns, Lab, LabSpec, Netns, PodSpec};
 
 /// Worker threads of the connection loop.
 const CONN_WORKERS: usize = 4;
@@ -198,7 +198,7 @@ struct Rulesets {
 
 fn main() {
     // `cargo bench` passes `--bench`; there is nothing to parse.
-    if let Err(e) = nftpolicy::lab::preflight() {
+    if let Err(e) = policylab::lab::preflight() {
         if std::env::var("NFTPOLICY_REQUIRE_LAB").as_deref() == Ok("1") {
             eprintln!("dataplane bench: the lab is required (NFTPOLICY_REQUIRE_LAB=1): {e}");
             std::process::exit(1);
@@ -261,18 +261,18 @@ fn main() {
         .node_netns(NODE)
         .expect("the lab has node-0")
         .to_string();
-    let (tables, loads) = Tables::load(NftRunner::in_netns(&node_ns), &rulesets);
+    let (tables, loads) = Tables::load(NftKernel::in_netns(&node_ns), &rulesets);
     // The lab's server (one thread for all ports of all pods, listen backlog 128) falls behind when
     // the CPUs are busy: the connections the client has already reset fill its accept queue, the
     // next SYNs are dropped, and the worker that sent one waits 1 s for the retransmission. Hence a
     // server of our own for the measured port (the lab's serves the denied port).
-    let server_ns = netns_file(lab.pod_netns(SERVER).expect("the server pod"));
+    let server_ns = Ns::open(lab.pod_netns(SERVER).expect("the server pod"));
     let accept_server = AcceptServer::start(&server_ns, SocketAddr::new(ip4(SERVER_IP), CONN_PORT));
 
     let conn = conn_rates(&lab, &tables);
     let stream = throughput(&lab, &tables);
     drop(accept_server);
-    let apply = apply_times(&lab, &cluster);
+    let apply = apply_times(&cluster);
 
     print_report(&conn, &paths, &stream, &apply, &loads);
     println!("\nload average at the end {}", load_average());
@@ -594,105 +594,17 @@ fn check_equivalent(cluster: &ClusterState, rulesets: &Rulesets) -> Paths {
             Mode::Naive => Some(&rulesets.naive),
         };
         for (same, syn) in [(true, &packets[0]), (false, &packets[2])] {
-            syn_rules.insert((mode, same), ruleset.map_or(0, |r| rules_crossed(r, syn)));
+            let crossed = ruleset.map_or(0, |r| {
+                interp::evaluate(r, syn)
+                    .expect("the bench rulesets evaluate")
+                    .rules_tried
+            });
+            syn_rules.insert((mode, same), crossed);
         }
     }
     Paths {
         syn_rules,
         compared: packets.len(),
-    }
-}
-
-enum Flow {
-    Continue,
-    Accept,
-    Drop,
-}
-
-/// The number of rules the hook evaluates for `p` (every rule whose matches are tried), following
-/// nftables semantics as [`interp`] does.
-fn rules_crossed(ruleset: &Ruleset, p: &Packet) -> usize {
-    let mut count = 0;
-    for (name, _) in ruleset.base_chains() {
-        if let Flow::Drop = walk(ruleset, name, p, &mut count) {
-            break;
-        }
-    }
-    count
-}
-
-fn walk(ruleset: &Ruleset, chain: &str, p: &Packet, count: &mut usize) -> Flow {
-    let Some(chain) = ruleset.chains.get(chain) else {
-        return Flow::Continue;
-    };
-    for rule in &chain.rules {
-        *count += 1;
-        if !rule.matches.iter().all(|m| matches(ruleset, m, p)) {
-            continue;
-        }
-        let target = match &rule.verdict {
-            Verdict::Accept => return Flow::Accept,
-            Verdict::Drop => return Flow::Drop,
-            Verdict::Jump(c) => Some(c.as_str()),
-            Verdict::Vmap { family, field, map } => {
-                let addr = field_addr(*field, p);
-                if Family::of(&addr) != *family {
-                    None
-                } else {
-                    ruleset
-                        .maps
-                        .get(map)
-                        .and_then(|m| m.elements.get(&addr))
-                        .map(String::as_str)
-                }
-            }
-        };
-        if let Some(target) = target {
-            match walk(ruleset, target, p, count) {
-                Flow::Continue => {}
-                decided => return decided,
-            }
-        }
-    }
-    Flow::Continue
-}
-
-fn field_addr(field: AddrField, p: &Packet) -> IpAddr {
-    match field {
-        AddrField::Saddr => p.src,
-        AddrField::Daddr => p.dst,
-    }
-}
-
-fn matches(ruleset: &Ruleset, m: &Match, p: &Packet) -> bool {
-    let in_set = |set: &str, e: &SetElement| {
-        ruleset
-            .sets
-            .get(set)
-            .is_some_and(|s| s.elements.contains(e))
-    };
-    match m {
-        Match::CtEstablishedOrRelated => p.established,
-        Match::Prefix {
-            field,
-            negated,
-            cidr,
-        } => {
-            let addr = field_addr(*field, p);
-            cidr.family() == Family::of(&addr) && cidr.contains(&addr) != *negated
-        }
-        Match::InSet { family, field, set } => {
-            let addr = field_addr(*field, p);
-            Family::of(&addr) == *family && in_set(set, &SetElement::Addr(addr))
-        }
-        Match::L4Proto(protocol) => p.protocol == *protocol,
-        Match::Dport { protocol, ports } => {
-            p.protocol == *protocol && ports.iter().any(|&(a, b)| a <= p.dport && p.dport <= b)
-        }
-        Match::DaddrProtoPortInSet { family, set } => {
-            Family::of(&p.dst) == *family
-                && in_set(set, &SetElement::AddrProtoPort(p.dst, p.protocol, p.dport))
-        }
     }
 }
 
@@ -702,13 +614,13 @@ fn matches(ruleset: &Ruleset, m: &Match, p: &Packet) -> bool {
 /// node-0's three tables, loaded once; [`Tables::switch`] wakes the one of a mode and makes the
 /// others dormant.
 struct Tables {
-    runner: NftRunner,
+    runner: NftKernel,
 }
 
 impl Tables {
     /// Loads (c) with the [`Dataplane`], then (b) and (d) as tables of their own, created dormant;
     /// returns how long each load took in `nft`, and leaves node-0 in mode (a).
-    fn load(runner: NftRunner, rulesets: &Rulesets) -> (Tables, BTreeMap<Mode, Duration>) {
+    fn load(runner: NftKernel, rulesets: &Rulesets) -> (Tables, BTreeMap<Mode, Duration>) {
         let mut loads = BTreeMap::new();
         let mut dataplane = Dataplane::new(runner.clone());
         let report = dataplane
@@ -723,7 +635,7 @@ impl Tables {
             let table = mode.table().expect("modes (b) and (d) have a table");
             let t = Instant::now();
             runner
-                .run(&dormant_table(ruleset, table))
+                .run_script(&dormant_table(ruleset, table))
                 .unwrap_or_else(|e| panic!("cannot load {}: {e}", mode.label()));
             loads.insert(mode, t.elapsed());
         }
@@ -744,7 +656,7 @@ impl Tables {
         }
         let t = Instant::now();
         self.runner
-            .run(&script)
+            .run_script(&script)
             .unwrap_or_else(|e| panic!("cannot switch node-0 to {}: {e}", mode.label()));
         t.elapsed()
     }
@@ -768,8 +680,8 @@ fn dormant_table(ruleset: &Ruleset, table: &str) -> String {
 /// should: port 8080 always passes, port 8081 only without policy (else it is dropped: a timeout).
 fn enter_mode(lab: &Lab, tables: &Tables, mode: Mode) -> Duration {
     let took = tables.switch(mode);
-    let client = netns_file(lab.pod_netns(CLIENT).expect("the client pod"));
-    let outcomes = in_netns(&client, || {
+    let client = Ns::open(lab.pod_netns(CLIENT).expect("the client pod"));
+    let outcomes = client.run(|| {
         [CONN_PORT, DENIED_PORT].map(|port| {
             let to = SocketAddr::new(ip4(SERVER_IP), port);
             match TcpStream::connect_timeout(&to, Duration::from_millis(500)) {
@@ -828,20 +740,20 @@ struct ConnResults {
 
 /// Open namespaces and names the measurement needs.
 struct ConnSetup {
-    clients: [(bool, File); 2],
-    server: File,
-    node: File,
+    clients: [(bool, Ns); 2],
+    server: Ns,
+    node: Ns,
     /// `/proc/<pid>` of each `ksoftirqd/N` kernel thread.
     ksoftirqd: Vec<std::path::PathBuf>,
     target: SocketAddr,
 }
 
 fn conn_rates(lab: &Lab, tables: &Tables) -> ConnResults {
-    let pod_ns = |id: &str| netns_file(lab.pod_netns(id).expect("a pod of the bench"));
+    let pod_ns = |id: &str| Ns::open(lab.pod_netns(id).expect("a pod of the bench"));
     let setup = ConnSetup {
         clients: [(true, pod_ns(CLIENT)), (false, pod_ns(REMOTE_CLIENT))],
         server: pod_ns(SERVER),
-        node: netns_file(lab.node_netns(NODE).expect("the lab has node-0")),
+        node: Ns::open(lab.node_netns(NODE).expect("the lab has node-0")),
         ksoftirqd: ksoftirqd_tasks(),
         target: SocketAddr::new(ip4(SERVER_IP), CONN_PORT),
     };
@@ -897,7 +809,7 @@ struct Counters {
 }
 
 impl Counters {
-    fn read(setup: &ConnSetup, client: &File) -> Counters {
+    fn read(setup: &ConnSetup, client: &Ns) -> Counters {
         Counters {
             process: process_cpu(),
             ksoftirqd: setup.ksoftirqd.iter().map(|p| task_cpu(p)).sum(),
@@ -910,7 +822,7 @@ impl Counters {
 }
 
 /// One window of the connection loop from `client`, with the counters around it.
-fn measure_conns(setup: &ConnSetup, client: &File) -> ConnSample {
+fn measure_conns(setup: &ConnSetup, client: &Ns) -> ConnSample {
     let before = Counters::read(setup, client);
     let window = Duration::from_secs_f64(CONN_SECS);
     let (ok, failures, workers_cpu) = conn_loop(client, setup.target, window);
@@ -942,8 +854,9 @@ struct AcceptServer {
 }
 
 impl AcceptServer {
-    fn start(netns: &File, addr: SocketAddr) -> AcceptServer {
-        let listener = in_netns(netns, || TcpListener::bind(addr))
+    fn start(netns: &Ns, addr: SocketAddr) -> AcceptServer {
+        let listener = netns
+            .run(|| TcpListener::bind(addr))
             .unwrap_or_else(|e| panic!("cannot bind {addr} in the server pod: {e}"));
         // SAFETY: listen on a bound, listening socket that `listener` keeps open only changes its
         // backlog.
@@ -991,43 +904,43 @@ impl Drop for AcceptServer {
     }
 }
 
-fn netns_file(name: &str) -> File {
-    File::open(format!("/run/netns/{name}"))
-        .unwrap_or_else(|e| panic!("cannot open /run/netns/{name}: {e}"))
+/// A lab namespace, open to be entered by the bench's threads (with the lab's [`netns`] code).
+struct Ns {
+    file: File,
+    name: String,
 }
 
-/// Moves the calling thread into the network namespace `file`. Only for threads this bench spawns
-/// for the purpose (they end with the measurement).
-fn enter(file: &File) {
-    // SAFETY: setns only reads the descriptor, which `file` keeps open for the call, and changes
-    // the namespace of the calling thread, which is one of ours.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns failed: {}", std::io::Error::last_os_error());
-}
+impl Ns {
+    fn open(name: &str) -> Ns {
+        Ns {
+            file: netns::open(name).unwrap_or_else(|e| panic!("{e}")),
+            name: name.to_string(),
+        }
+    }
 
-/// Runs `f` on a new thread inside the namespace `file`.
-fn in_netns<R: Send>(file: &File, f: impl FnOnce() -> R + Send) -> R {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            enter(file);
-            f()
-        })
-        .join()
-        .expect("a thread in a lab namespace panicked")
-    })
+    /// Moves the calling thread into the namespace. Only for threads this bench spawns for the
+    /// purpose (they end with the measurement).
+    fn enter(&self) {
+        netns::enter(&self.file, &self.name).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Runs `f` on a new thread inside the namespace.
+    fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        netns::run_in(&self.file, &self.name, f).unwrap_or_else(|e| panic!("{e}"))
+    }
 }
 
 /// [`CONN_WORKERS`] threads in the client's namespace connect and close as fast as they can for
 /// `window`; connections completed after it are not counted. Returns (connections, failures, CPU
 /// time of the workers).
-fn conn_loop(client: &File, to: SocketAddr, window: Duration) -> (u64, u64, Duration) {
+fn conn_loop(client: &Ns, to: SocketAddr, window: Duration) -> (u64, u64, Duration) {
     let start = Barrier::new(CONN_WORKERS + 1);
     let stop = AtomicBool::new(false);
     let per_worker: Vec<(u64, u64, Duration)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..CONN_WORKERS)
             .map(|_| {
                 s.spawn(|| {
-                    enter(client);
+                    client.enter();
                     start.wait();
                     let cpu_before = thread_self_cpu();
                     let (mut ok, mut failed) = (0u64, 0u64);
@@ -1212,11 +1125,10 @@ fn read_u64(path: &str) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-/// The sum of the `TcpExt` counters `keys` in the namespace `file`.
-fn tcp_ext(file: &File, keys: &[&str]) -> u64 {
-    let text = in_netns(file, || {
-        std::fs::read_to_string("/proc/thread-self/net/netstat").unwrap_or_default()
-    });
+/// The sum of the `TcpExt` counters `keys` in the namespace.
+fn tcp_ext(netns: &Ns, keys: &[&str]) -> u64 {
+    let text =
+        netns.run(|| std::fs::read_to_string("/proc/thread-self/net/netstat").unwrap_or_default());
     let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
     let [names, values] = lines[..] else {
         return 0;
@@ -1229,11 +1141,9 @@ fn tcp_ext(file: &File, keys: &[&str]) -> u64 {
         .sum()
 }
 
-/// Conntrack entries in the namespace `file` (the count is per namespace).
-fn conntrack_count(file: &File) -> u64 {
-    in_netns(file, || {
-        read_u64("/proc/sys/net/netfilter/nf_conntrack_count").unwrap_or(0)
-    })
+/// Conntrack entries in the namespace (the count is per namespace).
+fn conntrack_count(netns: &Ns) -> u64 {
+    netns.run(|| read_u64("/proc/sys/net/netfilter/nf_conntrack_count").unwrap_or(0))
 }
 
 // -------------------------------------------------------------------------------------------------
@@ -1373,13 +1283,13 @@ fn iperf_run(client_ns: &str) -> StreamSample {
 /// The fallback without iperf3: one thread in the client pod writes 128 KiB buffers for
 /// [`IPERF_SECS`] to one in the server pod, which reads and counts them.
 fn stream_run(lab: &Lab) -> StreamSample {
-    let server = netns_file(lab.pod_netns(SERVER).expect("server pod"));
-    let client = netns_file(lab.pod_netns(CLIENT).expect("client pod"));
+    let server = Ns::open(lab.pod_netns(SERVER).expect("server pod"));
+    let client = Ns::open(lab.pod_netns(CLIENT).expect("client pod"));
     let addr = SocketAddr::new(ip4(SERVER_IP), STREAM_PORT);
     let ready = Barrier::new(2);
     std::thread::scope(|s| {
         let reader = s.spawn(|| {
-            enter(&server);
+            server.enter();
             let listener = TcpListener::bind(addr);
             ready.wait();
             let (mut conn, _) = listener
@@ -1398,7 +1308,7 @@ fn stream_run(lab: &Lab) -> StreamSample {
             )
         });
         let writer = s.spawn(|| {
-            enter(&client);
+            client.enter();
             ready.wait();
             let mut conn = TcpStream::connect(addr).expect("cannot connect the stream");
             let buf = vec![0x5au8; 1 << 17];
@@ -1419,32 +1329,6 @@ fn stream_run(lab: &Lab) -> StreamSample {
 // -------------------------------------------------------------------------------------------------
 // 3. Apply time.
 
-/// A network namespace removed on drop. Its name carries the lab's prefix, so the lab's Ctrl-C
-/// handler and `policylab clean` remove it too.
-struct Netns(String);
-
-impl Netns {
-    fn add(name: String) -> Netns {
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "ip netns add {name} failed");
-        Netns(name)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if std::path::Path::new("/run/netns").join(&self.0).exists() {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &self.0])
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-}
-
 #[derive(Debug, Default)]
 struct ApplyResults {
     full: Vec<Duration>,
@@ -1454,10 +1338,10 @@ struct ApplyResults {
     compile: Vec<Duration>,
 }
 
-fn apply_times(lab: &Lab, cluster: &ClusterState) -> ApplyResults {
+fn apply_times(cluster: &ClusterState) -> ApplyResults {
     println!("\n3. nft apply time: {APPLY_REPS} x (full load, then one pod added) ...");
-    let ns = Netns::add(format!("{}apply", lab.prefix()));
-    let runner = NftRunner::in_netns(&ns.0);
+    let ns = Netns::create("apply").unwrap_or_else(|e| panic!("{e}"));
+    let runner = NftKernel::in_netns(ns.name());
     let full = compile_node(cluster, NODE);
     let template = cluster
         .pods()
@@ -1702,17 +1586,9 @@ fn print_report(
 
 /// The first line of a command's output, or `?`.
 fn output(program: &str, args: &[&str]) -> String {
-    Command::new(program)
-        .args(args)
-        .output()
+    nftpolicy::process::run(program, args, "")
         .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .map(str::to_string)
-        })
+        .and_then(|o| o.stdout.lines().next().map(str::to_string))
         .unwrap_or_else(|| "?".to_string())
 }
 

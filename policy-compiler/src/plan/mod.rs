@@ -1,0 +1,81 @@
+//! Per-node planning and rendering: which local pods are isolated, by which policies, and the
+//! [`Ruleset`] that enforces exactly that. The entry points are [`compile_node`] (what the agent and
+//! `policyc compile` use), [`compile_all`] and [`fail_closed_ruleset`]; the work is split by concept:
+//! [`isolation`] (which local pods each policy isolates), [`naming`] (the names of sets, maps and
+//! chains) and `rules` (the chains, rules and sets themselves).
+//!
+//! Layout (see the README for why):
+//! - base chains `egress` and `ingress` on the forward hook look the pod address up in a verdict map
+//!   (`egress_v4`, `ingress_v4`, …) that sends each isolated local pod to its *group chain*;
+//! - a group chain stands for one combination of policies (pods with the same combination share it):
+//!   it jumps to each policy's chain in turn, then drops;
+//! - a policy chain holds that policy's rules for one direction, each rule accepting;
+//! - peers are named sets of pod addresses, shared by every rule with the same selectors; ipBlocks
+//!   are prefix matches; named ports are sets of `address . protocol . port` resolved per pod.
+//!
+//! So pod churn only changes set and map elements, and a policy edit only touches its own chains.
+
+pub mod isolation;
+pub mod naming;
+mod rules;
+
+use std::collections::BTreeMap;
+
+use crate::index::ClusterIndex;
+use crate::model::Direction;
+use crate::nft::{BaseChain, Chain, Match, Rule as NftRule, Ruleset, Verdict};
+
+pub use isolation::{ClusterPlan, LocalPod, NodePlan};
+pub use naming::{
+    group_chain_name, named_port_set_name, peer_set_name, policy_chain_name, vmap_name,
+};
+
+impl ClusterPlan<'_> {
+    /// Renders the ruleset of one node.
+    pub fn ruleset(&self, node: &str) -> Ruleset {
+        rules::Renderer::new(self.index(), self.node(node)).render()
+    }
+}
+
+/// Compiles the ruleset of one node.
+pub fn compile_node(cluster: &crate::ClusterState, node: &str) -> Ruleset {
+    ClusterPlan::new(ClusterIndex::new(cluster)).ruleset(node)
+}
+
+/// Compiles the rulesets of every node that runs a participating pod.
+pub fn compile_all(cluster: &crate::ClusterState) -> BTreeMap<String, Ruleset> {
+    let plan = ClusterPlan::new(ClusterIndex::new(cluster));
+    cluster
+        .nodes()
+        .into_iter()
+        .map(|n| (n.to_string(), plan.ruleset(n)))
+        .collect()
+}
+
+/// The ruleset `policyd --fail-closed` installs while it has not completed its first sync: the same
+/// base chains, dropping every new forwarded connection (established ones keep flowing), since
+/// which pods are local is not known yet.
+pub fn fail_closed_ruleset() -> Ruleset {
+    let mut ruleset = Ruleset::default();
+    for (priority, direction) in [(0, Direction::Egress), (1, Direction::Ingress)] {
+        ruleset.chains.insert(
+            direction.as_str().to_string(),
+            Chain {
+                base: Some(BaseChain { priority }),
+                rules: vec![
+                    NftRule {
+                        matches: vec![Match::CtEstablishedOrRelated],
+                        verdict: Verdict::Accept,
+                        comment: None,
+                    },
+                    NftRule {
+                        matches: vec![],
+                        verdict: Verdict::Drop,
+                        comment: Some("fail-closed until the first sync".to_string()),
+                    },
+                ],
+            },
+        );
+    }
+    ruleset
+}

@@ -1,0 +1,77 @@
+//! The kernel seam: everything the dataplane asks of the kernel, behind one trait.
+//!
+//! [`NftKernel`] is the real one: it runs `nft` (and `conntrack`) in the agent's network namespace
+//! or in a named one. [`FakeKernel`] keeps the table in memory and follows nft's rules, so the
+//! reconcile loop, restarts, retries, full replaces and audits are tested without root; it can be
+//! told to reject the next transaction, to lose the table, or to drift.
+//!
+//! Failures are classified here, once, into [`KernelError`]: a program that cannot be started, a
+//! transaction nft rejected (nothing changed), a table that cannot be listed, conntrack entries that
+//! cannot be deleted.
+
+mod fake;
+mod nft;
+
+use std::net::IpAddr;
+
+use policy_compiler::nft::transaction::Transaction;
+use policy_compiler::nft::TABLE_NAME;
+
+pub use fake::{FakeKernel, KernelCall};
+pub use nft::NftKernel;
+
+/// What the dataplane asks of the kernel. Every method is one atomic step.
+pub trait Kernel: Send + std::fmt::Debug {
+    /// Commits `transaction` as one batch (`nft -f -`): all of it, or nothing and
+    /// [`KernelError::Rejected`].
+    fn commit(&self, transaction: &Transaction) -> Result<(), KernelError>;
+
+    /// The table as `nft -j list table inet nftpolicy` prints it, or `None` when it does not exist.
+    fn list_table(&self) -> Result<Option<String>, KernelError>;
+
+    /// Deletes the conntrack entries from and to `ip`, so that the next packet of each of those
+    /// connections is judged by the rules again. No entry to delete is not an error.
+    fn delete_conntrack_entries(&self, ip: IpAddr) -> Result<(), KernelError>;
+}
+
+/// A failure of the kernel seam, by what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    /// A program could not be started or waited for: the kernel was not asked at all.
+    #[error("cannot run {program}: {source}; {hint}")]
+    Unavailable {
+        /// `nft`, `conntrack`, or `ip` (for a named network namespace).
+        program: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+        /// What to install or check.
+        hint: &'static str,
+    },
+    /// nft rejected the transaction; nothing was changed.
+    #[error("nft rejected the transaction{netns}: {message}")]
+    Rejected {
+        /// ` in netns NAME`, or empty.
+        netns: String,
+        /// nft's own message, with line and column.
+        message: String,
+    },
+    /// The table could not be listed.
+    #[error("cannot list table inet {TABLE_NAME}{netns}: {message}")]
+    List {
+        /// ` in netns NAME`, or empty.
+        netns: String,
+        /// nft's own message.
+        message: String,
+    },
+    /// `conntrack` could not delete the entries of an address.
+    #[error("conntrack cannot delete the entries of {ip}{netns}: {message}")]
+    Conntrack {
+        /// The address.
+        ip: IpAddr,
+        /// ` in netns NAME`, or empty.
+        netns: String,
+        /// conntrack's own message.
+        message: String,
+    },
+}
