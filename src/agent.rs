@@ -148,8 +148,9 @@ impl Agent {
                         _ => false,
                     };
                     if released {
-                        // A sync was held for this kind: with every kind current, it runs now.
-                        deadline = Some(Instant::now());
+                        // A sync was held for this kind: with every kind current, it runs after the
+                        // debounce, which lets the changes a resumed watch replays join it.
+                        deadline = Some(Instant::now() + self.config.debounce);
                     }
                     let changed = self.store.apply(update);
                     self.metrics.invalid_objects.set(self.store.invalid().len() as i64);

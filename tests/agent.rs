@@ -313,3 +313,96 @@ async fn without_conntrack_flush_no_entry_is_deleted() {
     reconcile::policy_edit(&mut h, &mut cluster).await;
     assert!(h.kernel.conntrack_deletions().is_empty());
 }
+
+/// A policy edit of the demo (one of backend/api-allow-egress's egress rules dropped).
+fn edited_policy(cluster: &mut ClusterState) -> policy_compiler::model::Policy {
+    let id = ObjectRef::new("backend", "api-allow-egress");
+    let mut p = cluster.policies()[&id].clone();
+    p.egress.truncate(1);
+    cluster.upsert_policy(p.clone());
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_waits_for_a_kind_being_listed_again_then_runs_once_with_both_changes() {
+    let (mut h, mut cluster) = listed().await;
+    // The pod watch failed; while pods are listed again, a policy changes.
+    h.send(Update::Stale(Kind::Pod)).await;
+    let policy = edited_policy(&mut cluster);
+    h.send(Update::Upsert(Object::Policy(policy))).await;
+    h.none_within(Duration::from_millis(400)).await;
+    // The pods' list comes back with a new pod: one sync carries both changes.
+    let web = new_web_pod(&cluster);
+    cluster.upsert_pod(web);
+    let pods = resets(&cluster)
+        .into_iter()
+        .find(|u| {
+            matches!(
+                u,
+                Update::Reset {
+                    kind: Kind::Pod,
+                    ..
+                }
+            )
+        })
+        .expect("a pod reset");
+    h.send(pods).await;
+    let r = h.next().await;
+    let ops = reconcile::ops(&r);
+    assert!(
+        ops.iter().any(|op| matches!(op, policy_compiler::nft::transaction::Op::FlushChain(n) if n.contains("api-allow-egress"))),
+        "the policy edit: {ops:?}"
+    );
+    assert!(
+        ops.iter().any(|op| matches!(
+            op,
+            policy_compiler::nft::transaction::Op::AddMapElements(..)
+        )),
+        "the new pod: {ops:?}"
+    );
+    h.assert_enforces(&cluster);
+    h.none_within(Duration::from_millis(200)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_resumes_without_a_list_releases_the_held_sync() {
+    let (mut h, mut cluster) = listed().await;
+    h.send(Update::Stale(Kind::Namespace)).await;
+    let policy = edited_policy(&mut cluster);
+    h.send(Update::Upsert(Object::Policy(policy))).await;
+    h.none_within(Duration::from_millis(300)).await;
+    h.send(Update::Live(Kind::Namespace)).await;
+    h.next().await;
+    h.assert_enforces(&cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hold_is_bounded_and_the_sync_then_runs_with_what_is_known() {
+    let mut config = config();
+    config.relist_hold = Duration::from_millis(500);
+    let (mut h, mut cluster) = listed_with(config).await;
+    h.send(Update::Stale(Kind::Pod)).await;
+    let policy = edited_policy(&mut cluster);
+    let sent = std::time::Instant::now();
+    h.send(Update::Upsert(Object::Policy(policy))).await;
+    h.none_within(Duration::from_millis(300)).await;
+    h.next().await;
+    let waited = sent.elapsed();
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_secs(2),
+        "held {waited:?}"
+    );
+    h.assert_enforces(&cluster);
+    // Pods still not back: later changes are not held again.
+    let web = new_web_pod(&cluster);
+    cluster.upsert_pod(web.clone());
+    let sent = std::time::Instant::now();
+    h.send(Update::Upsert(Object::Pod(web))).await;
+    h.next().await;
+    assert!(
+        sent.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        sent.elapsed()
+    );
+    h.assert_enforces(&cluster);
+}

@@ -562,12 +562,13 @@ impl Watcher {
                 if let Some(rv) = rv.filter(|v| !v.is_empty()) {
                     resource_version = rv;
                 }
-                if live_at.take().is_some() {
-                    self.live().await?;
-                }
                 delivered = true;
                 self.backoff.reset();
                 self.send(update).await?;
+                // Current again once the first change it missed is in.
+                if live_at.take().is_some() {
+                    self.live().await?;
+                }
             }
         }
     }
