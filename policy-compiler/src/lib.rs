@@ -15,6 +15,7 @@ pub mod analysis;
 pub mod cidr;
 pub mod cluster;
 pub mod conformance;
+pub mod diff;
 pub mod generate;
 pub mod index;
 pub mod input;
