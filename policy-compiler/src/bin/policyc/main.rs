@@ -2,6 +2,7 @@
 
 mod compile;
 mod connections;
+mod diff;
 mod explain;
 mod generate;
 mod graph;
@@ -73,6 +74,7 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Print the connectivity graph (DOT, Mermaid, or SVG through Graphviz).
     Graph(graph::GraphArgs),
+    Diff(diff::DiffArgs),
     /// Print a seeded, realistic cluster (namespaces, deployments' pods, policies) as manifests.
     Generate(generate::GenerateArgs),
 }
@@ -151,6 +153,7 @@ fn run(command: Command) -> Result<Output> {
         Command::Connections(args) => connections::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Graph(args) => graph::run(args),
+        Command::Diff(args) => diff::run(args),
         Command::Generate(args) => generate::run(args),
     }
 }
