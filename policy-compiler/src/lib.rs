@@ -26,6 +26,7 @@ pub mod object;
 pub mod plan;
 pub mod selector;
 pub mod verify;
+pub mod verify_rules;
 pub mod workload;
 
 pub use cidr::{Cidr, Family};

@@ -7,6 +7,7 @@ mod explain;
 mod generate;
 mod graph;
 mod matrix;
+mod verify;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -75,6 +76,7 @@ enum Command {
     /// Print the connectivity graph (DOT, Mermaid, or SVG through Graphviz).
     Graph(graph::GraphArgs),
     Diff(diff::DiffArgs),
+    Verify(verify::VerifyArgs),
     /// Print a seeded, realistic cluster (namespaces, deployments' pods, policies) as manifests.
     Generate(generate::GenerateArgs),
 }
@@ -154,6 +156,7 @@ fn run(command: Command) -> Result<Output> {
         Command::Explain(args) => explain::run(args),
         Command::Graph(args) => graph::run(args),
         Command::Diff(args) => diff::run(args),
+        Command::Verify(args) => verify::run(args),
         Command::Generate(args) => generate::run(args),
     }
 }
