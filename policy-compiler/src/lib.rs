@@ -39,6 +39,7 @@ pub mod analysis;
 pub mod cidr;
 pub mod cluster;
 pub mod conformance;
+pub mod diff;
 pub mod generate;
 pub mod index;
 pub mod input;
@@ -49,6 +50,7 @@ pub mod object;
 pub mod plan;
 pub mod selector;
 pub mod verify;
+pub mod verify_rules;
 pub mod workload;
 
 pub use cidr::{Cidr, Family};

@@ -13,6 +13,7 @@
 
 mod conns;
 mod exposure;
+mod lookup;
 pub mod report;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -23,6 +24,7 @@ use fixedbitset::FixedBitSet;
 
 pub use conns::{ConnSet, PortRanges};
 pub use exposure::{exposure, Exposed, Exposure, ExposureReport};
+pub use lookup::Lookup;
 
 use crate::cidr::{from_u128, max_u128, to_u128, Family};
 use crate::cluster::ClusterState;

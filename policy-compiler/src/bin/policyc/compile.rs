@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use policy_compiler::{compile_all, compile_node};
+use policy_compiler::nft::Ruleset;
+use policy_compiler::{compile_all, compile_node, ClusterState};
 
 use crate::{InputArgs, Output};
 
@@ -24,26 +25,30 @@ pub struct CompileArgs {
     out_dir: Option<PathBuf>,
 }
 
+/// The ruleset of `node`, pods without a node (a repository's workloads) taken to run on it;
+/// warns when the node runs no pod of the input.
+pub fn compile_on_node(cluster: &mut ClusterState, node: &str) -> Ruleset {
+    let unscheduled: Vec<_> = cluster
+        .participating_pods()
+        .filter(|p| p.node.is_none())
+        .map(|p| p.id.clone())
+        .collect();
+    for id in unscheduled {
+        if let Some(pod) = cluster.pod_mut(&id) {
+            pod.node = Some(node.to_string());
+        }
+    }
+    if !cluster.nodes().contains(node) {
+        eprintln!("policyc: node {node} runs no pod of the input; its ruleset isolates nothing");
+    }
+    compile_node(cluster, node)
+}
+
 pub fn run(args: CompileArgs) -> Result<Output> {
     let mut loaded = args.input.load()?;
     let cluster = &mut loaded.cluster;
     if let Some(node) = &args.node {
-        let unscheduled: Vec<_> = cluster
-            .participating_pods()
-            .filter(|p| p.node.is_none())
-            .map(|p| p.id.clone())
-            .collect();
-        for id in unscheduled {
-            if let Some(pod) = cluster.pod_mut(&id) {
-                pod.node = Some(node.clone());
-            }
-        }
-        if !cluster.nodes().contains(node.as_str()) {
-            eprintln!(
-                "policyc: node {node} runs no pod of the input; its ruleset isolates nothing"
-            );
-        }
-        return Ok(Output::clean(compile_node(cluster, node).render()));
+        return Ok(Output::clean(compile_on_node(cluster, node).render()));
     }
     if let Some(dir) = args.out_dir {
         std::fs::create_dir_all(&dir)

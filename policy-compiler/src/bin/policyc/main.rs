@@ -5,10 +5,12 @@
 
 mod compile;
 mod connections;
+mod diff;
 mod explain;
 mod generate;
 mod graph;
 mod matrix;
+mod verify;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -76,6 +78,8 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Print the connectivity graph (DOT, Mermaid, or SVG through Graphviz).
     Graph(graph::GraphArgs),
+    Diff(diff::DiffArgs),
+    Verify(verify::VerifyArgs),
     /// Print a seeded, realistic cluster (namespaces, deployments' pods, policies) as manifests.
     Generate(generate::GenerateArgs),
 }
@@ -154,6 +158,8 @@ fn run(command: Command) -> Result<Output> {
         Command::Connections(args) => connections::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Graph(args) => graph::run(args),
+        Command::Diff(args) => diff::run(args),
+        Command::Verify(args) => verify::run(args),
         Command::Generate(args) => generate::run(args),
     }
 }
