@@ -14,6 +14,7 @@
 pub mod analysis;
 pub mod cidr;
 pub mod cluster;
+pub mod cnp_conformance;
 pub mod conformance;
 pub mod generate;
 pub mod index;
