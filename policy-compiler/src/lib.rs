@@ -38,6 +38,7 @@
 pub mod analysis;
 pub mod cidr;
 pub mod cluster;
+pub mod cnp_conformance;
 pub mod conformance;
 pub mod diff;
 pub mod generate;
