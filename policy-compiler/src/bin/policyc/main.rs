@@ -66,21 +66,16 @@ struct ReadArgs {
     pod_cidr: Vec<String>,
 }
 
+// Each command's help is its arguments' doc comment (a doc comment here would replace it).
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Print the nftables ruleset a node enforces (loadable with `nft -f`).
     Compile(compile::CompileArgs),
-    /// Print the truth table of pod-to-pod connectivity on given ports.
     Matrix(matrix::MatrixArgs),
-    /// Print every allowed connection between workloads and external address ranges.
     Connections(connections::ConnectionsArgs),
-    /// Explain whether a connection is allowed, and by which rules.
     Explain(explain::ExplainArgs),
-    /// Print the connectivity graph (DOT, Mermaid, or SVG through Graphviz).
     Graph(graph::GraphArgs),
     Diff(diff::DiffArgs),
     Verify(verify::VerifyArgs),
-    /// Print a seeded, realistic cluster (namespaces, deployments' pods, policies) as manifests.
     Generate(generate::GenerateArgs),
 }
 
