@@ -9,15 +9,15 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use policy_compiler::analysis::connectivity::Connectivity;
-use policy_compiler::generate::{workload, WorkloadSize};
-use policy_compiler::workload::{materialize, PodCidrs};
+use policy_compiler::generate::{pod_cidrs, workload, WorkloadSize};
+use policy_compiler::workload::materialize;
 
 fn connections(c: &mut Criterion) {
     let mut group = c.benchmark_group("connections");
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(10));
-    let cidrs = PodCidrs::default();
+    let cidrs = pod_cidrs();
     for (name, size, baseline) in [
         ("small", WorkloadSize::SMALL, true),
         ("medium", WorkloadSize::MEDIUM, true),
