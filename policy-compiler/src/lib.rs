@@ -18,6 +18,7 @@ pub mod conformance;
 pub mod generate;
 pub mod index;
 pub mod input;
+pub mod lint;
 pub mod manifest;
 pub mod model;
 pub mod nft;
