@@ -5,6 +5,7 @@ mod connections;
 mod explain;
 mod generate;
 mod graph;
+mod lint;
 mod matrix;
 
 use std::io::Write;
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
-use policy_compiler::input::{parse_sources_with, read_paths, ParseOptions};
+use policy_compiler::input::{parse_sources_with, read_paths, Manifests, ParseOptions, Source};
 use policy_compiler::workload::{materialize, PodCidrs};
 use policy_compiler::ClusterState;
 
@@ -73,6 +74,8 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Print the connectivity graph (DOT, Mermaid, or SVG through Graphviz).
     Graph(graph::GraphArgs),
+    /// Report policies and workloads that are valid but probably wrong (text, JSON, SARIF).
+    Lint(lint::LintArgs),
     /// Print a seeded, realistic cluster (namespaces, deployments' pods, policies) as manifests.
     Generate(generate::GenerateArgs),
 }
@@ -119,9 +122,12 @@ impl ReadArgs {
         PodCidrs::parse(&self.pod_cidr).map_err(|e| InputFailure(e.to_string()))
     }
 
-    /// Reads and validates `paths`; warnings about skipped documents go to standard error.
-    fn load(&self, paths: &[String]) -> std::result::Result<Loaded, InputFailure> {
-        let cidrs = self.cidrs()?;
+    /// Reads and validates `paths`, keeping the sources; warnings about skipped documents go to
+    /// standard error.
+    fn read(
+        &self,
+        paths: &[String],
+    ) -> std::result::Result<(Vec<Source>, Manifests), InputFailure> {
         let sources = read_paths(paths).map_err(|e| InputFailure(e.to_string()))?;
         let options = ParseOptions {
             default_namespace: self.namespace.clone(),
@@ -132,7 +138,14 @@ impl ReadArgs {
         for warning in manifests.skip_warnings() {
             eprintln!("policyc: warning: {warning}");
         }
-        let mut cluster = manifests.cluster.clone();
+        Ok((sources, manifests))
+    }
+
+    /// Reads and validates `paths`; warnings about skipped documents go to standard error.
+    fn load(&self, paths: &[String]) -> std::result::Result<Loaded, InputFailure> {
+        let cidrs = self.cidrs()?;
+        let (_, manifests) = self.read(paths)?;
+        let mut cluster = manifests.cluster;
         materialize(&mut cluster, &cidrs);
         Ok(Loaded { cluster, cidrs })
     }
@@ -151,6 +164,7 @@ fn run(command: Command) -> Result<Output> {
         Command::Connections(args) => connections::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Graph(args) => graph::run(args),
+        Command::Lint(args) => lint::run(args),
         Command::Generate(args) => generate::run(args),
     }
 }
