@@ -252,6 +252,27 @@ impl<'a> Checker<'a> {
         names
     }
 
+    /// The namespaces a peer's scope covers.
+    fn scope_names(&self, scope: &NamespaceScope) -> Vec<String> {
+        match scope {
+            NamespaceScope::Own(ns) => vec![ns.clone()],
+            NamespaceScope::Selected(selector) => self.namespaces_matching(selector),
+        }
+    }
+
+    /// Whether a rule's peers can match pods of namespaces the input has no pod of (every
+    /// namespace for an empty peer list).
+    fn reaches_unseen_pods(&self, rule: &Rule) -> bool {
+        rule.peers.is_empty()
+            || rule.peers.iter().any(|peer| match peer {
+                Peer::Pods(p) => self
+                    .scope_names(&p.namespaces)
+                    .iter()
+                    .any(|ns| !self.has_pods(ns)),
+                Peer::IpBlock(_) => false,
+            })
+    }
+
     /// Whether the input shows the pods of a namespace: it has some pod or workload there.
     fn has_pods(&self, namespace: &str) -> bool {
         self.namespaces_with_pods.contains(namespace)
@@ -301,10 +322,7 @@ impl<'a> Checker<'a> {
         out: &mut Vec<Draft>,
     ) {
         let id = &at.policy.id;
-        let scope = match &p.namespaces {
-            NamespaceScope::Own(ns) => vec![ns.clone()],
-            NamespaceScope::Selected(selector) => self.namespaces_matching(selector),
-        };
+        let scope = self.scope_names(&p.namespaces);
         if let (NamespaceScope::Selected(selector), true) = (&p.namespaces, scope.is_empty()) {
             let known = list(self.cluster.namespaces().keys().cloned(), 5);
             out.push(self.draft(
@@ -375,9 +393,11 @@ impl<'a> Checker<'a> {
     }
 
     /// `named-port-undeclared`: the destinations are the selected pods (ingress) or the pods the
-    /// peers match (egress; any pod for an empty `to`). When there are none, another rule says why
-    /// (`policy-selects-no-pod`, `peer-matches-nothing`), except for egress to ipBlocks that hold no
-    /// pod: a named port never matches an address outside the cluster.
+    /// peers match (egress). When there are none, another rule says why (`policy-selects-no-pod`,
+    /// `peer-matches-nothing`), except for egress to ipBlocks that hold no pod: a named port never
+    /// matches an address outside the cluster. An egress rule that can reach pods the input does
+    /// not show (an empty `to` reaches every namespace, kube-system's DNS pods among them, which
+    /// declare `dns`/UDP) is not judged: its port may be declared there.
     fn named_ports(&self, at: &RuleAt<'_>, out: &mut Vec<Draft>) {
         let named: Vec<(usize, &str, Protocol)> = at
             .rule
@@ -394,9 +414,7 @@ impl<'a> Checker<'a> {
         }
         let (destinations, whose) = match at.direction {
             Direction::Ingress => (self.selected(at.policy), "the pods the policy selects"),
-            Direction::Egress if at.rule.peers.is_empty() => {
-                (self.pods.clone(), "any pod, as the rule has no to")
-            }
+            Direction::Egress if self.reaches_unseen_pods(at.rule) => return,
             Direction::Egress => {
                 let mut pods: Vec<&Pod> = at
                     .rule

@@ -11,7 +11,11 @@
 //!   holds (selector implication, prefix containment, port ranges merged per protocol); coverage
 //!   by a union of several rules is not looked for.
 //! - `named-port-undeclared` is not reported where there is no destination pod at all (another
-//!   rule says why), except for egress rules whose peers are all ipBlocks holding no pod address.
+//!   rule says why), except for egress rules whose peers are all ipBlocks holding no pod address;
+//!   nor for egress rules that can reach namespaces the input has no pod of (an empty `to`, or
+//!   cluster DNS in kube-system, whose pods declare `dns`/UDP): the port may be declared there.
+//! - `peer-matches-nothing` judges a pod peer only in namespaces the input has pods of; a
+//!   namespaceSelector is judged against the input's namespaces and the ones every cluster has.
 //! - `egress-blocks-dns` is reported once per policy that isolates affected pods for egress; a
 //!   rule counts as allowing DNS when it allows UDP or TCP port 53 to any peer (the DNS service is
 //!   seldom in the input).

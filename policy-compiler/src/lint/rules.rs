@@ -84,8 +84,9 @@ pub static NAMED_PORT_UNDECLARED: Rule = Rule {
     summary: "A named port that no pod the rule applies to declares.",
     description: "A named port matches a destination pod's container port of that name and \
         protocol. For ingress the destinations are the pods the policy selects; for egress the \
-        pods the rule's peers match (any pod when `to` is empty). When none of them declares the \
-        name with that protocol, the port allows nothing.",
+        pods the rule's peers match. When none of them declares the name with that protocol, the \
+        port allows nothing. Egress rules that can reach namespaces the input has no pod of (an \
+        empty `to` reaches them all) are not judged.",
     help: "Name the container port in the pod template (`ports: [{name: http, containerPort: \
         8080}]`), fix the name or protocol in the policy, or use the port number.",
 };

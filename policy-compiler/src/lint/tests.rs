@@ -169,7 +169,7 @@ fn peer_matches_nothing() {
 fn named_port_undeclared() {
     let findings = run(&with_baseline(
         "web",
-        "  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - ports: [{port: http}, {port: metrics}, {port: http, protocol: UDP}]\n  egress:\n  - to: [{podSelector: {matchLabels: {app: api}}}]\n    ports: [{port: http-api}, {port: http}]\n  - ports: [{port: dns, protocol: UDP}, {port: nowhere}]\n  - to: [{ipBlock: {cidr: 192.168.0.0/16}}]\n    ports: [{port: https}]\n",
+        "  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - ports: [{port: http}, {port: metrics}, {port: http, protocol: UDP}]\n  egress:\n  - to: [{podSelector: {matchLabels: {app: api}}}]\n    ports: [{port: http-api}, {port: http}]\n  - to: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: infra}}}]\n    ports: [{port: dns, protocol: UDP}, {port: nowhere}]\n  - to: [{ipBlock: {cidr: 192.168.0.0/16}}]\n    ports: [{port: https}]\n",
     ));
     assert_eq!(
         of(&findings, &NAMED_PORT_UNDECLARED),
@@ -192,11 +192,15 @@ fn named_port_undeclared() {
         "{}",
         messages[4]
     );
-    // Every named port there is declared by a pod the rule applies to.
-    let findings = run(&with_baseline(
+    // Every named port there is declared by a pod the rule applies to, or the rule may reach
+    // pods the input does not show: every namespace (no to), kube-system's DNS, and a namespace
+    // the input has no pod of.
+    let empty =
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: empty, labels: {team: empty}}\n---\n";
+    let findings = run(&format!("{empty}{}", with_baseline(
         "web",
-        "  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - ports: [{port: http}]\n  egress:\n  - to: [{podSelector: {matchLabels: {app: api}}}]\n    ports: [{port: http-api}]\n  - ports: [{port: dns, protocol: UDP}]\n",
-    ));
+        "  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - ports: [{port: http}]\n  egress:\n  - to: [{podSelector: {matchLabels: {app: api}}}]\n    ports: [{port: http-api}]\n  - ports: [{port: dns, protocol: UDP}, {port: dns-tcp}]\n  - to: [{namespaceSelector: {}}]\n    ports: [{port: dns-tcp}]\n  - to: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}, podSelector: {matchLabels: {k8s-app: kube-dns}}}]\n    ports: [{port: dns-tcp}]\n  - to: [{namespaceSelector: {matchLabels: {team: shop}}}, {namespaceSelector: {matchLabels: {team: empty}}}]\n    ports: [{port: metrics}]\n",
+    )));
     assert!(
         of(&findings, &NAMED_PORT_UNDECLARED).is_empty(),
         "{findings:#?}"
