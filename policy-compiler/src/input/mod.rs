@@ -6,6 +6,7 @@
 
 mod convert;
 mod fs;
+pub mod position;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -155,6 +156,9 @@ pub struct Manifests {
     pub skipped: BTreeMap<String, Skipped>,
     /// Objects of other kinds, kept as JSON with their location (e.g. Services, for the lab).
     pub other_objects: Vec<(Location, Value)>,
+    /// Where each valid object was defined, by kind and key ([`crate::object::Object::key`]):
+    /// what tells a declared namespace from one that exists only because objects are in it.
+    pub locations: BTreeMap<(Kind, ObjectRef), Location>,
 }
 
 impl Manifests {
@@ -415,6 +419,7 @@ pub fn parse_sources_with(
     if !errors.is_empty() {
         return Err(InputErrors(errors));
     }
+    manifests.locations = seen;
     // Namespaces first, so that pods and policies find their namespace declared.
     valid.sort_by_key(|o| o.kind());
     for object in valid {

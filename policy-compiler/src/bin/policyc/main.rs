@@ -9,6 +9,7 @@ mod diff;
 mod explain;
 mod generate;
 mod graph;
+mod lint;
 mod matrix;
 mod verify;
 
@@ -18,7 +19,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
-use policy_compiler::input::{parse_sources_with, read_paths, ParseOptions};
+use policy_compiler::input::{parse_sources_with, read_paths, Manifests, ParseOptions, Source};
 use policy_compiler::workload::{materialize, PodCidrs};
 use policy_compiler::ClusterState;
 
@@ -76,6 +77,7 @@ enum Command {
     Graph(graph::GraphArgs),
     Diff(diff::DiffArgs),
     Verify(verify::VerifyArgs),
+    Lint(lint::LintArgs),
     Generate(generate::GenerateArgs),
 }
 
@@ -121,9 +123,12 @@ impl ReadArgs {
         PodCidrs::parse(&self.pod_cidr).map_err(|e| InputFailure(e.to_string()))
     }
 
-    /// Reads and validates `paths`; warnings about skipped documents go to standard error.
-    fn load(&self, paths: &[String]) -> std::result::Result<Loaded, InputFailure> {
-        let cidrs = self.cidrs()?;
+    /// Reads and validates `paths`, keeping the sources; warnings about skipped documents go to
+    /// standard error.
+    fn read(
+        &self,
+        paths: &[String],
+    ) -> std::result::Result<(Vec<Source>, Manifests), InputFailure> {
         let sources = read_paths(paths).map_err(|e| InputFailure(e.to_string()))?;
         let options = ParseOptions {
             default_namespace: self.namespace.clone(),
@@ -134,7 +139,14 @@ impl ReadArgs {
         for warning in manifests.skip_warnings() {
             eprintln!("policyc: warning: {warning}");
         }
-        let mut cluster = manifests.cluster.clone();
+        Ok((sources, manifests))
+    }
+
+    /// Reads and validates `paths`; warnings about skipped documents go to standard error.
+    fn load(&self, paths: &[String]) -> std::result::Result<Loaded, InputFailure> {
+        let cidrs = self.cidrs()?;
+        let (_, manifests) = self.read(paths)?;
+        let mut cluster = manifests.cluster;
         materialize(&mut cluster, &cidrs);
         Ok(Loaded { cluster, cidrs })
     }
@@ -155,6 +167,7 @@ fn run(command: Command) -> Result<Output> {
         Command::Graph(args) => graph::run(args),
         Command::Diff(args) => diff::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Lint(args) => lint::run(args),
         Command::Generate(args) => generate::run(args),
     }
 }
