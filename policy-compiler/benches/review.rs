@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use policy_compiler::analysis::connectivity::Connectivity;
+use policy_compiler::diff::Version;
 use policy_compiler::generate::{pod_cidrs, workload, WorkloadSize};
+use policy_compiler::model::{PolicyPort, PortSpec, Protocol};
 use policy_compiler::workload::materialize;
 
 fn connections(c: &mut Criterion) {
@@ -45,5 +47,67 @@ fn connections(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, connections);
+/// `diff` of medium against medium with one policy edited: both connectivities and the diff, as
+/// the command computes them.
+fn diff(c: &mut Criterion) {
+    let mut group = c.benchmark_group("diff");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
+    let cidrs = pod_cidrs();
+    let mut old = workload(42, WorkloadSize::MEDIUM);
+    materialize(&mut old, &cidrs);
+    let mut new = old.clone();
+    // The partner egress of one namespace's backends gets a wider port range.
+    let mut edited = new
+        .policies()
+        .values()
+        .find(|p| p.id.name.starts_with("egress-partners"))
+        .expect("an egress-partners policy")
+        .clone();
+    edited.egress[0].ports = vec![PolicyPort {
+        protocol: Protocol::Tcp,
+        port: PortSpec::Range(30000, 30200),
+    }];
+    new.upsert_policy(edited);
+    let changes = {
+        let (a, b) = (
+            Connectivity::compute(&old, &cidrs),
+            Connectivity::compute(&new, &cidrs),
+        );
+        let d = policy_compiler::diff::diff(
+            Version {
+                cluster: &old,
+                connectivity: &a,
+            },
+            Version {
+                cluster: &new,
+                connectivity: &b,
+            },
+        );
+        d.added.len() + d.removed.len() + d.changed.len()
+    };
+    eprintln!("medium, one policy edited: {changes} changes");
+    group.bench_function("medium/one_policy_edited", |b| {
+        b.iter(|| {
+            let (a, b) = (
+                Connectivity::compute(&old, &cidrs),
+                Connectivity::compute(&new, &cidrs),
+            );
+            black_box(policy_compiler::diff::diff(
+                Version {
+                    cluster: &old,
+                    connectivity: &a,
+                },
+                Version {
+                    cluster: &new,
+                    connectivity: &b,
+                },
+            ))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, connections, diff);
 criterion_main!(benches);

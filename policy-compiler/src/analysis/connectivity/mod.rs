@@ -172,6 +172,13 @@ fn dir_slot(d: Direction) -> usize {
 
 const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
 
+/// Per class and direction, the classes its rules can match (`None`: every class, as when the
+/// class is not isolated in that direction or a rule has no peers).
+struct Reach {
+    egress: Vec<Option<FixedBitSet>>,
+    ingress: Vec<Option<FixedBitSet>>,
+}
+
 /// What decides a pair: see [`Connectivity::causes`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Causes {
@@ -608,62 +615,176 @@ impl Connectivity {
         }
     }
 
-    /// Computes the connections once per pair of groups (a class of alike pods, or one external
-    /// range) and expands each non-empty result to the pairs of parties in the two groups.
-    fn connect(&mut self) {
-        let mut groups: BTreeMap<(u8, usize), Vec<u32>> = BTreeMap::new();
-        for (i, (end, _)) in self.ends.iter().enumerate() {
-            let key = match end {
-                End::Class(c) => (0, *c),
-                End::External(_) => (1, i),
-            };
-            groups.entry(key).or_default().push(i as u32);
+    /// For each class, the classes its rules can match at all, per direction: pairs outside them
+    /// allow nothing and need no evaluation.
+    fn reach(&self) -> Reach {
+        let n = self.classes.len();
+        // The classes each rule's peers can match: its pod peers', and those whose address lies in
+        // an atom its ipBlocks hold (in either family: an over-approximation is enough here).
+        let mut classes_by_atom: [HashMap<usize, Vec<usize>>; 2] = Default::default();
+        for (c, class) in self.classes.iter().enumerate() {
+            for f in FAMILIES {
+                if let Some(a) = class.atom[family_slot(f)] {
+                    classes_by_atom[family_slot(f)]
+                        .entry(a)
+                        .or_default()
+                        .push(c);
+                }
+            }
         }
-        let groups: Vec<(End, Vec<Family>, Vec<u32>)> = groups
-            .into_values()
-            .map(|parties| {
-                let first = parties[0] as usize;
-                (self.ends[first].0, self.families_of(first), parties)
-            })
-            .collect();
-        let mut interned: HashMap<ConnSet, u32> = HashMap::new();
-        let mut connections = Vec::new();
-        for (a, from_families, from_parties) in &groups {
-            for (b, to_families, to_parties) in &groups {
-                if matches!((a, b), (End::External(_), End::External(_))) {
-                    continue;
+        let rule_classes: Vec<Option<FixedBitSet>> = self
+            .rules
+            .iter()
+            .map(|r| {
+                if r.any_peer {
+                    return None;
                 }
-                let results: Vec<(Family, ConnSet)> = from_families
-                    .iter()
-                    .filter(|f| to_families.contains(f))
-                    .map(|f| (*f, self.between(*a, *b, *f)))
-                    .collect();
-                let same = results.windows(2).all(|w| w[0].1 == w[1].1);
-                let mut found: Vec<(u8, u32)> = Vec::new();
-                let mut intern = |family: u8, set: ConnSet| {
-                    if !set.is_empty() {
-                        let next = interned.len() as u32;
-                        found.push((family, *interned.entry(set).or_insert(next)));
-                    }
-                };
-                if same {
-                    if let Some((_, set)) = results.into_iter().next() {
-                        intern(2, set);
-                    }
-                } else {
-                    for (f, set) in results {
-                        intern(family_slot(f) as u8, set);
-                    }
-                }
-                for &(family, set) in &found {
-                    for &from in from_parties {
-                        for &to in to_parties {
-                            if from != to {
-                                connections.push((from, to, family, set));
-                            }
+                let mut bits = r.classes.clone();
+                bits.grow(n);
+                for f in FAMILIES {
+                    for a in r.atoms[family_slot(f)].ones() {
+                        for &c in classes_by_atom[family_slot(f)]
+                            .get(&a)
+                            .into_iter()
+                            .flatten()
+                        {
+                            bits.insert(c);
                         }
                     }
                 }
+                Some(bits)
+            })
+            .collect();
+        let side = |direction: Direction| -> Vec<Option<FixedBitSet>> {
+            self.classes
+                .iter()
+                .map(|class| {
+                    if class.isolated_by[dir_slot(direction)].is_empty() {
+                        return None;
+                    }
+                    let mut bits = FixedBitSet::with_capacity(n);
+                    for &r in &class.rules[dir_slot(direction)] {
+                        match &rule_classes[r] {
+                            None => return None,
+                            Some(b) => bits.union_with(b),
+                        }
+                    }
+                    Some(bits)
+                })
+                .collect()
+        };
+        Reach {
+            egress: side(Direction::Egress),
+            ingress: side(Direction::Ingress),
+        }
+    }
+
+    /// Computes the connections once per pair of groups (a class of alike pods, or one external
+    /// range) and expands each non-empty result to the pairs of parties in the two groups.
+    fn connect(&mut self) {
+        // Groups: each class of pods (with its parties), and each external range on its own.
+        let mut class_parties: Vec<Vec<u32>> = vec![Vec::new(); self.classes.len()];
+        let mut externals: Vec<u32> = Vec::new();
+        for (i, (end, _)) in self.ends.iter().enumerate() {
+            match end {
+                End::Class(c) => class_parties[*c].push(i as u32),
+                End::External(_) => externals.push(i as u32),
+            }
+        }
+        let class_families: Vec<Vec<Family>> = (0..self.classes.len())
+            .map(|c| {
+                FAMILIES
+                    .into_iter()
+                    .filter(|f| self.classes[c].atom[family_slot(*f)].is_some())
+                    .collect()
+            })
+            .collect();
+        let reach = self.reach();
+        let mut interned: HashMap<ConnSet, u32> = HashMap::new();
+        let mut connections = Vec::new();
+        // Evaluates one pair of groups and records its connections for every pair of their parties.
+        let mut pair = |a: End,
+                        from_families: &[Family],
+                        from_parties: &[u32],
+                        b: End,
+                        to_families: &[Family],
+                        to_parties: &[u32]| {
+            let results: Vec<(Family, ConnSet)> = from_families
+                .iter()
+                .filter(|f| to_families.contains(f))
+                .map(|f| (*f, self.between(a, b, *f)))
+                .collect();
+            let same = results.windows(2).all(|w| w[0].1 == w[1].1);
+            let mut found: Vec<(u8, u32)> = Vec::new();
+            let mut intern = |family: u8, set: ConnSet| {
+                if !set.is_empty() {
+                    let next = interned.len() as u32;
+                    found.push((family, *interned.entry(set).or_insert(next)));
+                }
+            };
+            if same {
+                if let Some((_, set)) = results.into_iter().next() {
+                    intern(2, set);
+                }
+            } else {
+                for (f, set) in results {
+                    intern(family_slot(f) as u8, set);
+                }
+            }
+            for &(family, set) in &found {
+                for &from in from_parties {
+                    for &to in to_parties {
+                        if from != to {
+                            connections.push((from, to, family, set));
+                        }
+                    }
+                }
+            }
+        };
+        let all_classes: Vec<usize> = (0..self.classes.len()).collect();
+        for s in 0..self.classes.len() {
+            if class_parties[s].is_empty() {
+                continue;
+            }
+            // Only the classes the source's egress can reach, whose ingress admits it.
+            let candidates: Vec<usize> = match &reach.egress[s] {
+                Some(bits) => bits.ones().collect(),
+                None => all_classes.clone(),
+            };
+            for d in candidates {
+                if class_parties[d].is_empty()
+                    || reach.ingress[d].as_ref().is_some_and(|b| !b.contains(s))
+                {
+                    continue;
+                }
+                pair(
+                    End::Class(s),
+                    &class_families[s],
+                    &class_parties[s],
+                    End::Class(d),
+                    &class_families[d],
+                    &class_parties[d],
+                );
+            }
+            for &e in &externals {
+                let (end, family) = self.ends[e as usize];
+                let families: Vec<Family> = family.into_iter().collect();
+                pair(
+                    End::Class(s),
+                    &class_families[s],
+                    &class_parties[s],
+                    end,
+                    &families,
+                    &[e],
+                );
+                pair(
+                    end,
+                    &families,
+                    &[e],
+                    End::Class(s),
+                    &class_families[s],
+                    &class_parties[s],
+                );
             }
         }
         connections.sort_unstable();
