@@ -1,9 +1,10 @@
 //! The review fixture (`fixtures/review/`: a repository and a pull request against it) through
 //! every command a reviewer runs in CI, from the repository root: `compile`, `diff`, `verify` and
-//! `lint` in every format against golden files checked by hand, their exit statuses, and
-//! `explain`'s JSON shape with workload names.
+//! `lint` in every format against golden files checked by hand, their exit statuses, the CI
+//! recipes of `examples/ci/` run on the fixture, and `explain`'s JSON shape with workload names.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::{json, Value};
@@ -144,6 +145,283 @@ fn lint_denies_the_warning_both_versions_have() {
                 text(&out.stderr)
             );
         }
+    }
+}
+
+// The CI recipes: their policyc command lines, run on the fixture laid out as the recipes expect
+// (the pull request's manifests in $MANIFESTS, the base branch's in base/$MANIFESTS and its rules
+// in base/$RULES).
+
+/// A policyc command line of a recipe, and whether its step or job may fail without failing the
+/// pipeline.
+#[derive(Debug)]
+struct RecipeCommand {
+    line: String,
+    may_fail: bool,
+}
+
+/// A recipe's variables and policyc command lines.
+struct Recipe {
+    name: &'static str,
+    variables: BTreeMap<String, String>,
+    commands: Vec<RecipeCommand>,
+}
+
+fn load_yaml(path: &str) -> Value {
+    let text = std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The shell lines of a script (continuation lines joined) that run policyc.
+fn policyc_lines(script: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut current = String::new();
+    for line in script.lines() {
+        let line = line.trim();
+        if let Some(head) = line.strip_suffix('\\') {
+            current.push_str(head);
+            continue;
+        }
+        current.push_str(line);
+        lines.push(std::mem::take(&mut current));
+    }
+    lines
+        .into_iter()
+        .filter(|l| l.starts_with("policyc "))
+        .collect()
+}
+
+fn strings(map: &Value) -> BTreeMap<String, String> {
+    map.as_object()
+        .expect("a mapping of variables")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().expect("a string").to_string()))
+        .collect()
+}
+
+fn github_actions() -> Recipe {
+    let doc = load_yaml("examples/ci/github-actions.yml");
+    let mut commands = Vec::new();
+    for job in doc["jobs"].as_object().expect("jobs").values() {
+        for step in job["steps"].as_array().expect("steps") {
+            if let Some(run) = step["run"].as_str() {
+                let may_fail = step["continue-on-error"] == json!(true);
+                commands.extend(
+                    policyc_lines(run)
+                        .into_iter()
+                        .map(|line| RecipeCommand { line, may_fail }),
+                );
+            }
+        }
+    }
+    Recipe {
+        name: "github-actions",
+        variables: strings(&doc["env"]),
+        commands,
+    }
+}
+
+fn gitlab_ci() -> Recipe {
+    let doc = load_yaml("examples/ci/gitlab-ci.yml");
+    let mut commands = Vec::new();
+    for job in doc.as_object().expect("jobs").values() {
+        let may_fail = job["allow_failure"] == json!(true);
+        for key in ["before_script", "script"] {
+            for entry in job[key].as_array().into_iter().flatten() {
+                commands.extend(
+                    policyc_lines(entry.as_str().expect("a script line"))
+                        .into_iter()
+                        .map(|line| RecipeCommand { line, may_fail }),
+                );
+            }
+        }
+    }
+    Recipe {
+        name: "gitlab-ci",
+        variables: strings(&doc["variables"]),
+        commands,
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// A checkout as the recipe sees it: `pull_request` (a directory of the fixture) in $MANIFESTS,
+/// the fixture's base in base/$MANIFESTS, the rules in base/$RULES.
+fn checkout(recipe: &Recipe, case: &str, pull_request: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("ci-{}-{case}", recipe.name));
+    let _ = std::fs::remove_dir_all(&dir);
+    let manifests = &recipe.variables["MANIFESTS"];
+    let rules = &recipe.variables["RULES"];
+    copy_dir(&root().join(pull_request), &dir.join(manifests));
+    copy_dir(&root().join(BASE), &dir.join("base").join(manifests));
+    let rules_path = dir.join("base").join(rules);
+    std::fs::create_dir_all(rules_path.parent().expect("a directory")).expect("create dir");
+    std::fs::copy(root().join(RULES), rules_path).expect("copy rules");
+    dir
+}
+
+fn has_jq() -> bool {
+    Command::new("jq").arg("--version").output().is_ok()
+}
+
+/// Runs a recipe line as CI's shells do (bash, -e, pipefail), policyc on the path.
+fn run_line(recipe: &Recipe, dir: &Path, line: &str) -> Output {
+    let bin = Path::new(env!("CARGO_BIN_EXE_policyc"))
+        .parent()
+        .expect("a directory");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new("bash")
+        .args(["--noprofile", "--norc", "-eo", "pipefail", "-c", line])
+        .current_dir(dir)
+        .envs(&recipe.variables)
+        .env("PATH", path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run bash")
+}
+
+/// Runs every policyc line of the recipe on a checkout; `gates_fail` says whether the verify
+/// gate and `--fail-on` are to fail (the pull request) or pass (no change).
+fn run_recipe(recipe: &Recipe, dir: &Path, gates_fail: bool) {
+    let jq = has_jq();
+    for command in &recipe.commands {
+        if command.line.contains("| jq ") && !jq {
+            eprintln!(
+                "{}: jq is not installed; not run: {}",
+                recipe.name, command.line
+            );
+            continue;
+        }
+        let gate =
+            command.line.starts_with("policyc verify ") || command.line.contains("--fail-on");
+        let expected = if gates_fail && gate { 1 } else { 0 };
+        let out = run_line(recipe, dir, &command.line);
+        assert_eq!(
+            out.status.code(),
+            Some(expected),
+            "{}: {}\n{}",
+            recipe.name,
+            command.line,
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn the_recipes_commands_run_on_the_fixture_as_the_recipes_expect() {
+    for recipe in [github_actions(), gitlab_ci()] {
+        let lines: Vec<&str> = recipe.commands.iter().map(|c| c.line.as_str()).collect();
+        // Each recipe lints to SARIF, comments the markdown diff, gates on verify, and may gate
+        // on new connections.
+        for needed in [
+            ["policyc lint ", "-o sarif"],
+            ["policyc diff ", "-o markdown"],
+            ["policyc verify ", "--rules"],
+            ["policyc diff ", "--fail-on added"],
+        ] {
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.starts_with(needed[0]) && l.contains(needed[1])),
+                "{}: no `{} ... {}` in {lines:?}",
+                recipe.name,
+                needed[0],
+                needed[1]
+            );
+        }
+        // verify is a gate; --fail-on added is an optional one; the rest cannot fail on a clean
+        // input.
+        for command in &recipe.commands {
+            let optional = command.line.contains("--fail-on");
+            assert_eq!(command.may_fail, optional, "{}: {command:?}", recipe.name);
+        }
+
+        // The pull request: verify fails (two rules broken), --fail-on added fails (four new
+        // connections), the rest succeed.
+        let dir = checkout(&recipe, "pull-request", CHANGED);
+        run_recipe(&recipe, &dir, true);
+        let comment = std::fs::read_to_string(dir.join("policyc-diff.md")).expect("the diff");
+        assert_eq!(comment, golden("diff.markdown"), "{}", recipe.name);
+        // SARIF locations are relative to the checkout's root, as code scanning wants them.
+        let sarif: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("policyc.sarif")).expect("the SARIF"),
+        )
+        .expect("JSON");
+        let manifests = &recipe.variables["MANIFESTS"];
+        let uris: Vec<&str> = sarif["runs"][0]["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|r| {
+                r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+                    .as_str()
+                    .expect("a uri")
+            })
+            .collect();
+        assert_eq!(
+            uris,
+            [
+                format!("{manifests}/platform/coredns.yaml"),
+                format!("{manifests}/shop/policies.yaml")
+            ],
+            "{}",
+            recipe.name
+        );
+        if recipe.name == "gitlab-ci" && has_jq() {
+            let report: Value = serde_json::from_str(
+                &std::fs::read_to_string(dir.join("gl-code-quality-report.json"))
+                    .expect("the code quality report"),
+            )
+            .expect("JSON");
+            assert_eq!(
+                report,
+                json!([
+                    {
+                        "description": "kube-system/coredns[Deployment] is isolated by no \
+                            NetworkPolicy in either direction: it accepts connections from \
+                            anywhere and may open connections to anywhere",
+                        "check_name": "workload-not-isolated",
+                        "fingerprint": format!("workload-not-isolated:{manifests}/platform/coredns.yaml:Deployment/kube-system/coredns:"),
+                        "severity": "info",
+                        "location": {"path": format!("{manifests}/platform/coredns.yaml"), "lines": {"begin": 1}}
+                    },
+                    {
+                        "description": "NetworkPolicy shop/frontend spec.ingress[0].from[0]: \
+                            ipBlock 0.0.0.0/0 includes all of the pod CIDR 10.244.0.0/16: \
+                            ipBlocks match pod addresses, so it allows the pods there whatever \
+                            their labels",
+                        "check_name": "ipblock-covers-pod-cidr",
+                        "fingerprint": format!("ipblock-covers-pod-cidr:{manifests}/shop/policies.yaml:NetworkPolicy/shop/frontend:spec.ingress[0].from[0].ipBlock.cidr"),
+                        "severity": "minor",
+                        "location": {"path": format!("{manifests}/shop/policies.yaml"), "lines": {"begin": 41}}
+                    }
+                ])
+            );
+        }
+
+        // A pull request that changes nothing passes every gate.
+        let dir = checkout(&recipe, "no-change", BASE);
+        run_recipe(&recipe, &dir, false);
+        let comment = std::fs::read_to_string(dir.join("policyc-diff.md")).expect("the diff");
+        assert_eq!(
+            comment,
+            "### Connectivity changes\n\nNo change in who can reach whom.\n"
+        );
     }
 }
 
