@@ -896,8 +896,15 @@ pub fn to_text(outcomes: &[Outcome<'_>]) -> String {
             (ExpectationKind::Deny, true) => "allows",
             (ExpectationKind::Deny, false) => "allow",
         };
+        // A range is broken by an allow missing one port of it, or a deny allowing one: say so,
+        // rather than that the pair allows (or misses) the whole range.
+        let quantity = match (o.rule.kind, o.rule.ports.0 == o.rule.ports.1) {
+            (_, true) => "",
+            (ExpectationKind::Allow, false) => "all of ",
+            (ExpectationKind::Deny, false) => "some of ",
+        };
         out.push_str(&format!(
-            "violated: {}: {pairs} {verb} {}\n",
+            "violated: {}: {pairs} {verb} {quantity}{}\n",
             o.rule.name,
             o.rule.connections()
         ));

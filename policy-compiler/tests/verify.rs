@@ -109,7 +109,7 @@ fn many_violations_are_counted_and_the_first_shown() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines[0],
-        "violated: nothing talks: 18 pairs allow TCP 1-65535"
+        "violated: nothing talks: 18 pairs allow some of TCP 1-65535"
     );
     assert_eq!(
         lines[1..11].iter().filter(|l| l.contains(" => ")).count(),

@@ -446,3 +446,36 @@ fn the_fixture_rules_file_parses() {
     let file = parse("rules.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
     assert!(file.rules.len() >= 5);
 }
+
+#[test]
+fn text_says_whether_a_violated_range_is_broken_in_part() {
+    // frontend => web allows TCP 8080-8090 only; nothing reaches postgres but web.
+    let (c, conn) = shop(&v4());
+    let file = rules(
+        "\
+- name: frontend reaches nothing of web
+  deny: {from: {workload: shop/frontend}, to: {workload: shop/web}}
+- name: frontend does not reach web on 8080
+  deny: {from: {workload: shop/frontend}, to: {workload: shop/web}, port: 8080}
+- name: frontend reaches web on 8080-8100
+  allow: {from: {workload: shop/frontend}, to: {workload: shop/web}, ports: 8080-8100}
+- name: frontend reaches postgres
+  allow: {from: {workload: shop/frontend}, to: {workload: db/postgres}, port: 5432}
+",
+    );
+    let outcomes = check(&file, &c, &conn, 10).expect("valid rules");
+    assert_eq!(
+        to_text(&outcomes),
+        "\
+violated: frontend reaches nothing of web: 1 pair allows some of TCP 1-65535
+  shop/frontend[Deployment] => shop/web[Deployment] : TCP 8080-8090 (by shop/web)
+violated: frontend does not reach web on 8080: 1 pair allows TCP 8080
+  shop/frontend[Deployment] => shop/web[Deployment] : TCP 8080-8090 (by shop/web)
+violated: frontend reaches web on 8080-8100: 1 pair does not allow all of TCP 8080-8100
+  shop/frontend[Deployment] => shop/web[Deployment] : TCP 8080-8090 (by shop/web)
+violated: frontend reaches postgres: 1 pair does not allow TCP 5432
+  shop/frontend[Deployment] => db/postgres[StatefulSet] : No Connections (by db/postgres)
+4 of 4 rules violated
+"
+    );
+}
