@@ -120,7 +120,7 @@ fn a_relabelled_pod_moves_between_sets_by_elements() {
         );
     }
     assert!(
-        tx.ops.iter().any(|op| matches!(op, Op::AddElements(..))),
+        tx.ops.iter().any(|op| matches!(op, Op::AddMapElements(..))),
         "{}",
         tx.render()
     );

@@ -281,8 +281,16 @@ impl<'i, 'a> Renderer<'i, 'a> {
                     });
                 }
             }
+            // Peer sets only where a rule uses them: an egress rule of named ports alone matches
+            // destinations through its named-port set, which holds only allowed peers.
+            let needs_peers =
+                !numeric.is_empty() || (direction == Direction::Ingress && !named.is_empty());
             for &family in &families {
-                let peers = self.peer_alternatives(direction, rule, family);
+                let peers = if needs_peers {
+                    self.peer_alternatives(direction, rule, family)
+                } else {
+                    None
+                };
                 if let Some(peers) = &peers {
                     for peer in peers {
                         for port in &numeric {
