@@ -97,6 +97,21 @@ pub fn materialize(cluster: &mut ClusterState, cidrs: &PodCidrs) {
     synthesize_addresses(cluster, cidrs);
 }
 
+/// Takes every participating pod without a node to run on `node` (a repository's workloads), so
+/// that the node's ruleset reads as "a node running one replica of every workload".
+pub fn place_unscheduled(cluster: &mut ClusterState, node: &str) {
+    let unscheduled: Vec<ObjectRef> = cluster
+        .participating_pods()
+        .filter(|p| p.node.is_none())
+        .map(|p| p.id.clone())
+        .collect();
+    for id in unscheduled {
+        if let Some(pod) = cluster.pod_mut(&id) {
+            pod.node = Some(node.to_string());
+        }
+    }
+}
+
 /// The top of a chain of owners: `owner` in `namespace`, then its own owner while the input holds
 /// it (a ReplicaSet's Deployment).
 fn top_owner(cluster: &ClusterState, namespace: &str, owner: &OwnerRef) -> WorkloadRef {

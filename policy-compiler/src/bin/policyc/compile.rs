@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use policy_compiler::nft::Ruleset;
+use policy_compiler::workload::place_unscheduled;
 use policy_compiler::{compile_all, compile_node, ClusterState};
 
 use crate::{InputArgs, Output};
@@ -28,16 +29,7 @@ pub struct CompileArgs {
 /// The ruleset of `node`, pods without a node (a repository's workloads) taken to run on it;
 /// warns when the node runs no pod of the input.
 pub fn compile_on_node(cluster: &mut ClusterState, node: &str) -> Ruleset {
-    let unscheduled: Vec<_> = cluster
-        .participating_pods()
-        .filter(|p| p.node.is_none())
-        .map(|p| p.id.clone())
-        .collect();
-    for id in unscheduled {
-        if let Some(pod) = cluster.pod_mut(&id) {
-            pod.node = Some(node.to_string());
-        }
-    }
+    place_unscheduled(cluster, node);
     if !cluster.nodes().contains(node) {
         eprintln!("policyc: node {node} runs no pod of the input; its ruleset isolates nothing");
     }

@@ -12,6 +12,7 @@ use policy_compiler::cidr::Family;
 use policy_compiler::compile_all;
 use policy_compiler::model::{ObjectRef, Pod, WorkloadRef};
 use policy_compiler::verify::node_outcomes;
+use policy_compiler::workload::place_unscheduled;
 use policy_compiler::ClusterState;
 
 use crate::{InputArgs, Output};
@@ -44,8 +45,12 @@ enum ExplainFormat {
     Json,
 }
 
+/// The node `explain` takes pods without a node to run on, so that their rules can be shown.
+const UNSCHEDULED_NODE: &str = "(unscheduled pods)";
+
 pub fn run(args: ExplainArgs) -> Result<Output> {
-    let loaded = args.input.load()?;
+    let mut loaded = args.input.load()?;
+    place_unscheduled(&mut loaded.cluster, UNSCHEDULED_NODE);
     let cluster = &loaded.cluster;
     let family = args
         .family
