@@ -537,6 +537,11 @@ fn explain_keeps_its_json_shape_when_given_workload_names() {
              8000/TCP: ALLOWED"
         )
     );
+    // The repository's pods have no node: their rules are shown as one node running them.
+    assert!(
+        stdout.contains("  nftables on (unscheduled pods): accept\n"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains(
             "  ingress: allowed: shop/api[Deployment] is isolated for ingress by \
