@@ -1,10 +1,13 @@
-//! [`ClusterState`]: the validated namespaces, pods and policies the compiler works from.
+//! [`ClusterState`]: the validated namespaces, pods, policies, ClusterNetworkPolicies and Nodes
+//! the compiler works from.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crate::cidr::Family;
-use crate::model::{Namespace, ObjectRef, Pod, Policy, Workload, WorkloadRef};
+use crate::model::{
+    ClusterNetworkPolicy, Namespace, Node, ObjectRef, Pod, Policy, Workload, WorkloadRef,
+};
 use crate::object::{Kind, Object};
 use crate::selector::Labels;
 
@@ -18,6 +21,8 @@ pub struct ClusterState {
     pods: BTreeMap<ObjectRef, Pod>,
     policies: BTreeMap<ObjectRef, Policy>,
     workloads: BTreeMap<WorkloadRef, Workload>,
+    cluster_policies: BTreeMap<String, ClusterNetworkPolicy>,
+    node_objects: BTreeMap<String, Node>,
 }
 
 impl ClusterState {
@@ -72,7 +77,51 @@ impl ClusterState {
             Object::Pod(p) => self.upsert_pod(p),
             Object::Policy(p) => self.upsert_policy(p),
             Object::Workload(w) => self.upsert_workload(w),
+            Object::ClusterPolicy(p) => self.upsert_cluster_policy(p),
+            Object::Node(n) => self.upsert_node(n),
         }
+    }
+
+    /// Adds or replaces a ClusterNetworkPolicy.
+    pub fn upsert_cluster_policy(&mut self, policy: ClusterNetworkPolicy) {
+        self.cluster_policies.insert(policy.name.clone(), policy);
+    }
+
+    /// Removes a ClusterNetworkPolicy; returns it if it existed.
+    pub fn remove_cluster_policy(&mut self, name: &str) -> Option<ClusterNetworkPolicy> {
+        self.cluster_policies.remove(name)
+    }
+
+    /// All ClusterNetworkPolicies, by name (both tiers; see [`ClusterNetworkPolicy::order_key`]
+    /// for the order they are evaluated in).
+    pub fn cluster_policies(&self) -> &BTreeMap<String, ClusterNetworkPolicy> {
+        &self.cluster_policies
+    }
+
+    /// A ClusterNetworkPolicy by name.
+    pub fn cluster_policy(&self, name: &str) -> Option<&ClusterNetworkPolicy> {
+        self.cluster_policies.get(name)
+    }
+
+    /// Adds or replaces a Node.
+    pub fn upsert_node(&mut self, node: Node) {
+        self.node_objects.insert(node.name.clone(), node);
+    }
+
+    /// Removes a Node; returns it if it existed.
+    pub fn remove_node(&mut self, name: &str) -> Option<Node> {
+        self.node_objects.remove(name)
+    }
+
+    /// All Node objects, by name (what `nodes` peers select; [`ClusterState::nodes`] is the names
+    /// of the nodes pods run on, whether or not their Node objects were read).
+    pub fn node_objects(&self) -> &BTreeMap<String, Node> {
+        &self.node_objects
+    }
+
+    /// A Node object by name.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.node_objects.get(name)
     }
 
     /// Adds or replaces a workload (and its namespace, implicitly, if unknown).
@@ -93,6 +142,8 @@ impl ClusterState {
             Kind::Namespace => self.remove_namespace(&key.name).is_some(),
             Kind::Pod => self.remove_pod(key).is_some(),
             Kind::NetworkPolicy => self.remove_policy(key).is_some(),
+            Kind::ClusterNetworkPolicy => self.remove_cluster_policy(&key.name).is_some(),
+            Kind::Node => self.remove_node(&key.name).is_some(),
             workload => self
                 .workloads
                 .remove(&WorkloadRef::new(
@@ -110,6 +161,11 @@ impl ClusterState {
             Kind::Namespace => self.namespace(&key.name).cloned().map(Object::Namespace),
             Kind::Pod => self.pod(key).cloned().map(Object::Pod),
             Kind::NetworkPolicy => self.policies.get(key).cloned().map(Object::Policy),
+            Kind::ClusterNetworkPolicy => self
+                .cluster_policy(&key.name)
+                .cloned()
+                .map(Object::ClusterPolicy),
+            Kind::Node => self.node(&key.name).cloned().map(Object::Node),
             workload => self
                 .workloads
                 .get(&WorkloadRef::new(
@@ -132,6 +188,16 @@ impl ClusterState {
                 .collect(),
             Kind::Pod => self.pods.keys().cloned().collect(),
             Kind::NetworkPolicy => self.policies.keys().cloned().collect(),
+            Kind::ClusterNetworkPolicy => self
+                .cluster_policies
+                .keys()
+                .map(|n| ObjectRef::new("", n))
+                .collect(),
+            Kind::Node => self
+                .node_objects
+                .keys()
+                .map(|n| ObjectRef::new("", n))
+                .collect(),
             workload => self
                 .workloads
                 .keys()
@@ -193,7 +259,8 @@ impl ClusterState {
         self.participating_pods().find(|p| p.ips.contains(ip))
     }
 
-    /// Nodes that run at least one participating pod, sorted.
+    /// Nodes that run at least one participating pod, sorted (their names, as the pods'
+    /// `spec.nodeName` give them; [`ClusterState::node_objects`] holds the Node objects read).
     pub fn nodes(&self) -> BTreeSet<&str> {
         self.participating_pods()
             .filter_map(|p| p.node.as_deref())

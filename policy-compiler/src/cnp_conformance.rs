@@ -6,8 +6,9 @@
 //! This module reads the suite and checks that it holds together: every probe names a pod of the
 //! model, every step changes or checks something, every deletion names an object that exists at that
 //! point, every pod runs on a Node of the model with that node's addresses. It does not interpret
-//! policy: ClusterNetworkPolicy objects stay JSON values, and the model's Nodes are read from its
-//! documents directly, whatever [`crate::input`] makes of that kind.
+//! policy: ClusterNetworkPolicy objects stay JSON values, and the model's Nodes, which
+//! [`crate::input`] validates first, are read again from its documents to keep their InternalIPs
+//! apart from their ExternalIPs.
 //!
 //! Pure: callers read the files (see [`crate::input::read_paths`]) and hand over their text.
 

@@ -4,7 +4,11 @@
 use serde_json::{json, Map, Value};
 
 use crate::cluster::ClusterState;
-use crate::model::{Namespace, NamespaceScope, Peer, Pod, PodPhase, Policy, PortSpec, Rule};
+use crate::model::{
+    ClusterNetworkPolicy, ClusterPeer, ClusterPort, ClusterRule, Namespace, NamespaceScope, Node,
+    Peer, Pod, PodPhase, PodsSelector, Policy, PortSpec, Rule, Subject,
+};
+use crate::object::Kind;
 use crate::selector::{LabelSelector, Requirement};
 
 fn selector(s: &LabelSelector) -> Value {
@@ -140,7 +144,7 @@ pub fn pod_manifest(p: &Pod) -> Value {
     }
     let mut metadata = json!({"name": p.id.name, "namespace": p.id.namespace, "labels": p.labels});
     if let Some(owner) = &p.owner {
-        let api_version = crate::object::Kind::from_name(&owner.kind)
+        let api_version = Kind::from_name(&owner.kind)
             .map(|k| k.api_version())
             .unwrap_or_else(|| "v1".to_string());
         metadata["ownerReferences"] = json!([{
@@ -191,13 +195,121 @@ pub fn policy_manifest(p: &Policy) -> Value {
     })
 }
 
-/// Every namespace, pod and policy of a cluster, in that order.
+/// The field a [`ClusterPeer::Unknown`] is written with: a peer that sets no field nftpolicy
+/// knows, read back as the same. No API version can define it (API field names have no `-`).
+pub const UNKNOWN_PEER_FIELD: &str = "unknown-peer";
+
+fn pods_selector(p: &PodsSelector) -> Value {
+    let mut v = json!({"podSelector": selector(&p.pods)});
+    if !p.namespaces.is_everything() {
+        v["namespaceSelector"] = selector(&p.namespaces);
+    }
+    v
+}
+
+fn cluster_peer(p: &ClusterPeer) -> Value {
+    match p {
+        ClusterPeer::Namespaces(s) => json!({"namespaces": selector(s)}),
+        ClusterPeer::Pods(pods) => json!({"pods": pods_selector(pods)}),
+        ClusterPeer::Networks(cidrs) => {
+            json!({"networks": cidrs.iter().map(|c| c.to_string()).collect::<Vec<_>>()})
+        }
+        ClusterPeer::Nodes(s) => json!({"nodes": selector(s)}),
+        ClusterPeer::Unknown => json!({ UNKNOWN_PEER_FIELD: {} }),
+    }
+}
+
+fn cluster_port(p: &ClusterPort) -> Value {
+    match p {
+        ClusterPort::Named(name) => json!({"destinationNamedPort": name}),
+        ClusterPort::Range {
+            protocol,
+            first,
+            last,
+        } => {
+            let port = if first == last {
+                json!({"number": first})
+            } else {
+                json!({"range": {"start": first, "end": last}})
+            };
+            json!({ protocol.as_nft(): {"destinationPort": port} })
+        }
+    }
+}
+
+fn cluster_rule(r: &ClusterRule, peers_key: &str) -> Value {
+    let mut v = Map::new();
+    if let Some(name) = &r.name {
+        v.insert("name".into(), json!(name));
+    }
+    v.insert("action".into(), json!(r.action.as_api()));
+    v.insert(
+        peers_key.into(),
+        Value::Array(r.peers.iter().map(cluster_peer).collect()),
+    );
+    if !r.protocols.is_empty() {
+        v.insert(
+            "protocols".into(),
+            Value::Array(r.protocols.iter().map(cluster_port).collect()),
+        );
+    }
+    Value::Object(v)
+}
+
+/// A `ClusterNetworkPolicy` manifest, of the preferred API version.
+pub fn cluster_policy_manifest(p: &ClusterNetworkPolicy) -> Value {
+    let subject = match &p.subject {
+        Subject::Namespaces(s) => json!({"namespaces": selector(s)}),
+        Subject::Pods(pods) => json!({"pods": pods_selector(pods)}),
+    };
+    let mut spec = json!({"tier": p.tier.as_api(), "priority": p.priority, "subject": subject});
+    if !p.ingress.is_empty() {
+        spec["ingress"] = json!(p
+            .ingress
+            .iter()
+            .map(|r| cluster_rule(r, "from"))
+            .collect::<Vec<_>>());
+    }
+    if !p.egress.is_empty() {
+        spec["egress"] = json!(p
+            .egress
+            .iter()
+            .map(|r| cluster_rule(r, "to"))
+            .collect::<Vec<_>>());
+    }
+    json!({
+        "apiVersion": Kind::ClusterNetworkPolicy.api_version(),
+        "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": p.name},
+        "spec": spec,
+    })
+}
+
+/// A `Node` manifest; its addresses are written as `InternalIP`s (the model does not tell them
+/// from `ExternalIP`s, which `nodes` peers match alike).
+pub fn node_manifest(n: &Node) -> Value {
+    let addresses: Vec<Value> = n
+        .addresses
+        .iter()
+        .map(|ip| json!({"type": "InternalIP", "address": ip.to_string()}))
+        .collect();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": n.name, "labels": n.labels},
+        "status": {"addresses": addresses},
+    })
+}
+
+/// Every namespace, pod, policy, ClusterNetworkPolicy and Node of a cluster, in that order.
 pub fn cluster_manifests(c: &ClusterState) -> Vec<Value> {
     c.namespaces()
         .values()
         .map(namespace_manifest)
         .chain(c.pods().values().map(pod_manifest))
         .chain(c.policies().values().map(policy_manifest))
+        .chain(c.cluster_policies().values().map(cluster_policy_manifest))
+        .chain(c.node_objects().values().map(node_manifest))
         .collect()
 }
 
@@ -216,6 +328,132 @@ mod tests {
         parse_sources(&[source])
             .expect("generated manifests are valid")
             .cluster
+    }
+
+    fn cluster_policies_and_nodes() -> ClusterState {
+        use crate::model::{Action, Tier};
+        use crate::selector::Requirement;
+        use crate::Protocol;
+        let web = LabelSelector::from_labels([("app", "web")]);
+        let house = LabelSelector::new(vec![
+            Requirement::In("house".into(), vec!["a".into(), "b".into()]),
+            Requirement::DoesNotExist("legacy".into()),
+        ]);
+        let rule = |name: Option<&str>, action, peers, protocols| ClusterRule {
+            name: name.map(str::to_string),
+            action,
+            peers,
+            protocols,
+        };
+        let admin = ClusterNetworkPolicy {
+            name: "admin".into(),
+            tier: Tier::Admin,
+            priority: 0,
+            subject: Subject::Pods(PodsSelector {
+                namespaces: house.clone(),
+                pods: web.clone(),
+            }),
+            ingress: vec![rule(
+                Some("from-monitoring"),
+                Action::Accept,
+                vec![
+                    ClusterPeer::Namespaces(LabelSelector::from_labels([("team", "mon")])),
+                    ClusterPeer::Pods(PodsSelector {
+                        namespaces: LabelSelector::everything(),
+                        pods: web.clone(),
+                    }),
+                    ClusterPeer::Unknown,
+                ],
+                vec![
+                    ClusterPort::Named("metrics".into()),
+                    ClusterPort::Range {
+                        protocol: Protocol::Sctp,
+                        first: 9003,
+                        last: 9003,
+                    },
+                ],
+            )],
+            egress: vec![
+                rule(
+                    None,
+                    Action::Deny,
+                    vec![
+                        ClusterPeer::Networks(vec![
+                            "169.254.169.254/32".parse().expect("cidr"),
+                            "fd00:ec2::254/128".parse().expect("cidr"),
+                        ]),
+                        ClusterPeer::Nodes(LabelSelector::everything()),
+                    ],
+                    vec![ClusterPort::Range {
+                        protocol: Protocol::Tcp,
+                        first: 1,
+                        last: 65535,
+                    }],
+                ),
+                rule(
+                    Some("rest"),
+                    Action::Pass,
+                    vec![ClusterPeer::Namespaces(LabelSelector::everything())],
+                    vec![],
+                ),
+            ],
+        };
+        let baseline = ClusterNetworkPolicy {
+            name: "baseline".into(),
+            tier: Tier::Baseline,
+            priority: 1000,
+            subject: Subject::Namespaces(LabelSelector::everything()),
+            ingress: vec![rule(
+                None,
+                Action::Deny,
+                vec![ClusterPeer::Namespaces(house)],
+                vec![ClusterPort::Range {
+                    protocol: Protocol::Udp,
+                    first: 5000,
+                    last: 5010,
+                }],
+            )],
+            egress: vec![],
+        };
+        let mut c = ClusterState::new();
+        c.upsert_cluster_policy(admin);
+        c.upsert_cluster_policy(baseline);
+        c.upsert_node(Node {
+            name: "node-1".into(),
+            labels: [("kubernetes.io/os".to_string(), "linux".to_string())].into(),
+            addresses: vec![
+                "192.168.0.1".parse().expect("ip"),
+                "fd00::1".parse().expect("ip"),
+                "203.0.113.1".parse().expect("ip"),
+            ],
+        });
+        c.upsert_node(Node {
+            name: "node-2".into(),
+            labels: Default::default(),
+            addresses: vec![],
+        });
+        c
+    }
+
+    #[test]
+    fn cluster_policies_and_nodes_read_back_the_same() {
+        let c = cluster_policies_and_nodes();
+        assert_eq!(c.cluster_policies().len(), 2);
+        assert_eq!(c.node_objects().len(), 2);
+        assert_eq!(round_trip(&c), c);
+        let admin = cluster_policy_manifest(&c.cluster_policies()["admin"]);
+        assert_eq!(
+            admin["apiVersion"], "policy.networking.k8s.io/v1beta1",
+            "the preferred version"
+        );
+        assert_eq!(
+            admin["spec"]["egress"][0]["protocols"][0],
+            json!({"tcp": {"destinationPort": {"range": {"start": 1, "end": 65535}}}})
+        );
+        assert_eq!(
+            admin["spec"]["ingress"][0]["from"][2],
+            json!({"unknown-peer": {}})
+        );
     }
 
     #[test]

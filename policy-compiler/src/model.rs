@@ -1,6 +1,16 @@
-//! The compact internal model of cluster state: namespaces, pods and NetworkPolicies, validated.
+//! The compact internal model of cluster state: namespaces, pods, NetworkPolicies,
+//! ClusterNetworkPolicies ([`cluster_policy`]) and Nodes ([`node`]), validated.
 //!
 //! The Kubernetes API types stop at [`crate::input`]; everything after works on these.
+
+pub mod cluster_policy;
+pub mod node;
+
+pub use cluster_policy::{
+    Action, ClusterNetworkPolicy, ClusterPeer, ClusterPort, ClusterRule, PodsSelector, Subject,
+    Tier,
+};
+pub use node::Node;
 
 use std::fmt;
 use std::net::IpAddr;

@@ -10,9 +10,10 @@
 use serde_json::Value;
 
 use crate::input::{
-    namespace_from_api, pod_from_api, policy_from_api, workload_from_api, FieldError, RawObject,
+    cluster_policy_from_api, namespace_from_api, node_from_api, pod_from_api, policy_from_api,
+    workload_from_api, FieldError, RawObject,
 };
-use crate::model::{Namespace, ObjectRef, Pod, Policy, Workload};
+use crate::model::{ClusterNetworkPolicy, Namespace, Node, ObjectRef, Pod, Policy, Workload};
 
 /// The namespace of a namespaced object that names none, as `kubectl apply` without `-n` uses.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -40,11 +41,15 @@ pub enum Kind {
     Job,
     /// `batch/v1/CronJob`.
     CronJob,
+    /// `policy.networking.k8s.io/v1beta1/ClusterNetworkPolicy` (v1alpha2 too: same schema).
+    ClusterNetworkPolicy,
+    /// `v1/Node`.
+    Node,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Namespace,
         Kind::Pod,
         Kind::NetworkPolicy,
@@ -55,10 +60,24 @@ impl Kind {
         Kind::ReplicationController,
         Kind::Job,
         Kind::CronJob,
+        Kind::ClusterNetworkPolicy,
+        Kind::Node,
+    ];
+
+    /// The workload kinds: objects with a pod template, read for offline review.
+    pub const WORKLOADS: [Kind; 7] = [
+        Kind::Deployment,
+        Kind::StatefulSet,
+        Kind::DaemonSet,
+        Kind::ReplicaSet,
+        Kind::ReplicationController,
+        Kind::Job,
+        Kind::CronJob,
     ];
 
     /// The kinds that decide what a node enforces: what the node agent watches. Workloads are for
-    /// offline review only (their pods are what the agent sees).
+    /// offline review only (their pods are what the agent sees); ClusterNetworkPolicies and Nodes
+    /// are read, but the agent does not enforce them yet.
     pub const ENFORCED: [Kind; 3] = [Kind::Namespace, Kind::Pod, Kind::NetworkPolicy];
 
     /// The API kind name.
@@ -74,27 +93,45 @@ impl Kind {
             Kind::ReplicationController => "ReplicationController",
             Kind::Job => "Job",
             Kind::CronJob => "CronJob",
+            Kind::ClusterNetworkPolicy => "ClusterNetworkPolicy",
+            Kind::Node => "Node",
         }
     }
 
     /// Whether the kind is a workload: an object with a pod template.
     pub fn is_workload(self) -> bool {
-        !Kind::ENFORCED.contains(&self)
+        Kind::WORKLOADS.contains(&self)
+    }
+
+    /// Whether the node agent enforces objects of the kind (it is one of [`Kind::ENFORCED`]).
+    pub fn is_enforced(self) -> bool {
+        Kind::ENFORCED.contains(&self)
     }
 
     /// The API group (empty for the core group).
     pub fn group(self) -> &'static str {
         match self {
-            Kind::Namespace | Kind::Pod | Kind::ReplicationController => "",
+            Kind::Namespace | Kind::Pod | Kind::ReplicationController | Kind::Node => "",
             Kind::NetworkPolicy => "networking.k8s.io",
             Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet | Kind::ReplicaSet => "apps",
             Kind::Job | Kind::CronJob => "batch",
+            Kind::ClusterNetworkPolicy => "policy.networking.k8s.io",
         }
     }
 
-    /// The API version read.
+    /// The API versions read, preferred first. ClusterNetworkPolicy has two with the same schema:
+    /// `v1beta1`, the storage version since network-policy-api v0.3.0, and `v1alpha2`, the only
+    /// one of the v0.2 releases.
+    pub fn versions(self) -> &'static [&'static str] {
+        match self {
+            Kind::ClusterNetworkPolicy => &["v1beta1", "v1alpha2"],
+            _ => &["v1"],
+        }
+    }
+
+    /// The preferred API version.
     pub fn version(self) -> &'static str {
-        "v1"
+        self.versions()[0]
     }
 
     /// `group/version`, or `version` for the core group.
@@ -118,12 +155,17 @@ impl Kind {
             Kind::ReplicationController => "replicationcontrollers",
             Kind::Job => "jobs",
             Kind::CronJob => "cronjobs",
+            Kind::ClusterNetworkPolicy => "clusternetworkpolicies",
+            Kind::Node => "nodes",
         }
     }
 
     /// Whether objects of the kind live in a namespace.
     pub fn namespaced(self) -> bool {
-        !matches!(self, Kind::Namespace)
+        !matches!(
+            self,
+            Kind::Namespace | Kind::ClusterNetworkPolicy | Kind::Node
+        )
     }
 
     /// The kind an API `kind` name denotes, if nftpolicy reads it.
@@ -131,9 +173,25 @@ impl Kind {
         Kind::ALL.into_iter().find(|k| k.as_str() == kind)
     }
 
-    /// The kind of a raw object (by its `kind` field), if nftpolicy reads it.
+    /// Whether an object of this kind with this `apiVersion` is one nftpolicy reads. Only
+    /// ClusterNetworkPolicy's is checked (its group and one of [`Kind::versions`]): its name is
+    /// not unique to network-policy-api. The others are read by kind alone, as they always were.
+    pub fn reads_api_version(self, api_version: &str) -> bool {
+        match self {
+            Kind::ClusterNetworkPolicy => {
+                api_version.split_once('/').is_some_and(|(group, version)| {
+                    group == self.group() && self.versions().contains(&version)
+                })
+            }
+            _ => true,
+        }
+    }
+
+    /// The kind of a raw object (by its `kind` and `apiVersion` fields), if nftpolicy reads it.
     pub fn of(value: &Value) -> Option<Kind> {
-        value["kind"].as_str().and_then(Kind::from_name)
+        let kind = value["kind"].as_str().and_then(Kind::from_name)?;
+        let api_version = value["apiVersion"].as_str().unwrap_or_default();
+        kind.reads_api_version(api_version).then_some(kind)
     }
 }
 
@@ -148,6 +206,10 @@ pub enum Object {
     Policy(Policy),
     /// A workload's pod template.
     Workload(Workload),
+    /// A ClusterNetworkPolicy.
+    ClusterPolicy(ClusterNetworkPolicy),
+    /// A Node.
+    Node(Node),
 }
 
 impl Object {
@@ -158,6 +220,8 @@ impl Object {
             Object::Pod(_) => Kind::Pod,
             Object::Policy(_) => Kind::NetworkPolicy,
             Object::Workload(w) => Kind::from_name(&w.id.kind).unwrap_or(Kind::Deployment),
+            Object::ClusterPolicy(_) => Kind::ClusterNetworkPolicy,
+            Object::Node(_) => Kind::Node,
         }
     }
 
@@ -168,6 +232,8 @@ impl Object {
             Object::Pod(p) => p.id.clone(),
             Object::Policy(p) => p.id.clone(),
             Object::Workload(w) => ObjectRef::new(&w.id.namespace, &w.id.name),
+            Object::ClusterPolicy(p) => ObjectRef::new("", &p.name),
+            Object::Node(n) => ObjectRef::new("", &n.name),
         }
     }
 }
@@ -239,6 +305,8 @@ pub fn convert_as(kind: Kind, mut raw: RawObject, default_namespace: &str) -> Co
         Kind::Namespace => namespace_from_api(&raw).map(Object::Namespace),
         Kind::Pod => pod_from_api(&raw).map(Object::Pod),
         Kind::NetworkPolicy => policy_from_api(&raw).map(Object::Policy),
+        Kind::ClusterNetworkPolicy => cluster_policy_from_api(&raw).map(Object::ClusterPolicy),
+        Kind::Node => node_from_api(&raw).map(Object::Node),
         workload => workload_from_api(workload.as_str(), &raw).map(Object::Workload),
     };
     match converted {
@@ -278,6 +346,42 @@ mod tests {
             assert_eq!(Kind::from_name(kind.as_str()), Some(kind));
         }
         assert_eq!(Kind::from_name("Service"), None);
+        let cnp = Kind::ClusterNetworkPolicy;
+        assert_eq!(cnp.api_version(), "policy.networking.k8s.io/v1beta1");
+        assert_eq!(cnp.versions(), ["v1beta1", "v1alpha2"]);
+        assert_eq!(cnp.plural(), "clusternetworkpolicies");
+        assert_eq!(Kind::Node.api_version(), "v1");
+        assert_eq!(Kind::Node.plural(), "nodes");
+        for kind in [cnp, Kind::Node] {
+            assert!(!kind.namespaced());
+            assert!(!kind.is_workload());
+            assert!(!kind.is_enforced(), "the agent does not watch {kind:?} yet");
+        }
+        assert!(cnp.reads_api_version("policy.networking.k8s.io/v1alpha2"));
+        assert!(!cnp.reads_api_version("policy.networking.k8s.io/v1alpha1"));
+        assert!(!cnp.reads_api_version("v1beta1"));
+        assert!(Kind::Deployment.is_workload() && !Kind::Deployment.is_enforced());
+        assert!(Kind::Pod.is_enforced() && !Kind::Pod.is_workload());
+    }
+
+    #[test]
+    fn cluster_scoped_kinds_are_keyed_without_namespace() {
+        let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}});
+        let Converted::Valid(o) = convert(raw(node.clone()), "team-a") else {
+            panic!("valid")
+        };
+        assert_eq!((o.kind(), o.key()), (Kind::Node, ObjectRef::new("", "n1")));
+        assert_eq!(key_of(Kind::Node, &node, "team-a"), o.key());
+        let cnp = json!({"apiVersion": "policy.networking.k8s.io/v1alpha2",
+            "kind": "ClusterNetworkPolicy", "metadata": {"name": "c"},
+            "spec": {"tier": "Admin", "priority": 3, "subject": {"namespaces": {}}}});
+        let Converted::Valid(o) = convert(raw(cnp), "team-a") else {
+            panic!("valid")
+        };
+        assert_eq!(
+            (o.kind(), o.key()),
+            (Kind::ClusterNetworkPolicy, ObjectRef::new("", "c"))
+        );
     }
 
     #[test]

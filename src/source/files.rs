@@ -65,10 +65,11 @@ impl DirSource {
             invalid: Vec::new(),
         };
         let problems = for_each_object(source, &mut |raw| match convert(raw, DEFAULT_NAMESPACE) {
-            // Workloads are for offline review: the agent enforces the pods they make.
+            // Only the kinds the agent enforces: workloads are for offline review (the agent
+            // enforces the pods they make), and the others are not watched yet.
             Converted::Other(_) => {}
-            Converted::Valid(o) if o.kind().is_workload() => {}
-            Converted::Invalid { kind, .. } if kind.is_workload() => {}
+            Converted::Valid(o) if !o.kind().is_enforced() => {}
+            Converted::Invalid { kind, .. } if !kind.is_enforced() => {}
             Converted::Valid(o) => parsed.objects.push(o),
             Converted::Invalid { kind, key, error } => {
                 let error = error.to_string();
@@ -296,5 +297,27 @@ mod tests {
         // A removed file takes its objects with it.
         std::fs::remove_file(d.0.join("policy.yaml")).expect("rm");
         assert_eq!(kinds(&source.poll()), ["delete NetworkPolicy x/p"]);
+    }
+
+    #[test]
+    fn kinds_the_agent_does_not_enforce_are_left_out() {
+        let d = dir("unenforced");
+        std::fs::write(d.0.join("ns.yaml"), NS).expect("write");
+        let others = "apiVersion: policy.networking.k8s.io/v1beta1\nkind: ClusterNetworkPolicy\n\
+                      metadata: {name: c}\nspec: {tier: Admin, priority: 1, subject: {namespaces: {}}}\n\
+                      ---\napiVersion: policy.networking.k8s.io/v1beta1\nkind: ClusterNetworkPolicy\n\
+                      metadata: {name: bad}\nspec: {tier: Admin, priority: 1}\n\
+                      ---\napiVersion: v1\nkind: Node\nmetadata: {name: n1}\n\
+                      ---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d, namespace: x}\n";
+        std::fs::write(d.0.join("others.yaml"), others).expect("write");
+        let mut source = DirSource::new(&d.0);
+        assert_eq!(
+            kinds(&source.poll()),
+            [
+                "reset Namespace 1+0",
+                "reset Pod 0+0",
+                "reset NetworkPolicy 0+0"
+            ]
+        );
     }
 }

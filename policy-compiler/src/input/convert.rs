@@ -15,20 +15,24 @@ use super::{FieldError, RawObject};
 pub type FieldResult<T> = Result<T, Box<FieldError>>;
 use crate::cidr::{Cidr, Family};
 use crate::model::{
-    ContainerPort, IpBlock, Namespace, NamespaceScope, ObjectRef, OwnerRef, Peer, Pod, PodPeer,
-    PodPhase, Policy, PolicyPort, PortSpec, Protocol, Rule, Workload, WorkloadRef,
+    ContainerPort, IpBlock, Namespace, NamespaceScope, Node, ObjectRef, OwnerRef, Peer, Pod,
+    PodPeer, PodPhase, Policy, PolicyPort, PortSpec, Protocol, Rule, Workload, WorkloadRef,
 };
 use crate::selector::{LabelSelector, Labels, Requirement};
 
 /// Collects field errors for one object.
-struct Checker<'a> {
-    object: &'a RawObject,
-    kind: &'static str,
-    id: String,
+pub(super) struct Checker<'a> {
+    pub(super) object: &'a RawObject,
+    pub(super) kind: &'static str,
+    pub(super) id: String,
 }
 
 impl Checker<'_> {
-    fn error(&self, field: impl Into<String>, message: impl Into<String>) -> Box<FieldError> {
+    pub(super) fn error(
+        &self,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Box<FieldError> {
         Box::new(FieldError {
             location: self.object.location.clone(),
             kind: self.kind.to_string(),
@@ -40,7 +44,7 @@ impl Checker<'_> {
 }
 
 /// A best-effort `namespace/name` for messages, before the object is typed.
-fn raw_id(value: &serde_json::Value, namespaced: bool) -> String {
+pub(super) fn raw_id(value: &serde_json::Value, namespaced: bool) -> String {
     let name = value["metadata"]["name"].as_str().unwrap_or("<unnamed>");
     if namespaced {
         let ns = value["metadata"]["namespace"].as_str().unwrap_or("default");
@@ -50,21 +54,21 @@ fn raw_id(value: &serde_json::Value, namespaced: bool) -> String {
     }
 }
 
-fn typed<T: DeserializeOwned>(c: &Checker<'_>) -> FieldResult<T> {
+pub(super) fn typed<T: DeserializeOwned>(c: &Checker<'_>) -> FieldResult<T> {
     serde_path_to_error::deserialize(c.object.value.clone()).map_err(|e| {
         let path = e.path().to_string();
         c.error(path, e.into_inner().to_string())
     })
 }
 
-fn name_of(c: &Checker<'_>, metadata: &meta::ObjectMeta) -> FieldResult<String> {
+pub(super) fn name_of(c: &Checker<'_>, metadata: &meta::ObjectMeta) -> FieldResult<String> {
     match metadata.name.as_deref() {
         Some(n) if !n.is_empty() => Ok(n.to_string()),
         _ => Err(c.error("metadata.name", "is required")),
     }
 }
 
-fn labels_of(metadata: &meta::ObjectMeta) -> Labels {
+pub(super) fn labels_of(metadata: &meta::ObjectMeta) -> Labels {
     metadata
         .labels
         .clone()
@@ -83,6 +87,42 @@ pub fn namespace_from_api(object: &RawObject) -> FieldResult<Namespace> {
     let ns: core::Namespace = typed(&c)?;
     let name = name_of(&c, &ns.metadata)?;
     Ok(Namespace::new(name, labels_of(&ns.metadata)))
+}
+
+/// Converts a `Node`: its name, labels, and the `InternalIP` and `ExternalIP` entries of
+/// `status.addresses` (the addresses `nodes` peers match).
+pub fn node_from_api(object: &RawObject) -> FieldResult<Node> {
+    let c = Checker {
+        object,
+        kind: "Node",
+        id: raw_id(&object.value, false),
+    };
+    let node: core::Node = typed(&c)?;
+    let name = name_of(&c, &node.metadata)?;
+    let mut addresses: Vec<IpAddr> = Vec::new();
+    let entries = node.status.and_then(|s| s.addresses).unwrap_or_default();
+    for (i, entry) in entries.iter().enumerate() {
+        if !matches!(entry.type_.as_str(), "InternalIP" | "ExternalIP") {
+            continue;
+        }
+        let ip: IpAddr = entry.address.parse().map_err(|_| {
+            c.error(
+                format!("status.addresses[{i}].address"),
+                format!(
+                    "{:?} is not an IP address (an {} entry holds one)",
+                    entry.address, entry.type_
+                ),
+            )
+        })?;
+        if !addresses.contains(&ip) {
+            addresses.push(ip);
+        }
+    }
+    Ok(Node {
+        name,
+        labels: labels_of(&node.metadata),
+        addresses,
+    })
 }
 
 fn parse_protocol(c: &Checker<'_>, field: &str, p: Option<&str>) -> FieldResult<Protocol> {
@@ -312,7 +352,7 @@ pub fn workload_from_api(kind: &'static str, object: &RawObject) -> FieldResult<
     })
 }
 
-fn selector(
+pub(super) fn selector(
     c: &Checker<'_>,
     field: &str,
     s: Option<&meta::LabelSelector>,

@@ -4,6 +4,7 @@
 //! system. Every error names the file, the document, the object and the field, and any error means no
 //! cluster state at all: a malformed manifest never yields a partial ruleset.
 
+mod cluster_policy;
 mod convert;
 mod fs;
 pub mod position;
@@ -17,8 +18,10 @@ use crate::cluster::ClusterState;
 use crate::model::ObjectRef;
 use crate::object::{convert, Converted, Kind, Object, DEFAULT_NAMESPACE};
 
+pub use cluster_policy::cluster_policy_from_api;
 pub use convert::{
-    namespace_from_api, pod_from_api, policy_from_api, workload_from_api, FieldResult,
+    namespace_from_api, node_from_api, pod_from_api, policy_from_api, workload_from_api,
+    FieldResult,
 };
 pub use fs::{read_paths, read_stdin};
 
@@ -104,7 +107,7 @@ pub enum InputError {
 pub struct FieldError {
     /// Where.
     pub location: Location,
-    /// `Pod`, `Namespace`, `NetworkPolicy`.
+    /// `Pod`, `Namespace`, `NetworkPolicy`, `ClusterNetworkPolicy`...
     pub kind: String,
     /// `namespace/name` or `name`.
     pub object: String,
@@ -150,7 +153,7 @@ pub struct Skipped {
 /// The result of reading manifests.
 #[derive(Debug, Clone, Default)]
 pub struct Manifests {
-    /// Namespaces, pods, policies and workloads.
+    /// Namespaces, pods, policies, workloads, ClusterNetworkPolicies and Nodes.
     pub cluster: ClusterState,
     /// What was skipped, by file.
     pub skipped: BTreeMap<String, Skipped>,
