@@ -2,29 +2,9 @@
 
 mod common;
 
-use std::io::Write;
+use common::{policyc, text};
+
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-
-fn policyc(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_policyc"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run policyc");
-    let mut input = child.stdin.take().expect("stdin");
-    input
-        .write_all(stdin.unwrap_or("").as_bytes())
-        .expect("write stdin");
-    drop(input);
-    child.wait_with_output().expect("policyc output")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn demo() -> String {
     common::fixtures().join("demo").display().to_string()

@@ -4,10 +4,11 @@
 
 mod common;
 
+use common::{policyc, text};
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::net::IpAddr;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use policy_compiler::analysis::connectivity::{ConnSet, Connectivity, Party};
 use policy_compiler::cidr::{to_u128, Family};
@@ -16,26 +17,6 @@ use policy_compiler::generate::{cluster, mutate, Shape};
 use policy_compiler::workload::PodCidrs;
 use policy_compiler::ClusterState;
 use proptest::prelude::*;
-
-fn policyc(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_policyc"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run policyc");
-    let mut input = child.stdin.take().expect("stdin");
-    input
-        .write_all(stdin.unwrap_or("").as_bytes())
-        .expect("write stdin");
-    drop(input);
-    child.wait_with_output().expect("policyc output")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn fixture(path: &str) -> String {
     common::fixtures().join(path).display().to_string()

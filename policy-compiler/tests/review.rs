@@ -3,29 +3,15 @@
 //! `lint` in every format against golden files checked by hand, their exit statuses, the CI
 //! recipes of `examples/ci/` run on the fixture, and `explain`'s JSON shape with workload names.
 
+mod common;
+
+use common::{policyc, root, text};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::{json, Value};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Runs policyc in the repository root, so paths (and those in its output) are relative.
-fn policyc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_policyc"))
-        .args(args)
-        .current_dir(root())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run policyc")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn golden(name: &str) -> String {
     std::fs::read_to_string(root().join("fixtures/review/golden").join(name))
@@ -80,7 +66,7 @@ fn every_command_and_format_equals_its_golden_file() {
         (&["lint", CHANGED, "-o", "sarif"], "lint-changed.sarif", 0),
     ];
     for (args, file, status) in cases {
-        let out = policyc(args);
+        let out = policyc(args, None);
         assert_eq!(
             out.status.code(),
             Some(*status),
@@ -93,7 +79,7 @@ fn every_command_and_format_equals_its_golden_file() {
 
 #[test]
 fn compile_places_the_repository_on_the_node_and_warns_only_about_skipped_files() {
-    let out = policyc(&["compile", "--node", "node-1", BASE]);
+    let out = policyc(&["compile", "--node", "node-1", BASE], None);
     assert!(out.status.success());
     assert_eq!(
         text(&out.stderr).lines().collect::<Vec<_>>(),
@@ -114,16 +100,16 @@ fn diff_fails_on_the_kinds_of_change_the_pull_request_has() {
         ("any", 1),
         ("removed,changed", 1),
     ] {
-        let out = policyc(&["diff", BASE, "--fail-on", kinds, "--", CHANGED]);
+        let out = policyc(&["diff", BASE, "--fail-on", kinds, "--", CHANGED], None);
         assert_eq!(out.status.code(), Some(status), "--fail-on {kinds}");
         // Failing changes nothing in what is printed.
         assert_eq!(text(&out.stdout), golden("diff.text"), "--fail-on {kinds}");
     }
     // A version against itself: nothing changes, nothing fails.
-    let out = policyc(&["diff", "--fail-on", "any", BASE, "--", BASE]);
+    let out = policyc(&["diff", "--fail-on", "any", BASE, "--", BASE], None);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(text(&out.stdout), "no connectivity changes\n");
-    let out = policyc(&["diff", "-o", "markdown", BASE, "--", BASE]);
+    let out = policyc(&["diff", "-o", "markdown", BASE, "--", BASE], None);
     assert_eq!(
         text(&out.stdout),
         "### Connectivity changes\n\nNo change in who can reach whom.\n"
@@ -136,7 +122,7 @@ fn lint_denies_the_warning_both_versions_have() {
     // (a note).
     for (version, golden_file) in [(BASE, "lint-base.text"), (CHANGED, "lint-changed.text")] {
         for deny in ["warnings", "notes"] {
-            let out = policyc(&["lint", version, "--deny", deny]);
+            let out = policyc(&["lint", version, "--deny", deny], None);
             assert_eq!(out.status.code(), Some(1), "{version} --deny {deny}");
             assert_eq!(text(&out.stdout), golden(golden_file));
             assert!(
@@ -448,7 +434,7 @@ fn shape(v: &Value) -> Value {
 }
 
 fn explain_json(args: &[&str]) -> Value {
-    let out = policyc(args);
+    let out = policyc(args, None);
     assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("JSON")
 }
@@ -518,16 +504,19 @@ fn explain_keeps_its_json_shape_when_given_workload_names() {
     assert_eq!(without_kind, workloads);
 
     // Text names the workload's pod and its address.
-    let out = policyc(&[
-        "explain",
-        BASE,
-        "--from",
-        "shop/frontend",
-        "--to",
-        "shop/api[Deployment]",
-        "--port",
-        "8000/TCP",
-    ]);
+    let out = policyc(
+        &[
+            "explain",
+            BASE,
+            "--from",
+            "shop/frontend",
+            "--to",
+            "shop/api[Deployment]",
+            "--port",
+            "8000/TCP",
+        ],
+        None,
+    );
     assert!(out.status.success());
     let stdout = text(&out.stdout);
     assert_eq!(

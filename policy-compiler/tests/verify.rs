@@ -3,30 +3,9 @@
 
 mod common;
 
-use std::io::Write;
+use common::{policyc, text};
+
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-
-fn policyc(args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_policyc"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run policyc");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"")
-        .expect("stdin");
-    child.wait_with_output().expect("policyc output")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn fixture(path: &str) -> String {
     common::fixtures().join(path).display().to_string()
@@ -51,11 +30,11 @@ fn the_fixture_rules_report_as_checked_by_hand() {
         vec!["verify", "--rules", &rules, &demo],
         vec!["verify", "--rules", &rules, &demo, "-o", "text"],
     ] {
-        let out = policyc(&args);
+        let out = policyc(&args, None);
         assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
         assert_eq!(text(&out.stdout), expected, "{args:?}");
     }
-    let out = policyc(&["verify", "-o", "json", &demo, "--rules", &rules]);
+    let out = policyc(&["verify", "-o", "json", &demo, "--rules", &rules], None);
     assert_eq!(out.status.code(), Some(1));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let golden: serde_json::Value = serde_json::from_str(
@@ -74,12 +53,15 @@ fn rules_that_hold_exit_0() {
          - name: the api reaches postgres\n  allow: {from: {workload: backend/api}, to: {workload: db/postgres}, port: 5432}\n\
          - name: nothing reaches the api from outside\n  deny: {from: {cidr: 0.0.0.0/0}, to: {workload: backend/api}}\n",
     );
-    let out = policyc(&[
-        "verify",
-        &fixture("demo"),
-        "--rules",
-        &rules.display().to_string(),
-    ]);
+    let out = policyc(
+        &[
+            "verify",
+            &fixture("demo"),
+            "--rules",
+            &rules.display().to_string(),
+        ],
+        None,
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
@@ -98,12 +80,15 @@ fn many_violations_are_counted_and_the_first_shown() {
         "many",
         "rules:\n- name: nothing talks\n  deny: {from: {pods: {}}, to: {pods: {}}}\n",
     );
-    let out = policyc(&[
-        "verify",
-        &fixture("demo"),
-        "--rules",
-        &rules.display().to_string(),
-    ]);
+    let out = policyc(
+        &[
+            "verify",
+            &fixture("demo"),
+            "--rules",
+            &rules.display().to_string(),
+        ],
+        None,
+    );
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
@@ -117,14 +102,17 @@ fn many_violations_are_counted_and_the_first_shown() {
     );
     assert_eq!(lines[11], "  and 8 more");
     assert_eq!(lines[12], "1 of 1 rule violated");
-    let out = policyc(&[
-        "verify",
-        &fixture("demo"),
-        "--rules",
-        &rules.display().to_string(),
-        "-o",
-        "json",
-    ]);
+    let out = policyc(
+        &[
+            "verify",
+            &fixture("demo"),
+            "--rules",
+            &rules.display().to_string(),
+            "-o",
+            "json",
+        ],
+        None,
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(json["rules"][0]["violation_count"], 18);
     assert_eq!(
@@ -157,13 +145,19 @@ fn invalid_rules_and_input_exit_2_with_nothing_on_stdout() {
     ];
     for (name, body, message) in cases {
         let rules = rules_file(name, body);
-        let out = policyc(&["verify", &demo, "--rules", &rules.display().to_string()]);
+        let out = policyc(
+            &["verify", &demo, "--rules", &rules.display().to_string()],
+            None,
+        );
         assert_eq!(out.status.code(), Some(2), "{name}");
         assert!(out.stdout.is_empty(), "{name}: {}", text(&out.stdout));
         let err = text(&out.stderr);
         assert!(err.contains(message), "{name}: {err}");
     }
-    let out = policyc(&["verify", &demo, "--rules", "/nonexistent/rules.yaml"]);
+    let out = policyc(
+        &["verify", &demo, "--rules", "/nonexistent/rules.yaml"],
+        None,
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
     assert!(text(&out.stderr).contains("/nonexistent/rules.yaml: cannot read"));
@@ -178,12 +172,15 @@ fn invalid_rules_and_input_exit_2_with_nothing_on_stdout() {
         "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: 1}\n",
     )
     .expect("write");
-    let out = policyc(&[
-        "verify",
-        &bad.display().to_string(),
-        "--rules",
-        &rules.display().to_string(),
-    ]);
+    let out = policyc(
+        &[
+            "verify",
+            &bad.display().to_string(),
+            "--rules",
+            &rules.display().to_string(),
+        ],
+        None,
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
     assert!(
@@ -192,7 +189,7 @@ fn invalid_rules_and_input_exit_2_with_nothing_on_stdout() {
         text(&out.stderr)
     );
     // --rules is required.
-    let out = policyc(&["verify", &demo]);
+    let out = policyc(&["verify", &demo], None);
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
 }

@@ -1,13 +1,48 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
 
 use policy_compiler::conformance::Suite;
 use policy_compiler::generate::{cluster, Shape};
 use policy_compiler::input::{parse_sources, read_paths};
 use policy_compiler::nft::Ruleset;
 use policy_compiler::plan::compile_all;
+
+/// The repository's root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs `policyc` with `args` in `dir`, writing `stdin` (or nothing) to its standard input.
+pub fn policyc_in(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_policyc"))
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run policyc");
+    let mut input = child.stdin.take().expect("stdin");
+    input
+        .write_all(stdin.unwrap_or("").as_bytes())
+        .expect("write stdin");
+    drop(input);
+    child.wait_with_output().expect("policyc output")
+}
+
+/// Runs `policyc` in the repository root, as CI does (paths in its messages are relative to it).
+pub fn policyc(args: &[&str], stdin: Option<&str>) -> Output {
+    policyc_in(&root(), args, stdin)
+}
+
+/// Bytes as text, lossily.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
 
 /// The repository's `fixtures/` directory.
 pub fn fixtures() -> PathBuf {
