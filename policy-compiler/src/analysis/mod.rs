@@ -15,7 +15,8 @@ use std::net::IpAddr;
 use crate::cidr::Family;
 use crate::cluster::ClusterState;
 use crate::model::{
-    Direction, NamespaceScope, ObjectRef, Peer, Pod, Policy, PortSpec, Protocol, Rule,
+    Action, ClusterNetworkPolicy, ClusterPeer, ClusterPort, Direction, NamespaceScope, ObjectRef,
+    Peer, Pod, Policy, PortSpec, Protocol, Rule, Subject, Tier,
 };
 
 pub use explain::{explain_json, explain_text};
@@ -87,6 +88,77 @@ impl RuleCheck {
     }
 }
 
+/// A rule of a ClusterNetworkPolicy, printed `[Admin] name egress[2] "rule-name"`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ClusterRuleRef {
+    /// The policy's name.
+    pub policy: String,
+    /// Its tier.
+    pub tier: Tier,
+    /// Its priority.
+    pub priority: u16,
+    /// The direction.
+    pub direction: Direction,
+    /// The rule's index in `spec.ingress` or `spec.egress`.
+    pub index: usize,
+    /// The rule's name, if it has one.
+    pub name: Option<String>,
+}
+
+impl std::fmt::Display for ClusterRuleRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "[{}] {} {}[{}]",
+            self.tier.as_api(),
+            self.policy,
+            self.direction,
+            self.index
+        )?;
+        if let Some(name) = &self.name {
+            write!(f, " {name:?}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The first ClusterNetworkPolicy rule of a tier that matched, and its action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierMatch {
+    /// The rule.
+    pub rule: ClusterRuleRef,
+    /// What it does.
+    pub action: Action,
+}
+
+/// What decided one direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// An Admin tier rule accepted it (no NetworkPolicy or Baseline rule is consulted).
+    AdminAccept,
+    /// An Admin tier rule denied it.
+    AdminDeny,
+    /// NetworkPolicies isolate the pod in this direction: allowed if one of their rules allows it.
+    NetworkPolicy(bool),
+    /// A Baseline tier rule accepted it.
+    BaselineAccept,
+    /// A Baseline tier rule denied it.
+    BaselineDeny,
+    /// Nothing decided: allowed.
+    Default,
+}
+
+impl Decision {
+    /// Whether the decision lets the connection through.
+    pub fn allows(self) -> bool {
+        match self {
+            Decision::AdminAccept | Decision::BaselineAccept | Decision::Default => true,
+            Decision::AdminDeny | Decision::BaselineDeny => false,
+            Decision::NetworkPolicy(allowed) => allowed,
+        }
+    }
+}
+
 /// The verdict of one direction: egress at the source, or ingress at the destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirectionVerdict {
@@ -98,12 +170,18 @@ pub struct DirectionVerdict {
     pub isolated_by: Vec<ObjectRef>,
     /// Every rule of those policies, with how it judged the connection.
     pub rules: Vec<RuleCheck>,
+    /// The ClusterNetworkPolicy rules that matched, in evaluation order: the Admin tier's first
+    /// match, then (when the NetworkPolicy stage did not decide) the Baseline tier's.
+    pub tiers: Vec<TierMatch>,
+    /// What decided.
+    pub decision: Decision,
 }
 
 impl DirectionVerdict {
-    /// Allowed: the pod is not isolated in this direction, or some rule allows the connection.
+    /// Allowed by the tiers: an Admin Accept, or the NetworkPolicies isolating the pod allowing it,
+    /// or a Baseline Accept, or nothing deciding.
     pub fn allowed(&self) -> bool {
-        self.isolated_by.is_empty() || self.rules.iter().any(RuleCheck::allows)
+        self.decision.allows()
     }
 
     /// The rules that allow the connection.
@@ -125,9 +203,12 @@ pub struct ConnectionVerdict {
     pub port: u16,
     /// A pod reaching its own address: the traffic never leaves its network namespace.
     pub loopback: bool,
-    /// Traffic between a pod and its own node (kubelet probes, host-network pods): always allowed,
-    /// and it never crosses the forward hook.
+    /// Traffic between a pod and its own node (kubelet probes, host-network pods): it never
+    /// crosses the forward hook. From the node to the pod it is always allowed; from the pod to
+    /// its node, only ClusterNetworkPolicy egress rules judge it (NetworkPolicy allows it).
     pub node_local: bool,
+    /// Whether a node-local connection goes from the pod to its node (else from the node).
+    pub to_own_node: bool,
     /// Egress at the source.
     pub egress: DirectionVerdict,
     /// Ingress at the destination.
@@ -135,9 +216,16 @@ pub struct ConnectionVerdict {
 }
 
 impl ConnectionVerdict {
-    /// Whether the connection is allowed: loopback, or both directions allow it.
+    /// Whether the connection is allowed: loopback; from a node to its pod; from a pod to its
+    /// node when its egress allows it; else when both directions do.
     pub fn allowed(&self) -> bool {
-        self.loopback || self.node_local || (self.egress.allowed() && self.ingress.allowed())
+        if self.loopback || (self.node_local && !self.to_own_node) {
+            return true;
+        }
+        if self.to_own_node {
+            return self.egress.allowed();
+        }
+        self.egress.allowed() && self.ingress.allowed()
     }
 }
 
@@ -179,6 +267,110 @@ fn port_matches(rule: &Rule, destination: &Endpoint<'_>, protocol: Protocol, por
         })
 }
 
+/// Whether a ClusterNetworkPolicy's subject selects a pod.
+fn subject_selects(cluster: &ClusterState, subject: &Subject, pod: &Pod) -> bool {
+    let ns_labels = cluster.namespace(&pod.id.namespace).map(|n| &n.labels);
+    match subject {
+        Subject::Namespaces(s) => ns_labels.is_some_and(|l| s.matches(l)),
+        Subject::Pods(p) => {
+            ns_labels.is_some_and(|l| p.namespaces.matches(l)) && p.pods.matches(&pod.labels)
+        }
+    }
+}
+
+/// Whether a ClusterNetworkPolicy peer holds the other end.
+fn cluster_peer_matches(
+    cluster: &ClusterState,
+    peer: &ClusterPeer,
+    action: Action,
+    other: &Endpoint<'_>,
+) -> bool {
+    let pod_in = |namespaces: &crate::selector::LabelSelector| {
+        other.pod.is_some_and(|p| {
+            cluster
+                .namespace(&p.id.namespace)
+                .is_some_and(|n| namespaces.matches(&n.labels))
+        })
+    };
+    match peer {
+        ClusterPeer::Namespaces(s) => pod_in(s),
+        ClusterPeer::Pods(p) => {
+            pod_in(&p.namespaces) && other.pod.is_some_and(|q| p.pods.matches(&q.labels))
+        }
+        ClusterPeer::Networks(cidrs) => cidrs.iter().any(|c| c.contains(&other.ip)),
+        ClusterPeer::Nodes(s) => cluster
+            .node_objects()
+            .values()
+            .any(|n| s.matches(&n.labels) && n.addresses.contains(&other.ip)),
+        // A peer of a newer API version: an Accept matches nothing, a Deny or Pass everything.
+        ClusterPeer::Unknown => action != Action::Accept,
+    }
+}
+
+/// Whether a ClusterNetworkPolicy rule's protocols hold the connection (none: all traffic).
+fn cluster_ports_match(
+    ports: &[ClusterPort],
+    destination: &Endpoint<'_>,
+    protocol: Protocol,
+    port: u16,
+) -> bool {
+    ports.is_empty()
+        || ports.iter().any(|p| match p {
+            ClusterPort::Range {
+                protocol: pr,
+                first,
+                last,
+            } => *pr == protocol && (*first..=*last).contains(&port),
+            ClusterPort::Named(name) => {
+                destination.pod.and_then(|d| d.named_port(name, protocol)) == Some(port)
+            }
+        })
+}
+
+/// The first rule of a tier that matches, among the tier's policies selecting `pod`, by priority
+/// then name (the tie-break for equal priorities), rules in written order.
+#[allow(clippy::too_many_arguments)]
+fn first_tier_match(
+    cluster: &ClusterState,
+    tier: Tier,
+    direction: Direction,
+    pod: &Pod,
+    other: &Endpoint<'_>,
+    destination: &Endpoint<'_>,
+    protocol: Protocol,
+    port: u16,
+) -> Option<TierMatch> {
+    let mut policies: Vec<&ClusterNetworkPolicy> = cluster
+        .cluster_policies()
+        .values()
+        .filter(|c| c.tier == tier && subject_selects(cluster, &c.subject, pod))
+        .collect();
+    policies.sort_by_key(|c| c.order_key());
+    for policy in policies {
+        for (index, rule) in policy.rules(direction).iter().enumerate() {
+            let peer = rule
+                .peers
+                .iter()
+                .any(|p| cluster_peer_matches(cluster, p, rule.action, other));
+            if peer && cluster_ports_match(&rule.protocols, destination, protocol, port) {
+                return Some(TierMatch {
+                    rule: ClusterRuleRef {
+                        policy: policy.name.clone(),
+                        tier,
+                        priority: policy.priority,
+                        direction,
+                        index,
+                        name: rule.name.clone(),
+                    },
+                    action: rule.action,
+                });
+            }
+        }
+    }
+    None
+}
+
+#[allow(clippy::too_many_arguments)]
 fn judge_direction(
     cluster: &ClusterState,
     direction: Direction,
@@ -187,12 +379,15 @@ fn judge_direction(
     destination: &Endpoint<'_>,
     protocol: Protocol,
     port: u16,
+    to_own_node: bool,
 ) -> DirectionVerdict {
     let mut verdict = DirectionVerdict {
         direction,
         pod: subject.pod.map(|p| p.id.clone()),
         isolated_by: Vec::new(),
         rules: Vec::new(),
+        tiers: Vec::new(),
+        decision: Decision::Default,
     };
     let Some(pod) = subject.pod else {
         return verdict;
@@ -222,6 +417,39 @@ fn judge_direction(
             });
         }
     }
+    let tier = |t| first_tier_match(cluster, t, direction, pod, other, destination, protocol, port);
+    // 1. Admin: Accept and Deny decide; Pass goes on to the NetworkPolicies.
+    if let Some(m) = tier(Tier::Admin) {
+        let action = m.action;
+        verdict.tiers.push(m);
+        match action {
+            Action::Accept => {
+                verdict.decision = Decision::AdminAccept;
+                return verdict;
+            }
+            Action::Deny => {
+                verdict.decision = Decision::AdminDeny;
+                return verdict;
+            }
+            Action::Pass => {}
+        }
+    }
+    // 2. NetworkPolicy: decides for the pods it isolates (a pod's traffic to its own node is
+    // always allowed by it).
+    if !verdict.isolated_by.is_empty() {
+        let allowed = to_own_node || verdict.rules.iter().any(RuleCheck::allows);
+        verdict.decision = Decision::NetworkPolicy(allowed);
+        return verdict;
+    }
+    // 3. Baseline: Accept and Deny decide; Pass, or no match, is the default: allowed.
+    if let Some(m) = tier(Tier::Baseline) {
+        verdict.decision = match m.action {
+            Action::Accept => Decision::BaselineAccept,
+            Action::Deny => Decision::BaselineDeny,
+            Action::Pass => Decision::Default,
+        };
+        verdict.tiers.push(m);
+    }
     verdict
 }
 
@@ -237,10 +465,18 @@ pub fn evaluate(
         (Some(a), Some(b)) => a.id == b.id,
         _ => from.ip == to.ip,
     };
+    // A pod's own node: its status.hostIPs, and its Node's addresses.
     let on_own_node = |pod: Option<&Pod>, other: &Endpoint<'_>| {
-        pod.is_some_and(|p| p.host_ips.contains(&other.ip))
+        pod.is_some_and(|p| {
+            p.host_ips.contains(&other.ip)
+                || p.node
+                    .as_deref()
+                    .and_then(|n| cluster.node(n))
+                    .is_some_and(|n| n.addresses.contains(&other.ip))
+        })
     };
-    let node_local = !loopback && (on_own_node(from.pod, &to) || on_own_node(to.pod, &from));
+    let to_own_node = !loopback && on_own_node(from.pod, &to);
+    let node_local = to_own_node || (!loopback && on_own_node(to.pod, &from));
     ConnectionVerdict {
         from: from.describe(),
         to: to.describe(),
@@ -248,8 +484,27 @@ pub fn evaluate(
         port,
         loopback,
         node_local,
-        egress: judge_direction(cluster, Direction::Egress, &from, &to, &to, protocol, port),
-        ingress: judge_direction(cluster, Direction::Ingress, &to, &from, &to, protocol, port),
+        to_own_node,
+        egress: judge_direction(
+            cluster,
+            Direction::Egress,
+            &from,
+            &to,
+            &to,
+            protocol,
+            port,
+            to_own_node,
+        ),
+        ingress: judge_direction(
+            cluster,
+            Direction::Ingress,
+            &to,
+            &from,
+            &to,
+            protocol,
+            port,
+            false,
+        ),
     }
 }
 
