@@ -49,8 +49,7 @@ impl Rng {
 /// The pod address ranges of generated clusters (pods in 10.0.0.0/8, IPv6 ones in fd00::/64), for
 /// the analyses that tell pods from external addresses (`--pod-cidr 10.0.0.0/8,fd00::/64`).
 pub fn pod_cidrs() -> crate::workload::PodCidrs {
-    crate::workload::PodCidrs::parse(&["10.0.0.0/8", "fd00::/64"])
-        .unwrap_or_default()
+    crate::workload::PodCidrs::parse(&["10.0.0.0/8", "fd00::/64"]).unwrap_or_default()
 }
 
 /// Shape of a generated cluster.
