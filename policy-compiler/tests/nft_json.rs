@@ -302,7 +302,7 @@ fn unusual() -> Ruleset {
     r.chains.insert(
         "early".into(),
         Chain {
-            base: Some(BaseChain { priority: -3 }),
+            base: Some(BaseChain::forward(-3)),
             rules: vec![
                 accept(vec![Match::CtEstablishedOrRelated]),
                 Rule {
@@ -470,8 +470,24 @@ fn foreign_additions_are_errors() {
             "goto",
         ),
         (
-            "add chain inet nftpolicy extra { type filter hook input priority filter; policy accept; }",
-            "input",
+            "add chain inet nftpolicy extra { type filter hook output priority filter; policy accept; }",
+            "output",
+        ),
+        (
+            "add chain inet nftpolicy extra { type filter hook input priority filter; policy drop; }",
+            "drop",
+        ),
+        (
+            "add map inet nftpolicy extra { type ipv4_addr : verdict; flags interval,timeout; }",
+            "timeout",
+        ),
+        (
+            "add map inet nftpolicy extra { type ipv4_addr : verdict; flags interval; elements = { 10.0.0.0/8 : jump np_db_default-deny-all_egress } }",
+            "jump",
+        ),
+        (
+            "add map inet nftpolicy extra { type ipv4_addr . inet_service : verdict; flags interval; }",
+            "inet_service",
         ),
         (
             "add chain inet nftpolicy extra { type filter hook forward priority filter; policy drop; }",
