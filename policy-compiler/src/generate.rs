@@ -11,6 +11,8 @@ use crate::model::{
 };
 use crate::selector::{LabelSelector, Labels, Requirement};
 
+pub mod decisions;
+
 /// SplitMix64: a tiny, well-distributed generator, stable across platforms and releases.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);

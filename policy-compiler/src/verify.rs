@@ -35,9 +35,9 @@ pub fn node_outcomes(
     let packet = Packet {
         src: from.ip,
         dst: to.ip,
-        protocol: port.protocol,
-        dport: port.port,
+        transport: Some((port.protocol, port.port)),
         established: false,
+        to_node: false,
     };
     let mut out = Vec::new();
     for node in nodes_crossed(from, to) {

@@ -1,5 +1,6 @@
 //! The kernel lists back exactly what was loaded: every ruleset the compiler emits (the demo's nodes,
-//! every step of every upstream case on every node, generated dual-stack clusters), loaded with
+//! every step of every upstream case on every node, generated dual-stack clusters) and rulesets
+//! built around decision maps (by hand, and generated), loaded with
 //! `nft -f -` into a throwaway network namespace and listed with `nft -j list table inet nftpolicy`,
 //! parses back with `nft::json::parse_table` to the ruleset that was loaded; and what nftpolicy
 //! never writes is refused. Needs root and `nft`; see `common::kernel_available`.
@@ -13,12 +14,13 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use policy_compiler::cidr::{Cidr, Family};
+use policy_compiler::generate::decisions;
 use policy_compiler::input::{parse_sources, read_paths};
 use policy_compiler::model::Protocol;
 use policy_compiler::nft::json::{as_listed, canonical_listing, listing, parse_table, JsonError};
 use policy_compiler::nft::{
-    AddrField, BaseChain, Chain, Match, Rule, Ruleset, Set, SetElement, SetType, Verdict,
-    VerdictMap,
+    AddrField, BaseChain, Chain, Decision, DecisionKey, DecisionMap, DecisionVerdict, Hook, Match,
+    Rule, Ruleset, Set, SetElement, SetType, Verdict, VerdictMap,
 };
 use policy_compiler::plan::compile_all;
 
@@ -112,6 +114,21 @@ fn difference(got: &Ruleset, want: &Ruleset) -> String {
     for (name, map) in &want.maps {
         if got.maps[name] != *map {
             return format!("map {name}: listed {:#?}\nloaded {map:#?}", got.maps[name]);
+        }
+    }
+    if keys(&got.decision_maps) != keys(&want.decision_maps) {
+        return format!(
+            "decision maps: listed {:?}, loaded {:?}",
+            keys(&got.decision_maps),
+            keys(&want.decision_maps)
+        );
+    }
+    for (name, map) in &want.decision_maps {
+        if got.decision_maps[name] != *map {
+            return format!(
+                "decision map {name}: listed {:#?}\nloaded {map:#?}",
+                got.decision_maps[name]
+            );
         }
     }
     for (name, chain) in &want.chains {
@@ -302,7 +319,7 @@ fn unusual() -> Ruleset {
     r.chains.insert(
         "early".into(),
         Chain {
-            base: Some(BaseChain { priority: -3 }),
+            base: Some(BaseChain::forward(-3)),
             rules: vec![
                 accept(vec![Match::CtEstablishedOrRelated]),
                 Rule {
@@ -470,8 +487,24 @@ fn foreign_additions_are_errors() {
             "goto",
         ),
         (
-            "add chain inet nftpolicy extra { type filter hook input priority filter; policy accept; }",
-            "input",
+            "add chain inet nftpolicy extra { type filter hook output priority filter; policy accept; }",
+            "output",
+        ),
+        (
+            "add chain inet nftpolicy extra { type filter hook input priority filter; policy drop; }",
+            "drop",
+        ),
+        (
+            "add map inet nftpolicy extra { type ipv4_addr : verdict; flags interval,timeout; }",
+            "timeout",
+        ),
+        (
+            "add map inet nftpolicy extra { type ipv4_addr : verdict; flags interval; elements = { 10.0.0.0/8 : jump np_db_default-deny-all_egress } }",
+            "jump",
+        ),
+        (
+            "add map inet nftpolicy extra { type ipv4_addr . inet_service : verdict; flags interval; }",
+            "inet_service",
         ),
         (
             "add chain inet nftpolicy extra { type filter hook forward priority filter; policy drop; }",
@@ -511,4 +544,332 @@ fn foreign_additions_are_errors() {
     let json = ns.load_and_list(&ruleset).expect("load again");
     assert_eq!(parse_table(&json).expect("parses"), ruleset);
     assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+fn key(first: &str, last: &str, ports: Option<(Protocol, u16, u16)>) -> DecisionKey {
+    DecisionKey {
+        first: ip(first),
+        last: ip(last),
+        ports,
+    }
+}
+
+fn decision(verdict: DecisionVerdict, comment: Option<&str>) -> Decision {
+    Decision {
+        verdict,
+        comment: comment.map(str::to_string),
+    }
+}
+
+/// A hand-written ruleset with every construct of decision maps and every key shape: single
+/// addresses, prefixes (`/0` and full-length ones), ranges that are not prefixes and ranges at both
+/// ends of the address space, in both families; single ports and port ranges at both ends; every
+/// verdict; comments absent, empty, quoted, non-ASCII and too long; base chains on the input hook;
+/// `return`; the protocol matches; a verdict map and a decision map looked up by the same key.
+fn decisions_by_hand() -> Ruleset {
+    use DecisionVerdict::{Accept, Drop, Return};
+    use Protocol::{Sctp, Tcp, Udp};
+    let long = format!(
+        "ns/a-cnp-with-a-long-name ingress[3] \"quoted\" {}",
+        "é".repeat(60)
+    );
+    let mut r = Ruleset::default();
+    r.decision_maps.insert(
+        "any_v4".into(),
+        DecisionMap {
+            family: Family::V4,
+            ports: false,
+            elements: [
+                (key("0.0.0.0", "0.0.0.0", None), decision(Drop, Some(""))),
+                (key("0.0.0.1", "0.0.0.9", None), decision(Accept, None)),
+                (
+                    key("10.0.0.0", "10.0.0.1", None),
+                    decision(Return, Some(&long)),
+                ),
+                (key("10.0.0.2", "10.0.0.2", None), decision(Return, None)),
+                (
+                    key("10.0.0.4", "10.0.0.7", None),
+                    decision(Drop, Some("a/b egress[0]")),
+                ),
+                (key("10.0.1.0", "10.0.1.255", None), decision(Accept, None)),
+                (key("10.0.2.0", "10.0.2.255", None), decision(Accept, None)),
+                (
+                    key("128.0.0.0", "199.255.255.255", None),
+                    decision(Drop, None),
+                ),
+                (
+                    key("200.0.0.0", "255.255.255.254", None),
+                    decision(Accept, None),
+                ),
+                (
+                    key("255.255.255.255", "255.255.255.255", None),
+                    decision(Return, None),
+                ),
+            ]
+            .into(),
+        },
+    );
+    r.decision_maps.insert(
+        "everything_v6".into(),
+        DecisionMap {
+            family: Family::V6,
+            ports: false,
+            elements: [(
+                key("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", None),
+                decision(Drop, Some("deny all")),
+            )]
+            .into(),
+        },
+    );
+    r.decision_maps.insert(
+        "any_v6".into(),
+        DecisionMap {
+            family: Family::V6,
+            ports: false,
+            elements: [
+                (key("::", "::", None), decision(Accept, None)),
+                (
+                    key("::ffff:1.2.3.4", "::ffff:1.2.3.4", None),
+                    decision(Return, None),
+                ),
+                (key("fd00::", "fd00::7", None), decision(Drop, None)),
+                (
+                    key("fd00::9", "fd00::1:0", None),
+                    decision(Accept, Some("range")),
+                ),
+                (
+                    key("fe00::1", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", None),
+                    decision(Return, None),
+                ),
+            ]
+            .into(),
+        },
+    );
+    r.decision_maps.insert(
+        "ports_v4".into(),
+        DecisionMap {
+            family: Family::V4,
+            ports: true,
+            elements: [
+                (
+                    key("0.0.0.0", "255.255.255.255", Some((Sctp, 0, 65535))),
+                    decision(Drop, None),
+                ),
+                (
+                    key("10.0.0.1", "10.0.0.1", Some((Tcp, 0, 0))),
+                    decision(Accept, Some("")),
+                ),
+                (
+                    key("10.0.0.1", "10.0.0.1", Some((Tcp, 1, 79))),
+                    decision(Drop, None),
+                ),
+                (
+                    key("10.0.0.1", "10.0.0.1", Some((Tcp, 80, 80))),
+                    decision(Accept, Some(&long)),
+                ),
+                (
+                    key("10.0.0.1", "10.0.0.1", Some((Tcp, 65535, 65535))),
+                    decision(Return, None),
+                ),
+                (
+                    key("10.0.0.0", "10.255.255.255", Some((Udp, 53, 53))),
+                    decision(Accept, Some("dns")),
+                ),
+                (
+                    key("10.244.1.6", "10.244.1.9", Some((Udp, 1, 52))),
+                    decision(Return, None),
+                ),
+                (
+                    key("200.0.0.0", "255.255.255.255", Some((Udp, 54, 65535))),
+                    decision(Drop, None),
+                ),
+            ]
+            .into(),
+        },
+    );
+    r.decision_maps.insert(
+        "ports_v6".into(),
+        DecisionMap {
+            family: Family::V6,
+            ports: true,
+            elements: [
+                (
+                    key(
+                        "::",
+                        "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                        Some((Udp, 0, 65535)),
+                    ),
+                    decision(Drop, None),
+                ),
+                (
+                    key("fd00::1", "fd00::1", Some((Tcp, 80, 80))),
+                    decision(Accept, None),
+                ),
+                (
+                    key(
+                        "fd00::",
+                        "fd00::ffff:ffff:ffff:ffff",
+                        Some((Tcp, 8000, 8080)),
+                    ),
+                    decision(Return, Some("ünïcødé")),
+                ),
+                (
+                    key("fd00:1::3", "fd00:1::9", Some((Sctp, 9003, 9005))),
+                    decision(Accept, None),
+                ),
+            ]
+            .into(),
+        },
+    );
+    r.decision_maps.insert(
+        "empty_v4".into(),
+        DecisionMap {
+            family: Family::V4,
+            ports: true,
+            elements: Default::default(),
+        },
+    );
+    r.maps.insert(
+        "egress_v4".into(),
+        VerdictMap {
+            family: Family::V4,
+            elements: [(ip("10.0.0.1"), "comb".to_string())].into(),
+        },
+    );
+    let rule = |matches: Vec<Match>, verdict: Verdict, comment: Option<&str>| Rule {
+        matches,
+        verdict,
+        comment: comment.map(str::to_string),
+    };
+    let lookup = |family, field, ports: bool, map: &str| {
+        rule(
+            vec![Match::L4ProtoWithPorts { negated: !ports }],
+            Verdict::DecisionVmap {
+                family,
+                field,
+                ports,
+                map: map.into(),
+            },
+            None,
+        )
+    };
+    let vmap = |map: &str| Verdict::Vmap {
+        family: Family::V4,
+        field: AddrField::Saddr,
+        map: map.into(),
+    };
+    let base = |hook, priority, rules| Chain {
+        base: Some(BaseChain { hook, priority }),
+        rules,
+    };
+    r.chains.insert(
+        "egress".into(),
+        base(
+            Hook::Forward,
+            0,
+            vec![
+                rule(vec![Match::CtEstablishedOrRelated], Verdict::Accept, None),
+                rule(vec![], vmap("egress_v4"), None),
+                rule(vec![], Verdict::Jump("comb".into()), None),
+            ],
+        ),
+    );
+    r.chains.insert(
+        "node".into(),
+        base(
+            Hook::Input,
+            0,
+            vec![
+                rule(vec![Match::CtEstablishedOrRelated], Verdict::Accept, None),
+                rule(vec![], Verdict::Jump("comb".into()), Some("to the node")),
+            ],
+        ),
+    );
+    r.chains.insert(
+        "node_early".into(),
+        base(
+            Hook::Input,
+            -7,
+            vec![rule(vec![], Verdict::Return, Some("policy accept"))],
+        ),
+    );
+    r.chains
+        .insert("node_late".into(), base(Hook::Input, 3, vec![]));
+    r.chains.insert(
+        "comb".into(),
+        Chain {
+            base: None,
+            rules: vec![
+                lookup(Family::V4, AddrField::Saddr, true, "ports_v4"),
+                lookup(Family::V4, AddrField::Saddr, false, "any_v4"),
+                lookup(Family::V6, AddrField::Daddr, true, "ports_v6"),
+                lookup(Family::V6, AddrField::Daddr, false, "any_v6"),
+                rule(
+                    vec![],
+                    Verdict::DecisionVmap {
+                        family: Family::V6,
+                        field: AddrField::Saddr,
+                        ports: false,
+                        map: "everything_v6".into(),
+                    },
+                    Some("no protocol match"),
+                ),
+                rule(
+                    vec![Match::L4ProtoWithPorts { negated: false }],
+                    Verdict::DecisionVmap {
+                        family: Family::V4,
+                        field: AddrField::Daddr,
+                        ports: true,
+                        map: "empty_v4".into(),
+                    },
+                    None,
+                ),
+                rule(
+                    vec![
+                        Match::L4Proto(Protocol::Tcp),
+                        Match::L4ProtoWithPorts { negated: false },
+                    ],
+                    Verdict::Accept,
+                    None,
+                ),
+                rule(
+                    vec![Match::L4ProtoWithPorts { negated: true }],
+                    Verdict::Drop,
+                    Some("icmp"),
+                ),
+                rule(vec![], Verdict::Return, None),
+            ],
+        },
+    );
+    r
+}
+
+#[test]
+fn decision_maps_read_back_as_listed() {
+    if !common::kernel_available("decision_maps_read_back_as_listed") {
+        return;
+    }
+    let r = decisions_by_hand();
+    assert_ne!(as_listed(&r), r, "the long comments should be shortened");
+    assert_round_trips(
+        "decision_maps_read_back_as_listed",
+        &[("by hand".into(), r)],
+    );
+}
+
+#[test]
+fn generated_decision_rulesets_read_back_equal() {
+    if !common::kernel_available("generated_decision_rulesets_read_back_equal") {
+        return;
+    }
+    let rulesets: Vec<(String, Ruleset)> = (0..80)
+        .map(|seed| (format!("decisions seed {seed}"), decisions::ruleset(seed)))
+        .collect();
+    let elements: usize = rulesets
+        .iter()
+        .flat_map(|(_, r)| r.decision_maps.values())
+        .map(|m| m.elements.len())
+        .sum();
+    assert!(elements > 1000, "{elements} elements");
+    assert_round_trips("generated_decision_rulesets_read_back_equal", &rulesets);
 }

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 mod common;
 
-use policy_compiler::generate::{cluster, mutate, Shape};
+use policy_compiler::generate::{cluster, decisions, mutate, Shape};
 use policy_compiler::input::{parse_sources, read_paths};
 use policy_compiler::model::{ObjectRef, Policy};
 use policy_compiler::nft::transaction::{Op, Transaction};
@@ -52,6 +52,31 @@ proptest! {
             prop_assert!(Transaction::full(&new).apply_to(&mut from_nothing).is_ok());
             prop_assert_eq!(from_nothing.as_ref(), Some(&new));
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Decision maps: elements added, removed, changed or replaced by overlapping ones, maps
+    /// redefined, chains on both hooks added and removed.
+    #[test]
+    fn diffs_between_decision_rulesets_apply_and_give_the_new_one(a in any::<u64>(), b in any::<u64>()) {
+        let (old, new) = (decisions::ruleset(a), decisions::ruleset(b));
+        let tx = assert_applies(&old, &new);
+        // Within a map, every deletion comes before every addition.
+        let mut added = BTreeSet::new();
+        for op in &tx.ops {
+            match op {
+                Op::AddDecisionElements(m, _) => { added.insert(m.clone()); }
+                Op::DeleteDecisionElements(m, _) => prop_assert!(!added.contains(m), "{}", tx.render()),
+                _ => {}
+            }
+        }
+        prop_assert!(Transaction::diff(&new, &new).is_empty());
+        let mut from_nothing = None;
+        prop_assert!(Transaction::full(&new).apply_to(&mut from_nothing).is_ok());
+        prop_assert_eq!(from_nothing.as_ref(), Some(&new));
     }
 }
 

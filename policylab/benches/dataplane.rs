@@ -403,7 +403,7 @@ fn ct_only() -> Ruleset {
         ruleset.chains.insert(
             name.to_string(),
             Chain {
-                base: Some(BaseChain { priority }),
+                base: Some(BaseChain::forward(priority)),
                 rules: vec![NftRule {
                     matches: vec![Match::CtEstablishedOrRelated],
                     verdict: Verdict::Accept,
@@ -524,9 +524,9 @@ fn check_equivalent(cluster: &ClusterState, rulesets: &Rulesets) -> Paths {
     let syn = |src: Ipv4Addr, dport: u16| Packet {
         src: ip4(src),
         dst: ip4(SERVER_IP),
-        protocol: Protocol::Tcp,
-        dport,
+        transport: Some((Protocol::Tcp, dport)),
         established: false,
+        to_node: false,
     };
     let bench_flows = [
         (syn(CLIENT_IP, CONN_PORT), true),
@@ -563,9 +563,9 @@ fn check_equivalent(cluster: &ClusterState, rulesets: &Rulesets) -> Paths {
                     packets.push(Packet {
                         src: *src,
                         dst: *dst,
-                        protocol,
-                        dport,
+                        transport: Some((protocol, dport)),
                         established: false,
+                        to_node: false,
                     });
                 }
             }

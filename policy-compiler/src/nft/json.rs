@@ -15,27 +15,34 @@
 //! | `set s { type ipv4_addr; comment "c"; elements = { 10.0.0.1 } }` | `{"set": {"name": "s", "type": "ipv4_addr", "comment": "c", "elem": ["10.0.0.1"], ...}}`, no `elem` when empty |
 //! | `type ipv4_addr . inet_proto . inet_service`, `10.0.0.1 . tcp . 80` | `"type": ["ipv4_addr", "inet_proto", "inet_service"]`, `{"concat": ["10.0.0.1", "tcp", 80]}` (the protocol by number when nft has no name for it) |
 //! | `map m { type ipv4_addr : verdict; elements = { 10.0.0.1 : jump c } }` | `{"map": {"type": "ipv4_addr", "map": "verdict", "elem": [["10.0.0.1", {"jump": {"target": "c"}}]]}}` |
-//! | `type filter hook forward priority filter + 1; policy accept;` | `"type": "filter", "hook": "forward", "prio": 1, "policy": "accept"` |
+//! | `map d { type ipv4_addr : verdict; flags interval; elements = { 10.0.0.0/8 : drop, 10.1.0.1 comment "c" : return } }` | `{"map": {"type": "ipv4_addr", "map": "verdict", "flags": ["interval"], "elem": [[{"prefix": {"addr": "10.0.0.0", "len": 8}}, {"drop": null}], [{"elem": {"val": "10.1.0.1", "comment": "c"}}, {"return": null}]]}}` |
+//! | decision map keys: `10.0.0.1` (also written `10.0.0.1-10.0.0.1` or `10.0.0.1/32`), `10.0.0.0/8` (also `10.0.0.0-10.255.255.255`), `10.0.0.1-10.0.0.9` | `"10.0.0.1"`, `{"prefix": {"addr": "10.0.0.0", "len": 8}}` (every range that is exactly a prefix, `/0` included), `{"range": ["10.0.0.1", "10.0.0.9"]}` |
+//! | `type ipv4_addr . inet_proto . inet_service : verdict; flags interval`, `10.0.0.0/8 . udp . 53-60 : drop`, `… . tcp . 80` (also `80-80`) | `"type": ["ipv4_addr", "inet_proto", "inet_service"]`, `[{"concat": [{"prefix": …}, "udp", {"range": [53, 60]}]}, {"drop": null}]`, `… "tcp", 80]` |
+//! | `type filter hook forward priority filter + 1; policy accept;`, `hook input priority filter` | `"type": "filter", "hook": "forward", "prio": 1, "policy": "accept"`, `"hook": "input", "prio": 0` |
 //! | `ct state established,related` | `{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}` |
 //! | `ip saddr 10.0.0.0/8`, `ip6 daddr != fd00::/16` | `"left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": {"prefix": {"addr": "10.0.0.0", "len": 8}}`, `"op": "!="` |
 //! | `ip saddr 10.0.0.1/32` | `"right": "10.0.0.1"`: a full-length prefix is listed as a plain address |
 //! | `ip saddr @s` | `"right": "@s"` |
 //! | `meta l4proto tcp` | `"left": {"meta": {"key": "l4proto"}}, "right": "tcp"` |
+//! | `meta l4proto { tcp, udp, sctp }`, `!=` | `"left": {"meta": {"key": "l4proto"}}, "right": {"set": ["tcp", "udp", "sctp"]}`, `"op": "!="` (nft sorts the set by protocol number) |
 //! | `tcp dport 80`, `80-90`, `{ 80, 90-100 }` | `"right": 80`, `{"range": [80, 90]}`, `{"set": [80, {"range": [90, 100]}]}` |
 //! | `ip daddr . meta l4proto . th dport @s` | `"left": {"concat": [{"payload": {"protocol": "ip", "field": "daddr"}}, {"meta": {"key": "l4proto"}}, {"payload": {"protocol": "th", "field": "dport"}}]}, "right": "@s"` |
-//! | `accept`, `drop`, `jump c` | `{"accept": null}`, `{"drop": null}`, `{"jump": {"target": "c"}}` |
-//! | `ip saddr vmap @m` | `{"vmap": {"key": {"payload": {"protocol": "ip", "field": "saddr"}}, "data": "@m"}}` |
+//! | `accept`, `drop`, `return`, `jump c` | `{"accept": null}`, `{"drop": null}`, `{"return": null}`, `{"jump": {"target": "c"}}` |
+//! | `ip saddr vmap @m` | `{"vmap": {"key": {"payload": {"protocol": "ip", "field": "saddr"}}, "data": "@m"}}`: a lookup of a verdict map or, when `m` is a decision map, of that |
+//! | `ip6 daddr . meta l4proto . th dport vmap @d` | `{"vmap": {"key": {"concat": [{"payload": {"protocol": "ip6", "field": "daddr"}}, {"meta": {"key": "l4proto"}}, {"payload": {"protocol": "th", "field": "dport"}}]}, "data": "@d"}}` |
 //! | `comment "c"` on a rule | `"comment": "c"` beside `"expr"` |
 //!
 //! What the listing loses, which [`as_listed`] applies to a model value so it compares equal:
 //!
-//! - Comments are stored as written, so a comment [`Ruleset::render`] shortened (longer than
-//!   [`MAX_COMMENT_LEN`](super::MAX_COMMENT_LEN) bytes) or whose double quotes it replaced comes back
-//!   in that form.
+//! - Comments (of sets, rules and decision map elements) are stored as written, so a comment
+//!   [`Ruleset::render`] shortened (longer than [`MAX_COMMENT_LEN`](super::MAX_COMMENT_LEN) bytes) or
+//!   whose double quotes it replaced comes back in that form.
 //! - nft merges a port set's adjacent or overlapping ranges (`{ 1, 2, 3-5 }` lists as `1-5`) and
 //!   sorts it; the compiler already emits ports that way.
 //! - `meta l4proto tcp` followed (anywhere later in the rule) by `tcp dport` is a protocol dependency
-//!   nft does not list; the compiler never emits both in one rule.
+//!   nft does not list; the compiler never emits both in one rule. Before a lookup keyed with
+//!   `. meta l4proto . th dport`, nft lists `meta l4proto tcp` as the key's `tcp dport`, which the
+//!   model cannot express (the listing is refused); the compiler never emits that either.
 //! - A chain's or the table's comment, and the table's flags, are not in nft 1.0.6's JSON at all
 //!   (the table's flags come back under a wrong value, which is refused): nftpolicy writes none, and
 //!   this listing cannot tell.
@@ -50,8 +57,8 @@ use serde_json::{json, Map, Value};
 
 use super::render::{addr_type as type_keyword, comment, family_keyword, field_keyword};
 use super::{
-    AddrField, BaseChain, Chain, Match, Rule, Ruleset, Set, SetElement, SetType, Verdict,
-    VerdictMap, TABLE_NAME,
+    AddrField, BaseChain, Chain, Decision, DecisionKey, DecisionMap, DecisionVerdict, Hook, Match,
+    Rule, Ruleset, Set, SetElement, SetType, Verdict, VerdictMap, TABLE_NAME,
 };
 use crate::cidr::{Cidr, Family};
 use crate::model::Protocol;
@@ -114,7 +121,10 @@ pub fn parse_table(json: &str) -> Result<Ruleset, JsonError> {
             }
             "set" => {
                 let (name, set) = parse_set(body)?;
-                if ruleset.sets.contains_key(&name) || ruleset.maps.contains_key(&name) {
+                if ruleset.sets.contains_key(&name)
+                    || ruleset.maps.contains_key(&name)
+                    || ruleset.decision_maps.contains_key(&name)
+                {
                     return Err(unexpected(
                         &format!("set {name}"),
                         "second definition",
@@ -125,14 +135,24 @@ pub fn parse_table(json: &str) -> Result<Ruleset, JsonError> {
             }
             "map" => {
                 let (name, map) = parse_map(body)?;
-                if ruleset.sets.contains_key(&name) || ruleset.maps.contains_key(&name) {
+                if ruleset.sets.contains_key(&name)
+                    || ruleset.maps.contains_key(&name)
+                    || ruleset.decision_maps.contains_key(&name)
+                {
                     return Err(unexpected(
                         &format!("map {name}"),
                         "second definition",
                         item,
                     ));
                 }
-                ruleset.maps.insert(name, map);
+                match map {
+                    ParsedMap::Verdict(map) => {
+                        ruleset.maps.insert(name, map);
+                    }
+                    ParsedMap::Decision(map) => {
+                        ruleset.decision_maps.insert(name, map);
+                    }
+                }
             }
             "chain" => {
                 let (name, chain) = parse_chain(body)?;
@@ -161,7 +181,18 @@ pub fn parse_table(json: &str) -> Result<Ruleset, JsonError> {
     if !table_seen {
         return Err(JsonError::NoTable);
     }
-    for (label, chain, rule, item) in rules {
+    for (label, chain, mut rule, item) in rules {
+        // `ip saddr vmap @m` reads the same for both kinds of map.
+        if let Verdict::Vmap { family, field, map } = &rule.verdict {
+            if ruleset.decision_maps.contains_key(map) {
+                rule.verdict = Verdict::DecisionVmap {
+                    family: *family,
+                    field: *field,
+                    ports: false,
+                    map: map.clone(),
+                };
+            }
+        }
         let Some(target) = ruleset.chains.get_mut(&chain) else {
             return Err(unexpected(&label, "rule of an undeclared chain", item));
         };
@@ -174,13 +205,18 @@ pub fn parse_table(json: &str) -> Result<Ruleset, JsonError> {
 /// loaded with `nft -f`. Equal to `ruleset` for what the compiler emits, except for comments that
 /// [`Ruleset::render`] shortens or whose double quotes it replaces.
 ///
-/// Applies what the listing loses: comments in their stored form, port lists sorted with adjacent
-/// and overlapping ranges merged, and a `meta l4proto P` dropped when a later `P dport` of the same
-/// rule depends on it.
+/// Applies what the listing loses: comments (of sets, rules and decision map elements) in their
+/// stored form, port lists sorted with adjacent and overlapping ranges merged, and a
+/// `meta l4proto P` dropped when a later `P dport` of the same rule depends on it.
 pub fn as_listed(ruleset: &Ruleset) -> Ruleset {
     let mut out = ruleset.clone();
     for set in out.sets.values_mut() {
         set.comment = comment(&set.comment);
+    }
+    for map in out.decision_maps.values_mut() {
+        for decision in map.elements.values_mut() {
+            decision.comment = decision.comment.as_deref().map(comment);
+        }
     }
     for chain in out.chains.values_mut() {
         for rule in &mut chain.rules {
@@ -312,9 +348,11 @@ pub fn canonical_listing(json: &str) -> Result<Value, JsonError> {
 /// the kernel lists (the agent's fake kernel), so that code reading the table back runs without one.
 ///
 /// As nft does: the `metainfo` item first, then the table, sets, maps, chains and rules, each with a
-/// handle; set elements in reverse order; protocols in concatenated elements by name (as nft prints them
-/// on a machine with `/etc/protocols`; without it, by number); what the listing loses already lost
-/// (see [`as_listed`]).
+/// handle; set elements in reverse order; decision map keys as a single address, a prefix (every
+/// range that is exactly one) or a range, ports as a number or a range, an element with a comment
+/// as `{"elem": {"val": KEY, "comment": C}}`; protocols in concatenated elements by name (as nft
+/// prints them on a machine with `/etc/protocols`; without it, by number); what the listing loses
+/// already lost (see [`as_listed`]).
 pub fn listing(ruleset: &Ruleset) -> String {
     let listed = as_listed(ruleset);
     let r = &listed;
@@ -357,13 +395,30 @@ pub fn listing(ruleset: &Ruleset) -> String {
         }
         items.push(json!({ "map": obj }));
     }
+    for (name, map) in &r.decision_maps {
+        handle += 1;
+        let key = if map.ports {
+            json!([type_keyword(map.family), "inet_proto", "inet_service"])
+        } else {
+            json!(type_keyword(map.family))
+        };
+        let mut obj = json!({"family": "inet", "name": name, "table": TABLE_NAME, "type": key, "handle": handle, "map": "verdict", "flags": ["interval"]});
+        if !map.elements.is_empty() {
+            obj["elem"] = map
+                .elements
+                .iter()
+                .map(|(k, d)| json!([decision_key_json(k, d), decision_verdict_json(d.verdict)]))
+                .collect();
+        }
+        items.push(json!({ "map": obj }));
+    }
     for (name, chain) in &r.chains {
         handle += 1;
         let mut obj =
             json!({"family": "inet", "table": TABLE_NAME, "name": name, "handle": handle});
         if let Some(base) = chain.base {
             obj["type"] = json!("filter");
-            obj["hook"] = json!("forward");
+            obj["hook"] = json!(base.hook.as_nft());
             obj["prio"] = json!(base.priority);
             obj["policy"] = json!("accept");
         }
@@ -401,6 +456,48 @@ fn port_json(&(a, b): &(u16, u16)) -> Value {
     }
 }
 
+/// A decision map key's address range as nft lists it.
+fn addr_range_json(k: &DecisionKey) -> Value {
+    match k.prefix() {
+        Some(_) if k.first == k.last => json!(k.first.to_string()),
+        Some(cidr) => {
+            json!({"prefix": {"addr": cidr.addr().to_string(), "len": cidr.prefix_len()}})
+        }
+        None => json!({"range": [k.first.to_string(), k.last.to_string()]}),
+    }
+}
+
+/// A decision map element's key, with its comment when it has one.
+fn decision_key_json(k: &DecisionKey, d: &Decision) -> Value {
+    let key = match k.ports {
+        None => addr_range_json(k),
+        Some((p, lo, hi)) => {
+            json!({"concat": [addr_range_json(k), p.as_nft(), port_json(&(lo, hi))]})
+        }
+    };
+    match &d.comment {
+        Some(c) => json!({"elem": {"val": key, "comment": comment(c)}}),
+        None => key,
+    }
+}
+
+fn decision_verdict_json(v: DecisionVerdict) -> Value {
+    match v {
+        DecisionVerdict::Accept => json!({"accept": null}),
+        DecisionVerdict::Drop => json!({"drop": null}),
+        DecisionVerdict::Return => json!({"return": null}),
+    }
+}
+
+/// The key of a lookup keyed with ports: `ip saddr . meta l4proto . th dport`.
+fn ports_key_json(family: Family, field: AddrField) -> Value {
+    json!({"concat": [
+        addr_payload(family, field),
+        {"meta": {"key": "l4proto"}},
+        {"payload": {"protocol": "th", "field": "dport"}}
+    ]})
+}
+
 fn match_json(m: &Match, as_set: bool) -> Value {
     let body = match m {
         Match::CtEstablishedOrRelated => {
@@ -429,6 +526,9 @@ fn match_json(m: &Match, as_set: bool) -> Value {
         Match::L4Proto(p) => {
             json!({"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": p.as_nft()})
         }
+        Match::L4ProtoWithPorts { negated } => {
+            json!({"op": if *negated { "!=" } else { "==" }, "left": {"meta": {"key": "l4proto"}}, "right": {"set": ["tcp", "udp", "sctp"]}})
+        }
         Match::Dport { protocol, ports } => {
             let right = match ports.as_slice() {
                 [one] if !as_set => port_json(one),
@@ -436,11 +536,9 @@ fn match_json(m: &Match, as_set: bool) -> Value {
             };
             json!({"op": "==", "left": {"payload": {"protocol": protocol.as_nft(), "field": "dport"}}, "right": right})
         }
-        Match::DaddrProtoPortInSet { family, set } => json!({"op": "==", "left": {"concat": [
-            addr_payload(*family, AddrField::Daddr),
-            {"meta": {"key": "l4proto"}},
-            {"payload": {"protocol": "th", "field": "dport"}}
-        ]}, "right": format!("@{set}")}),
+        Match::DaddrProtoPortInSet { family, set } => {
+            json!({"op": "==", "left": ports_key_json(*family, AddrField::Daddr), "right": format!("@{set}")})
+        }
     };
     json!({ "match": body })
 }
@@ -449,9 +547,24 @@ fn verdict_json(v: &Verdict) -> Value {
     match v {
         Verdict::Accept => json!({"accept": null}),
         Verdict::Drop => json!({"drop": null}),
+        Verdict::Return => json!({"return": null}),
         Verdict::Jump(c) => json!({"jump": {"target": c}}),
-        Verdict::Vmap { family, field, map } => {
+        Verdict::Vmap { family, field, map }
+        | Verdict::DecisionVmap {
+            family,
+            field,
+            ports: false,
+            map,
+        } => {
             json!({"vmap": {"key": addr_payload(*family, *field), "data": format!("@{map}")}})
+        }
+        Verdict::DecisionVmap {
+            family,
+            field,
+            ports: true,
+            map,
+        } => {
+            json!({"vmap": {"key": ports_key_json(*family, *field), "data": format!("@{map}")}})
         }
     }
 }
@@ -678,23 +791,41 @@ fn map_element(e: &Value, family: Family) -> Option<(IpAddr, String)> {
     Some((addr(key, family)?, target.as_str()?.to_string()))
 }
 
-fn parse_map(v: &Value) -> Result<(String, VerdictMap), JsonError> {
+/// A map as listed: a verdict map, or a decision map (`flags interval`).
+enum ParsedMap {
+    Verdict(VerdictMap),
+    Decision(DecisionMap),
+}
+
+fn parse_map(v: &Value) -> Result<(String, ParsedMap), JsonError> {
     let object = label("map", v, "name");
     let map = members(
         v,
-        &["family", "name", "table", "type", "handle", "map", "elem"],
+        &[
+            "family", "name", "table", "type", "handle", "map", "flags", "elem",
+        ],
         &object,
         "map",
     )?;
     check_owner(map, "table", &object, v)?;
     let name = str_member(map, "name", &object, v)?.to_string();
+    if map.get("map").and_then(Value::as_str) != Some("verdict") {
+        return Err(unexpected(&object, "map data type", v));
+    }
+    match map.get("flags") {
+        None => {}
+        Some(flags) if *flags == json!(["interval"]) => {
+            return Ok((
+                name,
+                ParsedMap::Decision(parse_decision_map(map, &object, v)?),
+            ))
+        }
+        Some(flags) => return Err(unexpected(&object, "map flags", flags)),
+    }
     let family = map
         .get("type")
         .and_then(addr_type)
         .ok_or_else(|| unexpected(&object, "map key type", v))?;
-    if map.get("map").and_then(Value::as_str) != Some("verdict") {
-        return Err(unexpected(&object, "map data type", v));
-    }
     let mut out = VerdictMap {
         family,
         elements: Default::default(),
@@ -708,7 +839,127 @@ fn parse_map(v: &Value) -> Result<(String, VerdictMap), JsonError> {
             return Err(unexpected(&object, "second element with the same key", e));
         }
     }
-    Ok((name, out))
+    Ok((name, ParsedMap::Verdict(out)))
+}
+
+/// A decision map: `flags interval`, key `ADDR` or `ADDR . inet_proto . inet_service`, verdicts
+/// accept, drop and return.
+fn parse_decision_map(
+    map: &Map<String, Value>,
+    object: &str,
+    whole: &Value,
+) -> Result<DecisionMap, JsonError> {
+    let key = map.get("type").unwrap_or(&Value::Null);
+    let (family, ports) = match key {
+        Value::Array(parts) => match parts.as_slice() {
+            [a, p, s] if p == "inet_proto" && s == "inet_service" => {
+                addr_type(a).map(|f| (f, true))
+            }
+            _ => None,
+        },
+        other => addr_type(other).map(|f| (f, false)),
+    }
+    .ok_or_else(|| unexpected(object, "map key type", key))?;
+    let mut out = DecisionMap {
+        family,
+        ports,
+        elements: Default::default(),
+    };
+    for e in elem_list(map, object, whole)? {
+        let (key, decision) =
+            decision_element(e, family, ports).ok_or_else(|| unexpected(object, "element", e))?;
+        if out.elements.insert(key, decision).is_some() {
+            return Err(unexpected(object, "second element with the same key", e));
+        }
+    }
+    Ok(out)
+}
+
+/// A decision map element, `[KEY, VERDICT]` or `[{"elem": {"val": KEY, "comment": C}}, VERDICT]`.
+fn decision_element(e: &Value, family: Family, ports: bool) -> Option<(DecisionKey, Decision)> {
+    let [key, data] = e.as_array()?.as_slice() else {
+        return None;
+    };
+    let (key, comment) = match single(key) {
+        Some(("elem", body)) => {
+            let body = body.as_object()?;
+            if body.len() != 2 {
+                return None;
+            }
+            (
+                body.get("val")?,
+                Some(body.get("comment")?.as_str()?.to_string()),
+            )
+        }
+        _ => (key, None),
+    };
+    let key = if ports {
+        let parts = key.get("concat").filter(|_| single(key).is_some())?;
+        let [a, p, s] = parts.as_array()?.as_slice() else {
+            return None;
+        };
+        let (first, last) = addr_interval(a, family)?;
+        let (lo, hi) = port_range(s)?;
+        DecisionKey {
+            first,
+            last,
+            ports: Some((protocol(p)?, lo, hi)),
+        }
+    } else {
+        let (first, last) = addr_interval(key, family)?;
+        DecisionKey {
+            first,
+            last,
+            ports: None,
+        }
+    };
+    let verdict = match single(data)? {
+        ("accept", Value::Null) => DecisionVerdict::Accept,
+        ("drop", Value::Null) => DecisionVerdict::Drop,
+        ("return", Value::Null) => DecisionVerdict::Return,
+        _ => return None,
+    };
+    Some((key, Decision { verdict, comment }))
+}
+
+/// An address, `{"prefix": {"addr": A, "len": L}}` (A the network address) or
+/// `{"range": [A, B]}` (A <= B), as its first and last addresses.
+fn addr_interval(v: &Value, family: Family) -> Option<(IpAddr, IpAddr)> {
+    if let Some(ip) = addr(v, family) {
+        return Some((ip, ip));
+    }
+    let (kind, body) = single(v)?;
+    match kind {
+        "prefix" => {
+            let prefix = body.as_object()?;
+            if prefix.len() != 2 {
+                return None;
+            }
+            let ip = addr(prefix.get("addr")?, family)?;
+            let len = u8::try_from(prefix.get("len")?.as_u64()?).ok()?;
+            let bits = match family {
+                Family::V4 => 32,
+                Family::V6 => 128,
+            };
+            let cidr = Cidr::new(ip, len);
+            if len > bits || cidr.addr() != ip {
+                return None;
+            }
+            let (first, last) = cidr.bounds();
+            Some((
+                crate::cidr::from_u128(family, first),
+                crate::cidr::from_u128(family, last),
+            ))
+        }
+        "range" => match body.as_array()?.as_slice() {
+            [a, b] => {
+                let (a, b) = (addr(a, family)?, addr(b, family)?);
+                (crate::cidr::to_u128(&a) <= crate::cidr::to_u128(&b)).then_some((a, b))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 fn parse_chain(v: &Value) -> Result<(String, Chain), JsonError> {
@@ -732,14 +983,19 @@ fn parse_chain(v: &Value) -> Result<(String, Chain), JsonError> {
             .get("prio")
             .and_then(Value::as_i64)
             .and_then(|p| i32::try_from(p).ok());
+        let hook = match hook {
+            Some("forward") => Some(Hook::Forward),
+            Some("input") => Some(Hook::Input),
+            _ => None,
+        };
         match (kind, hook, policy, prio) {
-            (Some("filter"), Some("forward"), Some("accept"), Some(priority)) => {
-                Some(BaseChain { priority })
+            (Some("filter"), Some(hook), Some("accept"), Some(priority)) => {
+                Some(BaseChain { hook, priority })
             }
             _ => {
                 return Err(unexpected(
                     &object,
-                    "base chain (only type filter hook forward, policy accept)",
+                    "base chain (only type filter hook forward or input, policy accept)",
                     v,
                 ))
             }
@@ -807,6 +1063,7 @@ fn parse_verdict(v: &Value, object: &str) -> Result<Verdict, JsonError> {
     match kind {
         "accept" if body.is_null() => Ok(Verdict::Accept),
         "drop" if body.is_null() => Ok(Verdict::Drop),
+        "return" if body.is_null() => Ok(Verdict::Return),
         "jump" => {
             let map = members(body, &["target"], object, "jump")?;
             let target = map.get("target").and_then(Value::as_str).ok_or_else(bad)?;
@@ -814,17 +1071,38 @@ fn parse_verdict(v: &Value, object: &str) -> Result<Verdict, JsonError> {
         }
         "vmap" => {
             let map = members(body, &["key", "data"], object, "vmap")?;
-            let (family, field) = map
-                .get("key")
-                .and_then(payload)
-                .and_then(|(p, f)| Some((ip_family(p)?, addr_field(f)?)))
-                .ok_or_else(bad)?;
+            let key = map.get("key").ok_or_else(bad)?;
             let map_name = map.get("data").and_then(set_ref).ok_or_else(bad)?;
-            Ok(Verdict::Vmap {
-                family,
-                field,
-                map: map_name,
-            })
+            let addr_key =
+                |k: &Value| payload(k).and_then(|(p, f)| Some((ip_family(p)?, addr_field(f)?)));
+            if let Some((family, field)) = addr_key(key) {
+                // A decision map's name makes this a `DecisionVmap` once the maps are known.
+                return Ok(Verdict::Vmap {
+                    family,
+                    field,
+                    map: map_name,
+                });
+            }
+            let parts = key
+                .get("concat")
+                .filter(|_| single(key).is_some())
+                .and_then(Value::as_array)
+                .ok_or_else(bad)?;
+            match parts.as_slice() {
+                [a, p, t]
+                    if keyed(p, "meta") == Some("l4proto")
+                        && payload(t) == Some(("th", "dport")) =>
+                {
+                    let (family, field) = addr_key(a).ok_or_else(bad)?;
+                    Ok(Verdict::DecisionVmap {
+                        family,
+                        field,
+                        ports: true,
+                        map: map_name,
+                    })
+                }
+                _ => Err(bad()),
+            }
         }
         "match" => Err(unexpected(object, "rule without a verdict", v)),
         "accept" | "drop" | "goto" | "return" | "continue" | "queue" | "reject" => Err(bad()),
@@ -898,7 +1176,21 @@ fn match_from(op: &str, left: &Value, right: &Value) -> Option<Match> {
             .then_some(Match::CtEstablishedOrRelated);
     }
     if keyed(left, "meta") == Some("l4proto") {
-        if op != "==" {
+        let negated = match op {
+            "==" => false,
+            "!=" => true,
+            _ => return None,
+        };
+        if let Some(items) = right.get("set").filter(|_| single(right).is_some()) {
+            let protocols: BTreeSet<Protocol> = items
+                .as_array()?
+                .iter()
+                .map(protocol)
+                .collect::<Option<_>>()?;
+            let with_ports = items.as_array()?.len() == 3 && protocols.len() == 3;
+            return with_ports.then_some(Match::L4ProtoWithPorts { negated });
+        }
+        if negated {
             return None;
         }
         return protocol(right).map(Match::L4Proto);
@@ -1308,12 +1600,20 @@ mod tests {
             r#"{"chain": {"family": "inet", "table": "nftpolicy", "name": "egress", "handle": 1, "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}}"#,
             r#"{"chain": {"family": "inet", "table": "nftpolicy", "name": "ingress", "handle": 2, "type": "filter", "hook": "forward", "prio": 1, "policy": "accept"}}"#,
             r#"{"chain": {"family": "inet", "table": "nftpolicy", "name": "early", "handle": 4, "type": "filter", "hook": "forward", "prio": -5, "policy": "accept"}}"#,
+            r#"{"chain": {"family": "inet", "table": "nftpolicy", "name": "node", "handle": 5, "type": "filter", "hook": "input", "prio": -3, "policy": "accept"}}"#,
             CHAIN_C,
         ])
         .unwrap();
-        assert_eq!(r.chains["egress"].base, Some(BaseChain { priority: 0 }));
-        assert_eq!(r.chains["ingress"].base, Some(BaseChain { priority: 1 }));
-        assert_eq!(r.chains["early"].base, Some(BaseChain { priority: -5 }));
+        assert_eq!(
+            r.chains["node"].base,
+            Some(BaseChain {
+                hook: Hook::Input,
+                priority: -3
+            })
+        );
+        assert_eq!(r.chains["egress"].base, Some(BaseChain::forward(0)));
+        assert_eq!(r.chains["ingress"].base, Some(BaseChain::forward(1)));
+        assert_eq!(r.chains["early"].base, Some(BaseChain::forward(-5)));
         assert_eq!(
             r.chains["c"],
             Chain {
@@ -1327,9 +1627,9 @@ mod tests {
     fn unexpected_chains_and_objects_are_refused() {
         let cases = [
             (
-                r#"{"chain": {"family": "inet", "table": "nftpolicy", "name": "b1", "handle": 1, "type": "filter", "hook": "input", "prio": 0, "policy": "accept"}}"#,
+                r#"{"chain": {"family": "inet", "table": "nftpolicy", "name": "b1", "handle": 1, "type": "filter", "hook": "output", "prio": 0, "policy": "accept"}}"#,
                 "chain b1: unexpected base chain",
-                "input",
+                "output",
             ),
             (
                 r#"{"chain": {"family": "inet", "table": "nftpolicy", "name": "b1", "handle": 1, "type": "filter", "hook": "forward", "prio": 0, "policy": "drop"}}"#,
@@ -1682,7 +1982,12 @@ mod tests {
                 "log",
             ),
             (
-                r#"{"return": null}"#,
+                r#"{"continue": null}"#,
+                "rule 9 in chain c: unexpected verdict",
+                "continue",
+            ),
+            (
+                r#"{"return": 1}"#,
                 "rule 9 in chain c: unexpected verdict",
                 "return",
             ),
@@ -1930,5 +2235,264 @@ mod tests {
         }
         // Every kind of match was exercised.
         assert_eq!(shapes.len(), 6);
+    }
+
+    // ---- decision maps ----
+
+    #[test]
+    fn decision_maps_as_nft_lists_them_read_back_exactly() {
+        assert_eq!(
+            parse_table(crate::nft::example::LISTING).unwrap(),
+            crate::nft::example::ruleset()
+        );
+    }
+
+    #[test]
+    fn the_listing_written_for_decision_maps_is_nfts() {
+        let canonical = |s: &str| canonical_listing(s).unwrap();
+        assert_eq!(
+            canonical(&super::listing(&crate::nft::example::ruleset())),
+            canonical(crate::nft::example::LISTING)
+        );
+    }
+
+    #[test]
+    fn an_address_lookup_is_a_decision_map_lookup_when_the_map_is_one() {
+        let interval = r#"{"map": {"family": "inet", "name": "d", "table": "nftpolicy", "type": "ipv4_addr", "handle": 3, "map": "verdict", "flags": ["interval"]}}"#;
+        let plain = r#"{"map": {"family": "inet", "name": "m", "table": "nftpolicy", "type": "ipv4_addr", "handle": 4, "map": "verdict"}}"#;
+        let lookup = |map: &str| {
+            rule(&format!(
+                r#"{{"vmap": {{"key": {{"payload": {{"protocol": "ip", "field": "daddr"}}}}, "data": "@{map}"}}}}"#
+            ))
+        };
+        // Rules may be listed before the maps they use.
+        let r = parse(&[CHAIN_C, &lookup("d"), &lookup("m"), interval, plain]).unwrap();
+        assert_eq!(
+            r.chains["c"].rules[0].verdict,
+            Verdict::DecisionVmap {
+                family: Family::V4,
+                field: AddrField::Daddr,
+                ports: false,
+                map: "d".into()
+            }
+        );
+        assert_eq!(
+            r.chains["c"].rules[1].verdict,
+            Verdict::Vmap {
+                family: Family::V4,
+                field: AddrField::Daddr,
+                map: "m".into()
+            }
+        );
+        assert!(r.maps.contains_key("m") && r.decision_maps.contains_key("d"));
+    }
+
+    #[test]
+    fn protocol_sets_and_return() {
+        for (op, negated) in [("==", false), ("!=", true)] {
+            for set in [r#"["tcp", "udp", "sctp"]"#, r#"["sctp", 6, "udp"]"#] {
+                assert_eq!(
+                    one_match(&format!(
+                        r#"{{"match": {{"op": "{op}", "left": {{"meta": {{"key": "l4proto"}}}}, "right": {{"set": {set}}}}}}}"#
+                    )),
+                    Match::L4ProtoWithPorts { negated }
+                );
+            }
+        }
+        let r = parse(&[CHAIN_C, &rule(r#"{"return": null}"#)]).unwrap();
+        assert_eq!(r.chains["c"].rules[0].verdict, Verdict::Return);
+    }
+
+    #[test]
+    fn unexpected_decision_maps_and_lookups_are_refused() {
+        let map = |rest: &str| {
+            format!(
+                r#"{{"map": {{"family": "inet", "name": "d", "table": "nftpolicy", "handle": 3, "map": "verdict", {rest}}}}}"#
+            )
+        };
+        let v4 = r#""type": "ipv4_addr", "flags": ["interval"]"#;
+        let ports = r#""type": ["ipv4_addr", "inet_proto", "inet_service"], "flags": ["interval"]"#;
+        let with = |key: &str, elem: &str| map(&format!(r#"{key}, "elem": [{elem}]"#));
+        for (object, what, quoted) in [
+            (
+                map(r#""type": "ipv4_addr", "flags": ["interval", "timeout"]"#),
+                "map flags",
+                "timeout",
+            ),
+            (
+                map(r#""type": "ipv4_addr", "flags": ["constant"]"#),
+                "map flags",
+                "constant",
+            ),
+            (
+                map(r#""type": "ether_addr", "flags": ["interval"]"#),
+                "map key type",
+                "ether_addr",
+            ),
+            (
+                map(r#""type": ["ipv4_addr", "inet_service"], "flags": ["interval"]"#),
+                "map key type",
+                "inet_service",
+            ),
+            (
+                with(v4, r#"["10.0.0.1", {"jump": {"target": "c"}}]"#),
+                "element",
+                "jump",
+            ),
+            (
+                with(v4, r#"["10.0.0.1", {"queue": null}]"#),
+                "element",
+                "queue",
+            ),
+            (
+                with(v4, r#"["fd00::1", {"drop": null}]"#),
+                "element",
+                "fd00::1",
+            ),
+            (
+                with(
+                    v4,
+                    r#"[{"prefix": {"addr": "10.0.0.1", "len": 8}}, {"drop": null}]"#,
+                ),
+                "element",
+                "10.0.0.1",
+            ),
+            (
+                with(
+                    v4,
+                    r#"[{"prefix": {"addr": "10.0.0.0", "len": 33}}, {"drop": null}]"#,
+                ),
+                "element",
+                "33",
+            ),
+            (
+                with(
+                    v4,
+                    r#"[{"range": ["10.0.0.9", "10.0.0.1"]}, {"drop": null}]"#,
+                ),
+                "element",
+                "10.0.0.9",
+            ),
+            (
+                with(
+                    v4,
+                    r#"[{"elem": {"val": "10.0.0.1", "comment": "c", "expires": 1}}, {"drop": null}]"#,
+                ),
+                "element",
+                "expires",
+            ),
+            (
+                with(
+                    v4,
+                    r#"[{"elem": {"val": "10.0.0.1", "comment": 1}}, {"drop": null}]"#,
+                ),
+                "element",
+                "comment",
+            ),
+            (
+                with(
+                    v4,
+                    r#"[{"concat": ["10.0.0.1", "tcp", 80]}, {"drop": null}]"#,
+                ),
+                "element",
+                "concat",
+            ),
+            (
+                with(
+                    ports,
+                    r#"[{"concat": ["10.0.0.1", "icmp", 80]}, {"drop": null}]"#,
+                ),
+                "element",
+                "icmp",
+            ),
+            (
+                with(
+                    ports,
+                    r#"[{"concat": ["10.0.0.1", "tcp"]}, {"drop": null}]"#,
+                ),
+                "element",
+                "concat",
+            ),
+            (
+                with(
+                    ports,
+                    r#"[{"concat": ["10.0.0.1", "tcp", {"range": [9, 8]}]}, {"drop": null}]"#,
+                ),
+                "element",
+                "range",
+            ),
+            (
+                with(ports, r#"["10.0.0.1", {"drop": null}]"#),
+                "element",
+                "10.0.0.1",
+            ),
+            (
+                with(
+                    v4,
+                    r#"["10.0.0.1", {"drop": null}], [{"elem": {"val": "10.0.0.1", "comment": "c"}}, {"accept": null}]"#,
+                ),
+                "second element with the same key",
+                "accept",
+            ),
+        ] {
+            assert_unexpected(
+                parse(&[&object]),
+                &format!("map d: unexpected {what}"),
+                quoted,
+            );
+        }
+        for refused in [
+            r#"{"vmap": {"key": {"concat": [{"payload": {"protocol": "ip", "field": "saddr"}}, {"payload": {"protocol": "th", "field": "dport"}}]}, "data": "@d"}}"#,
+            r#"{"vmap": {"key": {"concat": [{"payload": {"protocol": "ip", "field": "saddr"}}, {"meta": {"key": "l4proto"}}, {"payload": {"protocol": "tcp", "field": "dport"}}]}, "data": "@d"}}"#,
+            r#"{"vmap": {"key": {"concat": [{"payload": {"protocol": "ip", "field": "id"}}, {"meta": {"key": "l4proto"}}, {"payload": {"protocol": "th", "field": "dport"}}]}, "data": "@d"}}"#,
+        ] {
+            assert_unexpected(
+                parse(&[CHAIN_C, &rule(refused)]),
+                "rule 9 in chain c: unexpected verdict",
+                "concat",
+            );
+        }
+        for refused in [
+            r#"{"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": {"set": ["tcp", "udp", "udp"]}}}"#,
+            r#"{"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": {"set": ["tcp", "udp", "sctp", "icmp"]}}}"#,
+            r#"{"match": {"op": "in", "left": {"meta": {"key": "l4proto"}}, "right": {"set": ["tcp", "udp", "sctp"]}}}"#,
+        ] {
+            assert_match_refused(refused);
+        }
+    }
+
+    #[test]
+    fn as_listed_shortens_element_comments() {
+        let mut r = crate::nft::example::ruleset();
+        let long = format!("a \"b\" {}", "x".repeat(200));
+        for d in r
+            .decision_maps
+            .get_mut("d_any_v4")
+            .unwrap()
+            .elements
+            .values_mut()
+        {
+            d.comment = Some(long.clone());
+        }
+        let listed = as_listed(&r);
+        for d in listed.decision_maps["d_any_v4"].elements.values() {
+            let c = d.comment.as_deref().unwrap();
+            assert!(c.starts_with("a 'b' xxx") && c.ends_with("..."), "{c}");
+        }
+        assert_eq!(
+            listed.decision_maps["d_any_v6"],
+            r.decision_maps["d_any_v6"]
+        );
+        assert_eq!(parse_table(&super::listing(&r)).unwrap(), listed);
+    }
+
+    #[test]
+    fn generated_decision_rulesets_read_back_equal() {
+        for seed in 0..200 {
+            let r = crate::generate::decisions::ruleset(seed);
+            let json = super::listing(&r);
+            let parsed = parse_table(&json).unwrap_or_else(|e| panic!("seed {seed}: {e}\n{json}"));
+            assert_eq!(parsed, as_listed(&r), "seed {seed}");
+        }
     }
 }

@@ -2,6 +2,11 @@
 //!
 //! The same [`Ruleset`] is what `policyc compile` prints, what the agent diffs against the committed
 //! state, and what [`interp`] evaluates packet by packet in tests.
+//!
+//! Besides named sets and the verdict maps that send a pod's traffic to its chain, a ruleset holds
+//! *decision maps* ([`DecisionMap`]): interval verdict maps keyed by address (or by address,
+//! protocol and destination port) whose disjoint elements each carry the verdict of the first rule
+//! that covers that region, so that an ordered list of rules costs one lookup per packet.
 
 pub mod interp;
 pub mod json;
@@ -11,7 +16,7 @@ pub mod transaction;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::cidr::{Cidr, Family};
+use crate::cidr::{to_u128, Cidr, Family};
 use crate::model::Protocol;
 
 /// The table nftpolicy owns (`table inet nftpolicy`); nothing else is ever touched.
@@ -68,6 +73,120 @@ pub struct VerdictMap {
     pub elements: BTreeMap<IpAddr, String>,
 }
 
+/// A decision map's verdict for the packets an element holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DecisionVerdict {
+    /// `accept`: ends the base chain (later base chains still judge the packet).
+    Accept,
+    /// `drop` (final).
+    Drop,
+    /// `return`: ends this chain, and the chain that jumped here goes on after the jump (in a base
+    /// chain: its policy, accept).
+    Return,
+}
+
+/// The key of one decision map element: an inclusive address range and, in a map with ports, one
+/// protocol and an inclusive destination port range.
+///
+/// Rendered as a single address, an aligned prefix or `first-last`, and ports as `80` or `53-60`,
+/// which is also how nft lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DecisionKey {
+    /// First address of the range.
+    pub first: IpAddr,
+    /// Last address of the range (`first` for a single address).
+    pub last: IpAddr,
+    /// Protocol, first and last port, in a map keyed with ports; `None` in an address-only map.
+    pub ports: Option<(Protocol, u16, u16)>,
+}
+
+impl DecisionKey {
+    /// The prefix that is exactly this address range, if there is one (a single address is a
+    /// full-length prefix).
+    pub fn prefix(&self) -> Option<Cidr> {
+        let family = Family::of(&self.first);
+        if Family::of(&self.last) != family {
+            return None;
+        }
+        let (first, last) = (to_u128(&self.first), to_u128(&self.last));
+        let host = first ^ last;
+        // The range is a prefix when first and last differ exactly in some trailing bits, which
+        // are all 0 in first (and so all 1 in last).
+        if host & host.wrapping_add(1) != 0 || first & host != 0 {
+            return None;
+        }
+        let bits: u32 = match family {
+            Family::V4 => 32,
+            Family::V6 => 128,
+        };
+        let len = bits - host.count_ones();
+        Some(Cidr::new(self.first, u8::try_from(len).ok()?))
+    }
+
+    /// Whether the key holds a packet's address and, in a map with ports, its protocol and port.
+    pub fn holds(&self, addr: &IpAddr, transport: Option<(Protocol, u16)>) -> bool {
+        let in_range = Family::of(addr) == Family::of(&self.first)
+            && (to_u128(&self.first)..=to_u128(&self.last)).contains(&to_u128(addr));
+        in_range
+            && match (self.ports, transport) {
+                (None, _) => true,
+                (Some((p, lo, hi)), Some((q, port))) => p == q && (lo..=hi).contains(&port),
+                (Some(_), None) => false,
+            }
+    }
+
+    /// Whether two keys hold a packet in common.
+    pub fn overlaps(&self, other: &DecisionKey) -> bool {
+        let (a, b) = (to_u128(&self.first), to_u128(&self.last));
+        let (c, d) = (to_u128(&other.first), to_u128(&other.last));
+        let addrs = Family::of(&self.first) == Family::of(&other.first) && a <= d && c <= b;
+        addrs
+            && match (self.ports, other.ports) {
+                (Some((p, lo, hi)), Some((q, lo2, hi2))) => p == q && lo <= hi2 && lo2 <= hi,
+                (None, None) => true,
+                // Keys of different maps.
+                _ => false,
+            }
+    }
+}
+
+/// What a decision map element does, and where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Decision {
+    /// The verdict.
+    pub verdict: DecisionVerdict,
+    /// The rule that decided this region, e.g. `a/b ingress[0]`.
+    pub comment: Option<String>,
+}
+
+/// A decision map: an interval verdict map (`flags interval`) keyed by address, or by address,
+/// protocol and destination port (`ipv4_addr . inet_proto . inet_service`), whose elements are
+/// disjoint: each packet finds at most one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionMap {
+    /// The address family of the key.
+    pub family: Family,
+    /// Whether the key goes on with protocol and destination port ranges (`. meta l4proto . th
+    /// dport`); otherwise it is the address alone.
+    pub ports: bool,
+    /// Elements, by key.
+    pub elements: BTreeMap<DecisionKey, Decision>,
+}
+
+impl DecisionMap {
+    /// Whether `key` is one this map can hold: the map's family, ports exactly when the map has
+    /// them, and ranges that are not empty.
+    pub fn fits(&self, key: &DecisionKey) -> bool {
+        Family::of(&key.first) == self.family
+            && Family::of(&key.last) == self.family
+            && to_u128(&key.first) <= to_u128(&key.last)
+            && match key.ports {
+                None => !self.ports,
+                Some((_, lo, hi)) => self.ports && lo <= hi,
+            }
+    }
+}
+
 /// Which address of a packet a match looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AddrField {
@@ -102,6 +221,12 @@ pub enum Match {
     },
     /// `meta l4proto tcp`.
     L4Proto(Protocol),
+    /// `meta l4proto { tcp, udp, sctp }`: a protocol with ports; negated (`!=`), any other
+    /// (ICMP, ICMPv6, ...).
+    L4ProtoWithPorts {
+        /// Whether the match is `!=`.
+        negated: bool,
+    },
     /// `tcp dport 80`, `tcp dport 8000-8080`, `tcp dport { 80, 443 }`.
     Dport {
         /// Protocol.
@@ -125,6 +250,8 @@ pub enum Verdict {
     Accept,
     /// Drop (final).
     Drop,
+    /// Return to the chain that jumped here (in a base chain: its policy, accept).
+    Return,
     /// Evaluate another chain, then continue here if it did not decide.
     Jump(String),
     /// `ip saddr vmap @map`: jump to the chain the map gives for the address, if any.
@@ -134,6 +261,18 @@ pub enum Verdict {
         /// Source or destination.
         field: AddrField,
         /// The map's name.
+        map: String,
+    },
+    /// `ip saddr vmap @map` or `ip saddr . meta l4proto . th dport vmap @map` on a [`DecisionMap`]:
+    /// the verdict of the element that holds the packet, if any.
+    DecisionVmap {
+        /// Address family.
+        family: Family,
+        /// Source or destination.
+        field: AddrField,
+        /// Whether the key goes on with `. meta l4proto . th dport` (a map with ports).
+        ports: bool,
+        /// The decision map's name.
         map: String,
     },
 }
@@ -149,17 +288,49 @@ pub struct Rule {
     pub comment: Option<String>,
 }
 
-/// The hook of a base chain.
+/// The netfilter hook a base chain is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Hook {
+    /// `forward`: traffic routed through the node (pod to pod, pod to the outside).
+    Forward,
+    /// `input`: traffic addressed to the node itself.
+    Input,
+}
+
+impl Hook {
+    /// The nft keyword.
+    pub fn as_nft(self) -> &'static str {
+        match self {
+            Hook::Forward => "forward",
+            Hook::Input => "input",
+        }
+    }
+}
+
+/// Where a base chain is attached: `type filter hook HOOK priority filter + PRIORITY; policy
+/// accept;`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BaseChain {
-    /// Offset from the `filter` priority on the forward hook.
+    /// The hook.
+    pub hook: Hook,
+    /// Offset from the `filter` priority on that hook.
     pub priority: i32,
+}
+
+impl BaseChain {
+    /// A base chain on the forward hook.
+    pub const fn forward(priority: i32) -> Self {
+        Self {
+            hook: Hook::Forward,
+            priority,
+        }
+    }
 }
 
 /// A chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chain {
-    /// Set for the base chains attached to the forward hook.
+    /// Set for base chains, attached to a hook.
     pub base: Option<BaseChain>,
     /// Rules, in order.
     pub rules: Vec<Rule>,
@@ -172,12 +343,15 @@ pub struct Ruleset {
     pub sets: BTreeMap<String, Set>,
     /// Verdict maps, by name.
     pub maps: BTreeMap<String, VerdictMap>,
+    /// Decision maps, by name (sets, verdict maps and decision maps share one namespace in nft).
+    pub decision_maps: BTreeMap<String, DecisionMap>,
     /// Chains, by name.
     pub chains: BTreeMap<String, Chain>,
 }
 
 impl Ruleset {
-    /// Base chains ordered by priority, then name: the order the kernel runs them in.
+    /// Base chains ordered by hook, then priority, then name: on each hook, the order the kernel
+    /// runs them in.
     pub fn base_chains(&self) -> Vec<(&str, &Chain)> {
         let mut base: Vec<(&str, &Chain)> = self
             .chains
@@ -185,7 +359,7 @@ impl Ruleset {
             .filter(|(_, c)| c.base.is_some())
             .map(|(n, c)| (n.as_str(), c))
             .collect();
-        base.sort_by_key(|(n, c)| (c.base.map(|b| b.priority), *n));
+        base.sort_by_key(|(n, c)| (c.base.map(|b| (b.hook, b.priority)), *n));
         base
     }
 
@@ -198,5 +372,219 @@ impl Ruleset {
     pub fn element_count(&self) -> usize {
         self.sets.values().map(|s| s.elements.len()).sum::<usize>()
             + self.maps.values().map(|m| m.elements.len()).sum::<usize>()
+            + self
+                .decision_maps
+                .values()
+                .map(|m| m.elements.len())
+                .sum::<usize>()
     }
+}
+
+/// A small ruleset with every construct of decision maps, shared by the unit tests of the nft
+/// modules: [`example::TEXT`] is its text and [`example::LISTING`] nft 1.0.6's listing of it, both
+/// checked by hand against what nft loads and lists.
+#[cfg(test)]
+pub(crate) mod example {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// A key `first-last`, with ports when given.
+    pub(crate) fn key(first: &str, last: &str, ports: Option<(Protocol, u16, u16)>) -> DecisionKey {
+        DecisionKey {
+            first: ip(first),
+            last: ip(last),
+            ports,
+        }
+    }
+
+    pub(crate) fn decision(verdict: DecisionVerdict, comment: Option<&str>) -> Decision {
+        Decision {
+            verdict,
+            comment: comment.map(str::to_string),
+        }
+    }
+
+    /// `table inet nftpolicy` with four decision maps, an input-hook base chain and a combination
+    /// chain that looks packets up in them.
+    pub(crate) fn ruleset() -> Ruleset {
+        use DecisionVerdict::{Accept, Drop, Return};
+        use Protocol::{Sctp, Tcp, Udp};
+        let mut r = Ruleset::default();
+        r.decision_maps.insert(
+            "d_any_v4".into(),
+            DecisionMap {
+                family: Family::V4,
+                ports: false,
+                elements: [
+                    (
+                        key("10.0.0.0", "10.255.255.255", None),
+                        decision(Drop, None),
+                    ),
+                    (
+                        key("192.168.1.1", "192.168.1.1", None),
+                        decision(Return, Some("x")),
+                    ),
+                    (
+                        key("200.0.0.0", "255.255.255.255", None),
+                        decision(Accept, None),
+                    ),
+                ]
+                .into(),
+            },
+        );
+        r.decision_maps.insert(
+            "d_any_v6".into(),
+            DecisionMap {
+                family: Family::V6,
+                ports: false,
+                elements: [
+                    (
+                        key("fd00::", "fd00::ffff:ffff:ffff:ffff", None),
+                        decision(Drop, None),
+                    ),
+                    (key("fd01::1", "fd01::1", None), decision(Return, Some("c"))),
+                    (key("fd02::3", "fd02::9", None), decision(Accept, None)),
+                ]
+                .into(),
+            },
+        );
+        r.decision_maps.insert(
+            "d_ports_v4".into(),
+            DecisionMap {
+                family: Family::V4,
+                ports: true,
+                elements: [
+                    (
+                        key("0.0.0.0", "255.255.255.255", Some((Sctp, 0, 65535))),
+                        decision(Accept, None),
+                    ),
+                    (
+                        key("10.0.0.0", "10.255.255.255", Some((Udp, 53, 60))),
+                        decision(Drop, None),
+                    ),
+                    (
+                        key("10.244.1.5", "10.244.1.5", Some((Tcp, 80, 80))),
+                        decision(Accept, Some("a/b ingress[0]")),
+                    ),
+                    (
+                        key("10.244.1.5", "10.244.1.5", Some((Udp, 0, 0))),
+                        decision(Drop, Some("")),
+                    ),
+                    (
+                        key("10.244.1.6", "10.244.1.9", Some((Tcp, 1, 65535))),
+                        decision(Return, None),
+                    ),
+                ]
+                .into(),
+            },
+        );
+        r.decision_maps.insert(
+            "d_ports_v6".into(),
+            DecisionMap {
+                family: Family::V6,
+                ports: true,
+                elements: BTreeMap::new(),
+            },
+        );
+        let rule = |matches: Vec<Match>, verdict: Verdict| Rule {
+            matches,
+            verdict,
+            comment: None,
+        };
+        r.chains.insert(
+            "node".into(),
+            Chain {
+                base: Some(BaseChain {
+                    hook: Hook::Input,
+                    priority: 0,
+                }),
+                rules: vec![
+                    rule(vec![Match::CtEstablishedOrRelated], Verdict::Accept),
+                    rule(vec![], Verdict::Jump("comb".into())),
+                ],
+            },
+        );
+        let lookup = |family, field, ports: bool, map: &str| {
+            rule(
+                vec![Match::L4ProtoWithPorts { negated: !ports }],
+                Verdict::DecisionVmap {
+                    family,
+                    field,
+                    ports,
+                    map: map.into(),
+                },
+            )
+        };
+        r.chains.insert(
+            "comb".into(),
+            Chain {
+                base: None,
+                rules: vec![
+                    lookup(Family::V4, AddrField::Saddr, true, "d_ports_v4"),
+                    lookup(Family::V4, AddrField::Saddr, false, "d_any_v4"),
+                    lookup(Family::V6, AddrField::Daddr, true, "d_ports_v6"),
+                    lookup(Family::V6, AddrField::Daddr, false, "d_any_v6"),
+                    rule(vec![], Verdict::Return),
+                ],
+            },
+        );
+        r
+    }
+
+    /// What `ruleset().render_table()` must print. Loaded with `nft -f` (after `add table`,
+    /// `delete table`), nft 1.0.6 lists it back in these same forms.
+    pub(crate) const TEXT: &str = r#"table inet nftpolicy {
+	map d_any_v4 {
+		type ipv4_addr : verdict
+		flags interval
+		elements = {
+			10.0.0.0/8 : drop,
+			192.168.1.1 comment "x" : return,
+			200.0.0.0-255.255.255.255 : accept
+		}
+	}
+	map d_any_v6 {
+		type ipv6_addr : verdict
+		flags interval
+		elements = {
+			fd00::/64 : drop,
+			fd01::1 comment "c" : return,
+			fd02::3-fd02::9 : accept
+		}
+	}
+	map d_ports_v4 {
+		type ipv4_addr . inet_proto . inet_service : verdict
+		flags interval
+		elements = {
+			0.0.0.0/0 . sctp . 0-65535 : accept,
+			10.0.0.0/8 . udp . 53-60 : drop,
+			10.244.1.5 . tcp . 80 comment "a/b ingress[0]" : accept,
+			10.244.1.5 . udp . 0 comment "" : drop,
+			10.244.1.6-10.244.1.9 . tcp . 1-65535 : return
+		}
+	}
+	map d_ports_v6 {
+		type ipv6_addr . inet_proto . inet_service : verdict
+		flags interval
+	}
+	chain node {
+		type filter hook input priority filter; policy accept;
+		ct state established,related accept
+		jump comb
+	}
+	chain comb {
+		meta l4proto { tcp, udp, sctp } ip saddr . meta l4proto . th dport vmap @d_ports_v4
+		meta l4proto != { tcp, udp, sctp } ip saddr vmap @d_any_v4
+		meta l4proto { tcp, udp, sctp } ip6 daddr . meta l4proto . th dport vmap @d_ports_v6
+		meta l4proto != { tcp, udp, sctp } ip6 daddr vmap @d_any_v6
+		return
+	}
+}
+"#;
+
+    /// `nft -j list table inet nftpolicy` after loading [`TEXT`], as nft 1.0.6 printed it.
+    pub(crate) const LISTING: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"table": {"family": "inet", "name": "nftpolicy", "handle": 2}}, {"map": {"family": "inet", "name": "d_any_v4", "table": "nftpolicy", "type": "ipv4_addr", "handle": 3, "map": "verdict", "flags": ["interval"], "elem": [[{"prefix": {"addr": "10.0.0.0", "len": 8}}, {"drop": null}], [{"elem": {"val": "192.168.1.1", "comment": "x"}}, {"return": null}], [{"range": ["200.0.0.0", "255.255.255.255"]}, {"accept": null}]]}}, {"map": {"family": "inet", "name": "d_any_v6", "table": "nftpolicy", "type": "ipv6_addr", "handle": 4, "map": "verdict", "flags": ["interval"], "elem": [[{"prefix": {"addr": "fd00::", "len": 64}}, {"drop": null}], [{"elem": {"val": "fd01::1", "comment": "c"}}, {"return": null}], [{"range": ["fd02::3", "fd02::9"]}, {"accept": null}]]}}, {"map": {"family": "inet", "name": "d_ports_v4", "table": "nftpolicy", "type": ["ipv4_addr", "inet_proto", "inet_service"], "handle": 5, "map": "verdict", "flags": ["interval"], "elem": [[{"concat": [{"prefix": {"addr": "0.0.0.0", "len": 0}}, "sctp", {"range": [0, 65535]}]}, {"accept": null}], [{"concat": [{"prefix": {"addr": "10.0.0.0", "len": 8}}, "udp", {"range": [53, 60]}]}, {"drop": null}], [{"elem": {"val": {"concat": ["10.244.1.5", "tcp", 80]}, "comment": "a/b ingress[0]"}}, {"accept": null}], [{"elem": {"val": {"concat": ["10.244.1.5", "udp", 0]}, "comment": ""}}, {"drop": null}], [{"concat": [{"range": ["10.244.1.6", "10.244.1.9"]}, "tcp", {"range": [1, 65535]}]}, {"return": null}]]}}, {"map": {"family": "inet", "name": "d_ports_v6", "table": "nftpolicy", "type": ["ipv6_addr", "inet_proto", "inet_service"], "handle": 6, "map": "verdict", "flags": ["interval"]}}, {"chain": {"family": "inet", "table": "nftpolicy", "name": "node", "handle": 1, "type": "filter", "hook": "input", "prio": 0, "policy": "accept"}}, {"chain": {"family": "inet", "table": "nftpolicy", "name": "comb", "handle": 2}}, {"rule": {"family": "inet", "table": "nftpolicy", "chain": "node", "handle": 7, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "nftpolicy", "chain": "node", "handle": 8, "expr": [{"jump": {"target": "comb"}}]}}, {"rule": {"family": "inet", "table": "nftpolicy", "chain": "comb", "handle": 10, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": {"set": ["tcp", "udp", "sctp"]}}}, {"vmap": {"key": {"concat": [{"payload": {"protocol": "ip", "field": "saddr"}}, {"meta": {"key": "l4proto"}}, {"payload": {"protocol": "th", "field": "dport"}}]}, "data": "@d_ports_v4"}}]}}, {"rule": {"family": "inet", "table": "nftpolicy", "chain": "comb", "handle": 12, "expr": [{"match": {"op": "!=", "left": {"meta": {"key": "l4proto"}}, "right": {"set": ["tcp", "udp", "sctp"]}}}, {"vmap": {"key": {"payload": {"protocol": "ip", "field": "saddr"}}, "data": "@d_any_v4"}}]}}, {"rule": {"family": "inet", "table": "nftpolicy", "chain": "comb", "handle": 14, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": {"set": ["tcp", "udp", "sctp"]}}}, {"vmap": {"key": {"concat": [{"payload": {"protocol": "ip6", "field": "daddr"}}, {"meta": {"key": "l4proto"}}, {"payload": {"protocol": "th", "field": "dport"}}]}, "data": "@d_ports_v6"}}]}}, {"rule": {"family": "inet", "table": "nftpolicy", "chain": "comb", "handle": 16, "expr": [{"match": {"op": "!=", "left": {"meta": {"key": "l4proto"}}, "right": {"set": ["tcp", "udp", "sctp"]}}}, {"vmap": {"key": {"payload": {"protocol": "ip6", "field": "daddr"}}, "data": "@d_any_v6"}}]}}, {"rule": {"family": "inet", "table": "nftpolicy", "chain": "comb", "handle": 17, "expr": [{"return": null}]}}]}"#;
 }

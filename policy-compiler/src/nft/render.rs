@@ -7,8 +7,8 @@
 use std::fmt::{self, Write};
 
 use super::{
-    AddrField, Chain, Match, Rule, Ruleset, Set, SetElement, SetType, Verdict, VerdictMap,
-    MAX_COMMENT_LEN, TABLE_NAME,
+    AddrField, Chain, Decision, DecisionKey, DecisionMap, DecisionVerdict, Match, Rule, Ruleset,
+    Set, SetElement, SetType, Verdict, VerdictMap, MAX_COMMENT_LEN, TABLE_NAME,
 };
 use crate::cidr::Family;
 
@@ -80,6 +80,11 @@ impl fmt::Display for Match {
                 field_keyword(*field)
             ),
             Match::L4Proto(p) => write!(f, "meta l4proto {}", p.as_nft()),
+            Match::L4ProtoWithPorts { negated } => write!(
+                f,
+                "meta l4proto {}{{ tcp, udp, sctp }}",
+                if *negated { "!= " } else { "" }
+            ),
             Match::Dport { protocol, ports } => {
                 let list: Vec<String> = ports.iter().map(port_range).collect();
                 if list.len() == 1 {
@@ -102,12 +107,29 @@ impl fmt::Display for Verdict {
         match self {
             Verdict::Accept => f.write_str("accept"),
             Verdict::Drop => f.write_str("drop"),
+            Verdict::Return => f.write_str("return"),
             Verdict::Jump(chain) => write!(f, "jump {chain}"),
             Verdict::Vmap { family, field, map } => write!(
                 f,
                 "{} {} vmap @{map}",
                 family_keyword(*family),
                 field_keyword(*field)
+            ),
+            Verdict::DecisionVmap {
+                family,
+                field,
+                ports,
+                map,
+            } => write!(
+                f,
+                "{} {}{} vmap @{map}",
+                family_keyword(*family),
+                field_keyword(*field),
+                if *ports {
+                    " . meta l4proto . th dport"
+                } else {
+                    ""
+                }
             ),
         }
     }
@@ -134,6 +156,40 @@ impl fmt::Display for SetElement {
                 write!(f, "{ip} . {} . {port}", proto.as_nft())
             }
         }
+    }
+}
+
+impl fmt::Display for DecisionVerdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DecisionVerdict::Accept => "accept",
+            DecisionVerdict::Drop => "drop",
+            DecisionVerdict::Return => "return",
+        })
+    }
+}
+
+/// The key as nft writes and lists it: `10.0.0.1`, `10.0.0.0/8` or `10.0.0.1-10.0.0.9`, then
+/// `. tcp . 80` or `. tcp . 53-60` in a map with ports.
+impl fmt::Display for DecisionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.prefix() {
+            Some(_) if self.first == self.last => write!(f, "{}", self.first)?,
+            Some(cidr) => write!(f, "{cidr}")?,
+            None => write!(f, "{}-{}", self.first, self.last)?,
+        }
+        if let Some((protocol, lo, hi)) = self.ports {
+            write!(f, " . {} . {}", protocol.as_nft(), port_range(&(lo, hi)))?;
+        }
+        Ok(())
+    }
+}
+
+/// A decision map element as written in a map or an `add element`: `KEY [comment "C"] : VERDICT`.
+pub(crate) fn decision_element(key: &DecisionKey, decision: &Decision) -> String {
+    match &decision.comment {
+        Some(c) => format!("{key} comment \"{}\" : {}", comment(c), decision.verdict),
+        None => format!("{key} : {}", decision.verdict),
     }
 }
 
@@ -169,6 +225,19 @@ pub(crate) fn map_declaration(map: &VerdictMap) -> String {
     format!("type {} : verdict", addr_type(map.family))
 }
 
+/// The declaration lines of a decision map (type and flags), without elements.
+pub(crate) fn decision_map_declaration(map: &DecisionMap) -> [String; 2] {
+    let key = if map.ports {
+        format!("{} . inet_proto . inet_service", addr_type(map.family))
+    } else {
+        addr_type(map.family).to_string()
+    };
+    [
+        format!("type {key} : verdict"),
+        "flags interval".to_string(),
+    ]
+}
+
 /// The hook line of a base chain; `None` for a regular chain.
 pub(crate) fn chain_declaration(chain: &Chain) -> Option<String> {
     let base = chain.base?;
@@ -178,7 +247,8 @@ pub(crate) fn chain_declaration(chain: &Chain) -> Option<String> {
         p => format!("filter - {}", -p),
     };
     Some(format!(
-        "type filter hook forward priority {priority}; policy accept;"
+        "type filter hook {} priority {priority}; policy accept;",
+        base.hook.as_nft()
     ))
 }
 
@@ -199,6 +269,20 @@ fn write_map(out: &mut String, name: &str, map: &VerdictMap) -> fmt::Result {
         .elements
         .iter()
         .map(|(ip, chain)| format!("{ip} : jump {chain}"))
+        .collect();
+    write_elements(out, &items)?;
+    writeln!(out, "\t}}")
+}
+
+fn write_decision_map(out: &mut String, name: &str, map: &DecisionMap) -> fmt::Result {
+    writeln!(out, "\tmap {name} {{")?;
+    for line in decision_map_declaration(map) {
+        writeln!(out, "\t\t{line}")?;
+    }
+    let items: Vec<String> = map
+        .elements
+        .iter()
+        .map(|(key, decision)| decision_element(key, decision))
         .collect();
     write_elements(out, &items)?;
     writeln!(out, "\t}}")
@@ -232,6 +316,9 @@ impl Ruleset {
         for (name, map) in &self.maps {
             write_map(out, name, map)?;
         }
+        for (name, map) in &self.decision_maps {
+            write_decision_map(out, name, map)?;
+        }
         let base = self.base_chains();
         for (name, chain) in &base {
             write_chain(out, name, chain)?;
@@ -251,5 +338,84 @@ impl Ruleset {
         out.push_str(&format!("delete table inet {TABLE_NAME}\n"));
         out.push_str(&self.render_table());
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::example::{self, key};
+    use super::*;
+    use crate::model::Protocol;
+
+    #[test]
+    fn decision_maps_input_chains_and_lookups_render_as_nft_lists_them() {
+        assert_eq!(example::ruleset().render_table(), example::TEXT);
+    }
+
+    #[test]
+    fn decision_keys_are_an_address_a_prefix_or_a_range() {
+        for (first, last, ports, text) in [
+            ("10.0.0.1", "10.0.0.1", None, "10.0.0.1"),
+            ("10.0.0.0", "10.0.0.1", None, "10.0.0.0/31"),
+            ("10.0.0.1", "10.0.0.2", None, "10.0.0.1-10.0.0.2"),
+            ("10.0.0.0", "10.0.0.2", None, "10.0.0.0-10.0.0.2"),
+            ("0.0.0.0", "255.255.255.255", None, "0.0.0.0/0"),
+            ("128.0.0.0", "255.255.255.255", None, "128.0.0.0/1"),
+            (
+                "200.0.0.0",
+                "255.255.255.255",
+                None,
+                "200.0.0.0-255.255.255.255",
+            ),
+            (
+                "255.255.255.255",
+                "255.255.255.255",
+                None,
+                "255.255.255.255",
+            ),
+            (
+                "::",
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                None,
+                "::/0",
+            ),
+            ("fd00::", "fd00::7", None, "fd00::/125"),
+            ("fd00::1", "fd00::8", None, "fd00::1-fd00::8"),
+            ("::ffff:1.2.3.4", "::ffff:1.2.3.4", None, "::ffff:1.2.3.4"),
+            (
+                "10.0.0.1",
+                "10.0.0.1",
+                Some((Protocol::Tcp, 80, 80)),
+                "10.0.0.1 . tcp . 80",
+            ),
+            (
+                "10.0.0.0",
+                "10.0.255.255",
+                Some((Protocol::Sctp, 0, 65535)),
+                "10.0.0.0/16 . sctp . 0-65535",
+            ),
+            (
+                "fd00::1",
+                "fd00::2",
+                Some((Protocol::Udp, 53, 60)),
+                "fd00::1-fd00::2 . udp . 53-60",
+            ),
+        ] {
+            assert_eq!(key(first, last, ports).to_string(), text);
+        }
+    }
+
+    #[test]
+    fn element_comments_are_shortened_and_unquoted_as_other_comments() {
+        let long = format!("say \"hi\" {}", "é".repeat(100));
+        let text = decision_element(
+            &key("10.0.0.1", "10.0.0.1", None),
+            &example::decision(DecisionVerdict::Return, Some(&long)),
+        );
+        assert_eq!(
+            text,
+            format!("10.0.0.1 comment \"{}\" : return", comment(&long))
+        );
+        assert!(text.contains("say 'hi' é") && text.contains("...\" : return"));
     }
 }

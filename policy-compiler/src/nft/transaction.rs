@@ -7,13 +7,36 @@
 //!
 //! [`Transaction::diff`] touches only what changed: pod churn becomes set and map element operations;
 //! an edited policy flushes and refills its own chains; nothing unchanged is flushed.
+//!
+//! Decision maps (interval maps) are edited element by element too. What nft 1.0.6 does with them,
+//! measured on the kernel, and how [`Transaction::apply_to`] predicts it:
+//!
+//! - An element is deleted by its key written as it is listed (`10.0.0.1`, `10.0.0.0/8`,
+//!   `10.0.0.1-10.0.0.9`, ports `80` or `53-60`); every other spelling of the same range works too
+//!   (`10.0.0.1-10.0.0.1 . tcp . 80-80`). In an address-only map the key must be an element's
+//!   exactly, or the batch fails ("element does not exist"). In a map with ports the kernel looks up
+//!   the key's first point (first address, protocol, first port) and deletes the element holding
+//!   it, whatever the rest of the key says; the batch fails only when no element holds it.
+//! - Adding an element whose key exists with the same verdict changes nothing (not even the
+//!   comment); with another verdict the batch fails. Adding an element that overlaps another fails
+//!   the batch, with one exception the kernel lets through: in a map with ports, an element whose
+//!   first and last points both lie outside an element it overlaps (it encloses it in some field).
+//!   The kernel's lookup is then ambiguous, so the prediction refuses every overlap.
+//! - Each operation sees the ones before it in the batch: deleting an element, then adding one
+//!   that overlaps it, applies. So [`Transaction::diff`] deletes a map's elements before it adds
+//!   any, and an element whose verdict or comment changes is deleted and added.
 
 use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::net::IpAddr;
 
-use super::render::{chain_declaration, map_declaration, set_declaration};
-use super::{Chain, Match, Rule, Ruleset, Set, SetElement, Verdict, VerdictMap, TABLE_NAME};
+use super::render::{
+    chain_declaration, decision_element, decision_map_declaration, map_declaration, set_declaration,
+};
+use super::{
+    Chain, Decision, DecisionKey, DecisionMap, Match, Rule, Ruleset, Set, SetElement, Verdict,
+    VerdictMap, TABLE_NAME,
+};
 
 /// One operation of a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +61,15 @@ pub enum Op {
     AddMapElements(String, Vec<(IpAddr, String)>),
     /// `delete element` from a verdict map; every key must exist.
     DeleteMapElements(String, Vec<IpAddr>),
+    /// `add map` of a decision map (`flags interval`), with its elements.
+    AddDecisionMap(String, DecisionMap),
+    /// `delete map` of a decision map.
+    DeleteDecisionMap(String),
+    /// `add element` to a decision map; no element may overlap another of the map.
+    AddDecisionElements(String, Vec<(DecisionKey, Decision)>),
+    /// `delete element` from a decision map; every key must find its element (in a map with ports,
+    /// the one holding the key's first point: see the module documentation).
+    DeleteDecisionElements(String, Vec<DecisionKey>),
     /// `add chain` (a no-op when it exists); base chains carry their hook.
     AddChain(String, Chain),
     /// `flush chain`: remove its rules.
@@ -70,6 +102,12 @@ pub enum TxError {
     /// An element or key already exists with other data, or a definition differs.
     #[error("{0}: exists with a different definition")]
     Conflict(String),
+    /// A decision map element overlaps another element of the map.
+    #[error("{0}: overlaps {1}")]
+    Overlap(String, String),
+    /// An element or lookup does not fit the map's key type (family, ports, an empty range).
+    #[error("{0}: does not fit the key of map {1}")]
+    Mismatch(String, String),
 }
 
 /// Counts of what a transaction does, for logs and metrics.
@@ -87,6 +125,9 @@ pub struct TxStats {
     pub objects_changed: usize,
 }
 
+/// The kind of a decision map in references and errors.
+const DECISION_MAP: &str = "decision map";
+
 fn chain_refs(chain: &Chain) -> impl Iterator<Item = (&'static str, &str)> {
     chain.rules.iter().flat_map(|r| {
         let mut refs: Vec<(&'static str, &str)> = r
@@ -102,7 +143,8 @@ fn chain_refs(chain: &Chain) -> impl Iterator<Item = (&'static str, &str)> {
         match &r.verdict {
             Verdict::Jump(c) => refs.push(("chain", c.as_str())),
             Verdict::Vmap { map, .. } => refs.push(("map", map.as_str())),
-            Verdict::Accept | Verdict::Drop => {}
+            Verdict::DecisionVmap { map, .. } => refs.push((DECISION_MAP, map.as_str())),
+            Verdict::Accept | Verdict::Drop | Verdict::Return => {}
         }
         refs
     })
@@ -132,6 +174,9 @@ impl Transaction {
         for (name, map) in &desired.maps {
             ops.push(Op::AddMap(name.clone(), map.clone()));
         }
+        for (name, map) in &desired.decision_maps {
+            ops.push(Op::AddDecisionMap(name.clone(), map.clone()));
+        }
         for (name, chain) in &desired.chains {
             for rule in &chain.rules {
                 ops.push(Op::AddRule(name.clone(), rule.clone()));
@@ -141,7 +186,8 @@ impl Transaction {
     }
 
     /// The operations that turn `committed` into `desired`, touching only what differs. Falls back to
-    /// [`Transaction::full`] when a map or base chain changes definition, which nft cannot edit in place.
+    /// [`Transaction::full`] when a verdict map or base chain changes definition, which nft cannot
+    /// edit in place.
     pub fn diff(committed: &Ruleset, desired: &Ruleset) -> Self {
         let redefined_map = desired.maps.iter().any(|(n, m)| {
             committed
@@ -159,8 +205,8 @@ impl Transaction {
             return Self::full(desired);
         }
         let mut ops = Vec::new();
-        // Sets whose type or comment changed are deleted and added again; first the chains that use
-        // them are flushed.
+        // Sets whose type or comment changed, and decision maps whose key changed, are deleted and
+        // added again; first the chains that use them are flushed.
         let redefined_sets: BTreeSet<&str> = desired
             .sets
             .iter()
@@ -172,8 +218,23 @@ impl Transaction {
             })
             .map(|(n, _)| n.as_str())
             .collect();
+        let redefined_decision_maps: BTreeSet<&str> = desired
+            .decision_maps
+            .iter()
+            .filter(|(n, m)| {
+                committed
+                    .decision_maps
+                    .get(*n)
+                    .is_some_and(|old| old.family != m.family || old.ports != m.ports)
+            })
+            .map(|(n, _)| n.as_str())
+            .collect();
         let uses_redefined = |chain: &Chain| {
-            chain_refs(chain).any(|(kind, name)| kind == "set" && redefined_sets.contains(name))
+            chain_refs(chain).any(|(kind, name)| match kind {
+                "set" => redefined_sets.contains(name),
+                DECISION_MAP => redefined_decision_maps.contains(name),
+                _ => false,
+            })
         };
         let refilled: Vec<&str> = desired
             .chains
@@ -191,6 +252,13 @@ impl Transaction {
             .keys()
             .filter(|n| !desired.chains.contains_key(*n))
             .map(String::as_str)
+            .collect();
+        // Removed chains that use a redefined set or map are emptied with the refilled ones, before
+        // the redefinition.
+        let flushed_early: Vec<&str> = removed_chains
+            .iter()
+            .copied()
+            .filter(|n| uses_redefined(&committed.chains[*n]))
             .collect();
 
         // 1. New chains, declared empty so that map elements and rules can refer to them.
@@ -216,14 +284,26 @@ impl Transaction {
                 ops.push(Op::AddMap(name.clone(), map.clone()));
             }
         }
-        // 3. Chains whose rules change, or that use a redefined set, are emptied.
-        for name in &refilled {
+        for (name, map) in &desired.decision_maps {
+            if !committed.decision_maps.contains_key(name) {
+                ops.push(Op::AddDecisionMap(name.clone(), map.clone()));
+            }
+        }
+        // 3. Chains whose rules change, or that use a redefined set or map, are emptied.
+        for name in refilled.iter().chain(&flushed_early) {
             ops.push(Op::FlushChain(name.to_string()));
         }
-        // 4. Redefined sets.
+        // 4. Redefined sets and decision maps.
         for name in &redefined_sets {
             ops.push(Op::DeleteSet(name.to_string()));
             ops.push(Op::AddSet(name.to_string(), desired.sets[*name].clone()));
+        }
+        for name in &redefined_decision_maps {
+            ops.push(Op::DeleteDecisionMap(name.to_string()));
+            ops.push(Op::AddDecisionMap(
+                name.to_string(),
+                desired.decision_maps[*name].clone(),
+            ));
         }
         // 5. Element changes of the other sets and of the maps.
         for (name, set) in &desired.sets {
@@ -265,6 +345,34 @@ impl Transaction {
                 ops.push(Op::AddMapElements(name.clone(), new));
             }
         }
+        // Decision map elements: every deletion of a map before its additions, so that an element
+        // never overlaps one that is on its way out.
+        for (name, map) in &desired.decision_maps {
+            let Some(old) = committed.decision_maps.get(name) else {
+                continue;
+            };
+            if redefined_decision_maps.contains(name.as_str()) {
+                continue;
+            }
+            let gone: Vec<DecisionKey> = old
+                .elements
+                .iter()
+                .filter(|(k, d)| map.elements.get(*k) != Some(*d))
+                .map(|(k, _)| *k)
+                .collect();
+            let new: Vec<(DecisionKey, Decision)> = map
+                .elements
+                .iter()
+                .filter(|(k, d)| old.elements.get(*k) != Some(*d))
+                .map(|(k, d)| (*k, d.clone()))
+                .collect();
+            if !gone.is_empty() {
+                ops.push(Op::DeleteDecisionElements(name.clone(), gone));
+            }
+            if !new.is_empty() {
+                ops.push(Op::AddDecisionElements(name.clone(), new));
+            }
+        }
         // 6. Rules of new and refilled chains.
         for (name, chain) in &desired.chains {
             if committed.chains.contains_key(name) && !refilled.contains(&name.as_str()) {
@@ -276,7 +384,7 @@ impl Transaction {
         }
         // 7. Removed chains: emptied first (they may jump to each other), then deleted.
         for name in &removed_chains {
-            if !committed.chains[*name].rules.is_empty() {
+            if !committed.chains[*name].rules.is_empty() && !flushed_early.contains(name) {
                 ops.push(Op::FlushChain(name.to_string()));
             }
         }
@@ -298,6 +406,13 @@ impl Transaction {
         {
             ops.push(Op::DeleteMap(name.clone()));
         }
+        for name in committed
+            .decision_maps
+            .keys()
+            .filter(|n| !desired.decision_maps.contains_key(*n))
+        {
+            ops.push(Op::DeleteDecisionMap(name.clone()));
+        }
         Self { ops }
     }
 
@@ -310,6 +425,8 @@ impl Transaction {
                 Op::DeleteElements(_, e) => s.elements_deleted += e.len(),
                 Op::AddMapElements(_, e) => s.elements_added += e.len(),
                 Op::DeleteMapElements(_, e) => s.elements_deleted += e.len(),
+                Op::AddDecisionElements(_, e) => s.elements_added += e.len(),
+                Op::DeleteDecisionElements(_, e) => s.elements_deleted += e.len(),
                 Op::AddRule(..) => s.rules_added += 1,
                 Op::FlushChain(_) => s.chains_flushed += 1,
                 Op::AddSet(_, set) => {
@@ -320,10 +437,16 @@ impl Transaction {
                     s.objects_changed += 1;
                     s.elements_added += map.elements.len();
                 }
-                Op::AddTable | Op::DeleteTable => {}
-                Op::DeleteSet(_) | Op::DeleteMap(_) | Op::AddChain(..) | Op::DeleteChain(_) => {
-                    s.objects_changed += 1
+                Op::AddDecisionMap(_, map) => {
+                    s.objects_changed += 1;
+                    s.elements_added += map.elements.len();
                 }
+                Op::AddTable | Op::DeleteTable => {}
+                Op::DeleteSet(_)
+                | Op::DeleteMap(_)
+                | Op::DeleteDecisionMap(_)
+                | Op::AddChain(..)
+                | Op::DeleteChain(_) => s.objects_changed += 1,
             }
         }
         s
@@ -385,6 +508,35 @@ impl Transaction {
                     let items = keys.iter().map(|k| k.to_string()).collect();
                     writeln!(out, "delete element {t} {name} {{ {} }}", list(items))
                 }
+                Op::AddDecisionMap(name, map) => {
+                    let _ = writeln!(
+                        out,
+                        "add map {t} {name} {{ {}; }}",
+                        decision_map_declaration(map).join("; ")
+                    );
+                    if map.elements.is_empty() {
+                        Ok(())
+                    } else {
+                        let items = map
+                            .elements
+                            .iter()
+                            .map(|(k, d)| decision_element(k, d))
+                            .collect();
+                        writeln!(out, "add element {t} {name} {{ {} }}", list(items))
+                    }
+                }
+                Op::DeleteDecisionMap(name) => writeln!(out, "delete map {t} {name}"),
+                Op::AddDecisionElements(name, elements) => {
+                    let items = elements
+                        .iter()
+                        .map(|(k, d)| decision_element(k, d))
+                        .collect();
+                    writeln!(out, "add element {t} {name} {{ {} }}", list(items))
+                }
+                Op::DeleteDecisionElements(name, keys) => {
+                    let items = keys.iter().map(|k| k.to_string()).collect();
+                    writeln!(out, "delete element {t} {name} {{ {} }}", list(items))
+                }
                 Op::AddChain(name, chain) => match chain_declaration(chain) {
                     Some(decl) => writeln!(out, "add chain {t} {name} {{ {decl} }}"),
                     None => writeln!(out, "add chain {t} {name}"),
@@ -431,6 +583,9 @@ fn apply_op(state: &mut Option<Ruleset>, op: &Op) -> Result<(), TxError> {
     let rs = state.as_mut().ok_or(TxError::NoTable)?;
     match op {
         Op::AddTable | Op::DeleteTable => {}
+        Op::AddSet(name, _) | Op::AddMap(name, _) if rs.decision_maps.contains_key(name) => {
+            return Err(TxError::Conflict(name.clone()))
+        }
         Op::AddSet(name, set) => match rs.sets.get_mut(name) {
             Some(old) if old.set_type != set.set_type || old.comment != set.comment => {
                 return Err(TxError::Conflict(name.clone()))
@@ -505,6 +660,66 @@ fn apply_op(state: &mut Option<Ruleset>, op: &Op) -> Result<(), TxError> {
                 }
             }
         }
+        Op::AddDecisionMap(name, map) => {
+            if rs.sets.contains_key(name) || rs.maps.contains_key(name) {
+                return Err(TxError::Conflict(name.clone()));
+            }
+            match rs.decision_maps.get(name) {
+                Some(old) if old.family != map.family || old.ports != map.ports => {
+                    return Err(TxError::Conflict(name.clone()))
+                }
+                Some(_) => {}
+                None => {
+                    rs.decision_maps.insert(
+                        name.clone(),
+                        DecisionMap {
+                            elements: Default::default(),
+                            ..map.clone()
+                        },
+                    );
+                }
+            }
+            add_decision_elements(rs, name, map.elements.iter())?;
+        }
+        Op::DeleteDecisionMap(name) => {
+            if !rs.decision_maps.contains_key(name) {
+                return Err(TxError::Missing(name.clone(), DECISION_MAP));
+            }
+            if references(rs, DECISION_MAP, name) {
+                return Err(TxError::Busy(name.clone(), DECISION_MAP));
+            }
+            rs.decision_maps.remove(name);
+        }
+        Op::AddDecisionElements(name, elements) => {
+            add_decision_elements(rs, name, elements.iter().map(|(k, d)| (k, d)))?;
+        }
+        Op::DeleteDecisionElements(name, keys) => {
+            let map = rs
+                .decision_maps
+                .get_mut(name)
+                .ok_or_else(|| TxError::Missing(name.clone(), DECISION_MAP))?;
+            for k in keys {
+                if !map.fits(k) {
+                    return Err(TxError::Mismatch(format!("element {k}"), name.clone()));
+                }
+                // With ports, the kernel deletes the element holding the key's first point; the
+                // elements are disjoint, so there is at most one.
+                let found = match k.ports {
+                    Some((protocol, port, _)) => map
+                        .elements
+                        .keys()
+                        .find(|e| e.holds(&k.first, Some((protocol, port))))
+                        .copied(),
+                    None => map.elements.contains_key(k).then_some(*k),
+                };
+                match found {
+                    Some(e) => {
+                        map.elements.remove(&e);
+                    }
+                    None => return Err(TxError::Missing(format!("{name} element {k}"), "element")),
+                }
+            }
+        }
         Op::AddChain(name, chain) => match rs.chains.get(name) {
             Some(old) if old.base != chain.base => return Err(TxError::Conflict(name.clone())),
             Some(_) => {}
@@ -544,10 +759,20 @@ fn apply_op(state: &mut Option<Ruleset>, op: &Op) -> Result<(), TxError> {
                 let exists = match kind {
                     "set" => rs.sets.contains_key(target),
                     "map" => rs.maps.contains_key(target),
+                    DECISION_MAP => rs.decision_maps.contains_key(target),
                     _ => rs.chains.contains_key(target),
                 };
                 if !exists {
                     return Err(TxError::Missing(target.to_string(), kind));
+                }
+            }
+            if let Verdict::DecisionVmap {
+                family, ports, map, ..
+            } = &rule.verdict
+            {
+                let m = &rs.decision_maps[map];
+                if m.family != *family || m.ports != *ports {
+                    return Err(TxError::Mismatch(format!("rule {rule}"), map.clone()));
                 }
             }
             rs.chains
@@ -570,6 +795,39 @@ fn check_targets<'a>(
     }
 }
 
+/// Adds decision map elements one by one, as the kernel does: an existing key with the same verdict
+/// is left as it is (comment included), one with another verdict is a conflict, and an element that
+/// overlaps another is refused.
+fn add_decision_elements<'a>(
+    rs: &mut Ruleset,
+    name: &str,
+    elements: impl Iterator<Item = (&'a DecisionKey, &'a Decision)>,
+) -> Result<(), TxError> {
+    let map = rs
+        .decision_maps
+        .get_mut(name)
+        .ok_or_else(|| TxError::Missing(name.to_string(), DECISION_MAP))?;
+    for (k, d) in elements {
+        if !map.fits(k) {
+            return Err(TxError::Mismatch(format!("element {k}"), name.to_string()));
+        }
+        if let Some(existing) = map.elements.get(k) {
+            if existing.verdict != d.verdict {
+                return Err(TxError::Conflict(format!("{name} element {k}")));
+            }
+            continue;
+        }
+        if let Some(other) = map.elements.keys().find(|e| e.overlaps(k)) {
+            return Err(TxError::Overlap(
+                format!("{name} element {k}"),
+                other.to_string(),
+            ));
+        }
+        map.elements.insert(*k, d.clone());
+    }
+    Ok(())
+}
+
 fn add_map_elements(
     rs: &mut Ruleset,
     name: &str,
@@ -590,4 +848,362 @@ fn add_map_elements(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::example::{self, decision, key};
+    use super::super::{AddrField, DecisionVerdict, SetType};
+    use super::*;
+    use crate::cidr::Family;
+    use crate::model::Protocol::{Sctp, Tcp, Udp};
+    use DecisionVerdict::{Accept, Drop, Return};
+
+    fn applied(from: &Ruleset, tx: &Transaction) -> Result<Ruleset, TxError> {
+        let mut state = Some(from.clone());
+        tx.apply_to(&mut state)?;
+        Ok(state.unwrap_or_default())
+    }
+
+    fn tx(ops: Vec<Op>) -> Transaction {
+        Transaction { ops }
+    }
+
+    #[test]
+    fn element_changes_delete_before_they_add() {
+        let old = example::ruleset();
+        let mut new = old.clone();
+        let any = &mut new.decision_maps.get_mut("d_any_v4").unwrap().elements;
+        // 10.0.0.0/8 is split in two overlapping halves, one with another verdict; a comment
+        // changes; an element is added.
+        any.remove(&key("10.0.0.0", "10.255.255.255", None));
+        any.insert(
+            key("10.0.0.0", "10.127.255.255", None),
+            decision(Drop, None),
+        );
+        any.insert(
+            key("10.128.0.0", "10.255.255.255", None),
+            decision(Accept, None),
+        );
+        any.insert(
+            key("192.168.1.1", "192.168.1.1", None),
+            decision(Return, Some("y")),
+        );
+        any.insert(
+            key("192.168.1.2", "192.168.1.2", None),
+            decision(Drop, None),
+        );
+        let ports = &mut new.decision_maps.get_mut("d_ports_v4").unwrap().elements;
+        // A verdict changes; an element goes.
+        ports.insert(
+            key("10.244.1.5", "10.244.1.5", Some((Tcp, 80, 80))),
+            decision(Drop, Some("a/b ingress[0]")),
+        );
+        ports.remove(&key("10.244.1.5", "10.244.1.5", Some((Udp, 0, 0))));
+        let diff = Transaction::diff(&old, &new);
+        assert_eq!(
+            diff.render(),
+            "delete element inet nftpolicy d_any_v4 { 10.0.0.0/8, 192.168.1.1 }\n\
+             add element inet nftpolicy d_any_v4 { 10.0.0.0/9 : drop, 10.128.0.0/9 : accept, \
+             192.168.1.1 comment \"y\" : return, 192.168.1.2 : drop }\n\
+             delete element inet nftpolicy d_ports_v4 { 10.244.1.5 . tcp . 80, 10.244.1.5 . udp . 0 }\n\
+             add element inet nftpolicy d_ports_v4 { 10.244.1.5 . tcp . 80 comment \"a/b ingress[0]\" : drop }\n"
+        );
+        assert_eq!(applied(&old, &diff), Ok(new.clone()));
+        let stats = diff.stats();
+        assert_eq!((stats.elements_deleted, stats.elements_added), (4, 5));
+        // In the other order the halves would overlap the whole.
+        let mut reversed = diff.clone();
+        reversed.ops.swap(0, 1);
+        assert!(matches!(
+            applied(&old, &reversed),
+            Err(TxError::Overlap(e, other)) if e == "d_any_v4 element 10.0.0.0/9" && other == "10.0.0.0/8"
+        ));
+    }
+
+    #[test]
+    fn a_redefined_decision_map_is_recreated_once_its_chains_are_flushed() {
+        let old = example::ruleset();
+        let mut new = old.clone();
+        new.decision_maps.get_mut("d_ports_v6").unwrap().ports = false;
+        new.decision_maps
+            .get_mut("d_ports_v6")
+            .unwrap()
+            .elements
+            .insert(key("fd00::1", "fd00::1", None), decision(Accept, None));
+        let comb = new.chains.get_mut("comb").unwrap();
+        comb.rules[2].verdict = Verdict::DecisionVmap {
+            family: Family::V6,
+            field: AddrField::Daddr,
+            ports: false,
+            map: "d_ports_v6".into(),
+        };
+        let diff = Transaction::diff(&old, &new);
+        let text = diff.render();
+        assert!(
+            text.starts_with(
+                "flush chain inet nftpolicy comb\n\
+                 delete map inet nftpolicy d_ports_v6\n\
+                 add map inet nftpolicy d_ports_v6 { type ipv6_addr : verdict; flags interval; }\n\
+                 add element inet nftpolicy d_ports_v6 { fd00::1 : accept }\n\
+                 add rule inet nftpolicy comb meta l4proto { tcp, udp, sctp } ip saddr . meta l4proto . th dport vmap @d_ports_v4\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(applied(&old, &diff), Ok(new.clone()));
+
+        // A chain that used the map and goes away is emptied before the map is recreated.
+        new.chains.remove("comb");
+        new.chains.get_mut("node").unwrap().rules.pop();
+        let diff = Transaction::diff(&old, &new);
+        assert_eq!(applied(&old, &diff), Ok(new.clone()));
+        let flushes = diff
+            .ops
+            .iter()
+            .filter(|op| matches!(op, Op::FlushChain(c) if c == "comb"))
+            .count();
+        assert_eq!(flushes, 1, "{}", diff.render());
+    }
+
+    #[test]
+    fn maps_are_added_before_the_rules_that_use_them_and_deleted_after() {
+        let r = example::ruleset();
+        let up = Transaction::diff(&Ruleset::default(), &r);
+        assert_eq!(applied(&Ruleset::default(), &up), Ok(r.clone()));
+        let down = Transaction::diff(&r, &Ruleset::default());
+        assert_eq!(applied(&r, &down), Ok(Ruleset::default()));
+        assert!(matches!(down.ops.last(), Some(Op::DeleteDecisionMap(_))));
+        let full = Transaction::full(&r);
+        let mut nothing = None;
+        full.apply_to(&mut nothing).unwrap();
+        assert_eq!(nothing, Some(r.clone()));
+        assert_eq!(full.stats().elements_added, 11);
+        assert!(full.render().contains(
+            "add map inet nftpolicy d_ports_v4 { type ipv4_addr . inet_proto . inet_service : verdict; flags interval; }\n\
+             add element inet nftpolicy d_ports_v4 { 0.0.0.0/0 . sctp . 0-65535 : accept, 10.0.0.0/8 . udp . 53-60 : drop, \
+             10.244.1.5 . tcp . 80 comment \"a/b ingress[0]\" : accept, 10.244.1.5 . udp . 0 comment \"\" : drop, \
+             10.244.1.6-10.244.1.9 . tcp . 1-65535 : return }\n"
+        ));
+        assert!(full
+            .render()
+            .contains("add chain inet nftpolicy node { type filter hook input priority filter; policy accept; }\n"));
+    }
+
+    /// `add element` / `delete element` of one decision map.
+    fn add(map: &str, elements: &[(DecisionKey, Decision)]) -> Op {
+        Op::AddDecisionElements(map.into(), elements.to_vec())
+    }
+
+    fn del(map: &str, keys: &[DecisionKey]) -> Op {
+        Op::DeleteDecisionElements(map.into(), keys.to_vec())
+    }
+
+    #[test]
+    fn apply_to_predicts_what_nft_does_with_interval_elements() {
+        let r = example::ruleset();
+        let fails = |ops: Vec<Op>| applied(&r, &tx(ops)).unwrap_err();
+        // Address-only map: the key must be an element's exactly.
+        for k in [
+            key("10.0.0.0", "10.0.255.255", None),
+            key("10.0.0.0", "10.0.0.0", None),
+            key("11.0.0.1", "11.0.0.1", None),
+        ] {
+            assert!(matches!(
+                fails(vec![del("d_any_v4", &[k])]),
+                TxError::Missing(..)
+            ));
+        }
+        // Twice in one operation: the second is missing.
+        let k = key("192.168.1.1", "192.168.1.1", None);
+        assert!(matches!(
+            fails(vec![del("d_any_v4", &[k, k])]),
+            TxError::Missing(..)
+        ));
+        // Map with ports: the element holding the key's first point goes.
+        let after = applied(
+            &r,
+            &tx(vec![del(
+                "d_ports_v4",
+                &[key("10.1.0.0", "10.1.0.255", Some((Udp, 60, 70)))],
+            )]),
+        )
+        .unwrap();
+        assert!(!after.decision_maps["d_ports_v4"]
+            .elements
+            .contains_key(&key("10.0.0.0", "10.255.255.255", Some((Udp, 53, 60)))));
+        assert_eq!(after.decision_maps["d_ports_v4"].elements.len(), 4);
+        for k in [
+            key("9.255.255.255", "10.0.0.1", Some((Udp, 53, 53))),
+            key("10.0.0.0", "10.0.0.0", Some((Udp, 52, 53))),
+            key("10.0.0.0", "10.0.0.0", Some((Tcp, 53, 53))),
+        ] {
+            assert!(matches!(
+                fails(vec![del("d_ports_v4", &[k])]),
+                TxError::Missing(..)
+            ));
+        }
+        // The same key with the same verdict: nothing changes, not even the comment.
+        let same = applied(
+            &r,
+            &tx(vec![add(
+                "d_any_v4",
+                &[(
+                    key("192.168.1.1", "192.168.1.1", None),
+                    decision(Return, Some("new")),
+                )],
+            )]),
+        );
+        assert_eq!(same, Ok(r.clone()));
+        // With another verdict, it conflicts.
+        assert!(matches!(
+            fails(vec![add(
+                "d_any_v4",
+                &[(
+                    key("192.168.1.1", "192.168.1.1", None),
+                    decision(Drop, None)
+                )]
+            )]),
+            TxError::Conflict(_)
+        ));
+        // Overlaps: inside, across the end, enclosing (which the kernel would take in a map
+        // with ports, ambiguously).
+        for (map, k) in [
+            ("d_any_v4", key("10.1.2.3", "10.1.2.3", None)),
+            ("d_any_v4", key("9.0.0.0", "10.0.0.0", None)),
+            ("d_any_v4", key("192.168.0.0", "192.168.255.255", None)),
+            (
+                "d_ports_v4",
+                key("10.244.1.9", "10.244.1.20", Some((Tcp, 80, 80))),
+            ),
+            (
+                "d_ports_v4",
+                key("10.244.1.5", "10.244.1.5", Some((Tcp, 1, 100))),
+            ),
+            ("d_ports_v4", key("1.0.0.0", "1.0.0.0", Some((Sctp, 7, 7)))),
+        ] {
+            assert!(
+                matches!(
+                    fails(vec![add(map, &[(k, decision(Accept, None))])]),
+                    TxError::Overlap(..)
+                ),
+                "{map} {k}"
+            );
+        }
+        // Next to an element, or with another protocol, is no overlap.
+        let beside = [
+            (key("11.0.0.0", "11.0.0.0", None), decision(Accept, None)),
+            (
+                key("9.255.255.255", "9.255.255.255", None),
+                decision(Accept, None),
+            ),
+        ];
+        assert!(applied(&r, &tx(vec![add("d_any_v4", &beside)])).is_ok());
+        let other_protocol = [(
+            key("10.244.1.5", "10.244.1.9", Some((Sctp, 80, 80))),
+            decision(Accept, None),
+        )];
+        assert!(matches!(
+            applied(&r, &tx(vec![add("d_ports_v4", &other_protocol)])),
+            Err(TxError::Overlap(..))
+        ));
+        let other_protocol = [(
+            key("10.244.1.5", "10.244.1.9", Some((Udp, 80, 80))),
+            decision(Accept, None),
+        )];
+        assert!(applied(&r, &tx(vec![add("d_ports_v4", &other_protocol)])).is_ok());
+    }
+
+    #[test]
+    fn apply_to_refuses_what_does_not_fit() {
+        let r = example::ruleset();
+        let fails = |ops: Vec<Op>| applied(&r, &tx(ops)).unwrap_err();
+        for (map, k) in [
+            ("d_any_v4", key("fd00::9", "fd00::9", None)),
+            ("d_any_v4", key("10.0.0.9", "10.0.0.1", None)),
+            ("d_any_v4", key("11.0.0.1", "11.0.0.1", Some((Tcp, 1, 1)))),
+            ("d_ports_v4", key("11.0.0.1", "11.0.0.1", None)),
+            ("d_ports_v4", key("11.0.0.1", "11.0.0.1", Some((Tcp, 9, 1)))),
+        ] {
+            assert!(matches!(
+                fails(vec![add(map, &[(k, decision(Accept, None))])]),
+                TxError::Mismatch(..)
+            ));
+            assert!(matches!(fails(vec![del(map, &[k])]), TxError::Mismatch(..)));
+        }
+        // A lookup whose key is not the map's.
+        let rule = Rule {
+            matches: vec![],
+            verdict: Verdict::DecisionVmap {
+                family: Family::V4,
+                field: AddrField::Saddr,
+                ports: true,
+                map: "d_any_v4".into(),
+            },
+            comment: None,
+        };
+        assert!(matches!(
+            fails(vec![Op::AddRule("comb".into(), rule.clone())]),
+            TxError::Mismatch(..)
+        ));
+        let missing = Rule {
+            verdict: Verdict::DecisionVmap {
+                family: Family::V4,
+                field: AddrField::Saddr,
+                ports: true,
+                map: "nope".into(),
+            },
+            ..rule
+        };
+        assert!(matches!(
+            fails(vec![Op::AddRule("comb".into(), missing)]),
+            TxError::Missing(_, DECISION_MAP)
+        ));
+        // A map in use, a map of another definition, a name taken by a set.
+        assert!(matches!(
+            fails(vec![Op::DeleteDecisionMap("d_any_v4".into())]),
+            TxError::Busy(..)
+        ));
+        let mut other = r.decision_maps["d_any_v6"].clone();
+        other.ports = true;
+        assert!(matches!(
+            fails(vec![Op::AddDecisionMap("d_any_v6".into(), other)]),
+            TxError::Conflict(_)
+        ));
+        let set = Set {
+            set_type: SetType::Addr(Family::V4),
+            comment: String::new(),
+            elements: Default::default(),
+        };
+        assert!(matches!(
+            fails(vec![Op::AddSet("d_any_v4".into(), set)]),
+            TxError::Conflict(_)
+        ));
+        let mut with_set = r.clone();
+        with_set.sets.insert(
+            "s".into(),
+            Set {
+                set_type: SetType::Addr(Family::V4),
+                comment: String::new(),
+                elements: Default::default(),
+            },
+        );
+        assert!(matches!(
+            applied(
+                &with_set,
+                &tx(vec![Op::AddDecisionMap(
+                    "s".into(),
+                    r.decision_maps["d_any_v4"].clone()
+                )])
+            ),
+            Err(TxError::Conflict(_))
+        ));
+        // A failed transaction leaves the state as it was.
+        let mut state = Some(r.clone());
+        let batch = tx(vec![
+            del("d_any_v4", &[key("192.168.1.1", "192.168.1.1", None)]),
+            del("d_any_v4", &[key("192.168.1.1", "192.168.1.1", None)]),
+        ]);
+        assert!(batch.apply_to(&mut state).is_err());
+        assert_eq!(state, Some(r));
+    }
 }

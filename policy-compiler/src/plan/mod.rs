@@ -61,7 +61,7 @@ pub fn fail_closed_ruleset() -> Ruleset {
         ruleset.chains.insert(
             direction.as_str().to_string(),
             Chain {
-                base: Some(BaseChain { priority }),
+                base: Some(BaseChain::forward(priority)),
                 rules: vec![
                     NftRule {
                         matches: vec![Match::CtEstablishedOrRelated],

@@ -146,7 +146,7 @@ impl<'i, 'a> Renderer<'i, 'a> {
         self.ruleset.chains.insert(
             direction.as_str().to_string(),
             Chain {
-                base: Some(BaseChain { priority }),
+                base: Some(BaseChain::forward(priority)),
                 rules,
             },
         );
