@@ -429,6 +429,28 @@ pub fn parse_case(source: &Source) -> Result<Case, SuiteError> {
     Ok(case)
 }
 
+impl Case {
+    /// Applies step `index` (0-based) to `cluster`: deletes, then label changes, then applies.
+    pub fn apply_step(&self, index: usize, cluster: &mut ClusterState) -> Result<(), SuiteError> {
+        let step = &self.steps[index];
+        let changes = crate::conformance::Changes {
+            delete: &step.delete,
+            labels: &step.labels,
+            apply: &step.apply,
+        };
+        crate::conformance::apply_changes(cluster, &changes, &self.file, index).map_err(|e| {
+            match e {
+                crate::conformance::ChangeError::Input(errors) => SuiteError::Input(errors),
+                crate::conformance::ChangeError::Step(message) => SuiteError::Step {
+                    file: self.file.clone(),
+                    step: index + 1,
+                    message,
+                },
+            }
+        })
+    }
+}
+
 /// A policy a case has applied: kind, namespace (empty for a ClusterNetworkPolicy), name.
 type PolicyKey = (String, String, String);
 

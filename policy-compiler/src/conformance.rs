@@ -253,68 +253,111 @@ impl Case {
     /// Applies step `index` (0-based) to `cluster`: deletes, then label changes, then applies.
     pub fn apply_step(&self, index: usize, cluster: &mut ClusterState) -> Result<(), CaseError> {
         let step = &self.steps[index];
-        for key in &step.delete {
-            let id = ObjectRef::new(key.namespace.clone().unwrap_or_default(), &key.name);
-            let removed = match Kind::from_name(&key.kind) {
-                Some(kind @ (Kind::NetworkPolicy | Kind::Pod)) => cluster.remove(kind, &id),
-                _ => {
-                    let other = &key.kind;
-                    return Err(self.step_error(index, format!("cannot delete a {other}")));
-                }
-            };
-            if !removed {
-                return Err(self.step_error(index, format!("delete: no {} {id}", key.kind)));
-            }
-        }
-        for change in &step.labels {
-            let labels = match change.kind.as_str() {
-                "Namespace" => cluster.namespace_mut(&change.name).map(|n| &mut n.labels),
-                "Pod" => {
-                    let id =
-                        ObjectRef::new(change.namespace.clone().unwrap_or_default(), &change.name);
-                    cluster.pod_mut(&id).map(|p| &mut p.labels)
-                }
-                other => return Err(self.step_error(index, format!("cannot relabel a {other}"))),
-            };
-            let Some(labels) = labels else {
-                return Err(
-                    self.step_error(index, format!("labels: no {} {}", change.kind, change.name))
-                );
-            };
-            for k in &change.remove {
-                labels.remove(k);
-            }
-            labels.extend(change.add.clone());
-            if change.kind == "Namespace" {
-                // The name label is not removable.
-                labels.insert(
-                    crate::model::NAMESPACE_NAME_LABEL.to_string(),
-                    change.name.clone(),
-                );
-            }
-        }
-        for (i, object) in step.apply.iter().enumerate() {
-            let raw = RawObject {
-                location: Location {
-                    file: format!("{} (step {}, apply)", self.file, index + 1),
-                    document: i + 1,
-                    item: None,
-                },
-                value: object.clone(),
-            };
-            match object::convert(raw, object::DEFAULT_NAMESPACE) {
-                Converted::Valid(o) => cluster.upsert(o),
-                Converted::Invalid { error, .. } => {
-                    return Err(InputErrors(vec![input::InputError::Invalid(error)]).into())
-                }
-                Converted::Other(raw) => {
-                    let other = raw.value["kind"].as_str().unwrap_or_default().to_string();
-                    return Err(self.step_error(index, format!("cannot apply a {other:?}")));
-                }
-            }
-        }
-        Ok(())
+        let changes = Changes {
+            delete: &step.delete,
+            labels: &step.labels,
+            apply: &step.apply,
+        };
+        apply_changes(cluster, &changes, &self.file, index).map_err(|e| match e {
+            ChangeError::Input(errors) => CaseError::Input(errors),
+            ChangeError::Step(message) => self.step_error(index, message),
+        })
     }
+}
+
+/// One step's changes, as the conformance suites write them.
+#[derive(Debug, Clone, Copy)]
+pub struct Changes<'a> {
+    /// Objects removed (NetworkPolicy, ClusterNetworkPolicy or Pod).
+    pub delete: &'a [ObjectKey],
+    /// Label changes on pods and namespaces.
+    pub labels: &'a [LabelChange],
+    /// Objects created, or replaced by kind, namespace and name.
+    pub apply: &'a [Value],
+}
+
+/// Why a step's changes cannot be made.
+#[derive(Debug)]
+pub enum ChangeError {
+    /// An applied object is invalid.
+    Input(InputErrors),
+    /// A change names something that does not exist, or cannot be changed.
+    Step(String),
+}
+
+/// Makes a step's changes to `cluster`: deletes, then label changes, then applies. `file` and
+/// `step` (0-based) locate the applied objects in errors.
+pub fn apply_changes(
+    cluster: &mut ClusterState,
+    changes: &Changes<'_>,
+    file: &str,
+    step: usize,
+) -> Result<(), ChangeError> {
+    for key in changes.delete {
+        let id = ObjectRef::new(key.namespace.clone().unwrap_or_default(), &key.name);
+        let removed = match Kind::from_name(&key.kind) {
+            Some(kind @ (Kind::NetworkPolicy | Kind::ClusterNetworkPolicy | Kind::Pod)) => {
+                cluster.remove(kind, &id)
+            }
+            _ => return Err(ChangeError::Step(format!("cannot delete a {}", key.kind))),
+        };
+        if !removed {
+            return Err(ChangeError::Step(format!(
+                "delete: no {} {id}",
+                key.kind
+            )));
+        }
+    }
+    for change in changes.labels {
+        let labels = match change.kind.as_str() {
+            "Namespace" => cluster.namespace_mut(&change.name).map(|n| &mut n.labels),
+            "Pod" => {
+                let id = ObjectRef::new(change.namespace.clone().unwrap_or_default(), &change.name);
+                cluster.pod_mut(&id).map(|p| &mut p.labels)
+            }
+            other => return Err(ChangeError::Step(format!("cannot relabel a {other}"))),
+        };
+        let Some(labels) = labels else {
+            return Err(ChangeError::Step(format!(
+                "labels: no {} {}",
+                change.kind, change.name
+            )));
+        };
+        for k in &change.remove {
+            labels.remove(k);
+        }
+        labels.extend(change.add.clone());
+        if change.kind == "Namespace" {
+            // The name label is not removable.
+            labels.insert(
+                crate::model::NAMESPACE_NAME_LABEL.to_string(),
+                change.name.clone(),
+            );
+        }
+    }
+    for (i, object) in changes.apply.iter().enumerate() {
+        let raw = RawObject {
+            location: Location {
+                file: format!("{file} (step {}, apply)", step + 1),
+                document: i + 1,
+                item: None,
+            },
+            value: object.clone(),
+        };
+        match object::convert(raw, object::DEFAULT_NAMESPACE) {
+            Converted::Valid(o) => cluster.upsert(o),
+            Converted::Invalid { error, .. } => {
+                return Err(ChangeError::Input(InputErrors(vec![
+                    input::InputError::Invalid(error),
+                ])))
+            }
+            Converted::Other(raw) => {
+                let other = raw.value["kind"].as_str().unwrap_or_default().to_string();
+                return Err(ChangeError::Step(format!("cannot apply a {other:?}")));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Probe {

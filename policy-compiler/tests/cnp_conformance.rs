@@ -297,3 +297,60 @@ fn the_readme_example_has_the_case_format() {
     assert!(!step.delete.is_empty() && !step.labels.is_empty() && !step.probes.is_empty());
     assert!(!case.steps[0].apply.is_empty());
 }
+
+/// The endpoint of a probe's pod over a family: a pod that takes part in policy by its address,
+/// or a host-network pod as its (node's) address.
+fn endpoint<'a>(
+    cluster: &'a policy_compiler::ClusterState,
+    pod: &ObjectRef,
+    family: policy_compiler::Family,
+) -> Option<policy_compiler::analysis::Endpoint<'a>> {
+    let p = cluster.pod(pod)?;
+    let ip = p.ip(family)?;
+    Some(if p.participates() {
+        policy_compiler::analysis::Endpoint::pod(p, ip)
+    } else {
+        policy_compiler::analysis::Endpoint::from_ip(cluster, ip)
+    })
+}
+
+#[test]
+fn every_probe_of_every_step_is_what_the_evaluator_says_in_both_families() {
+    let suite = suite();
+    let mut checked = 0;
+    for case in &suite.cases {
+        let mut cluster = suite.model.cluster.clone();
+        for (i, step) in case.steps.iter().enumerate() {
+            case.apply_step(i, &mut cluster)
+                .unwrap_or_else(|e| panic!("{}: {e}", case.file));
+            for probe in &step.probes {
+                for family in [policy_compiler::Family::V4, policy_compiler::Family::V6] {
+                    let (Some(from), Some(to)) = (
+                        endpoint(&cluster, &probe.from, family),
+                        endpoint(&cluster, &probe.to, family),
+                    ) else {
+                        panic!("{}: {} or {} has no IPv{} address", case.file, probe.from, probe.to, family.number());
+                    };
+                    let verdict =
+                        policy_compiler::analysis::evaluate(&cluster, from, to, probe.protocol, probe.port);
+                    assert_eq!(
+                        verdict.allowed(),
+                        probe.allowed,
+                        "{} step {} ({}): {} -> {} {}/{} over IPv{}:\n{}",
+                        case.file,
+                        i + 1,
+                        step.description,
+                        probe.from,
+                        probe.to,
+                        probe.port,
+                        probe.protocol,
+                        family.number(),
+                        policy_compiler::analysis::explain_text(&verdict)
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 2 * 301, "every probe in both families");
+}

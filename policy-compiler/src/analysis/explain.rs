@@ -4,8 +4,8 @@ use std::fmt::Write;
 
 use serde_json::json;
 
-use super::{ConnectionVerdict, DirectionVerdict, RuleCheck};
-use crate::model::Direction;
+use super::{ConnectionVerdict, Decision, DirectionVerdict, RuleCheck};
+use crate::model::{Direction, Tier};
 
 fn verdict_word(allowed: bool) -> &'static str {
     if allowed {
@@ -28,6 +28,37 @@ fn rule_reason(check: &RuleCheck, direction: Direction) -> String {
     }
 }
 
+/// The walk through the tiers, when a ClusterNetworkPolicy rule matched: `[Admin] a egress[2]
+/// "scrape" Pass -> [NetworkPolicy] x/deny-all: no rule allows it`.
+fn tier_path(d: &DirectionVerdict) -> Option<String> {
+    if d.tiers.is_empty() {
+        return None;
+    }
+    let mut steps: Vec<String> = Vec::new();
+    let mut tiers = d.tiers.iter();
+    let admin = d.tiers.first().filter(|m| m.rule.tier == Tier::Admin);
+    if let Some(m) = admin {
+        tiers.next();
+        steps.push(format!("{} {}", m.rule, m.action.as_api()));
+    }
+    if let Decision::NetworkPolicy(allowed) = d.decision {
+        let names: Vec<String> = d.isolated_by.iter().map(|p| p.to_string()).collect();
+        let how = match d.allowed_by().next() {
+            Some(rule) => format!("{rule} allows it"),
+            None if allowed => "its own node is always allowed".to_string(),
+            None => "no rule allows it".to_string(),
+        };
+        steps.push(format!("[NetworkPolicy] {}: {how}", names.join(", ")));
+    }
+    if let Some(m) = tiers.next() {
+        steps.push(format!("{} {}", m.rule, m.action.as_api()));
+    }
+    if d.decision == Decision::Default {
+        steps.push("[default] allowed".to_string());
+    }
+    Some(steps.join(" -> "))
+}
+
 fn write_direction(out: &mut String, d: &DirectionVerdict) {
     let (label, role) = match d.direction {
         Direction::Egress => ("egress", "source"),
@@ -40,6 +71,13 @@ fn write_direction(out: &mut String, d: &DirectionVerdict) {
         );
         return;
     };
+    if let Some(path) = tier_path(d) {
+        let word = if d.allowed() { "allowed" } else { "denied" };
+        let _ = writeln!(out, "  {label}: {word}: {path}");
+        if !matches!(d.decision, Decision::NetworkPolicy(_)) {
+            return;
+        }
+    }
     if d.isolated_by.is_empty() {
         let _ = writeln!(
             out,
@@ -89,12 +127,20 @@ pub fn explain_text(v: &ConnectionVerdict) -> String {
         );
         return out;
     }
-    if v.node_local {
+    if v.node_local && !(v.to_own_node && v.cluster_policies) {
         let _ = writeln!(
             out,
             "  traffic between a pod and its own node is always allowed (it does not cross the \
              forward hook)"
         );
+        return out;
+    }
+    if v.to_own_node {
+        let _ = writeln!(
+            out,
+            "  to its own node: NetworkPolicy allows it; ClusterNetworkPolicy egress rules judge it"
+        );
+        write_direction(&mut out, &v.egress);
         return out;
     }
     write_direction(&mut out, &v.egress);
@@ -118,9 +164,38 @@ fn direction_json(d: &DirectionVerdict) -> serde_json::Value {
     })
 }
 
-/// The explanation as JSON.
-pub fn explain_json(v: &ConnectionVerdict) -> serde_json::Value {
+fn decision_name(d: Decision) -> &'static str {
+    match d {
+        Decision::AdminAccept => "AdminAccept",
+        Decision::AdminDeny => "AdminDeny",
+        Decision::NetworkPolicy(true) => "NetworkPolicyAllow",
+        Decision::NetworkPolicy(false) => "NetworkPolicyDeny",
+        Decision::BaselineAccept => "BaselineAccept",
+        Decision::BaselineDeny => "BaselineDeny",
+        Decision::Default => "Default",
+    }
+}
+
+/// The direction's tiers, for a cluster with ClusterNetworkPolicies.
+fn tiers_json(d: &DirectionVerdict) -> serde_json::Value {
     json!({
+        "decision": decision_name(d.decision),
+        "matched": d.tiers.iter().map(|m| json!({
+            "rule": m.rule.to_string(),
+            "tier": m.rule.tier.as_api(),
+            "policy": m.rule.policy,
+            "priority": m.rule.priority,
+            "index": m.rule.index,
+            "name": m.rule.name,
+            "action": m.action.as_api(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The explanation as JSON. In a cluster with ClusterNetworkPolicies each direction also has
+/// `tiers`: the decision and the rules that matched.
+pub fn explain_json(v: &ConnectionVerdict) -> serde_json::Value {
+    let mut j = json!({
         "from": v.from,
         "to": v.to,
         "port": v.port,
@@ -130,5 +205,11 @@ pub fn explain_json(v: &ConnectionVerdict) -> serde_json::Value {
         "nodeLocal": v.node_local,
         "egress": direction_json(&v.egress),
         "ingress": direction_json(&v.ingress),
-    })
+    });
+    if v.cluster_policies {
+        j["egress"]["tiers"] = tiers_json(&v.egress);
+        j["ingress"]["tiers"] = tiers_json(&v.ingress);
+        j["toOwnNode"] = json!(v.to_own_node);
+    }
+    j
 }

@@ -209,6 +209,8 @@ pub struct ConnectionVerdict {
     pub node_local: bool,
     /// Whether a node-local connection goes from the pod to its node (else from the node).
     pub to_own_node: bool,
+    /// Whether the cluster has ClusterNetworkPolicies (explanations then show the tiers).
+    pub cluster_policies: bool,
     /// Egress at the source.
     pub egress: DirectionVerdict,
     /// Ingress at the destination.
@@ -485,6 +487,7 @@ pub fn evaluate(
         loopback,
         node_local,
         to_own_node,
+        cluster_policies: !cluster.cluster_policies().is_empty(),
         egress: judge_direction(
             cluster,
             Direction::Egress,
