@@ -438,15 +438,14 @@ impl Case {
             labels: &step.labels,
             apply: &step.apply,
         };
-        crate::conformance::apply_changes(cluster, &changes, &self.file, index).map_err(|e| {
-            match e {
-                crate::conformance::ChangeError::Input(errors) => SuiteError::Input(errors),
-                crate::conformance::ChangeError::Step(message) => SuiteError::Step {
-                    file: self.file.clone(),
-                    step: index + 1,
-                    message,
-                },
-            }
+        crate::conformance::apply_changes(cluster, &changes, &self.file, index).map_err(|e| match e
+        {
+            crate::conformance::ChangeError::Input(errors) => SuiteError::Input(errors),
+            crate::conformance::ChangeError::Step(message) => SuiteError::Step {
+                file: self.file.clone(),
+                step: index + 1,
+                message,
+            },
         })
     }
 }

@@ -302,10 +302,7 @@ pub fn apply_changes(
             _ => return Err(ChangeError::Step(format!("cannot delete a {}", key.kind))),
         };
         if !removed {
-            return Err(ChangeError::Step(format!(
-                "delete: no {} {id}",
-                key.kind
-            )));
+            return Err(ChangeError::Step(format!("delete: no {} {id}", key.kind)));
         }
     }
     for change in changes.labels {

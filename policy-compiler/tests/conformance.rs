@@ -66,7 +66,7 @@ fn evaluator_and_rulesets_match_every_upstream_step() {
                         Endpoint::pod(b, b.ip(Family::V4).expect("IPv4 model")),
                     );
                     let verdict = evaluate(&cluster, ea, eb, port.protocol, port.port);
-                    let nft = rulesets_allow(&rulesets, &ea, &eb, port)
+                    let nft = rulesets_allow(&cluster, &rulesets, &ea, &eb, port)
                         .unwrap_or_else(|e| panic!("{}: interpreter: {e}", case.name));
                     cells += 1;
                     if verdict.allowed() != expected || nft != expected {

@@ -108,7 +108,7 @@ fn demo_flows_are_judged_as_documented_by_evaluator_and_rulesets() {
                 failures.push(format!("evaluator: {}", explain_text(&verdict)));
             }
             if !verdict.loopback && !verdict.node_local {
-                let nft = rulesets_allow(&rulesets, &a, &b, port).expect("interpretable");
+                let nft = rulesets_allow(&cluster, &rulesets, &a, &b, port).expect("interpretable");
                 if nft != expected {
                     failures.push(format!("rulesets say {nft} for {from} -> {to} {port}"));
                 }

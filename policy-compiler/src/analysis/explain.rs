@@ -113,11 +113,10 @@ pub fn explain_text(v: &ConnectionVerdict) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{} -> {} {}/{}: {}",
+        "{} -> {} {}: {}",
         v.from,
         v.to,
-        v.port,
-        v.protocol,
+        v.traffic(),
         verdict_word(v.allowed())
     );
     if v.loopback {
@@ -198,8 +197,8 @@ pub fn explain_json(v: &ConnectionVerdict) -> serde_json::Value {
     let mut j = json!({
         "from": v.from,
         "to": v.to,
-        "port": v.port,
-        "protocol": v.protocol.as_api(),
+        "port": v.transport.map(|(_, port)| port),
+        "protocol": v.transport.map_or("ICMP", |(protocol, _)| protocol.as_api()),
         "allowed": v.allowed(),
         "loopback": v.loopback,
         "nodeLocal": v.node_local,

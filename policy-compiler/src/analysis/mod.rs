@@ -197,10 +197,9 @@ pub struct ConnectionVerdict {
     pub from: String,
     /// Destination.
     pub to: String,
-    /// Protocol.
-    pub protocol: Protocol,
-    /// Destination port.
-    pub port: u16,
+    /// TCP, UDP or SCTP and the destination port; `None` for a protocol without ports (ICMP,
+    /// ICMPv6, …), which only rules without ports match.
+    pub transport: Option<(Protocol, u16)>,
     /// A pod reaching its own address: the traffic never leaves its network namespace.
     pub loopback: bool,
     /// Traffic between a pod and its own node (kubelet probes, host-network pods): it never
@@ -218,6 +217,14 @@ pub struct ConnectionVerdict {
 }
 
 impl ConnectionVerdict {
+    /// The traffic judged, as `80/TCP`, or `ICMP` for a protocol without ports.
+    pub fn traffic(&self) -> String {
+        match self.transport {
+            Some((protocol, port)) => format!("{port}/{protocol}"),
+            None => "ICMP".to_string(),
+        }
+    }
+
     /// Whether the connection is allowed: loopback; from a node to its pod; from a pod to its
     /// node when its egress allows it; else when both directions do.
     pub fn allowed(&self) -> bool {
@@ -255,7 +262,10 @@ fn peer_matches(
     }
 }
 
-fn port_matches(rule: &Rule, destination: &Endpoint<'_>, protocol: Protocol, port: u16) -> bool {
+fn port_matches(rule: &Rule, destination: &Endpoint<'_>, transport: Transport) -> bool {
+    let Some((protocol, port)) = transport else {
+        return rule.ports.is_empty();
+    };
     rule.ports.is_empty()
         || rule.ports.iter().any(|p| {
             p.protocol == protocol
@@ -313,9 +323,11 @@ fn cluster_peer_matches(
 fn cluster_ports_match(
     ports: &[ClusterPort],
     destination: &Endpoint<'_>,
-    protocol: Protocol,
-    port: u16,
+    transport: Transport,
 ) -> bool {
+    let Some((protocol, port)) = transport else {
+        return ports.is_empty();
+    };
     ports.is_empty()
         || ports.iter().any(|p| match p {
             ClusterPort::Range {
@@ -339,8 +351,7 @@ fn first_tier_match(
     pod: &Pod,
     other: &Endpoint<'_>,
     destination: &Endpoint<'_>,
-    protocol: Protocol,
-    port: u16,
+    transport: Transport,
 ) -> Option<TierMatch> {
     let mut policies: Vec<&ClusterNetworkPolicy> = cluster
         .cluster_policies()
@@ -354,7 +365,7 @@ fn first_tier_match(
                 .peers
                 .iter()
                 .any(|p| cluster_peer_matches(cluster, p, rule.action, other));
-            if peer && cluster_ports_match(&rule.protocols, destination, protocol, port) {
+            if peer && cluster_ports_match(&rule.protocols, destination, transport) {
                 return Some(TierMatch {
                     rule: ClusterRuleRef {
                         policy: policy.name.clone(),
@@ -379,8 +390,7 @@ fn judge_direction(
     subject: &Endpoint<'_>,
     other: &Endpoint<'_>,
     destination: &Endpoint<'_>,
-    protocol: Protocol,
-    port: u16,
+    transport: Transport,
     to_own_node: bool,
 ) -> DirectionVerdict {
     let mut verdict = DirectionVerdict {
@@ -415,11 +425,11 @@ fn judge_direction(
                     index,
                 },
                 peer_matches: peer_ok,
-                port_matches: port_matches(rule, destination, protocol, port),
+                port_matches: port_matches(rule, destination, transport),
             });
         }
     }
-    let tier = |t| first_tier_match(cluster, t, direction, pod, other, destination, protocol, port);
+    let tier = |t| first_tier_match(cluster, t, direction, pod, other, destination, transport);
     // 1. Admin: Accept and Deny decide; Pass goes on to the NetworkPolicies.
     if let Some(m) = tier(Tier::Admin) {
         let action = m.action;
@@ -463,6 +473,28 @@ pub fn evaluate(
     protocol: Protocol,
     port: u16,
 ) -> ConnectionVerdict {
+    evaluate_transport(cluster, from, to, Some((protocol, port)))
+}
+
+/// Judges the first packet of a protocol without ports (an ICMP echo request, say) from `from` to
+/// `to`: only rules without ports match it.
+pub fn evaluate_portless(
+    cluster: &ClusterState,
+    from: Endpoint<'_>,
+    to: Endpoint<'_>,
+) -> ConnectionVerdict {
+    evaluate_transport(cluster, from, to, None)
+}
+
+/// TCP, UDP or SCTP with a destination port, or `None` for a protocol without ports.
+type Transport = Option<(Protocol, u16)>;
+
+fn evaluate_transport(
+    cluster: &ClusterState,
+    from: Endpoint<'_>,
+    to: Endpoint<'_>,
+    transport: Transport,
+) -> ConnectionVerdict {
     let loopback = match (from.pod, to.pod) {
         (Some(a), Some(b)) => a.id == b.id,
         _ => from.ip == to.ip,
@@ -482,8 +514,7 @@ pub fn evaluate(
     ConnectionVerdict {
         from: from.describe(),
         to: to.describe(),
-        protocol,
-        port,
+        transport,
         loopback,
         node_local,
         to_own_node,
@@ -494,8 +525,7 @@ pub fn evaluate(
             &from,
             &to,
             &to,
-            protocol,
-            port,
+            transport,
             to_own_node,
         ),
         ingress: judge_direction(
@@ -504,8 +534,7 @@ pub fn evaluate(
             &to,
             &from,
             &to,
-            protocol,
-            port,
+            transport,
             false,
         ),
     }

@@ -18,6 +18,7 @@
 pub mod isolation;
 pub mod naming;
 mod rules;
+mod tiers;
 
 use std::collections::BTreeMap;
 
@@ -27,7 +28,8 @@ use crate::nft::{BaseChain, Chain, Match, Rule as NftRule, Ruleset, Verdict};
 
 pub use isolation::{ClusterPlan, LocalPod, NodePlan};
 pub use naming::{
-    group_chain_name, named_port_set_name, peer_set_name, policy_chain_name, vmap_name,
+    decision_map_name, group_chain_name, named_port_set_name, peer_set_name, policy_chain_name,
+    tier_chain_name, tier_vmap_name, vmap_name, NODE_EGRESS_CHAIN,
 };
 
 impl ClusterPlan<'_> {

@@ -10,7 +10,10 @@
 //! tokens (`ALL`, `NS`, `PODS`) are uppercase, which plain tokens never are.
 
 use crate::cidr::Family;
-use crate::model::{Direction, NamespaceScope, ObjectRef, PodPeer, Policy, NAMESPACE_NAME_LABEL};
+use crate::model::{
+    ClusterNetworkPolicy, Direction, NamespaceScope, ObjectRef, PodPeer, Policy, Protocol, Tier,
+    NAMESPACE_NAME_LABEL,
+};
 use crate::selector::LabelSelector;
 
 /// The longest name generated (nft allows more; shorter names keep the ruleset reviewable).
@@ -124,6 +127,83 @@ pub fn named_port_set_name(
         "named",
         &[&policy.namespace, &policy.name, &rule_token],
         Some(family.suffix()),
+    )
+}
+
+/// The base chain on the input hook that judges what local pods send to their own node.
+pub const NODE_EGRESS_CHAIN: &str = "node_egress";
+
+/// `admin` or `baseline`: the prefix of a tier's maps and chains.
+fn tier_prefix(tier: Tier) -> &'static str {
+    match tier {
+        Tier::Admin => "admin",
+        Tier::Baseline => "baseline",
+    }
+}
+
+/// Name of the verdict map that sends a local pod's traffic to its combination chain for a tier,
+/// e.g. `admin_egress_v4`.
+pub fn tier_vmap_name(tier: Tier, direction: Direction, family: Family) -> String {
+    format!(
+        "{}_{}_{}",
+        tier_prefix(tier),
+        direction.as_str(),
+        family.suffix()
+    )
+}
+
+/// A destination named port as a combination resolves it for its subject pods: the name, and the
+/// protocol and number it has on them (`None` when they declare no port of that name).
+pub type ResolvedNamedPort<'p> = (&'p str, Option<(Protocol, u16)>);
+
+fn combination_tokens(
+    direction: Direction,
+    policies: &[&ClusterNetworkPolicy],
+    named_ports: &[ResolvedNamedPort<'_>],
+) -> Vec<String> {
+    let mut tokens = vec![direction.as_str().to_string()];
+    tokens.extend(policies.iter().map(|p| p.name.clone()));
+    if !named_ports.is_empty() {
+        tokens.push("PORTS".to_string());
+        tokens.extend(named_ports.iter().map(|(name, port)| match port {
+            Some((protocol, number)) => format!("{name}.{}.{number}", protocol.as_nft()),
+            None => format!("{name}.none"),
+        }));
+    }
+    tokens
+}
+
+/// Name of the chain for one combination of ClusterNetworkPolicies of a tier, in evaluation order,
+/// for subject pods whose named ports resolve as `named_ports` (ingress only; empty otherwise), e.g.
+/// `admin_egress_deny-all_allow-dns`.
+pub fn tier_chain_name(
+    tier: Tier,
+    direction: Direction,
+    policies: &[&ClusterNetworkPolicy],
+    named_ports: &[ResolvedNamedPort<'_>],
+) -> String {
+    let tokens = combination_tokens(direction, policies, named_ports);
+    let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    name(tier_prefix(tier), &refs, None)
+}
+
+/// Name of one of a combination's decision maps: keyed by address, protocol and port (`ports`), or
+/// by address alone for the other protocols (`any`); e.g. `admin_egress_deny-all_ports_v4`.
+pub fn decision_map_name(
+    tier: Tier,
+    direction: Direction,
+    policies: &[&ClusterNetworkPolicy],
+    named_ports: &[ResolvedNamedPort<'_>],
+    ports: bool,
+    family: Family,
+) -> String {
+    let tokens = combination_tokens(direction, policies, named_ports);
+    let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    let kind = if ports { "ports" } else { "any" };
+    name(
+        tier_prefix(tier),
+        &refs,
+        Some(&format!("{kind}_{}", family.suffix())),
     )
 }
 

@@ -12,10 +12,11 @@ use super::isolation::NodePlan;
 use super::naming::{
     group_chain_name, named_port_set_name, peer_set_name, policy_chain_name, vmap_name,
 };
+use super::tiers::{self, Layout, TierRenderer};
 use crate::cidr::Family;
 use crate::index::ClusterIndex;
 use crate::model::{
-    Direction, ObjectRef, Peer, Pod, PodPeer, Policy, PolicyPort, PortSpec, Protocol, Rule,
+    Direction, ObjectRef, Peer, Pod, PodPeer, Policy, PolicyPort, PortSpec, Protocol, Rule, Tier,
 };
 use crate::nft::{
     AddrField, BaseChain, Chain, Match, Rule as NftRule, Ruleset, Set, SetElement, SetType,
@@ -83,10 +84,14 @@ impl<'i, 'a> Renderer<'i, 'a> {
     }
 
     pub(super) fn render(mut self) -> Ruleset {
+        let layout = Layout::of(self.index.cluster());
         for (priority, direction) in [(0, Direction::Egress), (1, Direction::Ingress)] {
-            self.base_chain(direction, priority);
+            self.base_chain(&layout, direction, priority);
         }
+        tiers::node_egress_chain(&mut self.ruleset, &layout);
         let plan = std::mem::take(&mut self.plan.pods);
+        let families: Vec<Family> = self.plan.families.iter().copied().collect();
+        TierRenderer::new(self.index, families).render(&mut self.ruleset, &layout, &plan);
         for direction in Direction::BOTH {
             // Group chains and the local pods each one judges.
             let mut groups: BTreeMap<String, (Vec<&Policy>, Vec<&Pod>)> = BTreeMap::new();
@@ -118,7 +123,9 @@ impl<'i, 'a> Renderer<'i, 'a> {
         self.ruleset
     }
 
-    fn base_chain(&mut self, direction: Direction, priority: i32) {
+    /// A direction's base chain: established traffic, the Admin tier, the NetworkPolicy verdict
+    /// maps, the Baseline tier (tiers only when the cluster has rules in them).
+    fn base_chain(&mut self, layout: &Layout, direction: Direction, priority: i32) {
         let field = match direction {
             Direction::Egress => AddrField::Saddr,
             Direction::Ingress => AddrField::Daddr,
@@ -128,6 +135,13 @@ impl<'i, 'a> Renderer<'i, 'a> {
             verdict: Verdict::Accept,
             comment: None,
         }];
+        if layout.has(Tier::Admin, direction) {
+            rules.extend(tiers::dispatch_rules(
+                &mut self.ruleset,
+                Tier::Admin,
+                direction,
+            ));
+        }
         for family in [Family::V4, Family::V6] {
             let map = vmap_name(direction, family);
             self.ruleset.maps.insert(
@@ -142,6 +156,13 @@ impl<'i, 'a> Renderer<'i, 'a> {
                 verdict: Verdict::Vmap { family, field, map },
                 comment: None,
             });
+        }
+        if layout.has(Tier::Baseline, direction) {
+            rules.extend(tiers::dispatch_rules(
+                &mut self.ruleset,
+                Tier::Baseline,
+                direction,
+            ));
         }
         self.ruleset.chains.insert(
             direction.as_str().to_string(),

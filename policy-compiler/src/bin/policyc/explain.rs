@@ -143,15 +143,11 @@ fn nft_path(
     to: &Endpoint<'_>,
     verdict: &ConnectionVerdict,
 ) -> String {
-    if verdict.loopback || verdict.node_local {
+    if verdict.loopback || (verdict.node_local && !verdict.to_own_node) {
         return String::new();
     }
-    let port = PortProto {
-        port: verdict.port,
-        protocol: verdict.protocol,
-    };
     let mut out = String::new();
-    match node_outcomes(&compile_all(cluster), from, to, port) {
+    match node_outcomes(cluster, &compile_all(cluster), from, to, verdict.transport) {
         Ok(outcomes) => {
             for (node, outcome) in outcomes {
                 let word = if outcome.accepted { "accept" } else { "drop" };
