@@ -11,6 +11,7 @@ use crate::model::{
 };
 use crate::selector::{LabelSelector, Labels, Requirement};
 
+pub mod cluster_policies;
 pub mod decisions;
 
 /// SplitMix64: a tiny, well-distributed generator, stable across platforms and releases.

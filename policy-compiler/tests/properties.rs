@@ -51,6 +51,39 @@ proptest! {
     }
 }
 
+/// The outside addresses, and the nodes' own.
+fn outside_and_nodes() -> Vec<std::net::IpAddr> {
+    let mut out = outside();
+    out.extend((0..2).map(policy_compiler::generate::cluster_policies::node_address));
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// With ClusterNetworkPolicies of both tiers around the NetworkPolicies: the rendered tiers
+    /// (dispatch maps, combination chains, decision maps, the input hook for a pod's own node)
+    /// agree with the evaluator on every flow, the nodes' addresses included.
+    #[test]
+    fn tiered_rulesets_agree_with_the_evaluator(
+        seed in any::<u64>(),
+        pods in 2usize..9,
+        policies in 0usize..4,
+        cluster_policies in 1usize..5,
+    ) {
+        let c = cluster(seed, Shape { pods, policies, nodes: 2 });
+        let c = policy_compiler::generate::cluster_policies::with_cluster_policies(&c, seed, cluster_policies, 2);
+        let rulesets = compile_all(&c);
+        let bad = disagreements(&c, &rulesets, &ports(), &outside_and_nodes());
+        prop_assert!(
+            bad.is_empty(),
+            "seed {seed} pods {pods} policies {policies} cluster policies {cluster_policies}: {bad:#?}\n{:#?}\n{:#?}",
+            c.cluster_policies(),
+            c
+        );
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
