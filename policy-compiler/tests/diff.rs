@@ -437,16 +437,7 @@ fn check_agreement(old: &ClusterState, new: &ClusterState) -> Result<(), TestCas
         Connectivity::compute(old, &cidrs),
         Connectivity::compute(new, &cidrs),
     );
-    let d = diff(
-        Version {
-            cluster: old,
-            connectivity: &a,
-        },
-        Version {
-            cluster: new,
-            connectivity: &b,
-        },
-    );
+    let d = diff(Version::new(old, &a), Version::new(new, &b));
     // Between workloads, family by family.
     let (before, after) = (per_family(old, &a), per_family(new, &b));
     let mut expected: BTreeSet<Key> = BTreeSet::new();
@@ -596,7 +587,7 @@ proptest! {
         let c = cluster(seed, Shape { pods, policies, nodes: 2 });
         let cidrs = PodCidrs::parse(&["10.0.0.0/16", "fd00::/48"]).expect("cidrs");
         let conn = Connectivity::compute(&c, &cidrs);
-        let version = Version { cluster: &c, connectivity: &conn };
+        let version = Version::new(&c, &conn);
         let d = diff(version, version);
         prop_assert!(d.is_empty(), "{d:#?}");
     }

@@ -10,16 +10,7 @@ fn diff_of(old: &ClusterState, new: &ClusterState, cidrs: &PodCidrs) -> Diff {
         Connectivity::compute(old, cidrs),
         Connectivity::compute(new, cidrs),
     );
-    diff(
-        Version {
-            cluster: old,
-            connectivity: &a,
-        },
-        Version {
-            cluster: new,
-            connectivity: &b,
-        },
-    )
+    diff(Version::new(old, &a), Version::new(new, &b))
 }
 
 fn v4() -> PodCidrs {
