@@ -4,6 +4,8 @@
 //!
 //! `cargo bench --bench agent_latency` (as root). Prints medians and p99 over 60 pod adds.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,11 +17,8 @@ use nftpolicy::source::{Kind, Object, Update};
 use policy_compiler::generate::{workload, WorkloadSize};
 use policy_compiler::model::ObjectRef;
 use policylab::lab::Netns;
+use support::{block_on, percentile};
 use tokio::sync::mpsc;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 async fn measure(size: WorkloadSize, debounce: Duration) {
     let ns = Netns::create("latency").unwrap_or_else(|e| panic!("{e}"));
@@ -118,12 +117,7 @@ async fn measure(size: WorkloadSize, debounce: Duration) {
 
 fn main() {
     // `cargo bench` passes --bench; nothing to parse.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
+    block_on(async {
         for (pods, policies, namespaces, nodes) in [(1_000, 100, 10, 5), (10_000, 1_000, 100, 50)] {
             let size = WorkloadSize {
                 namespaces,

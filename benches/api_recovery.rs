@@ -9,6 +9,7 @@
 
 #[path = "../tests/kube_support/mod.rs"]
 mod kube_support;
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use kube_support::FakeApi;
 use nftpolicy::source::kube::{run, SourceMetrics, WatchOptions};
 use nftpolicy::source::{Kind, Object, Update};
 use serde_json::json;
+use support::{block_on, percentile};
 use tokio::sync::mpsc;
 
 fn pod(name: &str, ip: &str) -> serde_json::Value {
@@ -104,19 +106,14 @@ fn report(what: &str, mut times: Vec<Duration>) {
     times.sort();
     println!(
         "{what}: median {:.0} ms, max {:.0} ms ({})",
-        times[times.len() / 2].as_secs_f64() * 1e3,
-        times[times.len() - 1].as_secs_f64() * 1e3,
+        percentile(&times, 0.5).as_secs_f64() * 1e3,
+        percentile(&times, 1.0).as_secs_f64() * 1e3,
         each.join(", ")
     );
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
+    block_on(async {
         report(
             "after a 20 s outage",
             measure(Scenario::Outage(Duration::from_secs(20)), 3).await,

@@ -6,18 +6,35 @@ mod common;
 use std::time::Duration;
 
 use common::reconcile::{self, config, demo, Harness};
-use common::{kernel_available, netns};
+use common::{kernel_available, netns, Netns};
+use nftpolicy::agent::AgentConfig;
 use nftpolicy::kernel::NftKernel;
+use policy_compiler::ClusterState;
+
+/// An agent with `config` on the kernel, in a network namespace of its own (there while the
+/// returned [`Netns`] lives), that has loaded the demo in one full replace; `None` when `test`
+/// cannot use the kernel.
+async fn listed(
+    test: &str,
+    config: AgentConfig,
+) -> Option<(Netns, Harness<NftKernel>, ClusterState)> {
+    if !kernel_available(test) {
+        return None;
+    }
+    let ns = netns("agent");
+    let mut h = Harness::start(NftKernel::in_netns(ns.name()), config);
+    let cluster = demo();
+    reconcile::assert_full(&h.list(&cluster).await);
+    Some((ns, h, cluster))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_change_becomes_exactly_its_transaction() {
-    if !kernel_available("each_change_becomes_exactly_its_transaction") {
+    let Some((_ns, mut h, mut cluster)) =
+        listed("each_change_becomes_exactly_its_transaction", config()).await
+    else {
         return;
-    }
-    let ns = netns("agent");
-    let mut h = Harness::start(NftKernel::in_netns(ns.name()), config());
-    let mut cluster = demo();
-    reconcile::assert_full(&h.list(&cluster).await);
+    };
     h.assert_enforces(&cluster);
     reconcile::pod_add(&mut h, &mut cluster).await;
     reconcile::relabel(&mut h, &mut cluster).await;
@@ -28,13 +45,14 @@ async fn each_change_becomes_exactly_its_transaction() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_table_fails_the_diff_and_is_replaced_whole() {
-    if !kernel_available("a_lost_table_fails_the_diff_and_is_replaced_whole") {
+    let Some((_ns, mut h, mut cluster)) = listed(
+        "a_lost_table_fails_the_diff_and_is_replaced_whole",
+        config(),
+    )
+    .await
+    else {
         return;
-    }
-    let ns = netns("agent");
-    let mut h = Harness::start(NftKernel::in_netns(ns.name()), config());
-    let mut cluster = demo();
-    reconcile::assert_full(&h.list(&cluster).await);
+    };
     reconcile::rejected_then_full_replace(&mut h, &mut cluster, |k| {
         k.delete_table().expect("nft delete table")
     })
@@ -43,13 +61,11 @@ async fn a_lost_table_fails_the_diff_and_is_replaced_whole() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_adopts_the_table_and_sends_nothing() {
-    if !kernel_available("a_restart_adopts_the_table_and_sends_nothing") {
+    let Some((_ns, mut h, mut cluster)) =
+        listed("a_restart_adopts_the_table_and_sends_nothing", config()).await
+    else {
         return;
-    }
-    let ns = netns("agent");
-    let mut h = Harness::start(NftKernel::in_netns(ns.name()), config());
-    let mut cluster = demo();
-    reconcile::assert_full(&h.list(&cluster).await);
+    };
     let kernel = h.stop().await;
     let mut h = Harness::start(kernel, config());
     h.assert_enforces(&cluster);
@@ -61,15 +77,11 @@ async fn a_restart_adopts_the_table_and_sends_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_repairs_drift() {
-    if !kernel_available("the_audit_repairs_drift") {
-        return;
-    }
-    let ns = netns("agent");
     let mut c = config();
     c.audit_interval = Duration::from_millis(100);
-    let mut h = Harness::start(NftKernel::in_netns(ns.name()), c);
-    let cluster = demo();
-    reconcile::assert_full(&h.list(&cluster).await);
+    let Some((_ns, mut h, cluster)) = listed("the_audit_repairs_drift", c).await else {
+        return;
+    };
     reconcile::audit_repairs(&mut h, &cluster, |k| {
         k.run_script(
             "delete element inet nftpolicy pods_NS_db_PODS_app_postgres_v4 { 10.244.1.30 }\n",

@@ -117,6 +117,20 @@ fn start_with(fake: &FakeApi, options: WatchOptions) -> Running {
     }
 }
 
+/// The source on `fake`, once it has listed every kind.
+async fn start_listed(fake: &FakeApi) -> Running {
+    let mut source = start(fake);
+    source.until_listed().await;
+    source
+}
+
+/// The source on `fake`, once it has listed every kind and watches every kind.
+async fn start_watching(fake: &FakeApi) -> Running {
+    let source = start_listed(fake).await;
+    all_watching(&source.metrics, Duration::from_secs(3)).await;
+    source
+}
+
 impl Running {
     /// The next update, applied to the store.
     async fn next(&mut self, within: Duration) -> Update {
@@ -141,6 +155,12 @@ impl Running {
                 return updates;
             }
         }
+    }
+
+    /// Updates until (and with) the first lists: a Reset of every kind, within 5 s.
+    async fn until_listed(&mut self) -> Vec<Update> {
+        self.until_resets(&Kind::ENFORCED, Duration::from_secs(5))
+            .await
     }
 
     /// Updates until (and with) the Resets of every kind in `kinds`.
@@ -196,6 +216,19 @@ fn reset_keys(updates: &[Update], kind: Kind) -> Vec<ObjectRef> {
     keys
 }
 
+/// Asserts that the Resets in `updates` hold the pods and the valid policy of [`cluster`] as it
+/// starts.
+fn assert_initial_pods_and_policies(updates: &[Update]) {
+    assert_eq!(
+        reset_keys(updates, Kind::Pod),
+        [key("a", "web"), key("b", "client")]
+    );
+    assert_eq!(
+        reset_keys(updates, Kind::NetworkPolicy),
+        [key("a", "allow-b")]
+    );
+}
+
 fn key(namespace: &str, name: &str) -> ObjectRef {
     ObjectRef::new(namespace, name)
 }
@@ -240,6 +273,28 @@ async fn all_watching(metrics: &SourceMetrics, within: Duration) {
     .await;
 }
 
+/// Asserts that no kind had a watch error.
+fn assert_no_watch_errors(metrics: &SourceMetrics) {
+    for kind in Kind::ENFORCED {
+        assert_eq!(metrics.watch_errors(kind), 0, "{kind:?}");
+    }
+}
+
+/// Asserts that every kind was listed again `count` times for `reason`.
+fn assert_relists(metrics: &SourceMetrics, reason: RelistReason, count: u64) {
+    for kind in Kind::ENFORCED {
+        assert_eq!(metrics.relists(kind, reason), count, "{kind:?}");
+    }
+}
+
+/// The watch errors of every kind together.
+fn total_watch_errors(metrics: &SourceMetrics) -> u64 {
+    Kind::ENFORCED
+        .iter()
+        .map(|k| metrics.watch_errors(*k))
+        .sum()
+}
+
 fn is_stale(kind: Kind) -> impl Fn(&Update) -> bool {
     move |u| matches!(u, Update::Stale(k) if *k == kind)
 }
@@ -254,22 +309,13 @@ async fn lists_watches_and_reports_invalid_objects() {
     let mut source = start(&fake);
 
     // The initial lists: one Reset per kind, the invalid policy reported in its kind's Reset.
-    let updates = source
-        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
-        .await;
+    let updates = source.until_listed().await;
     assert_eq!(updates.len(), 3, "{updates:#?}");
     assert_eq!(
         reset_keys(&updates, Kind::Namespace),
         [key("", "a"), key("", "b")]
     );
-    assert_eq!(
-        reset_keys(&updates, Kind::Pod),
-        [key("a", "web"), key("b", "client")]
-    );
-    assert_eq!(
-        reset_keys(&updates, Kind::NetworkPolicy),
-        [key("a", "allow-b")]
-    );
+    assert_initial_pods_and_policies(&updates);
     // The bad policy comes with its kind's list, reported and left out.
     let Update::Reset { invalid, .. } = &updates[position(&updates, is_reset(Kind::NetworkPolicy))]
     else {
@@ -444,9 +490,7 @@ async fn lists_watches_and_reports_invalid_objects() {
     assert!(!allow_b.contains("300.0.0.0"), "{allow_b}");
 
     assert_eq!(source.metrics.invalid_objects(Kind::NetworkPolicy), 2);
-    for kind in Kind::ENFORCED {
-        assert_eq!(source.metrics.watch_errors(kind), 0, "{kind:?}");
-    }
+    assert_no_watch_errors(&source.metrics);
     assert_eq!(source.metrics.events_failed(), 0);
     source.quiet(Duration::from_millis(200)).await;
     source.stop().await;
@@ -455,10 +499,7 @@ async fn lists_watches_and_reports_invalid_objects() {
 #[tokio::test]
 async fn resumes_a_closed_watch_without_listing_again() {
     let fake = cluster().await;
-    let mut source = start(&fake);
-    source
-        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
-        .await;
+    let mut source = start_listed(&fake).await;
     let pods = "/api/v1/pods";
     eventually(Duration::from_secs(3), "a pod watch", || {
         Some(()).filter(|()| !watches(&fake, pods).is_empty())
@@ -507,10 +548,7 @@ async fn resumes_a_closed_watch_without_listing_again() {
 #[tokio::test]
 async fn rides_out_expiries_and_outages() {
     let fake = cluster().await;
-    let mut source = start(&fake);
-    source
-        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
-        .await;
+    let mut source = start_listed(&fake).await;
     for path in ["/api/v1/pods", "/apis/networking.k8s.io/v1/networkpolicies"] {
         eventually(Duration::from_secs(3), "the watches", || {
             Some(()).filter(|()| !watches(&fake, path).is_empty())
@@ -629,9 +667,7 @@ async fn objects_the_typed_model_rejects_and_event_failures_are_not_fatal() {
         pod("a", "web", "10.244.1.10", "node-1", json!({"app": "web"})),
     );
     let mut source = start(&fake);
-    let updates = source
-        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
-        .await;
+    let updates = source.until_listed().await;
     assert_eq!(updates.len(), 3, "{updates:#?}");
     assert_eq!(reset_keys(&updates, Kind::Namespace), [key("", "a")]);
     assert_eq!(reset_keys(&updates, Kind::Pod), [key("a", "web")]);
@@ -720,16 +756,19 @@ impl Capture {
     }
 }
 
+/// The one line of `lines` that contains `text` (asserted to be the only one).
+fn only_line<'a>(lines: &'a [String], text: &str) -> &'a str {
+    let found: Vec<&String> = lines.iter().filter(|l| l.contains(text)).collect();
+    assert_eq!(found.len(), 1, "{lines:#?}");
+    found[0]
+}
+
 #[tokio::test]
 async fn after_an_outage_every_kind_is_back_within_the_capped_backoff_and_the_log_says_it_once() {
     let logs = Capture::default();
     let _guard = logs.install();
     let fake = cluster().await;
-    let mut source = start(&fake);
-    source
-        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
-        .await;
-    all_watching(&source.metrics, Duration::from_secs(3)).await;
+    let mut source = start_watching(&fake).await;
 
     // The API server dies: the cut watches are resumed, the requests refused, every kind stale.
     fake.stop();
@@ -745,10 +784,7 @@ async fn after_an_outage_every_kind_is_back_within_the_capped_backoff_and_the_lo
     }
     // Long enough for every backoff to reach its cap (3 s).
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let errors: u64 = Kind::ENFORCED
-        .iter()
-        .map(|k| source.metrics.watch_errors(*k))
-        .sum();
+    let errors = total_watch_errors(&source.metrics);
     assert!(errors >= 9, "requests kept being retried: {errors}");
 
     // It comes back (with its watch cache started afresh: resumed watches get 410), and a pod is
@@ -771,22 +807,15 @@ async fn after_an_outage_every_kind_is_back_within_the_capped_backoff_and_the_lo
         first.at - ready
     );
     // Every kind lists again, at once and together; the new pod is in the Pod list.
-    let updates = source
-        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
-        .await;
+    let updates = source.until_listed().await;
     assert!(
         ready.elapsed() < Duration::from_secs(5),
         "back {:?} after readiness",
         ready.elapsed()
     );
     assert!(reset_keys(&updates, Kind::Pod).contains(&key("a", "late")));
-    for kind in Kind::ENFORCED {
-        assert_eq!(
-            source.metrics.relists(kind, RelistReason::Expired),
-            1,
-            "{kind:?}: the resumed watch's 410 is one re-list"
-        );
-    }
+    // The resumed watch's 410 is one re-list.
+    assert_relists(&source.metrics, RelistReason::Expired, 1);
     let lists: Vec<Instant> = kube_support::RESOURCES
         .iter()
         .map(|(_, path, _, _)| {
@@ -803,10 +832,7 @@ async fn after_an_outage_every_kind_is_back_within_the_capped_backoff_and_the_lo
     );
     assert_eq!(
         errors,
-        Kind::ENFORCED
-            .iter()
-            .map(|k| source.metrics.watch_errors(*k))
-            .sum::<u64>(),
+        total_watch_errors(&source.metrics),
         "no error after the restart: a 410 is not one"
     );
     all_watching(&source.metrics, Duration::from_secs(3)).await;
@@ -817,18 +843,10 @@ async fn after_an_outage_every_kind_is_back_within_the_capped_backoff_and_the_lo
     // The log: one warning when the outage starts, one line when it ends, with its duration;
     // nothing at ERROR (the client's own error lines are filtered out).
     let lines = logs.lines();
-    let failed: Vec<&String> = lines
-        .iter()
-        .filter(|l| l.contains("Kubernetes API request failed"))
-        .collect();
-    assert_eq!(failed.len(), 1, "{lines:#?}");
-    assert!(failed[0].contains(" WARN "), "{}", failed[0]);
-    let back: Vec<&String> = lines
-        .iter()
-        .filter(|l| l.contains("Kubernetes API reachable again"))
-        .collect();
-    assert_eq!(back.len(), 1, "{lines:#?}");
-    assert!(back[0].contains("outage_secs="), "{}", back[0]);
+    let failed = only_line(&lines, "Kubernetes API request failed");
+    assert!(failed.contains(" WARN "), "{failed}");
+    let back = only_line(&lines, "Kubernetes API reachable again");
+    assert!(back.contains("outage_secs="), "{back}");
     let loud: Vec<&String> = lines
         .iter()
         .filter(|l| {
@@ -848,11 +866,7 @@ async fn after_an_outage_every_kind_is_back_within_the_capped_backoff_and_the_lo
 #[tokio::test]
 async fn a_resumed_watch_answered_with_410_lists_again_at_once_without_an_error() {
     let fake = cluster().await;
-    let mut source = start(&fake);
-    source
-        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
-        .await;
-    all_watching(&source.metrics, Duration::from_secs(3)).await;
+    let mut source = start_watching(&fake).await;
     let pods = kube_support::path_of("pods");
 
     let expired = Instant::now();
@@ -896,9 +910,7 @@ async fn lists_in_pages_and_starts_over_in_one_page_when_a_continuation_expires(
     let mut options = WatchOptions::new("node-1");
     options.page_size = 2;
     let mut source = start_with(&fake, options);
-    let updates = source
-        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
-        .await;
+    let updates = source.until_listed().await;
     assert_eq!(
         reset_keys(&updates, Kind::Pod),
         [key("a", "db"), key("a", "web"), key("b", "client")]
@@ -914,20 +926,14 @@ async fn lists_in_pages_and_starts_over_in_one_page_when_a_continuation_expires(
     assert!(pod_lists[1].param("continue").is_some());
     assert_eq!(pod_lists[2].param("limit"), None);
     assert_eq!(pod_lists[2].param("continue"), None);
-    for kind in Kind::ENFORCED {
-        assert_eq!(source.metrics.watch_errors(kind), 0, "{kind:?}");
-    }
+    assert_no_watch_errors(&source.metrics);
     source.stop().await;
 }
 
 #[tokio::test]
 async fn a_kind_failing_while_the_others_stay_up_is_stale_until_its_watch_resumes() {
     let fake = cluster().await;
-    let mut source = start(&fake);
-    source
-        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
-        .await;
-    all_watching(&source.metrics, Duration::from_secs(3)).await;
+    let mut source = start_watching(&fake).await;
 
     // Pods fail for a while; policies keep working and change meanwhile.
     fake.fail_next("pods", 3);
@@ -969,11 +975,7 @@ async fn a_kind_failing_while_the_others_stay_up_is_stale_until_its_watch_resume
 #[tokio::test]
 async fn a_resource_version_going_backwards_lists_every_kind_again() {
     let fake = cluster().await;
-    let mut source = start(&fake);
-    source
-        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
-        .await;
-    all_watching(&source.metrics, Duration::from_secs(3)).await;
+    let mut source = start_watching(&fake).await;
 
     // A backup is taken; then the cluster moves on, and the agent follows.
     let backup = fake.snapshot();
@@ -995,26 +997,9 @@ async fn a_resource_version_going_backwards_lists_every_kind_again() {
     // is below what the agent has seen. A watch resumed from there would be accepted and silent;
     // the one-item list before it shows the API went back, and every kind is listed again.
     fake.restore(&backup).await;
-    let updates = source
-        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
-        .await;
-    assert_eq!(
-        reset_keys(&updates, Kind::Pod),
-        [key("a", "web"), key("b", "client")]
-    );
-    assert_eq!(
-        reset_keys(&updates, Kind::NetworkPolicy),
-        [key("a", "allow-b")]
-    );
-    for kind in Kind::ENFORCED {
-        assert_eq!(
-            source
-                .metrics
-                .relists(kind, RelistReason::ResourceVersionBackwards),
-            1,
-            "{kind:?}"
-        );
-    }
+    let updates = source.until_listed().await;
+    assert_initial_pods_and_policies(&updates);
+    assert_relists(&source.metrics, RelistReason::ResourceVersionBackwards, 1);
     // And what happens after the restore is seen, although its resourceVersions are below the
     // ones seen before it.
     all_watching(&source.metrics, Duration::from_secs(3)).await;
@@ -1039,41 +1024,24 @@ async fn a_resource_version_going_backwards_lists_every_kind_again() {
 async fn a_bookmark_below_the_last_resource_version_lists_every_kind_again() {
     let fake = cluster().await;
     fake.bookmarks_every(Duration::from_millis(100));
-    let mut source = start(&fake);
-    source
-        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
-        .await;
-    all_watching(&source.metrics, Duration::from_secs(3)).await;
+    let mut source = start_watching(&fake).await;
     // Bookmarks carry the current resourceVersion: nothing to do.
     fake.apply("namespaces", namespace("c", json!({"team": "c"})));
     source.next(Duration::from_secs(3)).await;
     source.quiet(Duration::from_millis(400)).await;
 
     fake.send_bookmark("pods", 5);
-    let updates = source
-        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
-        .await;
+    let updates = source.until_listed().await;
     assert!(updates.iter().any(is_stale(Kind::Pod)), "{updates:#?}");
-    for kind in Kind::ENFORCED {
-        assert_eq!(
-            source
-                .metrics
-                .relists(kind, RelistReason::ResourceVersionBackwards),
-            1,
-            "{kind:?}"
-        );
-        assert_eq!(source.metrics.watch_errors(kind), 0);
-    }
+    assert_relists(&source.metrics, RelistReason::ResourceVersionBackwards, 1);
+    assert_no_watch_errors(&source.metrics);
     source.stop().await;
 }
 
 #[tokio::test]
 async fn a_recurring_problem_is_one_event_whose_series_is_patched() {
     let fake = cluster().await;
-    let mut source = start(&fake);
-    source
-        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
-        .await;
+    let mut source = start_listed(&fake).await;
     eventually(Duration::from_secs(3), "the first Event", || {
         Some(()).filter(|()| fake.events().len() == 1)
     })
@@ -1138,10 +1106,7 @@ async fn a_recurring_problem_is_one_event_whose_series_is_patched() {
 #[tokio::test]
 async fn every_request_names_the_agent_and_its_node() {
     let fake = cluster().await;
-    let mut source = start(&fake);
-    source
-        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
-        .await;
+    let source = start_listed(&fake).await;
     eventually(Duration::from_secs(3), "an Event and the watches", || {
         let r = fake.requests();
         Some(()).filter(|()| {
@@ -1167,16 +1132,14 @@ async fn a_periodic_relist_lists_every_kind_again_without_holding_syncs() {
     let mut options = WatchOptions::new("node-1");
     options.relist_interval = Some(Duration::from_millis(600));
     let mut source = start_with(&fake, options);
-    source
-        .until_resets(&Kind::ENFORCED, Duration::from_secs(5))
-        .await;
+    source.until_listed().await;
     let updates = source
         .until_resets(&Kind::ENFORCED, Duration::from_secs(3))
         .await;
     assert_eq!(updates.len(), 3, "only Resets, no Stale: {updates:#?}");
     for kind in Kind::ENFORCED {
         assert!(source.metrics.relists(kind, RelistReason::Periodic) >= 1);
-        assert_eq!(source.metrics.watch_errors(kind), 0);
     }
+    assert_no_watch_errors(&source.metrics);
     source.stop().await;
 }

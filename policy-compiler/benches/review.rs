@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use policy_compiler::analysis::connectivity::Connectivity;
-use policy_compiler::diff::Version;
+use policy_compiler::diff::{Diff, Version};
 use policy_compiler::generate::{pod_cidrs, workload, WorkloadSize};
 use policy_compiler::model::{PolicyPort, PortSpec, Protocol};
-use policy_compiler::workload::materialize;
+use policy_compiler::workload::{materialize, PodCidrs};
+use policy_compiler::ClusterState;
 
 fn connections(c: &mut Criterion) {
     let mut group = c.benchmark_group("connections");
@@ -47,6 +48,15 @@ fn connections(c: &mut Criterion) {
     group.finish();
 }
 
+/// Both versions' connectivity and the diff between them, as `policyc diff` computes them.
+fn connectivity_diff(old: &ClusterState, new: &ClusterState, cidrs: &PodCidrs) -> Diff {
+    let (a, b) = (
+        Connectivity::compute(old, cidrs),
+        Connectivity::compute(new, cidrs),
+    );
+    policy_compiler::diff::diff(Version::new(old, &a), Version::new(new, &b))
+}
+
 /// `diff` of medium against medium with one policy edited: both connectivities and the diff, as
 /// the command computes them.
 fn diff(c: &mut Criterion) {
@@ -70,41 +80,11 @@ fn diff(c: &mut Criterion) {
         port: PortSpec::Range(30000, 30200),
     }];
     new.upsert_policy(edited);
-    let changes = {
-        let (a, b) = (
-            Connectivity::compute(&old, &cidrs),
-            Connectivity::compute(&new, &cidrs),
-        );
-        let d = policy_compiler::diff::diff(
-            Version {
-                cluster: &old,
-                connectivity: &a,
-            },
-            Version {
-                cluster: &new,
-                connectivity: &b,
-            },
-        );
-        d.added.len() + d.removed.len() + d.changed.len()
-    };
+    let d = connectivity_diff(&old, &new, &cidrs);
+    let changes = d.added.len() + d.removed.len() + d.changed.len();
     eprintln!("medium, one policy edited: {changes} changes");
     group.bench_function("medium/one_policy_edited", |b| {
-        b.iter(|| {
-            let (a, b) = (
-                Connectivity::compute(&old, &cidrs),
-                Connectivity::compute(&new, &cidrs),
-            );
-            black_box(policy_compiler::diff::diff(
-                Version {
-                    cluster: &old,
-                    connectivity: &a,
-                },
-                Version {
-                    cluster: &new,
-                    connectivity: &b,
-                },
-            ))
-        })
+        b.iter(|| black_box(connectivity_diff(&old, &new, &cidrs)))
     });
     group.finish();
 }

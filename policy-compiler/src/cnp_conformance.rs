@@ -590,14 +590,11 @@ fn check_applied(
             if namespace.is_none_or(str::is_empty) {
                 return Err("NetworkPolicy: metadata.namespace is required in a case".into());
             }
-            let raw = RawObject {
-                location: Location {
-                    file: format!("{file} (step {}, apply)", step + 1),
-                    document: index + 1,
-                    item: None,
-                },
-                value: object.clone(),
-            };
+            let raw = RawObject::document(
+                format!("{file} (step {}, apply)", step + 1),
+                index + 1,
+                object.clone(),
+            );
             match object::convert(raw, object::DEFAULT_NAMESPACE) {
                 Converted::Valid(_) => policy_key(kind, namespace, name),
                 Converted::Invalid { error, .. } => Err(InputError::Invalid(error).to_string()),

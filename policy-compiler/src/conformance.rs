@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::cluster::ClusterState;
-use crate::input::{self, InputErrors, Location, RawObject, Source};
+use crate::input::{self, InputErrors, RawObject, Source};
 use crate::model::{ObjectRef, Protocol};
 use crate::object::{self, Converted, Kind};
 
@@ -333,14 +333,11 @@ pub fn apply_changes(
         }
     }
     for (i, object) in changes.apply.iter().enumerate() {
-        let raw = RawObject {
-            location: Location {
-                file: format!("{file} (step {}, apply)", step + 1),
-                document: i + 1,
-                item: None,
-            },
-            value: object.clone(),
-        };
+        let raw = RawObject::document(
+            format!("{file} (step {}, apply)", step + 1),
+            i + 1,
+            object.clone(),
+        );
         match object::convert(raw, object::DEFAULT_NAMESPACE) {
             Converted::Valid(o) => cluster.upsert(o),
             Converted::Invalid { error, .. } => {

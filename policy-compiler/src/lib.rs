@@ -51,6 +51,8 @@ pub mod nft;
 pub mod object;
 pub mod plan;
 pub mod selector;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod verify;
 pub mod verify_rules;
 pub mod workload;

@@ -322,18 +322,10 @@ pub fn convert_as(kind: Kind, mut raw: RawObject, default_namespace: &str) -> Co
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::Location;
     use serde_json::json;
 
     fn raw(value: Value) -> RawObject {
-        RawObject {
-            location: Location {
-                file: "t.yaml".into(),
-                document: 1,
-                item: None,
-            },
-            value,
-        }
+        RawObject::document("t.yaml", 1, value)
     }
 
     #[test]

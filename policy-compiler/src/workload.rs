@@ -270,48 +270,27 @@ fn synthesize_addresses(cluster: &mut ClusterState, cidrs: &PodCidrs) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::{parse_sources, Source};
+    use crate::test_support::{
+        deployment, documents, materialized, stateful_set, HTTP_ON_8080, ONE_CONTAINER,
+    };
 
-    fn cluster(text: &str) -> ClusterState {
-        let mut c = parse_sources(&[Source {
-            name: "t.yaml".into(),
-            text: text.into(),
-        }])
-        .expect("valid")
-        .cluster;
-        materialize(&mut c, &PodCidrs::default());
-        c
-    }
-
-    const REPO: &str = "\
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: shop}
-spec:
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec: {containers: [{name: c, image: i, ports: [{name: http, containerPort: 8080}]}]}
----
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {name: db, namespace: shop}
-spec:
-  serviceName: db
-  selector: {matchLabels: {app: db}}
-  template:
-    metadata: {labels: {app: db}}
-    spec: {containers: [{name: c, image: i}]}
----
-apiVersion: v1
+    /// A repository: Deployment web (port http, 8080), StatefulSet db and Pod debug.
+    fn repo() -> String {
+        documents(&[
+            deployment("shop", "web", "app: web", HTTP_ON_8080),
+            stateful_set("shop", "db", "app: db", ONE_CONTAINER),
+            "apiVersion: v1
 kind: Pod
 metadata: {name: debug, namespace: shop, labels: {app: debug}}
 spec: {containers: [{name: c, image: i}]}
-";
+"
+            .to_string(),
+        ])
+    }
 
     #[test]
     fn each_workload_gets_one_representative_pod_with_stable_addresses() {
-        let c = cluster(REPO);
+        let c = materialized(&repo(), &PodCidrs::default());
         let names: Vec<String> = c
             .pods()
             .values()
@@ -343,8 +322,8 @@ spec: {containers: [{name: c, image: i}]}
             Some(8080)
         );
         // Adding an unrelated workload moves nobody.
-        let more = format!("{REPO}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: other, namespace: x}}\nspec: {{containers: [{{name: c, image: i}}]}}\n");
-        let c2 = cluster(&more);
+        let more = format!("{}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: other, namespace: x}}\nspec: {{containers: [{{name: c, image: i}}]}}\n", repo());
+        let c2 = materialized(&more, &PodCidrs::default());
         for pod in c.pods().values() {
             assert_eq!(c2.pod(&pod.id).expect("still there").ips, pod.ips);
         }
@@ -352,13 +331,7 @@ spec: {containers: [{name: c, image: i}]}
 
     #[test]
     fn one_ipv4_cidr_gives_single_stack_pods() {
-        let mut c = parse_sources(&[Source {
-            name: "t.yaml".into(),
-            text: REPO.into(),
-        }])
-        .expect("valid")
-        .cluster;
-        materialize(&mut c, &PodCidrs::parse(&["10.0.0.0/24"]).expect("cidr"));
+        let c = materialized(&repo(), &PodCidrs::parse(&["10.0.0.0/24"]).expect("cidr"));
         for pod in c.pods().values() {
             assert_eq!(pod.ips.len(), 1);
             assert!(Cidr::new(IpAddr::from([10, 0, 0, 0]), 24).contains(&pod.ips[0]));
@@ -372,13 +345,7 @@ spec: {containers: [{name: c, image: i}]}
         let pods: String = (0..50)
             .map(|i| format!("---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}}}\nspec: {{containers: [{{name: c, image: i}}]}}\n"))
             .collect();
-        let mut c = parse_sources(&[Source {
-            name: "t.yaml".into(),
-            text: pods,
-        }])
-        .expect("valid")
-        .cluster;
-        materialize(&mut c, &PodCidrs::parse(&["10.0.0.0/26"]).expect("cidr"));
+        let c = materialized(&pods, &PodCidrs::parse(&["10.0.0.0/26"]).expect("cidr"));
         let ips: BTreeSet<IpAddr> = c.pods().values().flat_map(|p| p.ips.clone()).collect();
         assert_eq!(ips.len(), 50);
     }
@@ -424,7 +391,7 @@ items:
   spec: {nodeName: n1, containers: [{name: c, image: i}]}
   status: {phase: Pending}
 ";
-        let c = cluster(dump);
+        let c = materialized(dump, &PodCidrs::default());
         let web = c
             .pod(&ObjectRef::new("shop", "web-5d8-abcde"))
             .expect("web pod");

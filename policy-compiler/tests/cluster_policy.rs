@@ -891,14 +891,7 @@ fn errors_name_the_file_document_object_and_field() {
 }
 
 fn raw(value: Value) -> RawObject {
-    RawObject {
-        location: Location {
-            file: "t.yaml".into(),
-            document: 1,
-            item: None,
-        },
-        value,
-    }
+    RawObject::document("t.yaml", 1, value)
 }
 
 #[test]

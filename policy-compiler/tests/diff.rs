@@ -28,23 +28,20 @@ fn expected(name: &str) -> String {
 
 const CIDR: &str = "10.244.0.0/16";
 
-/// `diff --pod-cidr CIDR <extra> OLD -- NEW` of the fixture's two versions.
-fn fixture_diff(extra: &[&str]) -> Output {
-    let (ns, base, changed) = (
-        fixture("diff/namespaces.yaml"),
-        fixture("diff/base"),
-        fixture("diff/changed"),
-    );
+/// `diff --pod-cidr CIDR <extra> NAMESPACES BASE -- NAMESPACES <new>`: the fixture's base against
+/// the paths `new` (with the fixture's namespaces).
+fn diff_from_base(extra: &[&str], new: &[&str]) -> Output {
+    let (ns, base) = (fixture("diff/namespaces.yaml"), fixture("diff/base"));
     let mut args = vec!["diff", "--pod-cidr", CIDR];
     args.extend(extra);
-    args.extend([
-        ns.as_str(),
-        base.as_str(),
-        "--",
-        ns.as_str(),
-        changed.as_str(),
-    ]);
+    args.extend([ns.as_str(), base.as_str(), "--", ns.as_str()]);
+    args.extend(new);
     policyc(&args, None)
+}
+
+/// `diff --pod-cidr CIDR <extra> OLD -- NEW` of the fixture's two versions.
+fn fixture_diff(extra: &[&str]) -> Output {
+    diff_from_base(extra, &[&fixture("diff/changed")])
 }
 
 fn stdout_of(out: &Output, status: i32) -> String {
@@ -103,56 +100,18 @@ fn options_work_before_between_and_after_the_old_paths() {
         fixture("diff/changed"),
     );
     let golden: serde_json::Value = serde_json::from_str(&expected("diff.json")).expect("golden");
-    let orders: [Vec<&str>; 4] = [
+    // The old side, options among its paths; the new side is `-- NAMESPACES CHANGED` each time.
+    let old_sides: [Vec<&str>; 4] = [
         // As the issue writes it.
-        vec![
-            "diff",
-            "--pod-cidr",
-            CIDR,
-            "-o",
-            "json",
-            &ns,
-            &base,
-            "--",
-            &ns,
-            &changed,
-        ],
-        vec![
-            "diff",
-            &ns,
-            &base,
-            "--pod-cidr",
-            CIDR,
-            "-o",
-            "json",
-            "--",
-            &ns,
-            &changed,
-        ],
-        vec![
-            "diff",
-            "-o",
-            "json",
-            &ns,
-            "--pod-cidr",
-            CIDR,
-            &base,
-            "--",
-            &ns,
-            &changed,
-        ],
-        vec![
-            "diff",
-            &ns,
-            "--output=json",
-            &base,
-            "--pod-cidr=10.244.0.0/16",
-            "--",
-            &ns,
-            &changed,
-        ],
+        vec!["--pod-cidr", CIDR, "-o", "json", &ns, &base],
+        vec![&ns, &base, "--pod-cidr", CIDR, "-o", "json"],
+        vec!["-o", "json", &ns, "--pod-cidr", CIDR, &base],
+        vec![&ns, "--output=json", &base, "--pod-cidr=10.244.0.0/16"],
     ];
-    for args in orders {
+    for old_side in old_sides {
+        let mut args = vec!["diff"];
+        args.extend(old_side);
+        args.extend(["--", &ns, &changed]);
         let out = policyc(&args, None);
         let json: serde_json::Value = serde_json::from_str(&stdout_of(&out, 0)).expect("json");
         assert_eq!(json, golden, "{args:?}");
@@ -183,19 +142,8 @@ fn fail_on_exits_1_only_for_the_kinds_asked() {
         fixture("diff/changed/policies.yaml"),
     );
     // The workloads change, the policies do not: a pair added and one removed, none changed.
-    let workloads_only = |fail_on: &[&str]| {
-        let mut args = vec!["diff", "--pod-cidr", CIDR];
-        args.extend(fail_on);
-        args.extend([
-            ns.as_str(),
-            &base,
-            "--",
-            &ns,
-            &changed_workloads,
-            &base_policies,
-        ]);
-        policyc(&args, None)
-    };
+    let workloads_only =
+        |fail_on: &[&str]| diff_from_base(fail_on, &[&changed_workloads, &base_policies]);
     let out = workloads_only(&[]);
     assert_eq!(
         stdout_of(&out, 0),
@@ -218,19 +166,7 @@ fn fail_on_exits_1_only_for_the_kinds_asked() {
         assert!(text(&out.stdout).starts_with("added: "), "{fail_on:?}");
     }
     // A cluster as it runs against the policies of a branch: only the policies change.
-    let branch = |fail_on: &[&str]| {
-        let mut args = vec!["diff", "--pod-cidr", CIDR];
-        args.extend(fail_on);
-        args.extend([
-            ns.as_str(),
-            &base,
-            "--",
-            &ns,
-            &base_workloads,
-            &changed_policies,
-        ]);
-        policyc(&args, None)
-    };
+    let branch = |fail_on: &[&str]| diff_from_base(fail_on, &[&base_workloads, &changed_policies]);
     assert_eq!(
         stdout_of(&branch(&[]), 0),
         "added: ops/monitor[Deployment] => 198.51.100.0-198.51.100.255 : TCP 443 (by ops/monitor-egress-partners)\n\
@@ -437,16 +373,7 @@ fn check_agreement(old: &ClusterState, new: &ClusterState) -> Result<(), TestCas
         Connectivity::compute(old, &cidrs),
         Connectivity::compute(new, &cidrs),
     );
-    let d = diff(
-        Version {
-            cluster: old,
-            connectivity: &a,
-        },
-        Version {
-            cluster: new,
-            connectivity: &b,
-        },
-    );
+    let d = diff(Version::new(old, &a), Version::new(new, &b));
     // Between workloads, family by family.
     let (before, after) = (per_family(old, &a), per_family(new, &b));
     let mut expected: BTreeSet<Key> = BTreeSet::new();
@@ -596,7 +523,7 @@ proptest! {
         let c = cluster(seed, Shape { pods, policies, nodes: 2 });
         let cidrs = PodCidrs::parse(&["10.0.0.0/16", "fd00::/48"]).expect("cidrs");
         let conn = Connectivity::compute(&c, &cidrs);
-        let version = Version { cluster: &c, connectivity: &conn };
+        let version = Version::new(&c, &conn);
         let d = diff(version, version);
         prop_assert!(d.is_empty(), "{d:#?}");
     }

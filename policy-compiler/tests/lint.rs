@@ -33,6 +33,19 @@ const EXPECTED: [(usize, usize, &str, &str); 11] = [
     (165, 3, "warning", "egress-blocks-dns"),
 ];
 
+/// Every lint rule's id, in the order of the rules table.
+const RULE_IDS: [&str; 9] = [
+    "policy-selects-no-pod",
+    "peer-matches-nothing",
+    "named-port-undeclared",
+    "rule-duplicate",
+    "rule-shadowed",
+    "ipblock-covers-pod-cidr",
+    "egress-blocks-dns",
+    "namespace-not-declared",
+    "workload-not-isolated",
+];
+
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("policyc-lint-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -333,20 +346,7 @@ fn check_code_scanning_rules(sarif: &Value) {
         .iter()
         .map(|r| r["id"].as_str().expect("id"))
         .collect();
-    assert_eq!(
-        ids,
-        [
-            "policy-selects-no-pod",
-            "peer-matches-nothing",
-            "named-port-undeclared",
-            "rule-duplicate",
-            "rule-shadowed",
-            "ipblock-covers-pod-cidr",
-            "egress-blocks-dns",
-            "namespace-not-declared",
-            "workload-not-isolated",
-        ]
-    );
+    assert_eq!(ids, RULE_IDS);
     for rule in rules {
         for key in ["name", "shortDescription", "fullDescription", "help"] {
             assert!(!rule[key].is_null(), "{key} of {}", rule["id"]);
@@ -492,17 +492,7 @@ fn standard_input_is_named_stdin() {
 fn the_rules_are_listed_in_help() {
     let out = policyc(&["lint", "--help"], None);
     let help = text(&out.stdout);
-    for rule in [
-        "policy-selects-no-pod",
-        "peer-matches-nothing",
-        "named-port-undeclared",
-        "rule-duplicate",
-        "rule-shadowed",
-        "ipblock-covers-pod-cidr",
-        "egress-blocks-dns",
-        "namespace-not-declared",
-        "workload-not-isolated",
-    ] {
+    for rule in RULE_IDS {
         assert!(help.contains(rule), "{rule} missing from {help}");
     }
 }

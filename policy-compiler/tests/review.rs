@@ -177,6 +177,13 @@ fn policyc_lines(script: &str) -> Vec<String> {
         .collect()
 }
 
+/// The policyc command lines of a script, of a step or job that `may_fail`.
+fn script_commands(script: &str, may_fail: bool) -> impl Iterator<Item = RecipeCommand> {
+    policyc_lines(script)
+        .into_iter()
+        .map(move |line| RecipeCommand { line, may_fail })
+}
+
 fn strings(map: &Value) -> BTreeMap<String, String> {
     map.as_object()
         .expect("a mapping of variables")
@@ -192,11 +199,7 @@ fn github_actions() -> Recipe {
         for step in job["steps"].as_array().expect("steps") {
             if let Some(run) = step["run"].as_str() {
                 let may_fail = step["continue-on-error"] == json!(true);
-                commands.extend(
-                    policyc_lines(run)
-                        .into_iter()
-                        .map(|line| RecipeCommand { line, may_fail }),
-                );
+                commands.extend(script_commands(run, may_fail));
             }
         }
     }
@@ -214,11 +217,8 @@ fn gitlab_ci() -> Recipe {
         let may_fail = job["allow_failure"] == json!(true);
         for key in ["before_script", "script"] {
             for entry in job[key].as_array().into_iter().flatten() {
-                commands.extend(
-                    policyc_lines(entry.as_str().expect("a script line"))
-                        .into_iter()
-                        .map(|line| RecipeCommand { line, may_fail }),
-                );
+                let script = entry.as_str().expect("a script line");
+                commands.extend(script_commands(script, may_fail));
             }
         }
     }
@@ -433,38 +433,35 @@ fn shape(v: &Value) -> Value {
     }
 }
 
-fn explain_json(args: &[&str]) -> Value {
-    let out = policyc(args, None);
-    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+/// `policyc explain MANIFESTS --from FROM --to TO --port PORT <extra>`.
+fn explain(manifests: &str, from: &str, to: &str, port: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "explain", manifests, "--from", from, "--to", to, "--port", port,
+    ];
+    args.extend(extra);
+    policyc(&args, None)
+}
+
+/// [`explain`] with `-o json`, which must succeed: its JSON.
+fn explain_json(manifests: &str, from: &str, to: &str, port: &str) -> Value {
+    let out = explain(manifests, from, to, port, &["-o", "json"]);
+    assert!(
+        out.status.success(),
+        "explain {manifests} --from {from} --to {to} --port {port}: {}",
+        text(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("JSON")
 }
 
 #[test]
 fn explain_keeps_its_json_shape_when_given_workload_names() {
-    let workloads = explain_json(&[
-        "explain",
-        BASE,
-        "--from",
-        "shop/frontend",
-        "--to",
-        "shop/api[Deployment]",
-        "--port",
-        "8000/TCP",
-        "-o",
-        "json",
-    ]);
-    let pods = explain_json(&[
-        "explain",
+    let workloads = explain_json(BASE, "shop/frontend", "shop/api[Deployment]", "8000/TCP");
+    let pods = explain_json(
         "fixtures/demo",
-        "--from",
         "frontend/web-0",
-        "--to",
         "backend/api-0",
-        "--port",
         "9090/TCP",
-        "-o",
-        "json",
-    ]);
+    );
     assert_eq!(shape(&workloads), shape(&pods));
     assert_eq!(
         workloads["from"],
@@ -475,47 +472,24 @@ fn explain_keeps_its_json_shape_when_given_workload_names() {
     assert_eq!(workloads["ingress"]["pod"], "shop/api[Deployment]");
     assert_eq!(workloads["allowed"], true);
     // On a dump, a workload name is its first pod: the same answer as the pod's name.
-    let dump_workloads = explain_json(&[
-        "explain",
+    let dump_workloads = explain_json(
         "fixtures/demo",
-        "--from",
         "frontend/web",
-        "--to",
         "backend/api[StatefulSet]",
-        "--port",
         "9090/TCP",
-        "-o",
-        "json",
-    ]);
+    );
     assert_eq!(dump_workloads, pods);
     // A workload named without its kind is the same workload.
-    let without_kind = explain_json(&[
-        "explain",
-        BASE,
-        "--from",
-        "shop/frontend[Deployment]",
-        "--to",
-        "shop/api",
-        "--port",
-        "8000/TCP",
-        "-o",
-        "json",
-    ]);
+    let without_kind = explain_json(BASE, "shop/frontend[Deployment]", "shop/api", "8000/TCP");
     assert_eq!(without_kind, workloads);
 
     // Text names the workload's pod and its address.
-    let out = policyc(
-        &[
-            "explain",
-            BASE,
-            "--from",
-            "shop/frontend",
-            "--to",
-            "shop/api[Deployment]",
-            "--port",
-            "8000/TCP",
-        ],
-        None,
+    let out = explain(
+        BASE,
+        "shop/frontend",
+        "shop/api[Deployment]",
+        "8000/TCP",
+        &[],
     );
     assert!(out.status.success());
     let stdout = text(&out.stdout);

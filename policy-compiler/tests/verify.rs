@@ -5,7 +5,8 @@ mod common;
 
 use common::{policyc, text};
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Output;
 
 fn fixture(path: &str) -> String {
     common::fixtures().join(path).display().to_string()
@@ -18,6 +19,14 @@ fn rules_file(test: &str, body: &str) -> PathBuf {
     let path = dir.join("rules.yaml");
     std::fs::write(&path, body).expect("write");
     path
+}
+
+/// `policyc verify MANIFESTS --rules RULES <extra>`.
+fn verify(manifests: &str, rules: &Path, extra: &[&str]) -> Output {
+    let rules = rules.display().to_string();
+    let mut args = vec!["verify", manifests, "--rules", &rules];
+    args.extend(extra);
+    policyc(&args, None)
 }
 
 #[test]
@@ -53,15 +62,7 @@ fn rules_that_hold_exit_0() {
          - name: the api reaches postgres\n  allow: {from: {workload: backend/api}, to: {workload: db/postgres}, port: 5432}\n\
          - name: nothing reaches the api from outside\n  deny: {from: {cidr: 0.0.0.0/0}, to: {workload: backend/api}}\n",
     );
-    let out = policyc(
-        &[
-            "verify",
-            &fixture("demo"),
-            "--rules",
-            &rules.display().to_string(),
-        ],
-        None,
-    );
+    let out = verify(&fixture("demo"), &rules, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
@@ -80,15 +81,7 @@ fn many_violations_are_counted_and_the_first_shown() {
         "many",
         "rules:\n- name: nothing talks\n  deny: {from: {pods: {}}, to: {pods: {}}}\n",
     );
-    let out = policyc(
-        &[
-            "verify",
-            &fixture("demo"),
-            "--rules",
-            &rules.display().to_string(),
-        ],
-        None,
-    );
+    let out = verify(&fixture("demo"), &rules, &[]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
@@ -102,17 +95,7 @@ fn many_violations_are_counted_and_the_first_shown() {
     );
     assert_eq!(lines[11], "  and 8 more");
     assert_eq!(lines[12], "1 of 1 rule violated");
-    let out = policyc(
-        &[
-            "verify",
-            &fixture("demo"),
-            "--rules",
-            &rules.display().to_string(),
-            "-o",
-            "json",
-        ],
-        None,
-    );
+    let out = verify(&fixture("demo"), &rules, &["-o", "json"]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(json["rules"][0]["violation_count"], 18);
     assert_eq!(
@@ -145,10 +128,7 @@ fn invalid_rules_and_input_exit_2_with_nothing_on_stdout() {
     ];
     for (name, body, message) in cases {
         let rules = rules_file(name, body);
-        let out = policyc(
-            &["verify", &demo, "--rules", &rules.display().to_string()],
-            None,
-        );
+        let out = verify(&demo, &rules, &[]);
         assert_eq!(out.status.code(), Some(2), "{name}");
         assert!(out.stdout.is_empty(), "{name}: {}", text(&out.stdout));
         let err = text(&out.stderr);
@@ -172,15 +152,7 @@ fn invalid_rules_and_input_exit_2_with_nothing_on_stdout() {
         "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: 1}\n",
     )
     .expect("write");
-    let out = policyc(
-        &[
-            "verify",
-            &bad.display().to_string(),
-            "--rules",
-            &rules.display().to_string(),
-        ],
-        None,
-    );
+    let out = verify(&bad.display().to_string(), &rules, &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
     assert!(

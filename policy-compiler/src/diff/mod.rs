@@ -46,6 +46,16 @@ pub struct Version<'a> {
     pub connectivity: &'a Connectivity,
 }
 
+impl<'a> Version<'a> {
+    /// A cluster with the connectivity computed from it.
+    pub fn new(cluster: &'a ClusterState, connectivity: &'a Connectivity) -> Self {
+        Version {
+            cluster,
+            connectivity,
+        }
+    }
+}
+
 /// How a pair changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ChangeKind {

@@ -4,9 +4,7 @@
 use serde_json::{json, Value};
 
 use super::{Change, ChangeKind, Diff};
-use crate::analysis::connectivity::report::connection_json;
-use crate::analysis::connectivity::Connection;
-use crate::cidr::Family;
+use crate::analysis::connectivity::report::{allowed_text, connection_json, family_suffix};
 
 /// The nft transaction a node's agent would apply to go from the old ruleset to the new one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,21 +24,11 @@ const KINDS: [(ChangeKind, &str); 3] = [
     (ChangeKind::Changed, "changed"),
 ];
 
-fn family_suffix(family: Option<Family>) -> String {
-    family
-        .map(|f| format!(" (IPv{} only)", f.number()))
-        .unwrap_or_default()
-}
-
 /// `shop/allow-web, workload shop/web[Deployment]`: what causes a change.
 fn causes(change: &Change) -> String {
     let mut parts: Vec<String> = change.policies.iter().map(ToString::to_string).collect();
     parts.extend(change.workloads.iter().map(|w| format!("workload {w}")));
     parts.join(", ")
-}
-
-fn allowed(c: &Connection<'_>) -> String {
-    format!("{}{}", c.allowed, family_suffix(c.family))
 }
 
 /// One line per change (`added: a => b : TCP 80 (by shop/allow-web)`, `changed: a => b : TCP 80
@@ -50,8 +38,8 @@ pub fn to_text(diff: &Diff, transaction: Option<&NodeTransaction>) -> String {
     for (kind, word) in KINDS {
         for c in diff.of_kind(kind) {
             let sets = match kind {
-                ChangeKind::Added => allowed(&c.after()),
-                ChangeKind::Removed => allowed(&c.before()),
+                ChangeKind::Added => allowed_text(&c.after()),
+                ChangeKind::Removed => allowed_text(&c.before()),
                 ChangeKind::Changed => {
                     format!("{} -> {}{}", c.before, c.after, family_suffix(c.family))
                 }
@@ -147,8 +135,8 @@ pub fn to_markdown(diff: &Diff, transaction: Option<&NodeTransaction>) -> String
                             "| {} | {} | {} | {} | {} |",
                             c.from,
                             c.to,
-                            allowed(&c.before()),
-                            allowed(&c.after()),
+                            allowed_text(&c.before()),
+                            allowed_text(&c.after()),
                             causes(c)
                         )
                     })
@@ -168,7 +156,7 @@ pub fn to_markdown(diff: &Diff, transaction: Option<&NodeTransaction>) -> String
                             "| {} | {} | {} | {} |",
                             c.from,
                             c.to,
-                            allowed(&conn),
+                            allowed_text(&conn),
                             causes(c)
                         )
                     })

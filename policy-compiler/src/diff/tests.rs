@@ -1,33 +1,16 @@
 use super::*;
-use crate::input::{parse_sources, read_paths, Source};
+use crate::input::{parse_sources, read_paths};
+use crate::test_support::{
+    deployment, documents, materialized, namespace, network_policy, ONE_CONTAINER,
+};
 use crate::workload::{materialize, PodCidrs};
-
-fn cluster(text: &str, cidrs: &PodCidrs) -> ClusterState {
-    let mut c = parse_sources(&[Source {
-        name: "t.yaml".into(),
-        text: text.into(),
-    }])
-    .expect("valid")
-    .cluster;
-    materialize(&mut c, cidrs);
-    c
-}
 
 fn diff_of(old: &ClusterState, new: &ClusterState, cidrs: &PodCidrs) -> Diff {
     let (a, b) = (
         Connectivity::compute(old, cidrs),
         Connectivity::compute(new, cidrs),
     );
-    diff(
-        Version {
-            cluster: old,
-            connectivity: &a,
-        },
-        Version {
-            cluster: new,
-            connectivity: &b,
-        },
-    )
+    diff(Version::new(old, &a), Version::new(new, &b))
 }
 
 fn v4() -> PodCidrs {
@@ -89,62 +72,46 @@ fn a_version_against_itself_is_empty() {
     assert!(diff_of(&c, &c.clone(), &PodCidrs::default()).is_empty());
 }
 
-const SHOP: &str = "\
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop, labels: {team: shop}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: shop}
-spec:
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web, tier: front}}
-    spec: {containers: [{name: c, image: i}]}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: client, namespace: shop}
-spec:
-  selector: {matchLabels: {app: client}}
-  template:
-    metadata: {labels: {app: client}}
-    spec: {containers: [{name: c, image: i}]}
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: deny, namespace: shop}
-spec:
-  podSelector: {}
-  policyTypes: [Ingress, Egress]
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: front, namespace: shop}
-spec:
-  podSelector: {matchLabels: {tier: front}}
+/// Namespace shop; web (labelled tier: front) and client; every pod isolated (`deny`), client
+/// reaching web on 80 (`front`), client's egress to its namespace (`client`).
+fn shop() -> String {
+    documents(&[
+        namespace("shop", "team: shop"),
+        deployment("shop", "web", "app: web, tier: front", ONE_CONTAINER),
+        deployment("shop", "client", "app: client", ONE_CONTAINER),
+        network_policy(
+            "shop",
+            "deny",
+            "  podSelector: {}\n  policyTypes: [Ingress, Egress]\n",
+        ),
+        network_policy(
+            "shop",
+            "front",
+            "  podSelector: {matchLabels: {tier: front}}
   ingress: [{from: [{podSelector: {matchLabels: {app: client}}}], ports: [{port: 80}]}]
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: client, namespace: shop}
-spec:
-  podSelector: {matchLabels: {app: client}}
+",
+        ),
+        network_policy(
+            "shop",
+            "client",
+            "  podSelector: {matchLabels: {app: client}}
   policyTypes: [Egress]
   egress: [{to: [{namespaceSelector: {matchLabels: {team: shop}}}]}]
-";
+",
+        ),
+    ])
+}
 
 #[test]
 fn a_relabelled_workload_is_named_when_no_policy_changed() {
-    let old = cluster(SHOP, &v4());
+    let old = materialized(&shop(), &v4());
     assert_eq!(
         lines(&diff_of(&old, &old, &v4())),
         Vec::<String>::new(),
         "client reaches web on 80 in both"
     );
     // web loses the tier label that `front` selects it by: its ingress is `deny`'s alone.
-    let new = cluster(&SHOP.replace("app: web, tier: front", "app: web"), &v4());
+    let new = materialized(&shop().replace("app: web, tier: front", "app: web"), &v4());
     assert_eq!(
         lines(&diff_of(&old, &new, &v4())),
         [
@@ -153,7 +120,7 @@ fn a_relabelled_workload_is_named_when_no_policy_changed() {
         ]
     );
     // The shop namespace loses the label client's egress needs.
-    let new = cluster(&SHOP.replace("labels: {team: shop}", "labels: {}"), &v4());
+    let new = materialized(&shop().replace("labels: {team: shop}", "labels: {}"), &v4());
     assert_eq!(
         lines(&diff_of(&old, &new, &v4())),
         [
@@ -165,22 +132,22 @@ fn a_relabelled_workload_is_named_when_no_policy_changed() {
 
 #[test]
 fn edited_policies_are_named_and_redundant_isolation_is_not() {
-    let old = cluster(SHOP, &v4());
+    let old = materialized(&shop(), &v4());
     // `front` opens 443 too; a new policy isolates client for egress, as `client` already does,
     // and allows nothing to web: it changes nothing for client => web.
     let new = format!(
         "{}---\n{}",
-        SHOP.replace("ports: [{port: 80}]", "ports: [{port: 80}, {port: 443}]"),
-        "apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: client-dns, namespace: shop}
-spec:
-  podSelector: {matchLabels: {app: client}}
+        shop().replace("ports: [{port: 80}]", "ports: [{port: 80}, {port: 443}]"),
+        network_policy(
+            "shop",
+            "client-dns",
+            "  podSelector: {matchLabels: {app: client}}
   policyTypes: [Egress]
   egress: [{ports: [{port: 53, protocol: UDP}], to: [{ipBlock: {cidr: 10.96.0.10/32}}]}]
-"
+",
+        )
     );
-    let new = cluster(&new, &v4());
+    let new = materialized(&new, &v4());
     assert_eq!(
         lines(&diff_of(&old, &new, &v4())),
         [
@@ -192,12 +159,12 @@ spec:
     );
     // Without `deny` and `front`, nothing isolates web for ingress: both are named, as the
     // policies whose isolation is gone.
-    let open = SHOP
+    let open = shop()
         .split("---\n")
         .filter(|d| !d.contains("name: deny") && !d.contains("name: front"))
         .collect::<Vec<_>>()
         .join("---\n");
-    let new = cluster(&open, &v4());
+    let new = materialized(&open, &v4());
     let d = diff_of(&old, &new, &v4());
     let web = d
         .changed
@@ -218,22 +185,23 @@ spec:
 #[test]
 fn a_moved_ipblock_shows_exactly_the_addresses_that_changed() {
     let with_block = |block: &str| {
-        format!(
-            "{SHOP}---\napiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {{name: partners, namespace: shop}}
-spec:
-  podSelector: {{matchLabels: {{app: web}}}}
+        let partners = network_policy(
+            "shop",
+            "partners",
+            &format!(
+                "  podSelector: {{matchLabels: {{app: web}}}}
   ingress: [{{from: [{{ipBlock: {block}}}], ports: [{{port: 8443}}]}}]
 "
-        )
+            ),
+        );
+        format!("{}---\n{partners}", shop())
     };
     // 192.0.2.64-192.0.2.255 before; 192.0.2.0-192.0.2.127 after.
-    let old = cluster(
+    let old = materialized(
         &with_block("{cidr: 192.0.2.0/24, except: [192.0.2.0/26]}"),
         &v4(),
     );
-    let new = cluster(&with_block("{cidr: 192.0.2.0/25}"), &v4());
+    let new = materialized(&with_block("{cidr: 192.0.2.0/25}"), &v4());
     assert_eq!(
         lines(&diff_of(&old, &new, &v4())),
         [
@@ -258,14 +226,14 @@ spec:
 #[test]
 fn families_that_change_differently_are_reported_apart() {
     // Dual-stack: an ipBlock of the IPv6 pod range lets client reach web on 443 over IPv6 only.
-    let old = cluster(SHOP, &PodCidrs::default());
-    let new = SHOP.replace(
+    let old = materialized(&shop(), &PodCidrs::default());
+    let new = shop().replace(
         "ingress: [{from: [{podSelector: {matchLabels: {app: client}}}], ports: [{port: 80}]}]",
         "ingress:
   - {from: [{podSelector: {matchLabels: {app: client}}}], ports: [{port: 80}]}
   - {from: [{ipBlock: {cidr: 'fd00:10:244::/56'}}], ports: [{port: 443}]}",
     );
-    let new = cluster(&new, &PodCidrs::default());
+    let new = materialized(&new, &PodCidrs::default());
     assert_eq!(
         lines(&diff_of(&old, &new, &PodCidrs::default())),
         [
@@ -274,8 +242,8 @@ fn families_that_change_differently_are_reported_apart() {
         ]
     );
     // The same change over both families is one entry.
-    let both = SHOP.replace("ports: [{port: 80}]", "ports: [{port: 80}, {port: 443}]");
-    let both = cluster(&both, &PodCidrs::default());
+    let both = shop().replace("ports: [{port: 80}]", "ports: [{port: 80}, {port: 443}]");
+    let both = materialized(&both, &PodCidrs::default());
     assert_eq!(
         lines(&diff_of(&old, &both, &PodCidrs::default())),
         [
@@ -287,13 +255,13 @@ fn families_that_change_differently_are_reported_apart() {
 
 #[test]
 fn workloads_added_and_removed_are_listed_with_their_pairs() {
-    let old = cluster(SHOP, &v4());
-    let renamed = SHOP.replace(
+    let old = materialized(&shop(), &v4());
+    let renamed = shop().replace(
         "kind: Deployment\nmetadata: {name: client,",
         "kind: Deployment\nmetadata: {name: shopper,",
     );
-    assert_ne!(renamed, SHOP);
-    let new = cluster(&renamed, &v4());
+    assert_ne!(renamed, shop());
+    let new = materialized(&renamed, &v4());
     let d = diff_of(&old, &new, &v4());
     assert_eq!(
         d.workloads_added,

@@ -211,6 +211,20 @@ pub struct RawObject {
     pub value: Value,
 }
 
+impl RawObject {
+    /// An object that is a whole document (not a `List` item): document `document` of `file`.
+    pub fn document(file: impl Into<String>, document: usize, value: Value) -> Self {
+        RawObject {
+            location: Location {
+                file: file.into(),
+                document,
+                item: None,
+            },
+            value,
+        }
+    }
+}
+
 /// Streams a source's objects (`List` kinds unpacked) to `f`, one document at a time, so that a
 /// large file is never held as one tree of values. Returns the problems found; after a syntax error
 /// nothing more of the source is read (objects before it were delivered).

@@ -1,76 +1,50 @@
 use super::*;
-use crate::input::{parse_sources, Source};
-use crate::workload::{materialize, PodCidrs};
+use crate::test_support::{
+    deployment, documents, materialized, namespace, network_policy, stateful_set, HTTP_ON_8080,
+    ONE_CONTAINER,
+};
+use crate::workload::PodCidrs;
 
-const SHOP: &str = "\
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop, labels: {team: shop}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: db, labels: {team: data}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: frontend, namespace: shop}
-spec:
-  selector: {matchLabels: {app: frontend}}
-  template:
-    metadata: {labels: {app: frontend}}
-    spec: {containers: [{name: c, image: i}]}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: shop}
-spec:
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec: {containers: [{name: c, image: i, ports: [{name: http, containerPort: 8080}]}]}
----
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {name: postgres, namespace: db}
-spec:
-  serviceName: postgres
-  selector: {matchLabels: {app: postgres}}
-  template:
-    metadata: {labels: {app: postgres}}
-    spec: {containers: [{name: c, image: i}]}
----
-# web accepts frontend on 8080-8090 and the partners' 203.0.113.0/24 on 443.
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: web, namespace: shop}
-spec:
-  podSelector: {matchLabels: {app: web}}
+/// Namespaces shop and db (labelled team: data); frontend, web (port http, 8080) and postgres.
+fn shop_manifests() -> String {
+    documents(&[
+        namespace("shop", "team: shop"),
+        namespace("db", "team: data"),
+        deployment("shop", "frontend", "app: frontend", ONE_CONTAINER),
+        deployment("shop", "web", "app: web", HTTP_ON_8080),
+        stateful_set("db", "postgres", "app: postgres", ONE_CONTAINER),
+        format!(
+            "# web accepts frontend on 8080-8090 and the partners' 203.0.113.0/24 on 443.\n{}",
+            network_policy(
+                "shop",
+                "web",
+                "  podSelector: {matchLabels: {app: web}}
   ingress:
   - from: [{podSelector: {matchLabels: {app: frontend}}}]
     ports: [{port: 8080, endPort: 8090}]
   - from: [{ipBlock: {cidr: 203.0.113.0/24}}]
     ports: [{port: 443}]
----
-# postgres accepts web on 5432.
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: postgres, namespace: db}
-spec:
-  podSelector: {matchLabels: {app: postgres}}
+",
+            )
+        ),
+        format!(
+            "# postgres accepts web on 5432.\n{}",
+            network_policy(
+                "db",
+                "postgres",
+                "  podSelector: {matchLabels: {app: postgres}}
   ingress:
   - from: [{namespaceSelector: {matchLabels: {team: shop}}, podSelector: {matchLabels: {app: web}}}]
     ports: [{port: 5432}]
-";
+",
+            )
+        ),
+    ])
+}
 
 /// The shop, single-stack: frontend is open for ingress, every egress is open.
 fn shop(cidrs: &PodCidrs) -> (ClusterState, Connectivity) {
-    let mut c = parse_sources(&[Source {
-        name: "t.yaml".into(),
-        text: SHOP.into(),
-    }])
-    .expect("valid")
-    .cluster;
-    materialize(&mut c, cidrs);
+    let c = materialized(&shop_manifests(), cidrs);
     let conn = Connectivity::compute(&c, cidrs);
     (c, conn)
 }
@@ -256,22 +230,17 @@ fn a_pair_without_a_shared_family_allows_nothing() {
     // Dual-stack: an IPv6 prefix reaches the workloads over IPv6; a pod with an IPv4 address
     // only (a dump's) shares no family with it.
     let text = format!(
-        "{SHOP}---
+        "{}---
 apiVersion: v1
 kind: Pod
 metadata: {{name: old, namespace: shop}}
 spec: {{nodeName: node-1, containers: [{{name: c, image: i}}]}}
 status: {{phase: Running, podIP: 10.244.200.1}}
-"
+",
+        shop_manifests()
     );
     let cidrs = PodCidrs::default();
-    let mut c = parse_sources(&[Source {
-        name: "t.yaml".into(),
-        text,
-    }])
-    .expect("valid")
-    .cluster;
-    materialize(&mut c, &cidrs);
+    let c = materialized(&text, &cidrs);
     let conn = Connectivity::compute(&c, &cidrs);
     let file = rules(
         "\

@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::{Client, Resource};
-use policy_compiler::input::{FieldError, Location, RawObject};
+use policy_compiler::input::{FieldError, RawObject};
 use policy_compiler::model::ObjectRef;
 use policy_compiler::object::{self, Converted, DEFAULT_NAMESPACE};
 use serde_json::Value;
@@ -309,14 +309,7 @@ impl Converter {
     /// Converts an object into its [`Update::Upsert`], or reports it and returns its
     /// [`Update::Invalid`].
     fn convert(&mut self, object: &DynamicObject, in_list: bool) -> Update {
-        let raw = RawObject {
-            location: Location {
-                file: "api".to_string(),
-                document: 0,
-                item: None,
-            },
-            value: self.json(object),
-        };
+        let raw = RawObject::document("api", 0, self.json(object));
         match object::convert_as(self.kind, raw, DEFAULT_NAMESPACE) {
             Converted::Valid(o) => {
                 self.reported.remove(&o.key());

@@ -108,40 +108,35 @@ impl<'a> Lookup<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::{parse_sources, Source};
-    use crate::workload::{materialize, PodCidrs};
+    use crate::test_support::{documents, materialized, network_policy};
+    use crate::workload::PodCidrs;
 
     #[test]
     fn pairs_are_found_per_family_as_connections_list_them() {
         // web is dual-stack, client IPv4 only (one CIDR per family, client's pod has a real
         // IPv4 address only).
-        let text = "\
-apiVersion: v1
+        let text = documents(&[
+            "apiVersion: v1
 kind: Pod
 metadata: {name: web, namespace: a, labels: {app: web}}
 spec: {containers: [{name: c, image: i}]}
----
-apiVersion: v1
+"
+            .to_string(),
+            "apiVersion: v1
 kind: Pod
 metadata: {name: client, namespace: a}
 spec: {nodeName: node-1, containers: [{name: c, image: i}]}
 status: {phase: Running, podIP: 10.244.9.9}
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: web, namespace: a}
-spec:
-  podSelector: {matchLabels: {app: web}}
-  ingress: [{ports: [{port: 80}]}]
-";
-        let mut c = parse_sources(&[Source {
-            name: "t.yaml".into(),
-            text: text.into(),
-        }])
-        .expect("valid")
-        .cluster;
+"
+            .to_string(),
+            network_policy(
+                "a",
+                "web",
+                "  podSelector: {matchLabels: {app: web}}\n  ingress: [{ports: [{port: 80}]}]\n",
+            ),
+        ]);
         let cidrs = PodCidrs::default();
-        materialize(&mut c, &cidrs);
+        let c = materialized(&text, &cidrs);
         let conn = Connectivity::compute(&c, &cidrs);
         let lookup = conn.lookup();
         let party = |name: &str| conn.party(name).expect(name).clone();

@@ -6,23 +6,23 @@ use serde_json::{json, Value};
 use super::Connection;
 use crate::cidr::Family;
 
-fn family_suffix(family: Option<Family>) -> String {
+/// ` (IPv4 only)` or ` (IPv6 only)` for a connection of one family (the pair's families differ).
+pub(crate) fn family_suffix(family: Option<Family>) -> String {
     family
         .map(|f| format!(" (IPv{} only)", f.number()))
         .unwrap_or_default()
+}
+
+/// What a connection allows, with its [`family_suffix`].
+pub(crate) fn allowed_text(c: &Connection<'_>) -> String {
+    format!("{}{}", c.allowed, family_suffix(c.family))
 }
 
 /// `ns/a[Deployment] => ns/b[StatefulSet] : TCP 80,8080-8090`, one line per connection.
 pub fn to_text<'a>(connections: impl IntoIterator<Item = Connection<'a>>) -> String {
     let mut out = String::new();
     for c in connections {
-        out.push_str(&format!(
-            "{} => {} : {}{}\n",
-            c.from,
-            c.to,
-            c.allowed,
-            family_suffix(c.family)
-        ));
+        out.push_str(&format!("{} => {} : {}\n", c.from, c.to, allowed_text(&c)));
     }
     out
 }
@@ -53,11 +53,10 @@ pub fn to_markdown<'a>(connections: impl IntoIterator<Item = Connection<'a>>) ->
     let mut out = String::from("| from | to | allowed |\n|---|---|---|\n");
     for c in connections {
         out.push_str(&format!(
-            "| {} | {} | {}{} |\n",
+            "| {} | {} | {} |\n",
             c.from,
             c.to,
-            c.allowed,
-            family_suffix(c.family)
+            allowed_text(&c)
         ));
     }
     out
@@ -75,12 +74,11 @@ fn csv_field(s: &str) -> String {
 pub fn to_csv<'a>(connections: impl IntoIterator<Item = Connection<'a>>) -> String {
     let mut out = String::from("from,to,allowed\n");
     for c in connections {
-        let allowed = format!("{}{}", c.allowed, family_suffix(c.family));
         out.push_str(&format!(
             "{},{},{}\n",
             csv_field(&c.from.to_string()),
             csv_field(&c.to.to_string()),
-            csv_field(&allowed)
+            csv_field(&allowed_text(&c))
         ));
     }
     out

@@ -1,19 +1,10 @@
 use super::*;
 use crate::analysis::{evaluate, Endpoint};
-use crate::input::{parse_sources, Source};
 use crate::model::{ObjectRef, Protocol};
+use crate::test_support::{
+    deployment, documents, materialized, namespace, network_policy, HTTP_ON_8080, ONE_CONTAINER,
+};
 use crate::workload::materialize;
-
-fn cluster(text: &str) -> ClusterState {
-    let mut c = parse_sources(&[Source {
-        name: "t.yaml".into(),
-        text: text.into(),
-    }])
-    .expect("valid")
-    .cluster;
-    materialize(&mut c, &PodCidrs::default());
-    c
-}
 
 fn lines(c: &Connectivity) -> Vec<String> {
     c.connections()
@@ -27,68 +18,44 @@ fn lines(c: &Connectivity) -> Vec<String> {
         .collect()
 }
 
-const SHOP: &str = "\
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop, labels: {team: shop}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: ops, labels: {team: ops}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: shop}
-spec:
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec: {containers: [{name: c, image: i, ports: [{name: http, containerPort: 8080}]}]}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: client, namespace: shop}
-spec:
-  selector: {matchLabels: {app: client}}
-  template:
-    metadata: {labels: {app: client}}
-    spec: {containers: [{name: c, image: i}]}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: monitor, namespace: ops}
-spec:
-  selector: {matchLabels: {app: monitor}}
-  template:
-    metadata: {labels: {app: monitor}}
-    spec: {containers: [{name: c, image: i}]}
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: web, namespace: shop}
-spec:
-  podSelector: {matchLabels: {app: web}}
+/// Namespaces shop and ops; web (port http, 8080) open to client on http and 9000-9010 and to ops
+/// on 9090; client reaches its own namespace, and the outside but 10/8 and 192.168/16 on UDP 53
+/// and TCP 443.
+fn shop() -> String {
+    documents(&[
+        namespace("shop", "team: shop"),
+        namespace("ops", "team: ops"),
+        deployment("shop", "web", "app: web", HTTP_ON_8080),
+        deployment("shop", "client", "app: client", ONE_CONTAINER),
+        deployment("ops", "monitor", "app: monitor", ONE_CONTAINER),
+        network_policy(
+            "shop",
+            "web",
+            "  podSelector: {matchLabels: {app: web}}
   ingress:
   - from: [{podSelector: {matchLabels: {app: client}}}]
     ports: [{port: http}, {port: 9000, endPort: 9010}]
   - from: [{namespaceSelector: {matchLabels: {team: ops}}}]
     ports: [{port: 9090}]
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: client, namespace: shop}
-spec:
-  podSelector: {matchLabels: {app: client}}
+",
+        ),
+        network_policy(
+            "shop",
+            "client",
+            "  podSelector: {matchLabels: {app: client}}
   policyTypes: [Egress]
   egress:
   - to: [{podSelector: {}}]
   - to: [{ipBlock: {cidr: 0.0.0.0/0, except: [10.0.0.0/8, 192.168.0.0/16]}}]
     ports: [{protocol: UDP, port: 53}, {port: 443}]
-";
+",
+        ),
+    ])
+}
 
 #[test]
 fn workloads_and_external_ranges_get_exactly_what_the_rules_allow() {
-    let c = cluster(SHOP);
+    let c = materialized(&shop(), &PodCidrs::default());
     let got = lines(&Connectivity::compute(
         &c,
         &PodCidrs::parse(&["10.244.0.0/16"]).expect("cidr"),
@@ -220,10 +187,13 @@ fn agrees_with_the_evaluator(c: &ClusterState, cidrs: &PodCidrs) {
 #[test]
 fn the_shop_agrees_with_the_evaluator() {
     agrees_with_the_evaluator(
-        &cluster(SHOP),
+        &materialized(&shop(), &PodCidrs::default()),
         &PodCidrs::parse(&["10.244.0.0/16"]).expect("cidr"),
     );
-    agrees_with_the_evaluator(&cluster(SHOP), &PodCidrs::default());
+    agrees_with_the_evaluator(
+        &materialized(&shop(), &PodCidrs::default()),
+        &PodCidrs::default(),
+    );
 }
 
 #[test]
@@ -311,7 +281,10 @@ fn agrees_with_the_per_pod_baseline(c: &ClusterState, cidrs: &PodCidrs) {
 
 #[test]
 fn classes_agree_with_computing_every_pod_on_its_own() {
-    agrees_with_the_per_pod_baseline(&cluster(SHOP), &PodCidrs::default());
+    agrees_with_the_per_pod_baseline(
+        &materialized(&shop(), &PodCidrs::default()),
+        &PodCidrs::default(),
+    );
     for seed in 0..40 {
         let c = crate::generate::cluster(seed, crate::generate::Shape::default());
         agrees_with_the_per_pod_baseline(

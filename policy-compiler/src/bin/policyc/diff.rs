@@ -93,14 +93,8 @@ pub fn run(args: DiffArgs) -> Result<Output> {
     let old_connectivity = Connectivity::compute(&old.cluster, &old.cidrs);
     let new_connectivity = Connectivity::compute(&new.cluster, &new.cidrs);
     let diff = diff::diff(
-        Version {
-            cluster: &old.cluster,
-            connectivity: &old_connectivity,
-        },
-        Version {
-            cluster: &new.cluster,
-            connectivity: &new_connectivity,
-        },
+        Version::new(&old.cluster, &old_connectivity),
+        Version::new(&new.cluster, &new_connectivity),
     );
     let transaction = args.node.as_ref().map(|node| {
         let before = compile_on_node(&mut old.cluster.clone(), node);
