@@ -61,7 +61,7 @@ async fn a_lost_table_fails_the_diff_and_is_replaced_whole() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_adopts_the_table_and_sends_nothing() {
-    let Some((_ns, mut h, mut cluster)) =
+    let Some((_ns, h, mut cluster)) =
         listed("a_restart_adopts_the_table_and_sends_nothing", config()).await
     else {
         return;
