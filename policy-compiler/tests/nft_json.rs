@@ -499,8 +499,8 @@ fn foreign_additions_are_errors() {
             "timeout",
         ),
         (
-            "add map inet nftpolicy extra { type ipv4_addr : verdict; flags interval; elements = { 10.0.0.0/8 : jump np_db_default-deny-all_egress } }",
-            "jump",
+            "add map inet nftpolicy extra { type ipv4_addr : verdict; flags interval; elements = { 10.0.0.0/8 : goto np_db_default-deny-all_egress } }",
+            "goto",
         ),
         (
             "add map inet nftpolicy extra { type ipv4_addr . inet_service : verdict; flags interval; }",

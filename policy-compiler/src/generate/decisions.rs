@@ -5,7 +5,8 @@
 //! jump to *combination chains*, each of which looks the packet up in its decision maps, one keyed
 //! with protocol and port (`meta l4proto { tcp, udp, sctp } ip saddr . meta l4proto . th dport vmap
 //! @…`) and one by address alone (`meta l4proto != { tcp, udp, sctp } ip saddr vmap @…`), and may
-//! end in `return` or `drop`; a verdict map sends some addresses to combination chains as well.
+//! end in `return` or `drop`; a verdict map sends some addresses to combination chains as well, and
+//! so may a decision map keyed by address whose elements jump.
 //!
 //! The names come from a small pool, and each map's elements are drawn mostly from a pool of
 //! disjoint keys fixed by the map's name, so that the rulesets of two seeds share most of their
@@ -47,11 +48,12 @@ fn comment(rng: &mut Rng) -> Option<String> {
 }
 
 fn verdict(rng: &mut Rng) -> DecisionVerdict {
-    *rng.pick(&[
+    rng.pick(&[
         DecisionVerdict::Accept,
         DecisionVerdict::Drop,
         DecisionVerdict::Return,
     ])
+    .clone()
 }
 
 /// A random address range of a family, mostly inside a small region so that ranges of different
@@ -258,6 +260,27 @@ pub fn ruleset(seed: u64) -> Ruleset {
         }
     }
     r.maps.insert("egress_v4".into(), egress_v4);
+    // A decision map whose elements jump to combination chains (as a tier's peer classes do),
+    // sometimes absent, so that a diff removes it together with the chains it jumps to.
+    let peers = (!egress_chains.is_empty() && !rng.one_in(3)).then(|| {
+        let mut map = decision_map(&mut rng, "egress_peers_v4", Family::V4, false);
+        for decision in map.elements.values_mut() {
+            if !rng.one_in(3) {
+                decision.verdict = DecisionVerdict::Jump(rng.pick(&egress_chains).to_string());
+            }
+        }
+        r.decision_maps.insert("egress_peers_v4".into(), map);
+        rule(
+            vec![],
+            Verdict::DecisionVmap {
+                family: Family::V4,
+                field: AddrField::Daddr,
+                ports: false,
+                map: "egress_peers_v4".into(),
+            },
+            None,
+        )
+    });
     let mut egress = vec![
         established(),
         rule(
@@ -270,6 +293,7 @@ pub fn ruleset(seed: u64) -> Ruleset {
             None,
         ),
     ];
+    egress.extend(peers);
     egress.extend(jumps(AddrField::Saddr, &mut rng));
     let mut ingress = vec![established()];
     ingress.extend(jumps(AddrField::Daddr, &mut rng));

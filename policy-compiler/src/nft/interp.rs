@@ -242,11 +242,12 @@ impl Interp<'_> {
                         "{name}: {rule} -> {}",
                         super::render::decision_element(key, decision)
                     ));
-                    return Ok(match decision.verdict {
-                        DecisionVerdict::Accept => Flow::Accept,
-                        DecisionVerdict::Drop => Flow::Drop,
-                        DecisionVerdict::Return => Flow::Return,
-                    });
+                    match &decision.verdict {
+                        DecisionVerdict::Accept => return Ok(Flow::Accept),
+                        DecisionVerdict::Drop => return Ok(Flow::Drop),
+                        DecisionVerdict::Return => return Ok(Flow::Return),
+                        DecisionVerdict::Jump(target) => Some(target.clone()),
+                    }
                 }
                 Verdict::Jump(target) => Some(target.clone()),
                 Verdict::Vmap { family, field, map } => {
@@ -276,6 +277,8 @@ impl Interp<'_> {
                 }
                 if matches!(rule.verdict, Verdict::Jump(_)) {
                     self.trace.push(format!("{name}: {rule}"));
+                } else if matches!(rule.verdict, Verdict::DecisionVmap { .. }) {
+                    // Traced with the element above.
                 } else {
                     self.trace.push(format!("{name}: {rule} -> jump {target}"));
                 }

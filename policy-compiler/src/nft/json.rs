@@ -407,7 +407,7 @@ pub fn listing(ruleset: &Ruleset) -> String {
             obj["elem"] = map
                 .elements
                 .iter()
-                .map(|(k, d)| json!([decision_key_json(k, d), decision_verdict_json(d.verdict)]))
+                .map(|(k, d)| json!([decision_key_json(k, d), decision_verdict_json(&d.verdict)]))
                 .collect();
         }
         items.push(json!({ "map": obj }));
@@ -481,11 +481,12 @@ fn decision_key_json(k: &DecisionKey, d: &Decision) -> Value {
     }
 }
 
-fn decision_verdict_json(v: DecisionVerdict) -> Value {
+fn decision_verdict_json(v: &DecisionVerdict) -> Value {
     match v {
         DecisionVerdict::Accept => json!({"accept": null}),
         DecisionVerdict::Drop => json!({"drop": null}),
         DecisionVerdict::Return => json!({"return": null}),
+        DecisionVerdict::Jump(chain) => json!({"jump": {"target": chain}}),
     }
 }
 
@@ -917,6 +918,7 @@ fn decision_element(e: &Value, family: Family, ports: bool) -> Option<(DecisionK
         ("accept", Value::Null) => DecisionVerdict::Accept,
         ("drop", Value::Null) => DecisionVerdict::Drop,
         ("return", Value::Null) => DecisionVerdict::Return,
+        ("jump", target) => DecisionVerdict::Jump(target.get("target")?.as_str()?.to_string()),
         _ => return None,
     };
     Some((key, Decision { verdict, comment }))
@@ -2335,7 +2337,12 @@ mod tests {
                 "inet_service",
             ),
             (
-                with(v4, r#"["10.0.0.1", {"jump": {"target": "c"}}]"#),
+                with(v4, r#"["10.0.0.1", {"goto": {"target": "c"}}]"#),
+                "element",
+                "goto",
+            ),
+            (
+                with(v4, r#"["10.0.0.1", {"jump": {"chain": "c"}}]"#),
                 "element",
                 "jump",
             ),

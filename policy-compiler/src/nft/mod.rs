@@ -74,7 +74,7 @@ pub struct VerdictMap {
 }
 
 /// A decision map's verdict for the packets an element holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum DecisionVerdict {
     /// `accept`: ends the base chain (later base chains still judge the packet).
     Accept,
@@ -83,6 +83,8 @@ pub enum DecisionVerdict {
     /// `return`: ends this chain, and the chain that jumped here goes on after the jump (in a base
     /// chain: its policy, accept).
     Return,
+    /// `jump CHAIN`: the chain judges, and when it returns the rule after the lookup goes on.
+    Jump(String),
 }
 
 /// The key of one decision map element: an inclusive address range and, in a map with ports, one

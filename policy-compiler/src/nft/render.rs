@@ -161,11 +161,12 @@ impl fmt::Display for SetElement {
 
 impl fmt::Display for DecisionVerdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            DecisionVerdict::Accept => "accept",
-            DecisionVerdict::Drop => "drop",
-            DecisionVerdict::Return => "return",
-        })
+        match self {
+            DecisionVerdict::Accept => f.write_str("accept"),
+            DecisionVerdict::Drop => f.write_str("drop"),
+            DecisionVerdict::Return => f.write_str("return"),
+            DecisionVerdict::Jump(chain) => write!(f, "jump {chain}"),
+        }
     }
 }
 

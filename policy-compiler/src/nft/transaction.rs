@@ -34,8 +34,8 @@ use super::render::{
     chain_declaration, decision_element, decision_map_declaration, map_declaration, set_declaration,
 };
 use super::{
-    Chain, Decision, DecisionKey, DecisionMap, Match, Rule, Ruleset, Set, SetElement, Verdict,
-    VerdictMap, TABLE_NAME,
+    Chain, Decision, DecisionKey, DecisionMap, DecisionVerdict, Match, Rule, Ruleset, Set,
+    SetElement, Verdict, VerdictMap, TABLE_NAME,
 };
 
 /// One operation of a transaction.
@@ -382,11 +382,20 @@ impl Transaction {
                 ops.push(Op::AddRule(name.clone(), rule.clone()));
             }
         }
-        // 7. Removed chains: emptied first (they may jump to each other), then deleted.
+        // 7. Removed chains: emptied first (they may jump to each other), then the removed decision
+        // maps (no rule uses them now, and their elements may jump to removed chains), then the
+        // chains.
         for name in &removed_chains {
             if !committed.chains[*name].rules.is_empty() && !flushed_early.contains(name) {
                 ops.push(Op::FlushChain(name.to_string()));
             }
+        }
+        for name in committed
+            .decision_maps
+            .keys()
+            .filter(|n| !desired.decision_maps.contains_key(*n))
+        {
+            ops.push(Op::DeleteDecisionMap(name.clone()));
         }
         for name in &removed_chains {
             ops.push(Op::DeleteChain(name.to_string()));
@@ -405,13 +414,6 @@ impl Transaction {
             .filter(|n| !desired.maps.contains_key(*n))
         {
             ops.push(Op::DeleteMap(name.clone()));
-        }
-        for name in committed
-            .decision_maps
-            .keys()
-            .filter(|n| !desired.decision_maps.contains_key(*n))
-        {
-            ops.push(Op::DeleteDecisionMap(name.clone()));
         }
         Self { ops }
     }
@@ -566,10 +568,15 @@ fn references(rs: &Ruleset, kind: &'static str, name: &str) -> bool {
         .values()
         .any(|c| chain_refs(c).any(|(k, n)| k == kind && n == name))
         || (kind == "chain"
-            && rs
+            && (rs
                 .maps
                 .values()
-                .any(|m| m.elements.values().any(|c| c == name)))
+                .any(|m| m.elements.values().any(|c| c == name))
+                || rs.decision_maps.values().any(|m| {
+                    m.elements
+                        .values()
+                        .any(|d| matches!(&d.verdict, DecisionVerdict::Jump(c) if c == name))
+                })))
 }
 
 fn apply_op(state: &mut Option<Ruleset>, op: &Op) -> Result<(), TxError> {
@@ -796,13 +803,20 @@ fn check_targets<'a>(
 }
 
 /// Adds decision map elements one by one, as the kernel does: an existing key with the same verdict
-/// is left as it is (comment included), one with another verdict is a conflict, and an element that
-/// overlaps another is refused.
+/// is left as it is (comment included), one with another verdict is a conflict, an element that
+/// overlaps another is refused, and so is one that jumps to a chain that does not exist.
 fn add_decision_elements<'a>(
     rs: &mut Ruleset,
     name: &str,
-    elements: impl Iterator<Item = (&'a DecisionKey, &'a Decision)>,
+    elements: impl Iterator<Item = (&'a DecisionKey, &'a Decision)> + Clone,
 ) -> Result<(), TxError> {
+    for (_, d) in elements.clone() {
+        if let DecisionVerdict::Jump(chain) = &d.verdict {
+            if !rs.chains.contains_key(chain) {
+                return Err(TxError::Missing(chain.clone(), "chain"));
+            }
+        }
+    }
     let map = rs
         .decision_maps
         .get_mut(name)
@@ -972,7 +986,20 @@ mod tests {
         assert_eq!(applied(&Ruleset::default(), &up), Ok(r.clone()));
         let down = Transaction::diff(&r, &Ruleset::default());
         assert_eq!(applied(&r, &down), Ok(Ruleset::default()));
-        assert!(matches!(down.ops.last(), Some(Op::DeleteDecisionMap(_))));
+        // Decision maps go once no rule uses them (after the flushes), before the chains (their
+        // elements may jump to them).
+        let position = |f: &dyn Fn(&Op) -> bool| down.ops.iter().position(f);
+        let last_flush = down
+            .ops
+            .iter()
+            .rposition(|op| matches!(op, Op::FlushChain(_)));
+        let map_deleted = position(&|op| matches!(op, Op::DeleteDecisionMap(_)));
+        let chain_deleted = position(&|op| matches!(op, Op::DeleteChain(_)));
+        assert!(
+            last_flush < map_deleted && map_deleted < chain_deleted,
+            "{}",
+            down.render()
+        );
         let full = Transaction::full(&r);
         let mut nothing = None;
         full.apply_to(&mut nothing).unwrap();
