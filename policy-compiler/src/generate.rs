@@ -13,6 +13,7 @@ use crate::selector::{LabelSelector, Labels, Requirement};
 
 pub mod cluster_policies;
 pub mod decisions;
+pub mod guardrails;
 
 /// SplitMix64: a tiny, well-distributed generator, stable across platforms and releases.
 #[derive(Debug, Clone)]

@@ -28,8 +28,9 @@ use crate::nft::{BaseChain, Chain, Match, Rule as NftRule, Ruleset, Verdict};
 
 pub use isolation::{ClusterPlan, LocalPod, NodePlan};
 pub use naming::{
-    decision_map_name, group_chain_name, named_port_set_name, peer_set_name, policy_chain_name,
-    tier_chain_name, tier_vmap_name, vmap_name, NODE_EGRESS_CHAIN,
+    cluster_rule_token, group_chain_name, named_port_set_name, peer_set_name, policy_chain_name,
+    tier_class_chain_name, tier_class_map_name, tier_peers_map_name, tier_subjects_set_name,
+    vmap_name, NODE_EGRESS_CHAIN,
 };
 
 impl ClusterPlan<'_> {

@@ -141,63 +141,80 @@ fn tier_prefix(tier: Tier) -> &'static str {
     }
 }
 
-/// Name of the verdict map that sends a local pod's traffic to its combination chain for a tier,
-/// e.g. `admin_egress_v4`.
-pub fn tier_vmap_name(tier: Tier, direction: Direction, family: Family) -> String {
+/// Name of the set of a tier's subjects on the node for a direction, e.g. `admin_egress_subjects_v4`:
+/// the local pods whose traffic in that direction the tier's ClusterNetworkPolicies judge.
+pub fn tier_subjects_set_name(tier: Tier, direction: Direction, family: Family) -> String {
     format!(
-        "{}_{}_{}",
+        "{}_{}_subjects_{}",
         tier_prefix(tier),
         direction.as_str(),
         family.suffix()
     )
 }
 
-/// A destination named port as a combination resolves it for its subject pods: the name, and the
-/// protocol and number it has on them (`None` when they declare no port of that name).
+/// Name of the decision map that sends a peer address to the chain of its *peer class* for a tier
+/// and direction, e.g. `admin_egress_peers_v4`.
+pub fn tier_peers_map_name(tier: Tier, direction: Direction, family: Family) -> String {
+    format!(
+        "{}_{}_peers_{}",
+        tier_prefix(tier),
+        direction.as_str(),
+        family.suffix()
+    )
+}
+
+/// A destination named port as the subjects of a combination of policies resolve it: the name,
+/// and the protocol and number it has on them (`None` when they declare no port of that name).
 pub type ResolvedNamedPort<'p> = (&'p str, Option<(Protocol, u16)>);
 
-fn combination_tokens(
+/// A rule of a ClusterNetworkPolicy as a name token: `policy.direction.index`.
+pub fn cluster_rule_token(
+    policy: &ClusterNetworkPolicy,
     direction: Direction,
-    policies: &[&ClusterNetworkPolicy],
-    named_ports: &[ResolvedNamedPort<'_>],
-) -> Vec<String> {
+    index: usize,
+) -> String {
+    format!("{}.{}.{index}", policy.name, direction.as_str())
+}
+
+/// The tokens of a peer class: the rules whose peers hold its addresses (as
+/// [`cluster_rule_token`]s, in evaluation order) and, for egress rules with named ports, what its
+/// addresses resolve them to.
+fn class_tokens(direction: Direction, rules: &[String], named: &[String]) -> Vec<String> {
     let mut tokens = vec![direction.as_str().to_string()];
-    tokens.extend(policies.iter().map(|p| p.name.clone()));
-    if !named_ports.is_empty() {
+    tokens.extend(rules.iter().cloned());
+    if !named.is_empty() {
         tokens.push("PORTS".to_string());
-        tokens.extend(named_ports.iter().map(|(name, port)| match port {
-            Some((protocol, number)) => format!("{name}.{}.{number}", protocol.as_nft()),
-            None => format!("{name}.none"),
-        }));
+        tokens.extend(named.iter().cloned());
     }
     tokens
 }
 
-/// Name of the chain for one combination of ClusterNetworkPolicies of a tier, in evaluation order,
-/// for subject pods whose named ports resolve as `named_ports` (ingress only; empty otherwise), e.g.
-/// `admin_egress_deny-all_allow-dns`.
-pub fn tier_chain_name(
+/// Name of the chain of one peer class of a tier, direction and family (almost always hashed:
+/// its comment says what it holds), e.g. `admin_egress_H0123456789ab_v4`.
+pub fn tier_class_chain_name(
     tier: Tier,
     direction: Direction,
-    policies: &[&ClusterNetworkPolicy],
-    named_ports: &[ResolvedNamedPort<'_>],
+    rules: &[String],
+    named: &[String],
+    family: Family,
 ) -> String {
-    let tokens = combination_tokens(direction, policies, named_ports);
+    let tokens = class_tokens(direction, rules, named);
     let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
-    name(tier_prefix(tier), &refs, None)
+    name(tier_prefix(tier), &refs, Some(family.suffix()))
 }
 
-/// Name of one of a combination's decision maps: keyed by address, protocol and port (`ports`), or
-/// by address alone for the other protocols (`any`); e.g. `admin_egress_deny-all_ports_v4`.
-pub fn decision_map_name(
+/// Name of one of a peer class's decision maps: keyed by local pod address, protocol and port
+/// (`ports`), or by local pod address alone for the other protocols (`any`); e.g.
+/// `admin_egress_H0123456789ab_ports_v4`.
+pub fn tier_class_map_name(
     tier: Tier,
     direction: Direction,
-    policies: &[&ClusterNetworkPolicy],
-    named_ports: &[ResolvedNamedPort<'_>],
+    rules: &[String],
+    named: &[String],
     ports: bool,
     family: Family,
 ) -> String {
-    let tokens = combination_tokens(direction, policies, named_ports);
+    let tokens = class_tokens(direction, rules, named);
     let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
     let kind = if ports { "ports" } else { "any" };
     name(

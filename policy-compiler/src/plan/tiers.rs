@@ -1,35 +1,38 @@
 //! ClusterNetworkPolicy tiers in the ruleset: the Admin tier before the NetworkPolicy verdict maps,
 //! the Baseline tier after them.
 //!
-//! Layout, for each tier and direction that some ClusterNetworkPolicy of the cluster has rules in:
-//! - the base chain of the direction looks the local pod up in a dispatch map (`admin_egress_v4`, …)
-//!   placed before (Admin) or after (Baseline) the NetworkPolicy maps; the dispatch map sends the pod
-//!   to the *combination chain* of the policies of that tier selecting it;
-//! - a combination chain stands for one list of policies in evaluation order (and, for ingress, one
-//!   way its subjects resolve the named ports the rules use). It looks the packet up in two
-//!   *decision maps* per family, one keyed by `peer address . protocol . port` for TCP, UDP and
-//!   SCTP, one keyed by peer address for every other protocol. Each element holds the verdict of the
-//!   first rule that matches the packets it holds: `accept` (Accept), `drop` (Deny) or `return`
-//!   (Pass, and the end of the chain when nothing matches: the next stage judges);
-//! - the elements are computed here by a sweep over the peer address space: every rule contributes
-//!   address ranges (pods and Nodes as single addresses, networks as ranges), and each elementary
-//!   range gets, per protocol and port range, the first rule of the list that covers it.
+//! Layout, for each tier and direction that some ClusterNetworkPolicy of the cluster has rules in,
+//! and each family:
+//! - the base chain of the direction holds one rule, placed before (Admin) or after (Baseline) the
+//!   NetworkPolicy maps: `ip saddr @admin_egress_subjects_v4 ip daddr vmap @admin_egress_peers_v4`
+//!   (for ingress the fields swap): a local pod the tier's policies select looks its *peer* up;
+//! - the peers map is an interval map from peer address ranges to the chain of their *peer class*.
+//!   A class is the set of the tier's rules (of the policies selecting some local pod) whose peers
+//!   hold an address: every address in it is judged alike by every rule. Pods and Nodes are single
+//!   addresses, networks ranges; the classes are few (they follow the selectors, not the pods);
+//! - a class chain looks the *local pod* up in two decision maps, one keyed by `local address .
+//!   protocol . port` for TCP, UDP and SCTP, one by local address for every other protocol. Each
+//!   element holds, for the pods of one combination of policies, the verdict of the first rule in
+//!   evaluation order that matches the class and the packet: `accept` (Accept), `drop` (Deny) or
+//!   `return` (Pass). No element: no rule matches, and the next stage judges.
 //!
-//! So the first-match order of a tier costs one lookup per packet however many rules it has, pod
-//! churn only changes elements, and a Baseline rule never sees a pod NetworkPolicies isolate (their
-//! group chains decide first).
+//! So the first-match order of a tier costs three lookups per packet however many rules it has;
+//! the peer addresses are listed once per tier and direction, not once per combination of
+//! policies; pod churn only changes elements (a class chain appears only when a pod brings a new
+//! class); and a Baseline rule never sees a pod NetworkPolicies isolate (their group chains decide
+//! first on forward, and such pods are not Baseline subjects).
 //!
 //! What a local pod sends to its own node crosses the input hook, not forward: when the cluster has
-//! egress rules, the `node_egress` base chain dispatches the same combination chains there. A pod
-//! that NetworkPolicies isolate for egress is left out of the Baseline dispatch maps: on forward
-//! its group chain decides before, and on input NetworkPolicy allows (it never restricts a pod's
-//! traffic to its node).
+//! egress rules, the `node_egress` base chain looks the same subjects and peers up there. A pod that
+//! NetworkPolicies isolate for egress is not a Baseline subject: on forward its group chain decides
+//! before, and on input NetworkPolicy allows (it never restricts a pod's traffic to its node).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::isolation::LocalPod;
 use super::naming::{
-    decision_map_name, tier_chain_name, tier_vmap_name, ResolvedNamedPort, NODE_EGRESS_CHAIN,
+    cluster_rule_token, tier_class_chain_name, tier_class_map_name, tier_peers_map_name,
+    tier_subjects_set_name, ResolvedNamedPort, NODE_EGRESS_CHAIN,
 };
 use crate::cidr::{max_u128, to_u128, Family};
 use crate::cluster::ClusterState;
@@ -40,7 +43,7 @@ use crate::model::{
 };
 use crate::nft::{
     AddrField, BaseChain, Chain, Decision, DecisionKey, DecisionMap, DecisionVerdict, Hook, Match,
-    Rule as NftRule, Ruleset, Verdict, VerdictMap,
+    Rule as NftRule, Ruleset, Set, SetElement, SetType, Verdict,
 };
 use crate::selector::LabelSelector;
 
@@ -90,7 +93,8 @@ fn peer_field(direction: Direction) -> AddrField {
     }
 }
 
-/// The dispatch rules of a tier for a base chain (one per family), creating the dispatch maps.
+/// The rules of a tier for a base chain (one per family), creating its subjects sets and peers
+/// maps (filled by [`TierRenderer`]).
 pub(super) fn dispatch_rules(
     ruleset: &mut Ruleset,
     tier: Tier,
@@ -99,19 +103,31 @@ pub(super) fn dispatch_rules(
     [Family::V4, Family::V6]
         .into_iter()
         .map(|family| {
-            let map = tier_vmap_name(tier, direction, family);
+            let set = tier_subjects_set_name(tier, direction, family);
+            let map = tier_peers_map_name(tier, direction, family);
+            ruleset.sets.entry(set.clone()).or_insert_with(|| Set {
+                set_type: SetType::Addr(family),
+                comment: format!("{tier} {direction} subjects"),
+                elements: BTreeSet::new(),
+            });
             ruleset
-                .maps
+                .decision_maps
                 .entry(map.clone())
-                .or_insert_with(|| VerdictMap {
+                .or_insert_with(|| DecisionMap {
                     family,
+                    ports: false,
                     elements: BTreeMap::new(),
                 });
             NftRule {
-                matches: vec![],
-                verdict: Verdict::Vmap {
+                matches: vec![Match::InSet {
                     family,
                     field: subject_field(direction),
+                    set,
+                }],
+                verdict: Verdict::DecisionVmap {
+                    family,
+                    field: peer_field(direction),
+                    ports: false,
                     map,
                 },
                 comment: None,
@@ -122,8 +138,8 @@ pub(super) fn dispatch_rules(
 
 /// The `node_egress` base chain on the input hook, when the cluster has egress rules: the Admin
 /// tier, then the Baseline tier. NetworkPolicy never restricts a pod's traffic to its node, so
-/// nothing stands between them; the pods NetworkPolicies isolate are absent from the Baseline
-/// dispatch maps (see [`TierRenderer`]), so they pass.
+/// nothing stands between them; the pods NetworkPolicies isolate are not Baseline subjects
+/// (see [`TierRenderer`]), so they pass.
 pub(super) fn node_egress_chain(ruleset: &mut Ruleset, layout: &Layout) {
     if !layout.has_egress() {
         return;
@@ -191,17 +207,16 @@ struct PeerRegion {
     named: HashMap<u128, Vec<(Protocol, u16)>>,
 }
 
-/// A rule ready for the sweep: its region, its ports and what it decides.
+/// A rule ready to decide: its region and its ports.
 struct SweepRule<'r> {
     region: &'r PeerRegion,
     /// `protocols` is empty: every protocol and port.
     all: bool,
     /// Port ranges per protocol (in [`Protocol::ALL`] order), named ports resolved for ingress.
     ports: [Vec<(u16, u16)>; 3],
-    decision: Decision,
 }
 
-/// What one elementary address range decides: rule positions in the combination's rule list.
+/// What a peer class decides for a combination: positions in the tier's rule list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Cell {
     /// The rule deciding protocols without ports, if any.
@@ -257,17 +272,18 @@ fn carve(uncovered: &mut Vec<(u16, u16)>, a: u16, b: u16) -> Vec<(u16, u16)> {
     covered
 }
 
-/// The decision of every port and protocol for one elementary range whose active rules (in
-/// evaluation order) are `active`; `point` is the address when the range is a single address.
-fn cell(rules: &[SweepRule<'_>], active: &BTreeSet<usize>, point: Option<u128>) -> Cell {
-    let other = active.iter().copied().find(|i| rules[*i].all);
+/// The decision of every port and protocol for the packets between a peer class and a combination:
+/// `active` holds the combination's rules whose peers hold the class, in evaluation order, with
+/// their positions in the tier's rule list; `point` is the class's address when its named ports are
+/// resolved per address (egress).
+fn cell(active: &[(usize, &SweepRule<'_>)], point: Option<u128>) -> Cell {
+    let other = active.iter().find(|(_, r)| r.all).map(|(i, _)| *i);
     let mut ports = Vec::new();
     for protocol in Protocol::ALL {
         let slot = protocol_slot(protocol);
         let mut uncovered = vec![(0u16, u16::MAX)];
         let mut pieces: Vec<(u16, u16, usize)> = Vec::new();
-        for &i in active {
-            let rule = &rules[i];
+        for &(i, rule) in active {
             if rule.all {
                 for (a, b) in carve(&mut uncovered, 0, u16::MAX) {
                     pieces.push((a, b, i));
@@ -304,16 +320,24 @@ fn cell(rules: &[SweepRule<'_>], active: &BTreeSet<usize>, point: Option<u128>) 
     Cell { other, ports }
 }
 
-/// Sweeps the address space of one family: the elementary ranges some rule covers, each with its
-/// cell, adjacent ranges with equal cells merged.
-fn sweep(rules: &[SweepRule<'_>], family: Family) -> Vec<(u128, u128, Cell)> {
+/// The peer class of an address: the rules (positions in the tier's rule list, ascending) whose
+/// peers hold it and, for egress rules with named ports, the ports the address resolves them to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct ClassKey {
+    rules: Vec<usize>,
+    named: Vec<(usize, Vec<(Protocol, u16)>)>,
+}
+
+/// Sweeps the address space of one family over the rules' regions: each elementary range some rule
+/// covers, with its class; adjacent ranges of one class merged.
+fn classify(regions: &[&PeerRegion], family: Family) -> Vec<(u128, u128, ClassKey)> {
     let max = max_u128(family);
     // (position, rule, starts): a rule becomes active at the first address of each of its ranges
     // and inactive after the last.
     let mut events: Vec<(u128, usize, bool)> = Vec::new();
     let mut boundaries: Vec<u128> = Vec::new();
-    for (i, rule) in rules.iter().enumerate() {
-        for &(a, b) in &rule.region.ranges {
+    for (i, region) in regions.iter().enumerate() {
+        for &(a, b) in &region.ranges {
             events.push((a, i, true));
             boundaries.push(a);
             if b < max {
@@ -322,7 +346,7 @@ fn sweep(rules: &[SweepRule<'_>], family: Family) -> Vec<(u128, u128, Cell)> {
             }
         }
         // Named ports resolve per destination pod: each such address is its own range.
-        for &p in rule.region.named.keys() {
+        for &p in region.named.keys() {
             boundaries.push(p);
             if p < max {
                 boundaries.push(p + 1);
@@ -332,7 +356,7 @@ fn sweep(rules: &[SweepRule<'_>], family: Family) -> Vec<(u128, u128, Cell)> {
     events.sort_unstable();
     boundaries.sort_unstable();
     boundaries.dedup();
-    let mut out: Vec<(u128, u128, Cell)> = Vec::new();
+    let mut out: Vec<(u128, u128, ClassKey)> = Vec::new();
     let mut active: BTreeSet<usize> = BTreeSet::new();
     let mut next = 0;
     for (k, &start) in boundaries.iter().enumerate() {
@@ -351,21 +375,65 @@ fn sweep(rules: &[SweepRule<'_>], family: Family) -> Vec<(u128, u128, Cell)> {
             continue;
         }
         let end = boundaries.get(k + 1).map_or(max, |b| b - 1);
-        let c = cell(rules, &active, (start == end).then_some(start));
+        let named = if start == end {
+            active
+                .iter()
+                .filter_map(|&r| regions[r].named.get(&start).map(|p| (r, p.clone())))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let key = ClassKey {
+            rules: active.iter().copied().collect(),
+            named,
+        };
         match out.last_mut() {
-            Some(last) if last.1 + 1 == start && last.2 == c => last.1 = end,
-            _ => out.push((start, end, c)),
+            Some(last) if last.1 + 1 == start && last.2 == key => last.1 = end,
+            _ => out.push((start, end, key)),
         }
     }
     out
 }
 
+/// A rule ready to decide for a combination whose subjects resolve ingress named ports as
+/// `named_ports` (egress named ports resolve per destination, in the region).
+fn sweep_rule<'r>(
+    rule: &ClusterRule,
+    region: &'r PeerRegion,
+    named_ports: &[ResolvedNamedPort<'_>],
+) -> SweepRule<'r> {
+    let mut ports: [Vec<(u16, u16)>; 3] = Default::default();
+    for port in &rule.protocols {
+        match port {
+            ClusterPort::Range {
+                protocol,
+                first,
+                last,
+            } => ports[protocol_slot(*protocol)].push((*first, *last)),
+            ClusterPort::Named(n) => {
+                let resolved = named_ports
+                    .iter()
+                    .find(|(name, _)| *name == n.as_str())
+                    .and_then(|(_, p)| *p);
+                if let Some((protocol, port)) = resolved {
+                    ports[protocol_slot(protocol)].push((port, port));
+                }
+            }
+        }
+    }
+    SweepRule {
+        region,
+        all: rule.protocols.is_empty(),
+        ports: ports.map(merge_ranges),
+    }
+}
+
 /// A ports map element: address range, protocol and port range, rule.
 type PortsElement = (u128, u128, (Protocol, u16, u16), usize);
 
-/// The elements of the two maps for the cells of a sweep, each map merging adjacent address ranges
-/// on which the same rule decides the same protocol and ports (the two maps merge independently:
-/// an element of one may span cells the other splits).
+/// The elements of a class's two maps for the cells of its local pods (sorted by address), each map
+/// merging adjacent addresses on which the same rule decides the same protocol and ports (the two
+/// maps merge independently: an element of one may span cells the other splits).
 fn elements(cells: &[(u128, u128, Cell)]) -> (Vec<PortsElement>, Vec<(u128, u128, usize)>) {
     let mut any: Vec<(u128, u128, usize)> = Vec::new();
     let mut ports: Vec<PortsElement> = Vec::new();
@@ -419,7 +487,7 @@ fn rule_comment(policy: &ClusterNetworkPolicy, direction: Direction, index: usiz
     text
 }
 
-/// Renders the tiers of one node into a ruleset whose base chains already dispatch to them.
+/// Renders the tiers of one node into a ruleset whose base chains already look them up.
 pub(super) struct TierRenderer<'i, 'a> {
     index: &'i ClusterIndex<'a>,
     families: Vec<Family>,
@@ -446,18 +514,18 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
         }
     }
 
-    fn render_tier(
-        &mut self,
-        ruleset: &mut Ruleset,
+    /// The local pods of a tier and direction, grouped by the policies that judge them (and, for
+    /// ingress, how they resolve the named ports those policies use).
+    fn combinations(
         tier: Tier,
         direction: Direction,
         pods: &[LocalPod<'a>],
-    ) {
-        let mut combinations: BTreeMap<String, Combination<'a>> = BTreeMap::new();
+    ) -> Vec<Combination<'a>> {
+        let mut combinations: BTreeMap<Vec<String>, Combination<'a>> = BTreeMap::new();
         for local in pods {
             // NetworkPolicies decide for the pods they isolate before the Baseline tier is reached
             // on the forward hook; on the input hook (a pod reaching its node) they allow, and the
-            // pod's absence from the Baseline dispatch map is what lets the packet through.
+            // pod's absence from the Baseline subjects is what lets the packet through.
             if tier == Tier::Baseline && !local.policies(direction).is_empty() {
                 continue;
             }
@@ -472,9 +540,11 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
                     .collect(),
                 Direction::Egress => Vec::new(),
             };
-            let chain = tier_chain_name(tier, direction, &policies, &named_ports);
+            let mut key: Vec<String> = policies.iter().map(|p| p.name.clone()).collect();
+            key.push(String::new());
+            key.extend(named_ports.iter().map(|(n, p)| format!("{n}={p:?}")));
             combinations
-                .entry(chain)
+                .entry(key)
                 .or_insert_with(|| Combination {
                     policies,
                     named_ports,
@@ -483,161 +553,248 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
                 .pods
                 .push(local.pod);
         }
-        for (chain, combination) in &combinations {
-            self.combination(ruleset, tier, direction, chain, combination);
-            for pod in &combination.pods {
-                for ip in &pod.ips {
-                    let map = tier_vmap_name(tier, direction, Family::of(ip));
-                    if let Some(m) = ruleset.maps.get_mut(&map) {
-                        m.elements.insert(*ip, chain.clone());
-                    }
-                }
-            }
-        }
+        combinations.into_values().collect()
     }
 
-    /// The combination chain and its decision maps.
-    fn combination(
+    fn render_tier(
         &mut self,
         ruleset: &mut Ruleset,
         tier: Tier,
         direction: Direction,
-        chain: &str,
-        combination: &Combination<'a>,
+        pods: &[LocalPod<'a>],
     ) {
-        let names: Vec<&str> = combination
-            .policies
+        let combinations = Self::combinations(tier, direction, pods);
+        for combination in &combinations {
+            for pod in &combination.pods {
+                for ip in &pod.ips {
+                    let set = tier_subjects_set_name(tier, direction, Family::of(ip));
+                    if let Some(s) = ruleset.sets.get_mut(&set) {
+                        s.elements.insert(SetElement::Addr(*ip));
+                    }
+                }
+            }
+        }
+        // Every rule of the combinations' policies, in evaluation order: policies by priority and
+        // name, then rules as written. Each combination's own order is this one, restricted.
+        let mut universe: Vec<(&'a ClusterNetworkPolicy, usize)> = combinations
             .iter()
-            .map(|p| p.name.as_str())
+            .flat_map(|c| c.policies.iter())
+            .flat_map(|p| (0..p.rules(direction).len()).map(move |i| (*p, i)))
             .collect();
-        let comment = format!("{tier} {direction}: {}", names.join(", "));
-        let mut rules = Vec::new();
-        for family in self.families.clone() {
-            let [ports_map, any_map] = [true, false].map(|ports| {
-                decision_map_name(
-                    tier,
-                    direction,
-                    &combination.policies,
-                    &combination.named_ports,
-                    ports,
-                    family,
-                )
-            });
-            let (ports_elements, any_elements) = self.decisions(direction, combination, family);
-            ruleset.decision_maps.insert(
-                ports_map.clone(),
-                DecisionMap {
-                    family,
-                    ports: true,
-                    elements: ports_elements,
-                },
-            );
-            ruleset.decision_maps.insert(
-                any_map.clone(),
-                DecisionMap {
-                    family,
-                    ports: false,
-                    elements: any_elements,
-                },
-            );
-            for (ports, map) in [(true, ports_map), (false, any_map)] {
-                rules.push(NftRule {
-                    matches: vec![Match::L4ProtoWithPorts { negated: !ports }],
-                    verdict: Verdict::DecisionVmap {
-                        family,
-                        field: peer_field(direction),
-                        ports,
-                        map,
-                    },
-                    comment: Some(comment.clone()),
-                });
-            }
-        }
-        ruleset
-            .chains
-            .insert(chain.to_string(), Chain { base: None, rules });
-    }
-
-    /// The elements of a combination's two decision maps for one family.
-    #[allow(clippy::type_complexity)]
-    fn decisions(
-        &mut self,
-        direction: Direction,
-        combination: &Combination<'a>,
-        family: Family,
-    ) -> (
-        BTreeMap<DecisionKey, Decision>,
-        BTreeMap<DecisionKey, Decision>,
-    ) {
-        // Resolve every rule's peers first (cached across combinations), then borrow them.
-        let mut order: Vec<(&'a ClusterNetworkPolicy, usize)> = Vec::new();
-        for policy in &combination.policies {
-            for index in 0..policy.rules(direction).len() {
-                self.ensure_region(policy, direction, index, family);
-                order.push((policy, index));
-            }
-        }
-        let named: BTreeMap<&str, Option<(Protocol, u16)>> =
-            combination.named_ports.iter().copied().collect();
-        let rules: Vec<SweepRule<'_>> = order
+        universe.sort_by(|a, b| (a.0.order_key(), a.1).cmp(&(b.0.order_key(), b.1)));
+        universe.dedup_by(|a, b| a.0.name == b.0.name && a.1 == b.1);
+        let position: HashMap<(&str, usize), usize> = universe
             .iter()
-            .map(|(policy, index)| {
-                let rule = &policy.rules(direction)[*index];
-                let region = &self.regions[&(policy.name.as_str(), direction, *index, family)];
-                let mut ports: [Vec<(u16, u16)>; 3] = Default::default();
-                for port in &rule.protocols {
-                    match port {
-                        ClusterPort::Range {
-                            protocol,
-                            first,
-                            last,
-                        } => ports[protocol_slot(*protocol)].push((*first, *last)),
-                        // Ingress: the subjects' own port; egress: resolved per destination in
-                        // the region.
-                        ClusterPort::Named(n) => {
-                            if let Some(Some((protocol, port))) = named.get(n.as_str()) {
-                                ports[protocol_slot(*protocol)].push((*port, *port));
-                            }
+            .enumerate()
+            .map(|(u, (p, i))| ((p.name.as_str(), *i), u))
+            .collect();
+        let tokens: Vec<String> = universe
+            .iter()
+            .map(|(p, i)| cluster_rule_token(p, direction, *i))
+            .collect();
+        let decisions: Vec<Decision> = universe
+            .iter()
+            .map(|(p, i)| Decision {
+                verdict: decision_verdict(p.rules(direction)[*i].action),
+                comment: Some(rule_comment(p, direction, *i)),
+            })
+            .collect();
+        for family in self.families.clone() {
+            for (policy, index) in &universe {
+                self.ensure_region(policy, direction, *index, family);
+            }
+            let regions: Vec<&PeerRegion> = universe
+                .iter()
+                .map(|(p, i)| &self.regions[&(p.name.as_str(), direction, *i, family)])
+                .collect();
+            let ranges = classify(&regions, family);
+            // Each combination's rules, ready to decide (ingress named ports resolved as its pods
+            // resolve them), by position in the universe.
+            let rules: Vec<Vec<(usize, SweepRule<'_>)>> = combinations
+                .iter()
+                .map(|c| {
+                    let mut rules: Vec<(usize, SweepRule<'_>)> = c
+                        .policies
+                        .iter()
+                        .flat_map(|p| (0..p.rules(direction).len()).map(move |i| (*p, i)))
+                        .map(|(p, i)| {
+                            let u = position[&(p.name.as_str(), i)];
+                            (
+                                u,
+                                sweep_rule(&p.rules(direction)[i], regions[u], &c.named_ports),
+                            )
+                        })
+                        .collect();
+                    rules.sort_by_key(|(u, _)| *u);
+                    rules
+                })
+                .collect();
+            // Each class with an address that resolves its named ports (every address of a class
+            // resolves them alike).
+            let mut classes: BTreeMap<&ClassKey, Option<u128>> = BTreeMap::new();
+            for (first, _, key) in &ranges {
+                classes
+                    .entry(key)
+                    .or_insert_with(|| (!key.named.is_empty()).then_some(*first));
+            }
+            let mut chains: HashMap<&ClassKey, String> = HashMap::new();
+            for (key, point) in &classes {
+                let mut cells: Vec<(u128, u128, Cell)> = Vec::new();
+                for (c, combination) in combinations.iter().enumerate() {
+                    let active: Vec<(usize, &SweepRule<'_>)> = rules[c]
+                        .iter()
+                        .filter(|(u, _)| key.rules.binary_search(u).is_ok())
+                        .map(|(u, r)| (*u, r))
+                        .collect();
+                    if active.is_empty() {
+                        continue;
+                    }
+                    let decided = cell(&active, *point);
+                    if decided.other.is_none() && decided.ports.is_empty() {
+                        continue;
+                    }
+                    for pod in &combination.pods {
+                        if let Some(ip) = pod.ip(family) {
+                            let n = to_u128(&ip);
+                            cells.push((n, n, decided.clone()));
                         }
                     }
                 }
-                SweepRule {
-                    region,
-                    all: rule.protocols.is_empty(),
-                    ports: ports.map(merge_ranges),
-                    decision: Decision {
-                        verdict: decision_verdict(rule.action),
-                        comment: Some(rule_comment(policy, direction, *index)),
-                    },
+                if cells.is_empty() {
+                    continue;
                 }
+                cells.sort_by_key(|(n, _, _)| *n);
+                let chain = self.class_chain(
+                    ruleset,
+                    (tier, direction, family),
+                    key,
+                    &tokens,
+                    &decisions,
+                    &cells,
+                );
+                chains.insert(key, chain);
+            }
+            let peers = tier_peers_map_name(tier, direction, family);
+            let Some(map) = ruleset.decision_maps.get_mut(&peers) else {
+                continue;
+            };
+            let mut merged: Vec<(u128, u128, &String)> = Vec::new();
+            for (first, last, key) in &ranges {
+                let Some(chain) = chains.get(key) else {
+                    continue;
+                };
+                match merged.last_mut() {
+                    Some(prev) if prev.2 == chain && prev.1 + 1 == *first => prev.1 = *last,
+                    _ => merged.push((*first, *last, chain)),
+                }
+            }
+            let addr = |n: u128| crate::cidr::from_u128(family, n);
+            for (first, last, chain) in merged {
+                map.elements.insert(
+                    DecisionKey {
+                        first: addr(first),
+                        last: addr(last),
+                        ports: None,
+                    },
+                    Decision {
+                        verdict: DecisionVerdict::Jump(chain.clone()),
+                        comment: None,
+                    },
+                );
+            }
+        }
+    }
+
+    /// A peer class's chain and its two decision maps, from the cells of its local pods (sorted
+    /// by address); returns the chain's name.
+    fn class_chain(
+        &self,
+        ruleset: &mut Ruleset,
+        (tier, direction, family): (Tier, Direction, Family),
+        key: &ClassKey,
+        tokens: &[String],
+        decisions: &[Decision],
+        cells: &[(u128, u128, Cell)],
+    ) -> String {
+        let rule_tokens: Vec<String> = key.rules.iter().map(|u| tokens[*u].clone()).collect();
+        let named_tokens: Vec<String> = key
+            .named
+            .iter()
+            .map(|(u, ports)| {
+                let resolved: Vec<String> = ports
+                    .iter()
+                    .map(|(p, n)| format!("{}.{n}", p.as_nft()))
+                    .collect();
+                format!("{}={}", tokens[*u], resolved.join("+"))
             })
             .collect();
+        let chain = tier_class_chain_name(tier, direction, &rule_tokens, &named_tokens, family);
+        let [ports_map, any_map] = [true, false].map(|ports| {
+            tier_class_map_name(tier, direction, &rule_tokens, &named_tokens, ports, family)
+        });
         let addr = |n: u128| crate::cidr::from_u128(family, n);
-        let decision = |i: usize| rules[i].decision.clone();
-        let (ports, any) = elements(&sweep(&rules, family));
-        let ports_elements = ports
+        let (ports_elements, any_elements) = elements(cells);
+        ruleset.decision_maps.insert(
+            ports_map.clone(),
+            DecisionMap {
+                family,
+                ports: true,
+                elements: ports_elements
+                    .into_iter()
+                    .map(|(first, last, (protocol, a, b), u)| {
+                        let key = DecisionKey {
+                            first: addr(first),
+                            last: addr(last),
+                            ports: Some((protocol, a, b)),
+                        };
+                        (key, decisions[u].clone())
+                    })
+                    .collect(),
+            },
+        );
+        ruleset.decision_maps.insert(
+            any_map.clone(),
+            DecisionMap {
+                family,
+                ports: false,
+                elements: any_elements
+                    .into_iter()
+                    .map(|(first, last, u)| {
+                        let key = DecisionKey {
+                            first: addr(first),
+                            last: addr(last),
+                            ports: None,
+                        };
+                        (key, decisions[u].clone())
+                    })
+                    .collect(),
+            },
+        );
+        let mut policies: Vec<&str> = Vec::new();
+        for u in &key.rules {
+            let policy = tokens[*u].split('.').next().unwrap_or_default();
+            if policies.last() != Some(&policy) {
+                policies.push(policy);
+            }
+        }
+        let comment = format!("{tier} {direction} peers of {}", policies.join(", "));
+        let rules = [(true, ports_map), (false, any_map)]
             .into_iter()
-            .map(|(first, last, (protocol, a, b), i)| {
-                let key = DecisionKey {
-                    first: addr(first),
-                    last: addr(last),
-                    ports: Some((protocol, a, b)),
-                };
-                (key, decision(i))
+            .map(|(ports, map)| NftRule {
+                matches: vec![Match::L4ProtoWithPorts { negated: !ports }],
+                verdict: Verdict::DecisionVmap {
+                    family,
+                    field: subject_field(direction),
+                    ports,
+                    map,
+                },
+                comment: Some(comment.clone()),
             })
             .collect();
-        let any_elements = any
-            .into_iter()
-            .map(|(first, last, i)| {
-                let key = DecisionKey {
-                    first: addr(first),
-                    last: addr(last),
-                    ports: None,
-                };
-                (key, decision(i))
-            })
-            .collect();
-        (ports_elements, any_elements)
+        ruleset
+            .chains
+            .insert(chain.clone(), Chain { base: None, rules });
+        chain
     }
 
     fn ensure_region(

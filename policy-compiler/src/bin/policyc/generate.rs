@@ -5,6 +5,7 @@ use std::io::Write;
 use anyhow::{anyhow, Result};
 use clap::{Args, ValueEnum};
 
+use policy_compiler::generate::guardrails::with_guardrails;
 use policy_compiler::generate::{workload, WorkloadSize};
 use policy_compiler::manifest::cluster_manifests;
 
@@ -20,6 +21,10 @@ pub struct GenerateArgs {
     /// The seed: the same seed and size give the same cluster.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Also this many ClusterNetworkPolicies (guardrails of 10 rules each: four in five Admin, the
+    /// rest Baseline) and a Node per node, which their `nodes` peers select.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    cluster_policies: usize,
     /// Output format: a multi-document YAML stream, or one JSON `List`.
     #[arg(short = 'o', long, value_enum, default_value_t = GenerateFormat::Yaml)]
     output: GenerateFormat,
@@ -35,7 +40,11 @@ enum GenerateFormat {
 pub fn run(args: GenerateArgs) -> Result<Output> {
     let size = WorkloadSize::named(&args.size)
         .ok_or_else(|| anyhow!("--size {:?}: use small, medium or large", args.size))?;
-    let items = cluster_manifests(&workload(args.seed, size));
+    let mut cluster = workload(args.seed, size);
+    if args.cluster_policies > 0 {
+        cluster = with_guardrails(&cluster, args.seed, args.cluster_policies, size.nodes);
+    }
+    let items = cluster_manifests(&cluster);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     match args.output {
