@@ -172,7 +172,7 @@ impl LabCluster {
             })
             .collect();
         let lab = Lab::create(&LabSpec {
-            nodes: nodes.clone(),
+            nodes: nodes.iter().map(|n| n.as_str().into()).collect(),
             pods,
             services: all_services,
         })?;
