@@ -15,7 +15,7 @@ use policy_compiler::analysis::{evaluate, Endpoint, PortProto};
 use policy_compiler::cidr::Family;
 use policy_compiler::model::{ObjectRef, Pod, PodPhase, Protocol};
 use policy_compiler::verify::to_own_node;
-use policy_compiler::{compile_node, ClusterState};
+use policy_compiler::{cnp_conformance, compile_node, ClusterState};
 
 use crate::lab::{Lab, LabError, LabSpec, NodeSpec, PodSpec, Probe, ProbeOutcome, ServiceSpec};
 use crate::services::{per_pod_services, PerPodServiceIps};
@@ -309,6 +309,24 @@ impl LabCluster {
         Ok(reports)
     }
 
+    /// The nodes whose kernel table differs from the ruleset last applied to it (read back with
+    /// `nft -j list table`): none, unless a transaction did not do what it was computed to do.
+    pub fn kernel_differs(&self) -> Result<Vec<String>, LabRunError> {
+        let mut differ = Vec::new();
+        for (node, dataplane) in &self.dataplanes {
+            let matches = dataplane
+                .kernel_matches()
+                .map_err(|source| LabRunError::Dataplane {
+                    node: node.clone(),
+                    source,
+                })?;
+            if !matches {
+                differ.push(node.clone());
+            }
+        }
+        Ok(differ)
+    }
+
     /// Probes every ordered pair of `pods` (all participating pods when empty) on every port, in
     /// every family both pods have, and pairs each result with the evaluator's prediction. A pod
     /// probing itself uses its own IP (it never leaves its namespace). SCTP is not probed (this
@@ -475,6 +493,149 @@ pub fn run_case(
     Ok(outcome)
 }
 
+/// The result of one network-policy-api conformance case on the lab.
+#[derive(Debug, Clone, Default)]
+pub struct CnpCaseOutcome {
+    /// Steps run.
+    pub steps: usize,
+    /// Probes sent as packets, by family (TCP and UDP).
+    pub measured: BTreeMap<Family, usize>,
+    /// Of those, the probes to an address of the source's own node (through its input hook).
+    pub to_own_node: usize,
+    /// SCTP probes, in both families, checked against the evaluator only (this kernel has no SCTP).
+    pub sctp_evaluated: usize,
+    /// Transactions applied after the first full load.
+    pub partial_applies: usize,
+    /// Probes whose packets, or whose evaluator verdict, differ from upstream's expectation.
+    pub mismatches: Vec<String>,
+}
+
+impl CnpCaseOutcome {
+    /// Probes sent as packets, over both families.
+    pub fn measured_total(&self) -> usize {
+        self.measured.values().sum()
+    }
+}
+
+/// What upstream requires of a probe's packets: a connection when it is allowed, a timeout (a drop,
+/// not a refusal) when it is not.
+fn upstream_outcome(allowed: bool) -> ProbeOutcome {
+    if allowed {
+        ProbeOutcome::Reached
+    } else {
+        ProbeOutcome::TimedOut
+    }
+}
+
+/// Runs one network-policy-api case on its own lab: the model (host-network pods served by their
+/// nodes, on the nodes' addresses), then each step's changes enforced (the whole ruleset first, a
+/// diff after; each node's table read back must be the compiled ruleset), then each of the step's
+/// probes in IPv4 and in IPv6 to the server pod's IP (a host-network pod's being its node's), all
+/// at once. A TCP or UDP probe must reach when upstream allows it and time out when it does not,
+/// and the evaluator must agree; an SCTP probe is checked against the evaluator only.
+pub fn run_cnp_case(
+    model: &cnp_conformance::Model,
+    case: &cnp_conformance::Case,
+    timeout: Duration,
+) -> Result<CnpCaseOutcome, LabRunError> {
+    let serve: Vec<PortProto> = case
+        .probes()
+        .filter(|p| p.protocol != Protocol::Sctp)
+        .map(|p| PortProto {
+            port: p.port,
+            protocol: p.protocol,
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut lab = LabCluster::build(model.cluster.clone(), Vec::new(), &serve)?;
+    let mut outcome = CnpCaseOutcome::default();
+    for (i, step) in case.steps.iter().enumerate() {
+        case.apply_step(i, lab.cluster_mut())
+            .map_err(|e| LabRunError::Unknown(e.to_string()))?;
+        let reports = lab.enforce()?;
+        outcome.partial_applies += reports
+            .values()
+            .filter(|r| !r.full && r.operations > 0)
+            .count();
+        outcome.steps += 1;
+        for node in lab.kernel_differs()? {
+            outcome.mismatches.push(format!(
+                "step {} ({}): node {node}: the kernel's table is not the compiled ruleset",
+                i + 1,
+                step.description
+            ));
+        }
+        let mut flows = Vec::new();
+        let mut expected = Vec::new();
+        for probe in &step.probes {
+            for family in [Family::V4, Family::V6] {
+                let port = PortProto {
+                    port: probe.port,
+                    protocol: probe.protocol,
+                };
+                let what = format!(
+                    "step {} ({}): {} -> {} {port} IPv{}",
+                    i + 1,
+                    step.description,
+                    probe.from,
+                    probe.to,
+                    family.number()
+                );
+                let flow = Flow {
+                    from: probe.from.clone(),
+                    to: probe.to.clone(),
+                    port,
+                    family,
+                };
+                if probe.protocol == Protocol::Sctp {
+                    outcome.sctp_evaluated += 1;
+                    let predicted = predict(lab.cluster(), &flow)?.allowed;
+                    if predicted != probe.allowed {
+                        outcome.mismatches.push(format!(
+                            "{what}: upstream expects {}, the evaluator says {} (SCTP, not probed)",
+                            allowed_word(probe.allowed),
+                            allowed_word(predicted)
+                        ));
+                    }
+                    continue;
+                }
+                flows.push(flow);
+                expected.push((what, probe.allowed));
+            }
+        }
+        let measured = lab.probe(&flows, Via::Pod, timeout)?;
+        for (m, (what, allowed)) in measured.iter().zip(expected) {
+            *outcome.measured.entry(m.family).or_default() += 1;
+            outcome.to_own_node += usize::from(m.to_own_node);
+            let want = upstream_outcome(allowed);
+            if m.outcome != want || m.predicted != allowed {
+                outcome.mismatches.push(format!(
+                    "{what}: upstream expects {} ({want}), packets {}, the evaluator says {}{}",
+                    allowed_word(allowed),
+                    m.outcome,
+                    allowed_word(m.predicted),
+                    if m.to_own_node {
+                        " (to the source's own node)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+    }
+    lab.teardown()?;
+    Ok(outcome)
+}
+
+fn allowed_word(allowed: bool) -> &'static str {
+    if allowed {
+        "allowed"
+    } else {
+        "denied"
+    }
+}
+
 /// What the evaluator says of a flow.
 struct Predicted<'c> {
     /// The destination as the evaluator takes it: a participating pod, or an address (a
@@ -545,10 +706,10 @@ mod tests {
         s.parse().expect("test address")
     }
 
-    fn cnp_model() -> policy_compiler::cnp_conformance::Model {
+    fn cnp_model() -> cnp_conformance::Model {
         let dir =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/network-policy-api");
-        policy_compiler::cnp_conformance::Suite::read(&dir)
+        cnp_conformance::Suite::read(&dir)
             .unwrap_or_else(|e| panic!("{e}"))
             .model
     }
