@@ -385,7 +385,7 @@ fn lab_spec() -> LabSpec {
         ports,
     };
     LabSpec {
-        nodes: vec![NODE.to_string(), REMOTE_NODE.to_string()],
+        nodes: vec![NODE.into(), REMOTE_NODE.into()],
         pods: vec![
             // Port 8080 is served by the bench's own [`AcceptServer`].
             pod(SERVER, NODE, SERVER_IP, vec![(DENIED_PORT, Protocol::Tcp)]),

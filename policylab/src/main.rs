@@ -5,7 +5,7 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -16,10 +16,13 @@ use policy_compiler::analysis::{
     declared_ports, evaluate, explain_text, write_grid, Endpoint, PortProto,
 };
 use policy_compiler::cidr::Family;
+use policy_compiler::cnp_conformance::Suite as CnpSuite;
 use policy_compiler::conformance::Suite;
 use policy_compiler::input::{parse_sources, read_paths};
 use policylab::lab::{clean_leftovers, preflight};
-use policylab::lab_run::{run_case, schedule, LabCluster, Measurement, Via};
+use policylab::lab_run::{
+    run_case, run_cnp_case, schedule, CnpCaseOutcome, LabCluster, Measurement, Via,
+};
 use policylab::services::input_services;
 
 /// Build a cluster of network namespaces from manifests, enforce nftpolicy's rulesets on it with the
@@ -58,10 +61,15 @@ enum Command {
         #[arg(long, default_value_t = 250)]
         timeout_ms: u64,
     },
-    /// Run the upstream e2e conformance cases, each on its own lab.
+    /// Run a conformance suite's cases, each on its own lab: the upstream NetworkPolicy e2e suite
+    /// (fixtures/upstream-e2e) or the network-policy-api ClusterNetworkPolicy suite
+    /// (fixtures/network-policy-api).
     Conformance {
         /// The suite directory (model.yaml and cases/).
         dir: PathBuf,
+        /// Which suite the directory holds; `auto` tells them apart by their case files.
+        #[arg(long, value_enum, default_value_t = SuiteArg::Auto)]
+        suite: SuiteArg,
         /// Run only the cases whose file name contains this.
         #[arg(long)]
         case: Option<String>,
@@ -71,6 +79,16 @@ enum Command {
     },
     /// Remove network namespaces left by earlier runs whose process is gone.
     Clean,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum SuiteArg {
+    /// The suite whose case format the first case file has.
+    Auto,
+    /// The upstream Kubernetes NetworkPolicy e2e suite.
+    UpstreamE2e,
+    /// The network-policy-api ClusterNetworkPolicy suite.
+    NetworkPolicyApi,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -108,9 +126,17 @@ fn main() -> ExitCode {
         ),
         Command::Conformance {
             dir,
+            suite,
             case,
             timeout_ms,
-        } => conformance(&dir, case.as_deref(), Duration::from_millis(timeout_ms)),
+        } => {
+            let timeout = Duration::from_millis(timeout_ms);
+            match detect_suite(&dir, suite) {
+                Ok(SuiteArg::NetworkPolicyApi) => cnp_conformance(&dir, case.as_deref(), timeout),
+                Ok(_) => conformance(&dir, case.as_deref(), timeout),
+                Err(e) => Err(e),
+            }
+        }
     };
     match result {
         Ok(code) => code,
@@ -280,7 +306,31 @@ fn table(pods: &[String], measured: &[Measurement]) -> String {
     out
 }
 
-fn conformance(dir: &std::path::Path, only: Option<&str>, timeout: Duration) -> Result<ExitCode> {
+/// The suite `dir` holds: `suite`, or with `auto` the one whose case format its first case file
+/// (in name order) has.
+fn detect_suite(dir: &Path, suite: SuiteArg) -> Result<SuiteArg> {
+    if suite != SuiteArg::Auto {
+        return Ok(suite);
+    }
+    let cases = dir.join("cases");
+    let sources = read_paths(&[cases.display().to_string()]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let Some(first) = sources.first() else {
+        bail!("{}: no case file", cases.display());
+    };
+    let cnp = policy_compiler::cnp_conformance::parse_case(first);
+    let e2e = policy_compiler::conformance::parse_case(first);
+    match (cnp, e2e) {
+        (Ok(_), _) => Ok(SuiteArg::NetworkPolicyApi),
+        (_, Ok(_)) => Ok(SuiteArg::UpstreamE2e),
+        (Err(cnp), Err(e2e)) => bail!(
+            "{} has neither case format; as a network-policy-api case: {cnp}; as an upstream e2e \
+             case: {e2e}; pass --suite to choose",
+            first.name
+        ),
+    }
+}
+
+fn conformance(dir: &Path, only: Option<&str>, timeout: Duration) -> Result<ExitCode> {
     preflight()?;
     let suite = Suite::read(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
     let started = Instant::now();
@@ -325,6 +375,81 @@ fn conformance(dir: &std::path::Path, only: Option<&str>, timeout: Duration) -> 
         skipped.join(", "),
         started.elapsed().as_secs_f64()
     );
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The network-policy-api suite on the lab: per case its steps, the probes sent as packets per
+/// family (and how many of them went to the source's own node), the SCTP probes only evaluated,
+/// and the time; then the totals.
+fn cnp_conformance(dir: &Path, only: Option<&str>, timeout: Duration) -> Result<ExitCode> {
+    preflight()?;
+    let suite = CnpSuite::read(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let started = Instant::now();
+    let mut total = CnpCaseOutcome::default();
+    let (mut cases, mut failed, mut evaluated_only) = (0, 0, Vec::new());
+    println!(
+        "{:<6} {:<36} {:>5} {:>5} {:>5} {:>8} {:>5} {:>8}",
+        "RESULT", "CASE", "STEPS", "IPV4", "IPV6", "OWN-NODE", "SCTP", "TIME"
+    );
+    for case in &suite.cases {
+        if only.is_some_and(|o| !case.file.contains(o) && case.name != o) {
+            continue;
+        }
+        let t = Instant::now();
+        let outcome = run_cnp_case(&suite.model, case, timeout)
+            .with_context(|| format!("case {}", case.name))?;
+        let ok = outcome.mismatches.is_empty();
+        println!(
+            "{:<6} {:<36} {:>5} {:>5} {:>5} {:>8} {:>5} {:>7.2}s",
+            if ok { "PASS" } else { "FAIL" },
+            case.name,
+            outcome.steps,
+            outcome.measured.get(&Family::V4).copied().unwrap_or(0),
+            outcome.measured.get(&Family::V6).copied().unwrap_or(0),
+            outcome.to_own_node,
+            outcome.sctp_evaluated,
+            t.elapsed().as_secs_f64()
+        );
+        for m in &outcome.mismatches {
+            println!("         {m}");
+        }
+        cases += 1;
+        failed += usize::from(!ok);
+        if outcome.measured_total() == 0 {
+            evaluated_only.push(case.name.clone());
+        }
+        total.steps += outcome.steps;
+        for (family, n) in outcome.measured {
+            *total.measured.entry(family).or_default() += n;
+        }
+        total.to_own_node += outcome.to_own_node;
+        total.sctp_evaluated += outcome.sctp_evaluated;
+        total.partial_applies += outcome.partial_applies;
+    }
+    println!(
+        "conformance: {} of {cases} cases passed, {failed} failed; {} steps; {} probes measured \
+         (IPv4 {}, IPv6 {}; {} to the source's own node), {} SCTP probes evaluated only; {} diff \
+         transactions; in {:.1}s",
+        cases - failed,
+        total.steps,
+        total.measured_total(),
+        total.measured.get(&Family::V4).copied().unwrap_or(0),
+        total.measured.get(&Family::V6).copied().unwrap_or(0),
+        total.to_own_node,
+        total.sctp_evaluated,
+        total.partial_applies,
+        started.elapsed().as_secs_f64()
+    );
+    if !evaluated_only.is_empty() {
+        println!(
+            "conformance: only SCTP probes, evaluated, none measured: {}",
+            evaluated_only.join(", ")
+        );
+    }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {

@@ -5,6 +5,10 @@
 //!   nodes. Each node routes every local pod address (`/32`, `/128`) to the pod's veth and every remote
 //!   pod address to the remote node's fabric address, so cross-node pod traffic is routed with the
 //!   original pod source address, never NATed.
+//!   A node may also have **addresses of its own** (a Node's InternalIP and ExternalIP): they are on
+//!   its `lo`, every other node routes them to its fabric address, and a node serves ports on them
+//!   (the ports of the host-network pods it runs, which share its namespace). A pod reaching an
+//!   address of its own node crosses that node's input hook, not forward, as in a cluster.
 //! - A **pod** is a network namespace with `eth0`, its addresses as `/32` and `/128`, and default routes
 //!   through link-local gateways on its node (`169.254.1.1`, `fe80::1`), with permanent neighbour
 //!   entries so that no probe waits for ARP or neighbour discovery.
@@ -12,7 +16,9 @@
 //!   `table ip6 policylab_nat` (prerouting, priority `dstnat`). A filter on the forward hook of a node
 //!   (such as `table inet nftpolicy`) therefore sees the backend pod address and target port.
 //! - Each pod **serves** its TCP ports (accepting and closing connections) and UDP ports (echoing each
-//!   datagram); **probes** run in parallel from threads that enter the source pod's namespace.
+//!   datagram), and each node its ports on each of its own addresses; **probes** run in parallel from
+//!   threads that enter the source pod's namespace, and tell a connection made from a timeout (a drop)
+//!   and from a refusal or an ICMP error ([`ProbeOutcome`]).
 //!
 //! Every namespace of a lab is named `nplab<pid>x<counter>-...` ([`Lab::prefix`]) and is removed by
 //! [`Lab::teardown`], by `Drop` (panics included) and on Ctrl-C/SIGTERM/SIGHUP. [`clean_leftovers`]
@@ -50,12 +56,36 @@ pub const MAX_PARALLEL_PROBES: usize = 64;
 /// What a lab is made of.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LabSpec {
-    /// Node names (any string; each becomes a namespace acting as a router).
-    pub nodes: Vec<String>,
+    /// The nodes (each becomes a namespace acting as a router). A name converts into a node without
+    /// addresses: `vec!["node-1".into()]`.
+    pub nodes: Vec<NodeSpec>,
     /// The pods, each on one of `nodes`.
     pub pods: Vec<PodSpec>,
     /// The Services DNATed on every node.
     pub services: Vec<ServiceSpec>,
+}
+
+/// A node of the lab.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeSpec {
+    /// Its name (any string).
+    pub name: String,
+    /// Addresses of the node itself, any number per family (a Node's InternalIPs and ExternalIPs):
+    /// on the node's `lo`, routed to it by every other node. Unique in the lab.
+    pub ips: Vec<IpAddr>,
+    /// The ports the node serves on each of its addresses, as a pod serves its own (host-network
+    /// pods' ports): TCP accepts and closes connections, UDP echoes datagrams from the address they
+    /// were sent to. SCTP ports are not served.
+    pub ports: Vec<(u16, Protocol)>,
+}
+
+impl From<&str> for NodeSpec {
+    fn from(name: &str) -> Self {
+        NodeSpec {
+            name: name.to_string(),
+            ..NodeSpec::default()
+        }
+    }
 }
 
 /// A pod of the lab.
@@ -101,12 +131,49 @@ pub struct ServicePort {
 pub struct Probe {
     /// The source pod (`namespace/name`, a [`PodSpec::id`]).
     pub from: String,
-    /// The destination address: a pod IP, a cluster IP, or any other address.
+    /// The destination address: a pod IP, a cluster IP, a node's address, or any other address.
     pub to: IpAddr,
     /// The destination port.
     pub port: u16,
     /// The protocol: TCP (connect) or UDP (datagram and echo). SCTP is [`LabError::Unsupported`].
     pub protocol: Protocol,
+}
+
+/// What a probe's packets met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProbeOutcome {
+    /// The TCP handshake completed, or the UDP echo came back.
+    Reached,
+    /// No answer within the timeout: the packets were dropped (or the answer was).
+    TimedOut,
+    /// Refused: a TCP reset, or an ICMP port unreachable (no listener, or a `reject`).
+    Refused,
+    /// Unreachable: an ICMP host, network or administratively-prohibited error, no route, or a local
+    /// filter refusing to send.
+    Unreachable,
+}
+
+impl ProbeOutcome {
+    /// Whether the connection was made.
+    pub fn reached(self) -> bool {
+        self == ProbeOutcome::Reached
+    }
+
+    /// `reached`, `timed out`, `refused` or `unreachable`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeOutcome::Reached => "reached",
+            ProbeOutcome::TimedOut => "timed out",
+            ProbeOutcome::Refused => "refused",
+            ProbeOutcome::Unreachable => "unreachable",
+        }
+    }
+}
+
+impl std::fmt::Display for ProbeOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A failure of the lab. Each message says what to do about it.
@@ -238,7 +305,7 @@ impl Lab {
             LAB_COUNTER.fetch_add(1, Ordering::Relaxed)
         );
         let layout = Layout::new(&prefix, spec);
-        render::validate_services(&layout.pod_ips(), &spec.services)?;
+        render::validate_services(&layout.own_ips(), &spec.services)?;
         install_signal_handler();
         // Registered before anything exists, so that a signal during creation still cleans up.
         live_labs().push(prefix.clone());
@@ -316,13 +383,20 @@ impl Lab {
             )));
         }
 
-        let pods: Vec<server::PodToServe<'_>> = layout
+        let served: Vec<server::ToServe<'_>> = layout
             .pods
             .iter()
             .zip(&pod_files)
-            .map(|(p, f)| (p.netns.as_str(), f, p.ips.as_slice(), p.ports.as_slice()))
+            .map(|(p, f)| {
+                let binds = server::pod_binds(&p.ips);
+                (p.netns.as_str(), f, binds, p.ports.as_slice())
+            })
+            .chain(layout.nodes.iter().zip(&node_files).map(|(n, f)| {
+                let binds = server::node_binds(&n.ips);
+                (n.netns.as_str(), f, binds, n.ports.as_slice())
+            }))
             .collect();
-        self.servers = Some(server::Servers::start(&self.prefix, &pods)?);
+        self.servers = Some(server::Servers::start(&self.prefix, &served)?);
         let t_servers = start.elapsed();
 
         self.node_files = layout
@@ -387,13 +461,26 @@ impl Lab {
         &self.layout.fabric
     }
 
-    /// Runs the probes in parallel (at most [`MAX_PARALLEL_PROBES`] at once) and returns their
-    /// outcomes in input order: `Ok(true)` when the TCP connection was established or the UDP echo came
-    /// back within `timeout`, `Ok(false)` when it did not (dropped, refused, unreachable, timed out).
-    /// Errors are for probes the lab cannot run: unknown pod, no address of the family, SCTP, or a
-    /// namespace that cannot be entered.
+    /// Runs the probes in parallel (see [`Lab::probe_outcomes`]): `Ok(true)` when the TCP connection
+    /// was established or the UDP echo came back within `timeout`, `Ok(false)` when it did not
+    /// (dropped, refused, unreachable, timed out).
     pub fn probe_all(&self, probes: &[Probe], timeout: Duration) -> Vec<Result<bool, LabError>> {
-        let mut results: Vec<Option<Result<bool, LabError>>> = Vec::with_capacity(probes.len());
+        self.probe_outcomes(probes, timeout)
+            .into_iter()
+            .map(|r| r.map(ProbeOutcome::reached))
+            .collect()
+    }
+
+    /// Runs the probes in parallel (at most [`MAX_PARALLEL_PROBES`] at once) and returns what each
+    /// met, in input order. Errors are for probes the lab cannot run: unknown pod, no address of the
+    /// family, SCTP, or a namespace that cannot be entered.
+    pub fn probe_outcomes(
+        &self,
+        probes: &[Probe],
+        timeout: Duration,
+    ) -> Vec<Result<ProbeOutcome, LabError>> {
+        let mut results: Vec<Option<Result<ProbeOutcome, LabError>>> =
+            Vec::with_capacity(probes.len());
         let mut todo: Vec<(usize, &PodHandle)> = Vec::new();
         for (i, p) in probes.iter().enumerate() {
             match self.check_probe(p, timeout) {
@@ -406,7 +493,7 @@ impl Lab {
         }
         let next = AtomicUsize::new(0);
         let workers = todo.len().min(MAX_PARALLEL_PROBES);
-        let done: Vec<Vec<(usize, Result<bool, LabError>)>> = std::thread::scope(|s| {
+        let done: Vec<Vec<(usize, Result<ProbeOutcome, LabError>)>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..workers)
                 .map(|_| {
                     s.spawn(|| {
@@ -472,7 +559,7 @@ impl Lab {
     /// Replaces the Service DNAT of every node with `services`: one atomic `nft -f -` transaction per
     /// node (the nodes are updated in parallel, each all at once).
     pub fn set_services(&self, services: &[ServiceSpec]) -> Result<(), LabError> {
-        render::validate_services(&self.layout.pod_ips(), services)?;
+        render::validate_services(&self.layout.own_ips(), services)?;
         let nat = render::nat_ruleset(services);
         let nodes: Vec<(&String, &File)> = self.node_files.iter().collect();
         parallel(&nodes, |&(name, file)| {

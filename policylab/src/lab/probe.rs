@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{LabError, Probe, Protocol};
+use super::{LabError, Probe, ProbeOutcome, Protocol};
 
 /// The source ports of UDP probes, in rotation over 20000-60999 (skipping the ports the pods serve).
 ///
@@ -44,14 +44,14 @@ impl SourcePorts {
     }
 }
 
-/// Runs `probe` (the `index`-th of its batch) from the calling thread's namespace: `Ok(true)` if the
-/// TCP handshake completed or the UDP echo came back within `timeout`.
+/// Runs `probe` (the `index`-th of its batch) from the calling thread's namespace: what its packets
+/// met within `timeout`.
 pub(super) fn run(
     probe: &Probe,
     index: usize,
     timeout: Duration,
     ports: &SourcePorts,
-) -> Result<bool, LabError> {
+) -> Result<ProbeOutcome, LabError> {
     let to = SocketAddr::new(probe.to, probe.port);
     let outcome = match probe.protocol {
         Protocol::Tcp => tcp(to, timeout),
@@ -63,39 +63,39 @@ pub(super) fn run(
         }
     };
     match outcome {
-        Ok(reached) => Ok(reached),
-        Err(e) if blocked(&e) => Ok(false),
-        Err(e) => Err(LabError::io(
-            format!(
-                "probe {} -> {to}/{} failed to run",
-                probe.from, probe.protocol
-            ),
-            e,
-        )),
+        Ok(true) => Ok(ProbeOutcome::Reached),
+        Ok(false) => Ok(ProbeOutcome::TimedOut),
+        Err(e) => blocked(&e).ok_or_else(|| {
+            LabError::io(
+                format!(
+                    "probe {} -> {to}/{} failed to run",
+                    probe.from, probe.protocol
+                ),
+                e,
+            )
+        }),
     }
 }
 
-/// Errors that mean "not reachable": dropped (timed out), refused (closed port, reject),
-/// unreachable (no route, ICMP unreachable), or denied by a local filter.
-fn blocked(e: &io::Error) -> bool {
+/// What an error says of the packets: dropped (timed out), refused (closed port, reject),
+/// unreachable (no route, ICMP unreachable, or denied by a local filter); `None` for an error that
+/// says nothing of them (the probe could not run).
+fn blocked(e: &io::Error) -> Option<ProbeOutcome> {
     if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) {
-        return true;
+        return Some(ProbeOutcome::TimedOut);
     }
-    matches!(
-        e.raw_os_error(),
-        Some(
-            libc::ETIMEDOUT
-                | libc::ECONNREFUSED
-                | libc::ECONNRESET
-                | libc::EHOSTUNREACH
-                | libc::ENETUNREACH
-                | libc::EHOSTDOWN
-                | libc::ENETDOWN
-                | libc::EPERM
-                | libc::EACCES
-                | libc::EPROTO
-        )
-    )
+    match e.raw_os_error()? {
+        libc::ETIMEDOUT => Some(ProbeOutcome::TimedOut),
+        libc::ECONNREFUSED | libc::ECONNRESET => Some(ProbeOutcome::Refused),
+        libc::EHOSTUNREACH
+        | libc::ENETUNREACH
+        | libc::EHOSTDOWN
+        | libc::ENETDOWN
+        | libc::EPERM
+        | libc::EACCES
+        | libc::EPROTO => Some(ProbeOutcome::Unreachable),
+        _ => None,
+    }
 }
 
 fn tcp(to: SocketAddr, timeout: Duration) -> io::Result<bool> {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::{LabError, LabSpec, PodSpec, Protocol, ServiceSpec};
+use super::{LabError, LabSpec, NodeSpec, PodSpec, Protocol, ServiceSpec};
 
 /// The pods' IPv4 gateway, on every node-side pod veth.
 pub(super) const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
@@ -54,6 +54,10 @@ pub(super) const NODE_SYSCTLS: &[(&str, &str)] = &[
 pub(super) struct NodeLayout {
     pub name: String,
     pub netns: String,
+    /// Its own addresses (on `lo`).
+    pub ips: Vec<IpAddr>,
+    /// The ports served on each of `ips`.
+    pub ports: Vec<(u16, Protocol)>,
 }
 
 /// A pod of the lab.
@@ -73,6 +77,14 @@ pub(super) struct Layout {
     pub fabric: String,
     pub nodes: Vec<NodeLayout>,
     pub pods: Vec<PodLayout>,
+}
+
+/// Ports sorted, without repeats.
+fn sorted(ports: &[(u16, Protocol)]) -> Vec<(u16, Protocol)> {
+    let mut ports = ports.to_vec();
+    ports.sort();
+    ports.dedup();
+    ports
 }
 
 /// A string usable in a namespace name: `[A-Za-z0-9._-]`, at most 40 characters.
@@ -172,13 +184,19 @@ pub(super) fn validate(spec: &LabSpec) -> Result<(), LabError> {
         ));
     }
     let mut nodes = BTreeSet::new();
+    let mut owners: BTreeMap<IpAddr, String> = BTreeMap::new();
     for n in &spec.nodes {
-        if !nodes.insert(n.as_str()) {
-            return bad(format!("node `{n}` is listed twice"));
+        if !nodes.insert(n.name.as_str()) {
+            return bad(format!("node `{}` is listed twice", n.name));
+        }
+        validate_node(n)?;
+        for ip in &n.ips {
+            if let Some(other) = owners.insert(*ip, format!("node `{}`", n.name)) {
+                return bad(format!("{other} and node `{}` both have {ip}", n.name));
+            }
         }
     }
     let mut ids = BTreeSet::new();
-    let mut owners: BTreeMap<IpAddr, &str> = BTreeMap::new();
     for p in &spec.pods {
         if !ids.insert(p.id.as_str()) {
             return bad(format!("pod `{}` is listed twice", p.id));
@@ -188,18 +206,35 @@ pub(super) fn validate(spec: &LabSpec) -> Result<(), LabError> {
                 "pod `{}` is on node `{}`, which is not in the nodes ({})",
                 p.id,
                 p.node,
-                spec.nodes.join(", ")
+                spec.nodes
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         validate_pod_ips(p)?;
         for ip in &p.ips {
-            if let Some(other) = owners.insert(*ip, p.id.as_str()) {
-                return bad(format!("pods `{other}` and `{}` both have {ip}", p.id));
+            if let Some(other) = owners.insert(*ip, format!("pod `{}`", p.id)) {
+                return bad(format!("{other} and pod `{}` both have {ip}", p.id));
             }
         }
         if let Some((port, proto)) = p.ports.iter().find(|(port, _)| *port == 0) {
             return bad(format!("pod `{}` has port {port}/{proto}", p.id));
         }
+    }
+    Ok(())
+}
+
+fn validate_node(n: &NodeSpec) -> Result<(), LabError> {
+    let bad = |m: String| Err(LabError::InvalidSpec(m));
+    for ip in &n.ips {
+        if let Some(why) = reserved(ip) {
+            return bad(format!("node `{}` has {ip}, which is {why}", n.name));
+        }
+    }
+    if let Some((port, proto)) = n.ports.iter().find(|(port, _)| *port == 0) {
+        return bad(format!("node `{}` has port {port}/{proto}", n.name));
     }
     Ok(())
 }
@@ -226,9 +261,9 @@ fn validate_pod_ips(p: &PodSpec) -> Result<(), LabError> {
     Ok(())
 }
 
-/// Checks Services against the pods' addresses.
+/// Checks Services against the addresses of the pods and nodes.
 pub(super) fn validate_services(
-    pod_ips: &BTreeSet<IpAddr>,
+    own_ips: &BTreeSet<IpAddr>,
     services: &[ServiceSpec],
 ) -> Result<(), LabError> {
     let bad = |m: String| Err(LabError::InvalidSpec(m));
@@ -240,9 +275,9 @@ pub(super) fn validate_services(
                     s.name
                 ));
             }
-            if pod_ips.contains(ip) {
+            if own_ips.contains(ip) {
                 return bad(format!(
-                    "service `{}` has cluster IP {ip}, which is a pod's address",
+                    "service `{}` has cluster IP {ip}, which is a pod's or a node's address",
                     s.name
                 ));
             }
@@ -277,26 +312,23 @@ impl Layout {
             .nodes
             .iter()
             .enumerate()
-            .map(|(i, name)| NodeLayout {
-                name: name.clone(),
-                netns: format!("{prefix}n{i}-{}", sanitize(name)),
+            .map(|(i, node)| NodeLayout {
+                name: node.name.clone(),
+                netns: format!("{prefix}n{i}-{}", sanitize(&node.name)),
+                ips: node.ips.clone(),
+                ports: sorted(&node.ports),
             })
             .collect();
         let pods = spec
             .pods
             .iter()
             .enumerate()
-            .map(|(j, p)| {
-                let mut ports = p.ports.clone();
-                ports.sort();
-                ports.dedup();
-                PodLayout {
-                    id: p.id.clone(),
-                    netns: format!("{prefix}p{j}-{}", sanitize(&p.id)),
-                    node: nodes.iter().position(|n| n.name == p.node).unwrap_or(0),
-                    ips: p.ips.clone(),
-                    ports,
-                }
+            .map(|(j, p)| PodLayout {
+                id: p.id.clone(),
+                netns: format!("{prefix}p{j}-{}", sanitize(&p.id)),
+                node: nodes.iter().position(|n| n.name == p.node).unwrap_or(0),
+                ips: p.ips.clone(),
+                ports: sorted(&p.ports),
             })
             .collect();
         Layout {
@@ -306,11 +338,12 @@ impl Layout {
         }
     }
 
-    /// Every pod address.
-    pub(super) fn pod_ips(&self) -> BTreeSet<IpAddr> {
+    /// Every address of a pod or a node (which no Service may have).
+    pub(super) fn own_ips(&self) -> BTreeSet<IpAddr> {
         self.pods
             .iter()
             .flat_map(|p| p.ips.iter().copied())
+            .chain(self.nodes.iter().flat_map(|n| n.ips.iter().copied()))
             .collect()
     }
 
@@ -372,11 +405,16 @@ impl Layout {
         s
     }
 
-    /// Node `i`: its fabric address and neighbours, the gateways on its pods' veths, a route to each
-    /// local pod through its veth and to each remote pod through the remote node's fabric address.
+    /// Node `i`: its own addresses on `lo`, its fabric address and neighbours, the gateways on its
+    /// pods' veths, a route to each local pod through its veth, and to each remote pod and remote
+    /// node address through the remote node's fabric address.
     pub(super) fn node_script(&self, i: usize) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "link set lo up");
+        for ip in &self.nodes[i].ips {
+            let nodad = if ip.is_ipv6() { " nodad" } else { "" };
+            let _ = writeln!(s, "addr add {ip}/{} dev lo{nodad}", host_len(ip));
+        }
         let _ = writeln!(s, "link set fab0 up");
         let _ = writeln!(
             s,
@@ -397,6 +435,14 @@ impl Layout {
                     "neigh replace {} lladdr {} dev fab0 nud permanent",
                     fabric_addr(k, v4),
                     mac(MAC_NODE_FABRIC, k)
+                );
+            }
+            for ip in &self.nodes[k].ips {
+                let _ = writeln!(
+                    s,
+                    "route add {ip}/{} via {} dev fab0",
+                    host_len(ip),
+                    fabric_addr(k, ip.is_ipv4())
                 );
             }
         }

@@ -1,7 +1,8 @@
-//! The pods' servers: every TCP port accepts and closes connections, every UDP port echoes datagrams.
+//! The servers of pods and nodes: every TCP port accepts and closes connections, every UDP port
+//! echoes datagrams.
 //!
-//! The sockets are created by a thread that enters each pod's namespace in turn; one thread per lab
-//! then serves them all with `poll`, until [`Servers::stop`].
+//! The sockets are created by a thread that enters each namespace in turn; one thread per lab then
+//! serves them all with `poll`, until [`Servers::stop`].
 
 use std::fs::File;
 use std::io::{ErrorKind, Read};
@@ -28,8 +29,26 @@ impl Socket {
     }
 }
 
-/// A pod to serve: namespace name, namespace, addresses, ports.
-pub(super) type PodToServe<'a> = (&'a str, &'a File, &'a [IpAddr], &'a [(u16, Protocol)]);
+/// A namespace to serve: its name, the namespace, the addresses to bind each port on, the ports.
+pub(super) type ToServe<'a> = (&'a str, &'a File, Vec<IpAddr>, &'a [(u16, Protocol)]);
+
+/// What a pod binds: `[::]`, which also serves IPv4 (net.ipv6.bindv6only is 0 in the pods), or
+/// `0.0.0.0` for a pod without IPv6. A pod has one address per family, so its answers come from the
+/// address they were sent to.
+pub(super) fn pod_binds(ips: &[IpAddr]) -> Vec<IpAddr> {
+    if ips.iter().any(IpAddr::is_ipv6) {
+        vec![IpAddr::V6(Ipv6Addr::UNSPECIFIED)]
+    } else {
+        vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)]
+    }
+}
+
+/// What a node binds: each of its addresses. A node has other addresses (fabric, gateways), so a
+/// UDP echo from a wildcard socket would leave from the address of the route back, which the
+/// client's connected socket ignores.
+pub(super) fn node_binds(ips: &[IpAddr]) -> Vec<IpAddr> {
+    ips.to_vec()
+}
 
 /// The running servers of a lab.
 #[derive(Debug)]
@@ -40,10 +59,10 @@ pub(super) struct Servers {
 }
 
 impl Servers {
-    /// Binds every TCP and UDP port of every pod, and starts serving them.
-    pub(super) fn start(prefix: &str, pods: &[PodToServe<'_>]) -> Result<Servers, LabError> {
+    /// Binds every TCP and UDP port of every namespace, and starts serving them.
+    pub(super) fn start(prefix: &str, namespaces: &[ToServe<'_>]) -> Result<Servers, LabError> {
         let sockets = std::thread::scope(|s| {
-            s.spawn(|| bind_all(pods))
+            s.spawn(|| bind_all(namespaces))
                 .join()
                 .unwrap_or_else(|_| Err(LabError::Internal("the bind thread panicked".into())))
         })?;
@@ -65,18 +84,18 @@ impl Servers {
     }
 }
 
-fn bind_all(pods: &[PodToServe<'_>]) -> Result<Vec<Socket>, LabError> {
+fn bind_all(namespaces: &[ToServe<'_>]) -> Result<Vec<Socket>, LabError> {
     let mut sockets = Vec::new();
-    for &(name, file, ips, ports) in pods {
+    for (name, file, binds, ports) in namespaces {
+        let name = *name;
+        if binds.is_empty() || ports.is_empty() {
+            continue;
+        }
         netns::enter(file, name)?;
-        // `[::]` also serves IPv4 (net.ipv6.bindv6only is 0 in the pods).
-        let any = if ips.iter().any(IpAddr::is_ipv6) {
-            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-        } else {
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-        };
-        for &(port, protocol) in ports {
-            let addr = SocketAddr::new(any, port);
+        for (&(port, protocol), bind) in
+            ports.iter().flat_map(|p| binds.iter().map(move |b| (p, b)))
+        {
+            let addr = SocketAddr::new(*bind, port);
             let err = |e| LabError::io(format!("cannot bind {addr}/{protocol} in netns {name}"), e);
             let socket = match protocol {
                 Protocol::Tcp => Socket::Tcp(TcpListener::bind(addr).map_err(err)?),

@@ -192,7 +192,7 @@ fn invalid_specs_are_rejected() {
     let mut spec = small_spec();
     spec.pods[1].ips = vec![ip("10.0.0.1"), ip("10.0.0.2")];
     assert!(validate(&spec).is_err());
-    let pod_ips = Layout::new("p-", &small_spec()).pod_ips();
+    let pod_ips = Layout::new("p-", &small_spec()).own_ips();
     let bad = ServiceSpec {
         name: "s".into(),
         cluster_ips: vec![ip("10.96.0.1")],
@@ -205,7 +205,191 @@ fn invalid_specs_are_rejected() {
     assert!(render::validate_services(&pod_ips, &[bad]).is_err());
 }
 
+/// `small_spec` with addresses on both nodes (as a Node's InternalIP and ExternalIP) that serve
+/// TCP 34345 and UDP 34347, as host-network pods would.
+fn spec_with_node_addresses() -> LabSpec {
+    let mut spec = small_spec();
+    let node_ports = vec![(34345, Protocol::Tcp), (34347, Protocol::Udp)];
+    spec.nodes = vec![
+        NodeSpec {
+            name: "node-1".into(),
+            ips: vec![
+                ip("192.168.100.1"),
+                ip("fd00:192:168:100::1"),
+                ip("203.0.113.1"),
+            ],
+            ports: node_ports.clone(),
+        },
+        NodeSpec {
+            name: "node-2".into(),
+            ips: vec![ip("192.168.100.2"), ip("fd00:192:168:100::2")],
+            ports: node_ports,
+        },
+    ];
+    spec
+}
+
+#[test]
+fn node_addresses_are_on_lo_and_routed_by_the_other_nodes() {
+    let layout = Layout::new("nplab1x0-", &spec_with_node_addresses());
+    let node1 = layout.node_script(0);
+    for line in [
+        "addr add 192.168.100.1/32 dev lo\n",
+        "addr add fd00:192:168:100::1/128 dev lo nodad\n",
+        "addr add 203.0.113.1/32 dev lo\n",
+        "route add 192.168.100.2/32 via 198.18.0.2 dev fab0\n",
+        "route add fd00:192:168:100::2/128 via fd6e:706c:6162::2 dev fab0\n",
+    ] {
+        assert!(node1.contains(line), "{line}in:\n{node1}");
+    }
+    assert!(!node1.contains("192.168.100.1/32 via"), "{node1}");
+    let node2 = layout.node_script(1);
+    for line in [
+        "addr add 192.168.100.2/32 dev lo\n",
+        "route add 192.168.100.1/32 via 198.18.0.1 dev fab0\n",
+        "route add fd00:192:168:100::1/128 via fd6e:706c:6162::1 dev fab0\n",
+        "route add 203.0.113.1/32 via 198.18.0.1 dev fab0\n",
+    ] {
+        assert!(node2.contains(line), "{line}in:\n{node2}");
+    }
+    // Nodes without addresses (small_spec) have nothing on lo but lo itself.
+    let plain = Layout::new("nplab1x0-", &small_spec()).node_script(0);
+    assert!(!plain.contains("dev lo"), "{plain}");
+    assert!(layout.own_ips().contains(&ip("fd00:192:168:100::2")));
+}
+
+#[test]
+fn node_addresses_are_validated() {
+    let mut spec = spec_with_node_addresses();
+    spec.nodes[1].ips.push(ip("192.168.100.1"));
+    let e = validate(&spec).expect_err("shared").to_string();
+    assert!(
+        e.contains("node `node-1` and node `node-2` both have 192.168.100.1"),
+        "{e}"
+    );
+    let mut spec = spec_with_node_addresses();
+    spec.nodes[0].ips.push(ip("10.244.2.2"));
+    let e = validate(&spec).expect_err("a pod's").to_string();
+    assert!(
+        e.contains("node `node-1` and pod `y/c` both have 10.244.2.2"),
+        "{e}"
+    );
+    let mut spec = spec_with_node_addresses();
+    spec.nodes[0].ips.push(ip("198.18.0.9"));
+    let e = validate(&spec).expect_err("fabric").to_string();
+    assert!(e.contains("node `node-1` has 198.18.0.9"), "{e}");
+    let mut spec = spec_with_node_addresses();
+    spec.nodes[0].ports.push((0, Protocol::Udp));
+    assert!(validate(&spec).is_err());
+    let own = Layout::new("p-", &spec_with_node_addresses()).own_ips();
+    let on_a_node = ServiceSpec {
+        name: "s".into(),
+        cluster_ips: vec![ip("192.168.100.2")],
+        ports: vec![],
+    };
+    let e = render::validate_services(&own, &[on_a_node])
+        .expect_err("a node's address")
+        .to_string();
+    assert!(e.contains("a pod's or a node's address"), "{e}");
+}
+
 // ---- with root ----
+
+/// The outcomes of `probes`, which the lab must be able to run.
+fn met(lab: &Lab, probes: &[Probe]) -> Vec<ProbeOutcome> {
+    lab.probe_outcomes(probes, TIMEOUT)
+        .into_iter()
+        .zip(probes)
+        .map(|(r, p)| r.unwrap_or_else(|e| panic!("{p:?}: {e}")))
+        .collect()
+}
+
+#[test]
+fn lab_node_addresses_are_served_and_a_pods_own_node_is_reached_through_input() {
+    if !kernel_available(
+        "lab_node_addresses_are_served_and_a_pods_own_node_is_reached_through_input",
+    ) {
+        return;
+    }
+    use ProbeOutcome::{Reached, Refused, TimedOut, Unreachable};
+    let lab = Lab::create(&spec_with_node_addresses()).expect("lab");
+    // x/a (dual-stack) and x/b run on node-1, y/d (dual-stack) on node-2.
+    let mut served = Vec::new();
+    for (from, to) in [
+        ("x/a", "192.168.100.1"),
+        ("x/a", "fd00:192:168:100::1"),
+        ("x/a", "203.0.113.1"),
+        ("x/a", "192.168.100.2"),
+        ("x/a", "fd00:192:168:100::2"),
+        ("y/d", "192.168.100.1"),
+        ("y/d", "fd00:192:168:100::1"),
+        ("y/d", "192.168.100.2"),
+        ("y/d", "fd00:192:168:100::2"),
+    ] {
+        served.push(probe(from, ip(to), 34345, Protocol::Tcp));
+        // The echo comes from the address it was sent to (the client's socket is connected).
+        served.push(probe(from, ip(to), 34347, Protocol::Udp));
+    }
+    assert_eq!(met(&lab, &served), vec![Reached; served.len()]);
+    // Ports the node does not serve are refused, not dropped.
+    let closed = vec![
+        probe("x/a", ip("192.168.100.1"), 34346, Protocol::Tcp),
+        probe("x/a", ip("fd00:192:168:100::1"), 34349, Protocol::Udp),
+        probe("x/a", ip("192.168.100.2"), 34346, Protocol::Tcp),
+    ];
+    assert_eq!(met(&lab, &closed), vec![Refused; closed.len()]);
+
+    // A forward-hook drop in node-1 does not see x/a reach its own node, only the other one.
+    let node1 = lab.node_netns("node-1").expect("node-1");
+    load_nft(
+        node1,
+        "table inet lab_forward {\n  chain f {\n    type filter hook forward priority filter;\n    \
+         tcp dport 34345 drop\n  }\n}\n",
+    );
+    let through_forward = vec![
+        probe("x/a", ip("192.168.100.1"), 34345, Protocol::Tcp),
+        probe("x/a", ip("fd00:192:168:100::1"), 34345, Protocol::Tcp),
+        probe("x/a", ip("192.168.100.2"), 34345, Protocol::Tcp),
+        probe("x/a", ip("fd00:192:168:100::2"), 34345, Protocol::Tcp),
+        probe("y/d", ip("192.168.100.1"), 34345, Protocol::Tcp),
+    ];
+    assert_eq!(
+        met(&lab, &through_forward),
+        vec![Reached, Reached, TimedOut, TimedOut, Reached]
+    );
+    // An input-hook filter in node-1 sees it: drop times out, reject is refused or unreachable.
+    load_nft(
+        node1,
+        "table inet lab_input {\n  chain i {\n    type filter hook input priority filter;\n    \
+         ip saddr 10.244.1.2 tcp dport 34345 drop\n    \
+         ip6 saddr fd00:244:1::2 udp dport 34347 drop\n    \
+         ip saddr 10.244.1.2 udp dport 34347 reject\n    \
+         ip6 saddr fd00:244:1::2 tcp dport 34345 reject with tcp reset\n    \
+         ip saddr 10.244.1.3 tcp dport 34345 reject with icmpx type admin-prohibited\n  }\n}\n",
+    );
+    let through_input = vec![
+        probe("x/a", ip("192.168.100.1"), 34345, Protocol::Tcp),
+        probe("x/a", ip("fd00:192:168:100::1"), 34347, Protocol::Udp),
+        probe("x/a", ip("192.168.100.1"), 34347, Protocol::Udp),
+        probe("x/a", ip("fd00:192:168:100::1"), 34345, Protocol::Tcp),
+        probe("x/b", ip("192.168.100.1"), 34345, Protocol::Tcp),
+        // From the other node: node-1's input sees y/d's address, which none of the rules name.
+        probe("y/d", ip("192.168.100.1"), 34347, Protocol::Udp),
+    ];
+    assert_eq!(
+        met(&lab, &through_input),
+        vec![TimedOut, TimedOut, Refused, Refused, Unreachable, Reached]
+    );
+    // probe_all says whether the connection was made.
+    assert_eq!(
+        lab.probe_all(&through_input[4..], TIMEOUT)
+            .into_iter()
+            .map(|r| r.expect("runs"))
+            .collect::<Vec<_>>(),
+        vec![false, true]
+    );
+    lab.teardown().expect("teardown");
+}
 
 #[test]
 fn lab_full_mesh_tcp_udp_v4_v6() {
