@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use policy_compiler::generate::guardrails::with_guardrails;
 use policy_compiler::generate::{workload, WorkloadSize};
 use policy_compiler::model::{Direction, ObjectRef, PolicyPort, PortSpec, Protocol};
 use policy_compiler::nft::transaction::Transaction;
@@ -37,6 +38,12 @@ fn full(c: &mut Criterion) {
             });
         }
     }
+    // The medium workload with 100 guardrail ClusterNetworkPolicies of 10 rules each.
+    let medium = workload(42, WorkloadSize::MEDIUM);
+    let tiered = with_guardrails(&medium, 42, 100, WorkloadSize::MEDIUM.nodes);
+    group.bench_function("medium_100_cnps/one_node", |b| {
+        b.iter(|| black_box(compile_node(&tiered, NODE)))
+    });
     group.finish();
 }
 

@@ -55,6 +55,14 @@
 //!   number of rules the first packet (SYN) crosses in each mode, counted on the model by [`interp`]
 //!   (`Outcome::rules_tried`). The naive and compiled rulesets are checked (on the model, with
 //!   [`interp`]) to give the same verdicts for the bench flows and for a sample of node-0 pod pairs.
+//! - (e) `nftpolicy + 100 CNPs`: `table inet nftpolicy_tiered`, `compile_node` of the same cluster
+//!   with 100 guardrail ClusterNetworkPolicies of 10 rules each
+//!   ([`policy_compiler::generate::guardrails`]: four in five Admin; subjects by namespace `env` or
+//!   `team` and by pod `tier`; rules on monitoring, development namespaces, databases, DNS, the
+//!   metadata service, control-plane nodes, blocklisted networks, and a Pass for the cluster range).
+//!   The bench pods are subjects of some of them, so the first packet also crosses the Admin tier
+//!   of both directions (subject set, peer class map, class decision map), whose rules pass it on
+//!   to the NetworkPolicies; its verdicts on the bench flows are checked like (c)'s.
 //!
 //! # Measurements
 //!
@@ -102,7 +110,7 @@ use std::time::{Duration, Instant};
 
 use nftpolicy::dataplane::Dataplane;
 use nftpolicy::kernel::NftKernel;
-use policy_compiler::generate::{workload, WorkloadSize};
+use policy_compiler::generate::{guardrails, workload, WorkloadSize};
 use policy_compiler::model::{
     Namespace, NamespaceScope, ObjectRef, Peer, Pod, PodPeer, PodPhase, Policy, PolicyPort,
     PortSpec, Rule,
@@ -151,6 +159,10 @@ const STREAM_PORT: u16 = 5201;
 /// The tables of modes (b) and (d); (c) is nftpolicy's own `inet nftpolicy`.
 const TABLE_CT_ONLY: &str = "nftpolicy_ctonly";
 const TABLE_NAIVE: &str = "nftpolicy_naive";
+/// The table of mode (e).
+const TABLE_TIERED: &str = "nftpolicy_tiered";
+/// ClusterNetworkPolicies of mode (e), of [`guardrails::RULES_PER_POLICY`] rules each.
+const CLUSTER_POLICIES: usize = 100;
 
 /// What `node-0` enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -159,10 +171,17 @@ enum Mode {
     CtOnly,
     Nftpolicy,
     Naive,
+    Tiered,
 }
 
 impl Mode {
-    const ALL: [Mode; 4] = [Mode::NoTable, Mode::CtOnly, Mode::Nftpolicy, Mode::Naive];
+    const ALL: [Mode; 5] = [
+        Mode::NoTable,
+        Mode::CtOnly,
+        Mode::Nftpolicy,
+        Mode::Naive,
+        Mode::Tiered,
+    ];
 
     fn label(self) -> &'static str {
         match self {
@@ -170,6 +189,7 @@ impl Mode {
             Mode::CtOnly => "(b) ct only",
             Mode::Nftpolicy => "(c) nftpolicy",
             Mode::Naive => "(d) naive",
+            Mode::Tiered => "(e) nftpolicy + 100 CNPs",
         }
     }
 
@@ -180,12 +200,13 @@ impl Mode {
             Mode::CtOnly => Some(TABLE_CT_ONLY),
             Mode::Nftpolicy => Some(TABLE_NAME),
             Mode::Naive => Some(TABLE_NAIVE),
+            Mode::Tiered => Some(TABLE_TIERED),
         }
     }
 
     /// Whether the mode enforces the policy (denies the server's port 8081).
     fn enforces(self) -> bool {
-        matches!(self, Mode::Nftpolicy | Mode::Naive)
+        matches!(self, Mode::Nftpolicy | Mode::Naive | Mode::Tiered)
     }
 }
 
@@ -194,6 +215,7 @@ struct Rulesets {
     ct_only: Ruleset,
     compiled: Ruleset,
     naive: Ruleset,
+    tiered: Ruleset,
 }
 
 fn main() {
@@ -222,10 +244,16 @@ fn main() {
     let compiled = compile_node(&cluster, NODE);
     let compile_ms = ms(t.elapsed());
     let naive = naive(&compiled);
+    let tiered_cluster =
+        guardrails::with_guardrails(&cluster, 42, CLUSTER_POLICIES, WorkloadSize::MEDIUM.nodes);
+    let t = Instant::now();
+    let tiered = compile_node(&tiered_cluster, NODE);
+    let tiered_compile_ms = ms(t.elapsed());
     let rulesets = Rulesets {
         ct_only: ct_only(),
         compiled,
         naive,
+        tiered,
     };
     let paths = check_equivalent(&cluster, &rulesets);
     let payments = cluster
@@ -254,6 +282,18 @@ fn main() {
         rulesets.naive.chains.len(),
         rulesets.naive.rule_count(),
         paths.compared,
+    );
+    println!(
+        "mode (e): the same cluster with {CLUSTER_POLICIES} guardrail ClusterNetworkPolicies of {} \
+         rules each (policy_compiler::generate::guardrails); ruleset of {NODE}: {} chains, {} rules, {} sets + {} maps + {} decision maps, {} \
+         elements (compile_node: {tiered_compile_ms:.0} ms)",
+        guardrails::RULES_PER_POLICY,
+        rulesets.tiered.chains.len(),
+        rulesets.tiered.rule_count(),
+        rulesets.tiered.sets.len(),
+        rulesets.tiered.maps.len(),
+        rulesets.tiered.decision_maps.len(),
+        rulesets.tiered.element_count(),
     );
 
     let lab = Lab::create(&lab_spec()).expect("cannot create the lab (see the error)");
@@ -535,13 +575,20 @@ fn check_equivalent(cluster: &ClusterState, rulesets: &Rulesets) -> Paths {
         (syn(CLIENT_IP, DENIED_PORT), false),
     ];
     for (p, expected) in &bench_flows {
-        let ok = interp::evaluate(&rulesets.compiled, p)
-            .expect("the compiled ruleset evaluates")
-            .accepted;
-        assert_eq!(
-            ok, *expected,
-            "bench flow {p:?}: allowed should be {expected}"
-        );
+        for (mode, ruleset) in [
+            (Mode::Nftpolicy, &rulesets.compiled),
+            (Mode::Tiered, &rulesets.tiered),
+        ] {
+            let ok = interp::evaluate(ruleset, p)
+                .expect("the compiled rulesets evaluate")
+                .accepted;
+            assert_eq!(
+                ok,
+                *expected,
+                "bench flow {p:?} in {}: allowed should be {expected}",
+                mode.label()
+            );
+        }
     }
     let mut packets: Vec<Packet> = bench_flows.iter().map(|(p, _)| *p).collect();
     let node_pods: Vec<IpAddr> = cluster
@@ -592,6 +639,7 @@ fn check_equivalent(cluster: &ClusterState, rulesets: &Rulesets) -> Paths {
             Mode::CtOnly => Some(&rulesets.ct_only),
             Mode::Nftpolicy => Some(&rulesets.compiled),
             Mode::Naive => Some(&rulesets.naive),
+            Mode::Tiered => Some(&rulesets.tiered),
         };
         for (same, syn) in [(true, &packets[0]), (false, &packets[2])] {
             let crossed = ruleset.map_or(0, |r| {
@@ -631,8 +679,9 @@ impl Tables {
         for (mode, ruleset) in [
             (Mode::CtOnly, &rulesets.ct_only),
             (Mode::Naive, &rulesets.naive),
+            (Mode::Tiered, &rulesets.tiered),
         ] {
-            let table = mode.table().expect("modes (b) and (d) have a table");
+            let table = mode.table().expect("modes (b), (d) and (e) have a table");
             let t = Instant::now();
             runner
                 .run_script(&dormant_table(ruleset, table))
@@ -647,7 +696,7 @@ impl Tables {
     /// Makes node-0 enforce `mode`, in one transaction; returns how long `nft` took.
     fn switch(&self, mode: Mode) -> Duration {
         let mut script = String::new();
-        for table in [TABLE_NAME, TABLE_CT_ONLY, TABLE_NAIVE] {
+        for table in [TABLE_NAME, TABLE_CT_ONLY, TABLE_NAIVE, TABLE_TIERED] {
             if mode.table() == Some(table) {
                 let _ = writeln!(script, "add table inet {table}");
             } else {
@@ -1451,8 +1500,8 @@ fn print_report(
                     .map(|(s, b)| (s.cpu_per_conn_us / b.cpu_per_conn_us - 1.0) * 100.0)
                     .collect::<Vec<_>>(),
             );
-            if mode == Mode::Nftpolicy {
-                ratios_c.insert(same, (ratio, cpu_extra));
+            if matches!(mode, Mode::Nftpolicy | Mode::Tiered) {
+                ratios_c.insert((mode, same), (ratio, cpu_extra));
             }
             let (lo, hi) = min_max(&rates);
             let crossed = paths.syn_rules.get(&(mode, same)).copied().unwrap_or(0);
@@ -1531,7 +1580,7 @@ fn print_report(
         median(&add) / median(&full) * 100.0,
         median(&durations_ms(&apply.compile)),
     );
-    for mode in [Mode::CtOnly, Mode::Nftpolicy, Mode::Naive] {
+    for mode in [Mode::CtOnly, Mode::Nftpolicy, Mode::Naive, Mode::Tiered] {
         if let Some(d) = loads.get(&mode) {
             println!(
                 "| nft load ms, once, into {NODE} | {} | {:.0} | | | | | table inet {} |",
@@ -1569,17 +1618,25 @@ fn print_report(
         conn.conntrack_max,
     );
     let verdict = |v: f64, target: f64| if v >= target { "met" } else { "NOT met" };
-    let (same, same_cpu) = ratios_c.get(&true).copied().unwrap_or((f64::NAN, f64::NAN));
-    let (across, across_cpu) = ratios_c
-        .get(&false)
-        .copied()
-        .unwrap_or((f64::NAN, f64::NAN));
+    let ratio = |mode: Mode, same: bool| {
+        ratios_c
+            .get(&(mode, same))
+            .copied()
+            .unwrap_or((f64::NAN, f64::NAN))
+    };
+    let ((same, same_cpu), (across, across_cpu)) =
+        (ratio(Mode::Nftpolicy, true), ratio(Mode::Nftpolicy, false));
+    let ((tiered_same, _), (tiered_across, _)) =
+        (ratio(Mode::Tiered, true), ratio(Mode::Tiered, false));
     println!(
         "\nTargets: (c)/(b) new conn/s >= 90 %: same node {same:.1} % ({}), across nodes \
          {across:.1} % ({}) (CPU per connection {same_cpu:+.1} % and {across_cpu:+.1} %); \
-         (c)/(a) stream >= 95 %: {ratio_stream:.1} % ({}).",
+         (e)/(b) new conn/s >= 90 %: same node {tiered_same:.1} % ({}), across nodes \
+         {tiered_across:.1} % ({}); (c)/(a) stream >= 95 %: {ratio_stream:.1} % ({}).",
         verdict(same, 90.0),
         verdict(across, 90.0),
+        verdict(tiered_same, 90.0),
+        verdict(tiered_across, 90.0),
         verdict(ratio_stream, 95.0),
     );
 }

@@ -328,9 +328,17 @@ struct ClassKey {
     named: Vec<(usize, Vec<(Protocol, u16)>)>,
 }
 
-/// Sweeps the address space of one family over the rules' regions: each elementary range some rule
-/// covers, with its class; adjacent ranges of one class merged.
-fn classify(regions: &[&PeerRegion], family: Family) -> Vec<(u128, u128, ClassKey)> {
+/// What [`classify`] finds for an address: the regions (positions in its list) that hold it, and
+/// the named ports of those that resolve them there.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct RegionClass {
+    regions: Vec<usize>,
+    named: Vec<(usize, Vec<(Protocol, u16)>)>,
+}
+
+/// Sweeps the address space of one family over distinct regions: each elementary range some region
+/// covers, with the regions holding it; adjacent ranges held alike merged.
+fn classify(regions: &[&PeerRegion], family: Family) -> Vec<(u128, u128, RegionClass)> {
     let max = max_u128(family);
     // (position, rule, starts): a rule becomes active at the first address of each of its ranges
     // and inactive after the last.
@@ -356,7 +364,7 @@ fn classify(regions: &[&PeerRegion], family: Family) -> Vec<(u128, u128, ClassKe
     events.sort_unstable();
     boundaries.sort_unstable();
     boundaries.dedup();
-    let mut out: Vec<(u128, u128, ClassKey)> = Vec::new();
+    let mut out: Vec<(u128, u128, RegionClass)> = Vec::new();
     let mut active: BTreeSet<usize> = BTreeSet::new();
     let mut next = 0;
     for (k, &start) in boundaries.iter().enumerate() {
@@ -383,8 +391,8 @@ fn classify(regions: &[&PeerRegion], family: Family) -> Vec<(u128, u128, ClassKe
         } else {
             Vec::new()
         };
-        let key = ClassKey {
-            rules: active.iter().copied().collect(),
+        let key = RegionClass {
+            regions: active.iter().copied().collect(),
             named,
         };
         match out.last_mut() {
@@ -487,12 +495,41 @@ fn rule_comment(policy: &ClusterNetworkPolicy, direction: Direction, index: usiz
     text
 }
 
+/// What a rule's region is made of: its peers, whether an unknown peer matches everything (Deny
+/// and Pass) or nothing (Accept), and the destination named ports it resolves per peer (egress).
+type RegionKey<'a> = (Direction, Family, &'a [ClusterPeer], bool, Vec<&'a str>);
+
+fn region_key(direction: Direction, rule: &ClusterRule, family: Family) -> RegionKey<'_> {
+    let named = match direction {
+        Direction::Egress => rule
+            .protocols
+            .iter()
+            .filter_map(|p| match p {
+                ClusterPort::Named(n) => Some(n.as_str()),
+                ClusterPort::Range { .. } => None,
+            })
+            .collect(),
+        Direction::Ingress => Vec::new(),
+    };
+    (
+        direction,
+        family,
+        &rule.peers,
+        rule.action != Action::Accept,
+        named,
+    )
+}
+
 /// Renders the tiers of one node into a ruleset whose base chains already look them up.
 pub(super) struct TierRenderer<'i, 'a> {
     index: &'i ClusterIndex<'a>,
     families: Vec<Family>,
-    /// Peer regions by (policy, direction, rule, family), shared by every combination.
-    regions: HashMap<(&'a str, Direction, usize, Family), PeerRegion>,
+    /// Distinct peer regions: rules with the same peers (most guardrails share theirs) share one.
+    regions: Vec<PeerRegion>,
+    /// A region's position in `regions` by what it is made of.
+    region_ids: HashMap<RegionKey<'a>, usize>,
+    /// A rule's region by (policy, direction, rule, family).
+    rule_regions: HashMap<(&'a str, Direction, usize, Family), usize>,
 }
 
 impl<'i, 'a> TierRenderer<'i, 'a> {
@@ -500,7 +537,9 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
         Self {
             index,
             families,
-            regions: HashMap::new(),
+            regions: Vec::new(),
+            region_ids: HashMap::new(),
+            rule_regions: HashMap::new(),
         }
     }
 
@@ -600,14 +639,44 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
             })
             .collect();
         for family in self.families.clone() {
-            for (policy, index) in &universe {
-                self.ensure_region(policy, direction, *index, family);
-            }
-            let regions: Vec<&PeerRegion> = universe
+            let region_of: Vec<usize> = universe
                 .iter()
-                .map(|(p, i)| &self.regions[&(p.name.as_str(), direction, *i, family)])
+                .map(|(policy, index)| self.ensure_region(policy, direction, *index, family))
                 .collect();
-            let ranges = classify(&regions, family);
+            let mut used = region_of.clone();
+            used.sort_unstable();
+            used.dedup();
+            let used_regions: Vec<&PeerRegion> = used.iter().map(|r| &self.regions[*r]).collect();
+            // The universe's rules whose region is each used one.
+            let mut rules_of: Vec<Vec<usize>> = vec![Vec::new(); used.len()];
+            for (u, r) in region_of.iter().enumerate() {
+                if let Ok(k) = used.binary_search(r) {
+                    rules_of[k].push(u);
+                }
+            }
+            let mut class_ids: HashMap<RegionClass, usize> = HashMap::new();
+            let mut class_keys: Vec<ClassKey> = Vec::new();
+            let mut ranges: Vec<(u128, u128, usize)> = Vec::new();
+            for (first, last, held) in classify(&used_regions, family) {
+                let id = *class_ids.entry(held).or_insert_with_key(|held| {
+                    let mut rules: Vec<usize> = held
+                        .regions
+                        .iter()
+                        .flat_map(|k| rules_of[*k].iter().copied())
+                        .collect();
+                    rules.sort_unstable();
+                    let mut named: Vec<(usize, Vec<(Protocol, u16)>)> = held
+                        .named
+                        .iter()
+                        .flat_map(|(k, ports)| rules_of[*k].iter().map(|u| (*u, ports.clone())))
+                        .collect();
+                    named.sort();
+                    class_keys.push(ClassKey { rules, named });
+                    class_keys.len() - 1
+                });
+                ranges.push((first, last, id));
+            }
+            let regions: Vec<&PeerRegion> = region_of.iter().map(|r| &self.regions[*r]).collect();
             // Each combination's rules, ready to decide (ingress named ports resolved as its pods
             // resolve them), by position in the universe.
             let rules: Vec<Vec<(usize, SweepRule<'_>)>> = combinations
@@ -631,14 +700,13 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
                 .collect();
             // Each class with an address that resolves its named ports (every address of a class
             // resolves them alike).
-            let mut classes: BTreeMap<&ClassKey, Option<u128>> = BTreeMap::new();
-            for (first, _, key) in &ranges {
-                classes
-                    .entry(key)
-                    .or_insert_with(|| (!key.named.is_empty()).then_some(*first));
+            let mut points: Vec<Option<Option<u128>>> = vec![None; class_keys.len()];
+            for (first, _, id) in &ranges {
+                points[*id].get_or_insert((!class_keys[*id].named.is_empty()).then_some(*first));
             }
-            let mut chains: HashMap<&ClassKey, String> = HashMap::new();
-            for (key, point) in &classes {
+            let mut chains: HashMap<usize, String> = HashMap::new();
+            for (id, key) in class_keys.iter().enumerate() {
+                let point = points[id].flatten();
                 let mut cells: Vec<(u128, u128, Cell)> = Vec::new();
                 for (c, combination) in combinations.iter().enumerate() {
                     let active: Vec<(usize, &SweepRule<'_>)> = rules[c]
@@ -649,7 +717,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
                     if active.is_empty() {
                         continue;
                     }
-                    let decided = cell(&active, *point);
+                    let decided = cell(&active, point);
                     if decided.other.is_none() && decided.ports.is_empty() {
                         continue;
                     }
@@ -672,15 +740,15 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
                     &decisions,
                     &cells,
                 );
-                chains.insert(key, chain);
+                chains.insert(id, chain);
             }
             let peers = tier_peers_map_name(tier, direction, family);
             let Some(map) = ruleset.decision_maps.get_mut(&peers) else {
                 continue;
             };
             let mut merged: Vec<(u128, u128, &String)> = Vec::new();
-            for (first, last, key) in &ranges {
-                let Some(chain) = chains.get(key) else {
+            for (first, last, id) in &ranges {
+                let Some(chain) = chains.get(id) else {
                     continue;
                 };
                 match merged.last_mut() {
@@ -797,20 +865,32 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
         chain
     }
 
+    /// The position of a rule's region in `regions`, computing it the first time its peers are
+    /// seen.
     fn ensure_region(
         &mut self,
         policy: &'a ClusterNetworkPolicy,
         direction: Direction,
         index: usize,
         family: Family,
-    ) {
+    ) -> usize {
         let key = (policy.name.as_str(), direction, index, family);
-        if self.regions.contains_key(&key) {
-            return;
+        if let Some(r) = self.rule_regions.get(&key) {
+            return *r;
         }
         let rule = &policy.rules(direction)[index];
-        let region = self.region(direction, rule, family);
-        self.regions.insert(key, region);
+        let content = region_key(direction, rule, family);
+        let r = match self.region_ids.get(&content) {
+            Some(r) => *r,
+            None => {
+                let region = self.region(direction, rule, family);
+                self.regions.push(region);
+                self.region_ids.insert(content, self.regions.len() - 1);
+                self.regions.len() - 1
+            }
+        };
+        self.rule_regions.insert(key, r);
+        r
     }
 
     /// Where a rule's peers are.
