@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 mod common;
 
+use policy_compiler::generate::cluster_policies::with_cluster_policies;
 use policy_compiler::generate::{cluster, decisions, mutate, Shape};
 use policy_compiler::input::{parse_sources, read_paths};
 use policy_compiler::model::{ObjectRef, Policy};
@@ -51,6 +52,24 @@ proptest! {
             let mut from_nothing = None;
             prop_assert!(Transaction::full(&new).apply_to(&mut from_nothing).is_ok());
             prop_assert_eq!(from_nothing.as_ref(), Some(&new));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Between clusters with ClusterNetworkPolicies (and without any: the tiers come and go whole),
+    /// mutated pods and policies: the diff applies and gives the new ruleset, both ways.
+    #[test]
+    fn diffs_between_tiered_rulesets_apply(seed in any::<u64>(), change in any::<u64>(), a_count in 0usize..4, b_count in 0usize..4) {
+        let base = cluster(seed, Shape { pods: 8, policies: 3, nodes: 2 });
+        let a = with_cluster_policies(&base, seed, a_count, 2);
+        let b = with_cluster_policies(&mutate(&base, change), change, b_count, 2);
+        for node in ["n0", "n1"] {
+            let (old, new) = (compile_node(&a, node), compile_node(&b, node));
+            assert_applies(&old, &new);
+            assert_applies(&new, &old);
         }
     }
 }

@@ -382,13 +382,20 @@ impl Transaction {
                 ops.push(Op::AddRule(name.clone(), rule.clone()));
             }
         }
-        // 7. Removed chains: emptied first (they may jump to each other), then the removed decision
-        // maps (no rule uses them now, and their elements may jump to removed chains), then the
-        // chains.
+        // 7. Removed chains: emptied first (they may jump to each other), then the removed verdict
+        // and decision maps (no rule uses them now, and their elements may jump to removed chains),
+        // then the chains.
         for name in &removed_chains {
             if !committed.chains[*name].rules.is_empty() && !flushed_early.contains(name) {
                 ops.push(Op::FlushChain(name.to_string()));
             }
+        }
+        for name in committed
+            .maps
+            .keys()
+            .filter(|n| !desired.maps.contains_key(*n))
+        {
+            ops.push(Op::DeleteMap(name.clone()));
         }
         for name in committed
             .decision_maps
@@ -400,20 +407,13 @@ impl Transaction {
         for name in &removed_chains {
             ops.push(Op::DeleteChain(name.to_string()));
         }
-        // 8. Removed sets and maps, now unreferenced.
+        // 8. Removed sets, now unreferenced.
         for name in committed
             .sets
             .keys()
             .filter(|n| !desired.sets.contains_key(*n))
         {
             ops.push(Op::DeleteSet(name.clone()));
-        }
-        for name in committed
-            .maps
-            .keys()
-            .filter(|n| !desired.maps.contains_key(*n))
-        {
-            ops.push(Op::DeleteMap(name.clone()));
         }
         Self { ops }
     }
