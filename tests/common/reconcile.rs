@@ -12,8 +12,8 @@ use nftpolicy::dataplane::Dataplane;
 use nftpolicy::kernel::Kernel;
 use nftpolicy::metrics::Metrics;
 use nftpolicy::source::{Kind, Object, Update};
-use policy_compiler::input::{parse_sources, read_paths};
-use policy_compiler::model::{ObjectRef, Pod, Policy};
+use policy_compiler::input::{parse_sources, read_paths, Source};
+use policy_compiler::model::{ClusterNetworkPolicy, ObjectRef, Pod, Policy};
 use policy_compiler::nft::transaction::Op;
 use policy_compiler::nft::Ruleset;
 use policy_compiler::{compile_node, ClusterState};
@@ -29,31 +29,37 @@ pub fn demo() -> ClusterState {
     parse_sources(&sources).expect("valid").cluster
 }
 
-/// One `Reset` per kind, as a source sends after listing.
-pub fn resets(c: &ClusterState) -> Vec<Update> {
-    let reset = |kind, objects| Update::Reset {
-        kind,
-        objects,
-        invalid: vec![],
+/// The ClusterNetworkPolicy that a manifest (one YAML document) defines, read as `policyc` reads
+/// it.
+pub fn cluster_policy(manifest: &str) -> ClusterNetworkPolicy {
+    let source = Source {
+        name: "test.yaml".into(),
+        text: manifest.to_string(),
     };
-    vec![
-        reset(
-            Kind::Namespace,
-            c.namespaces()
-                .values()
-                .cloned()
-                .map(Object::Namespace)
-                .collect(),
-        ),
-        reset(
-            Kind::Pod,
-            c.pods().values().cloned().map(Object::Pod).collect(),
-        ),
-        reset(
-            Kind::NetworkPolicy,
-            c.policies().values().cloned().map(Object::Policy).collect(),
-        ),
-    ]
+    let cluster = parse_sources(&[source]).expect("a valid manifest").cluster;
+    let mut policies = cluster.cluster_policies().values().cloned();
+    let policy = policies.next().expect("a ClusterNetworkPolicy");
+    assert!(policies.next().is_none(), "one ClusterNetworkPolicy");
+    policy
+}
+
+/// One `Reset` per kind the agent watches, as a source sends after listing.
+pub fn resets(c: &ClusterState) -> Vec<Update> {
+    Kind::ENFORCED
+        .iter()
+        .map(|&kind| {
+            let objects = c
+                .keys(kind)
+                .iter()
+                .map(|key| c.get(kind, key).expect("a listed key"))
+                .collect();
+            Update::Reset {
+                kind,
+                objects,
+                invalid: vec![],
+            }
+        })
+        .collect()
 }
 
 /// The agent's configuration in these tests: a short debounce and retry, no audit unless a test
@@ -372,4 +378,22 @@ pub async fn audit_repairs<K: Kernel + Clone + 'static>(
         h.metrics.encode()
     );
     h.assert_enforces(cluster);
+}
+
+/// Asserts that every operation changes elements of sets and maps (none adds, flushes or deletes
+/// a chain, set or map), and that the decision maps changed start with `prefix`.
+pub fn assert_element_operations(ops: &[Op], prefix: &str) {
+    assert!(!ops.is_empty());
+    for op in ops {
+        match op {
+            Op::AddDecisionElements(name, _) | Op::DeleteDecisionElements(name, _) => {
+                assert!(name.starts_with(prefix), "{op:?}")
+            }
+            Op::AddElements(..)
+            | Op::DeleteElements(..)
+            | Op::AddMapElements(..)
+            | Op::DeleteMapElements(..) => {}
+            other => panic!("not an element operation: {other:?}"),
+        }
+    }
 }
