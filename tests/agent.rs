@@ -82,6 +82,12 @@ async fn a_policy_edit_touches_only_its_chains_and_sets() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_network_policy_and_node_changes_are_element_operations() {
+    let (mut h, mut cluster) = listed().await;
+    reconcile::cluster_policy_changes(&mut h, &mut cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_change_runs_no_nft() {
     let (mut h, cluster) = listed().await;
     let before = h.kernel.calls().len();

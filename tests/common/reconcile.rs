@@ -380,6 +380,39 @@ pub async fn audit_repairs<K: Kernel + Clone + 'static>(
     h.assert_enforces(cluster);
 }
 
+/// A Node with one InternalIP and a `role` label.
+pub fn node(name: &str, ip: &str, role: &str) -> policy_compiler::model::Node {
+    policy_compiler::model::Node {
+        name: name.into(),
+        labels: [("role".to_string(), role.to_string())].into(),
+        addresses: vec![ip.parse().expect("ip")],
+    }
+}
+
+/// The Admin ClusterNetworkPolicy `guard` for the backend namespace (backend/api-0 on node-1):
+/// nothing to the Nodes with `role: db`; the db namespace accepted on `db_port`/TCP.
+pub fn guard(db_port: u16) -> ClusterNetworkPolicy {
+    cluster_policy(&format!(
+        "apiVersion: policy.networking.k8s.io/v1beta1
+kind: ClusterNetworkPolicy
+metadata: {{name: guard}}
+spec:
+  tier: Admin
+  priority: 10
+  subject:
+    namespaces: {{matchLabels: {{team: platform}}}}
+  egress:
+  - name: no-db-nodes
+    action: Deny
+    to: [{{nodes: {{matchLabels: {{role: db}}}}}}]
+  - name: db
+    action: Accept
+    to: [{{namespaces: {{matchLabels: {{kubernetes.io/metadata.name: db}}}}}}]
+    protocols: [{{tcp: {{destinationPort: {{number: {db_port}}}}}}}]
+"
+    ))
+}
+
 /// Asserts that every operation changes elements of sets and maps (none adds, flushes or deletes
 /// a chain, set or map), and that the decision maps changed start with `prefix`.
 pub fn assert_element_operations(ops: &[Op], prefix: &str) {
@@ -396,4 +429,56 @@ pub fn assert_element_operations(ops: &[Op], prefix: &str) {
             other => panic!("not an element operation: {other:?}"),
         }
     }
+}
+
+/// With Nodes and the ClusterNetworkPolicy [`guard`] in force: an edit of one of its rules, a
+/// Node that joins its `nodes` peer and a pod added are element operations (the first two on the
+/// guard's decision maps only), each leaving the kernel with what the compiler gives.
+pub async fn cluster_policy_changes<K: Kernel + Clone + 'static>(
+    h: &mut Harness<K>,
+    cluster: &mut ClusterState,
+) {
+    let send = |cluster: &mut ClusterState, object: Object| {
+        cluster.upsert(object.clone());
+        Update::Upsert(object)
+    };
+    for n in [
+        node("node-1", "192.168.100.1", "worker"),
+        node("node-2", "192.168.100.2", "worker"),
+    ] {
+        h.send(send(cluster, Object::Node(n))).await;
+    }
+    h.send(send(cluster, Object::ClusterPolicy(guard(5432))))
+        .await;
+    // One sync, or two when the Nodes come in a sync of their own.
+    let desired = compile_node(cluster, NODE);
+    while h.table().as_ref() != Some(&desired) {
+        let r = h.next().await;
+        assert!(r.result.is_ok(), "{r:?}");
+    }
+
+    h.send(send(cluster, Object::ClusterPolicy(guard(6432))))
+        .await;
+    assert_element_operations(&ops(&h.next().await), "admin_egress_guard_");
+    h.assert_enforces(cluster);
+
+    let db_node = node("node-2", "192.168.100.2", "db");
+    h.send(send(cluster, Object::Node(db_node))).await;
+    let o = ops(&h.next().await);
+    assert_element_operations(&o, "admin_egress_guard_");
+    let address: IpAddr = "192.168.100.2".parse().expect("ip");
+    assert!(
+        o.iter().any(|op| matches!(op, Op::AddDecisionElements(_, e)
+            if e.iter().any(|(k, d)| k.holds(&address, None)
+                && d.verdict == policy_compiler::nft::DecisionVerdict::Drop))),
+        "node-2 joins the Deny rule: {o:?}"
+    );
+    h.assert_enforces(cluster);
+
+    let mut web = new_web_pod(cluster);
+    web.id.name = "web-3".into();
+    web.ips = vec!["10.244.1.13".parse().expect("ip")];
+    h.send(send(cluster, Object::Pod(web))).await;
+    assert_element_operations(&ops(&h.next().await), "");
+    h.assert_enforces(cluster);
 }
