@@ -39,30 +39,13 @@ async fn measure(size: WorkloadSize, debounce: Duration) {
     .with_observer(otx);
     tokio::spawn(agent.run(rx));
     let started = Instant::now();
-    for (kind, objects) in [
-        (
-            Kind::Namespace,
-            cluster
-                .namespaces()
-                .values()
-                .cloned()
-                .map(Object::Namespace)
-                .collect::<Vec<_>>(),
-        ),
-        (
-            Kind::Pod,
-            cluster.pods().values().cloned().map(Object::Pod).collect(),
-        ),
-        (
-            Kind::NetworkPolicy,
-            cluster
-                .policies()
-                .values()
-                .cloned()
-                .map(Object::Policy)
-                .collect(),
-        ),
-    ] {
+    // One Reset per kind the agent watches, as the Kubernetes source sends after listing.
+    for kind in Kind::ENFORCED {
+        let objects = cluster
+            .keys(kind)
+            .iter()
+            .filter_map(|key| cluster.get(kind, key))
+            .collect();
         tx.send(Update::Reset {
             kind,
             objects,

@@ -8,8 +8,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use std::net::IpAddr;
 
-use policy_compiler::nft::transaction::Op;
-use policy_compiler::nft::Ruleset;
 use policy_compiler::plan::compile_node;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
@@ -17,6 +15,7 @@ use tokio::time::{sleep_until, Instant};
 use crate::dataplane::{ApplyReport, Dataplane};
 use crate::kernel::KernelError;
 use crate::metrics::{Metrics, SyncLabels};
+use crate::revocation::{affected_pods, shrunk_decision_maps};
 use crate::source::{Kind, Store, Update};
 
 /// How the agent behaves.
@@ -30,7 +29,8 @@ pub struct AgentConfig {
     pub audit_interval: Duration,
     /// How long to wait before retrying a failed sync.
     pub retry: Duration,
-    /// Delete the conntrack entries of isolated local pods after a change that may revoke access.
+    /// Delete the conntrack entries of the local pods whose access a change may have revoked
+    /// (see [`crate::revocation`]).
     pub conntrack_flush: bool,
     /// How long a due sync waits for kinds whose watch failed to be listed again (see
     /// [`Update::Stale`]); after that it runs with their last known state. Zero: never wait.
@@ -185,10 +185,15 @@ impl Agent {
     fn sync(&mut self) -> bool {
         let started = std::time::Instant::now();
         // Compiling and running nft take milliseconds of CPU and a child process: off the async workers.
-        let (desired, result) = tokio::task::block_in_place(|| {
+        let (desired, shrunk, result) = tokio::task::block_in_place(|| {
             let desired = compile_node(self.store.cluster(), &self.config.node);
+            // Read before the apply replaces the committed ruleset.
+            let shrunk = self
+                .config
+                .conntrack_flush
+                .then(|| shrunk_decision_maps(self.dataplane.committed(), &desired));
             let result = self.dataplane.apply(&desired);
-            (desired, result)
+            (desired, shrunk, result)
         });
         let elapsed = started.elapsed();
         let ok = result.is_ok();
@@ -214,8 +219,8 @@ impl Agent {
                     millis = elapsed.as_millis() as u64,
                     "synced"
                 );
-                if self.config.conntrack_flush {
-                    self.flush_conntrack(&affected_pods(report, &desired));
+                if let Some(shrunk) = &shrunk {
+                    self.flush_conntrack(&affected_pods(report, &desired, shrunk));
                 }
             }
             Err(e) => {
@@ -355,36 +360,6 @@ impl StaleKinds {
             Hold::Expired => None,
         }
     }
-}
-
-/// The local pod addresses whose established connections a transaction may have revoked: every
-/// isolated pod when rules, chains or peer sets lost something (or the table was replaced), else the
-/// pods whose isolation changed.
-fn affected_pods(report: &ApplyReport, desired: &Ruleset) -> BTreeSet<IpAddr> {
-    let broad = report.full
-        || report.transaction.ops.iter().any(|op| {
-            matches!(
-                op,
-                Op::DeleteElements(..) | Op::FlushChain(_) | Op::DeleteChain(_) | Op::DeleteSet(_)
-            )
-        });
-    if broad {
-        return desired
-            .maps
-            .values()
-            .flat_map(|m| m.elements.keys().copied())
-            .collect();
-    }
-    report
-        .transaction
-        .ops
-        .iter()
-        .flat_map(|op| match op {
-            Op::AddMapElements(_, e) => e.iter().map(|(ip, _)| *ip).collect(),
-            Op::DeleteMapElements(_, keys) => keys.clone(),
-            _ => Vec::new(),
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -9,11 +9,12 @@ use crate::http::DEFAULT_LISTEN;
 /// The default metrics and health port (see [`DEFAULT_LISTEN`]).
 pub const DEFAULT_PORT: u16 = 9808;
 
-/// The nftpolicy node agent: enforces Kubernetes NetworkPolicy for this node's pods with nftables.
+/// The nftpolicy node agent: enforces Kubernetes NetworkPolicy (and network-policy-api
+/// ClusterNetworkPolicy, where its CRD is installed) for this node's pods with nftables.
 ///
-/// It watches Pods, Namespaces and NetworkPolicies (all namespaces: peers are cluster-wide), compiles
-/// the node's ruleset, and applies only the difference to `table inet nftpolicy` in one atomic
-/// `nft -f -` transaction per burst of changes. On restart it reads the table back, so no rule
+/// It watches Pods, Namespaces, NetworkPolicies, ClusterNetworkPolicies and Nodes (cluster-wide:
+/// peers are), compiles the node's ruleset, and applies only the difference to `table inet
+/// nftpolicy` in one atomic `nft -f -` transaction per burst of changes. On restart it reads the table back, so no rule
 /// disappears in between. On exit the last ruleset stays in force (fail-static).
 #[derive(Parser, Debug)]
 #[command(name = "policyd", version)]

@@ -6,6 +6,8 @@
 //!   state;
 //! - [`agent`] is the reconcile loop: debounce, compile, apply, audit;
 //! - [`dataplane`] keeps what was committed and sends the kernel only the difference;
+//! - [`revocation`] finds the local pods whose established connections a change may have revoked
+//!   (their conntrack entries are deleted with `--conntrack-flush`);
 //! - [`kernel`] is the seam to the kernel: `nft` itself, or an in-memory fake for tests;
 //! - [`process`] runs `nft`, `ip` and `conntrack`, for the agent and the lab;
 //! - [`http`], [`metrics`] and [`cli`] are the agent's edges.
@@ -19,4 +21,5 @@ pub mod http;
 pub mod kernel;
 pub mod metrics;
 pub mod process;
+pub mod revocation;
 pub mod source;

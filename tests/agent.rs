@@ -45,9 +45,11 @@ fn ip(s: &str) -> IpAddr {
 async fn nothing_is_enforced_until_every_kind_is_listed() {
     let mut h = Harness::start(FakeKernel::new(), config());
     let cluster = demo();
-    let r = resets(&cluster);
-    h.send(r[0].clone()).await;
-    h.send(r[1].clone()).await;
+    let mut r = resets(&cluster);
+    let last = r.pop().expect("resets");
+    for reset in r {
+        h.send(reset).await;
+    }
     h.none_within(Duration::from_millis(200)).await;
     assert!(!h.health.is_ready());
     assert_eq!(
@@ -55,7 +57,7 @@ async fn nothing_is_enforced_until_every_kind_is_listed() {
         vec![KernelCall::List],
         "only the start-up listing"
     );
-    h.send(r[2].clone()).await;
+    h.send(last).await;
     reconcile::assert_full(&h.next().await);
     assert!(h.health.is_ready());
     h.assert_enforces(&cluster);
@@ -77,6 +79,12 @@ async fn a_relabel_moves_elements() {
 async fn a_policy_edit_touches_only_its_chains_and_sets() {
     let (mut h, mut cluster) = listed().await;
     reconcile::policy_edit(&mut h, &mut cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_network_policy_and_node_changes_are_element_operations() {
+    let (mut h, mut cluster) = listed().await;
+    reconcile::cluster_policy_changes(&mut h, &mut cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,9 +220,11 @@ async fn fail_closed_holds_until_the_first_sync_and_stays_after_exit() {
     assert_eq!(kernel.table(), Some(fail_closed_ruleset()));
     let mut h = Harness::start_with(kernel, dataplane, config());
     let cluster = demo();
-    let r = resets(&cluster);
-    h.send(r[0].clone()).await;
-    h.send(r[1].clone()).await;
+    let mut r = resets(&cluster);
+    let last = r.pop().expect("resets");
+    for reset in r {
+        h.send(reset).await;
+    }
     h.none_within(Duration::from_millis(200)).await;
     assert!(
         !h.health.is_ready(),
@@ -226,7 +236,7 @@ async fn fail_closed_holds_until_the_first_sync_and_stays_after_exit() {
         Some(fail_closed_ruleset()),
         "still holding"
     );
-    h.send(r[2].clone()).await;
+    h.send(last).await;
     let first = h.next().await;
     assert!(
         !first.result.as_ref().expect("ok").full,
@@ -405,4 +415,125 @@ async fn the_hold_is_bounded_and_the_sync_then_runs_with_what_is_known() {
         sent.elapsed()
     );
     h.assert_enforces(&cluster);
+}
+
+/// An Admin ClusterNetworkPolicy for the backend namespace (backend/api-0 on node-1): the db
+/// pods on 5432/TCP are accepted, and `rules` (YAML list items) follow.
+fn backend_guard(before: &str, after: &str) -> policy_compiler::model::ClusterNetworkPolicy {
+    reconcile::cluster_policy(&format!(
+        "apiVersion: policy.networking.k8s.io/v1beta1
+kind: ClusterNetworkPolicy
+metadata: {{name: guard}}
+spec:
+  tier: Admin
+  priority: 10
+  subject:
+    namespaces: {{matchLabels: {{team: platform}}}}
+  egress:
+{before}  - name: db
+    action: Accept
+    to: [{{namespaces: {{matchLabels: {{kubernetes.io/metadata.name: db}}}}}}]
+    protocols: [{{tcp: {{destinationPort: {{number: 5432}}}}}}]
+{after}"
+    ))
+}
+
+const DNS_ACCEPT: &str = "  - name: dns
+    action: Accept
+    to: [{pods: {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}, podSelector: {matchLabels: {k8s-app: kube-dns}}}}]
+    protocols: [{udp: {destinationPort: {number: 53}}}]
+";
+const REST_DENY: &str = "  - name: rest
+    action: Deny
+    to: [{networks: [0.0.0.0/0]}]
+";
+const QUARANTINE_DENY: &str = "  - name: quarantine
+    action: Deny
+    to: [{pods: {namespaceSelector: {}, podSelector: {matchLabels: {quarantine: \"yes\"}}}}]
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conntrack_flush_cuts_the_subjects_of_a_cluster_network_policy_that_allows_less() {
+    let mut c = config();
+    c.conntrack_flush = true;
+    let (mut h, mut cluster) = listed_with(c).await;
+    let api_0 = ip("10.244.1.20");
+    // Sends an update that `cluster` already has; returns the sync's operations and the
+    // addresses whose conntrack entries it deleted.
+    async fn step(
+        h: &mut Harness<FakeKernel>,
+        cluster: &ClusterState,
+        update: Update,
+    ) -> (Vec<policy_compiler::nft::transaction::Op>, BTreeSet<IpAddr>) {
+        let before = h.kernel.conntrack_deletions().len();
+        h.send(update).await;
+        let ops = reconcile::ops(&h.next().await);
+        h.assert_enforces(cluster);
+        let deleted = h.kernel.conntrack_deletions()[before..]
+            .iter()
+            .copied()
+            .collect();
+        (ops, deleted)
+    }
+    let upsert = |cluster: &mut ClusterState, p: policy_compiler::model::ClusterNetworkPolicy| {
+        cluster.upsert_cluster_policy(p.clone());
+        Update::Upsert(Object::ClusterPolicy(p))
+    };
+
+    // The first ClusterNetworkPolicy adds the Admin tier to the base chains: every pod a map
+    // dispatches (api-0 among the isolated ones).
+    let u = upsert(&mut cluster, backend_guard("", ""));
+    let (_, deleted) = step(&mut h, &cluster, u).await;
+    assert_eq!(deleted, isolated_demo_pods());
+
+    // A Deny added after the Accept: only the guard's decision maps change, and only its subject
+    // loses its established connections.
+    let u = upsert(&mut cluster, backend_guard("", REST_DENY));
+    let (ops, deleted) = step(&mut h, &cluster, u).await;
+    reconcile::assert_element_operations(&ops, "admin_egress_guard_");
+    assert_eq!(deleted, BTreeSet::from([api_0]));
+
+    // An Accept placed before the Deny allows more: nothing is cut.
+    let rules = format!("{DNS_ACCEPT}{REST_DENY}");
+    let u = upsert(&mut cluster, backend_guard("", &rules));
+    let (ops, deleted) = step(&mut h, &cluster, u).await;
+    reconcile::assert_element_operations(&ops, "admin_egress_guard_");
+    assert!(deleted.is_empty(), "{deleted:?}");
+
+    // A Deny placed first that matches no pod yet: the later rules' elements change comment (their
+    // index), not verdict.
+    let u = upsert(&mut cluster, backend_guard(QUARANTINE_DENY, &rules));
+    let (ops, deleted) = step(&mut h, &cluster, u).await;
+    reconcile::assert_element_operations(&ops, "admin_egress_guard_");
+    assert!(deleted.is_empty(), "{deleted:?}");
+
+    // A db pod on node-2 joins the Accept rule's peers: element operations, nothing cut.
+    let mut postgres_1 = cluster
+        .pod(&ObjectRef::new("db", "postgres-0"))
+        .expect("postgres-0")
+        .clone();
+    postgres_1.id.name = "postgres-1".into();
+    postgres_1.node = Some("node-2".into());
+    postgres_1.ips = vec![ip("10.244.2.31")];
+    cluster.upsert_pod(postgres_1.clone());
+    let u = Update::Upsert(Object::Pod(postgres_1.clone()));
+    let (ops, deleted) = step(&mut h, &cluster, u).await;
+    reconcile::assert_element_operations(&ops, "admin_egress_guard_");
+    assert!(
+        ops.iter().any(|op| matches!(op,
+            policy_compiler::nft::transaction::Op::AddDecisionElements(_, e)
+                if e.iter().any(|(k, d)| k.last == ip("10.244.2.31")
+                    && d.verdict == policy_compiler::nft::DecisionVerdict::Accept))),
+        "{ops:?}"
+    );
+    assert!(deleted.is_empty(), "{deleted:?}");
+
+    // The same pod quarantined: 5432/TCP to it goes from Accept to Deny, and the subject's
+    // established connections are cut.
+    postgres_1.labels.insert("quarantine".into(), "yes".into());
+    cluster.upsert_pod(postgres_1.clone());
+    let u = Update::Upsert(Object::Pod(postgres_1));
+    let (ops, deleted) = step(&mut h, &cluster, u).await;
+    reconcile::assert_element_operations(&ops, "admin_egress_guard_");
+    assert_eq!(deleted, BTreeSet::from([api_0]));
 }

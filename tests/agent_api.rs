@@ -1,6 +1,8 @@
 //! The agent end to end without root: the Kubernetes source (kube's client) on the fake API server
 //! (tests/kube_support) feeding the reconcile loop on the fake kernel. The API goes away and comes
 //! back, and one kind fails while the others keep working: what the kernel holds, and when.
+//! ClusterNetworkPolicies and Nodes, at either version or with the CRD absent: the kernel holds
+//! what `policy_compiler::compile_node` gives for the objects the API serves.
 
 mod kube_support;
 
@@ -14,6 +16,10 @@ use nftpolicy::kernel::{FakeKernel, Kernel};
 use nftpolicy::metrics::Metrics;
 use nftpolicy::source::kube::{run, SourceMetrics, WatchOptions, WatchState};
 use nftpolicy::source::Kind;
+use policy_compiler::compile_node;
+use policy_compiler::input::{parse_sources, Source};
+use policy_compiler::nft::transaction::Op;
+use policy_compiler::nft::DecisionVerdict;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -22,9 +28,13 @@ fn namespace(name: &str, team: &str) -> Value {
 }
 
 fn pod(namespace: &str, name: &str, ip: &str, labels: Value) -> Value {
+    pod_on("node-1", namespace, name, ip, labels)
+}
+
+fn pod_on(node: &str, namespace: &str, name: &str, ip: &str, labels: Value) -> Value {
     json!({
         "metadata": {"namespace": namespace, "name": name, "labels": labels},
-        "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "i", "ports": [{"name": "http", "containerPort": 80}]}]},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i", "ports": [{"name": "http", "containerPort": 80}]}]},
         "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
     })
 }
@@ -44,11 +54,19 @@ struct Running {
     fake: FakeApi,
     kernel: FakeKernel,
     source: SourceMetrics,
+    health: Arc<Health>,
     reports: mpsc::UnboundedReceiver<SyncReport>,
 }
 
 async fn start(relist_hold: Duration) -> Running {
     let fake = FakeApi::start().await;
+    apply_namespaces_pods_and_policy(&fake);
+    run_agent(fake, WatchOptions::new("node-1"), relist_hold).await
+}
+
+/// Namespaces a and b, pods a/web and b/client on node-1, and the NetworkPolicy a/web (from b to
+/// a's web pods on 80).
+fn apply_namespaces_pods_and_policy(fake: &FakeApi) {
     fake.apply("namespaces", namespace("a", "a"));
     fake.apply("namespaces", namespace("b", "b"));
     fake.apply(
@@ -60,32 +78,28 @@ async fn start(relist_hold: Duration) -> Running {
         pod("b", "client", "10.244.1.20", json!({"app": "client"})),
     );
     fake.apply("networkpolicies", web_policy(&[80]));
+}
+
+/// The agent of node-1 on `fake`, once its first sync succeeded.
+async fn run_agent(fake: FakeApi, options: WatchOptions, relist_hold: Duration) -> Running {
     let kernel = FakeKernel::new();
     let dataplane = Dataplane::from_kernel(kernel.clone()).expect("the fake lists");
     let mut config = AgentConfig::new("node-1");
     config.debounce = Duration::from_millis(20);
     config.relist_hold = relist_hold;
     let (otx, reports) = mpsc::unbounded_channel();
-    let agent = Agent::new(
-        config,
-        dataplane,
-        Arc::new(Metrics::new()),
-        Arc::new(Health::default()),
-    )
-    .with_observer(otx);
+    let health = Arc::new(Health::default());
+    let agent =
+        Agent::new(config, dataplane, Arc::new(Metrics::new()), health.clone()).with_observer(otx);
     let (tx, rx) = mpsc::channel(1024);
     tokio::spawn(agent.run(rx));
     let source = SourceMetrics::new();
-    tokio::spawn(run(
-        fake.client(),
-        WatchOptions::new("node-1"),
-        tx,
-        source.clone(),
-    ));
+    tokio::spawn(run(fake.client(), options, tx, source.clone()));
     let mut running = Running {
         fake,
         kernel,
         source,
+        health,
         reports,
     };
     let first = running.sync(Duration::from_secs(5)).await;
@@ -99,6 +113,41 @@ impl Running {
             .await
             .expect("a sync in time")
             .expect("the agent runs")
+    }
+
+    /// Asserts that the kernel holds what the compiler gives node-1 for the objects the API
+    /// serves now (read as `policyc` reads `kubectl get -o json`).
+    fn assert_enforces_the_api(&self) {
+        let source = Source {
+            name: "api.json".into(),
+            text: self.fake.manifests(),
+        };
+        let cluster = parse_sources(&[source])
+            .expect("the API serves valid objects")
+            .cluster;
+        assert_eq!(
+            self.kernel.table(),
+            Some(compile_node(&cluster, "node-1")),
+            "the kernel's table differs from the compiled ruleset"
+        );
+    }
+
+    /// The names of the kernel's chains that start with `prefix`.
+    fn chains(&self, prefix: &str) -> Vec<String> {
+        let table = self.kernel.table().unwrap_or_default();
+        table
+            .chains
+            .keys()
+            .filter(|c| c.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
+    /// Fails if a sync happens within `d`.
+    async fn no_sync_within(&mut self, d: Duration) {
+        if let Ok(Some(r)) = tokio::time::timeout(d, self.reports.recv()).await {
+            panic!("expected no sync, got {r:?}");
+        }
     }
 
     /// The kernel's table as nft would list it.
@@ -167,4 +216,227 @@ async fn while_pods_fail_a_policy_change_waits_and_lands_with_the_pods_in_one_sy
     );
     let listing = r.listing();
     assert!(listing.contains("8080") && listing.contains("10.244.1.11"));
+}
+
+fn node(name: &str, ip: &str, role: &str) -> Value {
+    json!({
+        "metadata": {"name": name, "labels": {"role": role}},
+        "status": {"addresses": [{"type": "InternalIP", "address": ip}]},
+    })
+}
+
+/// The Admin policy `guard` for namespace b (b/client): no traffic to the nodes with `role: db`,
+/// and a's web pods accepted on `web_port`/TCP.
+fn guard(priority: i64, web_port: u16) -> Value {
+    json!({
+        "metadata": {"name": "guard"},
+        "spec": {
+            "tier": "Admin",
+            "priority": priority,
+            "subject": {"namespaces": {"matchLabels": {"team": "b"}}},
+            "egress": [
+                {"name": "no-db-nodes", "action": "Deny",
+                 "to": [{"nodes": {"matchLabels": {"role": "db"}}}]},
+                {"name": "web", "action": "Accept",
+                 "to": [{"pods": {"namespaceSelector": {"matchLabels": {"team": "a"}},
+                                  "podSelector": {"matchLabels": {"app": "web"}}}}],
+                 "protocols": [{"tcp": {"destinationPort": {"number": web_port}}}]},
+            ],
+        },
+    })
+}
+
+/// The Baseline policy `quiet` for namespace a: no egress beyond the cluster network.
+fn quiet() -> Value {
+    json!({
+        "metadata": {"name": "quiet"},
+        "spec": {
+            "tier": "Baseline",
+            "priority": 100,
+            "subject": {"namespaces": {"matchLabels": {"team": "a"}}},
+            "egress": [
+                {"name": "cluster", "action": "Pass", "to": [{"networks": ["10.244.0.0/16"]}]},
+                {"name": "outside", "action": "Deny", "to": [{"networks": ["0.0.0.0/0", "::/0"]}]},
+            ],
+        },
+    })
+}
+
+/// [`apply_namespaces_pods_and_policy`], the pod a/db on node-2, Nodes node-1 and node-2
+/// (`role: worker`), and (where the API serves them) the ClusterNetworkPolicies guard and quiet.
+fn apply_cluster_with_policies(fake: &FakeApi, cnp_served: bool) {
+    apply_namespaces_pods_and_policy(fake);
+    fake.apply(
+        "pods",
+        pod_on("node-2", "a", "db", "10.244.2.10", json!({"app": "db"})),
+    );
+    fake.apply("nodes", node("node-1", "192.168.100.1", "worker"));
+    fake.apply("nodes", node("node-2", "192.168.100.2", "worker"));
+    if cnp_served {
+        fake.apply("clusternetworkpolicies", guard(10, 80));
+        fake.apply("clusternetworkpolicies", quiet());
+    }
+}
+
+/// Asserts that every operation changes elements (no chain, set or map is added, flushed or
+/// deleted), and that the decision maps changed are those of chains starting with `prefix`.
+fn assert_elements_only(report: &SyncReport, prefix: &str) -> Vec<Op> {
+    let ops = report
+        .result
+        .as_ref()
+        .expect("the sync succeeds")
+        .transaction
+        .ops
+        .clone();
+    assert!(!ops.is_empty());
+    for op in &ops {
+        match op {
+            Op::AddDecisionElements(name, _) | Op::DeleteDecisionElements(name, _) => {
+                assert!(name.starts_with(prefix), "{op:?}")
+            }
+            Op::AddElements(..)
+            | Op::DeleteElements(..)
+            | Op::AddMapElements(..)
+            | Op::DeleteMapElements(..) => {}
+            other => panic!("not an element operation: {other:?}"),
+        }
+    }
+    ops
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_network_policies_and_nodes_are_enforced_and_changed_by_element_operations() {
+    let fake = FakeApi::start().await;
+    apply_cluster_with_policies(&fake, true);
+    let mut r = run_agent(fake, WatchOptions::new("node-1"), Duration::from_secs(10)).await;
+    r.assert_enforces_the_api();
+    assert_eq!(r.chains("admin_egress_guard"), ["admin_egress_guard"]);
+    assert_eq!(r.chains("baseline_egress_quiet"), ["baseline_egress_quiet"]);
+    assert_eq!(
+        r.source.state(Kind::ClusterNetworkPolicy),
+        WatchState::Watching
+    );
+
+    // An edit of a rule: only guard's decision maps change.
+    r.fake.apply("clusternetworkpolicies", guard(10, 8080));
+    let report = r.sync(Duration::from_secs(3)).await;
+    assert_elements_only(&report, "admin_egress_guard_");
+    r.assert_enforces_the_api();
+
+    // A pod added where ClusterNetworkPolicies select it and peer it: element operations.
+    r.fake.apply(
+        "pods",
+        pod("a", "web-2", "10.244.1.11", json!({"app": "web"})),
+    );
+    let report = r.sync(Duration::from_secs(3)).await;
+    let ops = assert_elements_only(&report, "");
+    assert!(
+        ops.iter().any(|op| matches!(op, Op::AddMapElements(m, e)
+            if m.starts_with("baseline_egress") && e.iter().any(|(ip, _)| ip.to_string() == "10.244.1.11"))),
+        "the new pod joins quiet's dispatch map: {ops:?}"
+    );
+    r.assert_enforces_the_api();
+
+    // A Node labelled role=db: its address joins guard's Deny rule.
+    r.fake.apply("nodes", node("node-2", "192.168.100.2", "db"));
+    let report = r.sync(Duration::from_secs(3)).await;
+    let ops = assert_elements_only(&report, "admin_egress_guard_");
+    let node_2: std::net::IpAddr = "192.168.100.2".parse().expect("ip");
+    assert!(
+        ops.iter().any(|op| matches!(op, Op::AddDecisionElements(_, e)
+            if e.iter().any(|(k, d)| k.holds(&node_2, None) && d.verdict == DecisionVerdict::Drop))),
+        "{ops:?}"
+    );
+    r.assert_enforces_the_api();
+    let enforced = r.kernel.table();
+
+    // An invalid edit (a priority above 1000): reported, left out, the last valid version stays.
+    r.fake.apply("clusternetworkpolicies", guard(5000, 22));
+    r.no_sync_within(Duration::from_millis(300)).await;
+    assert_eq!(r.kernel.table(), enforced);
+    let events: Vec<Value> = r
+        .fake
+        .events()
+        .into_iter()
+        .map(|(_, _, e)| e)
+        .filter(|e| e["reason"] == "InvalidClusterNetworkPolicy")
+        .collect();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["type"], "Warning");
+    assert_eq!(events[0]["regarding"]["name"], "guard");
+    let note = events[0]["note"].as_str().expect("a note");
+    assert!(note.starts_with("field spec.priority: "), "{note}");
+    assert!(r.health.is_ready());
+
+    // Fixed again: enforced as written.
+    r.fake.apply("clusternetworkpolicies", guard(10, 22));
+    r.sync(Duration::from_secs(3)).await;
+    r.assert_enforces_the_api();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_network_policies_served_at_v1alpha2_only_are_enforced() {
+    let fake = FakeApi::start_serving(kube_support::CNP_V1ALPHA2).await;
+    apply_cluster_with_policies(&fake, true);
+    let mut r = run_agent(fake, WatchOptions::new("node-1"), Duration::from_secs(10)).await;
+    r.assert_enforces_the_api();
+    assert_eq!(r.chains("admin_egress_guard"), ["admin_egress_guard"]);
+    r.fake.apply("clusternetworkpolicies", guard(10, 8080));
+    let report = r.sync(Duration::from_secs(3)).await;
+    assert_elements_only(&report, "admin_egress_guard_");
+    r.assert_enforces_the_api();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_crd_the_agent_enforces_network_policies_and_then_a_crd_installed_later() {
+    let fake = FakeApi::start_serving(&[]).await;
+    apply_cluster_with_policies(&fake, false);
+    let mut options = WatchOptions::new("node-1");
+    options.rediscover_interval = Duration::from_millis(300);
+    // The longest wait for the next discovery (the interval and its jitter), and time to list
+    // and sync.
+    let within = options.rediscover_interval * 11 / 10 + Duration::from_millis(700);
+    // Ready on the first sync: nothing waits for the absent kind.
+    let mut r = run_agent(fake, options, Duration::from_secs(10)).await;
+    assert!(r.health.is_ready());
+    assert_eq!(
+        r.source.state(Kind::ClusterNetworkPolicy),
+        WatchState::Absent
+    );
+    assert_eq!(r.source.watch_errors(Kind::ClusterNetworkPolicy), 0);
+    r.assert_enforces_the_api();
+    assert!(r.chains("admin").is_empty() && r.chains("baseline").is_empty());
+    assert!(r.listing().contains("10.244.1.10"));
+
+    // The CRD installed, and policies created: enforced within the rediscovery interval.
+    r.fake.serve_cnp_versions(kube_support::CNP_V1BETA1);
+    r.fake.apply("clusternetworkpolicies", guard(10, 80));
+    r.fake.apply("clusternetworkpolicies", quiet());
+    let installed = Instant::now();
+    loop {
+        let report = r.sync(Duration::from_secs(2)).await;
+        assert!(report.result.is_ok(), "{report:?}");
+        if !r.chains("baseline_egress_quiet").is_empty() {
+            break;
+        }
+    }
+    assert!(installed.elapsed() < within, "{:?}", installed.elapsed());
+    r.assert_enforces_the_api();
+    assert_eq!(
+        r.source.state(Kind::ClusterNetworkPolicy),
+        WatchState::Watching
+    );
+
+    // The CRD deleted: its policies go with it.
+    r.fake.serve_cnp_versions(&[]);
+    while !(r.chains("admin").is_empty() && r.chains("baseline").is_empty()) {
+        r.sync(Duration::from_secs(3)).await;
+    }
+    r.assert_enforces_the_api();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while r.source.state(Kind::ClusterNetworkPolicy) != WatchState::Absent {
+        assert!(Instant::now() < deadline, "the kind is absent again");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(r.source.watch_errors(Kind::ClusterNetworkPolicy), 0);
 }

@@ -41,6 +41,7 @@ async fn each_change_becomes_exactly_its_transaction() {
     reconcile::policy_edit(&mut h, &mut cluster).await;
     reconcile::no_change(&mut h, &cluster).await;
     reconcile::burst(&mut h, &mut cluster).await;
+    reconcile::cluster_policy_changes(&mut h, &mut cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -62,10 +62,54 @@ fn policy_with_cidr(namespace: &str, name: &str, cidr: &str) -> Value {
     })
 }
 
+/// A Node with one InternalIP.
+fn node(name: &str, ip: &str, labels: Value) -> Value {
+    json!({
+        "metadata": {"name": name, "labels": labels},
+        "status": {"addresses": [
+            {"type": "InternalIP", "address": ip},
+            {"type": "Hostname", "address": name},
+        ]},
+    })
+}
+
+/// An Admin ClusterNetworkPolicy for every namespace with these egress rules.
+fn cluster_policy(name: &str, priority: i64, egress: Value) -> Value {
+    json!({
+        "metadata": {"name": name},
+        "spec": {
+            "tier": "Admin",
+            "priority": priority,
+            "subject": {"namespaces": {}},
+            "egress": egress,
+        },
+    })
+}
+
+/// An egress rule that denies traffic to the nodes with `role: db`.
+fn deny_db_nodes() -> Value {
+    json!([{"name": "no-db-nodes", "action": "Deny", "to": [{"nodes": {"matchLabels": {"role": "db"}}}]}])
+}
+
 /// A fake cluster: namespaces a and b, pods a/web and b/client, a valid policy a/allow-b and an
-/// invalid one, a/bad.
+/// invalid one, a/bad, the Node node-1 and the ClusterNetworkPolicy guard.
 async fn cluster() -> FakeApi {
-    let fake = FakeApi::start().await;
+    cluster_serving(kube_support::CNP_V1BETA1).await
+}
+
+/// [`cluster`], ClusterNetworkPolicy served at `cnp_versions` (none: no guard).
+async fn cluster_serving(cnp_versions: &[&'static str]) -> FakeApi {
+    let fake = FakeApi::start_serving(cnp_versions).await;
+    fake.apply(
+        "nodes",
+        node("node-1", "192.168.100.1", json!({"role": "db"})),
+    );
+    if !cnp_versions.is_empty() {
+        fake.apply(
+            "clusternetworkpolicies",
+            cluster_policy("guard", 10, deny_db_nodes()),
+        );
+    }
     fake.apply("namespaces", namespace("a", json!({"team": "a"})));
     fake.apply("namespaces", namespace("b", json!({"team": "b"})));
     fake.apply(
@@ -310,7 +354,7 @@ async fn lists_watches_and_reports_invalid_objects() {
 
     // The initial lists: one Reset per kind, the invalid policy reported in its kind's Reset.
     let updates = source.until_listed().await;
-    assert_eq!(updates.len(), 3, "{updates:#?}");
+    assert_eq!(updates.len(), Kind::ENFORCED.len(), "{updates:#?}");
     assert_eq!(
         reset_keys(&updates, Kind::Namespace),
         [key("", "a"), key("", "b")]
@@ -372,10 +416,12 @@ async fn lists_watches_and_reports_invalid_objects() {
 
     // What kube's watcher asks for: a paginated list, then a watch from the list's version.
     let requests = fake.requests();
-    for (_, path, _, _) in kube_support::RESOURCES {
+    let paths = fake.list_paths();
+    assert_eq!(paths.len(), Kind::ENFORCED.len());
+    for path in &paths {
         let list = requests
             .iter()
-            .find(|r| r.path == path)
+            .find(|r| r.path == *path)
             .expect("a list request");
         assert_eq!(list.method, "GET");
         assert_eq!(list.param("limit"), Some("500"), "{list:?}");
@@ -668,7 +714,7 @@ async fn objects_the_typed_model_rejects_and_event_failures_are_not_fatal() {
     );
     let mut source = start(&fake);
     let updates = source.until_listed().await;
-    assert_eq!(updates.len(), 3, "{updates:#?}");
+    assert_eq!(updates.len(), Kind::ENFORCED.len(), "{updates:#?}");
     assert_eq!(reset_keys(&updates, Kind::Namespace), [key("", "a")]);
     assert_eq!(reset_keys(&updates, Kind::Pod), [key("a", "web")]);
     let errors: Vec<&str> = updates
@@ -769,11 +815,14 @@ async fn after_an_outage_every_kind_is_back_within_the_capped_backoff_and_the_lo
     let _guard = logs.install();
     let fake = cluster().await;
     let mut source = start_watching(&fake).await;
+    // The cluster goes on elsewhere: every kind's watch is behind the API's resourceVersion, so
+    // that the restarted API's watch cache answers each resumed watch with 410.
+    fake.write_elsewhere();
 
     // The API server dies: the cut watches are resumed, the requests refused, every kind stale.
     fake.stop();
     let mut stale = Vec::new();
-    while stale.len() < 3 {
+    while stale.len() < Kind::ENFORCED.len() {
         if let Update::Stale(kind) = source.next(Duration::from_secs(3)).await {
             stale.push(kind);
         }
@@ -816,9 +865,10 @@ async fn after_an_outage_every_kind_is_back_within_the_capped_backoff_and_the_lo
     assert!(reset_keys(&updates, Kind::Pod).contains(&key("a", "late")));
     // The resumed watch's 410 is one re-list.
     assert_relists(&source.metrics, RelistReason::Expired, 1);
-    let lists: Vec<Instant> = kube_support::RESOURCES
+    let lists: Vec<Instant> = fake
+        .list_paths()
         .iter()
-        .map(|(_, path, _, _)| {
+        .map(|path| {
             full_lists(&fake, path)
                 .last()
                 .expect("a list after the restart")
@@ -867,7 +917,7 @@ async fn after_an_outage_every_kind_is_back_within_the_capped_backoff_and_the_lo
 async fn a_resumed_watch_answered_with_410_lists_again_at_once_without_an_error() {
     let fake = cluster().await;
     let mut source = start_watching(&fake).await;
-    let pods = kube_support::path_of("pods");
+    let pods = &kube_support::path_of("pods");
 
     let expired = Instant::now();
     fake.expire("pods");
@@ -992,6 +1042,7 @@ async fn a_resource_version_going_backwards_lists_every_kind_again() {
             matches!(u, Update::Upsert(Object::Policy(_)))
         })
         .await;
+    let seen = fake.resource_version();
 
     // etcd is restored from the backup and the API server restarted on it: the resourceVersion
     // is below what the agent has seen. A watch resumed from there would be accepted and silent;
@@ -1013,7 +1064,10 @@ async fn a_resource_version_going_backwards_lists_every_kind_again() {
             json!({"app": "after"}),
         ),
     );
-    assert!(fake.resource_version() < 110);
+    assert!(
+        fake.resource_version() <= seen,
+        "not above what was seen before"
+    );
     source
         .until(Duration::from_secs(3), is_pod_upsert("after"))
         .await;
@@ -1110,7 +1164,8 @@ async fn every_request_names_the_agent_and_its_node() {
     eventually(Duration::from_secs(3), "an Event and the watches", || {
         let r = fake.requests();
         Some(()).filter(|()| {
-            r.iter().any(|r| r.method == "POST") && r.iter().filter(|r| r.is_watch()).count() == 3
+            r.iter().any(|r| r.method == "POST")
+                && r.iter().filter(|r| r.is_watch()).count() == Kind::ENFORCED.len()
         })
     })
     .await;
@@ -1136,10 +1191,433 @@ async fn a_periodic_relist_lists_every_kind_again_without_holding_syncs() {
     let updates = source
         .until_resets(&Kind::ENFORCED, Duration::from_secs(3))
         .await;
-    assert_eq!(updates.len(), 3, "only Resets, no Stale: {updates:#?}");
+    assert_eq!(
+        updates.len(),
+        Kind::ENFORCED.len(),
+        "only Resets, no Stale: {updates:#?}"
+    );
     for kind in Kind::ENFORCED {
         assert!(source.metrics.relists(kind, RelistReason::Periodic) >= 1);
     }
     assert_no_watch_errors(&source.metrics);
     source.stop().await;
+}
+
+/// Updates until (and with) the first Reset of `kind`, and that Reset's keys.
+async fn until_reset_of(
+    source: &mut Running,
+    kind: Kind,
+    within: Duration,
+) -> (Vec<Update>, Vec<ObjectRef>) {
+    let updates = source.until(within, is_reset(kind)).await;
+    let keys = reset_keys(&updates, kind);
+    (updates, keys)
+}
+
+#[tokio::test]
+async fn cluster_network_policies_and_nodes_are_watched_and_invalid_ones_reported() {
+    let fake = cluster().await;
+    fake.apply(
+        "clusternetworkpolicies",
+        cluster_policy("too-high", 5000, deny_db_nodes()),
+    );
+    let dns = json!([{"action": "Accept", "to": [{"domainNames": ["example.com"]}]}]);
+    fake.apply("clusternetworkpolicies", cluster_policy("dns", 3, dns));
+    let mut source = start(&fake);
+    let updates = source.until_listed().await;
+    assert_eq!(
+        reset_keys(&updates, Kind::ClusterNetworkPolicy),
+        [key("", "guard")]
+    );
+    assert_eq!(reset_keys(&updates, Kind::Node), [key("", "node-1")]);
+    let Update::Reset { invalid, .. } =
+        &updates[position(&updates, is_reset(Kind::ClusterNetworkPolicy))]
+    else {
+        unreachable!()
+    };
+    let mut errors: Vec<(String, String)> = invalid
+        .iter()
+        .map(|(k, e)| (k.name.clone(), e.clone()))
+        .collect();
+    errors.sort();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!(errors[0].0, "dns");
+    assert!(
+        errors[0]
+            .1
+            .starts_with("ClusterNetworkPolicy dns: field spec.egress[0].to[0].domainNames: "),
+        "{errors:?}"
+    );
+    assert_eq!(errors[1].0, "too-high");
+    assert!(
+        errors[1]
+            .1
+            .starts_with("ClusterNetworkPolicy too-high: field spec.priority: "),
+        "{errors:?}"
+    );
+    let guard = &source.store.cluster().cluster_policies()["guard"];
+    assert_eq!((guard.priority, guard.egress.len()), (10, 1));
+    let node_1 = source.store.cluster().node("node-1").expect("node-1");
+    assert_eq!(
+        node_1.addresses,
+        ["192.168.100.1".parse::<IpAddr>().expect("ip")]
+    );
+
+    // Discovery first, then the preferred version, cluster-wide.
+    let requests = fake.requests();
+    let discovery = position_of(&requests, "/apis/policy.networking.k8s.io/v1beta1");
+    let list = position_of(&requests, &kube_support::cnp_path("v1beta1"));
+    assert!(discovery < list, "{requests:#?}");
+    assert!(
+        !requests.iter().any(|r| r.path.contains("v1alpha2")),
+        "v1beta1 is served: v1alpha2 is not asked about"
+    );
+    assert!(requests.iter().any(|r| r.path == "/api/v1/nodes"));
+
+    // Each invalid one is a Warning Event on it, in the default namespace (the object is
+    // cluster-scoped), naming the version read.
+    let events = eventually(Duration::from_secs(3), "three Events", || {
+        Some(fake.events()).filter(|e| e.len() == 3)
+    })
+    .await;
+    let mut about: Vec<(&str, &str)> = Vec::new();
+    for (_, namespace, event) in &events {
+        if event["regarding"]["kind"] != "ClusterNetworkPolicy" {
+            continue;
+        }
+        assert_eq!(namespace, "default");
+        assert_eq!(event["reason"], "InvalidClusterNetworkPolicy");
+        assert_eq!(event["type"], "Warning");
+        assert_eq!(
+            event["regarding"]["apiVersion"],
+            "policy.networking.k8s.io/v1beta1"
+        );
+        assert!(event["regarding"]["namespace"].is_null(), "{event}");
+        about.push((
+            event["regarding"]["name"].as_str().expect("a name"),
+            event["note"].as_str().expect("a note"),
+        ));
+    }
+    about.sort();
+    assert_eq!(about.len(), 2, "{events:#?}");
+    assert!(
+        about[0].0 == "dns" && about[0].1.contains("domainNames"),
+        "{about:?}"
+    );
+    assert!(
+        about[1].0 == "too-high" && about[1].1.starts_with("field spec.priority: "),
+        "{about:?}"
+    );
+    assert_eq!(
+        source.metrics.invalid_objects(Kind::ClusterNetworkPolicy),
+        2
+    );
+
+    // Watched: an edit, an edit that breaks it (the last valid version stays), a Node relabelled
+    // and deleted.
+    all_watching(&source.metrics, Duration::from_secs(3)).await;
+    let two_rules = json!([
+        {"action": "Pass", "to": [{"networks": ["10.0.0.0/8"]}]},
+        {"name": "no-db-nodes", "action": "Deny", "to": [{"nodes": {"matchLabels": {"role": "db"}}}]},
+    ]);
+    fake.apply(
+        "clusternetworkpolicies",
+        cluster_policy("guard", 10, two_rules),
+    );
+    let u = source.next(Duration::from_secs(3)).await;
+    assert!(
+        matches!(&u, Update::Upsert(Object::ClusterPolicy(p)) if p.name == "guard" && p.egress.len() == 2),
+        "{u:?}"
+    );
+    let bad = json!([{"action": "Deny", "to": [{"networks": ["10.0.0.1/8"]}]}]);
+    fake.apply("clusternetworkpolicies", cluster_policy("guard", 10, bad));
+    let u = source.next(Duration::from_secs(3)).await;
+    assert!(
+        matches!(&u, Update::Invalid { kind: Kind::ClusterNetworkPolicy, key: k, error }
+            if *k == key("", "guard") && error.contains("field spec.egress[0].to[0].networks[0]")),
+        "{u:?}"
+    );
+    assert_eq!(
+        source.store.cluster().cluster_policies()["guard"]
+            .egress
+            .len(),
+        2
+    );
+    fake.apply(
+        "nodes",
+        node("node-1", "192.168.100.1", json!({"role": "web"})),
+    );
+    let u = source.next(Duration::from_secs(3)).await;
+    assert!(
+        matches!(&u, Update::Upsert(Object::Node(n)) if n.labels["role"] == "web"),
+        "{u:?}"
+    );
+    fake.delete("nodes", "", "node-1");
+    let u = source.next(Duration::from_secs(3)).await;
+    assert_eq!(u, Update::Delete(Kind::Node, key("", "node-1")));
+    assert_no_watch_errors(&source.metrics);
+    source.stop().await;
+}
+
+/// The position of the first request for `path`.
+fn position_of(requests: &[kube_support::Request], path: &str) -> usize {
+    requests
+        .iter()
+        .position(|r| r.path == path)
+        .unwrap_or_else(|| panic!("no request for {path}: {requests:#?}"))
+}
+
+#[tokio::test]
+async fn cluster_network_policies_are_read_at_v1alpha2_where_v1beta1_is_not_served() {
+    let logs = Capture::default();
+    let _guard = logs.install();
+    let fake = cluster_serving(kube_support::CNP_V1ALPHA2).await;
+    fake.apply(
+        "clusternetworkpolicies",
+        cluster_policy("too-high", 5000, deny_db_nodes()),
+    );
+    let mut source = start_watching(&fake).await;
+    assert_eq!(
+        source
+            .store
+            .cluster()
+            .cluster_policies()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["guard"]
+    );
+    let requests = fake.requests();
+    let v1beta1 = position_of(&requests, "/apis/policy.networking.k8s.io/v1beta1");
+    let v1alpha2 = position_of(&requests, "/apis/policy.networking.k8s.io/v1alpha2");
+    let list = position_of(&requests, &kube_support::cnp_path("v1alpha2"));
+    assert!(v1beta1 < v1alpha2 && v1alpha2 < list, "{requests:#?}");
+    assert!(!requests
+        .iter()
+        .any(|r| r.path == kube_support::cnp_path("v1beta1")));
+    assert!(watches(&fake, &kube_support::cnp_path("v1alpha2")).len() == 1);
+
+    // Watched at v1alpha2.
+    fake.apply(
+        "clusternetworkpolicies",
+        cluster_policy("late", 20, deny_db_nodes()),
+    );
+    let u = source.next(Duration::from_secs(3)).await;
+    assert!(
+        matches!(&u, Update::Upsert(Object::ClusterPolicy(p)) if p.name == "late"),
+        "{u:?}"
+    );
+    // The Event names the version the object was read at.
+    let events = eventually(Duration::from_secs(3), "an Event", || {
+        let e: Vec<Value> = fake
+            .events()
+            .into_iter()
+            .map(|(_, _, e)| e)
+            .filter(|e| e["regarding"]["kind"] == "ClusterNetworkPolicy")
+            .collect();
+        Some(e).filter(|e| !e.is_empty())
+    })
+    .await;
+    assert_eq!(
+        events[0]["regarding"]["apiVersion"],
+        "policy.networking.k8s.io/v1alpha2"
+    );
+    let lines = logs.lines();
+    let served = only_line(&lines, "served at this version only");
+    assert!(
+        served.contains(" INFO ") && served.contains("policy.networking.k8s.io/v1alpha2"),
+        "{served}"
+    );
+
+    // The CRD is upgraded to serve v1beta1 only: the watch at v1alpha2 ends, its resumption
+    // answers 404, and discovery finds v1beta1, where the kind is listed again.
+    fake.serve_cnp_versions(&["v1beta1"]);
+    let (updates, keys) = until_reset_of(
+        &mut source,
+        Kind::ClusterNetworkPolicy,
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(keys, [key("", "guard"), key("", "late")]);
+    assert!(
+        matches!(
+            updates.as_slice(),
+            [
+                Update::Stale(Kind::ClusterNetworkPolicy),
+                Update::Reset { .. }
+            ]
+        ),
+        "{updates:#?}"
+    );
+    assert!(!full_lists(&fake, &kube_support::cnp_path("v1beta1")).is_empty());
+    assert_no_watch_errors(&source.metrics);
+    all_watching(&source.metrics, Duration::from_secs(3)).await;
+    source.stop().await;
+}
+
+#[tokio::test]
+async fn without_the_crd_no_cluster_network_policy_is_read_and_one_installed_later_is() {
+    let logs = Capture::default();
+    let _guard = logs.install();
+    let fake = cluster_serving(&[]).await;
+    let mut options = WatchOptions::new("node-1");
+    options.rediscover_interval = Duration::from_millis(300);
+    // The longest wait for the next discovery (the interval and its jitter), and time to list.
+    let within = options.rediscover_interval * 11 / 10 + Duration::from_millis(500);
+    let mut source = start_with(&fake, options);
+    // Every kind is listed; ClusterNetworkPolicy is absent: an empty Reset, no list request.
+    let updates = source.until_listed().await;
+    assert_eq!(updates.len(), Kind::ENFORCED.len(), "{updates:#?}");
+    assert!(reset_keys(&updates, Kind::ClusterNetworkPolicy).is_empty());
+    assert_eq!(
+        source.metrics.state(Kind::ClusterNetworkPolicy),
+        WatchState::Absent
+    );
+    let heard = source
+        .metrics
+        .last_event_seconds(Kind::ClusterNetworkPolicy);
+    assert!(heard > 1.0e9, "an absent kind is not a silent one");
+    // Asked again a few times meanwhile: nothing is sent, nothing fails, one line says it.
+    let asked = |fake: &FakeApi| {
+        fake.requests()
+            .iter()
+            .filter(|r| r.path == "/apis/policy.networking.k8s.io/v1beta1")
+            .count()
+    };
+    source.quiet(Duration::from_millis(1000)).await;
+    assert!(asked(&fake) >= 3, "discovery asked {} times", asked(&fake));
+    assert!(!fake
+        .requests()
+        .iter()
+        .any(|r| r.path.ends_with("/clusternetworkpolicies")));
+    assert_eq!(source.metrics.watch_errors(Kind::ClusterNetworkPolicy), 0);
+    assert!(
+        source
+            .metrics
+            .last_event_seconds(Kind::ClusterNetworkPolicy)
+            > heard,
+        "each discovery that finds it absent counts"
+    );
+    let lines = logs.lines();
+    let absent = only_line(&lines, "not served by the Kubernetes API");
+    assert!(
+        absent.contains(" INFO ") && absent.contains("ClusterNetworkPolicy"),
+        "{absent}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains(" WARN ") && !l.contains("invalid object")),
+        "{lines:#?}"
+    );
+
+    // The CRD is installed and a policy created: listed within the rediscovery interval.
+    fake.serve_cnp_versions(kube_support::CNP_V1BETA1);
+    fake.apply(
+        "clusternetworkpolicies",
+        cluster_policy("guard", 10, deny_db_nodes()),
+    );
+    let installed = Instant::now();
+    let (_, keys) = until_reset_of(
+        &mut source,
+        Kind::ClusterNetworkPolicy,
+        Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!(keys, [key("", "guard")]);
+    assert!(installed.elapsed() < within, "{:?}", installed.elapsed());
+    all_watching(&source.metrics, Duration::from_secs(3)).await;
+    fake.apply(
+        "clusternetworkpolicies",
+        cluster_policy("late", 20, deny_db_nodes()),
+    );
+    let u = source.next(Duration::from_secs(3)).await;
+    assert!(
+        matches!(&u, Update::Upsert(Object::ClusterPolicy(p)) if p.name == "late"),
+        "{u:?}"
+    );
+
+    // The CRD is deleted: its objects go first, then the kind is absent again.
+    fake.serve_cnp_versions(&[]);
+    let updates = source
+        .until(Duration::from_secs(3), is_reset(Kind::ClusterNetworkPolicy))
+        .await;
+    let deleted: Vec<&ObjectRef> = updates
+        .iter()
+        .filter_map(|u| match u {
+            Update::Delete(Kind::ClusterNetworkPolicy, k) => Some(k),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        deleted,
+        [&key("", "guard"), &key("", "late")],
+        "{updates:#?}"
+    );
+    assert!(reset_keys(&updates, Kind::ClusterNetworkPolicy).is_empty());
+    assert!(source.store.cluster().cluster_policies().is_empty());
+    assert_eq!(
+        source.metrics.state(Kind::ClusterNetworkPolicy),
+        WatchState::Absent
+    );
+    assert_no_watch_errors(&source.metrics);
+    let lines = logs.lines();
+    let absent: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("not served by the Kubernetes API"))
+        .collect();
+    assert_eq!(absent.len(), 2, "once per absence: {lines:#?}");
+    source.stop().await;
+}
+
+#[tokio::test]
+async fn an_absent_kind_is_stale_while_the_api_fails_and_current_when_it_answers_again() {
+    let fake = cluster_serving(&[]).await;
+    let mut options = WatchOptions::new("node-1");
+    options.rediscover_interval = Duration::from_millis(200);
+    let mut source = start_with(&fake, options);
+    source.until_listed().await;
+    all_watching_or_absent(&source.metrics).await;
+    fake.stop();
+    source
+        .until(Duration::from_secs(3), is_stale(Kind::ClusterNetworkPolicy))
+        .await;
+    fake.start_again().await;
+    // Back: each kind is current again (listed again, or its watch resumed), the absent one
+    // when discovery answers that it is still not served.
+    let updates = source
+        .until(Duration::from_secs(5), |u| {
+            matches!(u, Update::Live(Kind::ClusterNetworkPolicy))
+        })
+        .await;
+    assert!(
+        !updates.iter().any(is_reset(Kind::ClusterNetworkPolicy)),
+        "{updates:#?}"
+    );
+    assert_eq!(
+        source.metrics.state(Kind::ClusterNetworkPolicy),
+        WatchState::Absent
+    );
+    assert!(source.metrics.watch_errors(Kind::ClusterNetworkPolicy) >= 1);
+    source.stop().await;
+}
+
+/// Waits until every kind watches, but ClusterNetworkPolicy, which is absent.
+async fn all_watching_or_absent(metrics: &SourceMetrics) {
+    eventually(
+        Duration::from_secs(3),
+        "every kind watching or absent",
+        || {
+            Some(()).filter(|()| {
+                Kind::ENFORCED.iter().all(|k| {
+                    let expected = if *k == Kind::ClusterNetworkPolicy {
+                        WatchState::Absent
+                    } else {
+                        WatchState::Watching
+                    };
+                    metrics.state(*k) == expected
+                })
+            })
+        },
+    )
+    .await;
 }

@@ -76,9 +76,15 @@ impl Kind {
     ];
 
     /// The kinds that decide what a node enforces: what the node agent watches. Workloads are for
-    /// offline review only (their pods are what the agent sees); ClusterNetworkPolicies and Nodes
-    /// are read, but the agent does not enforce them yet.
-    pub const ENFORCED: [Kind; 3] = [Kind::Namespace, Kind::Pod, Kind::NetworkPolicy];
+    /// offline review only (their pods are what the agent sees). Nodes are read for the `nodes`
+    /// peers of ClusterNetworkPolicies.
+    pub const ENFORCED: [Kind; 5] = [
+        Kind::Namespace,
+        Kind::Pod,
+        Kind::NetworkPolicy,
+        Kind::ClusterNetworkPolicy,
+        Kind::Node,
+    ];
 
     /// The API kind name.
     pub fn as_str(self) -> &'static str {
@@ -108,6 +114,12 @@ impl Kind {
         Kind::ENFORCED.contains(&self)
     }
 
+    /// Whether the kind is a custom resource (defined by a CustomResourceDefinition): a cluster may
+    /// serve none of its [`Kind::versions`], or only some of them.
+    pub fn is_custom_resource(self) -> bool {
+        matches!(self, Kind::ClusterNetworkPolicy)
+    }
+
     /// The API group (empty for the core group).
     pub fn group(self) -> &'static str {
         match self {
@@ -134,11 +146,16 @@ impl Kind {
         self.versions()[0]
     }
 
-    /// `group/version`, or `version` for the core group.
+    /// `group/version` of the preferred version, or `version` for the core group.
     pub fn api_version(self) -> String {
+        self.group_version(self.version())
+    }
+
+    /// `group/version` of one of the kind's versions, or `version` for the core group.
+    pub fn group_version(self, version: &str) -> String {
         match self.group() {
-            "" => self.version().to_string(),
-            group => format!("{group}/{}", self.version()),
+            "" => version.to_string(),
+            group => format!("{group}/{version}"),
         }
     }
 
@@ -340,6 +357,11 @@ mod tests {
         assert_eq!(Kind::from_name("Service"), None);
         let cnp = Kind::ClusterNetworkPolicy;
         assert_eq!(cnp.api_version(), "policy.networking.k8s.io/v1beta1");
+        assert_eq!(
+            cnp.group_version("v1alpha2"),
+            "policy.networking.k8s.io/v1alpha2"
+        );
+        assert_eq!(Kind::Node.group_version("v1"), "v1");
         assert_eq!(cnp.versions(), ["v1beta1", "v1alpha2"]);
         assert_eq!(cnp.plural(), "clusternetworkpolicies");
         assert_eq!(Kind::Node.api_version(), "v1");
@@ -347,8 +369,13 @@ mod tests {
         for kind in [cnp, Kind::Node] {
             assert!(!kind.namespaced());
             assert!(!kind.is_workload());
-            assert!(!kind.is_enforced(), "the agent does not watch {kind:?} yet");
+            assert!(kind.is_enforced(), "the agent watches {kind:?}");
         }
+        let custom: Vec<Kind> = Kind::ALL
+            .into_iter()
+            .filter(|k| k.is_custom_resource())
+            .collect();
+        assert_eq!(custom, [cnp], "every other kind is built into Kubernetes");
         assert!(cnp.reads_api_version("policy.networking.k8s.io/v1alpha2"));
         assert!(!cnp.reads_api_version("policy.networking.k8s.io/v1alpha1"));
         assert!(!cnp.reads_api_version("v1beta1"));

@@ -66,7 +66,7 @@ impl DirSource {
         };
         let problems = for_each_object(source, &mut |raw| match convert(raw, DEFAULT_NAMESPACE) {
             // Only the kinds the agent enforces: workloads are for offline review (the agent
-            // enforces the pods they make), and the others are not watched yet.
+            // enforces the pods they make).
             Converted::Other(_) => {}
             Converted::Valid(o) if !o.kind().is_enforced() => {}
             Converted::Invalid { kind, .. } if !kind.is_enforced() => {}
@@ -274,7 +274,9 @@ mod tests {
             [
                 "reset Namespace 1+0",
                 "reset Pod 0+0",
-                "reset NetworkPolicy 1+0"
+                "reset NetworkPolicy 1+0",
+                "reset ClusterNetworkPolicy 0+0",
+                "reset Node 0+0",
             ]
         );
         assert!(source.poll().is_empty(), "nothing changed");
@@ -299,25 +301,105 @@ mod tests {
         assert_eq!(kinds(&source.poll()), ["delete NetworkPolicy x/p"]);
     }
 
+    const CNP: &str = "apiVersion: policy.networking.k8s.io/v1beta1\nkind: ClusterNetworkPolicy\n\
+        metadata: {name: c}\nspec:\n  tier: Admin\n  priority: 1\n  subject: {namespaces: {}}\n\
+        \x20 egress: [{action: Deny, to: [{nodes: {matchLabels: {role: db}}}]}]\n";
+    const NODE: &str = "apiVersion: v1\nkind: Node\nmetadata: {name: n1, labels: {role: db}}\n\
+        status: {addresses: [{type: InternalIP, address: 192.168.0.1}, {type: Hostname, address: n1}]}\n";
+
     #[test]
-    fn kinds_the_agent_does_not_enforce_are_left_out() {
-        let d = dir("unenforced");
+    fn cluster_network_policies_and_nodes_are_read_and_workloads_left_out() {
+        let d = dir("kinds");
         std::fs::write(d.0.join("ns.yaml"), NS).expect("write");
-        let others = "apiVersion: policy.networking.k8s.io/v1beta1\nkind: ClusterNetworkPolicy\n\
-                      metadata: {name: c}\nspec: {tier: Admin, priority: 1, subject: {namespaces: {}}}\n\
-                      ---\napiVersion: policy.networking.k8s.io/v1beta1\nkind: ClusterNetworkPolicy\n\
-                      metadata: {name: bad}\nspec: {tier: Admin, priority: 1}\n\
-                      ---\napiVersion: v1\nkind: Node\nmetadata: {name: n1}\n\
-                      ---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d, namespace: x}\n";
+        std::fs::write(d.0.join("node.yaml"), NODE).expect("write");
+        // Both versions of ClusterNetworkPolicy; an invalid one (no subject) and one whose
+        // domainNames peer nftpolicy does not enforce are reported and left out.
+        let others = format!(
+            "{CNP}---\napiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n\
+             metadata: {{name: old}}\nspec: {{tier: Baseline, priority: 5, subject: {{namespaces: {{}}}}}}\n\
+             ---\napiVersion: policy.networking.k8s.io/v1beta1\nkind: ClusterNetworkPolicy\n\
+             metadata: {{name: bad}}\nspec: {{tier: Admin, priority: 1}}\n\
+             ---\napiVersion: policy.networking.k8s.io/v1beta1\nkind: ClusterNetworkPolicy\n\
+             metadata: {{name: dns}}\nspec:\n  tier: Admin\n  priority: 2\n  subject: {{namespaces: {{}}}}\n\
+             \x20 egress: [{{action: Accept, to: [{{domainNames: [example.com]}}]}}]\n\
+             ---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d, namespace: x}}\n"
+        );
         std::fs::write(d.0.join("others.yaml"), others).expect("write");
         let mut source = DirSource::new(&d.0);
+        let updates = source.poll();
         assert_eq!(
-            kinds(&source.poll()),
+            kinds(&updates),
             [
                 "reset Namespace 1+0",
                 "reset Pod 0+0",
-                "reset NetworkPolicy 0+0"
+                "reset NetworkPolicy 0+0",
+                "reset ClusterNetworkPolicy 2+2",
+                "reset Node 1+0",
             ]
+        );
+        let mut store = crate::source::Store::new();
+        for u in updates.clone() {
+            store.apply(u);
+        }
+        let cluster = store.cluster();
+        assert_eq!(
+            cluster.cluster_policies().keys().collect::<Vec<_>>(),
+            ["c", "old"]
+        );
+        let node = cluster.node("n1").expect("node n1");
+        assert_eq!(node.labels["role"], "db");
+        assert_eq!(
+            node.addresses,
+            ["192.168.0.1".parse::<std::net::IpAddr>().expect("ip")]
+        );
+        let errors: Vec<&String> = store.invalid().values().collect();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors.iter().any(|e| e.contains("domainNames")),
+            "{errors:?}"
+        );
+        assert!(
+            store
+                .invalid()
+                .contains_key(&(Kind::ClusterNetworkPolicy, ObjectRef::new("", "bad"))),
+            "{errors:?}"
+        );
+
+        // A node relabelled, and a CNP turned invalid: an Upsert, and a report that leaves the
+        // last valid version in force.
+        std::fs::write(d.0.join("node.yaml"), NODE.replace("role: db", "role: web"))
+            .expect("write");
+        let broken = format!(
+            "{}---\n",
+            CNP.replace("subject: {namespaces: {}}", "subject: {}")
+        );
+        let rest = std::fs::read_to_string(d.0.join("others.yaml")).expect("read");
+        std::fs::write(d.0.join("others.yaml"), rest.replacen(CNP, &broken, 1)).expect("write");
+        let updates = source.poll();
+        let mut seen = kinds(&updates);
+        seen.sort();
+        // The changed file is read again whole: each of its objects is sent again.
+        assert_eq!(
+            seen,
+            [
+                "invalid ClusterNetworkPolicy /bad",
+                "invalid ClusterNetworkPolicy /c",
+                "invalid ClusterNetworkPolicy /dns",
+                "upsert ClusterNetworkPolicy /old",
+                "upsert Node /n1",
+            ]
+        );
+        for u in updates {
+            store.apply(u);
+        }
+        let c = store
+            .cluster()
+            .cluster_policy("c")
+            .expect("the last valid c");
+        assert_eq!(c.egress.len(), 1);
+        assert_eq!(
+            store.cluster().node("n1").expect("n1").labels["role"],
+            "web"
         );
     }
 }

@@ -12,8 +12,8 @@ use nftpolicy::dataplane::Dataplane;
 use nftpolicy::kernel::Kernel;
 use nftpolicy::metrics::Metrics;
 use nftpolicy::source::{Kind, Object, Update};
-use policy_compiler::input::{parse_sources, read_paths};
-use policy_compiler::model::{ObjectRef, Pod, Policy};
+use policy_compiler::input::{parse_sources, read_paths, Source};
+use policy_compiler::model::{ClusterNetworkPolicy, ObjectRef, Pod, Policy};
 use policy_compiler::nft::transaction::Op;
 use policy_compiler::nft::Ruleset;
 use policy_compiler::{compile_node, ClusterState};
@@ -29,31 +29,37 @@ pub fn demo() -> ClusterState {
     parse_sources(&sources).expect("valid").cluster
 }
 
-/// One `Reset` per kind, as a source sends after listing.
-pub fn resets(c: &ClusterState) -> Vec<Update> {
-    let reset = |kind, objects| Update::Reset {
-        kind,
-        objects,
-        invalid: vec![],
+/// The ClusterNetworkPolicy that a manifest (one YAML document) defines, read as `policyc` reads
+/// it.
+pub fn cluster_policy(manifest: &str) -> ClusterNetworkPolicy {
+    let source = Source {
+        name: "test.yaml".into(),
+        text: manifest.to_string(),
     };
-    vec![
-        reset(
-            Kind::Namespace,
-            c.namespaces()
-                .values()
-                .cloned()
-                .map(Object::Namespace)
-                .collect(),
-        ),
-        reset(
-            Kind::Pod,
-            c.pods().values().cloned().map(Object::Pod).collect(),
-        ),
-        reset(
-            Kind::NetworkPolicy,
-            c.policies().values().cloned().map(Object::Policy).collect(),
-        ),
-    ]
+    let cluster = parse_sources(&[source]).expect("a valid manifest").cluster;
+    let mut policies = cluster.cluster_policies().values().cloned();
+    let policy = policies.next().expect("a ClusterNetworkPolicy");
+    assert!(policies.next().is_none(), "one ClusterNetworkPolicy");
+    policy
+}
+
+/// One `Reset` per kind the agent watches, as a source sends after listing.
+pub fn resets(c: &ClusterState) -> Vec<Update> {
+    Kind::ENFORCED
+        .iter()
+        .map(|&kind| {
+            let objects = c
+                .keys(kind)
+                .iter()
+                .map(|key| c.get(kind, key).expect("a listed key"))
+                .collect();
+            Update::Reset {
+                kind,
+                objects,
+                invalid: vec![],
+            }
+        })
+        .collect()
 }
 
 /// The agent's configuration in these tests: a short debounce and retry, no audit unless a test
@@ -371,5 +377,108 @@ pub async fn audit_repairs<K: Kernel + Clone + 'static>(
         "{}",
         h.metrics.encode()
     );
+    h.assert_enforces(cluster);
+}
+
+/// A Node with one InternalIP and a `role` label.
+pub fn node(name: &str, ip: &str, role: &str) -> policy_compiler::model::Node {
+    policy_compiler::model::Node {
+        name: name.into(),
+        labels: [("role".to_string(), role.to_string())].into(),
+        addresses: vec![ip.parse().expect("ip")],
+    }
+}
+
+/// The Admin ClusterNetworkPolicy `guard` for the backend namespace (backend/api-0 on node-1):
+/// nothing to the Nodes with `role: db`; the db namespace accepted on `db_port`/TCP.
+pub fn guard(db_port: u16) -> ClusterNetworkPolicy {
+    cluster_policy(&format!(
+        "apiVersion: policy.networking.k8s.io/v1beta1
+kind: ClusterNetworkPolicy
+metadata: {{name: guard}}
+spec:
+  tier: Admin
+  priority: 10
+  subject:
+    namespaces: {{matchLabels: {{team: platform}}}}
+  egress:
+  - name: no-db-nodes
+    action: Deny
+    to: [{{nodes: {{matchLabels: {{role: db}}}}}}]
+  - name: db
+    action: Accept
+    to: [{{namespaces: {{matchLabels: {{kubernetes.io/metadata.name: db}}}}}}]
+    protocols: [{{tcp: {{destinationPort: {{number: {db_port}}}}}}}]
+"
+    ))
+}
+
+/// Asserts that every operation changes elements of sets and maps (none adds, flushes or deletes
+/// a chain, set or map), and that the decision maps changed start with `prefix`.
+pub fn assert_element_operations(ops: &[Op], prefix: &str) {
+    assert!(!ops.is_empty());
+    for op in ops {
+        match op {
+            Op::AddDecisionElements(name, _) | Op::DeleteDecisionElements(name, _) => {
+                assert!(name.starts_with(prefix), "{op:?}")
+            }
+            Op::AddElements(..)
+            | Op::DeleteElements(..)
+            | Op::AddMapElements(..)
+            | Op::DeleteMapElements(..) => {}
+            other => panic!("not an element operation: {other:?}"),
+        }
+    }
+}
+
+/// With Nodes and the ClusterNetworkPolicy [`guard`] in force: an edit of one of its rules, a
+/// Node that joins its `nodes` peer and a pod added are element operations (the first two on the
+/// guard's decision maps only), each leaving the kernel with what the compiler gives.
+pub async fn cluster_policy_changes<K: Kernel + Clone + 'static>(
+    h: &mut Harness<K>,
+    cluster: &mut ClusterState,
+) {
+    let send = |cluster: &mut ClusterState, object: Object| {
+        cluster.upsert(object.clone());
+        Update::Upsert(object)
+    };
+    for n in [
+        node("node-1", "192.168.100.1", "worker"),
+        node("node-2", "192.168.100.2", "worker"),
+    ] {
+        h.send(send(cluster, Object::Node(n))).await;
+    }
+    h.send(send(cluster, Object::ClusterPolicy(guard(5432))))
+        .await;
+    // One sync, or two when the Nodes come in a sync of their own.
+    let desired = compile_node(cluster, NODE);
+    while h.table().as_ref() != Some(&desired) {
+        let r = h.next().await;
+        assert!(r.result.is_ok(), "{r:?}");
+    }
+
+    h.send(send(cluster, Object::ClusterPolicy(guard(6432))))
+        .await;
+    assert_element_operations(&ops(&h.next().await), "admin_egress_guard_");
+    h.assert_enforces(cluster);
+
+    let db_node = node("node-2", "192.168.100.2", "db");
+    h.send(send(cluster, Object::Node(db_node))).await;
+    let o = ops(&h.next().await);
+    assert_element_operations(&o, "admin_egress_guard_");
+    let address: IpAddr = "192.168.100.2".parse().expect("ip");
+    assert!(
+        o.iter().any(|op| matches!(op, Op::AddDecisionElements(_, e)
+            if e.iter().any(|(k, d)| k.holds(&address, None)
+                && d.verdict == policy_compiler::nft::DecisionVerdict::Drop))),
+        "node-2 joins the Deny rule: {o:?}"
+    );
+    h.assert_enforces(cluster);
+
+    let mut web = new_web_pod(cluster);
+    web.id.name = "web-3".into();
+    web.ips = vec!["10.244.1.13".parse().expect("ip")];
+    h.send(send(cluster, Object::Pod(web))).await;
+    assert_element_operations(&ops(&h.next().await), "");
     h.assert_enforces(cluster);
 }

@@ -1,8 +1,17 @@
 //! A fake Kubernetes API server for the Kubernetes source's tests. It behaves as kube-apiserver does
 //! wherever the agent can tell the difference:
 //!
-//! - LIST of pods, namespaces and networkpolicies (all namespaces), paginated with `limit` and
-//!   `continue`; a continue token whose snapshot left the history answers `410 Gone`;
+//! - LIST of pods, namespaces, nodes, networkpolicies and clusternetworkpolicies (all namespaces;
+//!   nodes and clusternetworkpolicies are cluster-scoped), paginated with `limit` and `continue`; a
+//!   continue token whose snapshot left the history answers `410 Gone`;
+//! - ClusterNetworkPolicy is a custom resource: it is served at the versions the test chooses
+//!   (`v1beta1` and `v1alpha2` by default, as network-policy-api v0.3 installs it; `v1alpha2` only,
+//!   as v0.2; or none, the CRD not installed), one set of objects at every served version, each
+//!   response carrying the requested version's `apiVersion`. API discovery
+//!   (`GET /apis/GROUP/VERSION`) lists the resources a group version serves and answers `404`
+//!   when it serves none, as does any request for a version that is not served. Removing the CRD
+//!   deletes its objects (DELETED on the watches) before the resource goes; any change of the
+//!   served versions ends the open watches of the resource;
 //! - WATCH from a resourceVersion: the history after it, then live events; `410 Gone` (as an ERROR
 //!   event in a 200 response, as the watch cache answers) below the history; nothing for events at
 //!   or below the watch's resourceVersion (so after an etcd restore a watch from above the restored
@@ -33,25 +42,68 @@ use tokio::sync::broadcast;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-/// The resources the fake serves: (plural, list path, apiVersion, kind).
-pub const RESOURCES: [(&str, &str, &str, &str); 3] = [
-    ("namespaces", "/api/v1/namespaces", "v1", "Namespace"),
-    ("pods", "/api/v1/pods", "v1", "Pod"),
+/// The resources the fake knows: (plural, group, kind, namespaced).
+pub const RESOURCES: [(&str, &str, &str, bool); 5] = [
+    ("namespaces", "", "Namespace", false),
+    ("pods", "", "Pod", true),
+    ("nodes", "", "Node", false),
     (
         "networkpolicies",
-        "/apis/networking.k8s.io/v1/networkpolicies",
-        "networking.k8s.io/v1",
+        "networking.k8s.io",
         "NetworkPolicy",
+        true,
+    ),
+    (
+        "clusternetworkpolicies",
+        CNP_GROUP,
+        "ClusterNetworkPolicy",
+        false,
     ),
 ];
 
-/// The list path of a plural.
-pub fn path_of(plural: &str) -> &'static str {
-    RESOURCES
+/// The group of ClusterNetworkPolicy.
+pub const CNP_GROUP: &str = "policy.networking.k8s.io";
+
+/// The versions of ClusterNetworkPolicy that network-policy-api v0.3 serves.
+pub const CNP_V1BETA1: &[&str] = &["v1beta1", "v1alpha2"];
+
+/// The versions of ClusterNetworkPolicy that network-policy-api v0.2 serves.
+pub const CNP_V1ALPHA2: &[&str] = &["v1alpha2"];
+
+/// `group/version`, or `version` for the core group.
+fn group_version(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    }
+}
+
+/// The list path of a resource at a version.
+fn list_path(group: &str, version: &str, plural: &str) -> String {
+    if group.is_empty() {
+        format!("/api/{version}/{plural}")
+    } else {
+        format!("/apis/{group}/{version}/{plural}")
+    }
+}
+
+/// The list path of a built-in resource (served at `v1`).
+pub fn path_of(plural: &str) -> String {
+    let (_, group, _, _) = RESOURCES
         .iter()
         .find(|r| r.0 == plural)
-        .map(|r| r.1)
-        .expect("a served resource")
+        .expect("a known resource");
+    assert_ne!(
+        *group, CNP_GROUP,
+        "ClusterNetworkPolicy has several versions"
+    );
+    list_path(group, "v1", plural)
+}
+
+/// The list path of ClusterNetworkPolicy at a version.
+pub fn cnp_path(version: &str) -> String {
+    list_path(CNP_GROUP, version, "clusternetworkpolicies")
 }
 
 /// A request the fake received.
@@ -86,8 +138,8 @@ impl Request {
 
 #[derive(Debug, Clone)]
 enum Live {
-    /// A watch event line, with its resourceVersion.
-    Line(u64, String),
+    /// A watch event (its type and object), with its resourceVersion.
+    Event(u64, &'static str, Value),
     /// A bookmark at this resourceVersion, sent whatever the watch's resourceVersion.
     Bookmark(u64),
     /// End every open watch stream.
@@ -98,10 +150,13 @@ enum Live {
 
 #[derive(Clone)]
 struct Resource {
-    api_version: &'static str,
+    group: &'static str,
     kind: &'static str,
+    /// The versions served (none: a custom resource whose CRD is not installed).
+    versions: Vec<&'static str>,
     objects: BTreeMap<(String, String), Value>,
-    history: Vec<(u64, String)>,
+    /// Watch events: resourceVersion, type, object.
+    history: Vec<(u64, &'static str, Value)>,
     /// Watches from a resourceVersion below this one get `410 Gone`.
     compacted: u64,
     live: broadcast::Sender<Live>,
@@ -158,15 +213,28 @@ pub struct FakeApi {
 }
 
 impl FakeApi {
-    /// Starts a server on a free local port.
+    /// Starts a server on a free local port, with ClusterNetworkPolicy served at both its
+    /// versions ([`CNP_V1BETA1`]).
     pub async fn start() -> FakeApi {
+        Self::start_serving(CNP_V1BETA1).await
+    }
+
+    /// Starts a server on a free local port, with ClusterNetworkPolicy served at `cnp_versions`
+    /// (none: its CRD is not installed).
+    pub async fn start_serving(cnp_versions: &[&'static str]) -> FakeApi {
         let mut resources = HashMap::new();
-        for (plural, _, api_version, kind) in RESOURCES {
+        for (plural, group, kind, _) in RESOURCES {
+            let versions = if group == CNP_GROUP {
+                cnp_versions.to_vec()
+            } else {
+                vec!["v1"]
+            };
             resources.insert(
                 plural,
                 Resource {
-                    api_version,
+                    group,
                     kind,
+                    versions,
                     objects: BTreeMap::new(),
                     history: Vec::new(),
                     compacted: 0,
@@ -302,9 +370,54 @@ impl FakeApi {
         let _ = inner.resources[plural].live.send(Live::Bookmark(rv));
     }
 
+    /// A write to a resource the agent does not watch (a Lease, say): the resourceVersion moves
+    /// on, and no watch of the agent's sees it.
+    pub fn write_elsewhere(&self) {
+        lock(&self.inner).rv += 1;
+    }
+
     /// The current resourceVersion.
     pub fn resource_version(&self) -> u64 {
         lock(&self.inner).rv
+    }
+
+    /// Serves ClusterNetworkPolicy at `versions` from now on, as when its CRD is installed,
+    /// upgraded or (with none) deleted: the open watches of it end, and a deleted CRD takes its
+    /// objects with it first (`DELETED` on the watches).
+    pub fn serve_cnp_versions(&self, versions: &[&'static str]) {
+        let plural = "clusternetworkpolicies";
+        if versions.is_empty() {
+            let keys: Vec<(String, String)> = lock(&self.inner).resources[plural]
+                .objects
+                .keys()
+                .cloned()
+                .collect();
+            for (namespace, name) in keys {
+                self.delete(plural, &namespace, &name);
+            }
+        }
+        let mut inner = lock(&self.inner);
+        let r = inner.resources.get_mut(plural).expect("a known resource");
+        r.versions = versions.to_vec();
+        let _ = r.live.send(Live::Close);
+    }
+
+    /// The list paths of the resources served now, at the version a client prefers (for
+    /// ClusterNetworkPolicy, the first served of [`CNP_V1BETA1`]).
+    pub fn list_paths(&self) -> Vec<String> {
+        let inner = lock(&self.inner);
+        RESOURCES
+            .iter()
+            .filter_map(|(plural, group, _, _)| {
+                let r = &inner.resources[plural];
+                let version = if *group == CNP_GROUP {
+                    CNP_V1BETA1.iter().find(|v| r.versions.contains(v))?
+                } else {
+                    &"v1"
+                };
+                Some(list_path(group, version, plural))
+            })
+            .collect()
     }
 
     /// Creates or replaces an object (`ADDED` or `MODIFIED` on the watch streams). `object` holds
@@ -326,7 +439,10 @@ impl FakeApi {
             }
         };
         let r = inner.resources.get_mut(plural).expect("a served resource");
-        object["apiVersion"] = json!(r.api_version);
+        let Some(version) = r.versions.first() else {
+            panic!("{plural} is not served: its objects cannot be created")
+        };
+        object["apiVersion"] = json!(group_version(r.group, version));
         object["kind"] = json!(r.kind);
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
         object["metadata"]["uid"] = json!(uid);
@@ -395,6 +511,17 @@ impl FakeApi {
         lock(&self.inner).fail_events = fail;
     }
 
+    /// Every object stored now, as one `List` document (what `kubectl get` of every kind served
+    /// prints with `-o json`), each item with its `apiVersion` and `kind`.
+    pub fn manifests(&self) -> String {
+        let inner = lock(&self.inner);
+        let items: Vec<Value> = RESOURCES
+            .iter()
+            .flat_map(|(plural, _, _, _)| inner.resources[plural].objects.values().cloned())
+            .collect();
+        json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string()
+    }
+
     /// The requests received so far.
     pub fn requests(&self) -> Vec<Request> {
         lock(&self.inner).requests.clone()
@@ -419,10 +546,16 @@ fn key_of(object: &Value) -> (String, String) {
     (namespace.to_string(), name.to_string())
 }
 
-fn publish(r: &mut Resource, rv: u64, kind: &str, object: Value) {
-    let line = json!({"type": kind, "object": object}).to_string() + "\n";
-    r.history.push((rv, line.clone()));
-    let _ = r.live.send(Live::Line(rv, line));
+fn publish(r: &mut Resource, rv: u64, kind: &'static str, object: Value) {
+    r.history.push((rv, kind, object.clone()));
+    let _ = r.live.send(Live::Event(rv, kind, object));
+}
+
+/// A watch event line, the object at `api_version`.
+fn event_line(kind: &str, object: &Value, api_version: &str) -> String {
+    let mut object = object.clone();
+    object["apiVersion"] = json!(api_version);
+    json!({"type": kind, "object": object}).to_string() + "\n"
 }
 
 fn status(code: StatusCode, reason: &str, message: &str) -> Response {
@@ -557,14 +690,19 @@ fn strip_type(object: &Value) -> Value {
     o
 }
 
-fn list(inner: &mut Inner, plural: &str, kind: &str, request: &Request) -> Response {
+fn list(
+    inner: &mut Inner,
+    plural: &str,
+    api_version: &str,
+    kind: &str,
+    request: &Request,
+) -> Response {
     let limit: Option<usize> = request
         .param("limit")
         .and_then(|l| l.parse().ok())
         .filter(|l| *l > 0);
     let current_rv = inner.rv;
     let compacted = inner.resources[plural].compacted;
-    let api_version = inner.resources[plural].api_version;
     let (id, offset, rv, items) = match request.param("continue").filter(|c| !c.is_empty()) {
         Some(token) => {
             let parsed = token.split_once(':').and_then(|(id, offset)| {
@@ -649,7 +787,7 @@ struct WatchStream {
     deadline: Instant,
     bookmarks: Option<tokio::time::Interval>,
     kind: &'static str,
-    api_version: &'static str,
+    api_version: String,
     done: bool,
 }
 
@@ -673,17 +811,17 @@ impl WatchStream {
                     let current = lock(&self.shared).rv;
                     if current > self.sent {
                         self.sent = current;
-                        return Some(bookmark_line(self.kind, self.api_version, current));
+                        return Some(bookmark_line(self.kind, &self.api_version, current));
                     }
                 }
                 message = self.live.recv() => match message {
-                    Ok(Live::Line(rv, line)) if rv > self.sent => {
+                    Ok(Live::Event(rv, kind, object)) if rv > self.sent => {
                         self.sent = rv;
-                        return Some(line);
+                        return Some(event_line(kind, &object, &self.api_version));
                     }
-                    Ok(Live::Line(..)) => continue,
+                    Ok(Live::Event(..)) => continue,
                     Ok(Live::Bookmark(rv)) => {
-                        return Some(bookmark_line(self.kind, self.api_version, rv));
+                        return Some(bookmark_line(self.kind, &self.api_version, rv));
                     }
                     Ok(Live::Gone) => {
                         self.done = true;
@@ -726,13 +864,15 @@ async fn handle(
         return handle_event(&mut guard, &method, rest, &body);
     }
 
-    let Some((plural, _, _, kind)) = RESOURCES.iter().find(|r| r.1 == request.path) else {
-        return status(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            "no such path in the fake",
-        );
+    let Some(route) = route(&guard, &request.path) else {
+        return not_found();
     };
+    let (plural, version) = match route {
+        Route::Discovery { group, version } => return discovery(&guard, group, version),
+        Route::Collection { plural, version } => (plural, version),
+    };
+    let kind = guard.resources[plural].kind;
+    let api_version = group_version(guard.resources[plural].group, version);
     if method != Method::GET {
         return status(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -754,7 +894,7 @@ async fn handle(
         }
     }
     if !request.is_watch() {
-        return list(&mut guard, plural, kind, &request);
+        return list(&mut guard, plural, &api_version, kind, &request);
     }
     let r = &guard.resources[plural];
 
@@ -773,8 +913,8 @@ async fn handle(
     let backlog: Vec<(u64, String)> = r
         .history
         .iter()
-        .filter(|(rv, _)| *rv > from)
-        .cloned()
+        .filter(|(rv, _, _)| *rv > from)
+        .map(|(rv, kind, object)| (*rv, event_line(kind, object, &api_version)))
         .collect();
     let sent = backlog.last().map_or(from, |(rv, _)| *rv);
     let timeout = request
@@ -796,7 +936,7 @@ async fn handle(
         deadline: Instant::now() + Duration::from_secs(timeout),
         bookmarks,
         kind: r.kind,
-        api_version: r.api_version,
+        api_version,
         done: false,
     };
     drop(guard);
@@ -815,4 +955,71 @@ async fn handle(
         .header("content-type", "application/json")
         .body(Body::from_stream(futures::StreamExt::chain(backlog, live)))
         .expect("response")
+}
+
+/// What a request path names.
+enum Route<'p> {
+    /// `GET /apis/GROUP/VERSION`: the resources a group version serves.
+    Discovery { group: &'p str, version: &'p str },
+    /// A resource's collection at a served version.
+    Collection {
+        plural: &'static str,
+        version: &'p str,
+    },
+}
+
+/// The route of a path, if the fake serves it now.
+fn route<'p>(inner: &Inner, path: &'p str) -> Option<Route<'p>> {
+    let parts: Vec<&'p str> = path.trim_start_matches('/').split('/').collect();
+    let (group, version, plural) = match parts.as_slice() {
+        ["api", version, plural] => ("", *version, *plural),
+        ["apis", group, version, plural] => (*group, *version, *plural),
+        ["apis", group, version] => return Some(Route::Discovery { group, version }),
+        _ => return None,
+    };
+    let (plural, _, _, _) = RESOURCES.iter().find(|r| r.0 == plural && r.1 == group)?;
+    inner.resources[plural]
+        .versions
+        .contains(&version)
+        .then_some(Route::Collection { plural, version })
+}
+
+/// `404`, as the API server answers for a path it does not serve.
+fn not_found() -> Response {
+    status(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "the server could not find the requested resource",
+    )
+}
+
+/// The `APIResourceList` of a group version, or `404` when it serves nothing.
+fn discovery(inner: &Inner, group: &str, version: &str) -> Response {
+    let resources: Vec<Value> = RESOURCES
+        .iter()
+        .filter(|(plural, g, _, _)| {
+            *g == group && inner.resources[plural].versions.contains(&version)
+        })
+        .map(|(plural, _, kind, namespaced)| {
+            json!({
+                "name": plural,
+                "singularName": kind.to_lowercase(),
+                "namespaced": namespaced,
+                "kind": kind,
+                "verbs": ["delete", "deletecollection", "get", "list", "patch", "create", "update", "watch"],
+            })
+        })
+        .collect();
+    if resources.is_empty() {
+        return not_found();
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": group_version(group, version),
+            "resources": resources,
+        }),
+    )
 }

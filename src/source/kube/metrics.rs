@@ -53,14 +53,18 @@ pub enum WatchState {
     Watching,
     /// The last request failed; retrying with backoff. The kind's last known state is in force.
     Failing,
+    /// The API does not serve the kind (a custom resource whose CustomResourceDefinition is not
+    /// installed): none of its objects exist, and the API is asked again periodically.
+    Absent,
 }
 
 impl WatchState {
     /// Every state.
-    pub const ALL: [WatchState; 3] = [
+    pub const ALL: [WatchState; 4] = [
         WatchState::Listing,
         WatchState::Watching,
         WatchState::Failing,
+        WatchState::Absent,
     ];
 
     /// The `state` label.
@@ -69,6 +73,7 @@ impl WatchState {
             WatchState::Listing => "listing",
             WatchState::Watching => "watching",
             WatchState::Failing => "failing",
+            WatchState::Absent => "absent",
         }
     }
 }
@@ -159,12 +164,12 @@ impl SourceMetrics {
         );
         registry.register(
             "watch_state",
-            "State of each kind's watch: 1 for the current state (listing, watching, failing), 0 for the others",
+            "State of each kind's watch: 1 for the current state (listing, watching, failing, absent: not served by the API), 0 for the others",
             self.watch_state.clone(),
         );
         registry.register(
             "last_event_timestamp_seconds",
-            "Unix time of the last list, watch event or bookmark received for a kind (0 before the first)",
+            "Unix time of the last list, watch event or bookmark received for a kind, or of the last API discovery that found it not served (0 before the first)",
             self.last_event.clone(),
         );
         registry.register(
@@ -210,7 +215,8 @@ impl SourceMetrics {
             .unwrap_or(WatchState::Listing)
     }
 
-    /// Unix time of the last list, event or bookmark of a kind (0 before the first).
+    /// Unix time of the last list, event or bookmark of a kind, or of the last discovery that
+    /// found it not served (0 before the first).
     pub fn last_event_seconds(&self, kind: Kind) -> f64 {
         self.last_event.get_or_create(&kind_label(kind)).get()
     }
@@ -257,7 +263,8 @@ impl SourceMetrics {
         }
     }
 
-    /// Records that a kind just received a list, an event or a bookmark.
+    /// Records that a kind just received a list, an event or a bookmark (or was found not
+    /// served).
     pub(super) fn touch(&self, kind: Kind) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -293,6 +300,8 @@ mod tests {
             "nftpolicy_kube_watch_state{kind=\"Pod\",state=\"listing\"} 1",
             "nftpolicy_kube_watch_state{kind=\"Pod\",state=\"failing\"} 0",
             "nftpolicy_kube_last_event_timestamp_seconds{kind=\"NetworkPolicy\"} 0.0",
+            "nftpolicy_kube_watch_errors_total{kind=\"ClusterNetworkPolicy\"} 0",
+            "nftpolicy_kube_watch_state{kind=\"Node\",state=\"absent\"} 0",
             "nftpolicy_kube_events_failed_total 0",
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
@@ -311,6 +320,23 @@ mod tests {
         assert!(text.contains("nftpolicy_kube_watch_state{kind=\"Pod\",state=\"watching\"} 1"));
         assert!(text.contains("nftpolicy_kube_watch_state{kind=\"Pod\",state=\"failing\"} 0"));
         assert!(text.contains("nftpolicy_kube_watch_state{kind=\"Pod\",state=\"listing\"} 0"));
+        metrics.set_state(Kind::ClusterNetworkPolicy, WatchState::Absent);
+        assert_eq!(
+            metrics.state(Kind::ClusterNetworkPolicy),
+            WatchState::Absent
+        );
+        let text = encode(&metrics);
+        for (state, value) in [
+            ("absent", 1),
+            ("listing", 0),
+            ("watching", 0),
+            ("failing", 0),
+        ] {
+            let line = format!(
+                "nftpolicy_kube_watch_state{{kind=\"ClusterNetworkPolicy\",state=\"{state}\"}} {value}"
+            );
+            assert!(text.contains(&line), "{line} missing in\n{text}");
+        }
     }
 
     #[test]

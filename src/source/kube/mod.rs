@@ -1,10 +1,19 @@
-//! The Kubernetes source: watches Namespaces, Pods and NetworkPolicies in all namespaces and sends
-//! [`Update`]s.
+//! The Kubernetes source: watches Namespaces, Pods, NetworkPolicies, ClusterNetworkPolicies and
+//! Nodes (all cluster-wide) and sends [`Update`]s.
 //!
 //! Each kind lists (in pages), then watches from the list's resourceVersion with bookmarks
 //! ([`watch`]). Objects are converted to the compiler's compact model as they arrive, so the agent
 //! keeps labels, IPs, phase, node and ports, never whole objects. An object the compiler rejects is
 //! sent as [`Update::Invalid`] and recorded as a Warning Event on the object ([`events`]).
+//!
+//! ClusterNetworkPolicy is a custom resource: before listing it, API discovery says which of its
+//! versions the cluster serves (`v1beta1`, else `v1alpha2`). When neither is (the CRD is not
+//! installed), the kind is *absent*: it is sent as an empty [`Update::Reset`] (nothing to enforce,
+//! and nothing for the agent to wait for), logged once at INFO, shown as `absent` in the watch
+//! state metric, and discovery is asked again every [`WatchOptions::rediscover_interval`] (30 s),
+//! so a CRD installed later is enforced within that time. A `404` on a list or watch of it (the CRD
+//! deleted, or the version no longer served) sends it back to discovery. None of this counts as a
+//! request failure.
 //!
 //! Recovery from API trouble:
 //! - a failed request is retried after a capped, jittered backoff ([`WatchOptions::backoff_max`],
@@ -56,12 +65,20 @@ use super::{Kind, Object, Update};
 ///
 /// Events are written with the `events.k8s.io/v1` API: created for a new problem, patched as it
 /// recurs (see [`events`]).
+/// API discovery (which versions of ClusterNetworkPolicy are served) needs no rule: every
+/// authenticated client may read it (the `system:discovery` ClusterRole).
 pub const RBAC: &[(&str, &str, &[&str])] = &[
     ("", "pods", &["get", "list", "watch"]),
     ("", "namespaces", &["get", "list", "watch"]),
+    ("", "nodes", &["get", "list", "watch"]),
     (
         "networking.k8s.io",
         "networkpolicies",
+        &["get", "list", "watch"],
+    ),
+    (
+        "policy.networking.k8s.io",
+        "clusternetworkpolicies",
         &["get", "list", "watch"],
     ),
     ("events.k8s.io", "events", &["create", "patch"]),
@@ -140,11 +157,14 @@ pub struct WatchOptions {
     /// the agents of a cluster do not re-watch in lockstep. Each resumed watch is preceded by a
     /// one-item list that checks the API's resourceVersion.
     pub watch_timeout_secs: RangeInclusive<u32>,
+    /// How often API discovery is asked again about a custom resource the API does not serve (its
+    /// CustomResourceDefinition not installed), each wait drawn within ±10 %.
+    pub rediscover_interval: Duration,
 }
 
 impl WatchOptions {
     /// The defaults: backoff from 200 ms to 3 s, no periodic re-list, pages of 500, watches of
-    /// 270-330 s.
+    /// 270-330 s, absent custom resources looked for every 30 s.
     pub fn new(node_name: impl Into<String>) -> Self {
         Self {
             node_name: node_name.into(),
@@ -153,12 +173,14 @@ impl WatchOptions {
             relist_interval: None,
             page_size: 500,
             watch_timeout_secs: 270..=330,
+            rediscover_interval: Duration::from_secs(30),
         }
     }
 }
 
-/// Watches Pods, Namespaces and NetworkPolicies in all namespaces and sends [`Update`]s to `tx`
-/// until its receiver is dropped; returns then.
+/// Watches every kind of [`Kind::ENFORCED`] (Pods, Namespaces, NetworkPolicies, and, where the
+/// cluster serves them, ClusterNetworkPolicies; Nodes) and sends [`Update`]s to `tx` until its
+/// receiver is dropped; returns then.
 ///
 /// Each (re)list becomes one [`Update::Reset`] with the kind's valid objects and its invalid ones
 /// (reported, left out); watch events become [`Update::Upsert`], [`Update::Invalid`] or
@@ -183,14 +205,10 @@ pub async fn run(
     let options = Arc::new(options);
     let shared = Arc::new(watch::Shared::new(metrics.clone()));
     let watcher = |kind: Kind| {
-        let resource = api_resource(kind);
-        // Objects are read as dynamic JSON, not typed: an object the typed model cannot hold must
-        // be reported as invalid by the compiler, not fail the whole list.
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-        let converter = Converter::new(kind, resource, events_tx.clone(), metrics.clone());
+        let converter = Converter::new(kind, events_tx.clone(), metrics.clone());
         watch::Watcher::new(
             kind,
-            api,
+            client.clone(),
             converter,
             options.clone(),
             shared.clone(),
@@ -208,15 +226,23 @@ pub async fn run(
     info!("update receiver dropped: Kubernetes watches stopped");
 }
 
-/// The API resource of a kind, from the object pipeline's table of kinds.
-fn api_resource(kind: Kind) -> ApiResource {
+/// The API resource of a kind at one of its versions, from the object pipeline's table of kinds.
+fn api_resource(kind: Kind, version: &str) -> ApiResource {
     ApiResource {
         group: kind.group().to_string(),
-        version: kind.version().to_string(),
-        api_version: kind.api_version(),
+        version: version.to_string(),
+        api_version: kind.group_version(version),
         kind: kind.as_str().to_string(),
         plural: kind.plural().to_string(),
     }
+}
+
+/// An API for a kind's objects at one version, all namespaces. Objects are read as dynamic JSON,
+/// not typed: an object the typed model cannot hold must be reported as invalid by the compiler,
+/// not fail the whole list.
+fn api_for(client: &Client, kind: Kind, version: &str) -> (Api<DynamicObject>, ApiResource) {
+    let resource = api_resource(kind, version);
+    (Api::all_with(client.clone(), &resource), resource)
 }
 
 /// A (re)list in progress.
@@ -238,6 +264,7 @@ struct Reported {
 /// Turns one kind's API objects into [`Update`]s, reporting invalid ones.
 struct Converter {
     kind: Kind,
+    /// The resource at the version being watched.
     resource: ApiResource,
     listing: Option<Listing>,
     /// Invalid objects already reported, so that a problem is logged and counted once, and its
@@ -248,20 +275,21 @@ struct Converter {
 }
 
 impl Converter {
-    fn new(
-        kind: Kind,
-        resource: ApiResource,
-        events: mpsc::Sender<InvalidReport>,
-        metrics: SourceMetrics,
-    ) -> Self {
+    /// A converter for the kind's preferred version (see [`Converter::use_resource`]).
+    fn new(kind: Kind, events: mpsc::Sender<InvalidReport>, metrics: SourceMetrics) -> Self {
         Self {
             kind,
-            resource,
+            resource: api_resource(kind, kind.version()),
             listing: None,
             reported: HashMap::new(),
             events,
             metrics,
         }
+    }
+
+    /// The objects now come from `resource` (another version of the kind).
+    fn use_resource(&mut self, resource: ApiResource) {
+        self.resource = resource;
     }
 
     /// Starts a list (dropping any unfinished one).
@@ -443,7 +471,7 @@ mod tests {
     #[test]
     fn rbac_covers_the_watched_kinds_and_events() {
         for kind in Kind::ENFORCED {
-            let r = api_resource(kind);
+            let r = api_resource(kind, kind.version());
             assert!(
                 RBAC.iter().any(|(g, res, verbs)| *g == r.group
                     && *res == r.plural
@@ -457,8 +485,28 @@ mod tests {
     }
 
     #[test]
+    fn rbac_grants_only_reads_and_events() {
+        let watched: Vec<(String, String)> = Kind::ENFORCED
+            .iter()
+            .map(|k| (k.group().to_string(), k.plural().to_string()))
+            .collect();
+        for (group, resource, verbs) in RBAC {
+            if (*group, *resource) == ("events.k8s.io", "events") {
+                assert_eq!(*verbs, ["create", "patch"]);
+                continue;
+            }
+            assert!(
+                watched.contains(&(group.to_string(), resource.to_string())),
+                "{group}/{resource} is not watched"
+            );
+            assert_eq!(*verbs, ["get", "list", "watch"], "{group}/{resource}");
+        }
+        assert_eq!(RBAC.len(), Kind::ENFORCED.len() + 1);
+    }
+
+    #[test]
     fn api_resources_match_the_kubernetes_types() {
-        use k8s_openapi::api::core::v1::{Namespace, Pod};
+        use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
         use k8s_openapi::api::networking::v1::NetworkPolicy;
         let typed = [
             (Kind::Namespace, ApiResource::erase::<Namespace>(&())),
@@ -467,15 +515,34 @@ mod tests {
                 Kind::NetworkPolicy,
                 ApiResource::erase::<NetworkPolicy>(&()),
             ),
+            (Kind::Node, ApiResource::erase::<Node>(&())),
         ];
         for (kind, expected) in typed {
-            assert_eq!(api_resource(kind), expected, "{kind:?}");
+            assert_eq!(api_resource(kind, kind.version()), expected, "{kind:?}");
         }
+        let cnp = Kind::ClusterNetworkPolicy;
+        let r = api_resource(cnp, "v1alpha2");
+        assert_eq!(
+            (r.group.as_str(), r.version.as_str(), r.api_version.as_str()),
+            (
+                "policy.networking.k8s.io",
+                "v1alpha2",
+                "policy.networking.k8s.io/v1alpha2"
+            )
+        );
+        assert_eq!(
+            (r.kind.as_str(), r.plural.as_str()),
+            ("ClusterNetworkPolicy", "clusternetworkpolicies")
+        );
+        assert_eq!(
+            api_resource(cnp, cnp.version()).api_version,
+            cnp.api_version()
+        );
     }
 
     #[test]
     fn namespace_keys_have_no_namespace() {
-        let mut o = DynamicObject::new("x", &api_resource(Kind::Namespace));
+        let mut o = DynamicObject::new("x", &api_resource(Kind::Namespace, "v1"));
         assert_eq!(key_of(Kind::Namespace, &o), ObjectRef::new("", "x"));
         o.metadata.namespace = Some("ns".into());
         assert_eq!(key_of(Kind::Pod, &o), ObjectRef::new("ns", "x"));

@@ -1,5 +1,6 @@
-//! One kind's list-and-watch loop, and what the kinds share: the outage log, the wake-up when the
-//! API is back, and the request to list every kind again.
+//! One kind's list-and-watch loop (preceded, for a custom resource, by API discovery of the version
+//! served), and what the kinds share: the outage log, the wake-up when the API is back, and the
+//! request to list every kind again.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -9,13 +10,14 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube::api::{Api, DynamicObject, ListParams, WatchEvent, WatchParams};
 use kube::core::Status;
+use kube::Client;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{debug, info, warn};
 
 use super::backoff::Backoff;
 use super::metrics::{RelistReason, SourceMetrics, WatchState};
-use super::{Converter, WatchOptions};
+use super::{api_for, Converter, WatchOptions};
 use crate::source::{Kind, Update};
 
 /// How much longer than its `timeoutSeconds` a watch may stay silent before the connection is taken
@@ -29,6 +31,15 @@ const SHORT_WATCH: Duration = Duration::from_secs(1);
 /// How long a resumed watch must stay open, delivering nothing, before its kind counts as current
 /// again (see [`Update::Live`]).
 const LIVE_AFTER: Duration = Duration::from_millis(200);
+
+/// Why a kind's watch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// It must be listed again.
+    Relist(RelistReason),
+    /// The API answered `404`: a custom resource no longer served at this version.
+    NotServed,
+}
 
 /// What the watch loop does next.
 enum Step<T> {
@@ -86,6 +97,12 @@ impl Failure {
 /// `410 Gone`: the resourceVersion (or list continuation) is older than the API's history.
 fn is_gone(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 410)
+}
+
+/// `404 Not Found`: for a list, a watch or API discovery, the resource (or its version) is not
+/// served.
+fn is_not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 404)
 }
 
 /// A resourceVersion as a number, when the API's are (etcd's are). The API calls them opaque, so
@@ -189,7 +206,16 @@ impl Shared {
 /// One kind's list-and-watch loop.
 pub(super) struct Watcher {
     kind: Kind,
+    client: Client,
+    /// The kind's objects at the version watched.
     api: Api<DynamicObject>,
+    /// The version discovery found served (custom resources), `None` before or while absent.
+    served: Option<&'static str>,
+    /// Whether the next list must be preceded by API discovery (a custom resource, at first and
+    /// after a `404`).
+    discover: bool,
+    /// Whether the kind was found absent (not served) and its empty Reset sent.
+    absent: bool,
     converter: Converter,
     options: Arc<WatchOptions>,
     shared: Arc<Shared>,
@@ -208,7 +234,7 @@ pub(super) struct Watcher {
 impl Watcher {
     pub(super) fn new(
         kind: Kind,
-        api: Api<DynamicObject>,
+        client: Client,
         converter: Converter,
         options: Arc<WatchOptions>,
         shared: Arc<Shared>,
@@ -219,9 +245,14 @@ impl Watcher {
         std::hash::Hash::hash(&(&options.node_name, kind), &mut seed);
         let seed = std::hash::Hasher::finish(&seed);
         let relist_requests = shared.relist_all.subscribe();
+        let (api, _) = api_for(&client, kind, kind.version());
         Self {
             kind,
+            client,
             api,
+            served: None,
+            discover: kind.is_custom_resource(),
+            absent: false,
             converter,
             backoff: Backoff::new(options.backoff_initial, options.backoff_max, seed),
             rng: fastrand::Rng::with_seed(seed.rotate_left(17)),
@@ -237,16 +268,153 @@ impl Watcher {
 
     /// Lists and watches until the update receiver is dropped.
     pub(super) async fn run(mut self) {
+        let _ = self.run_until_stopped().await;
+    }
+
+    async fn run_until_stopped(&mut self) -> Result<(), Stopped> {
         let mut reason = None;
         loop {
-            let Ok(resource_version) = self.list(reason).await else {
-                return;
+            if self.discover {
+                self.discover().await?;
+            }
+            let Some(resource_version) = self.list(reason.take()).await? else {
+                self.not_served().await?;
+                continue;
             };
-            match self.watch(resource_version).await {
-                Ok(next) => reason = Some(next),
-                Err(Stopped) => return,
+            match self.watch(resource_version).await? {
+                Next::Relist(next) => reason = Some(next),
+                Next::NotServed => self.not_served().await?,
             }
         }
+    }
+
+    /// Whether a failed request says that this custom resource is not served (at this version).
+    fn not_served_by(&self, failure: &Failure) -> bool {
+        self.kind.is_custom_resource()
+            && match failure {
+                Failure::Request(e) => is_not_found(e),
+                Failure::Status(s) => s.code == 404,
+                Failure::NoResourceVersion => false,
+            }
+    }
+
+    /// The version of a custom resource that API discovery lists as served, preferred first;
+    /// `None` when it serves none.
+    async fn served_version(&self) -> Result<Option<&'static str>, Failure> {
+        for version in self.kind.versions() {
+            let group_version = self.kind.group_version(version);
+            match self.client.list_api_group_resources(&group_version).await {
+                Ok(list) if list.resources.iter().any(|r| r.name == self.kind.plural()) => {
+                    return Ok(Some(version));
+                }
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(Failure::Request(e)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Finds the version of a custom resource that the API serves, and watches that one. While it
+    /// serves none, the kind is absent: the first time, an empty Reset says it has no objects (so
+    /// the agent enforces none and waits for nothing) and one INFO line says why; then discovery is
+    /// asked again every [`WatchOptions::rediscover_interval`]. Neither is a failure.
+    async fn discover(&mut self) -> Result<(), Stopped> {
+        loop {
+            match self.served_version().await {
+                Ok(Some(version)) => {
+                    self.shared.succeeded(self.kind);
+                    let api_version = self.kind.group_version(version);
+                    if self.served != Some(version) {
+                        let (api, resource) = api_for(&self.client, self.kind, version);
+                        self.api = api;
+                        self.converter.use_resource(resource);
+                        self.served = Some(version);
+                        let preferred = self.kind.version();
+                        if version == preferred {
+                            info!(
+                                kind = self.kind.as_str(),
+                                api_version, "served; watching it"
+                            );
+                        } else {
+                            info!(
+                                kind = self.kind.as_str(),
+                                api_version,
+                                "served at this version only ({preferred} is not); watching it"
+                            );
+                        }
+                    } else if self.absent {
+                        info!(
+                            kind = self.kind.as_str(),
+                            api_version, "served; watching it"
+                        );
+                    }
+                    self.absent = false;
+                    self.discover = false;
+                    return Ok(());
+                }
+                Ok(None) => {
+                    self.shared.succeeded(self.kind);
+                    self.backoff.reset();
+                    self.shared.metrics.set_state(self.kind, WatchState::Absent);
+                    // As good as an empty list: the kind is known to have no objects.
+                    self.shared.metrics.touch(self.kind);
+                    if !self.absent {
+                        self.absent = true;
+                        self.served = None;
+                        info!(
+                            kind = self.kind.as_str(),
+                            group = self.kind.group(),
+                            versions = self.kind.versions().join(", "),
+                            rediscover_secs = self.options.rediscover_interval.as_secs(),
+                            "not served by the Kubernetes API (its CustomResourceDefinition is not installed): none is enforced; API discovery is asked again periodically"
+                        );
+                        self.converter.begin_list();
+                        let update = self.converter.finish_list();
+                        self.send(update).await?;
+                        self.listed = true;
+                        self.stale = false;
+                    } else {
+                        // Absent still, after a failed request: current again.
+                        self.live().await?;
+                    }
+                    self.wait_rediscovery().await?;
+                }
+                Err(failure) => self.failed(failure).await?,
+            }
+        }
+    }
+
+    /// Waits [`WatchOptions::rediscover_interval`] (±10 %), or less when every kind is asked to
+    /// list again.
+    async fn wait_rediscovery(&mut self) -> Result<(), Stopped> {
+        let delay = self.jittered(self.options.rediscover_interval);
+        let relist = self.relist_requests.changed();
+        tokio::select! {
+            _ = self.tx.closed() => return Err(Stopped),
+            _ = sleep(delay) => {}
+            _ = relist => {}
+        }
+        self.relist_requests.borrow_and_update();
+        Ok(())
+    }
+
+    /// A list or watch of a custom resource was answered `404` (its CustomResourceDefinition was
+    /// deleted, or no longer serves this version): the kind's view may be behind until API
+    /// discovery says where it went. Discovery is asked after a backoff step, so that a discovery
+    /// that still lists the resource (around a CRD's creation or deletion) is not followed by a
+    /// burst of requests.
+    async fn not_served(&mut self) -> Result<(), Stopped> {
+        debug!(
+            kind = self.kind.as_str(),
+            version = self.served.unwrap_or_default(),
+            "not served (404); asking API discovery again"
+        );
+        self.shared.succeeded(self.kind);
+        self.discover = true;
+        self.mark_stale().await?;
+        let delay = self.backoff.next_delay();
+        self.wait(delay).await
     }
 
     async fn send(&self, update: Update) -> Result<(), Stopped> {
@@ -320,8 +488,9 @@ impl Watcher {
     }
 
     /// Lists the kind until a list succeeds, sends its [`Update::Reset`], and returns its
-    /// resourceVersion.
-    async fn list(&mut self, reason: Option<RelistReason>) -> Result<String, Stopped> {
+    /// resourceVersion; `None` when the API answers that it does not serve the kind (see
+    /// [`Watcher::not_served`]).
+    async fn list(&mut self, reason: Option<RelistReason>) -> Result<Option<String>, Stopped> {
         if let Some(reason) = reason {
             self.shared.metrics.count_relist(self.kind, reason);
             debug!(
@@ -365,8 +534,9 @@ impl Watcher {
                     self.send(update).await?;
                     self.listed = true;
                     self.stale = false;
-                    return Ok(resource_version);
+                    return Ok(Some(resource_version));
                 }
+                Err(failure) if self.not_served_by(&failure) => return Ok(None),
                 Err(failure) => self.failed(failure).await?,
             }
         }
@@ -421,33 +591,39 @@ impl Watcher {
             .ok_or(Failure::NoResourceVersion)
     }
 
-    /// A relist deadline `interval` ± 10 % from now.
-    fn relist_deadline(&mut self) -> Option<Instant> {
-        let interval = self.options.relist_interval?;
+    /// `interval` ± 10 %, at random.
+    fn jittered(&mut self, interval: Duration) -> Duration {
         let millis = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
         let jitter = millis / 10;
         let at = millis.saturating_sub(jitter) + self.rng.u64(0..=jitter.saturating_mul(2));
-        Some(Instant::now() + Duration::from_millis(at))
+        Duration::from_millis(at)
+    }
+
+    /// A relist deadline `interval` ± 10 % from now.
+    fn relist_deadline(&mut self) -> Option<Instant> {
+        let interval = self.options.relist_interval?;
+        Some(Instant::now() + self.jittered(interval))
     }
 
     /// Watches from `resource_version`, resuming after ends and failures, until the kind must be
-    /// listed again; returns why.
-    async fn watch(&mut self, mut resource_version: String) -> Result<RelistReason, Stopped> {
+    /// listed again (or, for a custom resource, is not served any more); returns why.
+    async fn watch(&mut self, mut resource_version: String) -> Result<Next, Stopped> {
         let relist_at = self.relist_deadline();
         let mut resumed = false;
         loop {
             if self.relist_requests.has_changed().unwrap_or(false) {
                 self.relist_requests.borrow_and_update();
-                return Ok(RelistReason::ResourceVersionBackwards);
+                return Ok(Next::Relist(RelistReason::ResourceVersionBackwards));
             }
             if resumed {
                 match self.current_resource_version().await {
                     Ok(current) => {
                         self.shared.succeeded(self.kind);
                         if self.went_backwards(&current, "list") {
-                            return Ok(RelistReason::ResourceVersionBackwards);
+                            return Ok(Next::Relist(RelistReason::ResourceVersionBackwards));
                         }
                     }
+                    Err(failure) if self.not_served_by(&failure) => return Ok(Next::NotServed),
                     Err(failure) => {
                         self.failed(failure).await?;
                         continue;
@@ -459,9 +635,13 @@ impl Watcher {
             let params = WatchParams::default().timeout(timeout);
             let stream = match self.api.watch(&params, &resource_version).await {
                 Ok(stream) => stream,
-                Err(e) if is_gone(&e) => return Ok(RelistReason::Expired),
+                Err(e) if is_gone(&e) => return Ok(Next::Relist(RelistReason::Expired)),
                 Err(e) => {
-                    self.failed(Failure::Request(e)).await?;
+                    let failure = Failure::Request(e);
+                    if self.not_served_by(&failure) {
+                        return Ok(Next::NotServed);
+                    }
+                    self.failed(failure).await?;
                     continue;
                 }
             };
@@ -494,7 +674,7 @@ impl Watcher {
                         if reason == RelistReason::ResourceVersionBackwards {
                             self.relist_requests.borrow_and_update();
                         }
-                        return Ok(reason);
+                        return Ok(Next::Relist(reason));
                     }
                     Step::Live => {
                         live_at = None;
@@ -520,9 +700,15 @@ impl Watcher {
                         break;
                     }
                     Ok(Some(Ok(event))) => event,
-                    Ok(Some(Err(e))) if is_gone(&e) => return Ok(RelistReason::Expired),
+                    Ok(Some(Err(e))) if is_gone(&e) => {
+                        return Ok(Next::Relist(RelistReason::Expired))
+                    }
                     Ok(Some(Err(e))) => {
-                        self.failed(Failure::Request(e)).await?;
+                        let failure = Failure::Request(e);
+                        if self.not_served_by(&failure) {
+                            return Ok(Next::NotServed);
+                        }
+                        self.failed(failure).await?;
                         break;
                     }
                 };
@@ -540,7 +726,7 @@ impl Watcher {
                     WatchEvent::Bookmark(bookmark) => {
                         let rv = bookmark.metadata.resource_version;
                         if self.went_backwards(&rv, "bookmark") {
-                            return Ok(RelistReason::ResourceVersionBackwards);
+                            return Ok(Next::Relist(RelistReason::ResourceVersionBackwards));
                         }
                         if live_at.take().is_some() {
                             self.live().await?;
@@ -552,10 +738,14 @@ impl Watcher {
                         continue;
                     }
                     WatchEvent::Error(status) if status.code == 410 => {
-                        return Ok(RelistReason::Expired);
+                        return Ok(Next::Relist(RelistReason::Expired));
                     }
                     WatchEvent::Error(status) => {
-                        self.failed(Failure::Status(status)).await?;
+                        let failure = Failure::Status(status);
+                        if self.not_served_by(&failure) {
+                            return Ok(Next::NotServed);
+                        }
+                        self.failed(failure).await?;
                         break;
                     }
                 };
