@@ -15,7 +15,7 @@ use tokio::time::{sleep_until, Instant};
 use crate::dataplane::{ApplyReport, Dataplane};
 use crate::kernel::KernelError;
 use crate::metrics::{Metrics, SyncLabels};
-use crate::revocation::{affected_pods, shrunk_decision_maps};
+use crate::revocation::{affected_pods, tier_revocations};
 use crate::source::{Kind, Store, Update};
 
 /// How the agent behaves.
@@ -191,7 +191,7 @@ impl Agent {
             let shrunk = self
                 .config
                 .conntrack_flush
-                .then(|| shrunk_decision_maps(self.dataplane.committed(), &desired));
+                .then(|| tier_revocations(self.dataplane.committed(), &desired));
             let result = self.dataplane.apply(&desired);
             (desired, shrunk, result)
         });

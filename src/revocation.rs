@@ -4,13 +4,15 @@
 //!
 //! - NetworkPolicy: every pod a verdict map dispatches when rules, chains or peer sets lost
 //!   something (or the table was replaced); else the pods whose dispatch changed.
-//! - ClusterNetworkPolicy: the subjects of every combination chain whose decision maps allow less
-//!   somewhere. Per packet the verdicts of a decision map order as `drop` < `return` (or no
-//!   element: the next stage judges) < `accept`, so a map allows less exactly where an `accept`
-//!   region of the old map is not all `accept` in the new one, or a `drop` region of the new map
-//!   was not all `drop` in the old one. A Deny added, an Accept removed or a peer that joins a
-//!   Deny rule shrink it; a pod that joins an Accept rule (ranges merging, elements split by the
-//!   new address) does not.
+//! - ClusterNetworkPolicy: a tier's decision maps are keyed by local pod address (one pair per
+//!   peer class), so where a map allows less its keys name the pods. Per packet the verdicts of a
+//!   decision map order as `drop` < `return` (or no element: the next stage judges) < `accept`, so
+//!   a map allows less exactly where an `accept` region of the old map is not all `accept` in the
+//!   new one, or a `drop` region of the new map was not all `drop` in the old one. A Deny added, an
+//!   Accept removed or a rule of the pod's policies that now matches the class shrink it; a pod that
+//!   joins an Accept rule (ranges merging, elements split by the new address) does not. Besides: a
+//!   pod that becomes a tier's subject, and every subject of a tier whose peers map lost or changed
+//!   an element (a peer address now in another class).
 //!
 //! Decision maps are compared before the transaction ([`shrunk_decision_maps`]: the committed
 //! ruleset is replaced by it), and the pods read after it ([`affected_pods`]).
@@ -19,30 +21,137 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use policy_compiler::cidr::to_u128;
+use policy_compiler::cidr::Family;
+use policy_compiler::model::{Direction, Tier};
 use policy_compiler::nft::transaction::Op;
-use policy_compiler::nft::{DecisionKey, DecisionMap, DecisionVerdict, Ruleset, Verdict};
+use policy_compiler::nft::{
+    DecisionKey, DecisionMap, DecisionVerdict, Ruleset, SetElement, Verdict,
+};
+use policy_compiler::plan::{tier_peers_map_name, tier_subjects_set_name};
 
 use crate::dataplane::ApplyReport;
 
-/// The decision maps of `desired` that allow less than they did in `committed` somewhere (and
-/// those whose key changed type). Maps that are new or gone are left out: a new combination's
-/// subjects join dispatch maps, and a removed one's chain is deleted, which [`affected_pods`]
-/// answers broadly.
-pub fn shrunk_decision_maps(committed: Option<&Ruleset>, desired: &Ruleset) -> BTreeSet<String> {
+/// The local pods a tier judges (in `committed` or `desired`) whose verdicts allow less in
+/// `desired` somewhere: for each subject, its decisions are read back as one decision map keyed by
+/// peer address (the peers map's ranges, each with the elements of its class's maps that hold the
+/// subject) and compared ([`allows_less`]). So what counts is the verdict per packet, not how the
+/// classes are laid out: a rule added that renames classes allows less only where it does. A pod
+/// that becomes or stops being a subject is counted (its traffic is judged by other rules now).
+pub fn tier_revocations(committed: Option<&Ruleset>, desired: &Ruleset) -> BTreeSet<IpAddr> {
     let Some(committed) = committed else {
         return BTreeSet::new();
     };
-    desired
+    let mut pods = BTreeSet::new();
+    for tier in Tier::ALL {
+        for direction in Direction::BOTH {
+            for family in [Family::V4, Family::V6] {
+                let set = tier_subjects_set_name(tier, direction, family);
+                let peers = tier_peers_map_name(tier, direction, family);
+                let subjects = |r: &Ruleset| -> BTreeSet<IpAddr> {
+                    r.sets
+                        .get(&set)
+                        .into_iter()
+                        .flat_map(|s| &s.elements)
+                        .filter_map(|e| match e {
+                            SetElement::Addr(ip) => Some(*ip),
+                            SetElement::AddrProtoPort(..) => None,
+                        })
+                        .collect()
+                };
+                let (old, new) = (subjects(committed), subjects(desired));
+                pods.extend(old.symmetric_difference(&new).copied());
+                let unchanged = committed.decision_maps.get(&peers)
+                    == desired.decision_maps.get(&peers)
+                    && class_maps(committed, &peers) == class_maps(desired, &peers);
+                if unchanged {
+                    continue;
+                }
+                for ip in old.intersection(&new) {
+                    let less = [true, false].into_iter().any(|ports| {
+                        allows_less(
+                            &by_peer(committed, &peers, ip, ports),
+                            &by_peer(desired, &peers, ip, ports),
+                        )
+                    });
+                    if less {
+                        pods.insert(*ip);
+                    }
+                }
+            }
+        }
+    }
+    pods
+}
+
+/// The class maps a peers map leads to, by name.
+fn class_maps<'r>(ruleset: &'r Ruleset, peers: &str) -> Vec<(&'r str, &'r DecisionMap)> {
+    let mut maps: Vec<(&str, &DecisionMap)> = ruleset
         .decision_maps
-        .iter()
-        .filter(|(name, new)| {
-            committed.decision_maps.get(*name).is_some_and(|old| {
-                old != *new
-                    && (old.family != new.family || old.ports != new.ports || allows_less(old, new))
-            })
+        .get(peers)
+        .into_iter()
+        .flat_map(|m| m.elements.values())
+        .filter_map(|d| match &d.verdict {
+            DecisionVerdict::Jump(chain) => ruleset.chains.get(chain),
+            _ => None,
         })
-        .map(|(name, _)| name.clone())
-        .collect()
+        .flat_map(|c| &c.rules)
+        .filter_map(|r| match &r.verdict {
+            Verdict::DecisionVmap { map, .. } => {
+                ruleset.decision_maps.get(map).map(|m| (map.as_str(), m))
+            }
+            _ => None,
+        })
+        .collect();
+    maps.sort_by_key(|(n, _)| *n);
+    maps.dedup_by_key(|(n, _)| *n);
+    maps
+}
+
+/// What a tier decides for the subject `ip`, as a decision map keyed by peer address (with
+/// protocol and port when `ports`): each range of the peers map with the verdicts of its class's
+/// map elements that hold `ip`.
+fn by_peer(ruleset: &Ruleset, peers: &str, ip: &IpAddr, ports: bool) -> DecisionMap {
+    let mut out = DecisionMap {
+        family: Family::of(ip),
+        ports,
+        elements: Default::default(),
+    };
+    let Some(map) = ruleset.decision_maps.get(peers) else {
+        return out;
+    };
+    for (range, d) in &map.elements {
+        let DecisionVerdict::Jump(chain) = &d.verdict else {
+            continue;
+        };
+        let Some(chain) = ruleset.chains.get(chain) else {
+            continue;
+        };
+        for rule in &chain.rules {
+            let Verdict::DecisionVmap {
+                map, ports: keyed, ..
+            } = &rule.verdict
+            else {
+                continue;
+            };
+            if *keyed != ports {
+                continue;
+            }
+            let Some(class) = ruleset.decision_maps.get(map) else {
+                continue;
+            };
+            for (k, decision) in &class.elements {
+                if holds_address(k, ip) {
+                    let key = DecisionKey {
+                        first: range.first,
+                        last: range.last,
+                        ports: k.ports,
+                    };
+                    out.elements.insert(key, decision.clone());
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Whether some packet `old` accepts is not accepted by `new`, or some packet `new` drops was not
@@ -52,9 +161,9 @@ fn allows_less(old: &DecisionMap, new: &DecisionMap) -> bool {
         from.elements
             .iter()
             .filter(|(key, d)| {
-                d.verdict == verdict && to.elements.get(key).map(|e| e.verdict) != Some(verdict)
+                d.verdict == verdict && to.elements.get(key).map(|e| &e.verdict) != Some(&verdict)
             })
-            .any(|(key, _)| !covered(key, to, verdict))
+            .any(|(key, _)| !covered(key, to, &verdict))
     };
     uncovered(old, new, DecisionVerdict::Accept) || uncovered(new, old, DecisionVerdict::Drop)
 }
@@ -63,12 +172,12 @@ fn allows_less(old: &DecisionMap, new: &DecisionMap) -> bool {
 type Piece = (u128, u128, Option<(u16, u16)>);
 
 /// Whether the elements of `map` with `verdict` hold every packet `key` holds.
-fn covered(key: &DecisionKey, map: &DecisionMap, verdict: DecisionVerdict) -> bool {
+fn covered(key: &DecisionKey, map: &DecisionMap, verdict: &DecisionVerdict) -> bool {
     let (first, last) = (to_u128(&key.first), to_u128(&key.last));
     let candidates: Vec<Piece> = map
         .elements
         .iter()
-        .filter(|(k, d)| d.verdict == verdict && k.overlaps(key))
+        .filter(|(k, d)| d.verdict == *verdict && k.overlaps(key))
         .map(|(k, _)| {
             let ports = k.ports.map(|(_, lo, hi)| (lo, hi));
             (
@@ -122,93 +231,78 @@ fn covers(mut ranges: Vec<(u128, u128)>, first: u128, last: u128) -> bool {
 }
 
 /// The local pod addresses whose established connections the transaction of `report` may have
-/// revoked, `desired` being the ruleset it committed and `shrunk` the decision maps that allow less
-/// ([`shrunk_decision_maps`]): every pod a verdict map dispatches (NetworkPolicy isolation,
-/// ClusterNetworkPolicy tiers) when rules, chains or peer sets lost something, or the table was
-/// replaced; else the pods whose dispatch changed and the subjects of the chains that look up a
-/// shrunk decision map (or jump to one that does).
+/// revoked, `desired` being the ruleset it committed and `tiers` the subjects whose tier verdicts
+/// allow less ([`tier_revocations`]): with them, for NetworkPolicy, every pod a verdict map
+/// dispatches when its rules, chains or sets lost something (or the table was replaced; then the
+/// tiers' subjects too), else the pods whose dispatch changed.
 pub fn affected_pods(
     report: &ApplyReport,
     desired: &Ruleset,
-    shrunk: &BTreeSet<String>,
+    tiers: &BTreeSet<IpAddr>,
 ) -> BTreeSet<IpAddr> {
-    let every_dispatched = || -> BTreeSet<IpAddr> {
+    let dispatched = || {
         desired
             .maps
             .values()
             .flat_map(|m| m.elements.keys().copied())
-            .collect()
     };
     let broad = report.full
-        || report.transaction.ops.iter().any(|op| {
-            matches!(
-                op,
-                Op::DeleteElements(..) | Op::FlushChain(_) | Op::DeleteChain(_) | Op::DeleteSet(_)
-            )
+        || report.transaction.ops.iter().any(|op| match op {
+            Op::DeleteElements(name, _)
+            | Op::FlushChain(name)
+            | Op::DeleteChain(name)
+            | Op::DeleteSet(name) => !is_tier_object(name),
+            _ => false,
         });
+    let mut pods: BTreeSet<IpAddr> = tiers.clone();
     if broad {
-        return every_dispatched();
-    }
-    let mut pods: BTreeSet<IpAddr> = report
-        .transaction
-        .ops
-        .iter()
-        .flat_map(|op| match op {
-            Op::AddMapElements(_, e) => e.iter().map(|(ip, _)| *ip).collect(),
-            Op::DeleteMapElements(_, keys) => keys.clone(),
-            _ => Vec::new(),
-        })
-        .collect();
-    if shrunk.is_empty() {
+        pods.extend(dispatched());
+        if report.full {
+            pods.extend(tier_subjects(desired));
+        }
         return pods;
     }
-    let chains = chains_reaching(desired, shrunk);
-    if chains
-        .iter()
-        .any(|c| desired.chains.get(c).is_some_and(|c| c.base.is_some()))
-    {
-        // A base chain itself decides by the map: every packet of the hook may be judged anew.
-        return every_dispatched();
-    }
-    for map in desired.maps.values() {
-        for (ip, chain) in &map.elements {
-            if chains.contains(chain) {
-                pods.insert(*ip);
-            }
+    for op in &report.transaction.ops {
+        match op {
+            Op::AddMapElements(_, e) => pods.extend(e.iter().map(|(ip, _)| *ip)),
+            Op::DeleteMapElements(_, keys) => pods.extend(keys.iter().copied()),
+            _ => {}
         }
     }
     pods
 }
 
-/// The chains that look up one of `maps`, and the chains that jump to those, transitively.
-fn chains_reaching(ruleset: &Ruleset, maps: &BTreeSet<String>) -> BTreeSet<String> {
-    let mut reached: BTreeSet<String> = ruleset
-        .chains
-        .iter()
-        .filter(|(_, c)| {
-            c.rules.iter().any(
-                |r| matches!(&r.verdict, Verdict::DecisionVmap { map, .. } if maps.contains(map)),
-            )
-        })
-        .map(|(n, _)| n.clone())
-        .collect();
-    loop {
-        let more: Vec<String> = ruleset
-            .chains
-            .iter()
-            .filter(|(n, c)| {
-                !reached.contains(*n)
-                    && c.rules
-                        .iter()
-                        .any(|r| matches!(&r.verdict, Verdict::Jump(to) if reached.contains(to)))
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
-        if more.is_empty() {
-            return reached;
+/// Whether a set, map or chain belongs to a ClusterNetworkPolicy tier (whose revocations
+/// [`tier_revocations`] finds exactly).
+fn is_tier_object(name: &str) -> bool {
+    name.starts_with("admin_") || name.starts_with("baseline_")
+}
+
+/// The addresses of every tier's subjects in `ruleset`.
+fn tier_subjects(ruleset: &Ruleset) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for tier in Tier::ALL {
+        for direction in Direction::BOTH {
+            for family in [Family::V4, Family::V6] {
+                if let Some(set) = ruleset
+                    .sets
+                    .get(&tier_subjects_set_name(tier, direction, family))
+                {
+                    out.extend(set.elements.iter().filter_map(|e| match e {
+                        SetElement::Addr(ip) => Some(*ip),
+                        SetElement::AddrProtoPort(..) => None,
+                    }));
+                }
+            }
         }
-        reached.extend(more);
     }
+    out
+}
+
+/// Whether a key's address range holds `ip` (whatever its ports).
+fn holds_address(key: &DecisionKey, ip: &IpAddr) -> bool {
+    Family::of(ip) == Family::of(&key.first)
+        && (to_u128(&key.first)..=to_u128(&key.last)).contains(&to_u128(ip))
 }
 
 #[cfg(test)]
@@ -234,7 +328,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| {
                     let d = Decision {
-                        verdict: *v,
+                        verdict: v.clone(),
                         comment: None,
                     };
                     (*k, d)

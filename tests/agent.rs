@@ -490,21 +490,21 @@ async fn conntrack_flush_cuts_the_subjects_of_a_cluster_network_policy_that_allo
     // loses its established connections.
     let u = upsert(&mut cluster, backend_guard("", REST_DENY));
     let (ops, deleted) = step(&mut h, &cluster, u).await;
-    reconcile::assert_element_operations(&ops, "admin_egress_guard_");
+    reconcile::assert_tier_operations(&ops, "admin_", false);
     assert_eq!(deleted, BTreeSet::from([api_0]));
 
     // An Accept placed before the Deny allows more: nothing is cut.
     let rules = format!("{DNS_ACCEPT}{REST_DENY}");
     let u = upsert(&mut cluster, backend_guard("", &rules));
     let (ops, deleted) = step(&mut h, &cluster, u).await;
-    reconcile::assert_element_operations(&ops, "admin_egress_guard_");
+    reconcile::assert_tier_operations(&ops, "admin_", false);
     assert!(deleted.is_empty(), "{deleted:?}");
 
     // A Deny placed first that matches no pod yet: the later rules' elements change comment (their
     // index), not verdict.
     let u = upsert(&mut cluster, backend_guard(QUARANTINE_DENY, &rules));
     let (ops, deleted) = step(&mut h, &cluster, u).await;
-    reconcile::assert_element_operations(&ops, "admin_egress_guard_");
+    reconcile::assert_tier_operations(&ops, "admin_", false);
     assert!(deleted.is_empty(), "{deleted:?}");
 
     // A db pod on node-2 joins the Accept rule's peers: element operations, nothing cut.
@@ -518,12 +518,20 @@ async fn conntrack_flush_cuts_the_subjects_of_a_cluster_network_policy_that_allo
     cluster.upsert_pod(postgres_1.clone());
     let u = Update::Upsert(Object::Pod(postgres_1.clone()));
     let (ops, deleted) = step(&mut h, &cluster, u).await;
-    reconcile::assert_element_operations(&ops, "admin_egress_guard_");
-    assert!(
-        ops.iter().any(|op| matches!(op,
-            policy_compiler::nft::transaction::Op::AddDecisionElements(_, e)
-                if e.iter().any(|(k, d)| k.last == ip("10.244.2.31")
-                    && d.verdict == policy_compiler::nft::DecisionVerdict::Accept))),
+    reconcile::assert_tier_operations(&ops, "admin_", false);
+    // Its address joins the peer class of postgres-0 (the Accept rule's).
+    let table = h.table().expect("a table");
+    let class_of = |addr: IpAddr| {
+        table.decision_maps["admin_egress_peers_v4"]
+            .elements
+            .iter()
+            .find(|(k, _)| k.holds(&addr, None))
+            .map(|(_, d)| d.verdict.clone())
+    };
+    assert!(class_of(ip("10.244.2.31")).is_some(), "{ops:?}");
+    assert_eq!(
+        class_of(ip("10.244.2.31")),
+        class_of(ip("10.244.2.30")),
         "{ops:?}"
     );
     assert!(deleted.is_empty(), "{deleted:?}");
@@ -534,6 +542,6 @@ async fn conntrack_flush_cuts_the_subjects_of_a_cluster_network_policy_that_allo
     cluster.upsert_pod(postgres_1.clone());
     let u = Update::Upsert(Object::Pod(postgres_1));
     let (ops, deleted) = step(&mut h, &cluster, u).await;
-    reconcile::assert_element_operations(&ops, "admin_egress_guard_");
+    reconcile::assert_tier_operations(&ops, "admin_", false);
     assert_eq!(deleted, BTreeSet::from([api_0]));
 }

@@ -413,9 +413,17 @@ spec:
     ))
 }
 
-/// Asserts that every operation changes elements of sets and maps (none adds, flushes or deletes
-/// a chain, set or map), and that the decision maps changed start with `prefix`.
+/// Asserts that the NetworkPolicy part of a transaction changes only elements of sets and maps,
+/// and that whatever it changes of the ClusterNetworkPolicy tiers (names starting with `prefix`:
+/// their peer classes' chains and decision maps, which come and go with the classes) is
+/// element operations too when `tier_elements_only`.
 pub fn assert_element_operations(ops: &[Op], prefix: &str) {
+    assert_tier_operations(ops, prefix, true)
+}
+
+/// As [`assert_element_operations`], letting the tiers' class chains and maps (names starting
+/// with `prefix`) be added and removed when `tier_elements_only` is false.
+pub fn assert_tier_operations(ops: &[Op], prefix: &str, tier_elements_only: bool) {
     assert!(!ops.is_empty());
     for op in ops {
         match op {
@@ -426,6 +434,13 @@ pub fn assert_element_operations(ops: &[Op], prefix: &str) {
             | Op::DeleteElements(..)
             | Op::AddMapElements(..)
             | Op::DeleteMapElements(..) => {}
+            Op::AddChain(name, _)
+            | Op::FlushChain(name)
+            | Op::DeleteChain(name)
+            | Op::AddRule(name, _)
+            | Op::AddDecisionMap(name, _)
+            | Op::DeleteDecisionMap(name)
+                if !tier_elements_only && name.starts_with(prefix) => {}
             other => panic!("not an element operation: {other:?}"),
         }
     }
@@ -459,26 +474,41 @@ pub async fn cluster_policy_changes<K: Kernel + Clone + 'static>(
 
     h.send(send(cluster, Object::ClusterPolicy(guard(6432))))
         .await;
-    assert_element_operations(&ops(&h.next().await), "admin_egress_guard_");
+    assert_element_operations(&ops(&h.next().await), "admin_");
     h.assert_enforces(cluster);
 
     let db_node = node("node-2", "192.168.100.2", "db");
     h.send(send(cluster, Object::Node(db_node))).await;
     let o = ops(&h.next().await);
-    assert_element_operations(&o, "admin_egress_guard_");
+    // The Node's address joins a peer class of its own: its chain and maps are new.
+    assert_tier_operations(&o, "admin_", false);
     let address: IpAddr = "192.168.100.2".parse().expect("ip");
-    assert!(
-        o.iter().any(|op| matches!(op, Op::AddDecisionElements(_, e)
-            if e.iter().any(|(k, d)| k.holds(&address, None)
-                && d.verdict == policy_compiler::nft::DecisionVerdict::Drop))),
-        "node-2 joins the Deny rule: {o:?}"
-    );
+    // Its address now leads to a class whose maps drop what the subject sends it.
+    let jumps_to = o.iter().find_map(|op| match op {
+        Op::AddDecisionElements(map, e) if map == "admin_egress_peers_v4" => e
+            .iter()
+            .find(|(k, _)| k.holds(&address, None))
+            .map(|(_, d)| d.verdict.clone()),
+        _ => None,
+    });
+    let Some(policy_compiler::nft::DecisionVerdict::Jump(class)) = jumps_to else {
+        panic!("node-2 joins a peer class: {o:?}");
+    };
+    let table = h.table().expect("a table");
+    let drops = table.chains[&class].rules.iter().any(|r| match &r.verdict {
+        policy_compiler::nft::Verdict::DecisionVmap { map, .. } => table.decision_maps[map]
+            .elements
+            .values()
+            .any(|d| d.verdict == policy_compiler::nft::DecisionVerdict::Drop),
+        _ => false,
+    });
+    assert!(drops, "node-2 joins the Deny rule: {o:?}");
     h.assert_enforces(cluster);
 
     let mut web = new_web_pod(cluster);
     web.id.name = "web-3".into();
     web.ips = vec!["10.244.1.13".parse().expect("ip")];
     h.send(send(cluster, Object::Pod(web))).await;
-    assert_element_operations(&ops(&h.next().await), "");
+    assert_element_operations(&ops(&h.next().await), "admin_");
     h.assert_enforces(cluster);
 }
