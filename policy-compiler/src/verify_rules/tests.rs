@@ -384,13 +384,13 @@ rules:
             "rules.yaml:4:11: rules[0] (\"a\"): field allow.from.workload: \"x\": expected \
              namespace/name[Kind] or namespace/name",
             "rules.yaml:5:9: rules[0] (\"a\"): field allow.to: give exactly one of workload, \
-             namespace, pods, namespaceLabels or cidr (found 2)",
+             namespace, pods, namespaceLabels, cidr or node (found 2)",
             "rules.yaml:6:11: rules[0] (\"a\"): field allow.port: 0: expected a port 1-65535 \
              (8080) or an inclusive range (8080-8090)",
             "rules.yaml:7:15: rules[0] (\"a\"): field allow.protocol: \"tcp\": expected TCP, UDP \
              or SCTP",
-            "rules.yaml:11:9: rules[1] (\"b\"): field deny.to: from and to are both cidr: \
-             connections between external addresses are not judged",
+            "rules.yaml:11:9: rules[1] (\"b\"): field deny.to: from and to are both cidr or \
+             node: connections between addresses outside the pods are not judged",
             "rules.yaml:13:12: rules[1] (\"b\"): field deny.ports: give port or ports, not both",
             "rules.yaml:14:3: rules[2] (\"c\"): give one of allow or deny",
             "rules.yaml:17:9: rules[3] (\"d\"): field deny: give one of allow or deny, not both",

@@ -314,13 +314,9 @@ const OTHER_TEXT: &str = "other protocols";
 /// How other protocols are written in JSON's `allowed` (`{"protocol": "other"}`).
 const OTHER_JSON: &str = "other";
 
-impl fmt::Display for ConnSet {
-    /// `All Connections`, `No Connections`, or `TCP 80,8080-8090,UDP 53` (then `,other protocols`
-    /// when those are in).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_all() {
-            return f.write_str("All Connections");
-        }
+impl ConnSet {
+    /// The ports, `TCP 80,8080-8090,UDP 53`, and `other protocols` when those are in.
+    fn listed(&self) -> String {
         let mut parts: Vec<String> = Protocol::ALL
             .iter()
             .filter(|p| !self.ports[slot(**p)].is_empty())
@@ -329,11 +325,32 @@ impl fmt::Display for ConnSet {
         if self.other {
             parts.push(OTHER_TEXT.to_string());
         }
-        if parts.is_empty() {
-            f.write_str("No Connections")
-        } else {
-            f.write_str(&parts.join(","))
+        parts.join(",")
+    }
+}
+
+impl fmt::Display for ConnSet {
+    /// `All Connections`, `No Connections`, or what the set holds: `TCP 80,8080-8090,UDP 53`
+    /// (then `,other protocols` when those are in). A set that holds the other protocols is
+    /// written by what it lacks when that is shorter: `All Connections except TCP 10250`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_all() {
+            return f.write_str("All Connections");
         }
+        if self.is_empty() {
+            return f.write_str("No Connections");
+        }
+        let listed = self.listed();
+        if self.other {
+            let except = format!(
+                "All Connections except {}",
+                Self::all().difference(self).listed()
+            );
+            if except.len() < listed.len() {
+                return f.write_str(&except);
+            }
+        }
+        f.write_str(&listed)
     }
 }
 
@@ -403,9 +420,16 @@ mod tests {
         let icmp = ConnSet::other_protocols();
         // Everything but TCP 80: what an Admin Deny of TCP 80 leaves.
         let rest = ConnSet::all().difference(&tcp80);
+        assert_eq!(rest.to_string(), "All Connections except TCP 80");
         assert_eq!(
-            rest.to_string(),
+            rest.listed(),
             "TCP 1-79,81-65535,UDP 1-65535,SCTP 1-65535,other protocols"
+        );
+        // Written by what it holds when that is shorter than what it lacks.
+        let udp53 = ConnSet::ports(Protocol::Udp, PortRanges::range(53, 53));
+        assert_eq!(
+            ConnSet::all().difference(&udp53.union(&tcp80)).to_string(),
+            "All Connections except TCP 80,UDP 53"
         );
         assert!(rest.has_other_protocols() && !rest.contains(Protocol::Tcp, 80));
         assert!(rest.union(&tcp80).is_all());
