@@ -38,8 +38,9 @@
 //! # What holds
 //!
 //! The pairs a rule judges are every selected source with every selected destination, except a
-//! workload with itself (as `connections` leaves it out); `from` and `to` cannot both be `cidr`
-//! or `node`.
+//! workload with itself (as `connections` leaves it out) and a workload with the side of a node
+//! none of its pods is on ([`Connectivity::has_pair`]); `from` and `to` cannot both be `cidr` or
+//! `node`.
 //! A pair is judged over every address family both ends have; a pair that shares none allows
 //! nothing. An `allow` holds when every pair allows every port of the range over every family; a
 //! `deny` holds when no pair allows any port of the range over any family. A selector that
@@ -819,7 +820,7 @@ pub fn check<'r>(
         };
         for a in &froms {
             for b in &tos {
-                if a.party == b.party {
+                if !connectivity.has_pair(a.party, b.party) {
                     continue;
                 }
                 pairs += 1;
@@ -888,8 +889,8 @@ pub fn check<'r>(
             errors.push(error(
                 rule.spots[0],
                 key.to_string(),
-                "from and to select only the same workload, and a workload with itself is not \
-                 judged"
+                "from and to make no pair: a workload with itself is not judged, nor a workload \
+                 with the side of a node none of its pods is on"
                     .to_string(),
             ));
             continue;

@@ -1,6 +1,7 @@
 //! The connectivity graph (`policyc graph`, `policyc connections -o dot`): workloads, external
-//! ranges and Kubernetes Nodes as nodes, grouped by namespace, and an edge per allowed connection labelled with what it
-//! allows; written as Graphviz DOT or as a Mermaid flowchart for markdown comments.
+//! ranges and Kubernetes Nodes as nodes, workloads grouped by namespace, and an edge per allowed
+//! connection labelled with what it allows; written as Graphviz DOT or as a Mermaid flowchart for
+//! markdown comments.
 
 use std::collections::{BTreeMap, HashMap};
 

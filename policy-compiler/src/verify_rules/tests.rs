@@ -306,8 +306,9 @@ fn selectors_that_match_nothing_are_errors() {
              address in 10.244.0.0/16 (addresses in the pod CIDRs are pods')",
             "rules.yaml:9:9: rules[1] (\"inside the pods\"): field deny.to: no workload in a \
              namespace with these labels",
-            "rules.yaml:10:3: rules[2] (\"itself\"): field deny: from and to select only the \
-             same workload, and a workload with itself is not judged",
+            "rules.yaml:10:3: rules[2] (\"itself\"): field deny: from and to make no pair: a \
+             workload with itself is not judged, nor a workload with the side of a node none of \
+             its pods is on",
         ]
     );
 }

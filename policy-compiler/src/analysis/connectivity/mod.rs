@@ -1404,6 +1404,28 @@ impl Connectivity {
             .unwrap_or_default()
     }
 
+    /// Whether two parties make a pair that stands for some connection: not a workload with a
+    /// node's own-node party when none of its pods runs on that node, nor with the node's other
+    /// party when all of them do (nor a party with itself).
+    pub fn has_pair(&self, a: &Party, b: &Party) -> bool {
+        let (Some(i), Some(j)) = (
+            self.parties.iter().position(|p| p == a),
+            self.parties.iter().position(|p| p == b),
+        ) else {
+            return false;
+        };
+        let fits = |workload: usize, other: usize| match self.ends[other].0 {
+            End::Node(k, own) => self.has_pods(workload as u32, k, own),
+            _ => true,
+        };
+        i != j
+            && match (self.ends[i].0, self.ends[j].0) {
+                (End::Class(_), _) => fits(i, j),
+                (_, End::Class(_)) => fits(j, i),
+                _ => true,
+            }
+    }
+
     /// The NetworkPolicies that isolate a party in a direction (none for external ranges and
     /// nodes).
     pub fn isolated_by(&self, party: &Party, direction: Direction) -> Vec<&ObjectRef> {
