@@ -296,3 +296,22 @@ fn explain_walks_each_direction_through_the_tiers() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn lint_judges_the_tiers_as_the_fixture_explains_them() {
+    // The base: every rule decides something, the Pass reaches db's NetworkPolicy and the
+    // Baseline Deny, the priorities differ, the metadata network holds no pod; and every pod is
+    // selected by guard, so none is reported as isolated by nothing.
+    let out = policyc(&["lint", CIDR, CLUSTER, BASE, "--deny", "notes"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(out.stdout.is_empty());
+    // The change turns default-deny's Deny into a Pass, in the Baseline tier.
+    let out = run(&["lint", CIDR, CLUSTER, CHANGED], 0);
+    assert_eq!(
+        out,
+        "fixtures/tiers/changed/policies.yaml:40:7: note[cluster-pass-reaches-nothing]: \
+         ClusterNetworkPolicy default-deny spec.ingress[0] (\"pods\") passes its connections on \
+         to the default, allow (nothing is evaluated after the Baseline tier): it allows them, as \
+         an Accept would\n"
+    );
+}

@@ -27,6 +27,7 @@
 //! lists are not told apart from the external range they lie in.
 
 mod conns;
+mod effects;
 mod exposure;
 mod lookup;
 pub mod report;
@@ -38,6 +39,7 @@ use std::net::IpAddr;
 use fixedbitset::FixedBitSet;
 
 pub use conns::{ConnSet, PortRanges};
+pub use effects::{ClusterRuleEffects, RuleEffect, Tie};
 pub use exposure::{exposure, Exposed, Exposure, ExposureReport};
 pub use lookup::Lookup;
 
