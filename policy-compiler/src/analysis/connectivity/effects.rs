@@ -578,3 +578,94 @@ spec:
         assert!(e.ties.is_empty(), "{e:?}");
     }
 }
+
+#[cfg(test)]
+mod agreement {
+    use std::collections::HashMap;
+
+    use crate::analysis::{evaluate, evaluate_portless, Endpoint};
+    use crate::generate::cluster_policies::with_cluster_policies;
+    use crate::generate::{cluster, Shape};
+    use crate::model::Protocol;
+    use crate::workload::PodCidrs;
+
+    use super::*;
+
+    /// Every rule the evaluator finds deciding a connection (the first match of its tier) is one
+    /// the effects say decides something: no rule is called shadowed that decides a connection.
+    #[test]
+    fn the_rules_that_decide_some_verdict_are_the_ones_said_to_decide() {
+        let cidrs = PodCidrs::parse(&["10.0.0.0/16", "fd00::/48"]).expect("cidrs");
+        let mut judged = 0;
+        for seed in 0..40 {
+            let shape = Shape {
+                pods: 8,
+                ..Shape::default()
+            };
+            let c = with_cluster_policies(&cluster(seed, shape), seed, 5, shape.nodes);
+            let effects = Connectivity::compute(&c, &cidrs).cluster_rule_effects();
+            let decides: HashMap<String, bool> = effects
+                .rules
+                .iter()
+                .map(|e| (e.rule.to_string(), e.decides && e.matches))
+                .collect();
+            let pods: Vec<_> = c.participating_pods().collect();
+            let mut ends: Vec<Endpoint<'_>> = Vec::new();
+            for p in &pods {
+                for ip in &p.ips {
+                    ends.push(Endpoint::pod(p, *ip));
+                }
+            }
+            for ip in [
+                "192.0.2.1",
+                "192.168.0.1",
+                "192.168.0.2",
+                "8.8.8.8",
+                "fd00:0:1::9",
+            ] {
+                ends.push(Endpoint::from_ip(&c, ip.parse().expect("ip")));
+            }
+            for a in &ends {
+                for b in &ends {
+                    if (a.pod.is_none() && b.pod.is_none())
+                        || crate::cidr::Family::of(&a.ip) != crate::cidr::Family::of(&b.ip)
+                    {
+                        continue;
+                    }
+                    for probe in [
+                        Some((Protocol::Tcp, 80)),
+                        Some((Protocol::Udp, 53)),
+                        Some((Protocol::Tcp, 8080)),
+                        None,
+                    ] {
+                        let v = match probe {
+                            Some((protocol, port)) => evaluate(&c, *a, *b, protocol, port),
+                            None => evaluate_portless(&c, *a, *b),
+                        };
+                        if v.loopback {
+                            continue;
+                        }
+                        let mut directions = vec![&v.egress];
+                        if !v.node_local {
+                            directions.push(&v.ingress);
+                        }
+                        for d in directions {
+                            for m in &d.tiers {
+                                assert_eq!(
+                                    decides.get(&m.rule.to_string()),
+                                    Some(&true),
+                                    "seed {seed}: {} decides {} -> {}",
+                                    m.rule,
+                                    v.from,
+                                    v.to
+                                );
+                                judged += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(judged > 1000, "{judged} decisions compared");
+    }
+}
