@@ -8,7 +8,7 @@
 //!     allow:                               # or deny:
 //!       from: {workload: shop/frontend}
 //!       to: {workload: "shop/web[Deployment]"}
-//!       protocol: TCP                      # TCP (the default), UDP or SCTP
+//!       protocol: TCP                      # TCP (the default), UDP, SCTP or ICMP
 //!       port: 8080                         # or a range: ports: 8080-8090
 //!   - name: nothing outside reaches the database
 //!     deny:
@@ -18,8 +18,9 @@
 //!
 //! Each rule has a `name` and exactly one of `allow` or `deny`, each with `from` and `to`, an
 //! optional `protocol` and an optional `port` or `ports` (the two keys are the same: one port,
-//! `8080`, or an inclusive range, `8080-8090`; absent: every port, 1-65535). An endpoint is
-//! exactly one of:
+//! `8080`, or an inclusive range, `8080-8090`; absent: every port, 1-65535). `protocol: ICMP`, which
+//! takes no port, is ICMP and every other protocol without ports (what ClusterNetworkPolicy rules
+//! without `protocols` decide). An endpoint is exactly one of:
 //!
 //! - `workload: ns/name[Kind]` (or `ns/name`, any kind): the workload's pods, also when they are
 //!   reported one by one (`ns/pod[Pod]`) because they behave differently; a party of the
@@ -62,6 +63,9 @@ use crate::cidr::{from_u128, to_u128, Cidr, Family};
 use crate::cluster::ClusterState;
 use crate::model::{ObjectRef, Protocol, WorkloadRef};
 use crate::selector::{LabelSelector, Labels};
+
+/// How rules files and reports name ICMP (with every protocol without ports).
+const ICMP: &str = "ICMP";
 
 /// Whether a rule demands that connections be allowed or denied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,18 +135,31 @@ pub struct Expectation {
     pub from: Endpoint,
     /// The destinations.
     pub to: Endpoint,
-    /// The protocol.
-    pub protocol: Protocol,
-    /// The inclusive port range.
+    /// TCP, UDP or SCTP; `None`: ICMP, with every protocol without ports.
+    pub protocol: Option<Protocol>,
+    /// The inclusive port range (1-65535 for ICMP, which has none).
     pub ports: (u16, u16),
     /// Where the rule, its `from` and its `to` are.
     spots: [Spot; 3],
 }
 
 impl Expectation {
-    /// The connections the rule is about, e.g. `TCP 8080-8090`.
+    /// The connections the rule is about, e.g. `TCP 8080-8090`, or the other protocols for ICMP.
     pub fn connections(&self) -> ConnSet {
-        ConnSet::ports(self.protocol, PortRanges::range(self.ports.0, self.ports.1))
+        match self.protocol {
+            Some(protocol) => {
+                ConnSet::ports(protocol, PortRanges::range(self.ports.0, self.ports.1))
+            }
+            None => ConnSet::other_protocols(),
+        }
+    }
+
+    /// What the rule is about, as reports write it: `TCP 8080-8090`, or `ICMP`.
+    pub fn traffic(&self) -> String {
+        match self.protocol {
+            Some(_) => self.connections().to_string(),
+            None => ICMP.to_string(),
+        }
     }
 }
 
@@ -462,17 +479,30 @@ pub fn parse(file: &str, text: &str) -> Result<RulesFile, RulesErrors> {
             ));
         }
         let protocol = match &e.protocol {
-            None => Some(Protocol::Tcp),
+            None => Some(Some(Protocol::Tcp)),
+            Some(p) if p.value == ICMP => {
+                if let Some(port) = e.port.as_ref().or(e.ports.as_ref()) {
+                    errors.push(error(
+                        Spot::of(&port.referenced),
+                        Some(format!(
+                            "{key}.{}",
+                            if e.port.is_some() { "port" } else { "ports" }
+                        )),
+                        "ICMP has no ports: give none".to_string(),
+                    ));
+                }
+                Some(None)
+            }
             Some(p) => {
                 let protocol = Protocol::from_api(&p.value);
                 if protocol.is_none() {
                     errors.push(error(
                         Spot::of(&p.referenced),
                         Some(format!("{key}.protocol")),
-                        format!("{:?}: expected TCP, UDP or SCTP", p.value),
+                        format!("{:?}: expected TCP, UDP, SCTP or ICMP", p.value),
                     ));
                 }
-                protocol
+                protocol.map(Some)
             }
         };
         let ports = match (&e.port, &e.ports) {
@@ -765,10 +795,15 @@ fn nothing(endpoint: &Endpoint) -> String {
 
 /// Whether `allowed` satisfies the rule.
 fn satisfies(rule: &Expectation, allowed: Option<&ConnSet>) -> bool {
+    let Some(protocol) = rule.protocol else {
+        let icmp = allowed.is_some_and(ConnSet::has_other_protocols);
+        return match rule.kind {
+            ExpectationKind::Allow => icmp,
+            ExpectationKind::Deny => !icmp,
+        };
+    };
     let wanted = PortRanges::range(rule.ports.0, rule.ports.1);
-    let ports = allowed
-        .map(|s| s.protocol(rule.protocol))
-        .unwrap_or_default();
+    let ports = allowed.map(|s| s.protocol(protocol)).unwrap_or_default();
     match rule.kind {
         ExpectationKind::Allow => wanted.difference(&ports).is_empty(),
         ExpectationKind::Deny => wanted.intersection(&ports).is_empty(),
@@ -945,6 +980,7 @@ pub fn to_text(outcomes: &[Outcome<'_>]) -> String {
         // A range is broken by an allow missing one port of it, or a deny allowing one: say so,
         // rather than that the pair allows (or misses) the whole range.
         let quantity = match (o.rule.kind, o.rule.ports.0 == o.rule.ports.1) {
+            _ if o.rule.protocol.is_none() => "",
             (_, true) => "",
             (ExpectationKind::Allow, false) => "all of ",
             (ExpectationKind::Deny, false) => "some of ",
@@ -952,7 +988,7 @@ pub fn to_text(outcomes: &[Outcome<'_>]) -> String {
         out.push_str(&format!(
             "violated: {}: {pairs} {verb} {quantity}{}\n",
             o.rule.name,
-            o.rule.connections()
+            o.rule.traffic()
         ));
         for v in &o.violations {
             let c = v.connection();
@@ -984,7 +1020,7 @@ pub fn to_text(outcomes: &[Outcome<'_>]) -> String {
     out
 }
 
-/// `{"rules": [{"name", "kind", "protocol", "ports": [a, b], "holds", "violation_count",
+/// `{"rules": [{"name", "kind", "protocol", "ports": [a, b] (null for ICMP), "holds", "violation_count",
 /// "violations": [{"from", "to", "all", "allowed", "policies"}]}]}`, each violation the pair's
 /// connection as `connections -o json` writes it, with the NetworkPolicies deciding it, the
 /// ClusterNetworkPolicy rules deciding some of it when there are any (`"cluster_rules"`, see
@@ -1018,8 +1054,8 @@ pub fn to_json(outcomes: &[Outcome<'_>]) -> Value {
             json!({
                 "name": o.rule.name,
                 "kind": o.rule.kind.as_str(),
-                "protocol": o.rule.protocol.as_api(),
-                "ports": [o.rule.ports.0, o.rule.ports.1],
+                "protocol": o.rule.protocol.map_or(ICMP, Protocol::as_api),
+                "ports": o.rule.protocol.map(|_| [o.rule.ports.0, o.rule.ports.1]),
                 "holds": o.holds(),
                 "violation_count": o.violation_count,
                 "violations": violations,

@@ -189,6 +189,11 @@ fn verify_judges_nodes_and_names_the_deciding_rules() {
     let violation = &json["rules"][4]["violations"][0];
     assert_eq!(violation["cluster_rules"][0]["action"], "Deny");
     assert_eq!(violation["cluster_rules"][0]["policy"], "default-deny");
+    let icmp = &json["rules"][7];
+    assert_eq!(
+        (&icmp["protocol"], &icmp["ports"], &icmp["holds"]),
+        (&"ICMP".into(), &serde_json::Value::Null, &false.into())
+    );
 }
 
 #[test]

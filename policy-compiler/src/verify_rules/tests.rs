@@ -388,8 +388,8 @@ rules:
              namespace, pods, namespaceLabels, cidr or node (found 2)",
             "rules.yaml:6:11: rules[0] (\"a\"): field allow.port: 0: expected a port 1-65535 \
              (8080) or an inclusive range (8080-8090)",
-            "rules.yaml:7:15: rules[0] (\"a\"): field allow.protocol: \"tcp\": expected TCP, UDP \
-             or SCTP",
+            "rules.yaml:7:15: rules[0] (\"a\"): field allow.protocol: \"tcp\": expected TCP, UDP, \
+             SCTP or ICMP",
             "rules.yaml:11:9: rules[1] (\"b\"): field deny.to: from and to are both cidr or \
              node: connections between addresses outside the pods are not judged",
             "rules.yaml:13:12: rules[1] (\"b\"): field deny.ports: give port or ports, not both",
@@ -447,5 +447,32 @@ violated: frontend reaches postgres: 1 pair does not allow TCP 5432
   shop/frontend[Deployment] => db/postgres[StatefulSet] : No Connections (by db/postgres)
 4 of 4 rules violated
 "
+    );
+}
+
+#[test]
+fn icmp_takes_no_port() {
+    let file = rules(
+        "  - name: ping
+    deny:
+      from: {namespace: shop}
+      to: {cidr: 0.0.0.0/0}
+      protocol: ICMP
+",
+    );
+    assert_eq!(file.rules[0].protocol, None);
+    assert_eq!(file.rules[0].traffic(), "ICMP");
+    assert_eq!(
+        parse_error(
+            "rules:
+  - name: ping
+    deny:
+      from: {namespace: shop}
+      to: {cidr: 0.0.0.0/0}
+      protocol: ICMP
+      port: 8
+"
+        ),
+        ["rules.yaml:7:13: rules[0] (\"ping\"): field deny.port: ICMP has no ports: give none"]
     );
 }
