@@ -9,12 +9,12 @@
 //! to its own pods; a pod's traffic to its own node is (egress), with the NetworkPolicy stage
 //! allowing it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use super::{dir_slot, tier_slot, ConnSet, Connectivity, End, FAMILIES};
 use crate::analysis::ClusterRuleRef;
 use crate::cidr::Family;
-use crate::model::{Action, Direction, Tier};
+use crate::model::{Action, Direction, Tier as TierName};
 
 /// What one ClusterNetworkPolicy rule does over the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,10 +63,20 @@ pub struct ClusterRuleEffects {
     pub ties: Vec<Tie>,
 }
 
-/// What the walk of one tier accumulates.
-struct Walk {
-    /// Per rule of the walk, in order: what it decided.
-    decided: Vec<(usize, ConnSet)>,
+/// One tier of one walk: its rules in evaluation order, each with what it matches of everything
+/// (`None`: nothing).
+struct Tier<'w> {
+    rules: &'w [usize],
+    matched: &'w [Option<ConnSet>],
+}
+
+/// What one walk notes, across walks.
+struct Notes<'n> {
+    effects: &'n mut ClusterRuleEffects,
+    /// Per rule, the earlier rules that decided some of what it matches.
+    shadowers: Vec<BTreeSet<usize>>,
+    /// The pairs of rules already reported as a tie.
+    ties: HashSet<(usize, usize)>,
 }
 
 impl Connectivity {
@@ -105,14 +115,21 @@ impl Connectivity {
                 End::External(_) | End::Node(..) => outside.push(i),
             }
         }
-        let mut shadowers: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); self.cluster_rules.len()];
-        let mut ties: Vec<(usize, usize)> = Vec::new();
+        let mut notes = Notes {
+            effects: &mut effects,
+            shadowers: vec![BTreeSet::new(); self.cluster_rules.len()],
+            ties: HashSet::new(),
+        };
         for c in 0..n {
             let Some(party) = party_of[c] else { continue };
             let class = &self.classes[c];
             for direction in Direction::BOTH {
                 let d = dir_slot(direction);
-                if class.tiers.iter().all(|t| t[d].is_empty()) {
+                let (admin, baseline) = (
+                    &class.tiers[tier_slot(TierName::Admin)][d],
+                    &class.tiers[tier_slot(TierName::Baseline)][d],
+                );
+                if admin.is_empty() && baseline.is_empty() {
                     continue;
                 }
                 // The other ends: every class (the class itself when it has two pods or more),
@@ -139,26 +156,74 @@ impl Connectivity {
                         others.push((end, i));
                     }
                 }
+                // Ends whose peers every rule matches alike (with the same named ports, when a
+                // rule names one) walk alike: each such walk is made once.
+                let named = admin.iter().chain(baseline).any(|r| {
+                    self.cluster_rules[*r]
+                        .protocols
+                        .iter()
+                        .any(|p| matches!(p, crate::model::ClusterPort::Named(_)))
+                });
+                let mut walked: HashSet<(bool, Option<usize>, Vec<bool>)> = HashSet::new();
                 for (other, other_party) in others {
+                    let destination = match direction {
+                        Direction::Egress => other,
+                        Direction::Ingress => End::Class(c),
+                    };
                     for family in self.shared_families(End::Class(c), other) {
+                        let peers: Vec<bool> = admin
+                            .iter()
+                            .chain(baseline)
+                            .map(|r| {
+                                self.cluster_peer_matches(&self.cluster_rules[*r], other, family)
+                            })
+                            .collect();
+                        if !peers.contains(&true) {
+                            continue;
+                        }
+                        let own_node = matches!(other, End::Node(_, true));
+                        let ports = match destination {
+                            End::Class(d) if named => Some(d),
+                            _ => None,
+                        };
+                        if !walked.insert((own_node, ports, peers.clone())) {
+                            continue;
+                        }
+                        let matched: Vec<Option<ConnSet>> = admin
+                            .iter()
+                            .chain(baseline)
+                            .zip(&peers)
+                            .map(|(r, peer)| {
+                                peer.then(|| {
+                                    self.cluster_rule_set(&self.cluster_rules[*r], destination)
+                                })
+                                .filter(|s| !s.is_empty())
+                            })
+                            .collect();
+                        let (admin_matched, baseline_matched) = matched.split_at(admin.len());
                         let example = match direction {
                             Direction::Egress => (party, other_party),
                             Direction::Ingress => (other_party, party),
                         };
                         self.walk_tiers(
-                            c,
-                            direction,
-                            other,
-                            family,
+                            !class.isolated_by[d].is_empty() && !own_node,
+                            !class.isolated_by[d].is_empty(),
+                            Tier {
+                                rules: admin,
+                                matched: admin_matched,
+                            },
+                            Tier {
+                                rules: baseline,
+                                matched: baseline_matched,
+                            },
                             example,
-                            &mut effects,
-                            &mut shadowers,
-                            &mut ties,
+                            &mut notes,
                         );
                     }
                 }
             }
         }
+        let shadowers = std::mem::take(&mut notes.shadowers);
         for (effect, earlier) in effects.rules.iter_mut().zip(shadowers) {
             effect.decided_earlier_by = earlier
                 .into_iter()
@@ -178,39 +243,21 @@ impl Connectivity {
 
     /// Walks one direction of a class with one other end through both tiers, noting what each
     /// rule matches and decides, what decides it earlier, where Passes end, and ties.
-    #[allow(clippy::too_many_arguments)]
+    /// `judged_by_network_policies`: NetworkPolicies isolate the pod in this direction and judge
+    /// what the Admin tier leaves (not so for a pod's own node, which they allow);
+    /// `isolated`: they isolate it (the Baseline tier is then not consulted).
     fn walk_tiers(
         &self,
-        c: usize,
-        direction: Direction,
-        other: End,
-        family: Family,
+        judged_by_network_policies: bool,
+        isolated: bool,
+        admin: Tier<'_>,
+        baseline: Tier<'_>,
         example: (usize, usize),
-        effects: &mut ClusterRuleEffects,
-        shadowers: &mut [BTreeSet<usize>],
-        ties: &mut Vec<(usize, usize)>,
+        notes: &mut Notes<'_>,
     ) {
-        let class = &self.classes[c];
-        let d = dir_slot(direction);
-        let destination = match direction {
-            Direction::Egress => other,
-            Direction::Ingress => End::Class(c),
-        };
-        let own_node = matches!(other, End::Node(_, true));
         let mut open = ConnSet::all();
-        let admin = self.walk_tier(
-            &class.tiers[tier_slot(Tier::Admin)][d],
-            other,
-            family,
-            destination,
-            &mut open,
-            example,
-            effects,
-            shadowers,
-            ties,
-        );
-        let passes: Vec<&(usize, ConnSet)> = admin
-            .decided
+        let admin_decided = self.walk_tier(&admin, &mut open, example, notes);
+        let passes: Vec<&(usize, ConnSet)> = admin_decided
             .iter()
             .filter(|(r, _)| self.cluster_rules[*r].action == Action::Pass)
             .collect();
@@ -218,192 +265,145 @@ impl Connectivity {
             .iter()
             .fold(ConnSet::none(), |acc, (_, set)| acc.union(set));
         let mut rest = open.union(&passed);
-        if !class.isolated_by[d].is_empty() {
-            if !own_node {
+        // Earlier rules for the Baseline's are the Admin tier's (but its Passes, which hand their
+        // connections on) too.
+        for (&r, matched) in baseline.rules.iter().zip(baseline.matched) {
+            let Some(matched) = matched else { continue };
+            for (q, set) in &admin_decided {
+                if self.cluster_rules[*q].action != Action::Pass
+                    && !set.intersection(matched).is_empty()
+                {
+                    notes.shadowers[r].insert(*q);
+                }
+            }
+        }
+        if isolated {
+            if judged_by_network_policies {
                 for (r, _) in &passes {
-                    effects.rules[*r].reaches = true;
+                    notes.effects.rules[*r].reaches = true;
                 }
             }
             // The Baseline tier is not consulted: what its rules match, the NetworkPolicies (or
             // the Admin tier) decide.
-            for &r in &class.tiers[tier_slot(Tier::Baseline)][d] {
-                let Some(matched) = self.matched(r, other, family, destination) else {
-                    continue;
-                };
-                effects.rules[r].matches = true;
+            for (&r, matched) in baseline.rules.iter().zip(baseline.matched) {
+                let Some(matched) = matched else { continue };
+                notes.effects.rules[r].matches = true;
                 if !matched.intersection(&rest).is_empty() {
-                    effects.rules[r].decided_by_network_policies = true;
+                    notes.effects.rules[r].decided_by_network_policies = true;
                 }
-                self.note_admin_deciding(&admin, r, &matched, shadowers);
             }
             return;
         }
-        let baseline = self.walk_tier(
-            &class.tiers[tier_slot(Tier::Baseline)][d],
-            other,
-            family,
-            destination,
-            &mut rest,
-            example,
-            effects,
-            shadowers,
-            ties,
-        );
-        // Earlier rules for the Baseline's are the Admin tier's too.
-        for &r in &class.tiers[tier_slot(Tier::Baseline)][d] {
-            if let Some(matched) = self.matched(r, other, family, destination) {
-                self.note_admin_deciding(&admin, r, &matched, shadowers);
-            }
-        }
-        for (b, denied) in &baseline.decided {
+        let baseline_decided = self.walk_tier(&baseline, &mut rest, example, notes);
+        for (b, denied) in &baseline_decided {
             if self.cluster_rules[*b].action != Action::Deny {
                 continue;
             }
             for (p, set) in &passes {
                 if !set.intersection(denied).is_empty() {
-                    effects.rules[*p].reaches = true;
+                    notes.effects.rules[*p].reaches = true;
                 }
             }
         }
-    }
-
-    /// Notes the Admin rules that decided some of what Baseline rule `r` matches (a Pass decides
-    /// nothing for the Baseline: it hands its connections on).
-    fn note_admin_deciding(
-        &self,
-        admin: &Walk,
-        r: usize,
-        matched: &ConnSet,
-        shadowers: &mut [BTreeSet<usize>],
-    ) {
-        for (q, set) in &admin.decided {
-            if self.cluster_rules[*q].action != Action::Pass
-                && !set.intersection(matched).is_empty()
-            {
-                shadowers[r].insert(*q);
-            }
-        }
-    }
-
-    /// What a ClusterNetworkPolicy rule matches of everything (`None`: nothing).
-    fn matched(&self, r: usize, other: End, family: Family, destination: End) -> Option<ConnSet> {
-        self.cluster_rule_matches(&self.cluster_rules[r], other, family, destination)
-            .filter(|s| !s.is_empty())
     }
 
     /// One tier's walk over what is `open` (as [`Connectivity::tier`] judges it), noting each
-    /// rule's effect and the ties between policies of equal priority.
-    #[allow(clippy::too_many_arguments)]
+    /// rule's effect and the ties between policies of equal priority; returns what each rule
+    /// decided, in order.
     fn walk_tier(
         &self,
-        tier: &[usize],
-        other: End,
-        family: Family,
-        destination: End,
+        tier: &Tier<'_>,
         open: &mut ConnSet,
         example: (usize, usize),
-        effects: &mut ClusterRuleEffects,
-        shadowers: &mut [BTreeSet<usize>],
-        ties: &mut Vec<(usize, usize)>,
-    ) -> Walk {
-        let mut walk = Walk {
-            decided: Vec::new(),
-        };
+        notes: &mut Notes<'_>,
+    ) -> Vec<(usize, ConnSet)> {
+        let mut decided: Vec<(usize, ConnSet)> = Vec::new();
         let mut i = 0;
-        while i < tier.len() {
+        while i < tier.rules.len() {
             // The policies of one priority from here on, each a run of consecutive rules.
-            let priority = self.cluster_rules[tier[i]].rule.priority;
+            let priority = self.cluster_rules[tier.rules[i]].rule.priority;
             let mut j = i;
-            while j < tier.len() && self.cluster_rules[tier[j]].rule.priority == priority {
+            while j < tier.rules.len()
+                && self.cluster_rules[tier.rules[j]].rule.priority == priority
+            {
                 j += 1;
             }
-            self.find_ties(
-                &tier[i..j],
-                other,
-                family,
-                destination,
-                open,
-                example,
-                effects,
-                ties,
-            );
-            for &r in &tier[i..j] {
-                let Some(matched) = self.matched(r, other, family, destination) else {
-                    continue;
-                };
-                effects.rules[r].matches = true;
-                for (q, set) in &walk.decided {
-                    if !set.intersection(&matched).is_empty() {
-                        shadowers[r].insert(*q);
+            let group = Tier {
+                rules: &tier.rules[i..j],
+                matched: &tier.matched[i..j],
+            };
+            self.find_ties(&group, open, example, notes);
+            for (&r, matched) in group.rules.iter().zip(group.matched) {
+                let Some(matched) = matched else { continue };
+                notes.effects.rules[r].matches = true;
+                for (q, set) in &decided {
+                    if !set.intersection(matched).is_empty() {
+                        notes.shadowers[r].insert(*q);
                     }
                 }
-                let decided = matched.intersection(open);
-                if decided.is_empty() {
+                let taken = matched.intersection(open);
+                if taken.is_empty() {
                     continue;
                 }
-                effects.rules[r].decides = true;
-                *open = open.difference(&decided);
-                walk.decided.push((r, decided));
+                notes.effects.rules[r].decides = true;
+                *open = open.difference(&taken);
+                decided.push((r, taken));
             }
             i = j;
         }
-        walk
+        decided
     }
 
     /// Ties among the rules of one priority (policies in name order, each a run of consecutive
     /// rules): two policies whose first-matching rules, each judging what is `open` on its own,
     /// decide a connection with different actions.
-    #[allow(clippy::too_many_arguments)]
     fn find_ties(
         &self,
-        rules: &[usize],
-        other: End,
-        family: Family,
-        destination: End,
+        group: &Tier<'_>,
         open: &ConnSet,
         example: (usize, usize),
-        effects: &mut ClusterRuleEffects,
-        ties: &mut Vec<(usize, usize)>,
+        notes: &mut Notes<'_>,
     ) {
         // Per policy: what each of its rules would decide of `open` if it came first.
         let mut policies: Vec<Vec<(usize, ConnSet)>> = Vec::new();
         let mut last: Option<&str> = None;
-        for &r in rules {
+        let mut left = ConnSet::none();
+        for (&r, matched) in group.rules.iter().zip(group.matched) {
             let name = self.cluster_rules[r].rule.policy.as_str();
             if last != Some(name) {
                 policies.push(Vec::new());
                 last = Some(name);
+                left = open.clone();
             }
+            let decided = match matched {
+                Some(matched) => matched.intersection(&left),
+                None => ConnSet::none(),
+            };
+            left = left.difference(&decided);
             if let Some(list) = policies.last_mut() {
-                list.push((r, ConnSet::none()));
+                list.push((r, decided));
             }
         }
         if policies.len() < 2 {
             return;
         }
-        for list in &mut policies {
-            let mut left = open.clone();
-            for (r, decided) in list.iter_mut() {
-                if let Some(matched) = self.matched(*r, other, family, destination) {
-                    *decided = matched.intersection(&left);
-                    left = left.difference(decided);
-                }
-            }
-        }
         for (a, first) in policies.iter().enumerate() {
             for second in &policies[a + 1..] {
-                for (ra, sa) in first {
-                    for (rb, sb) in second {
+                for (ra, sa) in first.iter().filter(|(_, s)| !s.is_empty()) {
+                    for (rb, sb) in second.iter().filter(|(_, s)| !s.is_empty()) {
                         let (xa, xb) = (
                             self.cluster_rules[*ra].action,
                             self.cluster_rules[*rb].action,
                         );
-                        let both = sa.intersection(sb);
-                        if xa == xb || both.is_empty() || ties.contains(&(*ra, *rb)) {
+                        if xa == xb || notes.ties.contains(&(*ra, *rb)) {
                             continue;
                         }
-                        ties.push((*ra, *rb));
-                        effects.ties.push(Tie {
+                        let both = sa.intersection(sb);
+                        if both.is_empty() {
+                            continue;
+                        }
+                        notes.ties.insert((*ra, *rb));
+                        notes.effects.ties.push(Tie {
                             first: self.cluster_rules[*ra].rule.clone(),
                             first_action: xa,
                             second: self.cluster_rules[*rb].rule.clone(),

@@ -965,6 +965,27 @@ impl Connectivity {
         }))
     }
 
+    /// Whether a peer of a ClusterNetworkPolicy rule matches `other`.
+    fn cluster_peer_matches(&self, rule: &ClusterRuleInfo, other: End, family: Family) -> bool {
+        let f = family_slot(family);
+        rule.any_peer
+            || match other {
+                End::Class(c) => rule.classes.contains(c),
+                End::Node(k, _) => rule.nodes[f].contains(k),
+                End::External(_) => false,
+            }
+            || self
+                .atom(other, family)
+                .is_some_and(|a| rule.atoms[f].contains(a))
+    }
+
+    /// The connections a ClusterNetworkPolicy rule's protocols match to `destination`.
+    fn cluster_rule_set(&self, rule: &ClusterRuleInfo, destination: End) -> ConnSet {
+        ConnSet::of_cluster_rule(&rule.protocols, |name, protocol| {
+            self.named_port(destination, name, protocol)
+        })
+    }
+
     /// The connections a ClusterNetworkPolicy rule matches to `destination` (its peers matching
     /// `other`).
     fn cluster_rule_matches(
@@ -974,23 +995,8 @@ impl Connectivity {
         family: Family,
         destination: End,
     ) -> Option<ConnSet> {
-        let f = family_slot(family);
-        let peer = rule.any_peer
-            || match other {
-                End::Class(c) => rule.classes.contains(c),
-                End::Node(k, _) => rule.nodes[f].contains(k),
-                End::External(_) => false,
-            }
-            || self
-                .atom(other, family)
-                .is_some_and(|a| rule.atoms[f].contains(a));
-        if !peer {
-            return None;
-        }
-        Some(ConnSet::of_cluster_rule(
-            &rule.protocols,
-            |name, protocol| self.named_port(destination, name, protocol),
-        ))
+        self.cluster_peer_matches(rule, other, family)
+            .then(|| self.cluster_rule_set(rule, destination))
     }
 
     /// One tier's rules judging what is still `open`: each rule takes what it matches of what
