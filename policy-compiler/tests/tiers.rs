@@ -320,3 +320,25 @@ fn lint_judges_the_tiers_as_the_fixture_explains_them() {
          an Accept would\n"
     );
 }
+
+#[test]
+fn a_node_relabelled_is_the_cause_of_what_its_labels_change() {
+    // n2 loses `role: worker`: guard's kubelet rule no longer selects it.
+    let cluster = std::fs::read_to_string(common::fixtures().join("tiers/cluster.yaml"))
+        .expect("fixture")
+        .replace(
+            "metadata: {name: n2, labels: {role: worker}}",
+            "metadata: {name: n2, labels: {role: edge}}",
+        );
+    let out = policyc(&["diff", CIDR, CLUSTER, BASE, "--", "-", BASE], Some(&cluster));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "changed: ops/monitor[Pod] => node/n2 : All Connections except TCP 10250 -> All \
+         Connections (by node n2)\n\
+         changed: shop/db[Pod] => node/n2 (own node) : All Connections except TCP 10250 -> All \
+         Connections (by node n2)\n\
+         changed: shop/web[Pod] => node/n2 : All Connections except TCP 10250 -> All Connections \
+         (by node n2)\n"
+    );
+}
