@@ -330,7 +330,10 @@ fn a_node_relabelled_is_the_cause_of_what_its_labels_change() {
             "metadata: {name: n2, labels: {role: worker}}",
             "metadata: {name: n2, labels: {role: edge}}",
         );
-    let out = policyc(&["diff", CIDR, CLUSTER, BASE, "--", "-", BASE], Some(&cluster));
+    let out = policyc(
+        &["diff", CIDR, CLUSTER, BASE, "--", "-", BASE],
+        Some(&cluster),
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
@@ -341,4 +344,31 @@ fn a_node_relabelled_is_the_cause_of_what_its_labels_change() {
          changed: shop/web[Pod] => node/n2 : All Connections except TCP 10250 -> All Connections \
          (by node n2)\n"
     );
+}
+
+#[test]
+fn compile_and_matrix_read_both_api_versions() {
+    // guard and monitoring are v1beta1, default-deny v1alpha2: the ruleset carries all three.
+    let ruleset = run(&["compile", CIDR, CLUSTER, BASE, "--node", "n1"], 0);
+    for name in ["guard", "monitoring", "default-deny"] {
+        assert!(ruleset.contains(name), "{name} missing from the ruleset");
+    }
+    let json: serde_json::Value = serde_json::from_str(&run(
+        &[
+            "matrix", CIDR, CLUSTER, BASE, "--ports", "9090/TCP", "-o", "json",
+        ],
+        0,
+    ))
+    .expect("json");
+    let allowed = |from: &str, to: &str| {
+        json["flows"]
+            .as_array()
+            .expect("flows")
+            .iter()
+            .find(|f| f["from"] == from && f["to"] == to)
+            .map(|f| f["allowed"].clone())
+    };
+    // The Admin tier's scrape rule, and the Baseline's Deny.
+    assert_eq!(allowed("ops/monitor", "shop/web"), Some(true.into()));
+    assert_eq!(allowed("shop/db", "shop/web"), Some(false.into()));
 }
