@@ -8,7 +8,7 @@
 //!     allow:                               # or deny:
 //!       from: {workload: shop/frontend}
 //!       to: {workload: "shop/web[Deployment]"}
-//!       protocol: TCP                      # TCP (the default), UDP or SCTP
+//!       protocol: TCP                      # TCP (the default), UDP, SCTP or ICMP
 //!       port: 8080                         # or a range: ports: 8080-8090
 //!   - name: nothing outside reaches the database
 //!     deny:
@@ -18,8 +18,9 @@
 //!
 //! Each rule has a `name` and exactly one of `allow` or `deny`, each with `from` and `to`, an
 //! optional `protocol` and an optional `port` or `ports` (the two keys are the same: one port,
-//! `8080`, or an inclusive range, `8080-8090`; absent: every port, 1-65535). An endpoint is
-//! exactly one of:
+//! `8080`, or an inclusive range, `8080-8090`; absent: every port, 1-65535). `protocol: ICMP`, which
+//! takes no port, is ICMP and every other protocol without ports (what ClusterNetworkPolicy rules
+//! without `protocols` decide). An endpoint is exactly one of:
 //!
 //! - `workload: ns/name[Kind]` (or `ns/name`, any kind): the workload's pods, also when they are
 //!   reported one by one (`ns/pod[Pod]`) because they behave differently; a party of the
@@ -30,12 +31,17 @@
 //! - `namespaceLabels: {KEY: VALUE}`: the workloads of the namespaces whose labels match;
 //! - `cidr: PREFIX`: the external addresses in the prefix: those outside the pod CIDRs, judged
 //!   per external range of the connectivity report (a range counts for the addresses it shares
-//!   with the prefix). Pods are chosen by the other forms, never by `cidr`.
+//!   with the prefix), and the nodes with an address in it (over the prefix's family). Pods are
+//!   chosen by the other forms, never by `cidr`;
+//! - `node: NAME`: a Node of the input, as pods on other nodes and as its own pods reach it
+//!   (both `node/NAME` and `node/NAME (own node)` of the connectivity report).
 //!
 //! # What holds
 //!
 //! The pairs a rule judges are every selected source with every selected destination, except a
-//! workload with itself (as `connections` leaves it out); `from` and `to` cannot both be `cidr`.
+//! workload with itself (as `connections` leaves it out) and a workload with the side of a node
+//! none of its pods is on ([`Connectivity::has_pair`]); `from` and `to` cannot both be `cidr` or
+//! `node`.
 //! A pair is judged over every address family both ends have; a pair that shares none allows
 //! nothing. An `allow` holds when every pair allows every port of the range over every family; a
 //! `deny` holds when no pair allows any port of the range over any family. A selector that
@@ -52,10 +58,14 @@ use serde_saphyr::Spanned;
 
 use crate::analysis::connectivity::report::connection_json;
 use crate::analysis::connectivity::{ConnSet, Connection, Connectivity, Lookup, Party, PortRanges};
+use crate::analysis::TierMatch;
 use crate::cidr::{from_u128, to_u128, Cidr, Family};
 use crate::cluster::ClusterState;
 use crate::model::{ObjectRef, Protocol, WorkloadRef};
 use crate::selector::{LabelSelector, Labels};
+
+/// How rules files and reports name ICMP (with every protocol without ports).
+const ICMP: &str = "ICMP";
 
 /// Whether a rule demands that connections be allowed or denied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,8 +102,10 @@ pub enum Endpoint {
     },
     /// Workloads of the namespaces whose labels match.
     NamespaceLabels(LabelSelector),
-    /// External addresses in a prefix.
+    /// External addresses in a prefix (and the nodes with an address in it).
     Cidr(Cidr),
+    /// A Node.
+    Node(String),
 }
 
 /// A place in the rules file, 1-based (0: unknown).
@@ -123,18 +135,31 @@ pub struct Expectation {
     pub from: Endpoint,
     /// The destinations.
     pub to: Endpoint,
-    /// The protocol.
-    pub protocol: Protocol,
-    /// The inclusive port range.
+    /// TCP, UDP or SCTP; `None`: ICMP, with every protocol without ports.
+    pub protocol: Option<Protocol>,
+    /// The inclusive port range (1-65535 for ICMP, which has none).
     pub ports: (u16, u16),
     /// Where the rule, its `from` and its `to` are.
     spots: [Spot; 3],
 }
 
 impl Expectation {
-    /// The connections the rule is about, e.g. `TCP 8080-8090`.
+    /// The connections the rule is about, e.g. `TCP 8080-8090`, or the other protocols for ICMP.
     pub fn connections(&self) -> ConnSet {
-        ConnSet::ports(self.protocol, PortRanges::range(self.ports.0, self.ports.1))
+        match self.protocol {
+            Some(protocol) => {
+                ConnSet::ports(protocol, PortRanges::range(self.ports.0, self.ports.1))
+            }
+            None => ConnSet::other_protocols(),
+        }
+    }
+
+    /// What the rule is about, as reports write it: `TCP 8080-8090`, or `ICMP`.
+    pub fn traffic(&self) -> String {
+        match self.protocol {
+            Some(_) => self.connections().to_string(),
+            None => ICMP.to_string(),
+        }
     }
 }
 
@@ -222,6 +247,7 @@ struct RawEndpoint {
     pods: Option<RawPods>,
     namespace_labels: Option<Labels>,
     cidr: Option<String>,
+    node: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -441,27 +467,42 @@ pub fn parse(file: &str, text: &str) -> Result<RulesFile, RulesErrors> {
         };
         let from = endpoint(&e.from, "from");
         let to = endpoint(&e.to, "to");
-        if let (Some(Endpoint::Cidr(_)), Some(Endpoint::Cidr(_))) = (&from, &to) {
+        let outside =
+            |e: &Option<Endpoint>| matches!(e, Some(Endpoint::Cidr(_) | Endpoint::Node(_)));
+        if outside(&from) && outside(&to) {
             errors.push(error(
                 Spot::of(&e.to.referenced),
                 Some(format!("{key}.to")),
-                "from and to are both cidr: connections between external addresses are not \
-                 judged"
+                "from and to are both cidr or node: connections between addresses outside the \
+                 pods are not judged"
                     .to_string(),
             ));
         }
         let protocol = match &e.protocol {
-            None => Some(Protocol::Tcp),
+            None => Some(Some(Protocol::Tcp)),
+            Some(p) if p.value == ICMP => {
+                if let Some(port) = e.port.as_ref().or(e.ports.as_ref()) {
+                    errors.push(error(
+                        Spot::of(&port.referenced),
+                        Some(format!(
+                            "{key}.{}",
+                            if e.port.is_some() { "port" } else { "ports" }
+                        )),
+                        "ICMP has no ports: give none".to_string(),
+                    ));
+                }
+                Some(None)
+            }
             Some(p) => {
                 let protocol = Protocol::from_api(&p.value);
                 if protocol.is_none() {
                     errors.push(error(
                         Spot::of(&p.referenced),
                         Some(format!("{key}.protocol")),
-                        format!("{:?}: expected TCP, UDP or SCTP", p.value),
+                        format!("{:?}: expected TCP, UDP, SCTP or ICMP", p.value),
                     ));
                 }
-                protocol
+                protocol.map(Some)
             }
         };
         let ports = match (&e.port, &e.ports) {
@@ -521,13 +562,14 @@ pub fn parse(file: &str, text: &str) -> Result<RulesFile, RulesErrors> {
 
 /// An endpoint, or the sub-field that is wrong and why.
 fn parse_endpoint(raw: &RawEndpoint) -> Result<Endpoint, (Option<&'static str>, String)> {
-    const FORMS: &str = "workload, namespace, pods, namespaceLabels or cidr";
+    const FORMS: &str = "workload, namespace, pods, namespaceLabels, cidr or node";
     let given = [
         raw.workload.is_some(),
         raw.namespace.is_some(),
         raw.pods.is_some(),
         raw.namespace_labels.is_some(),
         raw.cidr.is_some(),
+        raw.node.is_some(),
     ]
     .iter()
     .filter(|g| **g)
@@ -575,6 +617,12 @@ fn parse_endpoint(raw: &RawEndpoint) -> Result<Endpoint, (Option<&'static str>, 
     if let Some(selector) = &raw.namespace_labels {
         return Ok(Endpoint::NamespaceLabels(labels(selector)));
     }
+    if let Some(node) = &raw.node {
+        if node.is_empty() {
+            return Err((Some("node"), "must not be empty".to_string()));
+        }
+        return Ok(Endpoint::Node(node.clone()));
+    }
     let text = raw.cidr.as_deref().unwrap_or_default();
     let cidr: Cidr = text
         .parse()
@@ -601,8 +649,11 @@ pub struct Violation {
     pub family: Option<Family>,
     /// What the pair allows (for a deny, more than the rule's ports; for an allow, less).
     pub allowed: ConnSet,
-    /// The policies deciding the pair: isolating either end, or allowing ([`Connectivity::causes`]).
+    /// The NetworkPolicies deciding the pair: isolating either end, or allowing
+    /// ([`Connectivity::causes`]).
     pub policies: Vec<ObjectRef>,
+    /// The ClusterNetworkPolicy rules deciding some of its connections, with their action.
+    pub cluster_rules: Vec<TierMatch>,
     /// The two ends have no address family in common: nothing can pass between them, whatever
     /// the policies (which are then not named).
     pub no_shared_family: bool,
@@ -642,6 +693,9 @@ impl Outcome<'_> {
 struct Selected<'a> {
     party: &'a Party,
     shown: Party,
+    /// The only family it is judged over (an external range's, or a prefix's for a node it
+    /// selects); `None`: every family the pair shares.
+    family: Option<Family>,
 }
 
 fn select<'a>(
@@ -667,10 +721,23 @@ fn select<'a>(
                         first: from_u128(cidr.family(), a),
                         last: from_u128(cidr.family(), b),
                     },
+                    family: Some(cidr.family()),
                 });
                 continue;
             }
-            (Party::External { .. }, _) | (Party::Workload(_), Endpoint::Cidr(_)) => false,
+            (Party::Node(n), Endpoint::Cidr(cidr)) => {
+                if n.addresses.iter().any(|ip| cidr.contains(ip)) {
+                    out.push(Selected {
+                        party,
+                        shown: party.clone(),
+                        family: Some(cidr.family()),
+                    });
+                }
+                continue;
+            }
+            (Party::Node(n), Endpoint::Node(name)) => &n.name == name,
+            (Party::External { .. } | Party::Node(_), _)
+            | (Party::Workload(_), Endpoint::Cidr(_) | Endpoint::Node(_)) => false,
             (Party::Workload(w), endpoint) => {
                 let mut pods = lookup
                     .members(party)
@@ -689,7 +756,7 @@ fn select<'a>(
                     Endpoint::NamespaceLabels(selector) => cluster
                         .namespace(&w.namespace)
                         .is_some_and(|n| selector.matches(&n.labels)),
-                    Endpoint::Cidr(_) => false,
+                    Endpoint::Cidr(_) | Endpoint::Node(_) => false,
                 }
             }
         };
@@ -697,6 +764,7 @@ fn select<'a>(
             out.push(Selected {
                 party,
                 shown: party.clone(),
+                family: party.family(),
             });
         }
     }
@@ -721,15 +789,21 @@ fn nothing(endpoint: &Endpoint) -> String {
         Endpoint::Cidr(cidr) => {
             format!("no external address in {cidr} (addresses in the pod CIDRs are pods')")
         }
+        Endpoint::Node(name) => format!("no Node {name} in the input"),
     }
 }
 
 /// Whether `allowed` satisfies the rule.
 fn satisfies(rule: &Expectation, allowed: Option<&ConnSet>) -> bool {
+    let Some(protocol) = rule.protocol else {
+        let icmp = allowed.is_some_and(ConnSet::has_other_protocols);
+        return match rule.kind {
+            ExpectationKind::Allow => icmp,
+            ExpectationKind::Deny => !icmp,
+        };
+    };
     let wanted = PortRanges::range(rule.ports.0, rule.ports.1);
-    let ports = allowed
-        .map(|s| s.protocol(rule.protocol))
-        .unwrap_or_default();
+    let ports = allowed.map(|s| s.protocol(protocol)).unwrap_or_default();
     match rule.kind {
         ExpectationKind::Allow => wanted.difference(&ports).is_empty(),
         ExpectationKind::Deny => wanted.intersection(&ports).is_empty(),
@@ -781,11 +855,11 @@ pub fn check<'r>(
         };
         for a in &froms {
             for b in &tos {
-                if a.party == b.party {
+                if !connectivity.has_pair(a.party, b.party) {
                     continue;
                 }
                 pairs += 1;
-                let families: Vec<Family> = match (a.party.family(), b.party.family()) {
+                let families: Vec<Family> = match (a.family, b.family) {
                     (Some(f), _) | (_, Some(f)) => {
                         let both = lookup.families(a.party).contains(&f)
                             && lookup.families(b.party).contains(&f);
@@ -824,14 +898,15 @@ pub fn check<'r>(
                         continue;
                     }
                     let mut policies: BTreeSet<ObjectRef> = BTreeSet::new();
+                    let mut cluster_rules: Vec<TierMatch> = Vec::new();
                     for f in judged {
-                        policies.extend(
-                            connectivity
-                                .causes(a.party, b.party, f)
-                                .policies()
-                                .into_iter()
-                                .cloned(),
-                        );
+                        let causes = connectivity.causes(a.party, b.party, f);
+                        policies.extend(causes.policies().into_iter().cloned());
+                        for m in causes.cluster_rules {
+                            if !cluster_rules.contains(&m) {
+                                cluster_rules.push(m);
+                            }
+                        }
                     }
                     outcome.violations.push(Violation {
                         from: a.shown.clone(),
@@ -839,6 +914,7 @@ pub fn check<'r>(
                         family,
                         allowed,
                         policies: policies.into_iter().collect(),
+                        cluster_rules,
                         no_shared_family: families.is_empty(),
                     });
                 }
@@ -848,8 +924,8 @@ pub fn check<'r>(
             errors.push(error(
                 rule.spots[0],
                 key.to_string(),
-                "from and to select only the same workload, and a workload with itself is not \
-                 judged"
+                "from and to make no pair: a workload with itself is not judged, nor a workload \
+                 with the side of a node none of its pods is on"
                     .to_string(),
             ));
             continue;
@@ -866,10 +942,15 @@ pub fn check<'r>(
 fn policies_text(v: &Violation) -> String {
     if v.no_shared_family {
         " (no address family in common)".to_string()
-    } else if v.policies.is_empty() {
+    } else if v.policies.is_empty() && v.cluster_rules.is_empty() {
         " (no policy isolates either end)".to_string()
     } else {
-        let names: Vec<String> = v.policies.iter().map(ToString::to_string).collect();
+        let names: Vec<String> = v
+            .policies
+            .iter()
+            .map(ToString::to_string)
+            .chain(v.cluster_rules.iter().map(TierMatch::cause))
+            .collect();
         format!(" (by {})", names.join(", "))
     }
 }
@@ -899,6 +980,7 @@ pub fn to_text(outcomes: &[Outcome<'_>]) -> String {
         // A range is broken by an allow missing one port of it, or a deny allowing one: say so,
         // rather than that the pair allows (or misses) the whole range.
         let quantity = match (o.rule.kind, o.rule.ports.0 == o.rule.ports.1) {
+            _ if o.rule.protocol.is_none() => "",
             (_, true) => "",
             (ExpectationKind::Allow, false) => "all of ",
             (ExpectationKind::Deny, false) => "some of ",
@@ -906,7 +988,7 @@ pub fn to_text(outcomes: &[Outcome<'_>]) -> String {
         out.push_str(&format!(
             "violated: {}: {pairs} {verb} {quantity}{}\n",
             o.rule.name,
-            o.rule.connections()
+            o.rule.traffic()
         ));
         for v in &o.violations {
             let c = v.connection();
@@ -938,10 +1020,12 @@ pub fn to_text(outcomes: &[Outcome<'_>]) -> String {
     out
 }
 
-/// `{"rules": [{"name", "kind", "protocol", "ports": [a, b], "holds", "violation_count",
+/// `{"rules": [{"name", "kind", "protocol", "ports": [a, b] (null for ICMP), "holds", "violation_count",
 /// "violations": [{"from", "to", "all", "allowed", "policies"}]}]}`, each violation the pair's
-/// connection as `connections -o json` writes it, with the policies deciding it (and
-/// `"no_shared_family": true` when the ends have no address family in common).
+/// connection as `connections -o json` writes it, with the NetworkPolicies deciding it, the
+/// ClusterNetworkPolicy rules deciding some of it when there are any (`"cluster_rules"`, see
+/// [`TierMatch::to_json`]), and `"no_shared_family": true` when the ends have no address family
+/// in common.
 pub fn to_json(outcomes: &[Outcome<'_>]) -> Value {
     let rules: Vec<Value> = outcomes
         .iter()
@@ -954,6 +1038,13 @@ pub fn to_json(outcomes: &[Outcome<'_>]) -> Value {
                     let policies: Vec<String> =
                         v.policies.iter().map(ToString::to_string).collect();
                     c["policies"] = json!(policies);
+                    if !v.cluster_rules.is_empty() {
+                        c["cluster_rules"] = json!(v
+                            .cluster_rules
+                            .iter()
+                            .map(TierMatch::to_json)
+                            .collect::<Vec<_>>());
+                    }
                     if v.no_shared_family {
                         c["no_shared_family"] = json!(true);
                     }
@@ -963,8 +1054,8 @@ pub fn to_json(outcomes: &[Outcome<'_>]) -> Value {
             json!({
                 "name": o.rule.name,
                 "kind": o.rule.kind.as_str(),
-                "protocol": o.rule.protocol.as_api(),
-                "ports": [o.rule.ports.0, o.rule.ports.1],
+                "protocol": o.rule.protocol.map_or(ICMP, Protocol::as_api),
+                "ports": o.rule.protocol.map(|_| [o.rule.ports.0, o.rule.ports.1]),
                 "holds": o.holds(),
                 "violation_count": o.violation_count,
                 "violations": violations,

@@ -267,6 +267,12 @@ fn invalid_input_on_either_side_exits_2_with_nothing_on_stdout() {
 fn families(c: &ClusterState, conn: &Connectivity, party: &Party) -> Vec<Family> {
     match party {
         Party::External { first, .. } => vec![Family::of(first)],
+        Party::Node(n) => {
+            let mut families: Vec<Family> = n.addresses.iter().map(Family::of).collect();
+            families.sort();
+            families.dedup();
+            families
+        }
         Party::Workload(_) => {
             let Some(pod) = conn.members(party).first().and_then(|id| c.pod(id)) else {
                 return Vec::new();
@@ -350,7 +356,7 @@ fn external(conn: &Connectivity, workload: &str, ip: IpAddr, outbound: bool) -> 
         Party::External { first, last } => {
             Family::of(first) == Family::of(&ip) && to_u128(first) <= n && n <= to_u128(last)
         }
-        Party::Workload(_) => false,
+        Party::Workload(_) | Party::Node(_) => false,
     }) else {
         return ConnSet::none();
     };
@@ -469,7 +475,7 @@ fn check_agreement(old: &ClusterState, new: &ClusterState) -> Result<(), TestCas
                                         && to_u128(first) <= to_u128(ip)
                                         && to_u128(ip) <= to_u128(last)
                                 }
-                                Party::Workload(_) => false,
+                                Party::Workload(_) | Party::Node(_) => false,
                             }
                     })
                     .map(|(ch, _)| *ch)

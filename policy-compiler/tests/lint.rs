@@ -34,7 +34,7 @@ const EXPECTED: [(usize, usize, &str, &str); 11] = [
 ];
 
 /// Every lint rule's id, in the order of the rules table.
-const RULE_IDS: [&str; 9] = [
+const RULE_IDS: [&str; 13] = [
     "policy-selects-no-pod",
     "peer-matches-nothing",
     "named-port-undeclared",
@@ -44,6 +44,10 @@ const RULE_IDS: [&str; 9] = [
     "egress-blocks-dns",
     "namespace-not-declared",
     "workload-not-isolated",
+    "cluster-policy-priority-tie",
+    "cluster-pass-reaches-nothing",
+    "networks-cover-pod-cidr",
+    "cluster-rule-shadowed",
 ];
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -495,4 +499,113 @@ fn the_rules_are_listed_in_help() {
     for rule in RULE_IDS {
         assert!(help.contains(rule), "{rule} missing from {help}");
     }
+}
+
+#[test]
+fn cluster_policies_get_one_finding_of_each_of_their_rules() {
+    const FILE: &str = "fixtures/lint/cluster-policies/findings.yaml";
+    let out = policyc(&["lint", "fixtures/lint/cluster-policies"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!(
+                "{FILE}:46:7: warning[cluster-policy-priority-tie]: ClusterNetworkPolicy block-ops \
+                 spec.ingress[0] (\"ops\", Deny) and ClusterNetworkPolicy allow-monitoring \
+                 spec.ingress[0] (\"scrape\", Accept) are both in the Admin tier at priority 10, \
+                 and both decide ops/monitor[Pod] => shop/web[Pod] : TCP 9090: equal priorities \
+                 are evaluated by name, so allow-monitoring's Accept wins"
+            ),
+            format!(
+                "{FILE}:59:7: warning[cluster-rule-shadowed]: ClusterNetworkPolicy late-accept \
+                 spec.ingress[0] (\"from-ops\", Accept) decides nothing: every connection it \
+                 matches is decided earlier in the Admin tier by block-ops spec.ingress[0] \
+                 (\"ops\", priority 10)"
+            ),
+            format!(
+                "{FILE}:75:24: warning[networks-cover-pod-cidr]: ClusterNetworkPolicy deny-internet \
+                 spec.egress[0].to[0].networks[0]: 0.0.0.0/0 includes all of the pod CIDR \
+                 10.244.0.0/16: networks match pod addresses, so the rule (Deny) also matches the \
+                 traffic to the pods there, whatever their labels"
+            ),
+            format!(
+                "{FILE}:88:7: note[cluster-pass-reaches-nothing]: ClusterNetworkPolicy \
+                 defer-to-owners spec.ingress[0] (\"defer\") passes its connections on, but no \
+                 NetworkPolicy isolates their pods in that direction and no Baseline rule denies \
+                 any of them: they are all allowed, as an Accept would allow them"
+            ),
+            format!(
+                "{FILE}:101:7: note[cluster-pass-reaches-nothing]: ClusterNetworkPolicy \
+                 baseline-open spec.ingress[0] (\"from-shop\") passes its connections on to the \
+                 default, allow (nothing is evaluated after the Baseline tier): it allows them, as \
+                 an Accept would"
+            ),
+        ]
+    );
+    // SARIF locates them at the same places, under the rules' indexes.
+    let out = policyc(
+        &["lint", "fixtures/lint/cluster-policies", "-o", "sarif"],
+        None,
+    );
+    let sarif = json(&out);
+    check_code_scanning_rules(&sarif);
+    let results: Vec<(String, u64, u64)> = sarif["runs"][0]["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| {
+            let region = &r["locations"][0]["physicalLocation"]["region"];
+            (
+                r["ruleId"].as_str().expect("id").to_string(),
+                region["startLine"].as_u64().expect("line"),
+                region["startColumn"].as_u64().expect("column"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("cluster-policy-priority-tie".to_string(), 46, 7),
+            ("cluster-rule-shadowed".to_string(), 59, 7),
+            ("networks-cover-pod-cidr".to_string(), 75, 24),
+            ("cluster-pass-reaches-nothing".to_string(), 88, 7),
+            ("cluster-pass-reaches-nothing".to_string(), 101, 7),
+        ]
+    );
+    // A network outside the given pod CIDR that holds pods of the input names them; one that
+    // holds neither is clean.
+    let input = |network: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: web, namespace: shop}}\n\
+             spec: {{containers: [{{name: c, image: i}}]}}\n\
+             status: {{phase: Running, podIP: 10.244.0.10}}\n---\n\
+             apiVersion: policy.networking.k8s.io/v1beta1\nkind: ClusterNetworkPolicy\n\
+             metadata: {{name: out}}\nspec:\n  tier: Admin\n  priority: 1\n  subject: \
+             {{namespaces: {{}}}}\n  egress:\n  - action: Deny\n    to: [{{networks: \
+             [\"{network}\"]}}]\n"
+        )
+    };
+    let lint = |network: &str| {
+        let out = policyc(
+            &["lint", "-", "--pod-cidr", "10.96.0.0/16", "-o", "json"],
+            Some(&input(network)),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        json(&out)["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .filter(|f| f["rule"] == "networks-cover-pod-cidr")
+            .map(|f| f["message"].as_str().expect("message").to_string())
+            .collect::<Vec<String>>()
+    };
+    assert_eq!(
+        lint("10.244.0.0/24"),
+        ["ClusterNetworkPolicy out spec.egress[0].to[0].networks[0]: 10.244.0.0/24 includes the \
+          address of pod shop/web: networks match pod addresses, so the rule (Deny) also matches \
+          the traffic to the pods there, whatever their labels"]
+    );
+    assert!(lint("192.0.2.0/24").is_empty());
 }

@@ -121,9 +121,9 @@ fn invalid_rules_and_input_exit_2_with_nothing_on_stdout() {
         ),
         (
             "protocol",
-            "rules:\n- name: icmp\n  deny:\n    from: {namespace: frontend}\n    to: {namespace: db}\n    protocol: ICMP\n",
-            "rules.yaml:6:15: rules[0] (\"icmp\"): field deny.protocol: \"ICMP\": expected TCP, \
-             UDP or SCTP",
+            "rules:\n- name: gre\n  deny:\n    from: {namespace: frontend}\n    to: {namespace: db}\n    protocol: GRE\n",
+            "rules.yaml:6:15: rules[0] (\"gre\"): field deny.protocol: \"GRE\": expected TCP, \
+             UDP, SCTP or ICMP",
         ),
     ];
     for (name, body, message) in cases {

@@ -28,12 +28,12 @@ fn rule_reason(check: &RuleCheck, direction: Direction) -> String {
     }
 }
 
-/// The walk through the tiers, when a ClusterNetworkPolicy rule matched: `[Admin] a egress[2]
-/// "scrape" Pass -> [NetworkPolicy] x/deny-all: no rule allows it`.
-fn tier_path(d: &DirectionVerdict) -> Option<String> {
-    if d.tiers.is_empty() {
-        return None;
-    }
+/// The walk through the tiers of a direction of a pod, for a cluster with ClusterNetworkPolicies:
+/// the Admin rule that matched, the NetworkPolicies that decided, the Baseline rule that matched,
+/// the default, then the verdict: `[Admin] allow-monitoring egress[2] "scrape" Pass ->
+/// [NetworkPolicy] x/deny-all: no rule allows -> denied`. Tiers in which no rule matched are
+/// left out.
+fn walkthrough(d: &DirectionVerdict) -> String {
     let mut steps: Vec<String> = Vec::new();
     let mut tiers = d.tiers.iter();
     let admin = d.tiers.first().filter(|m| m.rule.tier == Tier::Admin);
@@ -44,9 +44,9 @@ fn tier_path(d: &DirectionVerdict) -> Option<String> {
     if let Decision::NetworkPolicy(allowed) = d.decision {
         let names: Vec<String> = d.isolated_by.iter().map(|p| p.to_string()).collect();
         let how = match d.allowed_by().next() {
-            Some(rule) => format!("{rule} allows it"),
+            Some(rule) => format!("{rule} allows"),
             None if allowed => "its own node is always allowed".to_string(),
-            None => "no rule allows it".to_string(),
+            None => "no rule allows".to_string(),
         };
         steps.push(format!("[NetworkPolicy] {}: {how}", names.join(", ")));
     }
@@ -54,12 +54,13 @@ fn tier_path(d: &DirectionVerdict) -> Option<String> {
         steps.push(format!("{} {}", m.rule, m.action.as_api()));
     }
     if d.decision == Decision::Default {
-        steps.push("[default] allowed".to_string());
+        steps.push("[default] allow".to_string());
     }
-    Some(steps.join(" -> "))
+    steps.push(if d.allowed() { "allowed" } else { "denied" }.to_string());
+    steps.join(" -> ")
 }
 
-fn write_direction(out: &mut String, d: &DirectionVerdict) {
+fn write_direction(out: &mut String, d: &DirectionVerdict, tiers: bool) {
     let (label, role) = match d.direction {
         Direction::Egress => ("egress", "source"),
         Direction::Ingress => ("ingress", "destination"),
@@ -71,27 +72,27 @@ fn write_direction(out: &mut String, d: &DirectionVerdict) {
         );
         return;
     };
-    if let Some(path) = tier_path(d) {
-        let word = if d.allowed() { "allowed" } else { "denied" };
-        let _ = writeln!(out, "  {label}: {word}: {path}");
+    if tiers {
+        // The walkthrough names the isolating policies; their rules follow when they decided.
+        let _ = writeln!(out, "  {label}: {}", walkthrough(d));
         if !matches!(d.decision, Decision::NetworkPolicy(_)) {
             return;
         }
-    }
-    if d.isolated_by.is_empty() {
+    } else if d.isolated_by.is_empty() {
         let _ = writeln!(
             out,
             "  {label}: allowed: no policy selects {pod} for {label} (default allow)"
         );
         return;
+    } else {
+        let names: Vec<String> = d.isolated_by.iter().map(|p| p.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "  {label}: {}: {pod} is isolated for {label} by {}",
+            if d.allowed() { "allowed" } else { "denied" },
+            names.join(", ")
+        );
     }
-    let names: Vec<String> = d.isolated_by.iter().map(|p| p.to_string()).collect();
-    let _ = writeln!(
-        out,
-        "  {label}: {}: {pod} is isolated for {label} by {}",
-        if d.allowed() { "allowed" } else { "denied" },
-        names.join(", ")
-    );
     if d.rules.is_empty() {
         let _ = writeln!(
             out,
@@ -139,11 +140,11 @@ pub fn explain_text(v: &ConnectionVerdict) -> String {
             out,
             "  to its own node: NetworkPolicy allows it; ClusterNetworkPolicy egress rules judge it"
         );
-        write_direction(&mut out, &v.egress);
+        write_direction(&mut out, &v.egress, v.cluster_policies);
         return out;
     }
-    write_direction(&mut out, &v.egress);
-    write_direction(&mut out, &v.ingress);
+    write_direction(&mut out, &v.egress, v.cluster_policies);
+    write_direction(&mut out, &v.ingress, v.cluster_policies);
     out
 }
 
@@ -175,24 +176,19 @@ fn decision_name(d: Decision) -> &'static str {
     }
 }
 
-/// The direction's tiers, for a cluster with ClusterNetworkPolicies.
+/// The direction's tiers, for a cluster with ClusterNetworkPolicies: the decision, the rules
+/// that matched ([`super::TierMatch::to_json`]), and the walkthrough as the text prints it (for
+/// a direction that is no pod's, `null`: no policy applies).
 fn tiers_json(d: &DirectionVerdict) -> serde_json::Value {
     json!({
         "decision": decision_name(d.decision),
-        "matched": d.tiers.iter().map(|m| json!({
-            "rule": m.rule.to_string(),
-            "tier": m.rule.tier.as_api(),
-            "policy": m.rule.policy,
-            "priority": m.rule.priority,
-            "index": m.rule.index,
-            "name": m.rule.name,
-            "action": m.action.as_api(),
-        })).collect::<Vec<_>>(),
+        "matched": d.tiers.iter().map(super::TierMatch::to_json).collect::<Vec<_>>(),
+        "walkthrough": d.pod.as_ref().map(|_| walkthrough(d)),
     })
 }
 
 /// The explanation as JSON. In a cluster with ClusterNetworkPolicies each direction also has
-/// `tiers`: the decision and the rules that matched.
+/// `tiers`: the decision, the rules that matched and the walkthrough.
 pub fn explain_json(v: &ConnectionVerdict) -> serde_json::Value {
     let mut j = json!({
         "from": v.from,

@@ -1,6 +1,7 @@
-//! The connectivity graph (`policyc graph`, `policyc connections -o dot`): workloads and external
-//! ranges as nodes, grouped by namespace, and an edge per allowed connection labelled with what it
-//! allows; written as Graphviz DOT or as a Mermaid flowchart for markdown comments.
+//! The connectivity graph (`policyc graph`, `policyc connections -o dot`): workloads, external
+//! ranges and Kubernetes Nodes as nodes, workloads grouped by namespace, and an edge per allowed
+//! connection labelled with what it allows; written as Graphviz DOT or as a Mermaid flowchart for
+//! markdown comments.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -46,13 +47,13 @@ impl Graph {
         self.graph.edge_count()
     }
 
-    /// Nodes grouped: by namespace for workloads, one group for external ranges (`None`).
+    /// Nodes grouped: by namespace for workloads, one group for external ranges and Nodes (`None`).
     fn groups(&self) -> BTreeMap<Option<String>, Vec<NodeIndex>> {
         let mut groups: BTreeMap<Option<String>, Vec<NodeIndex>> = BTreeMap::new();
         for i in self.graph.node_indices() {
             let group = match &self.graph[i] {
                 Party::Workload(w) => Some(w.namespace.clone()),
-                Party::External { .. } => None,
+                Party::External { .. } | Party::Node(_) => None,
             };
             groups.entry(group).or_default().push(i);
         }
@@ -94,6 +95,7 @@ pub fn to_dot(g: &Graph) -> String {
             let party = &g.graph[i];
             let shape = match party {
                 Party::External { .. } => ", shape=ellipse",
+                Party::Node(_) => ", shape=box3d",
                 Party::Workload(_) => "",
             };
             out.push_str(&format!(
@@ -149,6 +151,7 @@ pub fn to_mermaid(g: &Graph) -> String {
             let party = &g.graph[i];
             let (open, close) = match party {
                 Party::External { .. } => ("([", "])"),
+                Party::Node(_) => ("[[", "]]"),
                 Party::Workload(_) => ("[", "]"),
             };
             out.push_str(&format!(

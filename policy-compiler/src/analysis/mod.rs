@@ -131,6 +131,41 @@ pub struct TierMatch {
     pub action: Action,
 }
 
+impl TierMatch {
+    /// The rule, its priority and its action, as the reports name what decides a connection:
+    /// `[Admin] allow-monitoring (priority 10) egress[2] "scrape" Pass`.
+    pub fn cause(&self) -> String {
+        let r = &self.rule;
+        let mut text = format!(
+            "[{}] {} (priority {}) {}[{}]",
+            r.tier.as_api(),
+            r.policy,
+            r.priority,
+            r.direction,
+            r.index
+        );
+        if let Some(name) = &r.name {
+            text.push_str(&format!(" {name:?}"));
+        }
+        format!("{text} {}", self.action.as_api())
+    }
+
+    /// `{"rule", "tier", "policy", "priority", "direction", "index", "name", "action"}`, `rule`
+    /// as [`ClusterRuleRef`] prints it and `name` null for a rule without one.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "rule": self.rule.to_string(),
+            "tier": self.rule.tier.as_api(),
+            "policy": self.rule.policy,
+            "priority": self.rule.priority,
+            "direction": self.rule.direction.as_str(),
+            "index": self.rule.index,
+            "name": self.rule.name,
+            "action": self.action.as_api(),
+        })
+    }
+}
+
 /// What decided one direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {

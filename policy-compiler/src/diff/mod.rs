@@ -20,11 +20,13 @@
 //! whose rules let something through for the pair, and those isolating an end in a direction in
 //! which that end is isolated in one version and not in the other (a policy that isolates an end
 //! other policies isolate in both versions changes nothing for the pair, and is not named; nor is
-//! one that only isolates a workload present in one version, which is itself the cause). Then
-//! the ends of the pair that are workloads which changed: present in one version only, pods with
-//! other labels, addresses or ports, or a namespace with other labels. When no policy changed
-//! (a workload's labels did), the workloads are the cause; a pair cannot change without one or
-//! the other.
+//! one that only isolates a workload present in one version, which is itself the cause). The
+//! ClusterNetworkPolicies that differ are named by their rules that decide some of the pair's
+//! connections in either version. Then the ends of the pair that are workloads which changed:
+//! present in one version only, pods with other labels, addresses or ports, or a namespace with
+//! other labels; and the ends that are Nodes which changed (labels or addresses). When no policy
+//! changed (a workload's labels did), the workloads or nodes are the cause; a pair cannot change
+//! without one or the other.
 
 mod report;
 
@@ -33,6 +35,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 pub use report::{to_json, to_markdown, to_text, NodeTransaction, MARKDOWN_ROWS};
 
 use crate::analysis::connectivity::{ConnSet, Connection, Connectivity, Lookup, Party};
+use crate::analysis::TierMatch;
 use crate::cidr::{from_u128, max_u128, to_u128, Family};
 use crate::cluster::ClusterState;
 use crate::model::{Direction, ObjectRef, WorkloadRef};
@@ -81,10 +84,16 @@ pub struct Change {
     pub before: ConnSet,
     /// What is allowed now (empty for a removed pair).
     pub after: ConnSet,
-    /// The policies that changed among those deciding the pair, in either version, sorted.
+    /// The NetworkPolicies that changed among those deciding the pair, in either version,
+    /// sorted.
     pub policies: Vec<ObjectRef>,
+    /// The rules of the ClusterNetworkPolicies that changed that decide some of the pair's
+    /// connections, in either version (the old version's first), with their action.
+    pub cluster_rules: Vec<TierMatch>,
     /// The ends of the pair that are workloads which changed, sorted.
     pub workloads: Vec<WorkloadRef>,
+    /// The ends of the pair that are Nodes which changed (labels or addresses), sorted.
+    pub nodes: Vec<String>,
 }
 
 impl Change {
@@ -193,10 +202,30 @@ pub fn diff(old: Version<'_>, new: Version<'_>) -> Diff {
     }
 
     let policies_changed = changed_policies(old.cluster, new.cluster);
+    let cluster_policies_changed: HashSet<&str> = old
+        .cluster
+        .cluster_policies()
+        .keys()
+        .chain(new.cluster.cluster_policies().keys())
+        .filter(|name| old.cluster.cluster_policy(name) != new.cluster.cluster_policy(name))
+        .map(String::as_str)
+        .collect();
     let mut workload_changed: HashMap<WorkloadRef, bool> = HashMap::new();
     let mut out = Diff::default();
     for f in found {
         let policies = causing_policies(&sides, &f, &policies_changed);
+        let cluster_rules = causing_cluster_rules(&sides, &f, &cluster_policies_changed);
+        let mut nodes: Vec<String> = [&f.from, &f.to]
+            .into_iter()
+            .filter_map(|end| match end {
+                Party::Node(n) if old.cluster.node(&n.name) != new.cluster.node(&n.name) => {
+                    Some(n.name.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        nodes.sort();
+        nodes.dedup();
         let mut workloads: Vec<WorkloadRef> = Vec::new();
         for end in [&f.from, &f.to] {
             let Party::Workload(w) = end else { continue };
@@ -215,7 +244,9 @@ pub fn diff(old: Version<'_>, new: Version<'_>) -> Diff {
             before: f.before.cloned().unwrap_or_default(),
             after: f.after.cloned().unwrap_or_default(),
             policies,
+            cluster_rules,
             workloads,
+            nodes,
         };
         match change.kind() {
             ChangeKind::Added => out.added.push(change),
@@ -233,7 +264,7 @@ pub fn diff(old: Version<'_>, new: Version<'_>) -> Diff {
             .iter()
             .filter_map(|p| match p {
                 Party::Workload(w) => Some(w.clone()),
-                Party::External { .. } => None,
+                Party::External { .. } | Party::Node(_) => None,
             })
             .collect()
     };
@@ -291,6 +322,33 @@ fn causing_policies(
     out.into_iter().collect()
 }
 
+/// The rules of changed ClusterNetworkPolicies that decide some of the pair's connections in
+/// either version.
+fn causing_cluster_rules(
+    sides: &[Side<'_>; 2],
+    found: &Found<'_>,
+    changed: &HashSet<&str>,
+) -> Vec<TierMatch> {
+    let mut out: Vec<TierMatch> = Vec::new();
+    for (side, pairs) in sides.iter().zip(&found.pairs) {
+        for (a, b) in pairs {
+            for family in &found.families {
+                for m in side
+                    .version
+                    .connectivity
+                    .causes(a, b, *family)
+                    .cluster_rules
+                {
+                    if changed.contains(m.rule.policy.as_str()) && !out.contains(&m) {
+                        out.push(m);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Policies added, removed or edited.
 fn changed_policies(old: &ClusterState, new: &ClusterState) -> HashSet<ObjectRef> {
     old.policies()
@@ -328,12 +386,13 @@ fn workload_differs<'a>(sides: &'a [Side<'a>; 2], party: &Party) -> bool {
     seen(&sides[0]) != seen(&sides[1])
 }
 
-/// Pairs of workloads whose connections differ.
+/// Pairs of workloads, and of workloads and nodes, whose connections differ.
 fn workload_pairs<'a>(sides: &'a [Side<'a>; 2]) -> Vec<Found<'a>> {
     let mut pairs: HashSet<(&Party, &Party)> = HashSet::new();
     for side in sides {
         for c in side.version.connectivity.connections() {
-            if matches!((c.from, c.to), (Party::Workload(_), Party::Workload(_))) {
+            let external = |p: &Party| matches!(p, Party::External { .. });
+            if !external(c.from) && !external(c.to) {
                 pairs.insert((c.from, c.to));
             }
         }

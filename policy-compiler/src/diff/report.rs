@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 
 use super::{Change, ChangeKind, Diff};
 use crate::analysis::connectivity::report::{allowed_text, connection_json, family_suffix};
+use crate::analysis::TierMatch;
 
 /// The nft transaction a node's agent would apply to go from the old ruleset to the new one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,10 +25,13 @@ const KINDS: [(ChangeKind, &str); 3] = [
     (ChangeKind::Changed, "changed"),
 ];
 
-/// `shop/allow-web, workload shop/web[Deployment]`: what causes a change.
+/// `shop/allow-web, [Admin] deny-metadata (priority 5) egress[0] Deny, workload
+/// shop/web[Deployment], node node-1`: what causes a change.
 fn causes(change: &Change) -> String {
     let mut parts: Vec<String> = change.policies.iter().map(ToString::to_string).collect();
+    parts.extend(change.cluster_rules.iter().map(TierMatch::cause));
     parts.extend(change.workloads.iter().map(|w| format!("workload {w}")));
+    parts.extend(change.nodes.iter().map(|n| format!("node {n}")));
     parts.join(", ")
 }
 
@@ -196,7 +200,8 @@ pub fn to_markdown(diff: &Diff, transaction: Option<&NodeTransaction>) -> String
 
 /// A change as JSON: the connection as `connections -o json` writes it (the current one for an
 /// added pair, the former one for a removed pair; `before` and `after` for a changed pair), with
-/// `"policies"` and, when an end changed, `"workloads"`.
+/// `"policies"`, `"cluster_rules"` when changed ClusterNetworkPolicies decide it (see
+/// [`TierMatch::to_json`]), and, when an end changed, `"workloads"` or `"nodes"`.
 fn change_json(change: &Change) -> Value {
     let mut v = match change.kind() {
         ChangeKind::Added => connection_json(&change.after()),
@@ -216,9 +221,20 @@ fn change_json(change: &Change) -> Value {
     };
     let policies: Vec<String> = change.policies.iter().map(ToString::to_string).collect();
     v["policies"] = json!(policies);
+    if !change.cluster_rules.is_empty() {
+        let rules: Vec<Value> = change
+            .cluster_rules
+            .iter()
+            .map(TierMatch::to_json)
+            .collect();
+        v["cluster_rules"] = json!(rules);
+    }
     if !change.workloads.is_empty() {
         let workloads: Vec<String> = change.workloads.iter().map(ToString::to_string).collect();
         v["workloads"] = json!(workloads);
+    }
+    if !change.nodes.is_empty() {
+        v["nodes"] = json!(change.nodes);
     }
     v
 }
@@ -257,7 +273,9 @@ mod tests {
             before: ConnSet::none(),
             after: ConnSet::ports(Protocol::Tcp, PortRanges::range(5432, 5432)),
             policies: vec![ObjectRef::new("b", "db")],
+            cluster_rules: vec![],
             workloads: vec![],
+            nodes: vec![],
         }
     }
 

@@ -7,7 +7,7 @@ use crate::cluster::ClusterState;
 use crate::input::Location;
 use crate::model::{
     Direction, IpBlock, Namespace, NamespaceScope, ObjectRef, Peer, Pod, PodPeer, Policy,
-    PolicyPort, PortSpec, Protocol, Rule, WorkloadRef, NAMESPACE_NAME_LABEL,
+    PolicyPort, PortSpec, Protocol, Rule, Subject, WorkloadRef, NAMESPACE_NAME_LABEL,
 };
 use crate::object::Kind;
 use crate::selector::{LabelSelector, Labels, Requirement};
@@ -25,7 +25,7 @@ pub const BUILTIN_NAMESPACES: [&str; 4] =
     ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// How many names a message lists before "and N more".
-const LISTED: usize = 3;
+pub(super) const LISTED: usize = 3;
 
 /// A finding about an object, before it is located in the source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -631,15 +631,31 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// `workload-not-isolated`: workloads none of whose pods any policy isolates. The finding is
-    /// on the workload's object, or on its first pod when the input has only its pods (a dump).
+    /// Whether a ClusterNetworkPolicy with rules selects the pods of a namespace with `labels`.
+    fn cluster_policy_selects(&self, namespace: &str, labels: &Labels) -> bool {
+        let Some(ns) = self.cluster.namespace(namespace) else {
+            return false;
+        };
+        self.cluster.cluster_policies().values().any(|c| {
+            let selected = match &c.subject {
+                Subject::Namespaces(s) => s.matches(&ns.labels),
+                Subject::Pods(p) => p.namespaces.matches(&ns.labels) && p.pods.matches(labels),
+            };
+            selected && !(c.ingress.is_empty() && c.egress.is_empty())
+        })
+    }
+
+    /// `workload-not-isolated`: workloads none of whose pods any policy isolates (nor any
+    /// ClusterNetworkPolicy with rules selects). The finding is on the workload's object, or on
+    /// its first pod when the input has only its pods (a dump).
     fn workloads_not_isolated(&self, out: &mut Vec<Draft>) {
         // Each workload's pods, and whether a policy isolates any of them.
         let mut by_workload: BTreeMap<WorkloadRef, (Vec<&Pod>, bool)> = BTreeMap::new();
         for class in &self.classes {
             let isolated = self
                 .selecting(class.namespace, class.labels)
-                .any(|p| p.isolates_ingress || p.isolates_egress);
+                .any(|p| p.isolates_ingress || p.isolates_egress)
+                || self.cluster_policy_selects(class.namespace, class.labels);
             for pod in &class.pods {
                 let entry = by_workload.entry(pod.workload_ref()).or_default();
                 entry.0.push(pod);
@@ -677,14 +693,14 @@ impl<'a> Checker<'a> {
 
 /// How much of a pod CIDR an ipBlock includes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Overlap {
+pub(super) enum Overlap {
     None,
     Part,
     All,
 }
 
 /// The part of `range` that `block` (its cidr minus its excepts) includes, exactly.
-fn pod_addresses_in(block: &IpBlock, range: &Cidr) -> Overlap {
+pub(super) fn pod_addresses_in(block: &IpBlock, range: &Cidr) -> Overlap {
     // Prefixes are nested or disjoint: the intersection is the smaller one, or nothing.
     let inside = if block.cidr.covers(range) {
         *range
@@ -830,7 +846,7 @@ fn workloads(pods: &[&Pod]) -> String {
 }
 
 /// `a, b, c and 4 more`.
-fn list(items: impl IntoIterator<Item = String>, max: usize) -> String {
+pub(super) fn list(items: impl IntoIterator<Item = String>, max: usize) -> String {
     let items: Vec<String> = items.into_iter().collect();
     if items.len() <= max {
         return items.join(", ");

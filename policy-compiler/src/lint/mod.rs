@@ -21,8 +21,15 @@
 //!   seldom in the input).
 //! - `namespace-not-declared` runs only when the input declares some Namespace, and leaves out
 //!   the namespaces every cluster has ([`BUILTIN_NAMESPACES`]).
+//! - The ClusterNetworkPolicy rules but `networks-cover-pod-cidr` (`cluster-rule-shadowed`,
+//!   `cluster-pass-reaches-nothing`, `cluster-policy-priority-tie`) judge what each rule does
+//!   over the input, exactly: every pod its policy selects with every pod, external range and
+//!   node of the input ([`crate::analysis::connectivity::ClusterRuleEffects`]). Another set of
+//!   pods or nodes may give other findings; a rule that matches nothing of the input is not
+//!   judged.
 
 mod checks;
+mod cluster_checks;
 pub mod report;
 mod rules;
 
@@ -37,9 +44,10 @@ use crate::workload::PodCidrs;
 
 pub use checks::BUILTIN_NAMESPACES;
 pub use rules::{
-    Rule, Severity, EGRESS_BLOCKS_DNS, IPBLOCK_COVERS_POD_CIDR, NAMED_PORT_UNDECLARED,
-    NAMESPACE_NOT_DECLARED, PEER_MATCHES_NOTHING, POLICY_SELECTS_NO_POD, RULES, RULE_DUPLICATE,
-    RULE_SHADOWED, WORKLOAD_NOT_ISOLATED,
+    Rule, Severity, CLUSTER_PASS_REACHES_NOTHING, CLUSTER_POLICY_PRIORITY_TIE,
+    CLUSTER_RULE_SHADOWED, EGRESS_BLOCKS_DNS, IPBLOCK_COVERS_POD_CIDR, NAMED_PORT_UNDECLARED,
+    NAMESPACE_NOT_DECLARED, NETWORKS_COVER_POD_CIDR, PEER_MATCHES_NOTHING, POLICY_SELECTS_NO_POD,
+    RULES, RULE_DUPLICATE, RULE_SHADOWED, WORKLOAD_NOT_ISOLATED,
 };
 
 /// What lint reads.
@@ -95,7 +103,8 @@ impl Finding {
 
 /// Runs every rule; the findings are sorted by file, line and column (then rule and message).
 pub fn lint(input: &LintInput<'_>) -> Vec<Finding> {
-    let drafts = checks::run(input);
+    let mut drafts = checks::run(input);
+    drafts.extend(cluster_checks::run(input));
     let mut slots: BTreeMap<&str, BTreeSet<ObjectSlot>> = BTreeMap::new();
     for draft in &drafts {
         if let Some(location) = input.locations.get(&(draft.kind, draft.object.clone())) {

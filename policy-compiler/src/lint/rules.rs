@@ -169,13 +169,80 @@ pub static WORKLOAD_NOT_ISOLATED: Rule = Rule {
     summary: "A workload that no policy isolates in either direction.",
     description: "A pod that no policy selects accepts connections from anywhere and opens \
         connections to anywhere. That may be intended; a default-deny policy in its namespace \
-        makes the allowed connections explicit.",
+        makes the allowed connections explicit. Pods that a ClusterNetworkPolicy with rules \
+        selects are not reported.",
     help: "Add a policy selecting the workload's pods, or a default-deny policy for the namespace \
         (`podSelector: {}` with `policyTypes: [Ingress, Egress]`) and allow what it needs.",
 };
 
+/// `cluster-policy-priority-tie`.
+pub static CLUSTER_POLICY_PRIORITY_TIE: Rule = Rule {
+    id: "cluster-policy-priority-tie",
+    name: "ClusterPolicyPriorityTie",
+    severity: Severity::Warning,
+    summary: "ClusterNetworkPolicies of one tier and priority whose rules decide a connection \
+        differently.",
+    description: "Within a tier, ClusterNetworkPolicies are evaluated by priority, and the API \
+        leaves the order of equal priorities to the implementation; nftpolicy evaluates them by \
+        name. When a rule of each of two such policies would decide the same connection of a pod \
+        both select (each the first rule of its policy to match it, the connection decided by no \
+        policy of higher priority) with different actions, the name decides which wins, and \
+        another implementation may decide otherwise. Reported at the rule of the policy that \
+        loses, naming an example connection.",
+    help: "Give the policies different priorities, in the order meant, or make their rules \
+        agree on the connections they share.",
+};
+
+/// `cluster-pass-reaches-nothing`.
+pub static CLUSTER_PASS_REACHES_NOTHING: Rule = Rule {
+    id: "cluster-pass-reaches-nothing",
+    name: "ClusterPassReachesNothing",
+    severity: Severity::Note,
+    summary: "A ClusterNetworkPolicy Pass that allows everything it passes, as an Accept would.",
+    description: "A Pass hands connections on: from the Admin tier to the NetworkPolicies and \
+        the Baseline tier, from the Baseline tier to the default, allow. An Admin Pass reaches \
+        nothing when, for every connection it decides, no NetworkPolicy isolates the pod in that \
+        direction and no Baseline rule denies the connection: all of it is allowed, as by \
+        Accept, and the NetworkPolicies it defers to do not exist (yet). A Pass in the Baseline \
+        tier always allows what it decides: nothing is evaluated after the Baseline tier.",
+    help: "Write Accept if allowing is meant; if the Pass defers to namespace owners, their \
+        NetworkPolicies are missing from the input (lint them together).",
+};
+
+/// `networks-cover-pod-cidr`.
+pub static NETWORKS_COVER_POD_CIDR: Rule = Rule {
+    id: "networks-cover-pod-cidr",
+    name: "NetworksCoverPodCidr",
+    severity: Severity::Warning,
+    summary: "A ClusterNetworkPolicy `networks` entry that includes pod addresses.",
+    description: "`networks` match addresses, pod addresses included: `0.0.0.0/0` is the \
+        internet and every pod of the cluster. A network that includes all or part of the pod \
+        CIDR, or the address of a pod of the input, makes the rule match the traffic to those \
+        pods too, whatever their labels, which is rarely meant for a rule about the outside.",
+    help: "Put a rule for the pods first (a `namespaces` or `pods` peer: it decides them before \
+        the network rule), or use networks that leave the pod CIDR out. Give the cluster's real \
+        pod CIDR with `--pod-cidr`.",
+};
+
+/// `cluster-rule-shadowed`.
+pub static CLUSTER_RULE_SHADOWED: Rule = Rule {
+    id: "cluster-rule-shadowed",
+    name: "ClusterRuleShadowed",
+    severity: Severity::Warning,
+    summary:
+        "A ClusterNetworkPolicy rule that decides nothing: earlier rules decide all it matches.",
+    description: "The first rule of a tier that matches a connection decides it. A rule that \
+        matches connections of the pods its policy selects, every one of which a rule before it \
+        decides (of a policy of higher priority, of equal priority and an earlier name, or \
+        earlier in its own policy), never decides anything; nor does a Baseline rule all of whose \
+        connections NetworkPolicies decide (the Baseline tier is only for pods no NetworkPolicy \
+        isolates). Judged over the pods, ranges and nodes of the input.",
+    help: "Delete the rule, move it before the rules that cover it (a lower priority value, or \
+        earlier in its policy), or narrow those.",
+};
+
 /// Every rule, in the order of SARIF's `rules` (a result's `ruleIndex` is an index here).
-pub static RULES: [&Rule; 9] = [
+pub static RULES: [&Rule; 13] = [
     &POLICY_SELECTS_NO_POD,
     &PEER_MATCHES_NOTHING,
     &NAMED_PORT_UNDECLARED,
@@ -185,6 +252,10 @@ pub static RULES: [&Rule; 9] = [
     &EGRESS_BLOCKS_DNS,
     &NAMESPACE_NOT_DECLARED,
     &WORKLOAD_NOT_ISOLATED,
+    &CLUSTER_POLICY_PRIORITY_TIE,
+    &CLUSTER_PASS_REACHES_NOTHING,
+    &NETWORKS_COVER_POD_CIDR,
+    &CLUSTER_RULE_SHADOWED,
 ];
 
 impl Rule {

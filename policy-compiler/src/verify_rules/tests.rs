@@ -306,8 +306,9 @@ fn selectors_that_match_nothing_are_errors() {
              address in 10.244.0.0/16 (addresses in the pod CIDRs are pods')",
             "rules.yaml:9:9: rules[1] (\"inside the pods\"): field deny.to: no workload in a \
              namespace with these labels",
-            "rules.yaml:10:3: rules[2] (\"itself\"): field deny: from and to select only the \
-             same workload, and a workload with itself is not judged",
+            "rules.yaml:10:3: rules[2] (\"itself\"): field deny: from and to make no pair: a \
+             workload with itself is not judged, nor a workload with the side of a node none of \
+             its pods is on",
         ]
     );
 }
@@ -384,13 +385,13 @@ rules:
             "rules.yaml:4:11: rules[0] (\"a\"): field allow.from.workload: \"x\": expected \
              namespace/name[Kind] or namespace/name",
             "rules.yaml:5:9: rules[0] (\"a\"): field allow.to: give exactly one of workload, \
-             namespace, pods, namespaceLabels or cidr (found 2)",
+             namespace, pods, namespaceLabels, cidr or node (found 2)",
             "rules.yaml:6:11: rules[0] (\"a\"): field allow.port: 0: expected a port 1-65535 \
              (8080) or an inclusive range (8080-8090)",
-            "rules.yaml:7:15: rules[0] (\"a\"): field allow.protocol: \"tcp\": expected TCP, UDP \
-             or SCTP",
-            "rules.yaml:11:9: rules[1] (\"b\"): field deny.to: from and to are both cidr: \
-             connections between external addresses are not judged",
+            "rules.yaml:7:15: rules[0] (\"a\"): field allow.protocol: \"tcp\": expected TCP, UDP, \
+             SCTP or ICMP",
+            "rules.yaml:11:9: rules[1] (\"b\"): field deny.to: from and to are both cidr or \
+             node: connections between addresses outside the pods are not judged",
             "rules.yaml:13:12: rules[1] (\"b\"): field deny.ports: give port or ports, not both",
             "rules.yaml:14:3: rules[2] (\"c\"): give one of allow or deny",
             "rules.yaml:17:9: rules[3] (\"d\"): field deny: give one of allow or deny, not both",
@@ -446,5 +447,32 @@ violated: frontend reaches postgres: 1 pair does not allow TCP 5432
   shop/frontend[Deployment] => db/postgres[StatefulSet] : No Connections (by db/postgres)
 4 of 4 rules violated
 "
+    );
+}
+
+#[test]
+fn icmp_takes_no_port() {
+    let file = rules(
+        "  - name: ping
+    deny:
+      from: {namespace: shop}
+      to: {cidr: 0.0.0.0/0}
+      protocol: ICMP
+",
+    );
+    assert_eq!(file.rules[0].protocol, None);
+    assert_eq!(file.rules[0].traffic(), "ICMP");
+    assert_eq!(
+        parse_error(
+            "rules:
+  - name: ping
+    deny:
+      from: {namespace: shop}
+      to: {cidr: 0.0.0.0/0}
+      protocol: ICMP
+      port: 8
+"
+        ),
+        ["rules.yaml:7:13: rules[0] (\"ping\"): field deny.port: ICMP has no ports: give none"]
     );
 }

@@ -1,10 +1,10 @@
-//! Sets of connections: every protocol and port, or port ranges per protocol.
+//! Sets of connections: port ranges per protocol (TCP, UDP, SCTP) and the other protocols.
 
 use std::fmt;
 
 use serde_json::{json, Value};
 
-use crate::model::{PolicyPort, PortSpec, Protocol};
+use crate::model::{ClusterPort, PolicyPort, PortSpec, Protocol};
 
 /// Inclusive port ranges, sorted, disjoint and not adjacent (merged).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -120,13 +120,15 @@ impl fmt::Display for PortRanges {
     }
 }
 
-/// A set of connections: `all` (every protocol, ICMP included, every port), or port ranges of
-/// TCP, UDP and SCTP.
+/// A set of connections: port ranges of TCP, UDP and SCTP, and whether every other IP protocol
+/// (ICMP, ICMPv6 and any protocol without ports, called "other protocols") is in. Rules without
+/// ports allow everything, other protocols included; rules with ports allow only their ports.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnSet {
-    all: bool,
-    /// Per protocol, in [`Protocol::ALL`] order; empty when `all`.
+    /// Per protocol, in [`Protocol::ALL`] order.
     ports: [PortRanges; 3],
+    /// Every IP protocol but TCP, UDP and SCTP.
+    other: bool,
 }
 
 fn slot(p: Protocol) -> usize {
@@ -143,11 +145,11 @@ impl ConnSet {
         Self::default()
     }
 
-    /// Everything.
+    /// Everything: every port of TCP, UDP and SCTP, and every other protocol.
     pub fn all() -> Self {
         Self {
-            all: true,
-            ports: Default::default(),
+            ports: [PortRanges::full(), PortRanges::full(), PortRanges::full()],
+            other: true,
         }
     }
 
@@ -158,59 +160,75 @@ impl ConnSet {
         set
     }
 
+    /// Every IP protocol but TCP, UDP and SCTP (ICMP, ICMPv6, …), and nothing else.
+    pub fn other_protocols() -> Self {
+        Self {
+            ports: Default::default(),
+            other: true,
+        }
+    }
+
     /// Whether the set is everything.
     pub fn is_all(&self) -> bool {
-        self.all
+        self.other && self.ports.iter().all(PortRanges::is_full)
     }
 
     /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
-        !self.all && self.ports.iter().all(PortRanges::is_empty)
+        !self.other && self.ports.iter().all(PortRanges::is_empty)
     }
 
-    /// The ports of a protocol (every port when `all`).
+    /// The ports of a protocol.
     pub fn protocol(&self, protocol: Protocol) -> PortRanges {
-        if self.all {
-            PortRanges::full()
-        } else {
-            self.ports[slot(protocol)].clone()
-        }
+        self.ports[slot(protocol)].clone()
     }
 
     /// Whether the set holds `port` of `protocol`.
     pub fn contains(&self, protocol: Protocol, port: u16) -> bool {
-        self.all || self.ports[slot(protocol)].contains(port)
+        self.ports[slot(protocol)].contains(port)
+    }
+
+    /// Whether the set holds the protocols without ports (ICMP and every IP protocol but TCP, UDP
+    /// and SCTP).
+    pub fn has_other_protocols(&self) -> bool {
+        self.other
+    }
+
+    fn combine(
+        &self,
+        other: &Self,
+        ports: impl Fn(&PortRanges, &PortRanges) -> PortRanges,
+    ) -> [PortRanges; 3] {
+        [0, 1, 2].map(|p| ports(&self.ports[p], &other.ports[p]))
     }
 
     /// The union.
     pub fn union(&self, other: &Self) -> Self {
-        if self.all || other.all {
-            return Self::all();
+        Self {
+            ports: self.combine(other, PortRanges::union),
+            other: self.other || other.other,
         }
-        let mut out = Self::none();
-        for p in 0..3 {
-            out.ports[p] = self.ports[p].union(&other.ports[p]);
-        }
-        out
     }
 
     /// The intersection.
     pub fn intersection(&self, other: &Self) -> Self {
-        match (self.all, other.all) {
-            (true, _) => other.clone(),
-            (_, true) => self.clone(),
-            _ => {
-                let mut out = Self::none();
-                for p in 0..3 {
-                    out.ports[p] = self.ports[p].intersection(&other.ports[p]);
-                }
-                out
-            }
+        Self {
+            ports: self.combine(other, PortRanges::intersection),
+            other: self.other && other.other,
         }
     }
 
-    /// The connections a rule's `ports` allow to a destination, named ports resolved with
-    /// `named` (`None`: the destination is no pod, or does not declare it).
+    /// The connections in `self` and not in `other`.
+    pub fn difference(&self, other: &Self) -> Self {
+        Self {
+            ports: self.combine(other, PortRanges::difference),
+            other: self.other && !other.other,
+        }
+    }
+
+    /// The connections a NetworkPolicy rule's `ports` allow to a destination, named ports
+    /// resolved with `named` (`None`: the destination is no pod, or does not declare it). No
+    /// ports: everything, other protocols included.
     pub fn of_rule(ports: &[PolicyPort], named: impl Fn(&str, Protocol) -> Option<u16>) -> Self {
         if ports.is_empty() {
             return Self::all();
@@ -231,12 +249,47 @@ impl ConnSet {
         out
     }
 
-    /// `{"all": bool, "allowed": [{"protocol", "ports": [[a, b], ...]}]}` members.
+    /// The connections a ClusterNetworkPolicy rule's `protocols` match to a destination, named
+    /// ports resolved with `named` (the port of that name and protocol on the destination pod;
+    /// `None` where it declares none). No protocols: everything, other protocols included.
+    pub fn of_cluster_rule(
+        protocols: &[ClusterPort],
+        named: impl Fn(&str, Protocol) -> Option<u16>,
+    ) -> Self {
+        if protocols.is_empty() {
+            return Self::all();
+        }
+        let mut out = Self::none();
+        for p in protocols {
+            match p {
+                ClusterPort::Range {
+                    protocol,
+                    first,
+                    last,
+                } => {
+                    let s = slot(*protocol);
+                    out.ports[s] = out.ports[s].union(&PortRanges::range(*first, *last));
+                }
+                ClusterPort::Named(name) => {
+                    for protocol in Protocol::ALL {
+                        if let Some(n) = named(name, protocol) {
+                            let s = slot(protocol);
+                            out.ports[s] = out.ports[s].union(&PortRanges::range(n, n));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// `{"all": bool, "allowed": [{"protocol", "ports": [[a, b], ...]}]}` members; other
+    /// protocols are the entry `{"protocol": "other"}` (never listed when `all`).
     pub fn json_fields(&self) -> (Value, Value) {
-        if self.all {
+        if self.is_all() {
             return (json!(true), json!([]));
         }
-        let allowed: Vec<Value> = Protocol::ALL
+        let mut allowed: Vec<Value> = Protocol::ALL
             .iter()
             .filter(|p| !self.ports[slot(**p)].is_empty())
             .map(|p| {
@@ -248,26 +301,56 @@ impl ConnSet {
                 json!({"protocol": p.as_api(), "ports": ranges})
             })
             .collect();
+        if self.other {
+            allowed.push(json!({"protocol": OTHER_JSON}));
+        }
         (json!(false), Value::Array(allowed))
     }
 }
 
-impl fmt::Display for ConnSet {
-    /// `All Connections`, `No Connections`, or `TCP 80,8080-8090,UDP 53`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.all {
-            return f.write_str("All Connections");
-        }
-        let parts: Vec<String> = Protocol::ALL
+/// How other protocols are written in text.
+const OTHER_TEXT: &str = "other protocols";
+
+/// How other protocols are written in JSON's `allowed` (`{"protocol": "other"}`).
+const OTHER_JSON: &str = "other";
+
+impl ConnSet {
+    /// The ports, `TCP 80,8080-8090,UDP 53`, and `other protocols` when those are in.
+    fn listed(&self) -> String {
+        let mut parts: Vec<String> = Protocol::ALL
             .iter()
             .filter(|p| !self.ports[slot(**p)].is_empty())
             .map(|p| format!("{} {}", p.as_api(), self.ports[slot(*p)]))
             .collect();
-        if parts.is_empty() {
-            f.write_str("No Connections")
-        } else {
-            f.write_str(&parts.join(","))
+        if self.other {
+            parts.push(OTHER_TEXT.to_string());
         }
+        parts.join(",")
+    }
+}
+
+impl fmt::Display for ConnSet {
+    /// `All Connections`, `No Connections`, or what the set holds: `TCP 80,8080-8090,UDP 53`
+    /// (then `,other protocols` when those are in). A set that holds the other protocols is
+    /// written by what it lacks when that is shorter: `All Connections except TCP 10250`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_all() {
+            return f.write_str("All Connections");
+        }
+        if self.is_empty() {
+            return f.write_str("No Connections");
+        }
+        let listed = self.listed();
+        if self.other {
+            let except = format!(
+                "All Connections except {}",
+                Self::all().difference(self).listed()
+            );
+            if except.len() < listed.len() {
+                return f.write_str(&except);
+            }
+        }
+        f.write_str(&listed)
     }
 }
 
@@ -329,5 +412,66 @@ mod tests {
         let set = ConnSet::of_rule(&ports, |_, _| None);
         assert_eq!(set.to_string(), "TCP 8080-8090");
         assert!(ConnSet::of_rule(&[], |_, _| None).is_all());
+    }
+
+    #[test]
+    fn other_protocols_are_a_member_of_their_own() {
+        let tcp80 = ConnSet::ports(Protocol::Tcp, PortRanges::range(80, 80));
+        let icmp = ConnSet::other_protocols();
+        // Everything but TCP 80: what an Admin Deny of TCP 80 leaves.
+        let rest = ConnSet::all().difference(&tcp80);
+        assert_eq!(rest.to_string(), "All Connections except TCP 80");
+        assert_eq!(
+            rest.listed(),
+            "TCP 1-79,81-65535,UDP 1-65535,SCTP 1-65535,other protocols"
+        );
+        // Written by what it holds when that is shorter than what it lacks.
+        let udp53 = ConnSet::ports(Protocol::Udp, PortRanges::range(53, 53));
+        assert_eq!(
+            ConnSet::all().difference(&udp53.union(&tcp80)).to_string(),
+            "All Connections except TCP 80,UDP 53"
+        );
+        assert!(rest.has_other_protocols() && !rest.contains(Protocol::Tcp, 80));
+        assert!(rest.union(&tcp80).is_all());
+        assert_eq!(tcp80.union(&icmp).to_string(), "TCP 80,other protocols");
+        assert_eq!(icmp.to_string(), "other protocols");
+        assert!(icmp.intersection(&tcp80).is_empty());
+        assert_eq!(ConnSet::all().difference(&ConnSet::all()), ConnSet::none());
+        // Every port of every protocol without the others is not everything.
+        let ports_only = ConnSet::all().difference(&icmp);
+        assert!(!ports_only.is_all() && !ports_only.has_other_protocols());
+        assert_eq!(
+            ports_only.to_string(),
+            "TCP 1-65535,UDP 1-65535,SCTP 1-65535"
+        );
+        let (all, allowed) = tcp80.union(&icmp).json_fields();
+        assert_eq!(all, json!(false));
+        assert_eq!(
+            allowed,
+            json!([{"protocol": "TCP", "ports": [[80, 80]]}, {"protocol": "other"}])
+        );
+        assert_eq!(ConnSet::all().json_fields(), (json!(true), json!([])));
+    }
+
+    #[test]
+    fn cluster_rules_resolve_named_ports_in_every_protocol() {
+        let protocols = vec![
+            ClusterPort::Named("dns".into()),
+            ClusterPort::Range {
+                protocol: Protocol::Sctp,
+                first: 9003,
+                last: 9005,
+            },
+        ];
+        // The destination declares dns as UDP 53 and TCP 5353.
+        let set = ConnSet::of_cluster_rule(&protocols, |name, protocol| match (name, protocol) {
+            ("dns", Protocol::Udp) => Some(53),
+            ("dns", Protocol::Tcp) => Some(5353),
+            _ => None,
+        });
+        assert_eq!(set.to_string(), "TCP 5353,UDP 53,SCTP 9003-9005");
+        let set = ConnSet::of_cluster_rule(&protocols, |_, _| None);
+        assert_eq!(set.to_string(), "SCTP 9003-9005");
+        assert!(ConnSet::of_cluster_rule(&[], |_, _| None).is_all());
     }
 }

@@ -1,7 +1,8 @@
 //! Exposure (`policyc connections --exposure`): which workloads accept connections from, or may
 //! open them to, whole categories of peers rather than named ones — any address, any pod of any
 //! namespace, any pod of a namespace (or of the namespaces a selector matches, new ones
-//! included), any external address — and which workloads no policy isolates at all.
+//! included), any external address — and which workloads no policy isolates at all. It reads the
+//! NetworkPolicies' rules only: ClusterNetworkPolicies are not looked at.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,17 +1,33 @@
-//! Who can reach whom: for every ordered pair of workloads and every external address range, the
-//! exact set of allowed connections (`policyc connections`, and what `diff`, `verify` and `graph`
-//! build on).
+//! Who can reach whom: for every ordered pair of workloads, every external address range and every
+//! node, the exact set of allowed connections (`policyc connections`, and what `diff`, `verify`
+//! and `graph` build on).
 //!
-//! Pods that no selector, peer, ipBlock or named port tells apart behave alike, so the work is
-//! done per class of such pods, found by partition refinement: start from one class and split it by
-//! every set a policy distinguishes (the pods a policy selects, the pods a rule's pod peers match,
-//! the pods in an address range an ipBlock boundary delimits, the pods declaring a named port with
-//! a given number). Connections between two classes are then the intersection of the source's
-//! egress and the destination's ingress, each the union of the rules whose peers match the other
-//! end, as the API defines them. The address space outside the pod CIDRs is cut at every ipBlock
-//! boundary into external ranges, judged the same way.
+//! Pods that no selector, peer, ipBlock, network or named port tells apart behave alike, so the
+//! work is done per class of such pods, found by partition refinement: start from one class and
+//! split it by every set a policy distinguishes (the pods a NetworkPolicy or a
+//! ClusterNetworkPolicy selects, the pods a rule's pod and namespace peers match, the pods in an
+//! address range an ipBlock or `networks` boundary delimits, the pods declaring a named port with
+//! a given number). Each direction of a connection between two classes is then judged as the
+//! API defines it, on whole sets of connections at once: the Admin tier's rules of the
+//! ClusterNetworkPolicies selecting the pod, by priority (then name) and in written order, each
+//! taking what matches of what earlier rules left (Accept allows it, Deny drops it, Pass hands it
+//! on); then, for what is left and passed, the NetworkPolicies isolating the pod (the union of
+//! their rules whose peers match the other end), or, when none isolates it, the Baseline tier
+//! the same way with everything it leaves allowed. A connection is what the source's egress and
+//! the destination's ingress both allow. The address space outside the pod CIDRs is cut at
+//! every ipBlock and `networks` boundary into external ranges, judged the same way.
+//!
+//! Nodes: every address of a Node of the input is a party of its node, `node/NAME` (the node's
+//! addresses are cut out of the external ranges), or `node/NAME[ADDR,…]` for each group of its
+//! addresses when rules tell them apart. Traffic between a node and the pods running on it never
+//! crosses the forward hook and is judged differently (from a pod to its own node only
+//! ClusterNetworkPolicy egress rules judge it; from the node to its pods everything is allowed),
+//! so it is reported with the node's own-node party, `node/NAME (own node)`, and `node/NAME`
+//! stands for the node as pods on other nodes see it. A pod's hostIPs that no Node of the input
+//! lists are not told apart from the external range they lie in.
 
 mod conns;
+mod effects;
 mod exposure;
 mod lookup;
 pub mod report;
@@ -23,47 +39,94 @@ use std::net::IpAddr;
 use fixedbitset::FixedBitSet;
 
 pub use conns::{ConnSet, PortRanges};
+pub use effects::{ClusterRuleEffects, RuleEffect, Tie};
 pub use exposure::{exposure, Exposed, Exposure, ExposureReport};
 pub use lookup::Lookup;
 
-use crate::cidr::{from_u128, max_u128, to_u128, Family};
+use crate::analysis::{ClusterRuleRef, TierMatch};
+use crate::cidr::{from_u128, max_u128, to_u128, Cidr, Family};
 use crate::cluster::ClusterState;
 use crate::index::ClusterIndex;
-use crate::model::{Direction, ObjectRef, Peer, PolicyPort, PortSpec, WorkloadRef};
+use crate::model::{
+    Action, ClusterNetworkPolicy, ClusterPeer, ClusterPort, Direction, ObjectRef, Peer, PolicyPort,
+    PortSpec, Protocol, Subject, Tier, WorkloadRef,
+};
 use crate::workload::PodCidrs;
+
+/// A node as a party: some or all of its addresses, as pods on other nodes or as its own pods
+/// see it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeParty {
+    /// The Node's name.
+    pub name: String,
+    /// The addresses the party stands for (the Node's InternalIP and ExternalIP addresses, or
+    /// the group of them that rules treat alike).
+    pub addresses: Vec<IpAddr>,
+    /// Whether the party is a group of the node's addresses rather than all of them (rules tell
+    /// its addresses apart): printed with them, `node/NAME[ADDR,…]`.
+    pub part: bool,
+    /// The node as the pods running on it reach it, and as it reaches them (`node/NAME (own
+    /// node)`): traffic that never crosses the forward hook.
+    pub own: bool,
+}
+
+impl fmt::Display for NodeParty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "node/{}", self.name)?;
+        if self.part {
+            let addresses: Vec<String> = self.addresses.iter().map(IpAddr::to_string).collect();
+            write!(f, "[{}]", addresses.join(","))?;
+        }
+        if self.own {
+            f.write_str(" (own node)")?;
+        }
+        Ok(())
+    }
+}
 
 /// One end of a reported connection.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Party {
     /// A workload (or a pod of no workload, `ns/name[Pod]`).
     Workload(WorkloadRef),
-    /// A range of addresses outside the pod CIDRs, `first-last`.
+    /// A range of addresses outside the pod CIDRs (and outside the nodes' addresses),
+    /// `first-last`.
     External {
         /// First address.
         first: IpAddr,
         /// Last address.
         last: IpAddr,
     },
+    /// A node of the input: see [`NodeParty`].
+    Node(NodeParty),
 }
 
 impl Party {
-    /// The address family of an external range.
+    /// The address family of an external range, or of a node party whose addresses are all of
+    /// one family.
     pub fn family(&self) -> Option<Family> {
         match self {
             Party::Workload(_) => None,
             Party::External { first, .. } => Some(Family::of(first)),
+            Party::Node(n) => {
+                let first = Family::of(n.addresses.first()?);
+                n.addresses
+                    .iter()
+                    .all(|a| Family::of(a) == first)
+                    .then_some(first)
+            }
         }
     }
 
-    /// Whether `name` names this party: `ns/name[Kind]`, `ns/name` (any kind), or the range
-    /// `first-last`.
+    /// Whether `name` names this party: `ns/name[Kind]`, `ns/name` (any kind), the range
+    /// `first-last`, or a node party as it is printed.
     pub fn is_named(&self, name: &str) -> bool {
         match self {
             Party::Workload(w) => {
                 let text = w.to_string();
                 text == name || format!("{}/{}", w.namespace, w.name) == name
             }
-            Party::External { .. } => self.to_string() == name,
+            Party::External { .. } | Party::Node(_) => self.to_string() == name,
         }
     }
 }
@@ -73,6 +136,7 @@ impl fmt::Display for Party {
         match self {
             Party::Workload(w) => write!(f, "{w}"),
             Party::External { first, last } => write!(f, "{first}-{last}"),
+            Party::Node(n) => n.fmt(f),
         }
     }
 }
@@ -91,7 +155,7 @@ pub struct Connection<'a> {
     pub allowed: &'a ConnSet,
 }
 
-/// A rule of a policy, as the engine uses it.
+/// A rule of a NetworkPolicy, as the engine uses it.
 #[derive(Debug)]
 struct RuleInfo {
     policy: usize,
@@ -107,6 +171,23 @@ struct RuleInfo {
     ports: Vec<PolicyPort>,
 }
 
+/// A rule of a ClusterNetworkPolicy, as the engine uses it.
+#[derive(Debug)]
+struct ClusterRuleInfo {
+    /// The rule, as causes name it.
+    rule: ClusterRuleRef,
+    action: Action,
+    /// Matches every end: a peer of a kind nftpolicy does not know, in a Deny or Pass rule.
+    any_peer: bool,
+    /// The classes its `namespaces` and `pods` peers match.
+    classes: FixedBitSet,
+    /// Per family, the address atoms its `networks` hold.
+    atoms: [FixedBitSet; 2],
+    /// Per family, the node ends whose address of that family its `nodes` peers match.
+    nodes: [FixedBitSet; 2],
+    protocols: Vec<ClusterPort>,
+}
+
 /// A class of pods that behave alike.
 #[derive(Debug)]
 struct Class {
@@ -116,10 +197,23 @@ struct Class {
     atom: [Option<usize>; 2],
     /// The members' container ports (named ports resolve against them).
     ports: Vec<crate::model::ContainerPort>,
-    /// Policies isolating the members, per direction ([ingress, egress]).
+    /// NetworkPolicies isolating the members, per direction ([ingress, egress]).
     isolated_by: [Vec<usize>; 2],
     /// The rules of those policies, per direction.
     rules: [Vec<usize>; 2],
+    /// The ClusterNetworkPolicy rules that apply to the members, per tier ([Admin, Baseline])
+    /// and direction, in evaluation order.
+    tiers: [[Vec<usize>; 2]; 2],
+}
+
+/// Addresses of a node that every rule treats alike: at most one atom per family.
+#[derive(Debug)]
+struct NodeEnd {
+    /// The Node's name.
+    name: String,
+    /// Per family, the atom of the addresses of that family (each node address is an atom of its
+    /// own; alike ones are judged by one of them).
+    atom: [Option<usize>; 2],
 }
 
 /// The address space of one family cut at every boundary that matters.
@@ -154,6 +248,12 @@ impl Atoms {
     fn len(&self) -> usize {
         self.starts.len()
     }
+
+    /// The atoms a prefix covers (prefixes are cut at their bounds, so they hold whole atoms).
+    fn covered(&self, cidr: &Cidr) -> std::ops::RangeInclusive<usize> {
+        let (first, last) = cidr.bounds();
+        self.of(first)..=self.of(last)
+    }
 }
 
 fn family_slot(f: Family) -> usize {
@@ -170,6 +270,13 @@ fn dir_slot(d: Direction) -> usize {
     }
 }
 
+fn tier_slot(t: Tier) -> usize {
+    match t {
+        Tier::Admin => 0,
+        Tier::Baseline => 1,
+    }
+}
+
 const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
 
 /// Per class and direction, the classes its rules can match (`None`: every class, as when the
@@ -182,16 +289,20 @@ struct Reach {
 /// What decides a pair: see [`Connectivity::causes`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Causes {
-    /// Policies isolating the source for egress (none: its egress is open).
+    /// NetworkPolicies isolating the source for egress (none: its egress is open to them).
     pub egress_isolated_by: Vec<ObjectRef>,
-    /// Policies isolating the destination for ingress (none: its ingress is open).
+    /// NetworkPolicies isolating the destination for ingress (none: its ingress is open).
     pub ingress_isolated_by: Vec<ObjectRef>,
-    /// Rules of those policies that let something through.
+    /// Rules of those policies that let something through (of what the Admin tier left them).
     pub allowed_by: Vec<crate::analysis::RuleRef>,
+    /// The ClusterNetworkPolicy rules that decide some of the pair's connections (the first
+    /// rule of their tier to match them), egress then ingress, each in evaluation order, with
+    /// their action.
+    pub cluster_rules: Vec<TierMatch>,
 }
 
 impl Causes {
-    /// Every policy named: isolating either end, or allowing.
+    /// Every NetworkPolicy named: isolating either end, or allowing.
     pub fn policies(&self) -> BTreeSet<&ObjectRef> {
         self.egress_isolated_by
             .iter()
@@ -199,13 +310,32 @@ impl Causes {
             .chain(self.allowed_by.iter().map(|r| &r.policy))
             .collect()
     }
+
+    /// The names of the ClusterNetworkPolicies whose rules decide something of the pair.
+    pub fn cluster_policies(&self) -> BTreeSet<&str> {
+        self.cluster_rules
+            .iter()
+            .map(|m| m.rule.policy.as_str())
+            .collect()
+    }
 }
 
-/// An end of a connection being judged: a class, or an external atom of a family.
+/// An end of a connection being judged: a class, an external atom of a family, or a node end.
 #[derive(Debug, Clone, Copy)]
 enum End {
     Class(usize),
     External(usize),
+    /// A node end; `true`: as the pods running on the node reach it and it reaches them.
+    Node(usize, bool),
+}
+
+/// Which rules a judgement went through, for [`Connectivity::causes`].
+#[derive(Debug, Default)]
+struct Notes {
+    /// ClusterNetworkPolicy rules that decided some connections.
+    cluster_rules: Vec<usize>,
+    /// NetworkPolicy rules that allowed some.
+    rules: Vec<usize>,
 }
 
 /// The connectivity of a cluster.
@@ -213,7 +343,7 @@ enum End {
 pub struct Connectivity {
     /// Workload parties, then external ones, sorted by name (the output order).
     parties: Vec<Party>,
-    /// Per party: its class, or its external atom and family.
+    /// Per party: its class, its external atom and family, or its node end.
     ends: Vec<(End, Option<Family>)>,
     /// The distinct connection sets.
     sets: Vec<ConnSet>,
@@ -222,8 +352,46 @@ pub struct Connectivity {
     classes: Vec<Class>,
     policies: Vec<ObjectRef>,
     rules: Vec<RuleInfo>,
+    cluster_rules: Vec<ClusterRuleInfo>,
+    node_ends: Vec<NodeEnd>,
     /// Pods per workload party (the index's pods), for lookups.
     members: Vec<Vec<ObjectRef>>,
+    /// Per workload party, the nodes its pods run on (`None`: a pod on no node), sorted.
+    member_nodes: Vec<Vec<Option<String>>>,
+}
+
+/// How every rule treats an address: its family's slot, then per NetworkPolicy rule whether its
+/// ipBlocks hold it, and per ClusterNetworkPolicy rule whether its networks and its nodes peers do.
+type Signature = (usize, Vec<bool>);
+
+/// The pods a ClusterNetworkPolicy's subject selects.
+fn subject_pods(index: &ClusterIndex<'_>, subject: &Subject) -> Vec<usize> {
+    match subject {
+        Subject::Namespaces(s) => index.select_pods(
+            &index.select_namespaces(s),
+            &crate::selector::LabelSelector::everything(),
+        ),
+        Subject::Pods(p) => index.select_pods(&index.select_namespaces(&p.namespaces), &p.pods),
+    }
+}
+
+/// The pods a ClusterNetworkPolicy rule's `namespaces` and `pods` peers match.
+fn cluster_rule_pods(index: &ClusterIndex<'_>, rule: &crate::model::ClusterRule) -> Vec<usize> {
+    let mut matched: Vec<usize> = rule
+        .peers
+        .iter()
+        .filter_map(|peer| match peer {
+            ClusterPeer::Namespaces(s) => {
+                Some(subject_pods(index, &Subject::Namespaces(s.clone())))
+            }
+            ClusterPeer::Pods(p) => Some(subject_pods(index, &Subject::Pods(p.clone()))),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    matched.sort_unstable();
+    matched.dedup();
+    matched
 }
 
 impl Connectivity {
@@ -243,10 +411,16 @@ impl Connectivity {
         let index = ClusterIndex::new(cluster);
         let pods = index.pods();
         let policies: Vec<&crate::model::Policy> = cluster.policies().values().collect();
+        // In evaluation order: Admin then Baseline, each by priority then name.
+        let mut cluster_policies: Vec<&ClusterNetworkPolicy> =
+            cluster.cluster_policies().values().collect();
+        cluster_policies.sort_by(|a, b| (a.tier, a.order_key()).cmp(&(b.tier, b.order_key())));
+        let nodes: Vec<&crate::model::Node> = cluster.node_objects().values().collect();
 
-        // The atoms of each family: every ipBlock cidr and except boundary, and the pod CIDRs.
+        // The atoms of each family: every ipBlock cidr and except boundary, every `networks`
+        // prefix, every node address (an atom of its own), and the pod CIDRs.
         let mut boundaries: [BTreeSet<u128>; 2] = Default::default();
-        let mut add = |cidr: &crate::cidr::Cidr| {
+        let mut add = |cidr: &Cidr| {
             let (first, last) = cidr.bounds();
             let set = &mut boundaries[family_slot(cidr.family())];
             set.insert(first);
@@ -269,6 +443,22 @@ impl Connectivity {
                         }
                     }
                 }
+            }
+        }
+        for policy in &cluster_policies {
+            for d in Direction::BOTH {
+                for rule in policy.rules(d) {
+                    for peer in &rule.peers {
+                        if let ClusterPeer::Networks(networks) = peer {
+                            networks.iter().for_each(&mut add);
+                        }
+                    }
+                }
+            }
+        }
+        for node in &nodes {
+            for ip in &node.addresses {
+                add(&Cidr::host(*ip));
             }
         }
         let [b4, b6] = boundaries;
@@ -316,6 +506,13 @@ impl Connectivity {
         for t in &targets {
             refine(&mut t.iter().copied(), &mut class_of);
         }
+        let cluster_targets: Vec<Vec<usize>> = cluster_policies
+            .iter()
+            .map(|p| subject_pods(&index, &p.subject))
+            .collect();
+        for t in &cluster_targets {
+            refine(&mut t.iter().copied(), &mut class_of);
+        }
         let rule_pods = |rule: &crate::model::Rule| -> Vec<usize> {
             let mut matched: Vec<usize> = rule
                 .peers
@@ -339,7 +536,23 @@ impl Connectivity {
                 }
             }
         }
-        let named: BTreeSet<&str> = policies
+        for policy in cluster_policies.iter().filter(|_| !per_pod) {
+            for d in Direction::BOTH {
+                for rule in policy.rules(d) {
+                    let pod_peers = rule
+                        .peers
+                        .iter()
+                        .any(|p| matches!(p, ClusterPeer::Namespaces(_) | ClusterPeer::Pods(_)));
+                    if pod_peers {
+                        refine(
+                            &mut cluster_rule_pods(&index, rule).into_iter(),
+                            &mut class_of,
+                        );
+                    }
+                }
+            }
+        }
+        let mut named: BTreeSet<&str> = policies
             .iter()
             .flat_map(|p| Direction::BOTH.map(|d| p.rules(d)))
             .flatten()
@@ -349,9 +562,19 @@ impl Connectivity {
                 _ => None,
             })
             .collect();
+        named.extend(
+            cluster_policies
+                .iter()
+                .flat_map(|p| Direction::BOTH.map(|d| p.rules(d)))
+                .flatten()
+                .flat_map(|r| &r.protocols)
+                .filter_map(|p| match p {
+                    ClusterPort::Named(n) => Some(n.as_str()),
+                    ClusterPort::Range { .. } => None,
+                }),
+        );
         if !named.is_empty() {
-            let mut by_port: BTreeMap<(&str, crate::model::Protocol, u16), Vec<usize>> =
-                BTreeMap::new();
+            let mut by_port: BTreeMap<(&str, Protocol, u16), Vec<usize>> = BTreeMap::new();
             for (p, pod) in pods.iter().enumerate() {
                 for cp in &pod.ports {
                     if let Some(name) = cp.name.as_deref().filter(|n| named.contains(n)) {
@@ -379,13 +602,20 @@ impl Connectivity {
                         ports: pods[p].ports.clone(),
                         isolated_by: Default::default(),
                         rules: Default::default(),
+                        tiers: Default::default(),
                     });
                     classes.len() - 1
                 })
             })
             .collect();
+        let atom_bits = || {
+            [
+                FixedBitSet::with_capacity(atoms[0].len()),
+                FixedBitSet::with_capacity(atoms[1].len()),
+            ]
+        };
 
-        // Rules, with the classes and atoms their peers match.
+        // NetworkPolicy rules, with the classes and atoms their peers match.
         let mut rules: Vec<RuleInfo> = Vec::new();
         let mut rules_of: Vec<[Vec<usize>; 2]> = Vec::new();
         for (pi, policy) in policies.iter().enumerate() {
@@ -398,10 +628,7 @@ impl Connectivity {
                         index,
                         any_peer: rule.peers.is_empty(),
                         classes: FixedBitSet::with_capacity(classes.len()),
-                        atoms: [
-                            FixedBitSet::with_capacity(atoms[0].len()),
-                            FixedBitSet::with_capacity(atoms[1].len()),
-                        ],
+                        atoms: atom_bits(),
                         ports: rule.ports.clone(),
                     };
                     for p in rule_pods(rule) {
@@ -411,16 +638,14 @@ impl Connectivity {
                         let Peer::IpBlock(block) = peer else { continue };
                         let f = block.cidr.family();
                         let a = &atoms[family_slot(f)];
-                        let bits = &mut info.atoms[family_slot(f)];
-                        let (first, last) = block.cidr.bounds();
-                        for i in a.of(first)..=a.of(last) {
+                        for i in a.covered(&block.cidr) {
                             let start = a.starts[i];
                             if !block
                                 .except
                                 .iter()
                                 .any(|e| e.contains(&from_u128(f, start)))
                             {
-                                bits.insert(i);
+                                info.atoms[family_slot(f)].insert(i);
                             }
                         }
                     }
@@ -430,7 +655,136 @@ impl Connectivity {
             }
             rules_of.push(own);
         }
-        // What isolates each class, from its first member.
+
+        // ClusterNetworkPolicy rules, likewise; their `nodes` peers are resolved below.
+        let mut cluster_rules: Vec<ClusterRuleInfo> = Vec::new();
+        let mut cluster_rules_of: Vec<[Vec<usize>; 2]> = Vec::new();
+        // Per rule, the selectors of its `nodes` peers.
+        let mut node_selectors: Vec<Vec<&crate::selector::LabelSelector>> = Vec::new();
+        for policy in &cluster_policies {
+            let mut own: [Vec<usize>; 2] = Default::default();
+            for d in Direction::BOTH {
+                for (position, rule) in policy.rules(d).iter().enumerate() {
+                    let mut info = ClusterRuleInfo {
+                        rule: ClusterRuleRef {
+                            policy: policy.name.clone(),
+                            tier: policy.tier,
+                            priority: policy.priority,
+                            direction: d,
+                            index: position,
+                            name: rule.name.clone(),
+                        },
+                        action: rule.action,
+                        any_peer: rule.action != Action::Accept
+                            && rule.peers.contains(&ClusterPeer::Unknown),
+                        classes: FixedBitSet::with_capacity(classes.len()),
+                        atoms: atom_bits(),
+                        nodes: Default::default(),
+                        protocols: rule.protocols.clone(),
+                    };
+                    for p in cluster_rule_pods(&index, rule) {
+                        info.classes.insert(class_of[p]);
+                    }
+                    let mut selectors = Vec::new();
+                    for peer in &rule.peers {
+                        match peer {
+                            ClusterPeer::Networks(networks) => {
+                                for cidr in networks {
+                                    let f = family_slot(cidr.family());
+                                    for i in atoms[f].covered(cidr) {
+                                        info.atoms[f].insert(i);
+                                    }
+                                }
+                            }
+                            ClusterPeer::Nodes(s) => selectors.push(s),
+                            _ => {}
+                        }
+                    }
+                    own[dir_slot(d)].push(cluster_rules.len());
+                    cluster_rules.push(info);
+                    node_selectors.push(selectors);
+                }
+            }
+            cluster_rules_of.push(own);
+        }
+
+        // Node ends: each Node's addresses grouped by how every rule treats them.
+        let node_matches = |r: usize, ip: &IpAddr| {
+            node_selectors[r].iter().any(|s| {
+                nodes
+                    .iter()
+                    .any(|n| s.matches(&n.labels) && n.addresses.contains(ip))
+            })
+        };
+        let signature = |ip: &IpAddr| -> Signature {
+            let f = family_slot(Family::of(ip));
+            let atom = atoms[f].of(to_u128(ip));
+            let mut bits: Vec<bool> = rules.iter().map(|r| r.atoms[f].contains(atom)).collect();
+            for (r, rule) in cluster_rules.iter().enumerate() {
+                bits.push(rule.atoms[f].contains(atom));
+                bits.push(node_matches(r, ip));
+            }
+            (f, bits)
+        };
+        let mut node_ends: Vec<NodeEnd> = Vec::new();
+        // Per node end: its party (before `own`), and a representative address per family.
+        let mut node_parties: Vec<(NodeParty, [Option<IpAddr>; 2])> = Vec::new();
+        for node in &nodes {
+            let mut groups: Vec<(Signature, Vec<IpAddr>)> = Vec::new();
+            for ip in &node.addresses {
+                let sig = signature(ip);
+                match groups.iter_mut().find(|(s, _)| *s == sig) {
+                    Some((_, ips)) => ips.push(*ip),
+                    None => groups.push((sig, vec![*ip])),
+                }
+            }
+            let whole = FAMILIES.iter().all(|f| {
+                groups
+                    .iter()
+                    .filter(|((slot, _), _)| *slot == family_slot(*f))
+                    .count()
+                    <= 1
+            });
+            let parts: Vec<Vec<IpAddr>> = if whole {
+                vec![node.addresses.clone()]
+            } else {
+                groups.into_iter().map(|(_, ips)| ips).collect()
+            };
+            for addresses in parts {
+                let mut rep: [Option<IpAddr>; 2] = [None, None];
+                for ip in &addresses {
+                    rep[family_slot(Family::of(ip))].get_or_insert(*ip);
+                }
+                node_ends.push(NodeEnd {
+                    name: node.name.clone(),
+                    atom: rep.map(|ip| {
+                        ip.map(|ip| atoms[family_slot(Family::of(&ip))].of(to_u128(&ip)))
+                    }),
+                });
+                node_parties.push((
+                    NodeParty {
+                        name: node.name.clone(),
+                        addresses,
+                        part: !whole,
+                        own: false,
+                    },
+                    rep,
+                ));
+            }
+        }
+        for (r, rule) in cluster_rules.iter_mut().enumerate() {
+            for f in FAMILIES {
+                let bits = &mut rule.nodes[family_slot(f)];
+                bits.grow(node_ends.len());
+                for (k, (_, rep)) in node_parties.iter().enumerate() {
+                    if rep[family_slot(f)].is_some_and(|ip| node_matches(r, &ip)) {
+                        bits.insert(k);
+                    }
+                }
+            }
+        }
+
+        // What isolates each class and the tiers' rules that apply to it, from its first member.
         let mut is_rep = vec![false; pods.len()];
         for c in &classes {
             is_rep[c.rep] = true;
@@ -446,30 +800,33 @@ impl Connectivity {
                 }
             }
         }
+        for (ci, t) in cluster_targets.iter().enumerate() {
+            let tier = tier_slot(cluster_policies[ci].tier);
+            for &p in t.iter().filter(|p| is_rep[**p]) {
+                let c = &mut classes[class_of[p]];
+                for d in Direction::BOTH {
+                    c.tiers[tier][dir_slot(d)].extend(&cluster_rules_of[ci][dir_slot(d)]);
+                }
+            }
+        }
 
         // Parties: workloads (one per workload whose pods are one class; else one per pod), then
-        // external ranges (atoms outside the pod CIDRs, neighbours that every ipBlock treats
-        // alike merged).
+        // external ranges (atoms outside the pod CIDRs and the nodes' addresses, neighbours that
+        // every ipBlock and network treats alike merged), then nodes.
         let mut by_workload: BTreeMap<WorkloadRef, Vec<usize>> = BTreeMap::new();
         for (p, pod) in pods.iter().enumerate() {
             by_workload.entry(pod.workload_ref()).or_default().push(p);
         }
-        let mut parties: Vec<(Party, End, Option<Family>, Vec<ObjectRef>)> = Vec::new();
+        let mut parties: Vec<(Party, End, Option<Family>, Vec<usize>)> = Vec::new();
         for (workload, members) in by_workload {
             let first = class_of[members[0]];
             if members.iter().all(|p| class_of[*p] == first) {
-                let ids = members.iter().map(|p| pods[*p].id.clone()).collect();
-                parties.push((Party::Workload(workload), End::Class(first), None, ids));
+                parties.push((Party::Workload(workload), End::Class(first), None, members));
             } else {
                 for p in members {
                     let pod = pods[p];
                     let own = WorkloadRef::new(&pod.id.namespace, &pod.id.name, "Pod");
-                    parties.push((
-                        Party::Workload(own),
-                        End::Class(class_of[p]),
-                        None,
-                        vec![pod.id.clone()],
-                    ));
+                    parties.push((Party::Workload(own), End::Class(class_of[p]), None, vec![p]));
                 }
             }
         }
@@ -480,27 +837,34 @@ impl Connectivity {
                 continue;
             }
             let a = &atoms[family_slot(f)];
-            let inside_pods = |i: usize| {
-                cidrs
-                    .cidrs()
-                    .iter()
-                    .any(|c| c.contains(&from_u128(f, a.starts[i])))
+            let node_atoms: BTreeSet<usize> = node_ends
+                .iter()
+                .filter_map(|n| n.atom[family_slot(f)])
+                .collect();
+            let outside = |i: usize| {
+                !node_atoms.contains(&i)
+                    && !cidrs
+                        .cidrs()
+                        .iter()
+                        .any(|c| c.contains(&from_u128(f, a.starts[i])))
             };
             let membership = |i: usize| -> Vec<bool> {
                 rules
                     .iter()
-                    .map(|r| r.atoms[family_slot(f)].contains(i))
+                    .map(|r| &r.atoms)
+                    .chain(cluster_rules.iter().map(|r| &r.atoms))
+                    .map(|bits| bits[family_slot(f)].contains(i))
                     .collect()
             };
             let mut i = 0;
             while i < a.len() {
-                if inside_pods(i) {
+                if !outside(i) {
                     i += 1;
                     continue;
                 }
                 let m = membership(i);
                 let mut j = i;
-                while j + 1 < a.len() && !inside_pods(j + 1) && membership(j + 1) == m {
+                while j + 1 < a.len() && outside(j + 1) && membership(j + 1) == m {
                     j += 1;
                 }
                 parties.push((
@@ -515,6 +879,18 @@ impl Connectivity {
                 i = j + 1;
             }
         }
+        let nodes_with_pods: BTreeSet<&str> =
+            pods.iter().filter_map(|p| p.node.as_deref()).collect();
+        for (k, (party, _)) in node_parties.into_iter().enumerate() {
+            if nodes_with_pods.contains(party.name.as_str()) {
+                let own = NodeParty {
+                    own: true,
+                    ..party.clone()
+                };
+                parties.push((Party::Node(own), End::Node(k, true), None, Vec::new()));
+            }
+            parties.push((Party::Node(party), End::Node(k, false), None, Vec::new()));
+        }
         parties.sort_by_cached_key(|(p, ..)| p.to_string());
 
         let mut this = Self {
@@ -525,18 +901,50 @@ impl Connectivity {
             classes,
             policies: policies.iter().map(|p| p.id.clone()).collect(),
             rules,
+            cluster_rules,
+            node_ends,
             members: Vec::new(),
+            member_nodes: Vec::new(),
         };
         for (party, end, family, members) in parties {
+            let mut on: Vec<Option<String>> =
+                members.iter().map(|p| pods[*p].node.clone()).collect();
+            on.sort();
+            on.dedup();
             this.parties.push(party);
             this.ends.push((end, family));
-            this.members.push(members);
+            this.members
+                .push(members.iter().map(|p| pods[*p].id.clone()).collect());
+            this.member_nodes.push(on);
         }
         this.connect();
         this
     }
 
-    /// The connections a rule allows to `to` (its peers matching `other`, the far end).
+    /// The atom of an end's address of a family.
+    fn atom(&self, end: End, family: Family) -> Option<usize> {
+        let f = family_slot(family);
+        match end {
+            End::Class(c) => self.classes[c].atom[f],
+            End::External(a) => Some(a),
+            End::Node(k, _) => self.node_ends[k].atom[f],
+        }
+    }
+
+    /// The port a destination declares under a name for a protocol (none for no pod).
+    fn named_port(&self, destination: End, name: &str, protocol: Protocol) -> Option<u16> {
+        match destination {
+            End::Class(c) => self.classes[c]
+                .ports
+                .iter()
+                .find(|p| p.protocol == protocol && p.name.as_deref() == Some(name))
+                .map(|p| p.port),
+            End::External(_) | End::Node(..) => None,
+        }
+    }
+
+    /// The connections a NetworkPolicy rule allows to `destination` (its peers matching `other`,
+    /// the far end).
     fn rule_allows(
         &self,
         rule: &RuleInfo,
@@ -545,63 +953,177 @@ impl Connectivity {
         destination: End,
     ) -> Option<ConnSet> {
         let peer = rule.any_peer
-            || match other {
-                End::Class(c) => {
-                    rule.classes.contains(c)
-                        || self.classes[c].atom[family_slot(family)]
-                            .is_some_and(|a| rule.atoms[family_slot(family)].contains(a))
-                }
-                End::External(a) => rule.atoms[family_slot(family)].contains(a),
-            };
+            || matches!(other, End::Class(c) if rule.classes.contains(c))
+            || self
+                .atom(other, family)
+                .is_some_and(|a| rule.atoms[family_slot(family)].contains(a));
         if !peer {
             return None;
         }
-        Some(ConnSet::of_rule(
-            &rule.ports,
-            |name, protocol| match destination {
-                End::Class(c) => self.classes[c]
-                    .ports
-                    .iter()
-                    .find(|p| p.protocol == protocol && p.name.as_deref() == Some(name))
-                    .map(|p| p.port),
-                End::External(_) => None,
-            },
-        ))
+        Some(ConnSet::of_rule(&rule.ports, |name, protocol| {
+            self.named_port(destination, name, protocol)
+        }))
     }
 
-    /// What `end`'s policies allow in `direction` with `other`: everything when no policy
-    /// isolates it (or it is an external range), else the union of its rules that match.
-    fn side(&self, end: End, direction: Direction, other: End, family: Family) -> ConnSet {
+    /// Whether a peer of a ClusterNetworkPolicy rule matches `other`.
+    fn cluster_peer_matches(&self, rule: &ClusterRuleInfo, other: End, family: Family) -> bool {
+        let f = family_slot(family);
+        rule.any_peer
+            || match other {
+                End::Class(c) => rule.classes.contains(c),
+                End::Node(k, _) => rule.nodes[f].contains(k),
+                End::External(_) => false,
+            }
+            || self
+                .atom(other, family)
+                .is_some_and(|a| rule.atoms[f].contains(a))
+    }
+
+    /// The connections a ClusterNetworkPolicy rule's protocols match to `destination`.
+    fn cluster_rule_set(&self, rule: &ClusterRuleInfo, destination: End) -> ConnSet {
+        ConnSet::of_cluster_rule(&rule.protocols, |name, protocol| {
+            self.named_port(destination, name, protocol)
+        })
+    }
+
+    /// The connections a ClusterNetworkPolicy rule matches to `destination` (its peers matching
+    /// `other`).
+    fn cluster_rule_matches(
+        &self,
+        rule: &ClusterRuleInfo,
+        other: End,
+        family: Family,
+        destination: End,
+    ) -> Option<ConnSet> {
+        self.cluster_peer_matches(rule, other, family)
+            .then(|| self.cluster_rule_set(rule, destination))
+    }
+
+    /// One tier's rules judging what is still `open`: each rule takes what it matches of what
+    /// earlier rules left. Returns what the tier accepted and what it passed; `open` keeps what
+    /// no rule matched.
+    fn tier(
+        &self,
+        tier: &[usize],
+        other: End,
+        family: Family,
+        destination: End,
+        open: &mut ConnSet,
+        notes: &mut Option<&mut Notes>,
+    ) -> (ConnSet, ConnSet) {
+        let (mut accepted, mut passed) = (ConnSet::none(), ConnSet::none());
+        for &r in tier {
+            if open.is_empty() {
+                break;
+            }
+            let rule = &self.cluster_rules[r];
+            let Some(matched) = self
+                .cluster_rule_matches(rule, other, family, destination)
+                .map(|set| set.intersection(open))
+                .filter(|m| !m.is_empty())
+            else {
+                continue;
+            };
+            *open = open.difference(&matched);
+            if let Some(notes) = notes.as_deref_mut() {
+                notes.cluster_rules.push(r);
+            }
+            match rule.action {
+                Action::Accept => accepted = accepted.union(&matched),
+                Action::Deny => {}
+                Action::Pass => passed = passed.union(&matched),
+            }
+        }
+        (accepted, passed)
+    }
+
+    /// What `end`'s policies allow in `direction` with `other` over `family`: everything for an
+    /// external range or a node; for a class, its Admin tier, then the NetworkPolicies isolating
+    /// it or else its Baseline tier (see the module documentation). `own_node`: `other` is the
+    /// pod's own node (egress), which NetworkPolicy allows.
+    fn judge(
+        &self,
+        end: End,
+        direction: Direction,
+        other: End,
+        family: Family,
+        own_node: bool,
+        mut notes: Option<&mut Notes>,
+    ) -> ConnSet {
         let End::Class(c) = end else {
             return ConnSet::all();
         };
         let class = &self.classes[c];
-        if class.isolated_by[dir_slot(direction)].is_empty() {
-            return ConnSet::all();
-        }
+        let d = dir_slot(direction);
         let destination = match direction {
             Direction::Egress => other,
             Direction::Ingress => end,
         };
-        let mut acc = ConnSet::none();
-        for &r in &class.rules[dir_slot(direction)] {
-            if let Some(set) = self.rule_allows(&self.rules[r], other, family, destination) {
-                acc = acc.union(&set);
-                if acc.is_all() {
-                    break;
+        let mut open = ConnSet::all();
+        let (accepted, passed) = self.tier(
+            &class.tiers[tier_slot(Tier::Admin)][d],
+            other,
+            family,
+            destination,
+            &mut open,
+            &mut notes,
+        );
+        let mut open = open.union(&passed);
+        if open.is_empty() {
+            return accepted;
+        }
+        if !class.isolated_by[d].is_empty() {
+            if own_node {
+                return accepted.union(&open);
+            }
+            let mut allowed = ConnSet::none();
+            for &r in &class.rules[d] {
+                let Some(set) = self
+                    .rule_allows(&self.rules[r], other, family, destination)
+                    .map(|s| s.intersection(&open))
+                    .filter(|s| !s.is_empty())
+                else {
+                    continue;
+                };
+                allowed = allowed.union(&set);
+                match notes.as_deref_mut() {
+                    Some(notes) => notes.rules.push(r),
+                    None if allowed == open => break,
+                    None => {}
                 }
             }
+            return accepted.union(&allowed);
         }
-        acc
+        let (baseline_accepted, baseline_passed) = self.tier(
+            &class.tiers[tier_slot(Tier::Baseline)][d],
+            other,
+            family,
+            destination,
+            &mut open,
+            &mut notes,
+        );
+        // A Baseline Pass, like no match, is the default: allowed.
+        accepted
+            .union(&baseline_accepted)
+            .union(&baseline_passed)
+            .union(&open)
     }
 
-    /// The connections allowed from `from` to `to` over `family`.
+    /// The connections allowed from `from` to `to` over `family`: what the source's egress and
+    /// the destination's ingress both allow; from a pod to its own node, what its egress allows;
+    /// from a node to its own pods, everything.
     fn between(&self, from: End, to: End, family: Family) -> ConnSet {
-        let egress = self.side(from, Direction::Egress, to, family);
-        if egress.is_empty() {
-            return egress;
+        match (from, to) {
+            (End::Node(_, true), _) => ConnSet::all(),
+            (_, End::Node(_, true)) => self.judge(from, Direction::Egress, to, family, true, None),
+            _ => {
+                let egress = self.judge(from, Direction::Egress, to, family, false, None);
+                if egress.is_empty() {
+                    return egress;
+                }
+                egress.intersection(&self.judge(to, Direction::Ingress, from, family, false, None))
+            }
         }
-        egress.intersection(&self.side(to, Direction::Ingress, from, family))
     }
 
     fn families_of(&self, party: usize) -> Vec<Family> {
@@ -611,12 +1133,18 @@ impl Connectivity {
                 .into_iter()
                 .filter(|f| self.classes[c].atom[family_slot(*f)].is_some())
                 .collect(),
+            (End::Node(k, _), _) => FAMILIES
+                .into_iter()
+                .filter(|f| self.node_ends[k].atom[family_slot(*f)].is_some())
+                .collect(),
             _ => Vec::new(),
         }
     }
 
     /// For each class, the classes its rules can match at all, per direction: pairs outside them
-    /// allow nothing and need no evaluation.
+    /// allow nothing and need no evaluation. Only an isolated class is limited: by its
+    /// NetworkPolicy rules and its Admin tier's Accept rules (Deny and Pass allow nothing of
+    /// their own).
     fn reach(&self) -> Reach {
         let n = self.classes.len();
         // The classes each rule's peers can match: its pod peers', and those whose address lies in
@@ -632,39 +1160,54 @@ impl Connectivity {
                 }
             }
         }
+        let matched = |any_peer: bool, classes: &FixedBitSet, atoms: &[FixedBitSet; 2]| {
+            if any_peer {
+                return None;
+            }
+            let mut bits = classes.clone();
+            bits.grow(n);
+            for f in FAMILIES {
+                for a in atoms[family_slot(f)].ones() {
+                    for &c in classes_by_atom[family_slot(f)]
+                        .get(&a)
+                        .into_iter()
+                        .flatten()
+                    {
+                        bits.insert(c);
+                    }
+                }
+            }
+            Some(bits)
+        };
         let rule_classes: Vec<Option<FixedBitSet>> = self
             .rules
             .iter()
-            .map(|r| {
-                if r.any_peer {
-                    return None;
-                }
-                let mut bits = r.classes.clone();
-                bits.grow(n);
-                for f in FAMILIES {
-                    for a in r.atoms[family_slot(f)].ones() {
-                        for &c in classes_by_atom[family_slot(f)]
-                            .get(&a)
-                            .into_iter()
-                            .flatten()
-                        {
-                            bits.insert(c);
-                        }
-                    }
-                }
-                Some(bits)
-            })
+            .map(|r| matched(r.any_peer, &r.classes, &r.atoms))
+            .collect();
+        let cluster_rule_classes: Vec<Option<FixedBitSet>> = self
+            .cluster_rules
+            .iter()
+            .map(|r| matched(r.any_peer, &r.classes, &r.atoms))
             .collect();
         let side = |direction: Direction| -> Vec<Option<FixedBitSet>> {
+            let d = dir_slot(direction);
             self.classes
                 .iter()
                 .map(|class| {
-                    if class.isolated_by[dir_slot(direction)].is_empty() {
+                    if class.isolated_by[d].is_empty() {
                         return None;
                     }
+                    let accepting = class.tiers[tier_slot(Tier::Admin)][d]
+                        .iter()
+                        .filter(|r| self.cluster_rules[**r].action == Action::Accept)
+                        .map(|r| &cluster_rule_classes[*r]);
                     let mut bits = FixedBitSet::with_capacity(n);
-                    for &r in &class.rules[dir_slot(direction)] {
-                        match &rule_classes[r] {
+                    for reached in class.rules[d]
+                        .iter()
+                        .map(|r| &rule_classes[*r])
+                        .chain(accepting)
+                    {
+                        match reached {
                             None => return None,
                             Some(b) => bits.union_with(b),
                         }
@@ -679,16 +1222,27 @@ impl Connectivity {
         }
     }
 
-    /// Computes the connections once per pair of groups (a class of alike pods, or one external
-    /// range) and expands each non-empty result to the pairs of parties in the two groups.
+    /// Whether a workload party has pods on the node of a node end (`on`), or off it (`!on`).
+    fn has_pods(&self, party: u32, node: usize, on: bool) -> bool {
+        let name = self.node_ends[node].name.as_str();
+        self.member_nodes[party as usize]
+            .iter()
+            .any(|n| (n.as_deref() == Some(name)) == on)
+    }
+
+    /// Computes the connections once per pair of groups (a class of alike pods, one external
+    /// range, or one node end) and expands each non-empty result to the pairs of parties in the
+    /// two groups (with a node, the parties of the class that have pods on it, for its own-node
+    /// party, or off it).
     fn connect(&mut self) {
-        // Groups: each class of pods (with its parties), and each external range on its own.
+        // Groups: each class of pods (with its parties), and each external range or node on its
+        // own.
         let mut class_parties: Vec<Vec<u32>> = vec![Vec::new(); self.classes.len()];
-        let mut externals: Vec<u32> = Vec::new();
+        let mut others: Vec<u32> = Vec::new();
         for (i, (end, _)) in self.ends.iter().enumerate() {
             match end {
                 End::Class(c) => class_parties[*c].push(i as u32),
-                End::External(_) => externals.push(i as u32),
+                End::External(_) | End::Node(..) => others.push(i as u32),
             }
         }
         let class_families: Vec<Vec<Family>> = (0..self.classes.len())
@@ -698,6 +1252,10 @@ impl Connectivity {
                     .filter(|f| self.classes[c].atom[family_slot(*f)].is_some())
                     .collect()
             })
+            .collect();
+        let other_families: HashMap<u32, Vec<Family>> = others
+            .iter()
+            .map(|e| (*e, self.families_of(*e as usize)))
             .collect();
         let reach = self.reach();
         let mut interned: HashMap<ConnSet, u32> = HashMap::new();
@@ -709,6 +1267,9 @@ impl Connectivity {
                         b: End,
                         to_families: &[Family],
                         to_parties: &[u32]| {
+            if from_parties.is_empty() || to_parties.is_empty() {
+                return;
+            }
             let results: Vec<(Family, ConnSet)> = from_families
                 .iter()
                 .filter(|f| to_families.contains(f))
@@ -766,24 +1327,32 @@ impl Connectivity {
                     &class_parties[d],
                 );
             }
-            for &e in &externals {
-                let (end, family) = self.ends[e as usize];
-                let families: Vec<Family> = family.into_iter().collect();
+            for &e in &others {
+                let (end, _) = self.ends[e as usize];
+                let families = &other_families[&e];
+                let parties: Vec<u32> = match end {
+                    End::Node(k, own) => class_parties[s]
+                        .iter()
+                        .copied()
+                        .filter(|p| self.has_pods(*p, k, own))
+                        .collect(),
+                    _ => class_parties[s].clone(),
+                };
                 pair(
                     End::Class(s),
                     &class_families[s],
-                    &class_parties[s],
+                    &parties,
                     end,
-                    &families,
+                    families,
                     &[e],
                 );
                 pair(
                     end,
-                    &families,
+                    families,
                     &[e],
                     End::Class(s),
                     &class_families[s],
-                    &class_parties[s],
+                    &parties,
                 );
             }
         }
@@ -796,7 +1365,7 @@ impl Connectivity {
         self.connections = connections;
     }
 
-    /// Every party: workloads and external ranges, sorted by name.
+    /// Every party: workloads, external ranges and nodes, sorted by name.
     pub fn parties(&self) -> &[Party] {
         &self.parties
     }
@@ -828,7 +1397,8 @@ impl Connectivity {
         self.connections.is_empty()
     }
 
-    /// The party a name denotes (`ns/name[Kind]`, `ns/name`, or `first-last`).
+    /// The party a name denotes (`ns/name[Kind]`, `ns/name`, `first-last`, or a node party as
+    /// printed).
     pub fn party(&self, name: &str) -> Option<&Party> {
         self.parties.iter().find(|p| p.is_named(name))
     }
@@ -842,7 +1412,30 @@ impl Connectivity {
             .unwrap_or_default()
     }
 
-    /// The policies that isolate a party in a direction (none for external ranges).
+    /// Whether two parties make a pair that stands for some connection: not a workload with a
+    /// node's own-node party when none of its pods runs on that node, nor with the node's other
+    /// party when all of them do (nor a party with itself).
+    pub fn has_pair(&self, a: &Party, b: &Party) -> bool {
+        let (Some(i), Some(j)) = (
+            self.parties.iter().position(|p| p == a),
+            self.parties.iter().position(|p| p == b),
+        ) else {
+            return false;
+        };
+        let fits = |workload: usize, other: usize| match self.ends[other].0 {
+            End::Node(k, own) => self.has_pods(workload as u32, k, own),
+            _ => true,
+        };
+        i != j
+            && match (self.ends[i].0, self.ends[j].0) {
+                (End::Class(_), _) => fits(i, j),
+                (_, End::Class(_)) => fits(j, i),
+                _ => true,
+            }
+    }
+
+    /// The NetworkPolicies that isolate a party in a direction (none for external ranges and
+    /// nodes).
     pub fn isolated_by(&self, party: &Party, direction: Direction) -> Vec<&ObjectRef> {
         let Some(i) = self.parties.iter().position(|p| p == party) else {
             return Vec::new();
@@ -852,13 +1445,15 @@ impl Connectivity {
                 .iter()
                 .map(|p| &self.policies[*p])
                 .collect(),
-            End::External(_) => Vec::new(),
+            End::External(_) | End::Node(..) => Vec::new(),
         }
     }
 
-    /// Why a pair is what it is over `family`: the policies isolating the source for egress and
-    /// the destination for ingress, and the rules (of those) whose peers and ports let something
-    /// through.
+    /// Why a pair is what it is over `family`: the NetworkPolicies isolating the source for
+    /// egress and the destination for ingress, the rules (of those) whose peers and ports let
+    /// something through, and the ClusterNetworkPolicy rules that decide some of its connections.
+    /// From a node to its own pods nothing decides (everything is allowed); from a pod to its own
+    /// node only its egress does.
     pub fn causes(&self, from: &Party, to: &Party, family: Family) -> Causes {
         let mut causes = Causes::default();
         let (Some(a), Some(b)) = (
@@ -868,10 +1463,16 @@ impl Connectivity {
             return causes;
         };
         let (a, b) = (self.ends[a].0, self.ends[b].0);
+        if matches!(a, End::Node(_, true)) {
+            return causes;
+        }
+        let own_node = matches!(b, End::Node(_, true));
         for (end, other, direction) in [(a, b, Direction::Egress), (b, a, Direction::Ingress)] {
             let End::Class(c) = end else { continue };
-            let class = &self.classes[c];
-            let isolated: Vec<ObjectRef> = class.isolated_by[dir_slot(direction)]
+            if own_node && direction == Direction::Ingress {
+                continue;
+            }
+            let isolated: Vec<ObjectRef> = self.classes[c].isolated_by[dir_slot(direction)]
                 .iter()
                 .map(|p| self.policies[*p].clone())
                 .collect();
@@ -879,23 +1480,22 @@ impl Connectivity {
                 Direction::Egress => causes.egress_isolated_by = isolated,
                 Direction::Ingress => causes.ingress_isolated_by = isolated,
             }
-            let destination = if direction == Direction::Egress {
-                other
-            } else {
-                end
-            };
-            for &r in &class.rules[dir_slot(direction)] {
+            let mut notes = Notes::default();
+            self.judge(end, direction, other, family, own_node, Some(&mut notes));
+            for r in notes.rules {
                 let rule = &self.rules[r];
-                if self
-                    .rule_allows(rule, other, family, destination)
-                    .is_some_and(|s| !s.is_empty())
-                {
-                    causes.allowed_by.push(crate::analysis::RuleRef {
-                        policy: self.policies[rule.policy].clone(),
-                        direction: rule.direction,
-                        index: rule.index,
-                    });
-                }
+                causes.allowed_by.push(crate::analysis::RuleRef {
+                    policy: self.policies[rule.policy].clone(),
+                    direction: rule.direction,
+                    index: rule.index,
+                });
+            }
+            for r in notes.cluster_rules {
+                let rule = &self.cluster_rules[r];
+                causes.cluster_rules.push(TierMatch {
+                    rule: rule.rule.clone(),
+                    action: rule.action,
+                });
             }
         }
         causes

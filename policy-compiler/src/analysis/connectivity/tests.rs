@@ -1,5 +1,5 @@
 use super::*;
-use crate::analysis::{evaluate, Endpoint};
+use crate::analysis::{evaluate, evaluate_portless, Endpoint};
 use crate::model::{ObjectRef, Protocol};
 use crate::test_support::{
     deployment, documents, materialized, namespace, network_policy, HTTP_ON_8080, ONE_CONTAINER,
@@ -110,22 +110,62 @@ fn workloads_and_external_ranges_get_exactly_what_the_rules_allow() {
     }
 }
 
-/// Every connection agrees with the evaluator, port by port, for pods and for addresses.
-fn agrees_with_the_evaluator(c: &ClusterState, cidrs: &PodCidrs) {
+/// The ends a party stands for over a family: every member pod (of a workload party), the first
+/// and last address of an external range, every address of a node party.
+fn probed_ends<'a>(
+    c: &'a ClusterState,
+    conn: &Connectivity,
+    party: &Party,
+    family: Family,
+) -> Vec<Endpoint<'a>> {
+    match party {
+        Party::Workload(_) => conn
+            .members(party)
+            .iter()
+            .filter_map(|id| c.pod(id))
+            .filter_map(|pod| pod.ip(family).map(|ip| Endpoint::pod(pod, ip)))
+            .collect(),
+        Party::External { first, last } if Family::of(first) == family => {
+            vec![Endpoint::from_ip(c, *first), Endpoint::from_ip(c, *last)]
+        }
+        Party::External { .. } => Vec::new(),
+        Party::Node(n) => n
+            .addresses
+            .iter()
+            .filter(|ip| Family::of(ip) == family)
+            .map(|ip| Endpoint::from_ip(c, *ip))
+            .collect(),
+    }
+}
+
+/// Whether a pair of ends is one the pair of parties stands for: a pod with a node's own-node
+/// party is a pod on that node; with the node's other party, a pod off it.
+fn stands_for(end: &Endpoint<'_>, other: &Party) -> bool {
+    match (end.pod, other) {
+        (Some(pod), Party::Node(n)) => (pod.node.as_deref() == Some(n.name.as_str())) == n.own,
+        _ => true,
+    }
+}
+
+/// Every connection agrees with the evaluator, port by port and for ICMP (a protocol without
+/// ports), for every pod of a workload, both ends of every external range and every address of
+/// every node; returns how many verdicts were compared.
+fn agrees_with_the_evaluator(c: &ClusterState, cidrs: &PodCidrs) -> usize {
     let conn = Connectivity::compute(c, cidrs);
-    let mut probes: Vec<(Protocol, u16)> = vec![
-        (Protocol::Tcp, 80),
-        (Protocol::Tcp, 443),
-        (Protocol::Tcp, 8080),
-        (Protocol::Tcp, 9000),
-        (Protocol::Tcp, 9010),
-        (Protocol::Tcp, 9090),
-        (Protocol::Udp, 53),
-        (Protocol::Sctp, 80),
+    let mut probes: Vec<Option<(Protocol, u16)>> = vec![
+        Some((Protocol::Tcp, 80)),
+        Some((Protocol::Tcp, 443)),
+        Some((Protocol::Tcp, 8080)),
+        Some((Protocol::Tcp, 9000)),
+        Some((Protocol::Tcp, 9010)),
+        Some((Protocol::Tcp, 9090)),
+        Some((Protocol::Udp, 53)),
+        Some((Protocol::Sctp, 80)),
+        None,
     ];
     for p in c.pods().values() {
         for cp in &p.ports {
-            probes.push((cp.protocol, cp.port));
+            probes.push(Some((cp.protocol, cp.port)));
         }
     }
     probes.sort();
@@ -139,18 +179,6 @@ fn agrees_with_the_evaluator(c: &ClusterState, cidrs: &PodCidrs) {
             )
         })
         .collect();
-    let endpoint = |party: &Party, family: Family| -> Option<Endpoint<'_>> {
-        match party {
-            Party::Workload(_) => {
-                let id = conn.members(party).first()?;
-                let pod = c.pod(id)?;
-                pod.ip(family).map(|ip| Endpoint::pod(pod, ip))
-            }
-            Party::External { first, .. } => {
-                (Family::of(first) == family).then(|| Endpoint::from_ip(c, *first))
-            }
-        }
-    };
     let mut checked = 0;
     for from in conn.parties() {
         for to in conn.parties() {
@@ -158,30 +186,46 @@ fn agrees_with_the_evaluator(c: &ClusterState, cidrs: &PodCidrs) {
                 continue;
             }
             for family in [Family::V4, Family::V6] {
-                let (Some(a), Some(b)) = (endpoint(from, family), endpoint(to, family)) else {
-                    continue;
-                };
-                if a.pod.is_none() && b.pod.is_none() {
-                    continue;
-                }
                 let set = allowed
                     .get(&(from.to_string(), to.to_string(), Some(family)))
                     .or_else(|| allowed.get(&(from.to_string(), to.to_string(), None)));
-                for (protocol, port) in &probes {
-                    let verdict = evaluate(c, a, b, *protocol, *port);
-                    let expected = verdict.allowed() && !verdict.node_local;
-                    let got = set.is_some_and(|s| s.contains(*protocol, *port));
-                    assert_eq!(
-                        got, expected,
-                        "{from} -> {to} {protocol}/{port} over IPv{}: connections say {got}, the evaluator {expected}",
-                        family.number()
-                    );
-                    checked += 1;
+                for a in probed_ends(c, &conn, from, family) {
+                    for b in probed_ends(c, &conn, to, family) {
+                        if (a.pod.is_none() && b.pod.is_none())
+                            || !stands_for(&a, to)
+                            || !stands_for(&b, from)
+                        {
+                            continue;
+                        }
+                        for probe in &probes {
+                            let verdict = match probe {
+                                Some((protocol, port)) => evaluate(c, a, b, *protocol, *port),
+                                None => evaluate_portless(c, a, b),
+                            };
+                            let got = set.is_some_and(|s| match probe {
+                                Some((protocol, port)) => s.contains(*protocol, *port),
+                                None => s.has_other_protocols(),
+                            });
+                            assert_eq!(
+                                got,
+                                verdict.allowed(),
+                                "{from} -> {to} ({} -> {}) {} over IPv{}: connections say {got} \
+                                 ({set:?}), the evaluator:\n{}",
+                                a.ip,
+                                b.ip,
+                                verdict.traffic(),
+                                family.number(),
+                                crate::analysis::explain_text(&verdict)
+                            );
+                            checked += 1;
+                        }
+                    }
                 }
             }
         }
     }
     assert!(checked > 0);
+    checked
 }
 
 #[test]
@@ -205,6 +249,44 @@ fn generated_clusters_agree_with_the_evaluator() {
             &PodCidrs::parse(&["10.0.0.0/16", "fd00::/48"]).expect("cidrs"),
         );
     }
+}
+
+/// A generated cluster with random ClusterNetworkPolicies and a Node for each of its nodes:
+/// 6 pods, or 24 (so that classes hold several).
+fn generated_with_cluster_policies(seed: u64) -> ClusterState {
+    let shape = crate::generate::Shape {
+        pods: if seed % 2 == 0 { 6 } else { 24 },
+        ..crate::generate::Shape::default()
+    };
+    let c = crate::generate::cluster(seed, shape);
+    crate::generate::cluster_policies::with_cluster_policies(&c, seed, 4, shape.nodes)
+}
+
+#[test]
+fn generated_clusters_with_cluster_policies_agree_with_the_evaluator() {
+    let cidrs = PodCidrs::parse(&["10.0.0.0/16", "fd00::/48"]).expect("cidrs");
+    let mut checked = 0;
+    for seed in 0..60 {
+        checked += agrees_with_the_evaluator(&generated_with_cluster_policies(seed), &cidrs);
+    }
+    assert!(checked > 10_000, "{checked} verdicts compared");
+}
+
+#[test]
+fn every_step_of_the_network_policy_api_suite_agrees_with_the_evaluator() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/network-policy-api");
+    let suite = crate::cnp_conformance::Suite::read(&dir).expect("the suite reads");
+    let mut steps = 0;
+    for case in &suite.cases {
+        let mut c = suite.model.cluster.clone();
+        for i in 0..case.steps.len() {
+            case.apply_step(i, &mut c).expect("the step applies");
+            agrees_with_the_evaluator(&c, &PodCidrs::default());
+            steps += 1;
+        }
+    }
+    assert_eq!(steps, 120);
 }
 
 #[test]
@@ -251,7 +333,7 @@ fn agrees_with_the_per_pod_baseline(c: &ClusterState, cidrs: &PodCidrs) {
     for k in per_pod.connections() {
         let name = |p: &Party| match p {
             Party::Workload(_) => per_pod.members(p).first().and_then(&party_of),
-            external => Some(external.to_string()),
+            other => Some(other.to_string()),
         };
         let (Some(from), Some(to)) = (name(k.from), name(k.to)) else {
             panic!("{} or {} has no party", k.from, k.to);
@@ -292,10 +374,95 @@ fn classes_agree_with_computing_every_pod_on_its_own() {
             &PodCidrs::parse(&["10.0.0.0/16", "fd00::/48"]).expect("cidrs"),
         );
     }
+    for seed in 0..40 {
+        agrees_with_the_per_pod_baseline(
+            &generated_with_cluster_policies(seed),
+            &PodCidrs::parse(&["10.0.0.0/16", "fd00::/48"]).expect("cidrs"),
+        );
+    }
     let mut w = crate::generate::workload(
         3,
         crate::generate::WorkloadSize::named("small").expect("small"),
     );
     materialize(&mut w, &PodCidrs::default());
     agrees_with_the_per_pod_baseline(&w, &PodCidrs::default());
+}
+
+/// The tiers fixture (`fixtures/tiers`), its base version, single-stack.
+fn tiers() -> (ClusterState, PodCidrs) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tiers");
+    let text: Vec<String> = ["cluster.yaml", "base/policies.yaml"]
+        .iter()
+        .map(|f| std::fs::read_to_string(dir.join(f)).expect("fixture"))
+        .collect();
+    let cidrs = PodCidrs::parse(&["10.244.0.0/16"]).expect("cidr");
+    (materialized(&documents(&text), &cidrs), cidrs)
+}
+
+#[test]
+fn causes_name_the_cluster_policy_rules_that_decide() {
+    let (c, cidrs) = tiers();
+    let conn = Connectivity::compute(&c, &cidrs);
+    let party = |name: &str| conn.party(name).unwrap_or_else(|| panic!("{name}")).clone();
+    let rules = |from: &str, to: &str| -> Vec<String> {
+        conn.causes(&party(from), &party(to), Family::V4)
+            .cluster_rules
+            .iter()
+            .map(|m| m.cause())
+            .collect()
+    };
+    // The monitor's scrape port is accepted in the Admin tier, the rest passed to db's
+    // NetworkPolicy, which does not allow it.
+    let causes = conn.causes(
+        &party("ops/monitor[Pod]"),
+        &party("shop/db[Pod]"),
+        Family::V4,
+    );
+    assert_eq!(
+        causes.ingress_isolated_by,
+        [ObjectRef::new("shop", "db-ingress")]
+    );
+    assert!(causes.allowed_by.is_empty() && causes.egress_isolated_by.is_empty());
+    assert_eq!(
+        rules("ops/monitor[Pod]", "shop/db[Pod]"),
+        [
+            "[Admin] monitoring (priority 20) ingress[0] \"scrape\" Accept",
+            "[Admin] monitoring (priority 20) ingress[1] \"ops-rest\" Pass"
+        ]
+    );
+    assert_eq!(
+        rules("shop/db[Pod]", "shop/web[Pod]"),
+        ["[Baseline] default-deny (priority 1) ingress[0] \"pods\" Deny"]
+    );
+    for node in ["node/n2", "node/n1 (own node)"] {
+        assert_eq!(
+            rules("shop/web[Pod]", node),
+            ["[Admin] guard (priority 10) egress[1] \"kubelet\" Deny"],
+            "{node}"
+        );
+    }
+    assert_eq!(
+        rules("shop/web[Pod]", "169.254.169.254-169.254.169.254"),
+        ["[Admin] guard (priority 10) egress[0] \"metadata\" Deny"]
+    );
+    // From a node to its own pods nothing decides: everything is allowed.
+    assert_eq!(
+        conn.causes(
+            &party("node/n1 (own node)"),
+            &party("shop/web[Pod]"),
+            Family::V4
+        ),
+        Causes::default()
+    );
+    // web reaches db by the NetworkPolicy alone.
+    let causes = conn.causes(&party("shop/web[Pod]"), &party("shop/db[Pod]"), Family::V4);
+    assert!(causes.cluster_rules.is_empty());
+    assert_eq!(
+        causes
+            .allowed_by
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["shop/db-ingress ingress[0]"]
+    );
 }

@@ -8,11 +8,18 @@ use policy_compiler::analysis::graph;
 
 use crate::{InputArgs, Output};
 
-/// Print every allowed connection between workloads and external address ranges.
+/// Print every allowed connection between workloads, external address ranges and nodes.
 ///
-/// For every ordered pair of workloads (a workload to itself left out) and every range of
-/// addresses outside the pod CIDRs (cut at every ipBlock cidr and except), the exact set of
-/// allowed protocols and ports. Pairs with nothing allowed are not listed.
+/// For every ordered pair of workloads (a workload to itself left out), every range of addresses
+/// outside the pod CIDRs (cut at every ipBlock cidr and except and every ClusterNetworkPolicy
+/// network) and every Node of the input, the exact set of allowed protocols and ports, through
+/// the ClusterNetworkPolicy tiers and the NetworkPolicies. Pairs with nothing allowed are not
+/// listed. `other protocols` are ICMP and every protocol without ports, which only rules without
+/// ports decide; a set is written by what it lacks when that is shorter (`All Connections except
+/// TCP 10250`). A Node is `node/NAME` as pods on other nodes reach it, and `node/NAME (own node)`
+/// for the traffic between it and the pods running on it (which never crosses the forward hook:
+/// the node reaches its pods on everything, and only ClusterNetworkPolicy egress rules judge a
+/// pod's traffic to its own node).
 #[derive(Args, Debug)]
 pub struct ConnectionsArgs {
     #[command(flatten)]

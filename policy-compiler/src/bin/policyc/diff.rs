@@ -21,7 +21,9 @@ use crate::{InputFailure, Output, ReadArgs};
 /// after it is a path of the new version.
 ///
 /// Each change names the policies that cause it (added, removed or edited ones among those that
-/// decide the pair) and the workloads of the pair that changed (added, removed, relabelled).
+/// decide the pair; a ClusterNetworkPolicy by its rules that decide some of the pair's connections
+/// in either version, with tier, priority and action) and the workloads and nodes of the pair that
+/// changed (added, removed, relabelled).
 /// External ranges are compared address by address: a changed ipBlock shows as the addresses
 /// whose connectivity changed. Markdown is a pull-request comment.
 ///

@@ -6,7 +6,7 @@ use anyhow::{anyhow, bail, Result};
 use clap::{Args, ValueEnum};
 
 use policy_compiler::analysis::{
-    evaluate, explain_json, explain_text, ConnectionVerdict, Endpoint, PortProto,
+    evaluate, evaluate_portless, explain_json, explain_text, ConnectionVerdict, Endpoint, PortProto,
 };
 use policy_compiler::cidr::Family;
 use policy_compiler::compile_all;
@@ -18,6 +18,11 @@ use policy_compiler::ClusterState;
 use crate::{InputArgs, Output};
 
 /// Explain whether a connection is allowed, and by which rules.
+///
+/// In a cluster with ClusterNetworkPolicies each direction is walked through the tiers: the Admin
+/// rule that matched, the NetworkPolicies that decided, the Baseline rule that matched or the
+/// default, then the verdict (`[Admin] allow-monitoring egress[2] "scrape" Pass ->
+/// [NetworkPolicy] x/deny-all: no rule allows -> denied`).
 #[derive(Args, Debug)]
 pub struct ExplainArgs {
     #[command(flatten)]
@@ -29,8 +34,12 @@ pub struct ExplainArgs {
     #[arg(long)]
     to: String,
     /// Destination port and protocol, e.g. `80/TCP`.
+    #[arg(long, required_unless_present = "icmp", conflicts_with = "icmp")]
+    port: Option<PortProto>,
+    /// Judge an ICMP echo request instead of a port: what every protocol without ports (ICMP,
+    /// ICMPv6, …) gets, which only rules without ports match.
     #[arg(long)]
-    port: PortProto,
+    icmp: bool,
     /// Address family to use between two dual-stack pods (default: IPv4 when both have it).
     #[arg(long, value_parser = ["4", "6"])]
     family: Option<String>,
@@ -56,7 +65,10 @@ pub fn run(args: ExplainArgs) -> Result<Output> {
         .family
         .map(|f| if f == "6" { Family::V6 } else { Family::V4 });
     let (from, to) = endpoints(cluster, &args.from, &args.to, family)?;
-    let verdict = evaluate(cluster, from, to, args.port.protocol, args.port.port);
+    let verdict = match args.port {
+        Some(port) => evaluate(cluster, from, to, port.protocol, port.port),
+        None => evaluate_portless(cluster, from, to),
+    };
     Ok(Output::clean(match args.output {
         ExplainFormat::Json => format!(
             "{}\n",

@@ -11,8 +11,8 @@ use policy_compiler::analysis::graph::{to_dot, to_mermaid, Graph};
 
 use crate::{InputArgs, Output};
 
-/// Print the connectivity graph: workloads grouped by namespace, external ranges, and an edge per
-/// allowed connection labelled with its ports.
+/// Print the connectivity graph: workloads grouped by namespace, external ranges and nodes, and an
+/// edge per allowed connection labelled with its ports (as `connections` writes them).
 #[derive(Args, Debug)]
 pub struct GraphArgs {
     #[command(flatten)]

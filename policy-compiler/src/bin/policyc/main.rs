@@ -28,9 +28,9 @@ use policy_compiler::ClusterState;
 /// PATH arguments are files, directories (read recursively: *.yaml, *.yml, *.json) or `-` for standard
 /// input (`kubectl kustomize DIR | policyc ... -`, `helm template ... | policyc ... -`); YAML may hold
 /// several documents, and `List` kinds (as `kubectl get -o yaml` prints) are unpacked. Namespaces,
-/// Pods, NetworkPolicies and workloads (Deployment, StatefulSet, DaemonSet, ReplicaSet,
-/// ReplicationController, Job, CronJob) are read; other documents are skipped with one warning per
-/// file. Exit status: 0 clean, 1 findings (when a command is asked to fail on them), 2 invalid
+/// Pods, NetworkPolicies, ClusterNetworkPolicies (policy.networking.k8s.io v1beta1 and v1alpha2),
+/// Nodes and workloads (Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job,
+/// CronJob) are read; other documents are skipped with one warning per file. Exit status: 0 clean, 1 findings (when a command is asked to fail on them), 2 invalid
 /// input, with nothing on standard output.
 #[derive(Parser, Debug)]
 #[command(name = "policyc", version)]

@@ -22,7 +22,7 @@ const SHOWN: usize = 10;
 ///         allow:                      # or deny:
 ///           from: {workload: shop/frontend}
 ///           to: {workload: "shop/web[Deployment]"}
-///           protocol: TCP             # TCP (default), UDP or SCTP
+///           protocol: TCP             # TCP (default), UDP, SCTP or ICMP (no port)
 ///           port: 8080                # or ports: 8080-8090; absent: every port
 ///
 /// An endpoint is one of `workload: ns/name[Kind]` (or `ns/name`), `namespace: NAME`,
