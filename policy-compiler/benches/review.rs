@@ -11,6 +11,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use policy_compiler::analysis::connectivity::Connectivity;
 use policy_compiler::diff::{Diff, Version};
+use policy_compiler::generate::guardrails::with_guardrails;
 use policy_compiler::generate::{pod_cidrs, workload, WorkloadSize};
 use policy_compiler::model::{PolicyPort, PortSpec, Protocol};
 use policy_compiler::workload::{materialize, PodCidrs};
@@ -49,82 +50,20 @@ fn connections(c: &mut Criterion) {
     group.finish();
 }
 
-/// 100 ClusterNetworkPolicies of 10 rules each over the generated workloads' labels (`team` and
-/// `env` on namespaces, `tier` on pods): subjects by team or by tier, every action, namespace,
-/// pod and network peers, rules with and without protocols, five priorities (so ties occur).
-fn cluster_policies(cluster: &mut ClusterState) {
-    use policy_compiler::model::{
-        Action, ClusterNetworkPolicy, ClusterPeer, ClusterPort, ClusterRule, PodsSelector, Subject,
-        Tier,
-    };
-    use policy_compiler::selector::LabelSelector;
-    let teams = ["payments", "search", "web", "data", "platform"];
-    let envs = ["prod", "staging", "dev"];
-    let tiers = ["frontend", "backend", "db"];
-    let networks = [
-        "0.0.0.0/0",
-        "10.64.0.0/16",
-        "192.0.2.0/24",
-        "169.254.169.254/32",
-    ];
-    for i in 0..100usize {
-        let subject = if i % 2 == 0 {
-            Subject::Namespaces(LabelSelector::from_labels([("team", teams[i % 5])]))
-        } else {
-            Subject::Pods(PodsSelector {
-                namespaces: LabelSelector::from_labels([("env", envs[i % 3])]),
-                pods: LabelSelector::from_labels([("tier", tiers[i % 3])]),
-            })
-        };
-        let rule = |k: usize, egress: bool| {
-            let peer = match (k + i) % 4 {
-                0 => ClusterPeer::Namespaces(LabelSelector::from_labels([("env", envs[k % 3])])),
-                1 => ClusterPeer::Pods(PodsSelector {
-                    namespaces: LabelSelector::from_labels([("team", teams[k % 5])]),
-                    pods: LabelSelector::from_labels([("tier", tiers[k % 3])]),
-                }),
-                2 if egress => ClusterPeer::Networks(vec![networks[k % 4].parse().expect("cidr")]),
-                _ => ClusterPeer::Namespaces(LabelSelector::everything()),
-            };
-            ClusterRule {
-                name: Some(format!("r{k}")),
-                action: [Action::Accept, Action::Deny, Action::Pass][(i + k) % 3],
-                peers: vec![peer],
-                protocols: if k % 3 == 0 {
-                    Vec::new()
-                } else {
-                    vec![ClusterPort::Range {
-                        protocol: Protocol::Tcp,
-                        first: 8000 + k as u16,
-                        last: 8010 + k as u16,
-                    }]
-                },
-            }
-        };
-        cluster.upsert_cluster_policy(ClusterNetworkPolicy {
-            name: format!("cnp-{i:03}"),
-            tier: if i % 4 == 3 {
-                Tier::Baseline
-            } else {
-                Tier::Admin
-            },
-            priority: (i % 5) as u16 * 10,
-            subject,
-            ingress: (0..5).map(|k| rule(k, false)).collect(),
-            egress: (5..10).map(|k| rule(k, true)).collect(),
-        });
-    }
-}
-
 fn connections_with_cluster_policies(c: &mut Criterion) {
     let mut group = c.benchmark_group("connections");
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(10));
     let cidrs = pod_cidrs();
-    let mut cluster = workload(42, WorkloadSize::MEDIUM);
+    // 100 guardrails of 10 rules each, as `policyc generate --cluster-policies 100` writes them.
+    let mut cluster = with_guardrails(
+        &workload(42, WorkloadSize::MEDIUM),
+        42,
+        100,
+        WorkloadSize::MEDIUM.nodes,
+    );
     materialize(&mut cluster, &cidrs);
-    cluster_policies(&mut cluster);
     let once = Connectivity::compute(&cluster, &cidrs);
     eprintln!(
         "medium with 100 ClusterNetworkPolicies: {} parties, {} classes, {} connections",

@@ -157,7 +157,7 @@ fn egress(rng: &mut Rng, i: usize) -> Vec<ClusterRule> {
 
 /// `cluster` (a [`super::workload`] cluster on `nodes` nodes) with `count` guardrail
 /// ClusterNetworkPolicies of [`RULES_PER_POLICY`] rules each (four in five Admin, the rest
-/// Baseline; priorities with ties) and a Node per node, addressed as the workload's pods' host IPs.
+/// Baseline; 50 priorities, each shared by two policies, so that ties are broken by name) and a Node per node, addressed as the workload's pods' host IPs.
 /// Deterministic for a seed.
 pub fn with_guardrails(
     cluster: &ClusterState,
@@ -206,7 +206,7 @@ pub fn with_guardrails(
         out.upsert_cluster_policy(ClusterNetworkPolicy {
             name: format!("guardrail-{i:03}"),
             tier,
-            priority: (i * 7 % 100) as u16,
+            priority: (i * 7 % 50) as u16,
             subject,
             ingress: ingress(&mut rng, i),
             egress: egress(&mut rng, i),
