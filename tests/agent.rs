@@ -418,24 +418,9 @@ async fn the_hold_is_bounded_and_the_sync_then_runs_with_what_is_known() {
 }
 
 /// An Admin ClusterNetworkPolicy for the backend namespace (backend/api-0 on node-1): the db
-/// pods on 5432/TCP are accepted, and `rules` (YAML list items) follow.
+/// pods on 5432/TCP are accepted, between the rules `before` and `after` (YAML list items).
 fn backend_guard(before: &str, after: &str) -> policy_compiler::model::ClusterNetworkPolicy {
-    reconcile::cluster_policy(&format!(
-        "apiVersion: policy.networking.k8s.io/v1beta1
-kind: ClusterNetworkPolicy
-metadata: {{name: guard}}
-spec:
-  tier: Admin
-  priority: 10
-  subject:
-    namespaces: {{matchLabels: {{team: platform}}}}
-  egress:
-{before}  - name: db
-    action: Accept
-    to: [{{namespaces: {{matchLabels: {{kubernetes.io/metadata.name: db}}}}}}]
-    protocols: [{{tcp: {{destinationPort: {{number: 5432}}}}}}]
-{after}"
-    ))
+    reconcile::guard_with(before, 5432, after)
 }
 
 const DNS_ACCEPT: &str = "  - name: dns

@@ -4,7 +4,10 @@
 //! ClusterNetworkPolicies and Nodes, at either version or with the CRD absent: the kernel holds
 //! what `policy_compiler::compile_node` gives for the objects the API serves.
 
+mod common;
 mod kube_support;
+
+use common::reconcile;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +22,6 @@ use nftpolicy::source::Kind;
 use policy_compiler::compile_node;
 use policy_compiler::input::{parse_sources, Source};
 use policy_compiler::nft::transaction::Op;
-use policy_compiler::nft::DecisionVerdict;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -278,8 +280,8 @@ fn apply_cluster_with_policies(fake: &FakeApi, cnp_served: bool) {
     }
 }
 
-/// Asserts that every operation changes elements (no chain, set or map is added, flushed or
-/// deleted), and that the decision maps changed are those of chains starting with `prefix`.
+/// The operations of a successful sync, asserted to be element operations (those of decision
+/// maps on maps starting with `prefix`; see [`reconcile::assert_element_operations`]).
 fn assert_elements_only(report: &SyncReport, prefix: &str) -> Vec<Op> {
     let ops = report
         .result
@@ -288,19 +290,7 @@ fn assert_elements_only(report: &SyncReport, prefix: &str) -> Vec<Op> {
         .transaction
         .ops
         .clone();
-    assert!(!ops.is_empty());
-    for op in &ops {
-        match op {
-            Op::AddDecisionElements(name, _) | Op::DeleteDecisionElements(name, _) => {
-                assert!(name.starts_with(prefix), "{op:?}")
-            }
-            Op::AddElements(..)
-            | Op::DeleteElements(..)
-            | Op::AddMapElements(..)
-            | Op::DeleteMapElements(..) => {}
-            other => panic!("not an element operation: {other:?}"),
-        }
-    }
+    reconcile::assert_element_operations(&ops, prefix);
     ops
 }
 
@@ -355,23 +345,7 @@ async fn cluster_network_policies_and_nodes_are_enforced_and_changed_by_element_
         .clone();
     let node_2: std::net::IpAddr = "192.168.100.2".parse().expect("ip");
     // Its address leads to a peer class (new: no Node had the label) whose maps drop.
-    let class = ops.iter().find_map(|op| match op {
-        Op::AddDecisionElements(m, e) if m == "admin_egress_peers_v4" => e
-            .iter()
-            .find(|(k, _)| k.holds(&node_2, None))
-            .map(|(_, d)| d.verdict.clone()),
-        _ => None,
-    });
-    let Some(DecisionVerdict::Jump(class)) = class else {
-        panic!("node-2 joins a peer class: {ops:?}");
-    };
-    let table = r.kernel.table().expect("a table");
-    assert!(
-        table.chains[&class].rules.iter().any(|rule| matches!(&rule.verdict,
-            policy_compiler::nft::Verdict::DecisionVmap { map, .. }
-                if table.decision_maps[map].elements.values().any(|d| d.verdict == DecisionVerdict::Drop))),
-        "{ops:?}"
-    );
+    reconcile::assert_joins_a_dropping_class(&ops, &r.kernel.table().expect("a table"), node_2);
     r.assert_enforces_the_api();
     let enforced = r.kernel.table();
 

@@ -392,6 +392,19 @@ pub fn node(name: &str, ip: &str, role: &str) -> policy_compiler::model::Node {
 /// The Admin ClusterNetworkPolicy `guard` for the backend namespace (backend/api-0 on node-1):
 /// nothing to the Nodes with `role: db`; the db namespace accepted on `db_port`/TCP.
 pub fn guard(db_port: u16) -> ClusterNetworkPolicy {
+    guard_with(
+        "  - name: no-db-nodes
+    action: Deny
+    to: [{nodes: {matchLabels: {role: db}}}]
+",
+        db_port,
+        "",
+    )
+}
+
+/// The Admin ClusterNetworkPolicy `guard` for the backend namespace: the egress rules `before`
+/// (YAML list items), the db namespace accepted on `db_port`/TCP, then the rules `after`.
+pub fn guard_with(before: &str, db_port: u16, after: &str) -> ClusterNetworkPolicy {
     cluster_policy(&format!(
         "apiVersion: policy.networking.k8s.io/v1beta1
 kind: ClusterNetworkPolicy
@@ -402,14 +415,11 @@ spec:
   subject:
     namespaces: {{matchLabels: {{team: platform}}}}
   egress:
-  - name: no-db-nodes
-    action: Deny
-    to: [{{nodes: {{matchLabels: {{role: db}}}}}}]
-  - name: db
+{before}  - name: db
     action: Accept
     to: [{{namespaces: {{matchLabels: {{kubernetes.io/metadata.name: db}}}}}}]
     protocols: [{{tcp: {{destinationPort: {{number: {db_port}}}}}}}]
-"
+{after}"
     ))
 }
 
@@ -444,6 +454,31 @@ pub fn assert_tier_operations(ops: &[Op], prefix: &str, tier_elements_only: bool
             other => panic!("not an element operation: {other:?}"),
         }
     }
+}
+
+/// Asserts that `ops` give `address` an element of the Admin egress peers map, leading to a peer
+/// class whose decision maps (in `table`, the ruleset after `ops`) drop something: the address
+/// joined a Deny rule's peers.
+pub fn assert_joins_a_dropping_class(ops: &[Op], table: &Ruleset, address: IpAddr) {
+    use policy_compiler::nft::{DecisionVerdict, Verdict};
+    let jumps_to = ops.iter().find_map(|op| match op {
+        Op::AddDecisionElements(map, e) if map == "admin_egress_peers_v4" => e
+            .iter()
+            .find(|(k, _)| k.holds(&address, None))
+            .map(|(_, d)| d.verdict.clone()),
+        _ => None,
+    });
+    let Some(DecisionVerdict::Jump(class)) = jumps_to else {
+        panic!("{address} joins a peer class: {ops:?}");
+    };
+    let drops = table.chains[&class].rules.iter().any(|r| match &r.verdict {
+        Verdict::DecisionVmap { map, .. } => table.decision_maps[map]
+            .elements
+            .values()
+            .any(|d| d.verdict == DecisionVerdict::Drop),
+        _ => false,
+    });
+    assert!(drops, "{address} joins the Deny rule: {ops:?}");
 }
 
 /// With Nodes and the ClusterNetworkPolicy [`guard`] in force: an edit of one of its rules, a
@@ -483,26 +518,7 @@ pub async fn cluster_policy_changes<K: Kernel + Clone + 'static>(
     // The Node's address joins a peer class of its own: its chain and maps are new.
     assert_tier_operations(&o, "admin_", false);
     let address: IpAddr = "192.168.100.2".parse().expect("ip");
-    // Its address now leads to a class whose maps drop what the subject sends it.
-    let jumps_to = o.iter().find_map(|op| match op {
-        Op::AddDecisionElements(map, e) if map == "admin_egress_peers_v4" => e
-            .iter()
-            .find(|(k, _)| k.holds(&address, None))
-            .map(|(_, d)| d.verdict.clone()),
-        _ => None,
-    });
-    let Some(policy_compiler::nft::DecisionVerdict::Jump(class)) = jumps_to else {
-        panic!("node-2 joins a peer class: {o:?}");
-    };
-    let table = h.table().expect("a table");
-    let drops = table.chains[&class].rules.iter().any(|r| match &r.verdict {
-        policy_compiler::nft::Verdict::DecisionVmap { map, .. } => table.decision_maps[map]
-            .elements
-            .values()
-            .any(|d| d.verdict == policy_compiler::nft::DecisionVerdict::Drop),
-        _ => false,
-    });
-    assert!(drops, "node-2 joins the Deny rule: {o:?}");
+    assert_joins_a_dropping_class(&o, &h.table().expect("a table"), address);
     h.assert_enforces(cluster);
 
     let mut web = new_web_pod(cluster);

@@ -26,7 +26,7 @@
 //!   that overlaps it, applies. So [`Transaction::diff`] deletes a map's elements before it adds
 //!   any, and an element whose verdict or comment changes is deleted and added.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::net::IpAddr;
 
@@ -326,18 +326,7 @@ impl Transaction {
             let Some(old) = committed.maps.get(name) else {
                 continue;
             };
-            let gone: Vec<IpAddr> = old
-                .elements
-                .iter()
-                .filter(|(k, v)| map.elements.get(*k) != Some(*v))
-                .map(|(k, _)| *k)
-                .collect();
-            let new: Vec<(IpAddr, String)> = map
-                .elements
-                .iter()
-                .filter(|(k, v)| old.elements.get(*k) != Some(*v))
-                .map(|(k, v)| (*k, v.clone()))
-                .collect();
+            let (gone, new) = changed_entries(&old.elements, &map.elements);
             if !gone.is_empty() {
                 ops.push(Op::DeleteMapElements(name.clone(), gone));
             }
@@ -354,18 +343,7 @@ impl Transaction {
             if redefined_decision_maps.contains(name.as_str()) {
                 continue;
             }
-            let gone: Vec<DecisionKey> = old
-                .elements
-                .iter()
-                .filter(|(k, d)| map.elements.get(*k) != Some(*d))
-                .map(|(k, _)| *k)
-                .collect();
-            let new: Vec<(DecisionKey, Decision)> = map
-                .elements
-                .iter()
-                .filter(|(k, d)| old.elements.get(*k) != Some(*d))
-                .map(|(k, d)| (*k, d.clone()))
-                .collect();
+            let (gone, new) = changed_entries(&old.elements, &map.elements);
             if !gone.is_empty() {
                 ops.push(Op::DeleteDecisionElements(name.clone(), gone));
             }
@@ -561,6 +539,26 @@ impl Transaction {
         *state = next;
         Ok(())
     }
+}
+
+/// The keys of `old` whose entry `new` lacks or holds otherwise (to delete), and the entries of
+/// `new` that `old` lacks or holds otherwise (to add): a changed value is deleted and added again,
+/// as the kernel needs.
+fn changed_entries<K: Ord + Copy, V: PartialEq + Clone>(
+    old: &BTreeMap<K, V>,
+    new: &BTreeMap<K, V>,
+) -> (Vec<K>, Vec<(K, V)>) {
+    let gone = old
+        .iter()
+        .filter(|(k, v)| new.get(*k) != Some(*v))
+        .map(|(k, _)| *k)
+        .collect();
+    let added = new
+        .iter()
+        .filter(|(k, v)| old.get(*k) != Some(*v))
+        .map(|(k, v)| (*k, v.clone()))
+        .collect();
+    (gone, added)
 }
 
 fn references(rs: &Ruleset, kind: &'static str, name: &str) -> bool {
