@@ -42,41 +42,25 @@ pub fn tier_revocations(committed: Option<&Ruleset>, desired: &Ruleset) -> BTree
         return BTreeSet::new();
     };
     let mut pods = BTreeSet::new();
-    for tier in Tier::ALL {
-        for direction in Direction::BOTH {
-            for family in [Family::V4, Family::V6] {
-                let set = tier_subjects_set_name(tier, direction, family);
-                let peers = tier_peers_map_name(tier, direction, family);
-                let subjects = |r: &Ruleset| -> BTreeSet<IpAddr> {
-                    r.sets
-                        .get(&set)
-                        .into_iter()
-                        .flat_map(|s| &s.elements)
-                        .filter_map(|e| match e {
-                            SetElement::Addr(ip) => Some(*ip),
-                            SetElement::AddrProtoPort(..) => None,
-                        })
-                        .collect()
-                };
-                let (old, new) = (subjects(committed), subjects(desired));
-                pods.extend(old.symmetric_difference(&new).copied());
-                let unchanged = committed.decision_maps.get(&peers)
-                    == desired.decision_maps.get(&peers)
-                    && class_maps(committed, &peers) == class_maps(desired, &peers);
-                if unchanged {
-                    continue;
-                }
-                for ip in old.intersection(&new) {
-                    let less = [true, false].into_iter().any(|ports| {
-                        allows_less(
-                            &by_peer(committed, &peers, ip, ports),
-                            &by_peer(desired, &peers, ip, ports),
-                        )
-                    });
-                    if less {
-                        pods.insert(*ip);
-                    }
-                }
+    for (tier, direction, family) in tier_lookups() {
+        let set = tier_subjects_set_name(tier, direction, family);
+        let peers = tier_peers_map_name(tier, direction, family);
+        let (old, new) = (addresses(committed, &set), addresses(desired, &set));
+        pods.extend(old.symmetric_difference(&new).copied());
+        let unchanged = committed.decision_maps.get(&peers) == desired.decision_maps.get(&peers)
+            && class_maps(committed, &peers) == class_maps(desired, &peers);
+        if unchanged {
+            continue;
+        }
+        for ip in old.intersection(&new) {
+            let less = [true, false].into_iter().any(|ports| {
+                allows_less(
+                    &by_peer(committed, &peers, ip, ports),
+                    &by_peer(desired, &peers, ip, ports),
+                )
+            });
+            if less {
+                pods.insert(*ip);
             }
         }
     }
@@ -278,25 +262,38 @@ fn is_tier_object(name: &str) -> bool {
     name.starts_with("admin_") || name.starts_with("baseline_")
 }
 
+/// Every tier, direction and family a ruleset may look subjects up in.
+fn tier_lookups() -> impl Iterator<Item = (Tier, Direction, Family)> {
+    Tier::ALL.into_iter().flat_map(|tier| {
+        Direction::BOTH.into_iter().flat_map(move |direction| {
+            [Family::V4, Family::V6]
+                .into_iter()
+                .map(move |family| (tier, direction, family))
+        })
+    })
+}
+
+/// The addresses in a set of `ruleset` (none when it has no such set).
+fn addresses(ruleset: &Ruleset, set: &str) -> BTreeSet<IpAddr> {
+    ruleset
+        .sets
+        .get(set)
+        .into_iter()
+        .flat_map(|s| &s.elements)
+        .filter_map(|e| match e {
+            SetElement::Addr(ip) => Some(*ip),
+            SetElement::AddrProtoPort(..) => None,
+        })
+        .collect()
+}
+
 /// The addresses of every tier's subjects in `ruleset`.
-fn tier_subjects(ruleset: &Ruleset) -> Vec<IpAddr> {
-    let mut out = Vec::new();
-    for tier in Tier::ALL {
-        for direction in Direction::BOTH {
-            for family in [Family::V4, Family::V6] {
-                if let Some(set) = ruleset
-                    .sets
-                    .get(&tier_subjects_set_name(tier, direction, family))
-                {
-                    out.extend(set.elements.iter().filter_map(|e| match e {
-                        SetElement::Addr(ip) => Some(*ip),
-                        SetElement::AddrProtoPort(..) => None,
-                    }));
-                }
-            }
-        }
-    }
-    out
+fn tier_subjects(ruleset: &Ruleset) -> BTreeSet<IpAddr> {
+    tier_lookups()
+        .flat_map(|(tier, direction, family)| {
+            addresses(ruleset, &tier_subjects_set_name(tier, direction, family))
+        })
+        .collect()
 }
 
 /// Whether a key's address range holds `ip` (whatever its ports).
