@@ -180,13 +180,22 @@ fn ingress_named_ports<'p>(policies: &[&'p ClusterNetworkPolicy]) -> Vec<&'p str
     let names: BTreeSet<&str> = policies
         .iter()
         .flat_map(|p| &p.ingress)
-        .flat_map(|r| &r.protocols)
-        .filter_map(|port| match port {
-            ClusterPort::Named(n) => Some(n.as_str()),
-            ClusterPort::Range { .. } => None,
-        })
+        .flat_map(rule_named_ports)
         .collect();
     names.into_iter().collect()
+}
+
+/// The policy of a [`cluster_rule_token`] (`policy.direction.index`; the name may hold dots).
+fn token_policy(token: &str) -> &str {
+    token.rsplitn(3, '.').last().unwrap_or_default()
+}
+
+/// The destination named ports of a rule's `protocols`, as written.
+fn rule_named_ports(rule: &ClusterRule) -> impl Iterator<Item = &str> {
+    rule.protocols.iter().filter_map(|port| match port {
+        ClusterPort::Named(n) => Some(n.as_str()),
+        ClusterPort::Range { .. } => None,
+    })
 }
 
 /// One combination of a tier: its policies, how its subjects resolve the named ports, its pods.
@@ -501,14 +510,7 @@ type RegionKey<'a> = (Direction, Family, &'a [ClusterPeer], bool, Vec<&'a str>);
 
 fn region_key(direction: Direction, rule: &ClusterRule, family: Family) -> RegionKey<'_> {
     let named = match direction {
-        Direction::Egress => rule
-            .protocols
-            .iter()
-            .filter_map(|p| match p {
-                ClusterPort::Named(n) => Some(n.as_str()),
-                ClusterPort::Range { .. } => None,
-            })
-            .collect(),
+        Direction::Egress => rule_named_ports(rule).collect(),
         Direction::Ingress => Vec::new(),
     };
     (
@@ -840,7 +842,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
         );
         let mut policies: Vec<&str> = Vec::new();
         for u in &key.rules {
-            let policy = tokens[*u].split('.').next().unwrap_or_default();
+            let policy = token_policy(&tokens[*u]);
             if policies.last() != Some(&policy) {
                 policies.push(policy);
             }
@@ -945,14 +947,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
         }
         let ranges = merge_ranges(ranges);
         let mut named = HashMap::new();
-        let names: Vec<&str> = rule
-            .protocols
-            .iter()
-            .filter_map(|p| match p {
-                ClusterPort::Named(n) => Some(n.as_str()),
-                ClusterPort::Range { .. } => None,
-            })
-            .collect();
+        let names: Vec<&str> = rule_named_ports(rule).collect();
         if direction == Direction::Egress && !names.is_empty() {
             for pod in pods {
                 let Some(ip) = pod.ip(family) else { continue };
@@ -997,6 +992,12 @@ mod tests {
             vec![(0, 79), (101, u16::MAX)]
         );
         assert!(uncovered.is_empty());
+    }
+
+    #[test]
+    fn a_rule_token_names_its_policy_dots_included() {
+        assert_eq!(token_policy("guard.egress.3"), "guard");
+        assert_eq!(token_policy("team.a.guard.ingress.0"), "team.a.guard");
     }
 
     #[test]
