@@ -17,7 +17,7 @@
 //! Decision maps are compared before the transaction ([`shrunk_decision_maps`]: the committed
 //! ruleset is replaced by it), and the pods read after it ([`affected_pods`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use policy_compiler::cidr::to_u128;
@@ -25,7 +25,7 @@ use policy_compiler::cidr::Family;
 use policy_compiler::model::{Direction, Tier};
 use policy_compiler::nft::transaction::Op;
 use policy_compiler::nft::{
-    DecisionKey, DecisionMap, DecisionVerdict, Ruleset, SetElement, Verdict,
+    Decision, DecisionKey, DecisionMap, DecisionVerdict, Ruleset, SetElement, Verdict,
 };
 use policy_compiler::plan::{tier_peers_map_name, tier_subjects_set_name};
 
@@ -103,39 +103,50 @@ fn by_peer(ruleset: &Ruleset, peers: &str, ip: &IpAddr, ports: bool) -> Decision
     let Some(map) = ruleset.decision_maps.get(peers) else {
         return out;
     };
+    // What each class decides for `ip`, read once per class (the peers map has many ranges per
+    // class).
+    let mut decided: HashMap<&str, Vec<(&DecisionKey, &Decision)>> = HashMap::new();
     for (range, d) in &map.elements {
         let DecisionVerdict::Jump(chain) = &d.verdict else {
             continue;
         };
-        let Some(chain) = ruleset.chains.get(chain) else {
-            continue;
-        };
-        for rule in &chain.rules {
-            let Verdict::DecisionVmap {
-                map, ports: keyed, ..
-            } = &rule.verdict
-            else {
-                continue;
+        let held = decided
+            .entry(chain.as_str())
+            .or_insert_with(|| class_decisions(ruleset, chain, ip, ports));
+        for (k, decision) in held.iter() {
+            let key = DecisionKey {
+                first: range.first,
+                last: range.last,
+                ports: k.ports,
             };
-            if *keyed != ports {
-                continue;
-            }
-            let Some(class) = ruleset.decision_maps.get(map) else {
-                continue;
-            };
-            for (k, decision) in &class.elements {
-                if holds_address(k, ip) {
-                    let key = DecisionKey {
-                        first: range.first,
-                        last: range.last,
-                        ports: k.ports,
-                    };
-                    out.elements.insert(key, decision.clone());
-                }
-            }
+            out.elements.insert(key, (*decision).clone());
         }
     }
     out
+}
+
+/// The elements of a class chain's decision maps (keyed with ports or not) that hold `ip`.
+fn class_decisions<'r>(
+    ruleset: &'r Ruleset,
+    chain: &str,
+    ip: &IpAddr,
+    ports: bool,
+) -> Vec<(&'r DecisionKey, &'r Decision)> {
+    let Some(chain) = ruleset.chains.get(chain) else {
+        return Vec::new();
+    };
+    chain
+        .rules
+        .iter()
+        .filter_map(|rule| match &rule.verdict {
+            Verdict::DecisionVmap {
+                map, ports: keyed, ..
+            } if *keyed == ports => ruleset.decision_maps.get(map),
+            _ => None,
+        })
+        .flat_map(|class| &class.elements)
+        .filter(|(k, _)| holds_address(k, ip))
+        .collect()
 }
 
 /// Whether some packet `old` accepts is not accepted by `new`, or some packet `new` drops was not
@@ -307,7 +318,6 @@ mod tests {
     use super::*;
     use policy_compiler::cidr::Family;
     use policy_compiler::model::Protocol;
-    use policy_compiler::nft::Decision;
 
     fn key(first: &str, last: &str, ports: Option<(u16, u16)>) -> DecisionKey {
         DecisionKey {
