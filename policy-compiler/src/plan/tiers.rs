@@ -13,8 +13,12 @@
 //! - a class chain looks the *local pod* up in two decision maps, one keyed by `local address .
 //!   protocol . port` for TCP, UDP and SCTP, one by local address for every other protocol. Each
 //!   element holds, for the pods of one combination of policies, the verdict of the first rule in
-//!   evaluation order that matches the class and the packet: `accept` (Accept), `drop` (Deny) or
-//!   `return` (Pass). No element: no rule matches, and the next stage judges.
+//!   evaluation order that matches the class and the packet: `accept` (Accept) or `drop` (Deny).
+//!   No element: no rule matches, or the first that does is a Pass, and the next stage judges. A
+//!   Pass rule so takes what it matches from the rules after it without an element of its own, and
+//!   a class whose rules decide nothing but Pass for every local pod has no chain: its addresses
+//!   have no element in the peers map, and a packet to them costs only the base chain's two
+//!   lookups.
 //!
 //! So the first-match order of a tier costs three lookups per packet however many rules it has;
 //! the peer addresses are listed once per tier and direction, not once per combination of
@@ -221,6 +225,9 @@ struct SweepRule<'r> {
     region: &'r PeerRegion,
     /// `protocols` is empty: every protocol and port.
     all: bool,
+    /// A Pass rule: it takes what it matches from the rules after it, and leaves it to the next
+    /// stage, as no element does.
+    pass: bool,
     /// Port ranges per protocol (in [`Protocol::ALL`] order), named ports resolved for ingress.
     ports: [Vec<(u16, u16)>; 3],
 }
@@ -284,15 +291,20 @@ fn carve(uncovered: &mut Vec<(u16, u16)>, a: u16, b: u16) -> Vec<(u16, u16)> {
 /// The decision of every port and protocol for the packets between a peer class and a combination:
 /// `active` holds the combination's rules whose peers hold the class, in evaluation order, with
 /// their positions in the tier's rule list; `point` is the class's address when its named ports are
-/// resolved per address (egress).
+/// resolved per address (egress). What a Pass rule decides is left out (no element means the same).
 fn cell(active: &[(usize, &SweepRule<'_>)], point: Option<u128>) -> Cell {
-    let other = active.iter().find(|(_, r)| r.all).map(|(i, _)| *i);
+    let other = active
+        .iter()
+        .find(|(_, r)| r.all)
+        .filter(|(_, r)| !r.pass)
+        .map(|(i, _)| *i);
     let mut ports = Vec::new();
     for protocol in Protocol::ALL {
         let slot = protocol_slot(protocol);
         let mut uncovered = vec![(0u16, u16::MAX)];
         let mut pieces: Vec<(u16, u16, usize)> = Vec::new();
         for &(i, rule) in active {
+            let before = pieces.len();
             if rule.all {
                 for (a, b) in carve(&mut uncovered, 0, u16::MAX) {
                     pieces.push((a, b, i));
@@ -311,6 +323,9 @@ fn cell(active: &[(usize, &SweepRule<'_>)], point: Option<u128>) -> Cell {
                         }
                     }
                 }
+            }
+            if rule.pass {
+                pieces.truncate(before);
             }
             if uncovered.is_empty() {
                 break;
@@ -441,6 +456,7 @@ fn sweep_rule<'r>(
     SweepRule {
         region,
         all: rule.protocols.is_empty(),
+        pass: rule.action == Action::Pass,
         ports: ports.map(merge_ranges),
     }
 }
@@ -992,6 +1008,50 @@ mod tests {
             vec![(0, 79), (101, u16::MAX)]
         );
         assert!(uncovered.is_empty());
+    }
+
+    fn rule(region: &PeerRegion, action: Action, tcp: Option<(u16, u16)>) -> SweepRule<'_> {
+        let mut ports: [Vec<(u16, u16)>; 3] = Default::default();
+        ports[protocol_slot(Protocol::Tcp)].extend(tcp);
+        SweepRule {
+            region,
+            all: tcp.is_none(),
+            pass: action == Action::Pass,
+            ports,
+        }
+    }
+
+    #[test]
+    fn a_pass_takes_its_ports_from_later_rules_without_elements() {
+        let region = PeerRegion {
+            ranges: vec![(0, 10)],
+            named: HashMap::new(),
+        };
+        let pass_web = rule(&region, Action::Pass, Some((80, 90)));
+        let deny_all = rule(&region, Action::Deny, None);
+        let cell_of = |active: &[(usize, &SweepRule<'_>)]| cell(active, None);
+        // Pass on TCP 80-90, then Deny everything: the Deny decides all but 80-90, which has no
+        // element (the next stage judges it, as Pass says).
+        let decided = cell_of(&[(0, &pass_web), (1, &deny_all)]);
+        assert_eq!(decided.other, Some(1));
+        let tcp: Vec<_> = decided
+            .ports
+            .iter()
+            .filter(|p| p.0 == Protocol::Tcp)
+            .collect();
+        assert_eq!(
+            tcp,
+            vec![
+                &(Protocol::Tcp, 0, 79, 1),
+                &(Protocol::Tcp, 91, u16::MAX, 1)
+            ]
+        );
+        assert!(decided.ports.contains(&(Protocol::Udp, 0, u16::MAX, 1)));
+        // A Pass of everything first: nothing after it decides, and the cell is empty.
+        let pass_all = rule(&region, Action::Pass, None);
+        let decided = cell_of(&[(0, &pass_all), (1, &deny_all)]);
+        assert_eq!(decided.other, None);
+        assert!(decided.ports.is_empty());
     }
 
     #[test]
