@@ -262,6 +262,7 @@ pub fn cluster(seed: u64, shape: Shape) -> ClusterState {
             isolates_egress,
             ingress,
             egress,
+            enforcement: crate::model::Enforcement::Enforce,
         });
     }
     cluster
@@ -321,6 +322,7 @@ pub fn mutate(cluster: &ClusterState, seed: u64) -> ClusterState {
                 isolates_egress: rng.one_in(2),
                 ingress: rules(&mut rng, &namespace),
                 egress: rules(&mut rng, &namespace),
+                enforcement: crate::model::Enforcement::Enforce,
             });
         }
     }
@@ -624,6 +626,7 @@ pub fn workload(seed: u64, size: WorkloadSize) -> ClusterState {
             isolates_egress,
             ingress,
             egress,
+            enforcement: crate::model::Enforcement::Enforce,
         });
     }
     cluster

@@ -416,6 +416,19 @@ pub struct Policy {
     pub ingress: Vec<Rule>,
     /// Egress rules.
     pub egress: Vec<Rule>,
+    /// Whether the policy is enforced or only audited (annotation `nftpolicy.io/enforcement`).
+    pub enforcement: Enforcement,
+}
+
+/// How a policy takes effect, from its `nftpolicy.io/enforcement` annotation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Enforcement {
+    /// Enforced (no annotation, or `enforce`).
+    #[default]
+    Enforce,
+    /// `audit`: compiled as if enforced, but what it alone would deny is counted (and logged with
+    /// the deny log) as "would deny" and judged as if the policy did not exist.
+    Audit,
 }
 
 impl Policy {

@@ -383,6 +383,7 @@ fn bench_cluster() -> ClusterState {
         isolates_egress: true,
         ingress: vec![],
         egress: vec![],
+        enforcement: policy_compiler::model::Enforcement::Enforce,
     });
     cluster.upsert_policy(Policy {
         id: ObjectRef::new(BENCH_NS, "allow-payments-to-server"),
@@ -399,6 +400,7 @@ fn bench_cluster() -> ClusterState {
             ports: allowed_ports(),
         }],
         egress: vec![],
+        enforcement: policy_compiler::model::Enforcement::Enforce,
     });
     cluster.upsert_policy(Policy {
         id: ObjectRef::new(BENCH_NS, "allow-client-to-server"),
@@ -413,6 +415,7 @@ fn bench_cluster() -> ClusterState {
             })],
             ports: allowed_ports(),
         }],
+        enforcement: policy_compiler::model::Enforcement::Enforce,
     });
     cluster
 }

@@ -46,6 +46,7 @@ fn policy(
         isolates_egress: egress.is_some(),
         ingress,
         egress: egress.unwrap_or_default(),
+        enforcement: crate::model::Enforcement::Enforce,
     }
 }
 

@@ -620,5 +620,6 @@ pub fn policy_from_api(object: &RawObject) -> FieldResult<Policy> {
         isolates_egress,
         ingress,
         egress,
+        enforcement: crate::model::Enforcement::Enforce,
     })
 }

@@ -17,6 +17,7 @@
 
 pub mod isolation;
 pub mod naming;
+pub mod origin;
 mod rules;
 mod tiers;
 
@@ -32,6 +33,7 @@ pub use naming::{
     tier_class_chain_name, tier_class_map_name, tier_peers_map_name, tier_subjects_set_name,
     vmap_name, NODE_EGRESS_CHAIN,
 };
+pub use origin::{CompileOptions, DenyLog, Origin, Origins};
 
 impl ClusterPlan<'_> {
     /// Renders the ruleset of one node.
