@@ -11,7 +11,7 @@ use std::time::Duration;
 use kube_support::FakeApi;
 use nftpolicy::source::kube::{run, RelistReason, SourceMetrics, WatchOptions, WatchState};
 use nftpolicy::source::{Kind, Object, Store, Update};
-use policy_compiler::model::ObjectRef;
+use policy_compiler::model::{Enforcement, ObjectRef};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -1355,6 +1355,100 @@ async fn cluster_network_policies_and_nodes_are_watched_and_invalid_ones_reporte
     fake.delete("nodes", "", "node-1");
     let u = source.next(Duration::from_secs(3)).await;
     assert_eq!(u, Update::Delete(Kind::Node, key("", "node-1")));
+    assert_no_watch_errors(&source.metrics);
+    source.stop().await;
+}
+
+/// `object` annotated `nftpolicy.io/enforcement: VALUE`.
+fn with_enforcement(mut object: Value, value: &str) -> Value {
+    object["metadata"]["annotations"] = json!({ "nftpolicy.io/enforcement": value });
+    object
+}
+
+#[tokio::test]
+async fn policies_in_audit_mode_are_read_and_an_audited_cluster_network_policy_is_reported() {
+    let fake = cluster().await;
+    fake.apply(
+        "networkpolicies",
+        with_enforcement(policy_from_namespace("a", "from-a", "a"), "audit"),
+    );
+    fake.apply(
+        "clusternetworkpolicies",
+        with_enforcement(cluster_policy("audited", 20, deny_db_nodes()), "audit"),
+    );
+    fake.apply(
+        "clusternetworkpolicies",
+        with_enforcement(cluster_policy("enforced", 30, deny_db_nodes()), "enforce"),
+    );
+    let mut source = start(&fake);
+    let updates = source.until_listed().await;
+    let enforcement = |source: &Running, name: &str| {
+        source.store.cluster().policies()[&key("a", name)].enforcement
+    };
+    assert_eq!(enforcement(&source, "from-a"), Enforcement::Audit);
+    assert_eq!(enforcement(&source, "allow-b"), Enforcement::Enforce);
+    // The ClusterNetworkPolicy in audit mode is left out and reported; `enforce` is fine.
+    assert_eq!(
+        reset_keys(&updates, Kind::ClusterNetworkPolicy),
+        [key("", "enforced"), key("", "guard")]
+    );
+    let Update::Reset { invalid, .. } =
+        &updates[position(&updates, is_reset(Kind::ClusterNetworkPolicy))]
+    else {
+        unreachable!()
+    };
+    let problem = "field metadata.annotations[\"nftpolicy.io/enforcement\"]: audit mode is not \
+                   supported for ClusterNetworkPolicy yet; remove the annotation, or run the agent \
+                   with --audit-all";
+    assert_eq!(
+        invalid,
+        &[(
+            key("", "audited"),
+            format!("ClusterNetworkPolicy audited: {problem}")
+        )]
+    );
+    let events = eventually(Duration::from_secs(3), "two Events", || {
+        Some(fake.events()).filter(|e| e.len() == 2)
+    })
+    .await;
+    let (_, namespace, event) = events
+        .iter()
+        .find(|(_, _, e)| e["regarding"]["name"] == "audited")
+        .unwrap_or_else(|| panic!("no Event about audited: {events:#?}"));
+    assert_eq!(namespace, "default");
+    assert_eq!(event["reason"], "InvalidClusterNetworkPolicy");
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(
+        event["note"],
+        format!(
+            "{problem} (nftpolicy leaves this version out and keeps enforcing the last valid \
+             one, if any)"
+        )
+    );
+
+    // Watched: enforced by removing the annotation; an unknown value is invalid and the last
+    // valid version (enforced) stays.
+    all_watching(&source.metrics, Duration::from_secs(3)).await;
+    fake.apply("networkpolicies", policy_from_namespace("a", "from-a", "a"));
+    let u = source.next(Duration::from_secs(3)).await;
+    assert!(
+        matches!(&u, Update::Upsert(Object::Policy(p))
+            if p.id == key("a", "from-a") && p.enforcement == Enforcement::Enforce),
+        "{u:?}"
+    );
+    fake.apply(
+        "networkpolicies",
+        with_enforcement(policy_from_namespace("a", "from-a", "a"), "Audit"),
+    );
+    let u = source.next(Duration::from_secs(3)).await;
+    assert!(
+        matches!(&u, Update::Invalid { kind: Kind::NetworkPolicy, key: k, error }
+            if *k == key("a", "from-a") && error == "NetworkPolicy a/from-a: field \
+               metadata.annotations[\"nftpolicy.io/enforcement\"]: unknown enforcement mode \
+               \"Audit\": use enforce or audit (no annotation is enforce)"),
+        "{u:?}"
+    );
+    assert_eq!(enforcement(&source, "from-a"), Enforcement::Enforce);
     assert_no_watch_errors(&source.metrics);
     source.stop().await;
 }

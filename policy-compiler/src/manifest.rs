@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 use crate::cluster::ClusterState;
 use crate::model::{
     ClusterNetworkPolicy, ClusterPeer, ClusterPort, ClusterRule, Namespace, NamespaceScope, Node,
-    Peer, Pod, PodPhase, PodsSelector, Policy, PortSpec, Rule, Subject,
+    Peer, Pod, PodPhase, PodsSelector, Policy, PortSpec, Rule, Subject, ENFORCEMENT_ANNOTATION,
 };
 use crate::object::Kind;
 use crate::selector::{LabelSelector, Requirement};
@@ -167,7 +167,8 @@ pub fn pod_manifest(p: &Pod) -> Value {
     pod
 }
 
-/// A `NetworkPolicy` manifest, with `policyTypes` written out.
+/// A `NetworkPolicy` manifest, with `policyTypes` written out (and the `nftpolicy.io/enforcement`
+/// annotation of a policy in audit mode).
 pub fn policy_manifest(p: &Policy) -> Value {
     let mut types = Vec::new();
     if p.isolates_ingress {
@@ -187,10 +188,14 @@ pub fn policy_manifest(p: &Policy) -> Value {
     if !p.egress.is_empty() {
         spec["egress"] = json!(p.egress.iter().map(|r| rule(r, "to")).collect::<Vec<_>>());
     }
+    let mut metadata = json!({"name": p.id.name, "namespace": p.id.namespace});
+    if p.is_audit() {
+        metadata["annotations"] = json!({ ENFORCEMENT_ANNOTATION: p.enforcement.as_annotation() });
+    }
     json!({
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": {"name": p.id.name, "namespace": p.id.namespace},
+        "metadata": metadata,
         "spec": spec,
     })
 }
@@ -460,6 +465,22 @@ mod tests {
     fn manifests_read_back_as_the_same_cluster() {
         let w = workload(7, WorkloadSize::SMALL);
         assert_eq!(round_trip(&w), w);
+        // A policy in audit mode keeps its annotation.
+        let mut audited = w.clone();
+        let mut policy = audited
+            .policies()
+            .values()
+            .next()
+            .expect("a policy")
+            .clone();
+        policy.enforcement = crate::model::Enforcement::Audit;
+        assert_eq!(
+            policy_manifest(&policy)["metadata"]["annotations"],
+            json!({"nftpolicy.io/enforcement": "audit"})
+        );
+        audited.upsert_policy(policy);
+        assert_eq!(round_trip(&audited), audited);
+        assert_ne!(audited, w);
         for seed in 0..50 {
             let c = cluster(
                 seed,

@@ -431,7 +431,42 @@ pub enum Enforcement {
     Audit,
 }
 
+/// The annotation that puts a NetworkPolicy in audit mode (`audit`) or says it is enforced
+/// (`enforce`, the same as no annotation).
+pub const ENFORCEMENT_ANNOTATION: &str = "nftpolicy.io/enforcement";
+
+impl Enforcement {
+    /// Every mode, in the order messages list them.
+    pub const ALL: [Enforcement; 2] = [Enforcement::Enforce, Enforcement::Audit];
+
+    /// Parses the annotation's value (`enforce` or `audit`, exactly).
+    pub fn from_annotation(value: &str) -> Option<Enforcement> {
+        Enforcement::ALL
+            .into_iter()
+            .find(|e| e.as_annotation() == value)
+    }
+
+    /// The annotation's value: `enforce` or `audit`.
+    pub fn as_annotation(self) -> &'static str {
+        match self {
+            Enforcement::Enforce => "enforce",
+            Enforcement::Audit => "audit",
+        }
+    }
+}
+
+impl fmt::Display for Enforcement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_annotation())
+    }
+}
+
 impl Policy {
+    /// Whether the policy is in audit mode (annotation `nftpolicy.io/enforcement: audit`).
+    pub fn is_audit(&self) -> bool {
+        self.enforcement == Enforcement::Audit
+    }
+
     /// Whether the policy isolates its pods in `direction`.
     pub fn isolates(&self, direction: Direction) -> bool {
         match direction {

@@ -31,8 +31,9 @@ enum Why {
     /// `x-kubernetes-list-type: set` (no repeated items) is the API server's, not JSON Schema's.
     ListSet,
     /// nftpolicy rejects what the CRD accepts: label selector operators and values (checked as for
-    /// NetworkPolicy), `networks` with host bits set (canonical CIDRs, unlike `ipBlock`), and
-    /// `domainNames` peers (not supported).
+    /// NetworkPolicy), `networks` with host bits set (canonical CIDRs, unlike `ipBlock`),
+    /// `domainNames` peers (not supported), and the `nftpolicy.io/enforcement` annotation (only
+    /// `enforce`: audit mode is not supported for ClusterNetworkPolicies yet).
     Stricter,
 }
 
@@ -130,6 +131,35 @@ fn cases() -> Vec<Case> {
             "metadata.name",
             "is required",
             Some(ApiServer),
+        ),
+        valid(
+            "an enforce annotation is the default",
+            spec(", egress: []").replace(
+                "metadata: {name: p}",
+                "metadata: {name: p, annotations: {nftpolicy.io/enforcement: enforce}}",
+            ),
+            None,
+        ),
+        invalid(
+            "audit mode is for NetworkPolicies only",
+            spec(", egress: []").replace(
+                "metadata: {name: p}",
+                "metadata: {name: p, annotations: {nftpolicy.io/enforcement: audit}}",
+            ),
+            "metadata.annotations[\"nftpolicy.io/enforcement\"]",
+            "audit mode is not supported for ClusterNetworkPolicy yet; remove the annotation, or \
+             run the agent with --audit-all",
+            Some(Stricter),
+        ),
+        invalid(
+            "the enforcement annotation is enforce or nothing",
+            spec(", egress: []").replace(
+                "metadata: {name: p}",
+                "metadata: {name: p, annotations: {nftpolicy.io/enforcement: strict}}",
+            ),
+            "metadata.annotations[\"nftpolicy.io/enforcement\"]",
+            "unknown enforcement mode \"strict\": use enforce",
+            Some(Stricter),
         ),
         invalid(
             "spec is required",

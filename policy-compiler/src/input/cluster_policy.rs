@@ -15,12 +15,15 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::convert::{name_of, raw_id, selector, typed, Checker, FieldResult};
+use super::convert::{
+    annotation_field, enforcement_annotation, name_of, raw_id, selector, typed, Checker,
+    FieldResult,
+};
 use super::RawObject;
 use crate::cidr::{Cidr, CidrError};
 use crate::model::{
-    Action, ClusterNetworkPolicy, ClusterPeer, ClusterPort, ClusterRule, Direction, PodsSelector,
-    Protocol, Subject, Tier,
+    Action, ClusterNetworkPolicy, ClusterPeer, ClusterPort, ClusterRule, Direction, Enforcement,
+    PodsSelector, Protocol, Subject, Tier, ENFORCEMENT_ANNOTATION,
 };
 use crate::selector::LabelSelector;
 
@@ -244,6 +247,7 @@ pub fn cluster_policy_from_api(object: &RawObject) -> FieldResult<ClusterNetwork
     };
     let api: ApiObject = typed(&c)?;
     let name = name_of(&c, &api.metadata)?;
+    check_enforcement(&c, &api.metadata)?;
     let spec = api.spec.ok_or_else(|| c.error("spec", "is required"))?;
 
     let tier = match spec.tier.as_deref() {
@@ -320,6 +324,30 @@ pub fn cluster_policy_from_api(object: &RawObject) -> FieldResult<ClusterNetwork
         ingress,
         egress,
     })
+}
+
+/// The `nftpolicy.io/enforcement` annotation of a ClusterNetworkPolicy: `enforce` (or none) only.
+/// Audit mode is per NetworkPolicy for now; the agent's `--audit-all` audits every policy.
+fn check_enforcement(c: &Checker<'_>, metadata: &meta::ObjectMeta) -> FieldResult<()> {
+    let Some(value) = enforcement_annotation(metadata) else {
+        return Ok(());
+    };
+    let field = annotation_field(ENFORCEMENT_ANNOTATION);
+    match Enforcement::from_annotation(value) {
+        Some(Enforcement::Enforce) => Ok(()),
+        Some(Enforcement::Audit) => Err(c.error(
+            field,
+            "audit mode is not supported for ClusterNetworkPolicy yet; remove the annotation, or \
+             run the agent with --audit-all",
+        )),
+        None => Err(c.error(
+            field,
+            format!(
+                "unknown enforcement mode {value:?}: use enforce (audit mode is not supported for \
+                 ClusterNetworkPolicy yet)"
+            ),
+        )),
+    }
 }
 
 #[derive(Clone, Copy)]

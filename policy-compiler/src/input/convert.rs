@@ -15,8 +15,9 @@ use super::{FieldError, RawObject};
 pub type FieldResult<T> = Result<T, Box<FieldError>>;
 use crate::cidr::{Cidr, Family};
 use crate::model::{
-    ContainerPort, IpBlock, Namespace, NamespaceScope, Node, ObjectRef, OwnerRef, Peer, Pod,
-    PodPeer, PodPhase, Policy, PolicyPort, PortSpec, Protocol, Rule, Workload, WorkloadRef,
+    ContainerPort, Enforcement, IpBlock, Namespace, NamespaceScope, Node, ObjectRef, OwnerRef,
+    Peer, Pod, PodPeer, PodPhase, Policy, PolicyPort, PortSpec, Protocol, Rule, Workload,
+    WorkloadRef, ENFORCEMENT_ANNOTATION,
 };
 use crate::selector::{LabelSelector, Labels, Requirement};
 
@@ -75,6 +76,37 @@ pub(super) fn labels_of(metadata: &meta::ObjectMeta) -> Labels {
         .unwrap_or_default()
         .into_iter()
         .collect()
+}
+
+/// An annotation's field path, as errors name it: `metadata.annotations["nftpolicy.io/enforcement"]`.
+pub(super) fn annotation_field(key: &str) -> String {
+    format!("metadata.annotations[{key:?}]")
+}
+
+/// The value of the `nftpolicy.io/enforcement` annotation, if the object has it.
+pub(super) fn enforcement_annotation(metadata: &meta::ObjectMeta) -> Option<&str> {
+    metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ENFORCEMENT_ANNOTATION))
+        .map(String::as_str)
+}
+
+/// How a NetworkPolicy takes effect, from its `nftpolicy.io/enforcement` annotation: `audit`, or
+/// `enforce` (also when the annotation is absent).
+fn enforcement(c: &Checker<'_>, metadata: &meta::ObjectMeta) -> FieldResult<Enforcement> {
+    let Some(value) = enforcement_annotation(metadata) else {
+        return Ok(Enforcement::Enforce);
+    };
+    Enforcement::from_annotation(value).ok_or_else(|| {
+        c.error(
+            annotation_field(ENFORCEMENT_ANNOTATION),
+            format!(
+                "unknown enforcement mode {value:?}: use enforce or audit (no annotation is \
+                 enforce)"
+            ),
+        )
+    })
 }
 
 /// Converts a `Namespace`.
@@ -548,7 +580,8 @@ fn rule(
     Ok(Rule { peers, ports })
 }
 
-/// Converts a `NetworkPolicy`, applying the API server's defaulting of `policyTypes`.
+/// Converts a `NetworkPolicy`, applying the API server's defaulting of `policyTypes`, and reading
+/// its `nftpolicy.io/enforcement` annotation (`enforce`, the default, or `audit`).
 pub fn policy_from_api(object: &RawObject) -> FieldResult<Policy> {
     let c = Checker {
         object,
@@ -557,6 +590,7 @@ pub fn policy_from_api(object: &RawObject) -> FieldResult<Policy> {
     };
     let np: net::NetworkPolicy = typed(&c)?;
     let name = name_of(&c, &np.metadata)?;
+    let enforcement = enforcement(&c, &np.metadata)?;
     let namespace = np
         .metadata
         .namespace
@@ -620,6 +654,6 @@ pub fn policy_from_api(object: &RawObject) -> FieldResult<Policy> {
         isolates_egress,
         ingress,
         egress,
-        enforcement: crate::model::Enforcement::Enforce,
+        enforcement,
     })
 }

@@ -472,3 +472,110 @@ fn large_multi_document_streams_are_read_whole() {
     let m = parse(&text).expect("3000 documents");
     assert_eq!(m.cluster.namespaces().len(), 3000);
 }
+
+/// A NetworkPolicy selecting every pod of namespace x, annotated with `annotations` (flow style
+/// entries, `""` for none), in document 2 of `test.yaml` (after a Namespace).
+fn annotated_policy(annotations: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: x}}\n---\n\
+         apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+         metadata: {{name: deny-all, namespace: x, annotations: {{{annotations}}}}}\n\
+         spec: {{podSelector: {{}}}}\n"
+    )
+}
+
+#[test]
+fn the_enforcement_annotation_chooses_audit_or_enforce() {
+    use crate::model::Enforcement;
+    let read = |annotations: &str| {
+        let m = parse(&annotated_policy(annotations)).unwrap_or_else(|e| panic!("{e}"));
+        m.cluster.policies()[&ObjectRef::new("x", "deny-all")].enforcement
+    };
+    assert_eq!(read(""), Enforcement::Enforce, "no annotation: enforced");
+    assert_eq!(read("other: audit"), Enforcement::Enforce);
+    assert_eq!(
+        read("nftpolicy.io/enforcement: enforce"),
+        Enforcement::Enforce
+    );
+    assert_eq!(read("nftpolicy.io/enforcement: audit"), Enforcement::Audit);
+    // A JSON manifest reads the same.
+    let json = r#"{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "p", "namespace": "y",
+                     "annotations": {"nftpolicy.io/enforcement": "audit"}},
+        "spec": {"podSelector": {}}}"#;
+    let m = parse_sources(&[Source {
+        name: "p.json".into(),
+        text: json.into(),
+    }])
+    .expect("valid");
+    assert!(m.cluster.policies()[&ObjectRef::new("y", "p")].is_audit());
+}
+
+#[test]
+fn an_unknown_enforcement_is_a_located_error_naming_the_values() {
+    for value in ["Audit", "warn", "\"\""] {
+        let text = annotated_policy(&format!("nftpolicy.io/enforcement: {value}"));
+        let errors = parse(&text).expect_err("rejected").0;
+        let [InputError::Invalid(e)] = errors.as_slice() else {
+            panic!("one field error expected: {errors:?}");
+        };
+        assert_eq!(
+            e.location,
+            Location {
+                file: "test.yaml".into(),
+                document: 2,
+                item: None
+            }
+        );
+        assert_eq!(
+            (e.kind.as_str(), e.object.as_str()),
+            ("NetworkPolicy", "x/deny-all")
+        );
+        assert_eq!(
+            e.field,
+            "metadata.annotations[\"nftpolicy.io/enforcement\"]"
+        );
+        let shown = value.trim_matches('"');
+        assert_eq!(
+            e.message,
+            format!(
+                "unknown enforcement mode \"{shown}\": use enforce or audit (no annotation is \
+                 enforce)"
+            )
+        );
+    }
+}
+
+#[test]
+fn a_cluster_network_policy_cannot_be_audited_yet() {
+    let cnp = |annotations: &str| {
+        format!(
+            "apiVersion: policy.networking.k8s.io/v1beta1\nkind: ClusterNetworkPolicy\n\
+             metadata: {{name: guard, annotations: {{{annotations}}}}}\n\
+             spec: {{tier: Admin, priority: 5, subject: {{namespaces: {{}}}}, \
+             egress: [{{action: Deny, to: [{{namespaces: {{}}}}]}}]}}\n"
+        )
+    };
+    let m = parse(&cnp("nftpolicy.io/enforcement: enforce")).expect("enforce is fine");
+    assert!(m.cluster.cluster_policy("guard").is_some());
+    let errors = parse(&cnp("nftpolicy.io/enforcement: audit"))
+        .expect_err("audit is rejected")
+        .0;
+    let [InputError::Invalid(e)] = errors.as_slice() else {
+        panic!("one field error expected: {errors:?}");
+    };
+    assert_eq!(
+        e.to_string(),
+        "test.yaml: document 1: ClusterNetworkPolicy guard: field \
+         metadata.annotations[\"nftpolicy.io/enforcement\"]: audit mode is not supported for \
+         ClusterNetworkPolicy yet; remove the annotation, or run the agent with --audit-all"
+    );
+    rejected(
+        &cnp("nftpolicy.io/enforcement: dry-run"),
+        &[
+            "ClusterNetworkPolicy guard",
+            "metadata.annotations[\"nftpolicy.io/enforcement\"]",
+            "unknown enforcement mode \"dry-run\": use enforce",
+        ],
+    );
+}
