@@ -194,6 +194,39 @@ impl Decision {
     }
 }
 
+/// How the evaluator reads the policies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EvalOptions {
+    /// Every NetworkPolicy and ClusterNetworkPolicy in audit mode, as the agent's `--audit-all`
+    /// compiles them: each is judged as if enforced (whatever its annotation says), and whatever
+    /// that denies is let through and reported as [`DirectionVerdict::would_deny`].
+    pub audit_all: bool,
+}
+
+/// What would deny a direction that audit mode lets through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WouldDeny {
+    /// NetworkPolicies selecting the pod, none of whose rules allows the connection: the audit
+    /// policies of a pod that no enforced policy isolates or, with [`EvalOptions::audit_all`],
+    /// the policies isolating it.
+    NetworkPolicies(Vec<ObjectRef>),
+    /// A ClusterNetworkPolicy Deny rule (with [`EvalOptions::audit_all`]).
+    ClusterRule(TierMatch),
+}
+
+impl std::fmt::Display for WouldDeny {
+    /// The policies, `x/deny-all, x/other`, or the rule as [`TierMatch::cause`] names it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WouldDeny::NetworkPolicies(ids) => {
+                let names: Vec<String> = ids.iter().map(ObjectRef::to_string).collect();
+                f.write_str(&names.join(", "))
+            }
+            WouldDeny::ClusterRule(m) => f.write_str(&m.cause()),
+        }
+    }
+}
+
 /// The verdict of one direction: egress at the source, or ingress at the destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirectionVerdict {
@@ -201,22 +234,63 @@ pub struct DirectionVerdict {
     pub direction: Direction,
     /// The pod whose policies apply (source for egress, destination for ingress), if it is one.
     pub pod: Option<ObjectRef>,
-    /// Policies that isolate that pod in this direction.
+    /// Enforced policies that isolate that pod in this direction (with
+    /// [`EvalOptions::audit_all`], every policy isolating it).
     pub isolated_by: Vec<ObjectRef>,
     /// Every rule of those policies, with how it judged the connection.
     pub rules: Vec<RuleCheck>,
+    /// Policies in audit mode (annotation `nftpolicy.io/enforcement: audit`) that select the pod
+    /// in this direction. They isolate nothing: with enforced policies isolating the pod they
+    /// change nothing, else what none of their rules allows is [`Self::would_deny`] (unless the
+    /// Admin tier decides). Empty with [`EvalOptions::audit_all`].
+    pub audited_by: Vec<ObjectRef>,
+    /// Every rule of those audit policies, with how it judged the connection.
+    pub audit_rules: Vec<RuleCheck>,
     /// The ClusterNetworkPolicy rules that matched, in evaluation order: the Admin tier's first
     /// match, then (when the NetworkPolicy stage did not decide) the Baseline tier's.
     pub tiers: Vec<TierMatch>,
-    /// What decided.
+    /// What decided (with [`EvalOptions::audit_all`]: what would decide with every policy
+    /// enforced).
     pub decision: Decision,
+    /// What would deny the direction, had audit mode not been asked for: the audit policies of
+    /// a pod no enforced policy isolates, when none of their rules allows the connection and the
+    /// Admin tier did not decide it (whatever the Baseline tier then decides); with
+    /// [`EvalOptions::audit_all`], whatever denies it.
+    pub would_deny: Option<WouldDeny>,
+    /// Evaluated with [`EvalOptions::audit_all`]: a deny of [`Self::decision`] is let through.
+    pub audit_all: bool,
 }
 
 impl DirectionVerdict {
     /// Allowed by the tiers: an Admin Accept, or the NetworkPolicies isolating the pod allowing it,
-    /// or a Baseline Accept, or nothing deciding.
+    /// or a Baseline Accept, or nothing deciding; with [`EvalOptions::audit_all`], always.
     pub fn allowed(&self) -> bool {
-        self.decision.allows()
+        self.audit_all || self.decision.allows()
+    }
+
+    /// What would deny the direction and the mode that lets it through, for reports:
+    /// `x/deny-all (audit)`, or `x/deny-all (--audit-all)`.
+    pub fn would_deny_text(&self) -> Option<String> {
+        let mode = if self.audit_all {
+            "--audit-all"
+        } else {
+            "audit"
+        };
+        self.would_deny.as_ref().map(|w| format!("{w} ({mode})"))
+    }
+
+    /// With [`EvalOptions::audit_all`], what the decision denies becomes a would-deny.
+    fn audit_everything(mut self) -> Self {
+        if self.audit_all && !self.decision.allows() {
+            self.would_deny = match self.decision {
+                Decision::NetworkPolicy(_) => {
+                    Some(WouldDeny::NetworkPolicies(self.isolated_by.clone()))
+                }
+                // The rule that denied is the last one matched.
+                _ => self.tiers.last().cloned().map(WouldDeny::ClusterRule),
+            };
+        }
+        self
     }
 
     /// The rules that allow the connection.
@@ -252,6 +326,23 @@ pub struct ConnectionVerdict {
 }
 
 impl ConnectionVerdict {
+    /// The directions with a [`DirectionVerdict::would_deny`] that the connection's first packet
+    /// meets, in order: egress at the source, then ingress at the destination if egress let the
+    /// packet on (a packet egress denies never reaches ingress). None for traffic no policy
+    /// judges (a pod to itself, a node to its own pods), and only egress for a pod's traffic to
+    /// its own node.
+    pub fn would_deny(&self) -> Vec<&DirectionVerdict> {
+        if self.loopback || (self.node_local && !self.to_own_node) {
+            return Vec::new();
+        }
+        let mut met = vec![&self.egress];
+        if !self.to_own_node && self.egress.allowed() {
+            met.push(&self.ingress);
+        }
+        met.retain(|d| d.would_deny.is_some());
+        met
+    }
+
     /// The traffic judged, as `80/TCP`, or `ICMP` for a protocol without ports.
     pub fn traffic(&self) -> String {
         match self.transport {
@@ -418,6 +509,37 @@ fn first_tier_match(
     None
 }
 
+/// How each rule of `policy` in `direction` judges the connection with `other`.
+fn rule_checks<'a>(
+    cluster: &'a ClusterState,
+    policy: &'a Policy,
+    direction: Direction,
+    other: &'a Endpoint<'_>,
+    destination: &'a Endpoint<'_>,
+    transport: Transport,
+) -> impl Iterator<Item = RuleCheck> + 'a {
+    policy
+        .rules(direction)
+        .iter()
+        .enumerate()
+        .map(move |(index, rule)| {
+            let peer_ok = rule.peers.is_empty()
+                || rule
+                    .peers
+                    .iter()
+                    .any(|peer| peer_matches(cluster, policy, peer, other));
+            RuleCheck {
+                rule: RuleRef {
+                    policy: policy.id.clone(),
+                    direction,
+                    index,
+                },
+                peer_matches: peer_ok,
+                port_matches: port_matches(rule, destination, transport),
+            }
+        })
+}
+
 #[allow(clippy::too_many_arguments)]
 fn judge_direction(
     cluster: &ClusterState,
@@ -427,14 +549,19 @@ fn judge_direction(
     destination: &Endpoint<'_>,
     transport: Transport,
     to_own_node: bool,
+    options: EvalOptions,
 ) -> DirectionVerdict {
     let mut verdict = DirectionVerdict {
         direction,
         pod: subject.pod.map(|p| p.id.clone()),
         isolated_by: Vec::new(),
         rules: Vec::new(),
+        audited_by: Vec::new(),
+        audit_rules: Vec::new(),
         tiers: Vec::new(),
         decision: Decision::Default,
+        would_deny: None,
+        audit_all: options.audit_all,
     };
     let Some(pod) = subject.pod else {
         return verdict;
@@ -446,22 +573,13 @@ fn judge_direction(
         {
             continue;
         }
-        verdict.isolated_by.push(policy.id.clone());
-        for (index, rule) in policy.rules(direction).iter().enumerate() {
-            let peer_ok = rule.peers.is_empty()
-                || rule
-                    .peers
-                    .iter()
-                    .any(|peer| peer_matches(cluster, policy, peer, other));
-            verdict.rules.push(RuleCheck {
-                rule: RuleRef {
-                    policy: policy.id.clone(),
-                    direction,
-                    index,
-                },
-                peer_matches: peer_ok,
-                port_matches: port_matches(rule, destination, transport),
-            });
+        let checks = rule_checks(cluster, policy, direction, other, destination, transport);
+        if policy.is_audit() && !options.audit_all {
+            verdict.audited_by.push(policy.id.clone());
+            verdict.audit_rules.extend(checks);
+        } else {
+            verdict.isolated_by.push(policy.id.clone());
+            verdict.rules.extend(checks);
         }
     }
     let tier = |t| first_tier_match(cluster, t, direction, pod, other, destination, transport);
@@ -472,21 +590,27 @@ fn judge_direction(
         match action {
             Action::Accept => {
                 verdict.decision = Decision::AdminAccept;
-                return verdict;
+                return verdict.audit_everything();
             }
             Action::Deny => {
                 verdict.decision = Decision::AdminDeny;
-                return verdict;
+                return verdict.audit_everything();
             }
             Action::Pass => {}
         }
     }
-    // 2. NetworkPolicy: decides for the pods it isolates (a pod's traffic to its own node is
-    // always allowed by it).
+    // 2. NetworkPolicy: decides for the pods enforced policies isolate (a pod's traffic to its
+    // own node is always allowed by it); audit policies then change nothing.
     if !verdict.isolated_by.is_empty() {
         let allowed = to_own_node || verdict.rules.iter().any(RuleCheck::allows);
         verdict.decision = Decision::NetworkPolicy(allowed);
-        return verdict;
+        return verdict.audit_everything();
+    }
+    // Audit policies alone isolate nothing: what none of their rules allows, they would deny,
+    // and the next stages judge it as if they did not exist.
+    let audit_allows = to_own_node || verdict.audit_rules.iter().any(RuleCheck::allows);
+    if !verdict.audited_by.is_empty() && !audit_allows {
+        verdict.would_deny = Some(WouldDeny::NetworkPolicies(verdict.audited_by.clone()));
     }
     // 3. Baseline: Accept and Deny decide; Pass, or no match, is the default: allowed.
     if let Some(m) = tier(Tier::Baseline) {
@@ -497,7 +621,7 @@ fn judge_direction(
         };
         verdict.tiers.push(m);
     }
-    verdict
+    verdict.audit_everything()
 }
 
 /// Judges a new connection from `from` to `to` on `port`/`protocol`.
@@ -508,7 +632,13 @@ pub fn evaluate(
     protocol: Protocol,
     port: u16,
 ) -> ConnectionVerdict {
-    evaluate_transport(cluster, from, to, Some((protocol, port)))
+    evaluate_with(
+        cluster,
+        from,
+        to,
+        Some((protocol, port)),
+        EvalOptions::default(),
+    )
 }
 
 /// Judges the first packet of a protocol without ports (an ICMP echo request, say) from `from` to
@@ -518,17 +648,20 @@ pub fn evaluate_portless(
     from: Endpoint<'_>,
     to: Endpoint<'_>,
 ) -> ConnectionVerdict {
-    evaluate_transport(cluster, from, to, None)
+    evaluate_with(cluster, from, to, None, EvalOptions::default())
 }
 
 /// TCP, UDP or SCTP with a destination port, or `None` for a protocol without ports.
 type Transport = Option<(Protocol, u16)>;
 
-fn evaluate_transport(
+/// Judges a new connection from `from` to `to` with `options`: on a TCP, UDP or SCTP port
+/// (`Some((protocol, port))`), or, for `None`, the first packet of a protocol without ports.
+pub fn evaluate_with(
     cluster: &ClusterState,
     from: Endpoint<'_>,
     to: Endpoint<'_>,
-    transport: Transport,
+    transport: Option<(Protocol, u16)>,
+    options: EvalOptions,
 ) -> ConnectionVerdict {
     let loopback = match (from.pod, to.pod) {
         (Some(a), Some(b)) => a.id == b.id,
@@ -562,6 +695,7 @@ fn evaluate_transport(
             &to,
             transport,
             to_own_node,
+            options,
         ),
         ingress: judge_direction(
             cluster,
@@ -571,6 +705,7 @@ fn evaluate_transport(
             &to,
             transport,
             false,
+            options,
         ),
     }
 }

@@ -131,6 +131,44 @@ fn a_relabelled_workload_is_named_when_no_policy_changed() {
 }
 
 #[test]
+fn enforcing_a_policy_in_audit_mode_removes_what_it_isolates_and_names_it() {
+    let audited = shop().replace(
+        "metadata: {name: deny, namespace: shop}",
+        "metadata: {name: deny, namespace: shop, annotations: {nftpolicy.io/enforcement: audit}}",
+    );
+    let old = materialized(&audited, &v4());
+    assert!(old.policies()[&ObjectRef::new("shop", "deny")].is_audit());
+    let new = materialized(&shop(), &v4());
+    let mut got = lines(&diff_of(&old, &new, &v4()));
+    got.sort();
+    // In audit mode `deny` isolated nothing: web's egress and client's ingress were open. web's
+    // ingress was `front`'s and client's egress `client`'s: client => web stays TCP 80.
+    assert_eq!(
+        got,
+        [
+            "Removed: 0.0.0.0-10.243.255.255 => shop/client[Deployment] : All Connections -> No \
+             Connections (shop/deny; )",
+            "Removed: 10.245.0.0-255.255.255.255 => shop/client[Deployment] : All Connections -> \
+             No Connections (shop/deny; )",
+            "Removed: shop/web[Deployment] => 0.0.0.0-10.243.255.255 : All Connections -> No \
+             Connections (shop/deny; )",
+            "Removed: shop/web[Deployment] => 10.245.0.0-255.255.255.255 : All Connections -> No \
+             Connections (shop/deny; )",
+            "Removed: shop/web[Deployment] => shop/client[Deployment] : All Connections -> No \
+             Connections (shop/deny; )",
+        ]
+    );
+    // And back to audit: the same connections, added.
+    let back = lines(&diff_of(&new, &old, &v4()));
+    assert_eq!(back.len(), 5, "{back:#?}");
+    assert!(
+        back.iter()
+            .all(|l| l.starts_with("Added: ") && l.ends_with("(shop/deny; )")),
+        "{back:#?}"
+    );
+}
+
+#[test]
 fn edited_policies_are_named_and_redundant_isolation_is_not() {
     let old = materialized(&shop(), &v4());
     // `front` opens 443 too; a new policy isolates client for egress, as `client` already does,

@@ -552,13 +552,14 @@ impl<'a> Checker<'a> {
     }
 
     /// `egress-blocks-dns`: once per policy isolating for egress pods that no egress rule of the
-    /// policies selecting them lets reach port 53, naming their workloads.
+    /// policies selecting them lets reach port 53, naming their workloads. Policies in audit mode
+    /// isolate nothing, and add nothing beside enforced ones.
     fn egress_without_dns(&self, out: &mut Vec<Draft>) {
         let mut blocked: BTreeMap<&ObjectRef, Vec<&Pod>> = BTreeMap::new();
         for class in &self.classes {
             let isolating: Vec<&Policy> = self
                 .selecting(class.namespace, class.labels)
-                .filter(|p| p.isolates_egress)
+                .filter(|p| p.isolates_egress && !p.is_audit())
                 .collect();
             if isolating
                 .iter()
@@ -645,24 +646,33 @@ impl<'a> Checker<'a> {
         })
     }
 
-    /// `workload-not-isolated`: workloads none of whose pods any policy isolates (nor any
-    /// ClusterNetworkPolicy with rules selects). The finding is on the workload's object, or on
-    /// its first pod when the input has only its pods (a dump).
+    /// `workload-not-isolated`: workloads none of whose pods any enforced policy isolates (nor
+    /// any ClusterNetworkPolicy with rules selects); policies in audit mode isolate nothing, and
+    /// the message says when they select it. The finding is on the workload's object, or on its
+    /// first pod when the input has only its pods (a dump).
     fn workloads_not_isolated(&self, out: &mut Vec<Draft>) {
-        // Each workload's pods, and whether a policy isolates any of them.
-        let mut by_workload: BTreeMap<WorkloadRef, (Vec<&Pod>, bool)> = BTreeMap::new();
+        // Each workload's pods, whether a policy isolates any of them, and whether audit
+        // policies would.
+        let mut by_workload: BTreeMap<WorkloadRef, (Vec<&Pod>, bool, bool)> = BTreeMap::new();
         for class in &self.classes {
-            let isolated = self
-                .selecting(class.namespace, class.labels)
-                .any(|p| p.isolates_ingress || p.isolates_egress)
-                || self.cluster_policy_selects(class.namespace, class.labels);
+            let (mut isolated, mut audited) = (false, false);
+            for p in self.selecting(class.namespace, class.labels) {
+                let isolates = p.isolates_ingress || p.isolates_egress;
+                if p.is_audit() {
+                    audited |= isolates;
+                } else {
+                    isolated |= isolates;
+                }
+            }
+            isolated |= self.cluster_policy_selects(class.namespace, class.labels);
             for pod in &class.pods {
                 let entry = by_workload.entry(pod.workload_ref()).or_default();
                 entry.0.push(pod);
                 entry.1 |= isolated;
+                entry.2 |= audited;
             }
         }
-        for (workload, (pods, isolated)) in by_workload {
+        for (workload, (pods, isolated, audited)) in by_workload {
             if isolated {
                 continue;
             }
@@ -684,7 +694,12 @@ impl<'a> Checker<'a> {
                 fields: vec![String::new()],
                 message: format!(
                     "{workload} is isolated by no NetworkPolicy in either direction: it accepts \
-                     connections from anywhere and may open connections to anywhere"
+                     connections from anywhere and may open connections to anywhere{}",
+                    if audited {
+                        " (policies in audit mode select it: they deny nothing)"
+                    } else {
+                        ""
+                    }
                 ),
             });
         }

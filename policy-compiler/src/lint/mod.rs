@@ -27,6 +27,9 @@
 //!   node of the input ([`crate::analysis::connectivity::ClusterRuleEffects`]). Another set of
 //!   pods or nodes may give other findings; a rule that matches nothing of the input is not
 //!   judged.
+//! - NetworkPolicies in audit mode isolate nothing: `egress-blocks-dns`, `workload-not-isolated`
+//!   and the ClusterNetworkPolicy rules judge the enforced policies only (the checks of a
+//!   policy's own fields and rules judge every policy).
 
 mod checks;
 mod cluster_checks;

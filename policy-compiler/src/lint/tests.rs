@@ -408,6 +408,80 @@ fn workload_not_isolated_is_a_note() {
     );
 }
 
+/// A policy of namespace shop in audit mode.
+fn audited(name: &str, spec: &str) -> String {
+    policy(name, spec).replace(
+        "namespace: shop}",
+        "namespace: shop, annotations: {nftpolicy.io/enforcement: audit}}",
+    )
+}
+
+#[test]
+fn policies_in_audit_mode_isolate_nothing() {
+    // An audit default-deny of both directions: no pod is isolated, no DNS is blocked.
+    let deny_all = audited(
+        "deny-all",
+        "  podSelector: {}\n  policyTypes: [Ingress, Egress]\n",
+    );
+    let findings = run(&repo(&deny_all));
+    assert!(
+        of(&findings, &EGRESS_BLOCKS_DNS).is_empty(),
+        "{findings:#?}"
+    );
+    let notes: Vec<(String, &str)> = findings
+        .iter()
+        .filter(|f| f.rule.id == WORKLOAD_NOT_ISOLATED.id)
+        .map(|f| (f.object_name(), f.message.as_str()))
+        .collect();
+    assert_eq!(
+        notes,
+        // In the order of the source.
+        [
+            (
+                "shop/web".to_string(),
+                "shop/web[Deployment] is isolated by no NetworkPolicy in either direction: it \
+                 accepts connections from anywhere and may open connections to anywhere \
+                 (policies in audit mode select it: they deny nothing)"
+            ),
+            (
+                "shop/api".to_string(),
+                "shop/api[Deployment] is isolated by no NetworkPolicy in either direction: it \
+                 accepts connections from anywhere and may open connections to anywhere \
+                 (policies in audit mode select it: they deny nothing)"
+            ),
+            (
+                "infra/dns".to_string(),
+                "infra/dns[DaemonSet] is isolated by no NetworkPolicy in either direction: it \
+                 accepts connections from anywhere and may open connections to anywhere"
+            ),
+        ]
+    );
+    // Beside an enforced egress isolation, an audit policy's DNS rule adds nothing.
+    let dns = audited(
+        "dns",
+        "  podSelector: {}\n  egress:\n  - ports: [{port: 53, protocol: UDP}]\n",
+    );
+    let deny_egress = policy(
+        "deny-egress",
+        "  podSelector: {}\n  policyTypes: [Egress]\n",
+    );
+    let findings = run(&repo(&format!("{deny_egress}---\n{dns}")));
+    assert_eq!(
+        of(&findings, &EGRESS_BLOCKS_DNS),
+        [pair("shop/deny-egress", "spec.policyTypes")]
+    );
+    // The checks of a policy's own rules judge audit policies too.
+    let twice = audited(
+        "twice",
+        "  podSelector: {}\n  ingress:\n  - ports: [{port: 80}]\n  - ports: [{port: 80}]\n",
+    );
+    let findings = run(&repo(&twice));
+    assert_eq!(
+        of(&findings, &RULE_DUPLICATE),
+        [pair("shop/twice", "spec.ingress[1]")]
+    );
+}
+
 #[test]
 fn findings_are_sorted_by_place_and_located_at_the_field() {
     let text = repo(&policy(

@@ -17,6 +17,10 @@
 //! the destination's ingress both allow. The address space outside the pod CIDRs is cut at
 //! every ipBlock and `networks` boundary into external ranges, judged the same way.
 //!
+//! NetworkPolicies in audit mode (`nftpolicy.io/enforcement: audit`) are left out: they isolate
+//! nothing and, beside enforced ones, add nothing, so every connection is what the enforced
+//! policies and the tiers make it (what audit policies would deny is the evaluator's to say).
+//!
 //! Nodes: every address of a Node of the input is a party of its node, `node/NAME` (the node's
 //! addresses are cut out of the external ranges), or `node/NAME[ADDR,…]` for each group of its
 //! addresses when rules tell them apart. Traffic between a node and the pods running on it never
@@ -410,7 +414,13 @@ impl Connectivity {
     fn compute_with(cluster: &ClusterState, cidrs: &PodCidrs, per_pod: bool) -> Self {
         let index = ClusterIndex::new(cluster);
         let pods = index.pods();
-        let policies: Vec<&crate::model::Policy> = cluster.policies().values().collect();
+        // Policies in audit mode isolate nothing and allow nothing a pod would not be allowed
+        // without them: connectivity is that of the enforced policies.
+        let policies: Vec<&crate::model::Policy> = cluster
+            .policies()
+            .values()
+            .filter(|p| !p.is_audit())
+            .collect();
         // In evaluation order: Admin then Baseline, each by priority then name.
         let mut cluster_policies: Vec<&ClusterNetworkPolicy> =
             cluster.cluster_policies().values().collect();

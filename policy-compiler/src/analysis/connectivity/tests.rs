@@ -241,6 +241,44 @@ fn the_shop_agrees_with_the_evaluator() {
 }
 
 #[test]
+fn policies_in_audit_mode_isolate_nothing_and_agree_with_the_evaluator() {
+    // The shop with web's ingress policy in audit mode: web is open to every pod.
+    let audited = shop().replace(
+        "NetworkPolicy\nmetadata: {name: web, namespace: shop}",
+        "NetworkPolicy\nmetadata: {name: web, namespace: shop, annotations: \
+         {nftpolicy.io/enforcement: audit}}",
+    );
+    let c = materialized(&audited, &PodCidrs::default());
+    assert!(c.policies()[&ObjectRef::new("shop", "web")].is_audit());
+    let cidrs = PodCidrs::parse(&["10.244.0.0/16"]).expect("cidr");
+    let got = lines(&Connectivity::compute(&c, &cidrs));
+    for line in [
+        "ops/monitor[Deployment] => shop/web[Deployment] : All Connections",
+        "shop/client[Deployment] => shop/web[Deployment] : All Connections",
+        "0.0.0.0-9.255.255.255 => shop/web[Deployment] : All Connections",
+    ] {
+        assert!(
+            got.contains(&line.to_string()),
+            "{line} missing in {got:#?}"
+        );
+    }
+    agrees_with_the_evaluator(&c, &cidrs);
+    // Random clusters with every other policy in audit mode, some of them beside enforced ones.
+    for seed in 0..20 {
+        let mut c = crate::generate::cluster(seed, crate::generate::Shape::default());
+        let policies: Vec<_> = c.policies().values().cloned().collect();
+        for mut p in policies.into_iter().step_by(2) {
+            p.enforcement = crate::model::Enforcement::Audit;
+            c.upsert_policy(p);
+        }
+        agrees_with_the_evaluator(
+            &c,
+            &PodCidrs::parse(&["10.0.0.0/16", "fd00::/48"]).expect("cidrs"),
+        );
+    }
+}
+
+#[test]
 fn generated_clusters_agree_with_the_evaluator() {
     for seed in 0..40 {
         let c = crate::generate::cluster(seed, crate::generate::Shape::default());
