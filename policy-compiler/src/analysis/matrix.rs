@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use serde_json::json;
 
-use super::{evaluate, Endpoint};
+use super::{evaluate_with, Endpoint, EvalOptions};
 use crate::cidr::Family;
 use crate::cluster::ClusterState;
 use crate::model::Protocol;
@@ -55,6 +55,16 @@ pub struct MatrixFlow {
     pub family: Option<Family>,
     /// Whether a new connection is allowed.
     pub allowed: bool,
+    /// What would deny it, when audit mode lets it through (`x/deny-all (audit)`), as its first
+    /// packet meets them ([`super::ConnectionVerdict::would_deny`]).
+    pub would_deny: Vec<String>,
+}
+
+impl MatrixFlow {
+    /// Allowed, but only because audit mode lets it through.
+    pub fn audited(&self) -> bool {
+        self.allowed && !self.would_deny.is_empty()
+    }
 }
 
 /// The truth table: every ordered pair of participating pods (a pod to itself included), every port,
@@ -115,6 +125,15 @@ pub fn declared_ports(cluster: &ClusterState) -> Vec<PortProto> {
 impl Matrix {
     /// Evaluates the matrix for the given ports.
     pub fn evaluate(cluster: &ClusterState, ports: &[PortProto]) -> Self {
+        Self::evaluate_with(cluster, ports, EvalOptions::default())
+    }
+
+    /// Evaluates the matrix for the given ports, with `options`.
+    pub fn evaluate_with(
+        cluster: &ClusterState,
+        ports: &[PortProto],
+        options: EvalOptions,
+    ) -> Self {
         let pods: Vec<_> = cluster.participating_pods().collect();
         let families = cluster.families();
         let dual_stack = families.len() > 1;
@@ -129,12 +148,12 @@ impl Matrix {
                         let Some(to_ip) = to.ip(*family) else {
                             continue;
                         };
-                        let verdict = evaluate(
+                        let verdict = evaluate_with(
                             cluster,
                             Endpoint::pod(from, from_ip),
                             Endpoint::pod(to, to_ip),
-                            port.protocol,
-                            port.port,
+                            Some((port.protocol, port.port)),
+                            options,
                         );
                         flows.push(MatrixFlow {
                             from: from.id.to_string(),
@@ -142,6 +161,11 @@ impl Matrix {
                             port: *port,
                             family: dual_stack.then_some(*family),
                             allowed: verdict.allowed(),
+                            would_deny: verdict
+                                .would_deny()
+                                .iter()
+                                .filter_map(|d| d.would_deny_text())
+                                .collect(),
                         });
                     }
                 }
@@ -155,7 +179,13 @@ impl Matrix {
         }
     }
 
-    /// The JSON form: `{"pods": [...], "ports": [...], "flows": [{from, to, port, protocol, allowed}]}`.
+    /// Whether some cell is allowed only because audit mode lets it through.
+    pub fn has_audited(&self) -> bool {
+        self.flows.iter().any(MatrixFlow::audited)
+    }
+
+    /// The JSON form: `{"pods": [...], "ports": [...], "flows": [{from, to, port, protocol,
+    /// allowed}]}`, a flow with would-denies also with `"wouldDeny": ["x/deny-all (audit)"]`.
     pub fn to_json(&self) -> serde_json::Value {
         let flows: Vec<serde_json::Value> = self
             .flows
@@ -170,6 +200,9 @@ impl Matrix {
                 });
                 if let Some(family) = f.family {
                     v["family"] = json!(family.number());
+                }
+                if !f.would_deny.is_empty() {
+                    v["wouldDeny"] = json!(f.would_deny);
                 }
                 v
             })
@@ -205,29 +238,50 @@ impl Matrix {
     }
 
     /// A plain-text grid per port: row `i` is the source pod numbered `i`, column `j` the destination
-    /// numbered `j`; `.` allowed, `X` denied, `-` where the pair shares no address family.
+    /// numbered `j`; `.` allowed, `X` denied, `-` where the pair shares no address family, and, in
+    /// a matrix with any, `A` allowed only because audit mode lets it through (it would be denied).
     pub fn to_table(&self) -> String {
         let mut out = String::new();
+        let audit = if self.has_audited() {
+            ", A allowed by audit mode only (it would be denied)"
+        } else {
+            ""
+        };
         for (title, cells) in self.grids() {
             let cells = Self::by_pair(&cells);
             let title = format!(
-                "{title}: rows from, columns to; . allowed, X denied, - no common address family"
+                "{title}: rows from, columns to; . allowed{audit}, X denied, - no common address \
+                 family"
             );
             write_grid(&mut out, &title, &self.pods, |from, to| {
-                cells
-                    .get(&(from, to))
-                    .map(|f| if f.allowed { "." } else { "X" })
+                cells.get(&(from, to)).map(|f| {
+                    if f.audited() {
+                        "A"
+                    } else if f.allowed {
+                        "."
+                    } else {
+                        "X"
+                    }
+                })
             });
         }
         out
     }
 
-    /// The same grids as Markdown tables.
+    /// The same grids as Markdown tables: ✓ allowed, ✗ denied, and ⚠ allowed only because audit
+    /// mode lets it through (said under each title of a matrix with any).
     pub fn to_markdown(&self) -> String {
         let mut out = String::new();
+        let audit = self.has_audited();
         for (title, cells) in self.grids() {
             let cells = Self::by_pair(&cells);
             let _ = writeln!(out, "### {title}\n");
+            if audit {
+                let _ = writeln!(
+                    out,
+                    "✓ allowed, ⚠ allowed by audit mode only (it would be denied), ✗ denied\n"
+                );
+            }
             let _ = writeln!(out, "| from \\ to | {} |", self.pods.join(" | "));
             let _ = writeln!(out, "|---|{}", "---|".repeat(self.pods.len()));
             for from in &self.pods {
@@ -235,6 +289,7 @@ impl Matrix {
                     .pods
                     .iter()
                     .map(|to| match cells.get(&(from.as_str(), to.as_str())) {
+                        Some(f) if f.audited() => "⚠",
                         Some(f) if f.allowed => "✓",
                         Some(_) => "✗",
                         None => "",

@@ -6,7 +6,7 @@ use anyhow::{anyhow, bail, Result};
 use clap::{Args, ValueEnum};
 
 use policy_compiler::analysis::{
-    evaluate, evaluate_portless, explain_json, explain_text, ConnectionVerdict, Endpoint, PortProto,
+    evaluate_with, explain_json, explain_text, ConnectionVerdict, Endpoint, EvalOptions, PortProto,
 };
 use policy_compiler::cidr::Family;
 use policy_compiler::compile_all;
@@ -23,6 +23,9 @@ use crate::{InputArgs, Output};
 /// rule that matched, the NetworkPolicies that decided, the Baseline rule that matched or the
 /// default, then the verdict (`[Admin] allow-monitoring egress[2] "scrape" Pass ->
 /// [NetworkPolicy] x/deny-all: no rule allows -> denied`).
+///
+/// NetworkPolicies annotated `nftpolicy.io/enforcement: audit` isolate nothing: what they alone
+/// would deny is allowed, and said so (`ALLOWED; would be denied by x/deny-all (audit)`).
 #[derive(Args, Debug)]
 pub struct ExplainArgs {
     #[command(flatten)]
@@ -43,6 +46,11 @@ pub struct ExplainArgs {
     /// Address family to use between two dual-stack pods (default: IPv4 when both have it).
     #[arg(long, value_parser = ["4", "6"])]
     family: Option<String>,
+    /// Judge every policy as the agent's `--audit-all` does: as enforced, but what would be
+    /// denied is allowed, and said so (`would be denied by ... (--audit-all)`). The nftables
+    /// path is not shown.
+    #[arg(long)]
+    audit_all: bool,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = ExplainFormat::Text)]
     output: ExplainFormat,
@@ -65,10 +73,11 @@ pub fn run(args: ExplainArgs) -> Result<Output> {
         .family
         .map(|f| if f == "6" { Family::V6 } else { Family::V4 });
     let (from, to) = endpoints(cluster, &args.from, &args.to, family)?;
-    let verdict = match args.port {
-        Some(port) => evaluate(cluster, from, to, port.protocol, port.port),
-        None => evaluate_portless(cluster, from, to),
+    let options = EvalOptions {
+        audit_all: args.audit_all,
     };
+    let transport = args.port.map(|p| (p.protocol, p.port));
+    let verdict = evaluate_with(cluster, from, to, transport, options);
     Ok(Output::clean(match args.output {
         ExplainFormat::Json => format!(
             "{}\n",
@@ -76,7 +85,9 @@ pub fn run(args: ExplainArgs) -> Result<Output> {
         ),
         ExplainFormat::Text => {
             let mut text = explain_text(&verdict);
-            text.push_str(&nft_path(cluster, &from, &to, &verdict));
+            if !args.audit_all {
+                text.push_str(&nft_path(cluster, &from, &to, &verdict));
+            }
             text
         }
     }))

@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 
-use policy_compiler::analysis::{declared_ports, Matrix, PortProto};
+use policy_compiler::analysis::{declared_ports, EvalOptions, Matrix, PortProto};
 
 use crate::{InputArgs, Output};
 
@@ -11,6 +11,10 @@ use crate::{InputArgs, Output};
 const MAX_CELLS: usize = 2_000_000;
 
 /// Print the truth table of pod-to-pod connectivity on given ports.
+///
+/// In the table, `.` is allowed, `X` denied, `-` a pair without a common address family, and `A`
+/// allowed by audit mode only: a NetworkPolicy annotated `nftpolicy.io/enforcement: audit` (or,
+/// with `--audit-all`, any policy) would deny it (Markdown: ✓, ✗ and ⚠; JSON: `"wouldDeny"`).
 #[derive(Args, Debug)]
 pub struct MatrixArgs {
     #[command(flatten)]
@@ -18,6 +22,10 @@ pub struct MatrixArgs {
     /// Ports to probe, e.g. `80/TCP,53/UDP` (default: every port a pod declares).
     #[arg(long, value_delimiter = ',')]
     ports: Vec<PortProto>,
+    /// Judge every policy as the agent's `--audit-all` does: as enforced, but what would be
+    /// denied is allowed, and marked `A`.
+    #[arg(long)]
+    audit_all: bool,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = MatrixFormat::Table)]
     output: MatrixFormat,
@@ -51,7 +59,10 @@ pub fn run(args: MatrixArgs) -> Result<Output> {
             ports.len()
         );
     }
-    let matrix = Matrix::evaluate(cluster, &ports);
+    let options = EvalOptions {
+        audit_all: args.audit_all,
+    };
+    let matrix = Matrix::evaluate_with(cluster, &ports, options);
     Ok(Output::clean(match args.output {
         MatrixFormat::Table => matrix.to_table(),
         MatrixFormat::Markdown => matrix.to_markdown(),
