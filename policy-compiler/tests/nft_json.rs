@@ -1,7 +1,6 @@
 //! The kernel lists back exactly what was loaded: every ruleset the compiler emits (the demo's nodes,
 //! every step of every upstream case on every node, generated dual-stack clusters) and rulesets
-//! built around decision maps (by hand, and generated) and named counters and log rules (by
-//! hand), loaded with
+//! built around decision maps, named counters and log rules (by hand, and generated), loaded with
 //! `nft -f -` into a throwaway network namespace and listed with `nft -j list table inet nftpolicy`,
 //! parses back with `nft::json::parse_table` to the ruleset that was loaded; and what nftpolicy
 //! never writes is refused. Needs root and `nft`; see `common::kernel_available`.
@@ -952,5 +951,25 @@ fn generated_decision_rulesets_read_back_equal() {
         .map(|m| m.elements.len())
         .sum();
     assert!(elements > 1000, "{elements} elements");
+    // Named counters, counter, limit and log statements and rules without verdict too.
+    let counters: usize = rulesets.iter().map(|(_, r)| r.counters.len()).sum();
+    let rules: Vec<&Rule> = rulesets
+        .iter()
+        .flat_map(|(_, r)| r.chains.values())
+        .flat_map(|c| &c.rules)
+        .collect();
+    let statements = rules
+        .iter()
+        .flat_map(|r| &r.matches)
+        .filter(|m| m.is_statement())
+        .count();
+    let without_verdict = rules
+        .iter()
+        .filter(|r| r.verdict == Verdict::Continue)
+        .count();
+    assert!(
+        counters > 100 && statements > 200 && without_verdict > 40,
+        "{counters} counters, {statements} statements, {without_verdict} rules without verdict"
+    );
     assert_round_trips("generated_decision_rulesets_read_back_equal", &rulesets);
 }
