@@ -1,20 +1,30 @@
 //! The dataplane on the real kernel (root, in throwaway network namespaces): a diff applied on top of
 //! a committed ruleset leaves exactly the state a fresh load of the new ruleset gives, for compiled
-//! rulesets and for rulesets built around decision maps; and the kernel refuses exactly the
-//! decision map batches that `Transaction::apply_to` predicts it refuses. (Rejected
+//! rulesets and for rulesets built around decision maps and named counters, and the same state as
+//! on the fake kernel; the kernel refuses exactly the decision map and counter batches that
+//! `Transaction::apply_to` predicts it refuses; and a named counter counts on, through a diff that
+//! rewrites the chains counting into it, the packets the interpreter says cross it. (Rejected
 //! transactions, full replaces and "no change, no nft call" are reconcile-loop scenarios:
 //! `tests/agent.rs` on the fake kernel, `tests/agent_kernel.rs` on this one.)
 
 mod common;
 
-use common::{kernel_available, netns};
+use std::collections::BTreeMap;
+use std::net::UdpSocket;
+use std::process::Command;
+
+use common::{kernel_available, netns, Netns};
 use nftpolicy::dataplane::Dataplane;
-use nftpolicy::kernel::{Kernel, KernelError, NftKernel};
+use nftpolicy::kernel::{FakeKernel, Kernel, KernelError, NftKernel};
 use policy_compiler::generate::{cluster, decisions, mutate, Rng, Shape};
 use policy_compiler::model::Protocol;
-use policy_compiler::nft::json::{as_listed, canonical_listing, parse_table};
+use policy_compiler::nft::interp::{evaluate, Packet};
+use policy_compiler::nft::json::{as_listed, canonical_listing, parse_counters, parse_table};
 use policy_compiler::nft::transaction::{Op, Transaction, TxError};
-use policy_compiler::nft::{Decision, DecisionKey, DecisionVerdict, Ruleset};
+use policy_compiler::nft::{
+    BaseChain, Chain, Counter, CounterValue, Decision, DecisionKey, DecisionVerdict, Hook, Match,
+    Rule, Ruleset, Verdict,
+};
 use policy_compiler::plan::compile_node;
 use serde_json::Value;
 
@@ -87,12 +97,15 @@ fn decision_map_diffs_leave_the_kernel_exactly_as_a_fresh_load_would() {
     }
     let ns = netns("decisions");
     let mut dp = Dataplane::new(NftKernel::in_netns(ns.name()));
+    // The fake kernel, given the same rulesets, must take the same transactions and end the same.
+    let mut fake = Dataplane::new(FakeKernel::new());
     // Fresh loads go to a namespace of their own; each replaces the table whole.
     let fresh_ns = netns("fresh");
     let fresh = NftKernel::in_netns(fresh_ns.name());
     let mut rng = Rng::new(12);
     let mut seed = 0;
     let (mut partial, mut element_ops, mut redefined) = (0, 0, 0);
+    let (mut counters_added, mut counters_deleted, mut counters_kept) = (0, 0, 0);
     for step in 0..80 {
         // Mostly a ruleset close to the last one (the next seed), sometimes one far away.
         seed = if rng.one_in(4) {
@@ -101,13 +114,35 @@ fn decision_map_diffs_leave_the_kernel_exactly_as_a_fresh_load_would() {
             seed + 1
         };
         let desired = decisions::ruleset(seed);
+        let before = dp.committed().cloned();
         let report = dp
             .apply(&desired)
             .unwrap_or_else(|e| panic!("step {step} (seed {seed}): {e}"));
+        let on_fake = fake
+            .apply(&desired)
+            .unwrap_or_else(|e| panic!("step {step} (seed {seed}): the fake kernel: {e}"));
+        assert_eq!(
+            on_fake.transaction, report.transaction,
+            "step {step} (seed {seed})"
+        );
+        assert_eq!(
+            kernel_state(fake.kernel()),
+            kernel_state(dp.kernel()),
+            "step {step} (seed {seed}): the fake kernel differs from the kernel"
+        );
         partial += usize::from(!report.full);
+        if let (Some(before), false) = (&before, report.full) {
+            counters_kept += before
+                .counters
+                .iter()
+                .filter(|(n, c)| desired.counters.get(*n) == Some(*c))
+                .count();
+        }
         for op in &report.transaction.ops {
             match op {
                 Op::AddDecisionElements(..) | Op::DeleteDecisionElements(..) => element_ops += 1,
+                Op::AddCounter(..) if !report.full => counters_added += 1,
+                Op::DeleteCounter(_) => counters_deleted += 1,
                 Op::DeleteDecisionMap(name)
                     if desired.decision_maps.contains_key(name) && !report.full =>
                 {
@@ -134,6 +169,10 @@ fn decision_map_diffs_leave_the_kernel_exactly_as_a_fresh_load_would() {
     assert!(partial >= 60, "most applies are diffs ({partial} were)");
     assert!(element_ops >= 100, "{element_ops} element operations");
     assert!(redefined >= 3, "{redefined} maps redefined in place");
+    assert!(
+        counters_added >= 20 && counters_deleted >= 20 && counters_kept >= 100,
+        "counters: {counters_added} added, {counters_deleted} deleted, {counters_kept} kept by diffs"
+    );
 }
 
 fn key(first: &str, last: &str, ports: Option<(Protocol, u16, u16)>) -> DecisionKey {
@@ -452,4 +491,384 @@ fn the_kernel_refuses_the_decision_map_batches_apply_to_refuses() {
         Err(TxError::Overlap(..))
     ));
     assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+/// A table with the named counters `a` (named by chain `c`) and `b` (named by nothing), and a set
+/// named like `a`.
+fn counter_base() -> Ruleset {
+    let mut r = Ruleset::default();
+    r.counters.insert(
+        "a".into(),
+        Counter {
+            comment: Some("first".into()),
+        },
+    );
+    r.counters.insert("b".into(), Counter { comment: None });
+    r.sets.insert(
+        "a".into(),
+        policy_compiler::nft::Set {
+            set_type: policy_compiler::nft::SetType::Addr(policy_compiler::Family::V4),
+            comment: "named like a counter".into(),
+            elements: Default::default(),
+        },
+    );
+    r.chains.insert(
+        "c".into(),
+        Chain {
+            base: None,
+            rules: vec![counted_rule("a", Verdict::Drop)],
+        },
+    );
+    r
+}
+
+fn counted_rule(counter: &str, verdict: Verdict) -> Rule {
+    Rule {
+        matches: vec![Match::Counter(counter.into())],
+        verdict,
+        comment: None,
+    }
+}
+
+#[test]
+fn the_kernel_refuses_the_counter_batches_apply_to_refuses() {
+    if !kernel_available("the_kernel_refuses_the_counter_batches_apply_to_refuses") {
+        return;
+    }
+    let comment = |c: &str| Counter {
+        comment: Some(c.into()),
+    };
+    let limited = |rate, burst| Rule {
+        matches: vec![Match::Limit { rate, burst }],
+        verdict: Verdict::Continue,
+        comment: None,
+    };
+    let batches: Vec<(&str, Vec<Op>, bool)> = vec![
+        (
+            "a rule naming a missing counter",
+            vec![Op::AddRule("c".into(), counted_rule("x", Verdict::Accept))],
+            false,
+        ),
+        (
+            "delete a counter a rule names",
+            vec![Op::DeleteCounter("a".into())],
+            false,
+        ),
+        (
+            "delete a missing counter",
+            vec![Op::DeleteCounter("x".into())],
+            false,
+        ),
+        (
+            "delete a counter nothing names",
+            vec![Op::DeleteCounter("b".into())],
+            true,
+        ),
+        (
+            "add an existing counter with another comment: nothing changes",
+            vec![Op::AddCounter("a".into(), comment("second"))],
+            true,
+        ),
+        (
+            "flush, delete, add with another comment, refill",
+            vec![
+                Op::FlushChain("c".into()),
+                Op::DeleteCounter("a".into()),
+                Op::AddCounter("a".into(), comment("second")),
+                Op::AddRule("c".into(), counted_rule("a", Verdict::Drop)),
+            ],
+            true,
+        ),
+        (
+            "add a counter, and a rule naming it",
+            vec![
+                Op::AddCounter("x".into(), Counter::default()),
+                Op::AddRule("c".into(), counted_rule("x", Verdict::Continue)),
+            ],
+            true,
+        ),
+        (
+            "delete a counter, then name it",
+            vec![
+                Op::DeleteCounter("b".into()),
+                Op::AddRule("c".into(), counted_rule("b", Verdict::Accept)),
+            ],
+            false,
+        ),
+        (
+            "a counter named like a chain",
+            vec![Op::AddCounter("c".into(), comment("c"))],
+            true,
+        ),
+        (
+            "a limit and a log",
+            vec![Op::AddRule(
+                "c".into(),
+                Rule {
+                    matches: vec![
+                        Match::Limit {
+                            rate: 10,
+                            burst: 20,
+                        },
+                        Match::Log {
+                            group: 7,
+                            prefix: "a".into(),
+                        },
+                    ],
+                    verdict: Verdict::Continue,
+                    comment: None,
+                },
+            )],
+            true,
+        ),
+        (
+            "a limit of 0 a second",
+            vec![Op::AddRule("c".into(), limited(0, 1))],
+            false,
+        ),
+        (
+            "a limit with a burst of 0",
+            vec![Op::AddRule("c".into(), limited(1, 0))],
+            false,
+        ),
+    ];
+    let ns = netns("counter-batches");
+    let kernel = NftKernel::in_netns(ns.name());
+    let fake = FakeKernel::new();
+    let base = counter_base();
+    let mut errors = Vec::new();
+    for (label, ops, accepted) in &batches {
+        for k in [&kernel as &dyn Kernel, &fake] {
+            k.commit(&Transaction::full(&base))
+                .unwrap_or_else(|e| panic!("{label}: load: {e}"));
+        }
+        let tx = Transaction { ops: ops.clone() };
+        let committed = kernel.commit(&tx);
+        let mut predicted = Some(base.clone());
+        let prediction = tx.apply_to(&mut predicted);
+        match (&committed, &prediction) {
+            (Ok(()), Ok(())) => {
+                let listed = kernel_table(&kernel);
+                if Some(&listed) != predicted.as_ref() {
+                    errors.push(format!(
+                        "{label}: the kernel holds {listed:#?}\nnot {predicted:#?}"
+                    ));
+                }
+            }
+            (Err(KernelError::Rejected { .. }), Err(_)) => {}
+            _ => errors.push(format!(
+                "{label}: the kernel says {committed:?}, apply_to {prediction:?}\n{}",
+                tx.render()
+            )),
+        }
+        if fake.commit(&tx).is_ok() != committed.is_ok() {
+            errors.push(format!("{label}: the fake kernel disagrees"));
+        }
+        if committed.is_ok() != *accepted {
+            errors.push(format!(
+                "{label}: expected the kernel to {} it",
+                if *accepted { "take" } else { "refuse" }
+            ));
+        }
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+/// `nft -j list counters table inet nftpolicy` in the namespace, parsed.
+fn kernel_counters(ns: &Netns) -> BTreeMap<String, CounterValue> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns.name(), "nft", "-j", "list", "counters"])
+        .args(["table", "inet", "nftpolicy"])
+        .output()
+        .expect("run nft");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_counters(&String::from_utf8_lossy(&out.stdout)).expect("the counters parse")
+}
+
+/// The counters of the fake kernel, as it lists them.
+fn fake_counters(kernel: &FakeKernel) -> BTreeMap<String, CounterValue> {
+    let json = kernel.list_counters().expect("list").expect("a table");
+    parse_counters(&json).expect("the counters parse")
+}
+
+/// A node's table for loopback traffic: on the input hook, UDP counted into `probe` (by a rule
+/// without verdict), then every packet into `input_all`, which the last rule accepts.
+fn loopback_ruleset(probe_comment: &str) -> Ruleset {
+    let mut r = Ruleset::default();
+    r.counters.insert(
+        "probe".into(),
+        Counter {
+            comment: Some(probe_comment.into()),
+        },
+    );
+    r.counters.insert("input_all".into(), Counter::default());
+    r.chains.insert(
+        "node".into(),
+        Chain {
+            base: Some(BaseChain {
+                hook: Hook::Input,
+                priority: 0,
+            }),
+            rules: vec![
+                Rule {
+                    matches: vec![
+                        Match::L4Proto(Protocol::Udp),
+                        Match::Counter("probe".into()),
+                    ],
+                    verdict: Verdict::Continue,
+                    comment: Some("udp".into()),
+                },
+                counted_rule("input_all", Verdict::Accept),
+            ],
+        },
+    );
+    r
+}
+
+/// Sends `count` UDP datagrams of `payload` bytes from and to the namespace's loopback, to a port
+/// bound there (so that no ICMP error comes back).
+fn send_datagrams(ns: &Netns, count: usize, payload: usize) -> u16 {
+    let file = policylab::lab::netns::open(ns.name()).expect("open the namespace");
+    policylab::lab::netns::run_in(&file, ns.name(), || {
+        let receiver = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = receiver.local_addr().expect("address").port();
+        let sender = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        receiver
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .expect("timeout");
+        let mut buf = vec![0u8; payload + 1];
+        for _ in 0..count {
+            sender
+                .send_to(&vec![7u8; payload], ("127.0.0.1", port))
+                .expect("send");
+            // Received: it went through the input hook.
+            assert_eq!(receiver.recv(&mut buf).expect("receive"), payload);
+        }
+        port
+    })
+    .expect("run in the namespace")
+}
+
+#[test]
+fn a_named_counter_counts_on_through_a_diff_that_rewrites_its_chain() {
+    if !kernel_available("a_named_counter_counts_on_through_a_diff_that_rewrites_its_chain") {
+        return;
+    }
+    let ns = netns("counting");
+    let up = Command::new("ip")
+        .args(["netns", "exec", ns.name(), "ip", "link", "set", "lo", "up"])
+        .status()
+        .expect("run ip");
+    assert!(up.success(), "ip link set lo up");
+    let mut dp = Dataplane::new(NftKernel::in_netns(ns.name()));
+    let fake_kernel = FakeKernel::new();
+    let mut fake = Dataplane::new(fake_kernel.clone());
+    let (payload, bytes) = (12, 12 + 28);
+    let mut expected: BTreeMap<String, CounterValue> = BTreeMap::new();
+    // Sends datagrams on the kernel; counts what the interpreter says they cross on the fake
+    // kernel and in `expected`.
+    let traffic = |ruleset: &Ruleset, count: usize, expected: &mut BTreeMap<_, _>| {
+        let port = send_datagrams(&ns, count, payload);
+        let packet = Packet {
+            src: "127.0.0.1".parse().expect("address"),
+            dst: "127.0.0.1".parse().expect("address"),
+            transport: Some((Protocol::Udp, port)),
+            established: false,
+            to_node: true,
+        };
+        let outcome = evaluate(ruleset, &packet).expect("evaluates");
+        assert!(outcome.accepted);
+        for name in &outcome.counters {
+            assert!(fake_kernel.count(name, count as u64, (count * bytes) as u64));
+            let value: &mut CounterValue = expected.entry(name.clone()).or_default();
+            value.packets += count as u64;
+            value.bytes += (count * bytes) as u64;
+        }
+    };
+    let first = loopback_ruleset("udp to the node");
+    assert!(dp.apply(&first).expect("load").full);
+    fake.apply(&first).expect("load on the fake kernel");
+    expected.insert("probe".into(), CounterValue::default());
+    expected.insert("input_all".into(), CounterValue::default());
+    traffic(&first, 5, &mut expected);
+    assert_eq!(expected["probe"].packets, 5, "the interpreter counts UDP");
+    assert_eq!(kernel_counters(&ns), expected);
+    assert_eq!(fake_counters(&fake_kernel), expected);
+
+    // The chain is rewritten: a rule in front, the counting rule's comment changed. The counters
+    // stay, and count on.
+    let mut rewritten = first.clone();
+    let rules = &mut rewritten.chains.get_mut("node").expect("node").rules;
+    rules[0].comment = Some("udp, rewritten".into());
+    rules.insert(
+        0,
+        Rule {
+            matches: vec![Match::Prefix {
+                field: policy_compiler::nft::AddrField::Saddr,
+                negated: false,
+                cidr: "10.9.9.9/32".parse().expect("cidr"),
+            }],
+            verdict: Verdict::Drop,
+            comment: None,
+        },
+    );
+    let report = dp.apply(&rewritten).expect("diff");
+    assert!(!report.full);
+    assert!(
+        report
+            .transaction
+            .ops
+            .contains(&Op::FlushChain("node".into()))
+            && !report
+                .transaction
+                .ops
+                .iter()
+                .any(|op| matches!(op, Op::AddCounter(..) | Op::DeleteCounter(_))),
+        "{}",
+        report.transaction.render()
+    );
+    fake.apply(&rewritten).expect("diff on the fake kernel");
+    assert_eq!(
+        kernel_counters(&ns),
+        expected,
+        "the rewrite kept the counts"
+    );
+    traffic(&rewritten, 3, &mut expected);
+    assert_eq!(expected["probe"].packets, 8);
+    assert_eq!(kernel_counters(&ns), expected);
+    assert_eq!(fake_counters(&fake_kernel), expected);
+
+    // A new comment on `probe`: deleted and added again, it starts from 0; `input_all` counts on.
+    let mut recommented = rewritten.clone();
+    recommented
+        .counters
+        .get_mut("probe")
+        .expect("probe")
+        .comment = Some("probes".into());
+    let report = dp.apply(&recommented).expect("diff");
+    assert!(!report.full);
+    fake.apply(&recommented).expect("diff on the fake kernel");
+    expected.insert("probe".into(), CounterValue::default());
+    assert_eq!(kernel_counters(&ns), expected);
+    assert_eq!(kernel_table(dp.kernel()), recommented);
+    traffic(&recommented, 2, &mut expected);
+    assert_eq!(expected["input_all"].packets, 10);
+    assert_eq!(kernel_counters(&ns), expected);
+    assert_eq!(fake_counters(&fake_kernel), expected);
+
+    // A full replace starts every counter from 0.
+    dp.force_full();
+    fake.force_full();
+    assert!(dp.apply(&recommented).expect("full").full);
+    fake.apply(&recommented).expect("full on the fake kernel");
+    let zero: BTreeMap<String, CounterValue> = expected
+        .keys()
+        .map(|n| (n.clone(), CounterValue::default()))
+        .collect();
+    assert_eq!(kernel_counters(&ns), zero);
+    assert_eq!(fake_counters(&fake_kernel), zero);
 }

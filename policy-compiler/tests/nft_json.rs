@@ -1,6 +1,6 @@
 //! The kernel lists back exactly what was loaded: every ruleset the compiler emits (the demo's nodes,
 //! every step of every upstream case on every node, generated dual-stack clusters) and rulesets
-//! built around decision maps (by hand, and generated), loaded with
+//! built around decision maps, named counters and log rules (by hand, and generated), loaded with
 //! `nft -f -` into a throwaway network namespace and listed with `nft -j list table inet nftpolicy`,
 //! parses back with `nft::json::parse_table` to the ruleset that was loaded; and what nftpolicy
 //! never writes is refused. Needs root and `nft`; see `common::kernel_available`.
@@ -19,8 +19,8 @@ use policy_compiler::input::{parse_sources, read_paths};
 use policy_compiler::model::Protocol;
 use policy_compiler::nft::json::{as_listed, canonical_listing, listing, parse_table, JsonError};
 use policy_compiler::nft::{
-    AddrField, BaseChain, Chain, Decision, DecisionKey, DecisionMap, DecisionVerdict, Hook, Match,
-    Rule, Ruleset, Set, SetElement, SetType, Verdict, VerdictMap,
+    AddrField, BaseChain, Chain, Counter, Decision, DecisionKey, DecisionMap, DecisionVerdict,
+    Hook, Match, Rule, Ruleset, Set, SetElement, SetType, Verdict, VerdictMap,
 };
 use policy_compiler::plan::compile_all;
 
@@ -101,9 +101,18 @@ fn difference(got: &Ruleset, want: &Ruleset) -> String {
         ("sets", keys(&got.sets), keys(&want.sets)),
         ("maps", keys(&got.maps), keys(&want.maps)),
         ("chains", keys(&got.chains), keys(&want.chains)),
+        ("counters", keys(&got.counters), keys(&want.counters)),
     ] {
         if g != w {
             return format!("{kind}: listed {g:?}, loaded {w:?}");
+        }
+    }
+    for (name, counter) in &want.counters {
+        if got.counters[name] != *counter {
+            return format!(
+                "counter {name}: listed {:?}, loaded {counter:?}",
+                got.counters[name]
+            );
         }
     }
     for (name, set) in &want.sets {
@@ -250,9 +259,24 @@ fn cidr(s: &str) -> Cidr {
 }
 
 /// A hand-written ruleset with every construct, including shapes the compiler does not emit, whose
-/// listing loses information: long and quoted comments, unmerged ports, a protocol dependency.
+/// listing loses information: long and quoted comments and log prefixes, unmerged ports, a
+/// protocol dependency (and one a statement keeps), named counters named like other objects,
+/// rules without verdict.
 fn unusual() -> Ruleset {
     let mut r = Ruleset::default();
+    r.counters.insert(
+        "named_v6".into(),
+        Counter {
+            comment: Some(format!("a \"quoted\" $comment {}", "é".repeat(100))),
+        },
+    );
+    r.counters.insert("c".into(), Counter { comment: None });
+    r.counters.insert(
+        "np_ns-1_allow.web_ingress_0".into(),
+        Counter {
+            comment: Some(String::new()),
+        },
+    );
     r.sets.insert(
         "named_v6".into(),
         Set {
@@ -418,6 +442,43 @@ fn unusual() -> Ruleset {
                 },
                 Rule {
                     matches: vec![],
+                    verdict: Verdict::Continue,
+                    comment: None,
+                },
+                Rule {
+                    matches: vec![Match::L4Proto(Protocol::Udp)],
+                    verdict: Verdict::Continue,
+                    comment: Some("no verdict".into()),
+                },
+                Rule {
+                    matches: vec![
+                        Match::Limit {
+                            rate: u32::MAX,
+                            burst: 5,
+                        },
+                        Match::Log {
+                            group: u16::MAX,
+                            prefix: format!("a \"quoted\" $prefix {}", "é".repeat(100)),
+                        },
+                        Match::Limit { rate: 1, burst: 1 },
+                        Match::Log {
+                            group: 0,
+                            prefix: String::new(),
+                        },
+                    ],
+                    verdict: Verdict::Continue,
+                    comment: None,
+                },
+                accept(vec![
+                    Match::Counter("np_ns-1_allow.web_ingress_0".into()),
+                    Match::L4Proto(Protocol::Tcp),
+                    Match::Counter("c".into()),
+                    dport(Protocol::Tcp, &[(80, 80)]),
+                    Match::Counter("named_v6".into()),
+                    Match::Counter("named_v6".into()),
+                ]),
+                Rule {
+                    matches: vec![],
                     verdict: Verdict::Drop,
                     comment: Some(format!("\"{}\"", "0123456789".repeat(13))),
                 },
@@ -510,7 +571,17 @@ fn foreign_additions_are_errors() {
             "add chain inet nftpolicy extra { type filter hook forward priority filter; policy drop; }",
             "drop",
         ),
-        ("add counter inet nftpolicy extra", "counter"),
+        ("add limit inet nftpolicy extra { rate 1/second; }", "limit"),
+        ("add rule inet nftpolicy egress limit rate over 1/second accept", "inv"),
+        (
+            "add rule inet nftpolicy egress limit rate 1 kbytes/second accept",
+            "kbytes",
+        ),
+        (
+            "add rule inet nftpolicy egress log prefix \"x\" group 1 snaplen 64",
+            "snaplen",
+        ),
+        ("add rule inet nftpolicy egress log prefix \"x\" level info", "info"),
         ("add table inet nftpolicy { flags dormant; }", "flags"),
     ];
     let mut errors = Vec::new();
@@ -540,6 +611,15 @@ fn foreign_additions_are_errors() {
             )),
         }
     }
+    // A counter someone adds reads back, and is drift: the table is no longer the ruleset.
+    let json = ns
+        .load_and_list(&ruleset)
+        .and_then(|_| ns.nft(&["add", "counter", "inet", "nftpolicy", "extra"], ""))
+        .and_then(|_| ns.list())
+        .expect("add a counter");
+    let with_counter = parse_table(&json).expect("parses");
+    assert_ne!(with_counter, ruleset);
+    assert!(with_counter.counters.contains_key("extra"));
     // And after all that, the compiler's ruleset replaces the table and reads back equal again.
     let json = ns.load_and_list(&ruleset).expect("load again");
     assert_eq!(parse_table(&json).expect("parses"), ruleset);
@@ -871,5 +951,25 @@ fn generated_decision_rulesets_read_back_equal() {
         .map(|m| m.elements.len())
         .sum();
     assert!(elements > 1000, "{elements} elements");
+    // Named counters, counter, limit and log statements and rules without verdict too.
+    let counters: usize = rulesets.iter().map(|(_, r)| r.counters.len()).sum();
+    let rules: Vec<&Rule> = rulesets
+        .iter()
+        .flat_map(|(_, r)| r.chains.values())
+        .flat_map(|c| &c.rules)
+        .collect();
+    let statements = rules
+        .iter()
+        .flat_map(|r| &r.matches)
+        .filter(|m| m.is_statement())
+        .count();
+    let without_verdict = rules
+        .iter()
+        .filter(|r| r.verdict == Verdict::Continue)
+        .count();
+    assert!(
+        counters > 100 && statements > 200 && without_verdict > 40,
+        "{counters} counters, {statements} statements, {without_verdict} rules without verdict"
+    );
     assert_round_trips("generated_decision_rulesets_read_back_equal", &rulesets);
 }

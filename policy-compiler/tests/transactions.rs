@@ -92,6 +92,19 @@ proptest! {
                 _ => {}
             }
         }
+        // A named counter that stays as it was is never deleted nor added again: its counts go
+        // on (unless the diff falls back to a full replace).
+        if !tx.ops.contains(&Op::DeleteTable) {
+            for op in &tx.ops {
+                if let Op::AddCounter(name, _) | Op::DeleteCounter(name) = op {
+                    prop_assert!(
+                        old.counters.get(name) != new.counters.get(name),
+                        "{name} is unchanged:\n{}",
+                        tx.render()
+                    );
+                }
+            }
+        }
         prop_assert!(Transaction::diff(&new, &new).is_empty());
         let mut from_nothing = None;
         prop_assert!(Transaction::full(&new).apply_to(&mut from_nothing).is_ok());

@@ -1,12 +1,13 @@
 //! An in-memory kernel for tests: the table as a [`Ruleset`], changed only by transactions applied
-//! with nft's own rules, and listed as nft 1.0.6 lists it.
+//! with nft's own rules, and listed as nft 1.0.6 lists it; and the counts of its named counters.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use policy_compiler::nft::json::listing;
-use policy_compiler::nft::transaction::Transaction;
-use policy_compiler::nft::Ruleset;
+use policy_compiler::nft::json::{counters_listing, listing};
+use policy_compiler::nft::transaction::{Op, Transaction};
+use policy_compiler::nft::{CounterValue, Ruleset};
 
 use super::{Kernel, KernelError};
 
@@ -17,6 +18,8 @@ pub enum KernelCall {
     Commit(Transaction, bool),
     /// A listing of the table.
     List,
+    /// A listing of the table's named counters.
+    ListCounters,
     /// A deletion of the conntrack entries of an address.
     DeleteConntrack(IpAddr),
 }
@@ -24,6 +27,8 @@ pub enum KernelCall {
 #[derive(Debug, Default)]
 struct State {
     table: Option<Ruleset>,
+    /// Counts of named counters of the table that counted something.
+    counts: BTreeMap<String, CounterValue>,
     reject_next: Option<String>,
     fail_conntrack: Option<String>,
     calls: Vec<KernelCall>,
@@ -35,8 +40,15 @@ struct State {
 ///   missing element, a set still referenced or a chain still in use fails the whole batch; a verdict
 ///   map key whose verdict changes must be deleted before it is added again; without the table only
 ///   a transaction that creates it applies. A rejected transaction is a [`KernelError::Rejected`].
+///   A rule naming a counter that does not exist fails the batch (`ENOENT`), and so does deleting a
+///   counter a rule still names (`EBUSY`).
 /// - The table is listed as `nft -j list table inet nftpolicy` prints it
 ///   ([`policy_compiler::nft::json::listing`]); no table lists as `None`.
+/// - Named counters count what tests tell them to ([`FakeKernel::count`]), and keep their counts
+///   as the kernel does: through every transaction that leaves them in place (a chain flushed and
+///   refilled counts on into the same counter), back to 0 when a transaction deletes them or the
+///   table. They are listed as `nft -j list counters table inet nftpolicy` prints them
+///   ([`FakeKernel::list_counters`]).
 /// - Conntrack deletions are recorded and succeed.
 ///
 /// It can be told to reject the next transaction ([`FakeKernel::reject_next`]), to lose the table
@@ -55,7 +67,7 @@ impl FakeKernel {
         Self::default()
     }
 
-    /// A kernel that already holds `ruleset` (a node where the agent ran before).
+    /// A kernel that already holds `ruleset` (a node where the agent ran before), its counters at 0.
     pub fn with_table(ruleset: Ruleset) -> Self {
         let kernel = Self::new();
         kernel.state().table = Some(ruleset);
@@ -109,19 +121,67 @@ impl FakeKernel {
 
     /// Removes the table behind the dataplane's back (`nft delete table`, `nft flush ruleset`).
     pub fn lose_table(&self) {
-        self.state().table = None;
+        let mut state = self.state();
+        state.table = None;
+        state.counts.clear();
     }
 
     /// Changes the table behind the dataplane's back; returns false (and changes nothing) when there
-    /// is no table.
+    /// is no table. A counter the change deletes loses its counts.
     pub fn drift(&self, change: impl FnOnce(&mut Ruleset)) -> bool {
-        match self.state().table.as_mut() {
+        let mut state = self.state();
+        let State { table, counts, .. } = &mut *state;
+        match table.as_mut() {
             Some(table) => {
                 change(table);
+                counts.retain(|name, _| table.counters.contains_key(name));
                 true
             }
             None => false,
         }
+    }
+
+    /// Counts `packets` packets of `bytes` bytes in all into the named counter `name`, as packets
+    /// crossing a `counter name "NAME"` statement do; returns false (and counts nothing) when the
+    /// table has no such counter.
+    pub fn count(&self, name: &str, packets: u64, bytes: u64) -> bool {
+        let mut state = self.state();
+        let exists = state
+            .table
+            .as_ref()
+            .is_some_and(|t| t.counters.contains_key(name));
+        if exists {
+            let value = state.counts.entry(name.to_string()).or_default();
+            value.packets = value.packets.saturating_add(packets);
+            value.bytes = value.bytes.saturating_add(bytes);
+        }
+        exists
+    }
+
+    /// The counts of every named counter of the table, by name (empty without the table).
+    pub fn counter_values(&self) -> BTreeMap<String, CounterValue> {
+        let state = self.state();
+        state
+            .table
+            .iter()
+            .flat_map(|t| t.counters.keys())
+            .map(|name| {
+                let value = state.counts.get(name).copied().unwrap_or_default();
+                (name.clone(), value)
+            })
+            .collect()
+    }
+
+    /// The table's named counters as `nft -j list counters table inet nftpolicy` prints them
+    /// ([`policy_compiler::nft::json::counters_listing`]), or `None` when there is no table (nft
+    /// fails then); recorded as [`KernelCall::ListCounters`].
+    pub fn list_counters(&self) -> Result<Option<String>, KernelError> {
+        let mut state = self.state();
+        state.calls.push(KernelCall::ListCounters);
+        Ok(state
+            .table
+            .as_ref()
+            .map(|t| counters_listing(t, &state.counts)))
     }
 
     /// Makes every conntrack deletion from now on fail with `message`.
@@ -139,6 +199,24 @@ impl Kernel for FakeKernel {
                 .apply_to(&mut state.table)
                 .map_err(|e| format!("Error: {e}")),
         };
+        if result.is_ok() {
+            // What the transaction deleted starts again from 0; the rest keeps its counts.
+            let State { table, counts, .. } = &mut *state;
+            for op in &transaction.ops {
+                match op {
+                    Op::DeleteTable => counts.clear(),
+                    Op::DeleteCounter(name) => {
+                        counts.remove(name);
+                    }
+                    _ => {}
+                }
+            }
+            counts.retain(|name, _| {
+                table
+                    .as_ref()
+                    .is_some_and(|t| t.counters.contains_key(name))
+            });
+        }
         state
             .calls
             .push(KernelCall::Commit(transaction.clone(), result.is_ok()));
@@ -173,9 +251,10 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use policy_compiler::cidr::Family;
-    use policy_compiler::nft::json::parse_table;
-    use policy_compiler::nft::transaction::Op;
-    use policy_compiler::nft::{Chain, Set, SetElement, SetType, VerdictMap};
+    use policy_compiler::nft::json::{parse_counters, parse_table};
+    use policy_compiler::nft::{
+        Chain, Counter, Match, Rule, Set, SetElement, SetType, Verdict, VerdictMap,
+    };
 
     use super::*;
 
@@ -316,5 +395,129 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    /// `table()` with the counter `drops` (and the unnamed `spare`), counted into by chain `a`'s
+    /// one rule, `counter name "drops" drop`.
+    fn counted() -> Ruleset {
+        let mut r = table();
+        r.counters.insert(
+            "drops".into(),
+            Counter {
+                comment: Some("isolation of a".into()),
+            },
+        );
+        r.counters.insert("spare".into(), Counter::default());
+        r.chains.get_mut("a").expect("chain a").rules = vec![Rule {
+            matches: vec![Match::Counter("drops".into())],
+            verdict: Verdict::Drop,
+            comment: None,
+        }];
+        r
+    }
+
+    fn value(packets: u64, bytes: u64) -> CounterValue {
+        CounterValue { packets, bytes }
+    }
+
+    #[test]
+    fn counters_must_exist_for_the_rules_that_name_them_and_outlive_them() {
+        let kernel = FakeKernel::with_table(counted());
+        let naming_missing = Op::AddRule(
+            "b".into(),
+            Rule {
+                matches: vec![Match::Counter("nope".into())],
+                verdict: Verdict::Accept,
+                comment: None,
+            },
+        );
+        let err = kernel
+            .commit(&tx(vec![naming_missing]))
+            .expect_err("a rule naming a missing counter");
+        assert!(err.to_string().contains("nope: no such counter"), "{err}");
+        let err = kernel
+            .commit(&tx(vec![Op::DeleteCounter("drops".into())]))
+            .expect_err("a counter a rule names");
+        assert!(
+            err.to_string().contains("drops: counter is in use"),
+            "{err}"
+        );
+        assert_eq!(kernel.table(), Some(counted()));
+        kernel
+            .commit(&tx(vec![
+                Op::FlushChain("a".into()),
+                Op::DeleteCounter("drops".into()),
+            ]))
+            .expect("once the chain is flushed");
+        assert!(!kernel
+            .table()
+            .expect("table")
+            .counters
+            .contains_key("drops"));
+    }
+
+    #[test]
+    fn counts_survive_the_rewriting_of_chains_and_go_with_their_counter() {
+        let kernel = FakeKernel::with_table(counted());
+        assert!(kernel.count("drops", 3, 180));
+        assert!(!kernel.count("nope", 1, 1), "no such counter");
+        assert_eq!(kernel.counter_values()["drops"], value(3, 180));
+        // A diff that rewrites the chain counting into `drops` keeps its counts.
+        let mut rewritten = counted();
+        rewritten
+            .chains
+            .get_mut("a")
+            .expect("chain a")
+            .rules
+            .insert(
+                0,
+                Rule {
+                    matches: vec![Match::Counter("spare".into())],
+                    verdict: Verdict::Continue,
+                    comment: None,
+                },
+            );
+        let diff = Transaction::diff(&counted(), &rewritten);
+        assert!(
+            diff.ops.contains(&Op::FlushChain("a".into())),
+            "{}",
+            diff.render()
+        );
+        kernel.commit(&diff).expect("diff");
+        assert!(kernel.count("drops", 1, 60) && kernel.count("spare", 1, 60));
+        let listed = parse_counters(&kernel.list_counters().expect("list").expect("a table"))
+            .expect("parses");
+        assert_eq!(
+            listed,
+            BTreeMap::from([
+                ("drops".to_string(), value(4, 240)),
+                ("spare".to_string(), value(1, 60)),
+            ])
+        );
+        assert_eq!(kernel.calls().last(), Some(&KernelCall::ListCounters));
+        // A new comment: the counter is deleted and added again, from 0.
+        let mut recommented = rewritten.clone();
+        recommented
+            .counters
+            .get_mut("drops")
+            .expect("drops")
+            .comment = Some("other".into());
+        kernel
+            .commit(&Transaction::diff(&rewritten, &recommented))
+            .expect("diff");
+        assert_eq!(kernel.counter_values()["drops"], value(0, 0));
+        assert_eq!(kernel.counter_values()["spare"], value(1, 60));
+        // A full replace deletes the table and every count; so does losing the table.
+        kernel
+            .commit(&Transaction::full(&recommented))
+            .expect("full");
+        assert_eq!(kernel.counter_values()["spare"], value(0, 0));
+        assert!(kernel.count("spare", 2, 2));
+        kernel.lose_table();
+        assert_eq!(kernel.list_counters().expect("list"), None);
+        kernel
+            .commit(&Transaction::full(&recommented))
+            .expect("full");
+        assert_eq!(kernel.counter_values()["spare"], value(0, 0));
     }
 }

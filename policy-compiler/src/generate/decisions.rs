@@ -15,6 +15,13 @@
 //! redefined; the input-hook chain present or not, rarely at another priority. Keys cover single
 //! addresses, aligned prefixes (`/0` included), ranges that are not prefixes, ranges reaching the
 //! last address, single ports and port ranges (`0`, `65535`, `0-65535`), in both families.
+//!
+//! Rules count into named counters as compiled rulesets do: a combination chain's final `drop`
+//! into a counter named like the chain, often after a log rule without verdict (`limit rate …
+//! log prefix "…" group …`), and jumps into counters of their own, sometimes ahead of their match;
+//! spare counters nothing names come and go, one of them named like a map. A counter's comment is
+//! mostly fixed by its name, so that most counters are shared by two seeds and some change comment;
+//! comments and log prefixes range from nothing to what nft stores shortened or rewritten.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -23,8 +30,8 @@ use super::Rng;
 use crate::cidr::{from_u128, max_u128, Cidr, Family};
 use crate::model::Protocol;
 use crate::nft::{
-    AddrField, BaseChain, Chain, Decision, DecisionKey, DecisionMap, DecisionVerdict, Hook, Match,
-    Rule, Ruleset, Verdict, VerdictMap,
+    AddrField, BaseChain, Chain, Counter, Decision, DecisionKey, DecisionMap, DecisionVerdict,
+    Hook, Match, Rule, Ruleset, Verdict, VerdictMap,
 };
 
 /// The combination chains a ruleset may hold: `(name, direction's address field)`.
@@ -162,6 +169,42 @@ fn decision_map(rng: &mut Rng, name: &str, family: Family, with_ports: bool) -> 
     }
 }
 
+/// A named counter, added to the ruleset: its comment is mostly the one fixed by its name.
+fn counter(rng: &mut Rng, ruleset: &mut Ruleset, name: &str) -> Match {
+    let mut pool = Rng::new(pool_seed(name, Family::V4, false) ^ 0x5eed);
+    let pooled = comment(&mut pool);
+    let comment = if rng.one_in(5) { comment(rng) } else { pooled };
+    ruleset
+        .counters
+        .insert(name.to_string(), Counter { comment });
+    Match::Counter(name.to_string())
+}
+
+/// The log rule before a drop point: `limit rate R/second burst B packets log prefix "P" group G`,
+/// without verdict; the prefix is mostly the drop point's counter name.
+fn log_rule(rng: &mut Rng, name: &str) -> Rule {
+    let prefix = match rng.below(8) {
+        0 => String::new(),
+        1 => format!("a \"quoted\" ${name}"),
+        2 => format!("{name}_{}", "é".repeat(70)),
+        _ => name.to_string(),
+    };
+    rule(
+        vec![
+            Match::Limit {
+                rate: *rng.pick(&[1, 10, 1000, u32::MAX]),
+                burst: *rng.pick(&[1, 5, 20, u32::MAX]),
+            },
+            Match::Log {
+                group: *rng.pick(&[0, 7, 100, u16::MAX]),
+                prefix,
+            },
+        ],
+        Verdict::Continue,
+        rng.one_in(4).then(|| "deny log".to_string()),
+    )
+}
+
 fn rule(matches: Vec<Match>, verdict: Verdict, comment: Option<String>) -> Rule {
     Rule {
         matches,
@@ -201,10 +244,22 @@ fn combination(rng: &mut Rng, ruleset: &mut Ruleset, chain: &str, field: AddrFie
             ruleset.decision_maps.insert(name, map);
         }
     }
-    match rng.below(4) {
+    match rng.below(5) {
         0 => rules.push(rule(vec![], Verdict::Return, Some("pass".into()))),
         1 => rules.push(rule(vec![], Verdict::Drop, Some(format!("{chain} deny")))),
+        // A drop point: counted into the counter named like the chain, often logged first.
+        2 | 3 => {
+            if !rng.one_in(3) {
+                rules.push(log_rule(rng, chain));
+            }
+            let count = counter(rng, ruleset, chain);
+            rules.push(rule(vec![count], Verdict::Drop, None));
+        }
         _ => {}
+    }
+    if rng.one_in(10) {
+        // A rule of nothing but `continue`.
+        rules.insert(0, rule(vec![], Verdict::Continue, Some("nothing".into())));
     }
     ruleset
         .chains
@@ -223,12 +278,12 @@ pub fn ruleset(seed: u64) -> Ruleset {
     for (chain, field) in &present {
         combination(&mut rng, &mut r, chain, *field);
     }
-    let jumps = |field: AddrField, rng: &mut Rng| -> Vec<Rule> {
+    let jumps = |field: AddrField, rng: &mut Rng, r: &mut Ruleset, base: &str| -> Vec<Rule> {
         present
             .iter()
             .filter(|(_, f)| *f == field)
             .map(|(chain, _)| {
-                let matches = if rng.one_in(3) {
+                let mut matches = if rng.one_in(3) {
                     vec![Match::Prefix {
                         field,
                         negated: rng.one_in(2),
@@ -237,6 +292,18 @@ pub fn ruleset(seed: u64) -> Ruleset {
                 } else {
                     vec![]
                 };
+                // Counted last, as the compiler does, or ahead of the match.
+                match rng.below(4) {
+                    0 => {
+                        let count = counter(rng, r, &format!("{base}_{chain}"));
+                        matches.push(count);
+                    }
+                    1 => {
+                        let count = counter(rng, r, &format!("{base}_{chain}"));
+                        matches.insert(0, count);
+                    }
+                    _ => {}
+                }
                 rule(matches, Verdict::Jump(chain.to_string()), None)
             })
             .collect()
@@ -294,9 +361,9 @@ pub fn ruleset(seed: u64) -> Ruleset {
         ),
     ];
     egress.extend(peers);
-    egress.extend(jumps(AddrField::Saddr, &mut rng));
+    egress.extend(jumps(AddrField::Saddr, &mut rng, &mut r, "egress"));
     let mut ingress = vec![established()];
-    ingress.extend(jumps(AddrField::Daddr, &mut rng));
+    ingress.extend(jumps(AddrField::Daddr, &mut rng, &mut r, "ingress"));
     if rng.one_in(4) {
         ingress.push(rule(vec![], Verdict::Return, None));
     }
@@ -317,7 +384,7 @@ pub fn ruleset(seed: u64) -> Ruleset {
     // Traffic from local pods to the node itself: the egress combinations judge it too.
     if !rng.one_in(4) {
         let mut node = vec![established()];
-        node.extend(jumps(AddrField::Saddr, &mut rng));
+        node.extend(jumps(AddrField::Saddr, &mut rng, &mut r, "node"));
         let priority = if rng.one_in(20) { 5 } else { 0 };
         r.chains.insert(
             "node".into(),
@@ -329,6 +396,12 @@ pub fn ruleset(seed: u64) -> Ruleset {
                 rules: node,
             },
         );
+    }
+    // Counters no rule names, one of them named like the verdict map.
+    for name in ["spare_0", "spare_1", "egress_v4"] {
+        if rng.one_in(2) {
+            counter(&mut rng, &mut r, name);
+        }
     }
     r
 }
@@ -391,5 +464,47 @@ mod tests {
         // Single addresses, prefixes and other ranges, at the end of the space or not; single
         // ports and ranges.
         assert!(shapes.len() >= 8, "{shapes:?}");
+    }
+
+    #[test]
+    fn counters_are_shared_recommented_and_named_as_compiled_rulesets_name_them() {
+        let (mut shared, mut recommented, mut gone, mut spare) = (0, 0, 0, 0);
+        let (mut logs, mut continues, mut ahead, mut counted_drops) = (0, 0, 0, 0);
+        for seed in 0..100 {
+            let (a, b) = (ruleset(seed), ruleset(seed + 1000));
+            for (name, c) in &a.counters {
+                match b.counters.get(name) {
+                    Some(d) if d == c => shared += 1,
+                    Some(_) => recommented += 1,
+                    None => gone += 1,
+                }
+            }
+            let mut named = std::collections::BTreeSet::new();
+            for chain in a.chains.values() {
+                for r in &chain.rules {
+                    for (i, m) in r.matches.iter().enumerate() {
+                        match m {
+                            Match::Counter(name) => {
+                                assert!(a.counters.contains_key(name), "seed {seed}: {name}");
+                                named.insert(name.clone());
+                                ahead += usize::from(i + 1 < r.matches.len());
+                                counted_drops += usize::from(r.verdict == Verdict::Drop);
+                            }
+                            Match::Log { .. } => logs += 1,
+                            _ => {}
+                        }
+                    }
+                    continues += usize::from(r.verdict == Verdict::Continue);
+                }
+            }
+            spare += a.counters.keys().filter(|n| !named.contains(*n)).count();
+        }
+        assert!(shared > 100, "{shared}");
+        assert!(recommented > 20, "{recommented}");
+        assert!(gone > 20, "{gone}");
+        assert!(spare > 50, "{spare}");
+        assert!(logs > 50 && continues > logs, "{logs} {continues}");
+        assert!(ahead > 20, "{ahead}");
+        assert!(counted_drops > 50, "{counted_drops}");
     }
 }

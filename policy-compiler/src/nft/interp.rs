@@ -7,6 +7,11 @@
 //! the caller when the called chain ends without a verdict or with `return`; a base chain that ends,
 //! or returns, accepts (policy accept). A decision map lookup gives the verdict of the one element
 //! that holds the packet, or no verdict at all.
+//!
+//! A rule's expressions are evaluated in order up to the first that does not hold. Statements hold:
+//! a counter counts the packet ([`Outcome::counters`]), a log logs it ([`Outcome::logged`]) and a
+//! limit lets it through (the interpreter judges one packet, always under the rate). A rule
+//! without verdict ([`Verdict::Continue`]) lets the next rule go on.
 
 use std::net::IpAddr;
 
@@ -53,6 +58,11 @@ pub struct Outcome {
     /// How many rules the hook tried (every rule whose matches were evaluated, in every chain the
     /// packet went through): the per-packet cost of the ruleset for this packet.
     pub rules_tried: usize,
+    /// The named counters that counted the packet, in the order it crossed them (a counter crossed
+    /// twice is listed twice).
+    pub counters: Vec<String>,
+    /// The prefixes the packet was logged with, in order.
+    pub logged: Vec<String>,
 }
 
 /// A ruleset the interpreter cannot evaluate (a dangling reference or a jump loop).
@@ -63,7 +73,7 @@ pub enum InterpError {
     Missing {
         /// The chain holding the rule.
         chain: String,
-        /// `chain`, `set` or `map`.
+        /// `chain`, `set`, `map`, `decision map` or `counter`.
         what: &'static str,
         /// The missing name.
         name: String,
@@ -113,9 +123,35 @@ struct Interp<'a> {
     packet: &'a Packet,
     trace: Vec<String>,
     rules_tried: usize,
+    counters: Vec<String>,
+    logged: Vec<String>,
 }
 
 impl Interp<'_> {
+    /// Whether an expression holds; a statement acts (counts, logs) and holds.
+    fn holds(&mut self, chain: &str, m: &Match) -> Result<bool, InterpError> {
+        match m {
+            Match::Counter(name) => {
+                if !self.ruleset.counters.contains_key(name) {
+                    return Err(InterpError::Missing {
+                        chain: chain.to_string(),
+                        what: "counter",
+                        name: name.clone(),
+                    });
+                }
+                self.counters.push(name.clone());
+                Ok(true)
+            }
+            // One packet at a time is always under the rate.
+            Match::Limit { .. } => Ok(true),
+            Match::Log { prefix, .. } => {
+                self.logged.push(prefix.clone());
+                Ok(true)
+            }
+            _ => self.matches(chain, m),
+        }
+    }
+
     fn matches(&self, chain: &str, m: &Match) -> Result<bool, InterpError> {
         let p = self.packet;
         let family = packet_family(p);
@@ -157,6 +193,8 @@ impl Interp<'_> {
                 }
                 None => false,
             },
+            // Statements, handled by `holds`.
+            Match::Counter(_) | Match::Limit { .. } | Match::Log { .. } => true,
         })
     }
 
@@ -177,7 +215,7 @@ impl Interp<'_> {
             self.rules_tried += 1;
             let mut all = true;
             for m in &rule.matches {
-                if !self.matches(name, m)? {
+                if !self.holds(name, m)? {
                     all = false;
                     break;
                 }
@@ -186,6 +224,7 @@ impl Interp<'_> {
                 continue;
             }
             let target = match &rule.verdict {
+                Verdict::Continue => None,
                 Verdict::Accept => {
                     self.trace.push(format!("{name}: {rule}"));
                     return Ok(Flow::Accept);
@@ -300,25 +339,27 @@ pub fn evaluate(ruleset: &Ruleset, packet: &Packet) -> Result<Outcome, InterpErr
         packet,
         trace: Vec::new(),
         rules_tried: 0,
+        counters: Vec::new(),
+        logged: Vec::new(),
     };
     let hook = packet.hook();
+    let mut accepted = true;
     for (name, _) in ruleset
         .base_chains()
         .into_iter()
         .filter(|(_, c)| c.base.is_some_and(|b| b.hook == hook))
     {
         if let Flow::Drop = interp.run_chain(name, 0)? {
-            return Ok(Outcome {
-                accepted: false,
-                trace: interp.trace,
-                rules_tried: interp.rules_tried,
-            });
+            accepted = false;
+            break;
         }
     }
     Ok(Outcome {
-        accepted: true,
+        accepted,
         trace: interp.trace,
         rules_tried: interp.rules_tried,
+        counters: interp.counters,
+        logged: interp.logged,
     })
 }
 
@@ -575,6 +616,58 @@ mod decision_tests {
         assert_eq!(judge(&r, &p), (true, 1, "a: return".into()));
         r.chains.insert("b".into(), chain(1, vec![Verdict::Drop]));
         assert_eq!(judge(&r, &p), (false, 2, "b: drop".into()));
+    }
+
+    #[test]
+    fn statements_count_and_log_the_packets_that_reach_them() {
+        let r = example::counted();
+        let judge = |src: &str, established: bool| {
+            let mut p = packet(src, "10.0.9.9", Some((Protocol::Udp, 53)));
+            p.established = established;
+            let o = evaluate(&r, &p).unwrap_or_else(|e| panic!("{src}: {e}"));
+            (o.accepted, o.rules_tried, o.counters, o.logged)
+        };
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Counted by the rule that accepts it.
+        assert_eq!(
+            judge("10.0.1.5", false),
+            (true, 2, names(&["np_a_0"]), names(&[]))
+        );
+        // Counted by the counter ahead of the match, which holds: return, the policy accepts.
+        assert_eq!(
+            judge("10.0.2.5", false),
+            (true, 3, names(&["np_a_0"]), names(&[]))
+        );
+        // Counted ahead of a match that does not hold; then in comb, `continue` and the log rule
+        // go on to the counted drop.
+        assert_eq!(
+            judge("10.9.9.9", false),
+            (false, 7, names(&["np_a_0", "comb"]), names(&["comb"]))
+        );
+        assert_eq!(judge("10.9.9.9", true), (true, 1, names(&[]), names(&[])));
+        // The trace shows the rules that decided, not the rules without verdict.
+        let p = packet("10.9.9.9", "10.0.9.9", None);
+        let trace = evaluate(&r, &p).unwrap().trace;
+        assert_eq!(
+            trace,
+            names(&["node: jump comb", "comb: counter name \"comb\" drop"])
+        );
+        // A limit lets the packet through whatever its rate: one packet is under any.
+        let mut slow = r.clone();
+        slow.chains.get_mut("comb").unwrap().rules[1].matches[0] =
+            Match::Limit { rate: 1, burst: 1 };
+        assert_eq!(evaluate(&slow, &p).unwrap().logged, names(&["comb"]));
+        // A counter that does not exist is an error, as nft refuses the rule.
+        let mut missing = r.clone();
+        missing.counters.remove("comb");
+        assert_eq!(
+            evaluate(&missing, &p),
+            Err(InterpError::Missing {
+                chain: "comb".into(),
+                what: "counter",
+                name: "comb".into()
+            })
+        );
     }
 
     #[test]

@@ -1,12 +1,15 @@
-//! Reading the kernel's table back: `nft -j list table inet nftpolicy` as a [`Ruleset`]; and, for
-//! stand-ins of the kernel, writing that listing ([`listing`]).
+//! Reading the kernel's table back: `nft -j list table inet nftpolicy` as a [`Ruleset`], and
+//! `nft -j list counters table inet nftpolicy` as the values of its named counters
+//! ([`parse_counters`]); and, for stand-ins of the kernel, writing those listings ([`listing`],
+//! [`counters_listing`]).
 //!
 //! The node agent lists its table on restart and audits it for drift. [`parse_table`] maps every shape
 //! nft 1.0.6 lists for what [`Ruleset::render`] writes back to the exact model value, so that for
 //! every ruleset `R` the compiler emits, `parse_table(list(load(R))) == as_listed(&R)`, and
 //! [`as_listed`] is `R` itself unless a comment had to be shortened. Anything the model cannot express —
-//! a flag, a counter, another set type, a chain on another hook, an expression nftpolicy never emits —
-//! is a [`JsonError`], never dropped: the agent treats an error as drift and replaces the table whole.
+//! a flag, an anonymous counter, another set type, a chain on another hook, an expression nftpolicy
+//! never emits — is a [`JsonError`], never dropped: the agent treats an error as drift and replaces
+//! the table whole.
 //!
 //! What the listing looks like (nft 1.0.6, `json_schema_version` 1), and how it maps back:
 //!
@@ -31,34 +34,48 @@
 //! | `ip saddr vmap @m` | `{"vmap": {"key": {"payload": {"protocol": "ip", "field": "saddr"}}, "data": "@m"}}`: a lookup of a verdict map or, when `m` is a decision map, of that |
 //! | `ip6 daddr . meta l4proto . th dport vmap @d` | `{"vmap": {"key": {"concat": [{"payload": {"protocol": "ip6", "field": "daddr"}}, {"meta": {"key": "l4proto"}}, {"payload": {"protocol": "th", "field": "dport"}}]}, "data": "@d"}}` |
 //! | `comment "c"` on a rule | `"comment": "c"` beside `"expr"` |
+//! | `counter c { comment "x"; }`, `counter d { }` | `{"counter": {"family": "inet", "name": "c", "table": "nftpolicy", "handle": 2, "comment": "x", "packets": 0, "bytes": 0}}`, no `comment` when it has none (the counts are ignored) |
+//! | `counter name "c"` | `{"counter": "c"}` |
+//! | `limit rate 10/second burst 20 packets` | `{"limit": {"rate": 10, "burst": 20, "per": "second"}}` (nft's own text leaves out `burst 5 packets`, its default; the JSON never does) |
+//! | `log prefix "p" group 7` (also written `log group 7 prefix "p"`) | `{"log": {"prefix": "p", "group": 7}}` |
+//! | a rule without verdict, `limit … log …` | no verdict item: the last item is a match or a statement |
+//! | `continue`, alone in a rule | `{"continue": null}` |
 //!
 //! What the listing loses, which [`as_listed`] applies to a model value so it compares equal:
 //!
-//! - Comments (of sets, rules and decision map elements) are stored as written, so a comment
-//!   [`Ruleset::render`] shortened (longer than [`MAX_COMMENT_LEN`](super::MAX_COMMENT_LEN) bytes) or
-//!   whose double quotes it replaced comes back in that form.
+//! - Comments (of sets, counters, rules and decision map elements) are stored as written, so a
+//!   comment [`Ruleset::render`] shortened (longer than [`MAX_COMMENT_LEN`](super::MAX_COMMENT_LEN)
+//!   bytes) or whose double quotes it replaced comes back in that form; so are log prefixes, which
+//!   it cuts at [`MAX_LOG_PREFIX_LEN`](super::MAX_LOG_PREFIX_LEN) bytes and writes without `"` or `$`.
 //! - nft merges a port set's adjacent or overlapping ranges (`{ 1, 2, 3-5 }` lists as `1-5`) and
 //!   sorts it; the compiler already emits ports that way.
 //! - `meta l4proto tcp` followed (anywhere later in the rule) by `tcp dport` is a protocol dependency
-//!   nft does not list; the compiler never emits both in one rule. Before a lookup keyed with
-//!   `. meta l4proto . th dport`, nft lists `meta l4proto tcp` as the key's `tcp dport`, which the
-//!   model cannot express (the listing is refused); the compiler never emits that either.
+//!   nft does not list (unless a statement stands between them); the compiler never emits both in
+//!   one rule. Before a lookup keyed with `. meta l4proto . th dport`, nft lists `meta l4proto tcp`
+//!   as the key's `tcp dport`, which the model cannot express (the listing is refused); the
+//!   compiler never emits that either.
 //! - A chain's or the table's comment, and the table's flags, are not in nft 1.0.6's JSON at all
 //!   (the table's flags come back under a wrong value, which is refused): nftpolicy writes none, and
 //!   this listing cannot tell.
 //!
-//! Handles, and the order in which sets, maps and chains are listed, carry no meaning in the model and
-//! are ignored; a set's elements are a set, whatever order they are listed in; rules keep their order.
+//! Handles, and the order in which counters, sets, maps and chains are listed, carry no meaning in
+//! the model and are ignored; a set's elements are a set, whatever order they are listed in; rules
+//! keep their order. A named counter's packet and byte counts are kernel state, not the table's
+//! definition: [`parse_table`] ignores them, [`canonical_listing`] leaves them out, and
+//! [`parse_counters`] reads them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use serde_json::{json, Map, Value};
 
-use super::render::{addr_type as type_keyword, comment, family_keyword, field_keyword};
+use super::render::{
+    addr_type as type_keyword, comment, family_keyword, field_keyword, log_prefix,
+};
 use super::{
-    AddrField, BaseChain, Chain, Decision, DecisionKey, DecisionMap, DecisionVerdict, Hook, Match,
-    Rule, Ruleset, Set, SetElement, SetType, Verdict, VerdictMap, TABLE_NAME,
+    AddrField, BaseChain, Chain, Counter, CounterValue, Decision, DecisionKey, DecisionMap,
+    DecisionVerdict, Hook, Match, Rule, Ruleset, Set, SetElement, SetType, Verdict, VerdictMap,
+    TABLE_NAME,
 };
 use crate::cidr::{Cidr, Family};
 use crate::model::Protocol;
@@ -154,6 +171,16 @@ pub fn parse_table(json: &str) -> Result<Ruleset, JsonError> {
                     }
                 }
             }
+            "counter" => {
+                let (name, counter, _) = parse_counter(body)?;
+                if ruleset.counters.insert(name.clone(), counter).is_some() {
+                    return Err(unexpected(
+                        &format!("counter {name}"),
+                        "second definition",
+                        item,
+                    ));
+                }
+            }
             "chain" => {
                 let (name, chain) = parse_chain(body)?;
                 if ruleset.chains.contains_key(&name) {
@@ -201,17 +228,53 @@ pub fn parse_table(json: &str) -> Result<Ruleset, JsonError> {
     Ok(ruleset)
 }
 
+/// Parses `nft -j list counters table inet nftpolicy` output: the packets and bytes of each named
+/// counter of the table, by name.
+///
+/// Every item but the `metainfo` must be a counter of `table inet nftpolicy` as nft 1.0.6 lists it
+/// (see the [module documentation](self)); anything else is a [`JsonError`].
+pub fn parse_counters(json: &str) -> Result<BTreeMap<String, CounterValue>, JsonError> {
+    let root: Value = serde_json::from_str(json)?;
+    let items = root
+        .as_object()
+        .filter(|m| m.len() == 1)
+        .and_then(|m| m.get("nftables"))
+        .and_then(Value::as_array)
+        .ok_or_else(|| JsonError::NotAListing(snippet(&root)))?;
+    let mut out = BTreeMap::new();
+    for item in items {
+        match single(item) {
+            Some(("metainfo", _)) => {}
+            Some(("counter", body)) => {
+                let (name, _, value) = parse_counter(body)?;
+                if out.insert(name.clone(), value).is_some() {
+                    return Err(unexpected(
+                        &format!("counter {name}"),
+                        "second definition",
+                        item,
+                    ));
+                }
+            }
+            _ => return Err(unexpected("counter listing", "item", item)),
+        }
+    }
+    Ok(out)
+}
+
 /// The ruleset as the kernel stores and lists it: what [`parse_table`] returns after `ruleset` was
 /// loaded with `nft -f`. Equal to `ruleset` for what the compiler emits, except for comments that
 /// [`Ruleset::render`] shortens or whose double quotes it replaces.
 ///
-/// Applies what the listing loses: comments (of sets, rules and decision map elements) in their
-/// stored form, port lists sorted with adjacent and overlapping ranges merged, and a
-/// `meta l4proto P` dropped when a later `P dport` of the same rule depends on it.
+/// Applies what the listing loses: comments (of sets, counters, rules and decision map elements)
+/// and log prefixes in their stored form, port lists sorted with adjacent and overlapping ranges
+/// merged, and a `meta l4proto P` dropped when a later `P dport` of the same rule depends on it.
 pub fn as_listed(ruleset: &Ruleset) -> Ruleset {
     let mut out = ruleset.clone();
     for set in out.sets.values_mut() {
         set.comment = comment(&set.comment);
+    }
+    for counter in out.counters.values_mut() {
+        counter.comment = counter.comment.as_deref().map(comment);
     }
     for map in out.decision_maps.values_mut() {
         for decision in map.elements.values_mut() {
@@ -235,11 +298,12 @@ pub fn as_listed(ruleset: &Ruleset) -> Ruleset {
 fn listed_matches(matches: &[Match]) -> Vec<(Match, bool)> {
     let mut keep = vec![true; matches.len()];
     // nft remembers the last `meta l4proto` as the dependency of the next transport header match,
-    // and does not list it when that match implies it.
+    // and does not list it when that match implies it; a statement in between ends the dependency.
     let mut dependency: Option<usize> = None;
     for (i, m) in matches.iter().enumerate() {
         match m {
             Match::L4Proto(_) => dependency = Some(i),
+            m if m.is_statement() => dependency = None,
             Match::Dport { protocol, .. } => {
                 if let Some(d) = dependency.take() {
                     if matches[d] == Match::L4Proto(*protocol) {
@@ -262,6 +326,13 @@ fn listed_matches(matches: &[Match]) -> Vec<(Match, bool)> {
                 },
                 ports.len() > 1,
             ),
+            Match::Log { group, prefix } => (
+                Match::Log {
+                    group: *group,
+                    prefix: log_prefix(prefix),
+                },
+                false,
+            ),
             other => (other.clone(), false),
         })
         .collect()
@@ -283,10 +354,10 @@ fn merged(ports: &[(u16, u16)]) -> Vec<(u16, u16)> {
 // ---- comparing listings ----
 
 /// A listing with what carries no meaning for the table taken out, so that two listings of the same
-/// table compare equal as JSON, to the letter otherwise: the `metainfo` item and handles dropped,
-/// protocols in set elements by name (nft names them on a machine with `/etc/protocols` and gives
-/// their numbers otherwise), set elements and the table's objects in a canonical order, rules in
-/// their order within their chain. Unlike [`parse_table`], it keeps what the model cannot express.
+/// table compare equal as JSON, to the letter otherwise: the `metainfo` item, handles and the counts
+/// of named counters dropped, protocols in set elements by name (nft names them on a machine with
+/// `/etc/protocols` and gives their numbers otherwise), set elements and the table's objects in a
+/// canonical order, rules in their order within their chain. Unlike [`parse_table`], it keeps what the model cannot express.
 pub fn canonical_listing(json: &str) -> Result<Value, JsonError> {
     fn strip(v: &mut Value) {
         match v {
@@ -323,6 +394,14 @@ pub fn canonical_listing(json: &str) -> Result<Value, JsonError> {
     let mut items = std::mem::take(items);
     items.retain(|i| i.get("metainfo").is_none());
     items.iter_mut().for_each(strip);
+    for counter in items
+        .iter_mut()
+        .filter_map(|i| i.get_mut("counter"))
+        .filter_map(Value::as_object_mut)
+    {
+        counter.remove("packets");
+        counter.remove("bytes");
+    }
     let (rules, mut objects): (Vec<Value>, Vec<Value>) =
         items.into_iter().partition(|i| i.get("rule").is_some());
     objects.sort_by_key(|o| o.to_string());
@@ -347,9 +426,9 @@ pub fn canonical_listing(json: &str) -> Result<Value, JsonError> {
 /// of [`parse_table`], so that `parse_table(&listing(r)) == as_listed(r)`. It is what a stand-in for
 /// the kernel lists (the agent's fake kernel), so that code reading the table back runs without one.
 ///
-/// As nft does: the `metainfo` item first, then the table, sets, maps, chains and rules, each with a
-/// handle; set elements in reverse order; decision map keys as a single address, a prefix (every
-/// range that is exactly one) or a range, ports as a number or a range, an element with a comment
+/// As nft does: the `metainfo` item first, then the table, counters (with no counts: 0 packets,
+/// 0 bytes), sets, maps, chains and rules, each with a handle; set elements in reverse order;
+/// decision map keys as a single address, a prefix (every range that is exactly one) or a range, ports as a number or a range, an element with a comment
 /// as `{"elem": {"val": KEY, "comment": C}}`; protocols in concatenated elements by name (as nft
 /// prints them on a machine with `/etc/protocols`; without it, by number); what the listing loses
 /// already lost (see [`as_listed`]).
@@ -361,6 +440,10 @@ pub fn listing(ruleset: &Ruleset) -> String {
         json!({"table": {"family": "inet", "name": TABLE_NAME, "handle": 2}}),
     ];
     let mut handle = 3;
+    for (name, counter) in &r.counters {
+        handle += 1;
+        items.push(counter_json(name, counter, handle, CounterValue::default()));
+    }
     for (name, set) in &r.sets {
         handle += 1;
         let mut obj = json!({"family": "inet", "name": name, "table": TABLE_NAME, "handle": handle, "comment": set.comment});
@@ -431,7 +514,9 @@ pub fn listing(ruleset: &Ruleset) -> String {
                 .iter()
                 .map(|(m, as_set)| match_json(m, *as_set))
                 .collect();
-            expr.push(verdict_json(&rule.verdict));
+            if rule.verdict != Verdict::Continue || expr.is_empty() {
+                expr.push(verdict_json(&rule.verdict));
+            }
             let mut obj =
                 json!({"family": "inet", "table": TABLE_NAME, "chain": name, "handle": handle});
             if let Some(c) = &rule.comment {
@@ -442,6 +527,35 @@ pub fn listing(ruleset: &Ruleset) -> String {
         }
     }
     json!({ "nftables": items }).to_string()
+}
+
+/// What `nft -j list counters table inet nftpolicy` (nft 1.0.6) prints for the named counters of
+/// `ruleset` with the given counts (a counter without one at 0): the inverse of
+/// [`parse_counters`], for stand-ins of the kernel. Counters are listed by name, with comments as
+/// stored.
+pub fn counters_listing(ruleset: &Ruleset, values: &BTreeMap<String, CounterValue>) -> String {
+    let mut items = vec![
+        json!({"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}),
+    ];
+    for (handle, (name, counter)) in (1..).zip(&ruleset.counters) {
+        let listed = Counter {
+            comment: counter.comment.as_deref().map(comment),
+        };
+        let value = values.get(name).copied().unwrap_or_default();
+        items.push(counter_json(name, &listed, handle, value));
+    }
+    json!({ "nftables": items }).to_string()
+}
+
+/// A named counter object as nft lists it.
+fn counter_json(name: &str, counter: &Counter, handle: u64, value: CounterValue) -> Value {
+    let mut obj = json!({"family": "inet", "name": name, "table": TABLE_NAME, "handle": handle});
+    if let Some(c) = &counter.comment {
+        obj["comment"] = json!(c);
+    }
+    obj["packets"] = json!(value.packets);
+    obj["bytes"] = json!(value.bytes);
+    json!({ "counter": obj })
 }
 
 fn addr_payload(family: Family, field: AddrField) -> Value {
@@ -501,6 +615,13 @@ fn ports_key_json(family: Family, field: AddrField) -> Value {
 
 fn match_json(m: &Match, as_set: bool) -> Value {
     let body = match m {
+        Match::Counter(name) => return json!({ "counter": name }),
+        Match::Limit { rate, burst } => {
+            return json!({"limit": {"rate": rate, "burst": burst, "per": "second"}})
+        }
+        Match::Log { group, prefix } => {
+            return json!({"log": {"prefix": log_prefix(prefix), "group": group}})
+        }
         Match::CtEstablishedOrRelated => {
             json!({"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]})
         }
@@ -546,6 +667,7 @@ fn match_json(m: &Match, as_set: bool) -> Value {
 
 fn verdict_json(v: &Verdict) -> Value {
     match v {
+        Verdict::Continue => json!({"continue": null}),
         Verdict::Accept => json!({"accept": null}),
         Verdict::Drop => json!({"drop": null}),
         Verdict::Return => json!({"return": null}),
@@ -964,6 +1086,36 @@ fn addr_interval(v: &Value, family: Family) -> Option<(IpAddr, IpAddr)> {
     }
 }
 
+/// A named counter object: its name, definition and counts.
+fn parse_counter(v: &Value) -> Result<(String, Counter, CounterValue), JsonError> {
+    let object = label("counter", v, "name");
+    let map = members(
+        v,
+        &[
+            "family", "name", "table", "handle", "comment", "packets", "bytes",
+        ],
+        &object,
+        "counter",
+    )?;
+    check_owner(map, "table", &object, v)?;
+    let name = str_member(map, "name", &object, v)?.to_string();
+    let comment = match map.get("comment") {
+        None => None,
+        Some(Value::String(c)) => Some(c.clone()),
+        Some(other) => return Err(unexpected(&object, "comment", other)),
+    };
+    let count = |key: &str| {
+        map.get(key)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| unexpected(&object, format!("{key:?} (missing or not a count)"), v))
+    };
+    let value = CounterValue {
+        packets: count("packets")?,
+        bytes: count("bytes")?,
+    };
+    Ok((name, Counter { comment }, value))
+}
+
 fn parse_chain(v: &Value) -> Result<(String, Chain), JsonError> {
     let object = label("chain", v, "name");
     let map = members(
@@ -1037,17 +1189,20 @@ fn parse_rule(v: &Value) -> Result<(String, String, Rule), JsonError> {
     let Some(Value::Array(exprs)) = map.get("expr") else {
         return Err(unexpected(&object, "rule without an expression list", v));
     };
-    let Some((last, matches)) = exprs.split_last() else {
+    let Some((last, rest)) = exprs.split_last() else {
         return Err(unexpected(&object, "empty rule", v));
     };
-    let matches = matches
+    // The last item is the verdict, unless it is a match or a statement (a rule without verdict);
+    // `continue` is written only alone in a rule.
+    let (exprs, verdict) = match single(last) {
+        Some(("continue", Value::Null)) if rest.is_empty() => (rest, Verdict::Continue),
+        Some((kind, _)) if EXPRESSIONS.contains(&kind) => (exprs.as_slice(), Verdict::Continue),
+        _ => (rest, parse_verdict(last, &object)?),
+    };
+    let matches = exprs
         .iter()
-        .map(|m| match single(m) {
-            Some(("match", body)) => parse_match(body, &object, m),
-            _ => Err(unexpected(&object, "statement", m)),
-        })
+        .map(|m| parse_expression(m, &object))
         .collect::<Result<Vec<Match>, JsonError>>()?;
-    let verdict = parse_verdict(last, &object)?;
     Ok((
         object,
         chain,
@@ -1057,6 +1212,49 @@ fn parse_rule(v: &Value) -> Result<(String, String, Rule), JsonError> {
             comment,
         },
     ))
+}
+
+/// The kinds of rule items that are expressions ([`Match`]) rather than verdicts.
+const EXPRESSIONS: [&str; 4] = ["match", "counter", "limit", "log"];
+
+/// One expression of a rule: a match or a statement.
+fn parse_expression(m: &Value, object: &str) -> Result<Match, JsonError> {
+    let bad = || unexpected(object, "statement", m);
+    match single(m) {
+        Some(("match", body)) => parse_match(body, object, m),
+        Some(("counter", Value::String(name))) => Ok(Match::Counter(name.clone())),
+        Some(("limit", body)) => {
+            let map =
+                members(body, &["rate", "burst", "per"], object, "limit").map_err(|_| bad())?;
+            let number = |key: &str| {
+                map.get(key)
+                    .and_then(Value::as_u64)
+                    .and_then(|n| u32::try_from(n).ok())
+            };
+            match (number("rate"), number("burst"), map.get("per")) {
+                (Some(rate), Some(burst), Some(per)) if per == "second" => {
+                    Ok(Match::Limit { rate, burst })
+                }
+                _ => Err(bad()),
+            }
+        }
+        Some(("log", body)) => {
+            let map = members(body, &["prefix", "group"], object, "log").map_err(|_| bad())?;
+            let prefix = map.get("prefix").and_then(Value::as_str);
+            let group = map
+                .get("group")
+                .and_then(Value::as_u64)
+                .and_then(|g| u16::try_from(g).ok());
+            match (prefix, group) {
+                (Some(prefix), Some(group)) => Ok(Match::Log {
+                    group,
+                    prefix: prefix.to_string(),
+                }),
+                _ => Err(bad()),
+            }
+        }
+        _ => Err(bad()),
+    }
 }
 
 fn parse_verdict(v: &Value, object: &str) -> Result<Verdict, JsonError> {
@@ -1106,7 +1304,6 @@ fn parse_verdict(v: &Value, object: &str) -> Result<Verdict, JsonError> {
                 _ => Err(bad()),
             }
         }
-        "match" => Err(unexpected(object, "rule without a verdict", v)),
         "accept" | "drop" | "goto" | "return" | "continue" | "queue" | "reject" => Err(bad()),
         _ => Err(unexpected(object, "statement in place of a verdict", v)),
     }
@@ -1659,9 +1856,14 @@ mod tests {
                 "other",
             ),
             (
-                r#"{"counter": {"family": "inet", "name": "cnt", "table": "nftpolicy", "handle": 5, "packets": 0, "bytes": 0}}"#,
-                "table inet nftpolicy: unexpected counter object",
-                "cnt",
+                r#"{"limit": {"family": "inet", "name": "lim", "table": "nftpolicy", "handle": 4, "rate": 1, "per": "second", "burst": 5}}"#,
+                "table inet nftpolicy: unexpected limit object",
+                "lim",
+            ),
+            (
+                r#"{"quota": {"family": "inet", "name": "q", "table": "nftpolicy", "handle": 4, "bytes": 100, "used": 0, "inv": true}}"#,
+                "table inet nftpolicy: unexpected quota object",
+                "\"q\"",
             ),
             (
                 r#"{"flowtable": {"family": "inet", "name": "f", "table": "nftpolicy", "handle": 5}}"#,
@@ -1975,7 +2177,7 @@ mod tests {
             ),
             (
                 r#"{"counter": {"packets": 0, "bytes": 0}}"#,
-                "rule 9 in chain c: unexpected statement in place of a verdict",
+                "rule 9 in chain c: unexpected statement",
                 "counter",
             ),
             (
@@ -1984,9 +2186,14 @@ mod tests {
                 "log",
             ),
             (
-                r#"{"continue": null}"#,
+                r#"{"counter": "x"}, {"continue": null}"#,
                 "rule 9 in chain c: unexpected verdict",
                 "continue",
+            ),
+            (
+                r#"{"notrack": null}"#,
+                "rule 9 in chain c: unexpected statement in place of a verdict",
+                "notrack",
             ),
             (
                 r#"{"return": 1}"#,
@@ -2002,11 +2209,6 @@ mod tests {
                 r#"{"accept": null}, {"counter": null}"#,
                 "rule 9 in chain c: unexpected statement",
                 "accept",
-            ),
-            (
-                r#"{"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "tcp"}}"#,
-                "rule 9 in chain c: unexpected rule without a verdict",
-                "l4proto",
             ),
             (
                 r#"{"vmap": {"key": {"payload": {"protocol": "ip", "field": "saddr"}}, "data": {"set": [["10.0.0.1", {"jump": {"target": "c2"}}]]}}}"#,
@@ -2228,14 +2430,14 @@ mod tests {
                 assert_eq!(parsed, ruleset, "seed {seed} {node}");
                 for chain in ruleset.chains.values() {
                     for rule in &chain.rules {
-                        for m in &rule.matches {
+                        for m in rule.matches.iter().filter(|m| !m.is_statement()) {
                             shapes.insert(std::mem::discriminant(m));
                         }
                     }
                 }
             }
         }
-        // Every kind of match was exercised.
+        // Every kind of match (statements aside) was exercised.
         assert_eq!(shapes.len(), 6);
     }
 
@@ -2501,5 +2703,333 @@ mod tests {
             let parsed = parse_table(&json).unwrap_or_else(|e| panic!("seed {seed}: {e}\n{json}"));
             assert_eq!(parsed, as_listed(&r), "seed {seed}");
         }
+    }
+
+    // ---- named counters and statements ----
+
+    #[test]
+    fn counters_and_statements_as_nft_lists_them_read_back_exactly() {
+        use crate::nft::example;
+        assert_eq!(
+            parse_table(example::COUNTED_LISTING).unwrap(),
+            example::counted()
+        );
+        let canonical = |s: &str| canonical_listing(s).unwrap();
+        assert_eq!(
+            canonical(&super::listing(&example::counted())),
+            canonical(example::COUNTED_LISTING)
+        );
+    }
+
+    #[test]
+    fn counter_objects_with_and_without_comments() {
+        let r = parse(&[
+            r#"{"counter": {"family": "inet", "name": "a", "table": "nftpolicy", "handle": 2, "comment": "ns/p egress[0]", "packets": 12, "bytes": 3400}}"#,
+            r#"{"counter": {"family": "inet", "name": "b", "table": "nftpolicy", "handle": 3, "packets": 0, "bytes": 0}}"#,
+            r#"{"counter": {"family": "inet", "name": "c", "table": "nftpolicy", "handle": 4, "comment": "", "packets": 0, "bytes": 0}}"#,
+            // A counter may be named like a set and a chain.
+            r#"{"set": {"family": "inet", "name": "a", "table": "nftpolicy", "type": "ipv4_addr", "handle": 5, "comment": "s"}}"#,
+            r#"{"chain": {"family": "inet", "table": "nftpolicy", "name": "a", "handle": 6}}"#,
+        ])
+        .unwrap();
+        let comments: Vec<(&str, Option<&str>)> = r
+            .counters
+            .iter()
+            .map(|(n, c)| (n.as_str(), c.comment.as_deref()))
+            .collect();
+        assert_eq!(
+            comments,
+            [("a", Some("ns/p egress[0]")), ("b", None), ("c", Some(""))]
+        );
+        assert!(r.sets.contains_key("a") && r.chains.contains_key("a"));
+    }
+
+    #[test]
+    fn statements_and_rules_without_verdict() {
+        let r = parse(&[
+            CHAIN_C,
+            &rule(r#"{"counter": "np_a_0"}, {"accept": null}"#),
+            &rule(
+                r#"{"limit": {"rate": 10, "burst": 20, "per": "second"}}, {"log": {"prefix": "egress_Habc", "group": 7}}"#,
+            ),
+            &rule(r#"{"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "tcp"}}"#),
+            &rule(r#"{"continue": null}"#),
+            &rule(
+                r#"{"counter": "x"}, {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "udp"}}, {"counter": "y"}, {"drop": null}"#,
+            ),
+            &rule(
+                r#"{"limit": {"rate": 4294967295, "burst": 1, "per": "second"}}, {"log": {"prefix": "", "group": 65535}}, {"return": null}"#,
+            ),
+        ])
+        .unwrap();
+        let rules: Vec<(Vec<Match>, Verdict)> = r.chains["c"]
+            .rules
+            .iter()
+            .map(|r| (r.matches.clone(), r.verdict.clone()))
+            .collect();
+        assert_eq!(
+            rules,
+            vec![
+                (vec![Match::Counter("np_a_0".into())], Verdict::Accept),
+                (
+                    vec![
+                        Match::Limit {
+                            rate: 10,
+                            burst: 20
+                        },
+                        Match::Log {
+                            group: 7,
+                            prefix: "egress_Habc".into()
+                        }
+                    ],
+                    Verdict::Continue
+                ),
+                (vec![Match::L4Proto(Protocol::Tcp)], Verdict::Continue),
+                (vec![], Verdict::Continue),
+                (
+                    vec![
+                        Match::Counter("x".into()),
+                        Match::L4Proto(Protocol::Udp),
+                        Match::Counter("y".into())
+                    ],
+                    Verdict::Drop
+                ),
+                (
+                    vec![
+                        Match::Limit {
+                            rate: u32::MAX,
+                            burst: 1
+                        },
+                        Match::Log {
+                            group: u16::MAX,
+                            prefix: String::new()
+                        }
+                    ],
+                    Verdict::Return
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn unexpected_counters_and_statements_are_refused() {
+        let counter = |rest: &str| {
+            format!(
+                r#"{{"counter": {{"family": "inet", "name": "k", "table": "nftpolicy", "handle": 2, {rest}}}}}"#
+            )
+        };
+        for (item, what, quoted) in [
+            (counter(r#""packets": 0"#), "\"bytes\" (missing", "packets"),
+            (
+                counter(r#""packets": -1, "bytes": 0"#),
+                "\"packets\" (missing",
+                "-1",
+            ),
+            (
+                counter(r#""comment": 7, "packets": 0, "bytes": 0"#),
+                "comment",
+                "7",
+            ),
+            (
+                counter(r#""packets": 0, "bytes": 0, "unit": "x""#),
+                "key \"unit\" in counter",
+                "unit",
+            ),
+        ] {
+            assert_unexpected(
+                parse(&[&item]),
+                &format!("counter k: unexpected {what}"),
+                quoted,
+            );
+        }
+        assert_unexpected(
+            parse(&[
+                r#"{"counter": {"family": "ip", "name": "k", "table": "nftpolicy", "handle": 2, "packets": 0, "bytes": 0}}"#,
+            ]),
+            "counter k: unexpected object outside",
+            "\"ip\"",
+        );
+        let twice = counter(r#""packets": 0, "bytes": 0"#);
+        assert_unexpected(
+            parse(&[&twice, &twice]),
+            "counter k: unexpected second definition",
+            "\"k\"",
+        );
+        for refused in [
+            r#"{"counter": 5}"#,
+            r#"{"counter": {"packets": 1, "bytes": 2}}"#,
+            r#"{"limit": {"rate": 10, "burst": 5, "per": "minute"}}"#,
+            r#"{"limit": {"rate": 10, "burst": 5, "per": "second", "inv": true}}"#,
+            r#"{"limit": {"rate": 10, "burst": 5, "per": "second", "rate_unit": "kbytes"}}"#,
+            r#"{"limit": {"rate": 4294967296, "burst": 5, "per": "second"}}"#,
+            r#"{"limit": {"burst": 5, "per": "second"}}"#,
+            r#"{"log": {"group": 7}}"#,
+            r#"{"log": {"prefix": "p"}}"#,
+            r#"{"log": {"prefix": "p", "group": 65536}}"#,
+            r#"{"log": {"prefix": "p", "group": 7, "level": "warn"}}"#,
+            r#"{"log": {"prefix": "p", "level": "warn"}}"#,
+            r#"{"log": {"prefix": 1, "group": 7}}"#,
+        ] {
+            let compact = serde_json::from_str::<Value>(refused).unwrap().to_string();
+            for exprs in [
+                format!("{refused}, {{\"drop\": null}}"),
+                refused.to_string(),
+            ] {
+                assert_unexpected(
+                    parse(&[CHAIN_C, &rule(&exprs)]),
+                    "rule 9 in chain c: unexpected statement",
+                    &compact,
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn as_listed_stores_log_prefixes_and_counter_comments_as_nft_does() {
+        let mut r = crate::nft::example::counted();
+        let long = format!("a \"b\" $c {}", "é".repeat(100));
+        r.counters.get_mut("comb").unwrap().comment = Some(long.clone());
+        let comb = r.chains.get_mut("comb").unwrap();
+        comb.rules[1].matches[1] = Match::Log {
+            group: 7,
+            prefix: long.clone(),
+        };
+        // A statement between `meta l4proto tcp` and `tcp dport` keeps nft from dropping the
+        // former.
+        comb.rules.push(Rule {
+            matches: vec![
+                Match::L4Proto(Protocol::Tcp),
+                Match::Counter("comb".into()),
+                Match::Dport {
+                    protocol: Protocol::Tcp,
+                    ports: vec![(80, 80)],
+                },
+            ],
+            verdict: Verdict::Accept,
+            comment: None,
+        });
+        let listed = as_listed(&r);
+        let comment = listed.counters["comb"].comment.clone().unwrap();
+        assert!(
+            comment.starts_with("a 'b' $c é") && comment.ends_with("..."),
+            "{comment}"
+        );
+        assert!(comment.len() <= crate::nft::MAX_COMMENT_LEN);
+        let Match::Log { prefix, .. } = &listed.chains["comb"].rules[1].matches[1] else {
+            panic!("a log statement");
+        };
+        assert!(prefix.starts_with("a 'b' _c é"), "{prefix}");
+        assert!(!prefix.ends_with("..."), "{prefix}");
+        assert!(
+            prefix.len() <= crate::nft::MAX_LOG_PREFIX_LEN
+                && prefix.len() > crate::nft::MAX_LOG_PREFIX_LEN - 2,
+            "{}",
+            prefix.len()
+        );
+        assert_eq!(
+            listed.chains["comb"].rules[3], r.chains["comb"].rules[3],
+            "the dependency stays"
+        );
+        assert_eq!(parse_table(&super::listing(&r)).unwrap(), listed);
+        assert_eq!(as_listed(&listed), listed);
+    }
+
+    /// `nft -j list counters table inet nftpolicy` after three datagrams of 28 to 30 bytes went
+    /// through `example::counted()`, as nft 1.0.6 printed it.
+    const COUNTERS: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"counter": {"family": "inet", "name": "comb", "table": "nftpolicy", "handle": 3, "comment": "isolation of comb", "packets": 3, "bytes": 87}}, {"counter": {"family": "inet", "name": "np_a_0", "table": "nftpolicy", "handle": 4, "packets": 3, "bytes": 87}}, {"counter": {"family": "inet", "name": "spare", "table": "nftpolicy", "handle": 5, "comment": "", "packets": 0, "bytes": 0}}]}"#;
+
+    #[test]
+    fn counter_listings_give_each_counters_values() {
+        let value = |packets, bytes| CounterValue { packets, bytes };
+        let values = parse_counters(COUNTERS).unwrap();
+        assert_eq!(
+            values,
+            BTreeMap::from([
+                ("comb".to_string(), value(3, 87)),
+                ("np_a_0".to_string(), value(3, 87)),
+                ("spare".to_string(), value(0, 0)),
+            ])
+        );
+        // What a stand-in of the kernel lists reads back the same, and as nft's listing, to the
+        // letter but for the handles.
+        let written = counters_listing(&crate::nft::example::counted(), &values);
+        assert_eq!(parse_counters(&written).unwrap(), values);
+        let canonical = |s: &str| canonical_listing(s).unwrap();
+        assert_eq!(canonical(&written), canonical(COUNTERS));
+        // A counter without counts lists at 0; counts of counters the table lacks are not listed.
+        let mut partial = BTreeMap::from([("ghost".to_string(), value(1, 1))]);
+        partial.insert("comb".into(), value(1, 2));
+        let written = counters_listing(&crate::nft::example::counted(), &partial);
+        let read = parse_counters(&written).unwrap();
+        assert_eq!(read["comb"], value(1, 2));
+        assert_eq!(read["np_a_0"], value(0, 0));
+        assert!(!read.contains_key("ghost"));
+        // The counters of an empty table; counts up to u64::MAX.
+        let empty = format!("{{\"nftables\": [{META}]}}");
+        assert_eq!(parse_counters(&empty).unwrap(), BTreeMap::new());
+        let big = format!(
+            r#"{{"nftables": [{META}, {{"counter": {{"family": "inet", "name": "k", "table": "nftpolicy", "handle": 2, "packets": 18446744073709551615, "bytes": 0}}}}]}}"#
+        );
+        assert_eq!(parse_counters(&big).unwrap()["k"], value(u64::MAX, 0));
+    }
+
+    #[test]
+    fn counter_listings_hold_counters_of_the_table_only() {
+        let counter = r#"{"counter": {"family": "inet", "name": "k", "table": "nftpolicy", "handle": 2, "packets": 1, "bytes": 2}}"#;
+        assert!(matches!(
+            parse_counters("[]"),
+            Err(JsonError::NotAListing(_))
+        ));
+        assert!(matches!(parse_counters("{"), Err(JsonError::Syntax(_))));
+        for (items, object, quoted) in [
+            (vec![TABLE], "counter listing: unexpected item", "table"),
+            (
+                vec![counter, CHAIN_C],
+                "counter listing: unexpected item",
+                "chain",
+            ),
+            (
+                vec![counter, counter],
+                "counter k: unexpected second definition",
+                "\"k\"",
+            ),
+            (
+                vec![
+                    r#"{"counter": {"family": "inet", "name": "k", "table": "other", "handle": 2, "packets": 1, "bytes": 2}}"#,
+                ],
+                "counter k: unexpected object outside",
+                "other",
+            ),
+            (
+                vec![
+                    r#"{"counter": {"family": "inet", "name": "k", "table": "nftpolicy", "handle": 2, "packets": 1.5, "bytes": 2}}"#,
+                ],
+                "counter k: unexpected \"packets\"",
+                "1.5",
+            ),
+        ] {
+            let json = format!("{{\"nftables\": [{META}, {}]}}", items.join(", "));
+            match parse_counters(&json) {
+                Err(e @ JsonError::Unexpected { .. }) => {
+                    let text = e.to_string();
+                    assert!(text.starts_with(object), "{text:?} should name {object}");
+                    assert!(text.contains(quoted), "{text:?} should quote {quoted}");
+                }
+                other => panic!("{json}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn canonical_listings_ignore_counts() {
+        let with = |packets: u64| {
+            listing(&[&format!(
+                r#"{{"counter": {{"family": "inet", "name": "k", "table": "nftpolicy", "handle": 2, "comment": "c", "packets": {packets}, "bytes": {packets}}}}}"#
+            )])
+        };
+        let canonical = |s: &str| canonical_listing(s).unwrap();
+        assert_eq!(canonical(&with(0)), canonical(&with(99)));
+        let other_comment = with(0).replace("\"c\"", "\"d\"");
+        assert_ne!(canonical(&with(0)), canonical(&other_comment));
     }
 }

@@ -6,7 +6,15 @@
 //! Besides named sets and the verdict maps that send a pod's traffic to its chain, a ruleset holds
 //! *decision maps* ([`DecisionMap`]): interval verdict maps keyed by address (or by address,
 //! protocol and destination port) whose disjoint elements each carry the verdict of the first rule
-//! that covers that region, so that an ordered list of rules costs one lookup per packet.
+//! that covers that region, so that an ordered list of rules costs one lookup per packet; and *named
+//! counters* ([`Counter`]), table objects that rules count packets into (`counter name "NAME"`), so
+//! that a count survives the rewriting of the chains that count into it.
+//!
+//! A [`Rule`] is its expressions in order ([`Match`]), then a [`Verdict`] or none
+//! ([`Verdict::Continue`]). An expression is a match, which holds for a packet or not, or a
+//! statement (counter, limit, log), which acts on the packet and holds: nft evaluates them left to
+//! right and stops at the first that does not hold, so a statement counts or logs every packet
+//! that reaches it, whatever later matches say.
 
 pub mod interp;
 pub mod json;
@@ -198,7 +206,9 @@ pub enum AddrField {
     Daddr,
 }
 
-/// One match expression of a rule; a rule matches when all of its matches do.
+/// One expression of a rule, a match or a statement, in the rule's order; a rule's verdict applies
+/// when all of its expressions hold. Statements ([`Match::Counter`], [`Match::Limit`],
+/// [`Match::Log`]) always hold, except a limit over its rate.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Match {
     /// `ct state established,related`.
@@ -243,6 +253,37 @@ pub enum Match {
         /// The set's name.
         set: String,
     },
+    /// `counter name "NAME"`: counts the packet and its bytes into the table's named counter
+    /// `NAME` (a [`Counter`] of [`Ruleset::counters`]); always holds.
+    Counter(String),
+    /// `limit rate RATE/second burst BURST packets`: holds while packets reach it at no more than
+    /// `rate` a second, with bursts of up to `burst` packets; over that rate the rule stops here.
+    /// nft refuses a rate or a burst of 0.
+    Limit {
+        /// Packets a second.
+        rate: u32,
+        /// Packets let through at once above the rate, before it applies.
+        burst: u32,
+    },
+    /// `log prefix "PREFIX" group GROUP`: sends the packet, headed by `prefix`, to NFLOG group
+    /// `group` (read by a netlink socket bound to it); always holds. nft stores at most
+    /// [`MAX_LOG_PREFIX_LEN`] bytes of prefix.
+    Log {
+        /// The NFLOG group.
+        group: u16,
+        /// The prefix each logged packet carries.
+        prefix: String,
+    },
+}
+
+impl Match {
+    /// Whether this is a statement (counter, limit, log) rather than a match on the packet.
+    pub fn is_statement(&self) -> bool {
+        matches!(
+            self,
+            Match::Counter(_) | Match::Limit { .. } | Match::Log { .. }
+        )
+    }
 }
 
 /// What a rule does when it matches.
@@ -277,14 +318,18 @@ pub enum Verdict {
         /// The decision map's name.
         map: String,
     },
+    /// No verdict: the next rule goes on (a rule of statements, such as a log rule). Written as
+    /// nothing after the rule's expressions, or as `continue` in a rule that has none (nft has no
+    /// empty rule).
+    Continue,
 }
 
 /// One rule.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Rule {
-    /// Matches, all of which must hold.
+    /// Matches and statements, in order, all of which must hold for the verdict to apply.
     pub matches: Vec<Match>,
-    /// The verdict.
+    /// The verdict ([`Verdict::Continue`]: none).
     pub verdict: Verdict,
     /// Ties the rule to its origin, e.g. `x/allow-web ingress[0]`.
     pub comment: Option<String>,
@@ -338,6 +383,30 @@ pub struct Chain {
     pub rules: Vec<Rule>,
 }
 
+/// A named counter of the table: `counter NAME { comment "..."; }`.
+///
+/// Its packet and byte counts are kernel state, not part of the model: they start at 0 when the
+/// counter is added, grow with every packet a `counter name "NAME"` statement sees, and are lost
+/// only when the counter (or the table) is deleted. They are read with
+/// `nft -j list counters table inet nftpolicy` ([`json::parse_counters`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Counter {
+    /// What the counter counts (a policy rule, a drop point); `None`: no comment.
+    pub comment: Option<String>,
+}
+
+/// The values of a named counter, as the kernel lists them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct CounterValue {
+    /// Packets counted.
+    pub packets: u64,
+    /// Bytes counted (whole packets, from the network header).
+    pub bytes: u64,
+}
+
+/// The longest log prefix nft stores, in bytes.
+pub const MAX_LOG_PREFIX_LEN: usize = 127;
+
 /// The whole `inet nftpolicy` table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ruleset {
@@ -347,6 +416,9 @@ pub struct Ruleset {
     pub maps: BTreeMap<String, VerdictMap>,
     /// Decision maps, by name (sets, verdict maps and decision maps share one namespace in nft).
     pub decision_maps: BTreeMap<String, DecisionMap>,
+    /// Named counters, by name. Counters have a namespace of their own: a counter may have the name
+    /// of a set, a map or a chain (as a drop point's counter has its chain's).
+    pub counters: BTreeMap<String, Counter>,
     /// Chains, by name.
     pub chains: BTreeMap<String, Chain>,
 }
@@ -535,6 +607,123 @@ pub(crate) mod example {
         );
         r
     }
+
+    /// `table inet nftpolicy` with named counters (one named like a chain), a rule that counts and
+    /// accepts, a log rule without verdict, a rule without any expression but `continue`, and a
+    /// counter ahead of a match.
+    pub(crate) fn counted() -> Ruleset {
+        let mut r = Ruleset::default();
+        r.counters.insert(
+            "comb".into(),
+            Counter {
+                comment: Some("isolation of comb".into()),
+            },
+        );
+        r.counters
+            .insert("np_a_0".into(), Counter { comment: None });
+        r.counters.insert(
+            "spare".into(),
+            Counter {
+                comment: Some(String::new()),
+            },
+        );
+        let rule = |matches: Vec<Match>, verdict: Verdict, comment: Option<&str>| Rule {
+            matches,
+            verdict,
+            comment: comment.map(str::to_string),
+        };
+        r.chains.insert(
+            "node".into(),
+            Chain {
+                base: Some(BaseChain {
+                    hook: Hook::Input,
+                    priority: 0,
+                }),
+                rules: vec![
+                    rule(vec![Match::CtEstablishedOrRelated], Verdict::Accept, None),
+                    rule(
+                        vec![
+                            Match::Prefix {
+                                field: AddrField::Saddr,
+                                negated: false,
+                                cidr: "10.0.1.0/24".parse().unwrap(),
+                            },
+                            Match::Counter("np_a_0".into()),
+                        ],
+                        Verdict::Accept,
+                        Some("a/b ingress[0]"),
+                    ),
+                    rule(
+                        vec![
+                            Match::Counter("np_a_0".into()),
+                            Match::Prefix {
+                                field: AddrField::Saddr,
+                                negated: false,
+                                cidr: "10.0.2.0/24".parse().unwrap(),
+                            },
+                        ],
+                        Verdict::Return,
+                        None,
+                    ),
+                    rule(vec![], Verdict::Jump("comb".into()), None),
+                ],
+            },
+        );
+        r.chains.insert(
+            "comb".into(),
+            Chain {
+                base: None,
+                rules: vec![
+                    rule(vec![], Verdict::Continue, Some("nothing")),
+                    rule(
+                        vec![
+                            Match::Limit {
+                                rate: 10,
+                                burst: 20,
+                            },
+                            Match::Log {
+                                group: 7,
+                                prefix: "comb".into(),
+                            },
+                        ],
+                        Verdict::Continue,
+                        None,
+                    ),
+                    rule(vec![Match::Counter("comb".into())], Verdict::Drop, None),
+                ],
+            },
+        );
+        r
+    }
+
+    /// What `counted().render_table()` must print: loaded with `nft -f`, nft 1.0.6 lists it back
+    /// in these same forms (and a `packets 0 bytes 0` line in each counter).
+    pub(crate) const COUNTED_TEXT: &str = r#"table inet nftpolicy {
+	counter comb {
+		comment "isolation of comb"
+	}
+	counter np_a_0 {
+	}
+	counter spare {
+		comment ""
+	}
+	chain node {
+		type filter hook input priority filter; policy accept;
+		ct state established,related accept
+		ip saddr 10.0.1.0/24 counter name "np_a_0" accept comment "a/b ingress[0]"
+		counter name "np_a_0" ip saddr 10.0.2.0/24 return
+		jump comb
+	}
+	chain comb {
+		continue comment "nothing"
+		limit rate 10/second burst 20 packets log prefix "comb" group 7
+		counter name "comb" drop
+	}
+}
+"#;
+
+    /// `nft -j list table inet nftpolicy` after loading [`COUNTED_TEXT`], as nft 1.0.6 printed it.
+    pub(crate) const COUNTED_LISTING: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"table": {"family": "inet", "name": "nftpolicy", "handle": 7}}, {"counter": {"family": "inet", "name": "comb", "table": "nftpolicy", "handle": 3, "comment": "isolation of comb", "packets": 0, "bytes": 0}}, {"counter": {"family": "inet", "name": "np_a_0", "table": "nftpolicy", "handle": 4, "packets": 0, "bytes": 0}}, {"counter": {"family": "inet", "name": "spare", "table": "nftpolicy", "handle": 5, "comment": "", "packets": 0, "bytes": 0}}, {"chain": {"family": "inet", "table": "nftpolicy", "name": "node", "handle": 1, "type": "filter", "hook": "input", "prio": 0, "policy": "accept"}}, {"chain": {"family": "inet", "table": "nftpolicy", "name": "comb", "handle": 2}}, {"rule": {"family": "inet", "table": "nftpolicy", "chain": "node", "handle": 6, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "nftpolicy", "chain": "node", "handle": 7, "comment": "a/b ingress[0]", "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": {"prefix": {"addr": "10.0.1.0", "len": 24}}}}, {"counter": "np_a_0"}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "nftpolicy", "chain": "node", "handle": 8, "expr": [{"counter": "np_a_0"}, {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": {"prefix": {"addr": "10.0.2.0", "len": 24}}}}, {"return": null}]}}, {"rule": {"family": "inet", "table": "nftpolicy", "chain": "node", "handle": 9, "expr": [{"jump": {"target": "comb"}}]}}, {"rule": {"family": "inet", "table": "nftpolicy", "chain": "comb", "handle": 10, "comment": "nothing", "expr": [{"continue": null}]}}, {"rule": {"family": "inet", "table": "nftpolicy", "chain": "comb", "handle": 11, "expr": [{"limit": {"rate": 10, "burst": 20, "per": "second"}}, {"log": {"prefix": "comb", "group": 7}}]}}, {"rule": {"family": "inet", "table": "nftpolicy", "chain": "comb", "handle": 12, "expr": [{"counter": "comb"}, {"drop": null}]}}]}"#;
 
     /// What `ruleset().render_table()` must print. Loaded with `nft -f` (after `add table`,
     /// `delete table`), nft 1.0.6 lists it back in these same forms.

@@ -7,8 +7,9 @@
 use std::fmt::{self, Write};
 
 use super::{
-    AddrField, Chain, Decision, DecisionKey, DecisionMap, DecisionVerdict, Match, Rule, Ruleset,
-    Set, SetElement, SetType, Verdict, VerdictMap, MAX_COMMENT_LEN, TABLE_NAME,
+    AddrField, Chain, Counter, Decision, DecisionKey, DecisionMap, DecisionVerdict, Match, Rule,
+    Ruleset, Set, SetElement, SetType, Verdict, VerdictMap, MAX_COMMENT_LEN, MAX_LOG_PREFIX_LEN,
+    TABLE_NAME,
 };
 use crate::cidr::Family;
 
@@ -46,6 +47,21 @@ pub(crate) fn comment(text: &str) -> String {
         }
         out.truncate(cut);
         out.push_str("...");
+    }
+    out
+}
+
+/// A log prefix nft accepts and stores as written: no double quotes (they end the string) and no
+/// `$` (nft expands it as a variable), at most [`MAX_LOG_PREFIX_LEN`] bytes (cut at a character
+/// boundary: a prefix is matched as it is, so nothing is appended).
+pub(crate) fn log_prefix(text: &str) -> String {
+    let mut out: String = text.replace('"', "'").replace('$', "_");
+    if out.len() > MAX_LOG_PREFIX_LEN {
+        let mut cut = MAX_LOG_PREFIX_LEN;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
     }
     out
 }
@@ -98,6 +114,13 @@ impl fmt::Display for Match {
                 "{} daddr . meta l4proto . th dport @{set}",
                 family_keyword(*family)
             ),
+            Match::Counter(name) => write!(f, "counter name \"{name}\""),
+            Match::Limit { rate, burst } => {
+                write!(f, "limit rate {rate}/second burst {burst} packets")
+            }
+            Match::Log { group, prefix } => {
+                write!(f, "log prefix \"{}\" group {group}", log_prefix(prefix))
+            }
         }
     }
 }
@@ -131,16 +154,27 @@ impl fmt::Display for Verdict {
                     ""
                 }
             ),
+            Verdict::Continue => f.write_str("continue"),
         }
     }
 }
 
+/// The rule as nft lists it: its expressions, then its verdict (nothing for [`Verdict::Continue`],
+/// unless the rule has no expression: `continue`), then its comment.
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for m in &self.matches {
-            write!(f, "{m} ")?;
+        for (i, m) in self.matches.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{m}")?;
         }
-        write!(f, "{}", self.verdict)?;
+        if self.verdict != Verdict::Continue || self.matches.is_empty() {
+            if !self.matches.is_empty() {
+                f.write_str(" ")?;
+            }
+            write!(f, "{}", self.verdict)?;
+        }
         if let Some(c) = &self.comment {
             write!(f, " comment \"{}\"", comment(c))?;
         }
@@ -239,6 +273,14 @@ pub(crate) fn decision_map_declaration(map: &DecisionMap) -> [String; 2] {
     ]
 }
 
+/// The declaration of a named counter (its comment), `None` when it has none.
+pub(crate) fn counter_declaration(counter: &Counter) -> Option<String> {
+    counter
+        .comment
+        .as_ref()
+        .map(|c| format!("comment \"{}\"", comment(c)))
+}
+
 /// The hook line of a base chain; `None` for a regular chain.
 pub(crate) fn chain_declaration(chain: &Chain) -> Option<String> {
     let base = chain.base?;
@@ -251,6 +293,14 @@ pub(crate) fn chain_declaration(chain: &Chain) -> Option<String> {
         "type filter hook {} priority {priority}; policy accept;",
         base.hook.as_nft()
     ))
+}
+
+fn write_counter(out: &mut String, name: &str, counter: &Counter) -> fmt::Result {
+    writeln!(out, "\tcounter {name} {{")?;
+    if let Some(decl) = counter_declaration(counter) {
+        writeln!(out, "\t\t{decl}")?;
+    }
+    writeln!(out, "\t}}")
 }
 
 fn write_set(out: &mut String, name: &str, set: &Set) -> fmt::Result {
@@ -311,6 +361,9 @@ impl Ruleset {
 
     fn write_table(&self, out: &mut String) -> fmt::Result {
         writeln!(out, "table inet {TABLE_NAME} {{")?;
+        for (name, counter) in &self.counters {
+            write_counter(out, name, counter)?;
+        }
         for (name, set) in &self.sets {
             write_set(out, name, set)?;
         }
@@ -351,6 +404,65 @@ mod tests {
     #[test]
     fn decision_maps_input_chains_and_lookups_render_as_nft_lists_them() {
         assert_eq!(example::ruleset().render_table(), example::TEXT);
+    }
+
+    #[test]
+    fn counters_and_statements_render_as_nft_lists_them() {
+        assert_eq!(example::counted().render_table(), example::COUNTED_TEXT);
+    }
+
+    #[test]
+    fn statements_and_rules_without_verdict() {
+        let rule = |matches: Vec<Match>, verdict: Verdict| Rule {
+            matches,
+            verdict,
+            comment: None,
+        };
+        let log = |prefix: &str| Match::Log {
+            group: 100,
+            prefix: prefix.into(),
+        };
+        for (r, text) in [
+            (rule(vec![], Verdict::Continue), "continue"),
+            (
+                rule(vec![Match::Counter("x".into())], Verdict::Continue),
+                "counter name \"x\"",
+            ),
+            (
+                rule(
+                    vec![
+                        Match::Limit {
+                            rate: 1,
+                            burst: u32::MAX,
+                        },
+                        log("p"),
+                    ],
+                    Verdict::Continue,
+                ),
+                "limit rate 1/second burst 4294967295 packets log prefix \"p\" group 100",
+            ),
+            (
+                rule(
+                    vec![Match::Counter("a.b-c_0".into()), log("")],
+                    Verdict::Accept,
+                ),
+                "counter name \"a.b-c_0\" log prefix \"\" group 100 accept",
+            ),
+            // nft would read `$` as a variable and `"` as the end of the prefix.
+            (
+                rule(vec![log("a \"b\" $c")], Verdict::Drop),
+                "log prefix \"a 'b' _c\" group 100 drop",
+            ),
+        ] {
+            assert_eq!(r.to_string(), text);
+        }
+        // A prefix is cut at 127 bytes, at a character boundary, with nothing appended.
+        let long = format!("a{}", "é".repeat(100));
+        let cut = log_prefix(&long);
+        assert_eq!(cut.len(), 127);
+        assert!(long.starts_with(&cut));
+        assert_eq!(log_prefix(&"é".repeat(64)).len(), 126);
+        assert_eq!(log_prefix("np_x_0"), "np_x_0");
     }
 
     #[test]

@@ -25,16 +25,33 @@
 //! - Each operation sees the ones before it in the batch: deleting an element, then adding one
 //!   that overlaps it, applies. So [`Transaction::diff`] deletes a map's elements before it adds
 //!   any, and an element whose verdict or comment changes is deleted and added.
+//!
+//! Named counters are objects of the table whose packet and byte counts live in the kernel, so
+//! [`Transaction::diff`] never deletes and adds again a counter that did not change: a chain it
+//! flushes and refills counts on into the same counters, from the counts they had. What nft 1.0.6
+//! does with them, and how [`Transaction::apply_to`] predicts it:
+//!
+//! - A rule naming a counter that does not exist fails the batch (`ENOENT`), and so does deleting
+//!   a counter a rule still names (`EBUSY`). So counters are added before the rules that name them
+//!   and deleted after the chains that named them are flushed or deleted.
+//! - Adding a counter that exists changes nothing, not even its comment, and keeps its counts; a
+//!   counter's comment cannot be changed in place. So a counter whose comment changes is deleted
+//!   and added again (its counts start again from 0), after the chains that name it are flushed,
+//!   which are then refilled.
+//! - Counters have a namespace of their own: a counter may have the name of a set, a map or a
+//!   chain.
+//! - A full replace ([`Transaction::full`]) deletes the table, and with it every count.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::net::IpAddr;
 
 use super::render::{
-    chain_declaration, decision_element, decision_map_declaration, map_declaration, set_declaration,
+    chain_declaration, counter_declaration, decision_element, decision_map_declaration,
+    map_declaration, set_declaration,
 };
 use super::{
-    Chain, Decision, DecisionKey, DecisionMap, DecisionVerdict, Match, Rule, Ruleset, Set,
+    Chain, Counter, Decision, DecisionKey, DecisionMap, DecisionVerdict, Match, Rule, Ruleset, Set,
     SetElement, Verdict, VerdictMap, TABLE_NAME,
 };
 
@@ -70,6 +87,10 @@ pub enum Op {
     /// `delete element` from a decision map; every key must find its element (in a map with ports,
     /// the one holding the key's first point: see the module documentation).
     DeleteDecisionElements(String, Vec<DecisionKey>),
+    /// `add counter`: a named counter, from 0 (a no-op when it exists, whatever its comment).
+    AddCounter(String, Counter),
+    /// `delete counter`; no rule may name it.
+    DeleteCounter(String),
     /// `add chain` (a no-op when it exists); base chains carry their hook.
     AddChain(String, Chain),
     /// `flush chain`: remove its rules.
@@ -108,6 +129,9 @@ pub enum TxError {
     /// An element or lookup does not fit the map's key type (family, ports, an empty range).
     #[error("{0}: does not fit the key of map {1}")]
     Mismatch(String, String),
+    /// A value nft refuses, such as a limit of 0 packets a second.
+    #[error("{0}: {1}")]
+    Invalid(String, &'static str),
 }
 
 /// Counts of what a transaction does, for logs and metrics.
@@ -121,12 +145,15 @@ pub struct TxStats {
     pub rules_added: usize,
     /// Chains flushed.
     pub chains_flushed: usize,
-    /// Sets, maps and chains added or deleted.
+    /// Sets, maps, counters and chains added or deleted.
     pub objects_changed: usize,
 }
 
 /// The kind of a decision map in references and errors.
 const DECISION_MAP: &str = "decision map";
+
+/// The kind of a named counter in references and errors.
+const COUNTER: &str = "counter";
 
 fn chain_refs(chain: &Chain) -> impl Iterator<Item = (&'static str, &str)> {
     chain.rules.iter().flat_map(|r| {
@@ -137,6 +164,7 @@ fn chain_refs(chain: &Chain) -> impl Iterator<Item = (&'static str, &str)> {
                 Match::InSet { set, .. } | Match::DaddrProtoPortInSet { set, .. } => {
                     Some(("set", set.as_str()))
                 }
+                Match::Counter(name) => Some((COUNTER, name.as_str())),
                 _ => None,
             })
             .collect();
@@ -144,7 +172,7 @@ fn chain_refs(chain: &Chain) -> impl Iterator<Item = (&'static str, &str)> {
             Verdict::Jump(c) => refs.push(("chain", c.as_str())),
             Verdict::Vmap { map, .. } => refs.push(("map", map.as_str())),
             Verdict::DecisionVmap { map, .. } => refs.push((DECISION_MAP, map.as_str())),
-            Verdict::Accept | Verdict::Drop | Verdict::Return => {}
+            Verdict::Accept | Verdict::Drop | Verdict::Return | Verdict::Continue => {}
         }
         refs
     })
@@ -156,9 +184,13 @@ impl Transaction {
         self.ops.is_empty()
     }
 
-    /// Replaces the whole table atomically with `desired`, whatever the kernel holds.
+    /// Replaces the whole table atomically with `desired`, whatever the kernel holds (named counters
+    /// start again from 0).
     pub fn full(desired: &Ruleset) -> Self {
         let mut ops = vec![Op::AddTable, Op::DeleteTable, Op::AddTable];
+        for (name, counter) in &desired.counters {
+            ops.push(Op::AddCounter(name.clone(), counter.clone()));
+        }
         for (name, chain) in &desired.chains {
             ops.push(Op::AddChain(
                 name.clone(),
@@ -187,7 +219,8 @@ impl Transaction {
 
     /// The operations that turn `committed` into `desired`, touching only what differs. Falls back to
     /// [`Transaction::full`] when a verdict map or base chain changes definition, which nft cannot
-    /// edit in place.
+    /// edit in place. A named counter that did not change is never deleted (its counts go on); one
+    /// whose comment changed is deleted and added again (see the module documentation).
     pub fn diff(committed: &Ruleset, desired: &Ruleset) -> Self {
         let redefined_map = desired.maps.iter().any(|(n, m)| {
             committed
@@ -229,10 +262,18 @@ impl Transaction {
             })
             .map(|(n, _)| n.as_str())
             .collect();
+        // Counters whose comment changed: nft keeps the old comment on `add counter`.
+        let redefined_counters: BTreeSet<&str> = desired
+            .counters
+            .iter()
+            .filter(|(n, c)| committed.counters.get(*n).is_some_and(|old| old != *c))
+            .map(|(n, _)| n.as_str())
+            .collect();
         let uses_redefined = |chain: &Chain| {
             chain_refs(chain).any(|(kind, name)| match kind {
                 "set" => redefined_sets.contains(name),
                 DECISION_MAP => redefined_decision_maps.contains(name),
+                COUNTER => redefined_counters.contains(name),
                 _ => false,
             })
         };
@@ -273,7 +314,12 @@ impl Transaction {
                 ));
             }
         }
-        // 2. New sets and maps, with their elements.
+        // 2. New counters, sets and maps, with their elements.
+        for (name, counter) in &desired.counters {
+            if !committed.counters.contains_key(name) {
+                ops.push(Op::AddCounter(name.clone(), counter.clone()));
+            }
+        }
         for (name, set) in &desired.sets {
             if !committed.sets.contains_key(name) {
                 ops.push(Op::AddSet(name.clone(), set.clone()));
@@ -293,7 +339,14 @@ impl Transaction {
         for name in refilled.iter().chain(&flushed_early) {
             ops.push(Op::FlushChain(name.to_string()));
         }
-        // 4. Redefined sets and decision maps.
+        // 4. Redefined counters, sets and decision maps.
+        for name in &redefined_counters {
+            ops.push(Op::DeleteCounter(name.to_string()));
+            ops.push(Op::AddCounter(
+                name.to_string(),
+                desired.counters[*name].clone(),
+            ));
+        }
         for name in &redefined_sets {
             ops.push(Op::DeleteSet(name.to_string()));
             ops.push(Op::AddSet(name.to_string(), desired.sets[*name].clone()));
@@ -385,13 +438,20 @@ impl Transaction {
         for name in &removed_chains {
             ops.push(Op::DeleteChain(name.to_string()));
         }
-        // 8. Removed sets, now unreferenced.
+        // 8. Removed sets and counters, now unreferenced.
         for name in committed
             .sets
             .keys()
             .filter(|n| !desired.sets.contains_key(*n))
         {
             ops.push(Op::DeleteSet(name.clone()));
+        }
+        for name in committed
+            .counters
+            .keys()
+            .filter(|n| !desired.counters.contains_key(*n))
+        {
+            ops.push(Op::DeleteCounter(name.clone()));
         }
         Self { ops }
     }
@@ -425,6 +485,8 @@ impl Transaction {
                 Op::DeleteSet(_)
                 | Op::DeleteMap(_)
                 | Op::DeleteDecisionMap(_)
+                | Op::AddCounter(..)
+                | Op::DeleteCounter(_)
                 | Op::AddChain(..)
                 | Op::DeleteChain(_) => s.objects_changed += 1,
             }
@@ -517,6 +579,11 @@ impl Transaction {
                     let items = keys.iter().map(|k| k.to_string()).collect();
                     writeln!(out, "delete element {t} {name} {{ {} }}", list(items))
                 }
+                Op::AddCounter(name, counter) => match counter_declaration(counter) {
+                    Some(decl) => writeln!(out, "add counter {t} {name} {{ {decl}; }}"),
+                    None => writeln!(out, "add counter {t} {name}"),
+                },
+                Op::DeleteCounter(name) => writeln!(out, "delete counter {t} {name}"),
                 Op::AddChain(name, chain) => match chain_declaration(chain) {
                     Some(decl) => writeln!(out, "add chain {t} {name} {{ {decl} }}"),
                     None => writeln!(out, "add chain {t} {name}"),
@@ -725,6 +792,21 @@ fn apply_op(state: &mut Option<Ruleset>, op: &Op) -> Result<(), TxError> {
                 }
             }
         }
+        Op::AddCounter(name, counter) => {
+            // An existing counter is left as it is, comment and counts included.
+            rs.counters
+                .entry(name.clone())
+                .or_insert_with(|| counter.clone());
+        }
+        Op::DeleteCounter(name) => {
+            if !rs.counters.contains_key(name) {
+                return Err(TxError::Missing(name.clone(), COUNTER));
+            }
+            if references(rs, COUNTER, name) {
+                return Err(TxError::Busy(name.clone(), COUNTER));
+            }
+            rs.counters.remove(name);
+        }
         Op::AddChain(name, chain) => match rs.chains.get(name) {
             Some(old) if old.base != chain.base => return Err(TxError::Conflict(name.clone())),
             Some(_) => {}
@@ -765,12 +847,24 @@ fn apply_op(state: &mut Option<Ruleset>, op: &Op) -> Result<(), TxError> {
                     "set" => rs.sets.contains_key(target),
                     "map" => rs.maps.contains_key(target),
                     DECISION_MAP => rs.decision_maps.contains_key(target),
+                    COUNTER => rs.counters.contains_key(target),
                     _ => rs.chains.contains_key(target),
                 };
                 if !exists {
                     return Err(TxError::Missing(target.to_string(), kind));
                 }
             }
+            for m in &rule.matches {
+                if let Match::Limit { rate, burst } = m {
+                    if *rate == 0 || *burst == 0 {
+                        return Err(TxError::Invalid(
+                            format!("rule {rule}"),
+                            "a limit needs a rate and a burst of at least 1 packet",
+                        ));
+                    }
+                }
+            }
+
             if let Verdict::DecisionVmap {
                 family, ports, map, ..
             } = &rule.verdict
@@ -1230,5 +1324,190 @@ mod tests {
         ]);
         assert!(batch.apply_to(&mut state).is_err());
         assert_eq!(state, Some(r));
+    }
+
+    // ---- named counters ----
+
+    fn position(tx: &Transaction, f: impl Fn(&Op) -> bool) -> Option<usize> {
+        tx.ops.iter().position(f)
+    }
+
+    #[test]
+    fn counters_are_added_before_the_rules_that_name_them_and_deleted_after() {
+        let r = example::counted();
+        let up = Transaction::diff(&Ruleset::default(), &r);
+        assert_eq!(applied(&Ruleset::default(), &up), Ok(r.clone()));
+        let last_counter = up
+            .ops
+            .iter()
+            .rposition(|op| matches!(op, Op::AddCounter(..)));
+        let first_rule = position(&up, |op| matches!(op, Op::AddRule(..)));
+        assert!(last_counter < first_rule, "{}", up.render());
+        assert!(up.render().contains(
+            "add counter inet nftpolicy comb { comment \"isolation of comb\"; }\n\
+             add counter inet nftpolicy np_a_0\n\
+             add counter inet nftpolicy spare { comment \"\"; }\n"
+        ));
+        let down = Transaction::diff(&r, &Ruleset::default());
+        assert_eq!(applied(&r, &down), Ok(Ruleset::default()));
+        let first_delete = position(&down, |op| matches!(op, Op::DeleteCounter(_)));
+        let last_chain_op = down
+            .ops
+            .iter()
+            .rposition(|op| matches!(op, Op::FlushChain(_) | Op::DeleteChain(_)));
+        assert!(last_chain_op < first_delete, "{}", down.render());
+        assert!(down
+            .render()
+            .ends_with("delete counter inet nftpolicy comb\ndelete counter inet nftpolicy np_a_0\ndelete counter inet nftpolicy spare\n"));
+        // Deleting the counters first, the kernel would refuse: the chains still name them.
+        let mut early = down.clone();
+        early
+            .ops
+            .sort_by_key(|op| !matches!(op, Op::DeleteCounter(_)));
+        assert_eq!(
+            applied(&r, &early),
+            Err(TxError::Busy("comb".into(), COUNTER))
+        );
+        // A full replace adds them before any rule too.
+        let full = Transaction::full(&r);
+        let mut nothing = None;
+        full.apply_to(&mut nothing).unwrap();
+        assert_eq!(nothing, Some(r.clone()));
+        let last_counter = full
+            .ops
+            .iter()
+            .rposition(|op| matches!(op, Op::AddCounter(..)));
+        assert!(last_counter < position(&full, |op| matches!(op, Op::AddRule(..))));
+        assert_eq!(full.stats().objects_changed, 3 + 2);
+    }
+
+    #[test]
+    fn a_rewritten_chain_counts_on_into_the_same_counters() {
+        let old = example::counted();
+        let mut new = old.clone();
+        // The drop point moves behind a new rule; np_a_0 is no longer named by comb's caller's
+        // second rule, which goes.
+        let comb = new.chains.get_mut("comb").unwrap();
+        comb.rules.insert(
+            0,
+            Rule {
+                matches: vec![Match::Counter("spare".into())],
+                verdict: Verdict::Continue,
+                comment: None,
+            },
+        );
+        new.chains.get_mut("node").unwrap().rules.remove(2);
+        let diff = Transaction::diff(&old, &new);
+        assert_eq!(applied(&old, &diff), Ok(new.clone()));
+        assert!(
+            diff.ops
+                .iter()
+                .all(|op| !matches!(op, Op::AddCounter(..) | Op::DeleteCounter(_))),
+            "{}",
+            diff.render()
+        );
+        assert_eq!(
+            diff.render(),
+            "flush chain inet nftpolicy comb\n\
+             flush chain inet nftpolicy node\n\
+             add rule inet nftpolicy comb counter name \"spare\"\n\
+             add rule inet nftpolicy comb continue comment \"nothing\"\n\
+             add rule inet nftpolicy comb limit rate 10/second burst 20 packets log prefix \"comb\" group 7\n\
+             add rule inet nftpolicy comb counter name \"comb\" drop\n\
+             add rule inet nftpolicy node ct state established,related accept\n\
+             add rule inet nftpolicy node ip saddr 10.0.1.0/24 counter name \"np_a_0\" accept comment \"a/b ingress[0]\"\n\
+             add rule inet nftpolicy node jump comb\n"
+        );
+        assert!(Transaction::diff(&new, &new).is_empty());
+    }
+
+    #[test]
+    fn a_counter_whose_comment_changes_is_added_again_once_its_chains_are_flushed() {
+        let old = example::counted();
+        let mut new = old.clone();
+        new.counters.get_mut("np_a_0").unwrap().comment = Some("a/b ingress[0]".into());
+        new.counters.get_mut("spare").unwrap().comment = None;
+        new.counters.insert("fresh".into(), Counter::default());
+        let diff = Transaction::diff(&old, &new);
+        assert_eq!(applied(&old, &diff), Ok(new.clone()));
+        assert_eq!(
+            diff.render(),
+            "add counter inet nftpolicy fresh\n\
+             flush chain inet nftpolicy node\n\
+             delete counter inet nftpolicy np_a_0\n\
+             add counter inet nftpolicy np_a_0 { comment \"a/b ingress[0]\"; }\n\
+             delete counter inet nftpolicy spare\n\
+             add counter inet nftpolicy spare\n\
+             add rule inet nftpolicy node ct state established,related accept\n\
+             add rule inet nftpolicy node ip saddr 10.0.1.0/24 counter name \"np_a_0\" accept comment \"a/b ingress[0]\"\n\
+             add rule inet nftpolicy node counter name \"np_a_0\" ip saddr 10.0.2.0/24 return\n\
+             add rule inet nftpolicy node jump comb\n"
+        );
+        // `add counter` alone would leave the old comment, as nft does.
+        let in_place = tx(vec![Op::AddCounter(
+            "np_a_0".into(),
+            new.counters["np_a_0"].clone(),
+        )]);
+        assert_eq!(applied(&old, &in_place), Ok(old.clone()));
+    }
+
+    #[test]
+    fn apply_to_predicts_what_nft_does_with_counters() {
+        let r = example::counted();
+        let fails = |ops: Vec<Op>| applied(&r, &tx(ops)).unwrap_err();
+        let counted_rule = |name: &str| Rule {
+            matches: vec![Match::Counter(name.into())],
+            verdict: Verdict::Accept,
+            comment: None,
+        };
+        assert_eq!(
+            fails(vec![Op::AddRule("comb".into(), counted_rule("nope"))]),
+            TxError::Missing("nope".into(), COUNTER)
+        );
+        assert_eq!(
+            fails(vec![Op::DeleteCounter("np_a_0".into())]),
+            TxError::Busy("np_a_0".into(), COUNTER)
+        );
+        assert_eq!(
+            fails(vec![Op::DeleteCounter("nope".into())]),
+            TxError::Missing("nope".into(), COUNTER)
+        );
+        // Unnamed, a counter goes; added in the same batch, a rule may name it.
+        let spare_gone = applied(&r, &tx(vec![Op::DeleteCounter("spare".into())])).unwrap();
+        assert!(!spare_gone.counters.contains_key("spare"));
+        let batch = tx(vec![
+            Op::AddCounter("new".into(), Counter::default()),
+            Op::AddRule("comb".into(), counted_rule("new")),
+        ]);
+        let after = applied(&r, &batch).unwrap();
+        assert_eq!(after.counters["new"], Counter::default());
+        // Counters have a namespace of their own: one may be named like a set or a chain.
+        let mut with_set = r.clone();
+        with_set.sets.insert(
+            "comb".into(),
+            Set {
+                set_type: SetType::Addr(Family::V4),
+                comment: String::new(),
+                elements: Default::default(),
+            },
+        );
+        let both = applied(
+            &with_set,
+            &tx(vec![Op::AddCounter("node".into(), Counter::default())]),
+        )
+        .unwrap();
+        assert!(both.counters.contains_key("node") && both.chains.contains_key("node"));
+        // nft refuses a limit of 0 packets a second, or a burst of 0.
+        for (rate, burst) in [(0, 1), (1, 0)] {
+            let limited = Rule {
+                matches: vec![Match::Limit { rate, burst }],
+                verdict: Verdict::Continue,
+                comment: None,
+            };
+            assert!(matches!(
+                fails(vec![Op::AddRule("comb".into(), limited)]),
+                TxError::Invalid(..)
+            ));
+        }
     }
 }
