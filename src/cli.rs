@@ -1,9 +1,12 @@
 //! `policyd`'s command line, in the library so that deployment manifests can be checked against it.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
+use policy_compiler::plan::{CompileOptions, DenyLog};
 
+use crate::denials::reader::ReaderConfig;
 use crate::http::DEFAULT_LISTEN;
 
 /// The default metrics and health port (see [`DEFAULT_LISTEN`]).
@@ -26,7 +29,7 @@ pub struct Cli {
     /// `dir:PATH` (a directory of manifests, re-read when it changes).
     #[arg(long, default_value = "kube")]
     pub source: String,
-    /// Address for /healthz, /readyz and /metrics.
+    /// Address for /healthz, /readyz, /metrics and /denials.
     #[arg(long, default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
     /// Wait this long after the first change of a burst before syncing (milliseconds).
@@ -66,6 +69,51 @@ pub struct Cli {
     /// (used by the lab, where each node is a namespace).
     #[arg(long)]
     pub netns: Option<String>,
+    /// Log denied packets: each drop point of the ruleset logs (rate-limited) through NFLOG to
+    /// `--deny-log-group`, which the agent reads: one log line per denial (target
+    /// `nftpolicy::denial`), the last ones at `/denials`, and `nftpolicy_denials_total`.
+    #[arg(long)]
+    pub deny_log: bool,
+    /// With `--deny-log`: the NFLOG group the ruleset logs to and the agent reads.
+    #[arg(long, default_value_t = 100)]
+    pub deny_log_group: u16,
+    /// With `--deny-log`: log messages per second per drop point (a group chain's drop, a
+    /// ClusterNetworkPolicy Deny rule); denials above it are dropped unlogged (still counted).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub deny_log_rate: u32,
+    /// With `--deny-log`: messages a drop point may log at once above the rate.
+    #[arg(long, default_value_t = 20)]
+    pub deny_log_burst: u32,
+    /// With `--deny-log`: how many of the last denials `/denials` serves.
+    #[arg(long, default_value_t = 1000)]
+    pub denials_buffer: usize,
+}
+
+impl Cli {
+    /// The compile options the flags ask for: log rules before each drop point with `--deny-log`
+    /// (group, rate and burst from their flags).
+    pub fn compile_options(&self) -> CompileOptions {
+        CompileOptions {
+            deny_log: self.deny_log.then_some(DenyLog {
+                group: self.deny_log_group,
+                rate: self.deny_log_rate,
+                burst: self.deny_log_burst,
+            }),
+            ..CompileOptions::default()
+        }
+    }
+
+    /// What the deny log reader reads, with `--deny-log`: the group, in the namespace of
+    /// `--netns` if given.
+    pub fn deny_log_reader(&self) -> Option<ReaderConfig> {
+        self.deny_log.then(|| ReaderConfig {
+            netns: self
+                .netns
+                .as_ref()
+                .map(|name| PathBuf::from(format!("/run/netns/{name}"))),
+            ..ReaderConfig::new(self.deny_log_group)
+        })
+    }
 }
 
 /// The log filter when `RUST_LOG` is not set: `info` for the agent. The Kubernetes client's own
@@ -82,4 +130,69 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from([&["policyd", "--node-name", "n"], args].concat()).expect("valid")
+    }
+
+    #[test]
+    fn the_deny_log_is_off_by_default_and_its_flags_reach_the_compiler() {
+        let off = parse(&[]);
+        assert_eq!(off.compile_options(), CompileOptions::default());
+        assert!(off.deny_log_reader().is_none());
+        assert_eq!(off.denials_buffer, 1000);
+
+        let on = parse(&["--deny-log"]);
+        assert_eq!(
+            on.compile_options().deny_log,
+            Some(DenyLog {
+                group: 100,
+                rate: 10,
+                burst: 20
+            })
+        );
+        let reader = on.deny_log_reader().expect("a reader");
+        assert_eq!((reader.group, reader.netns), (100, None));
+
+        let set = parse(&[
+            "--deny-log",
+            "--deny-log-group",
+            "7",
+            "--deny-log-rate",
+            "3",
+            "--deny-log-burst",
+            "0",
+            "--denials-buffer",
+            "5",
+            "--netns",
+            "node-1",
+        ]);
+        assert_eq!(
+            set.compile_options(),
+            CompileOptions {
+                deny_log: Some(DenyLog {
+                    group: 7,
+                    rate: 3,
+                    burst: 0
+                }),
+                audit_all: false,
+            }
+        );
+        let reader = set.deny_log_reader().expect("a reader");
+        assert_eq!(reader.group, 7);
+        assert_eq!(reader.netns, Some(PathBuf::from("/run/netns/node-1")));
+        assert_eq!(set.denials_buffer, 5);
+    }
+
+    #[test]
+    fn a_zero_rate_is_refused() {
+        let err = Cli::try_parse_from(["policyd", "--node-name", "n", "--deny-log-rate", "0"])
+            .expect_err("a rate of 0 logs nothing");
+        assert!(err.to_string().contains("--deny-log-rate"), "{err}");
+    }
 }

@@ -8,6 +8,8 @@
 //! - [`dataplane`] keeps what was committed and sends the kernel only the difference;
 //! - [`revocation`] finds the local pods whose established connections a change may have revoked
 //!   (their conntrack entries are deleted with `--conntrack-flush`);
+//! - [`nflog`] reads the packets the ruleset logs through NFLOG, and [`denials`] turns them into
+//!   denial records (`--deny-log`: log lines, `/denials`, metrics);
 //! - [`kernel`] is the seam to the kernel: `nft` itself, or an in-memory fake for tests;
 //! - [`process`] runs `nft`, `ip` and `conntrack`, for the agent and the lab;
 //! - [`http`], [`metrics`] and [`cli`] are the agent's edges.
@@ -17,9 +19,11 @@
 pub mod agent;
 pub mod cli;
 pub mod dataplane;
+pub mod denials;
 pub mod http;
 pub mod kernel;
 pub mod metrics;
+pub mod nflog;
 pub mod process;
 pub mod revocation;
 pub mod source;

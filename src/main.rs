@@ -16,6 +16,8 @@ use tokio::sync::mpsc;
 use nftpolicy::agent::{Agent, AgentConfig, Health};
 use nftpolicy::cli::{Cli, LogFormat};
 use nftpolicy::dataplane::Dataplane;
+use nftpolicy::denials::reader::DenyLogReader;
+use nftpolicy::denials::Denials;
 use nftpolicy::http::serve;
 use nftpolicy::kernel::NftKernel;
 use nftpolicy::metrics::Metrics;
@@ -59,9 +61,26 @@ async fn run(cli: Cli) -> Result<()> {
         tracing::info!("fail-closed: new forwarded connections are dropped until the first sync");
     }
     let source_metrics = nftpolicy::source::kube::SourceMetrics::new();
-    let metrics = Arc::new(Metrics::new_with(|r| source_metrics.register(r)));
+    let denials = cli
+        .deny_log
+        .then(|| Arc::new(Denials::new(cli.denials_buffer)));
+    let metrics = Arc::new(Metrics::new_with(|r| {
+        source_metrics.register(r);
+        if let Some(denials) = &denials {
+            denials.register(r);
+        }
+    }));
+    // Bound before the first sync loads the log rules, so that none of their messages is lost; the
+    // reader runs until the process ends.
+    let _deny_log = match (cli.deny_log_reader(), &denials) {
+        (Some(config), Some(denials)) => Some(
+            DenyLogReader::start(&config, denials.clone())
+                .context("cannot read the deny log (--deny-log)")?,
+        ),
+        _ => None,
+    };
     let health = Arc::new(Health::default());
-    let (addr, _server) = serve(cli.listen, health.clone(), metrics.clone())
+    let (addr, _server) = serve(cli.listen, health.clone(), metrics.clone(), denials.clone())
         .await
         .with_context(|| format!("cannot listen on {}", cli.listen))?;
     tracing::info!(%addr, node = %cli.node_name, source = %cli.source, restart = !fresh, "policyd started");

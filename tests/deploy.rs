@@ -548,9 +548,10 @@ async fn probe_and_scrape_paths_are_served_by_policyd() {
 
     let health = Arc::new(nftpolicy::agent::Health::default());
     let metrics = Arc::new(nftpolicy::metrics::Metrics::new());
-    let (addr, server) = nftpolicy::http::serve("127.0.0.1:0".parse().unwrap(), health, metrics)
-        .await
-        .expect("serve");
+    let (addr, server) =
+        nftpolicy::http::serve("127.0.0.1:0".parse().unwrap(), health, metrics, None)
+            .await
+            .expect("serve");
     // A fresh agent: alive, not ready until its first sync.
     assert_eq!(get(addr, &path(c.liveness_probe.as_ref())).await.0, 200);
     assert_eq!(get(addr, &path(c.readiness_probe.as_ref())).await.0, 503);
