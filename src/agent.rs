@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use std::net::IpAddr;
 
-use policy_compiler::plan::compile_node;
+use policy_compiler::plan::{compile_node_with, CompileOptions, Origins};
+use policy_compiler::ClusterState;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
@@ -35,6 +36,8 @@ pub struct AgentConfig {
     /// How long a due sync waits for kinds whose watch failed to be listed again (see
     /// [`Update::Stale`]); after that it runs with their last known state. Zero: never wait.
     pub relist_hold: Duration,
+    /// What the ruleset does besides enforcing: deny log rules, audit of every policy.
+    pub compile: CompileOptions,
 }
 
 impl AgentConfig {
@@ -48,8 +51,16 @@ impl AgentConfig {
             retry: Duration::from_secs(1),
             conntrack_flush: false,
             relist_hold: Duration::from_secs(10),
+            compile: CompileOptions::default(),
         }
     }
+}
+
+/// Told of every ruleset the agent commits: the origins of its counters, and the cluster it was
+/// compiled from (the policy metrics and the deny log name policies and pods with them).
+pub trait CommitObserver: Send + Sync + std::fmt::Debug {
+    /// A sync committed (or found already in force) the ruleset whose counters `origins` describe.
+    fn committed(&self, origins: &Arc<Origins>, cluster: &ClusterState);
 }
 
 /// Liveness and readiness, shared with the HTTP server.
@@ -88,6 +99,7 @@ pub struct Agent {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     observer: Option<mpsc::UnboundedSender<SyncReport>>,
+    commit_observers: Vec<Arc<dyn CommitObserver>>,
     listed: BTreeSet<Kind>,
     stale: StaleKinds,
 }
@@ -106,10 +118,17 @@ impl Agent {
             metrics,
             health,
             observer: None,
+            commit_observers: Vec::new(),
             listed: BTreeSet::new(),
             stale: StaleKinds::new(config.relist_hold),
             config,
         }
+    }
+
+    /// Tells `observer` of every ruleset committed.
+    pub fn with_commit_observer(mut self, observer: Arc<dyn CommitObserver>) -> Self {
+        self.commit_observers.push(observer);
+        self
     }
 
     /// Sends a report of every sync to `observer`.
@@ -185,15 +204,20 @@ impl Agent {
     fn sync(&mut self) -> bool {
         let started = std::time::Instant::now();
         // Compiling and running nft take milliseconds of CPU and a child process: off the async workers.
-        let (desired, shrunk, result) = tokio::task::block_in_place(|| {
-            let desired = compile_node(self.store.cluster(), &self.config.node);
+        let (desired, origins, shrunk, result) = tokio::task::block_in_place(|| {
+            let compiled = compile_node_with(
+                self.store.cluster(),
+                &self.config.node,
+                &self.config.compile,
+            );
+            let (desired, origins) = (compiled.ruleset, Arc::new(compiled.origins));
             // Read before the apply replaces the committed ruleset.
             let shrunk = self
                 .config
                 .conntrack_flush
                 .then(|| tier_revocations(self.dataplane.committed(), &desired));
             let result = self.dataplane.apply(&desired);
-            (desired, shrunk, result)
+            (desired, origins, shrunk, result)
         });
         let elapsed = started.elapsed();
         let ok = result.is_ok();
@@ -229,6 +253,9 @@ impl Agent {
             }
         }
         if ok {
+            for observer in &self.commit_observers {
+                observer.committed(&origins, self.store.cluster());
+            }
             self.health.ready.store(true, Ordering::SeqCst);
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)

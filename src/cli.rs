@@ -87,6 +87,18 @@ pub struct Cli {
     /// With `--deny-log`: how many of the last denials `/denials` serves.
     #[arg(long, default_value_t = 1000)]
     pub denials_buffer: usize,
+    /// Every policy in audit mode (for trying nftpolicy beside another enforcer): compiled as
+    /// enforced, but each drop point counts (and with `--deny-log` logs) a "would deny" and
+    /// accepts; nothing is dropped.
+    #[arg(long)]
+    pub audit_all: bool,
+    /// Also export per-rule series (`nftpolicy_policy_rule_packets_total`, ...).
+    #[arg(long)]
+    pub rule_metrics: bool,
+    /// The most policy series a scrape exports; the rest are left out and counted in
+    /// `nftpolicy_policy_series_omitted`.
+    #[arg(long, default_value_t = crate::policy_metrics::DEFAULT_MAX_SERIES)]
+    pub metrics_max_series: usize,
 }
 
 impl Cli {
@@ -99,7 +111,7 @@ impl Cli {
                 rate: self.deny_log_rate,
                 burst: self.deny_log_burst,
             }),
-            ..CompileOptions::default()
+            audit_all: self.audit_all,
         }
     }
 

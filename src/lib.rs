@@ -12,6 +12,7 @@
 //!   denial records (`--deny-log`: log lines, `/denials`, metrics);
 //! - [`kernel`] is the seam to the kernel: `nft` itself, or an in-memory fake for tests;
 //! - [`process`] runs `nft`, `ip` and `conntrack`, for the agent and the lab;
+//! - [`policy_metrics`] reads the ruleset's named counters into packets and bytes per policy;
 //! - [`http`], [`metrics`] and [`cli`] are the agent's edges.
 
 #![deny(missing_docs)]
@@ -24,6 +25,7 @@ pub mod http;
 pub mod kernel;
 pub mod metrics;
 pub mod nflog;
+pub mod policy_metrics;
 pub mod process;
 pub mod revocation;
 pub mod source;

@@ -21,6 +21,7 @@ use nftpolicy::denials::Denials;
 use nftpolicy::http::serve;
 use nftpolicy::kernel::NftKernel;
 use nftpolicy::metrics::Metrics;
+use nftpolicy::policy_metrics::{KernelCounters, PolicyCounters};
 use nftpolicy::source::files::DirSource;
 
 fn init_logging(format: LogFormat) {
@@ -51,7 +52,8 @@ async fn run(cli: Cli) -> Result<()> {
         Some(ns) => NftKernel::in_netns(ns),
         None => NftKernel::host(),
     };
-    let mut dataplane = Dataplane::from_kernel(kernel).context("cannot read the nftables state")?;
+    let mut dataplane =
+        Dataplane::from_kernel(kernel.clone()).context("cannot read the nftables state")?;
     let fresh = dataplane.committed().is_none();
     if cli.fail_closed
         && dataplane
@@ -64,8 +66,14 @@ async fn run(cli: Cli) -> Result<()> {
     let denials = cli
         .deny_log
         .then(|| Arc::new(Denials::new(cli.denials_buffer)));
+    let policy_counters = Arc::new(PolicyCounters::new(
+        Box::new(KernelCounters(kernel.clone())),
+        cli.rule_metrics,
+        cli.metrics_max_series,
+    ));
     let metrics = Arc::new(Metrics::new_with(|r| {
         source_metrics.register(r);
+        r.register_collector(Box::new(policy_counters.clone()));
         if let Some(denials) = &denials {
             denials.register(r);
         }
@@ -107,12 +115,18 @@ async fn run(cli: Cli) -> Result<()> {
         bail!("--source {}: use `kube` or `dir:PATH`", cli.source);
     }
 
+    let compile = cli.compile_options();
     let mut config = AgentConfig::new(cli.node_name);
     config.debounce = Duration::from_millis(cli.debounce_ms);
     config.audit_interval = Duration::from_secs(cli.audit_interval_secs.max(1));
     config.conntrack_flush = cli.conntrack_flush;
     config.relist_hold = Duration::from_secs(cli.relist_hold_secs);
-    let agent = Agent::new(config, dataplane, metrics, health);
+    config.compile = compile;
+    let mut agent =
+        Agent::new(config, dataplane, metrics, health).with_commit_observer(policy_counters);
+    if let Some(denials) = denials {
+        agent = agent.with_commit_observer(denials);
+    }
     tokio::select! {
         _ = agent.run(rx) => {}
         _ = shutdown_signal() => tracing::info!("stopping; the last ruleset stays in force"),

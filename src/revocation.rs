@@ -25,7 +25,7 @@ use policy_compiler::cidr::Family;
 use policy_compiler::model::{Direction, Tier};
 use policy_compiler::nft::transaction::Op;
 use policy_compiler::nft::{
-    Decision, DecisionKey, DecisionMap, DecisionVerdict, Ruleset, SetElement, Verdict,
+    Chain, Decision, DecisionKey, DecisionMap, DecisionVerdict, Ruleset, SetElement, Verdict,
 };
 use policy_compiler::plan::{tier_peers_map_name, tier_subjects_set_name};
 
@@ -48,7 +48,8 @@ pub fn tier_revocations(committed: Option<&Ruleset>, desired: &Ruleset) -> BTree
         let (old, new) = (addresses(committed, &set), addresses(desired, &set));
         pods.extend(old.symmetric_difference(&new).copied());
         let unchanged = committed.decision_maps.get(&peers) == desired.decision_maps.get(&peers)
-            && class_maps(committed, &peers) == class_maps(desired, &peers);
+            && class_maps(committed, &peers) == class_maps(desired, &peers)
+            && rule_chains(committed, &peers) == rule_chains(desired, &peers);
         if unchanged {
             continue;
         }
@@ -91,6 +92,39 @@ fn class_maps<'r>(ruleset: &'r Ruleset, peers: &str) -> Vec<(&'r str, &'r Decisi
     maps
 }
 
+/// The rule chains the class maps of a peers map jump to, by name.
+fn rule_chains<'r>(ruleset: &'r Ruleset, peers: &str) -> Vec<(&'r str, &'r Chain)> {
+    let mut chains: Vec<(&str, &Chain)> = class_maps(ruleset, peers)
+        .into_iter()
+        .flat_map(|(_, m)| m.elements.values())
+        .filter_map(|d| match &d.verdict {
+            DecisionVerdict::Jump(chain) => ruleset.chains.get(chain).map(|c| (chain.as_str(), c)),
+            _ => None,
+        })
+        .collect();
+    chains.sort_by_key(|(n, _)| *n);
+    chains.dedup_by_key(|(n, _)| *n);
+    chains
+}
+
+/// What a decision finally does to a packet: a jump to a rule's chain is that chain's last
+/// verdict (accept or drop; anything else leaves it to the next stage, as `return`).
+fn final_decision(ruleset: &Ruleset, decision: &Decision) -> Decision {
+    let DecisionVerdict::Jump(chain) = &decision.verdict else {
+        return decision.clone();
+    };
+    let last = ruleset.chains.get(chain).and_then(|c| c.rules.last());
+    let verdict = match last.map(|r| &r.verdict) {
+        Some(Verdict::Accept) => DecisionVerdict::Accept,
+        Some(Verdict::Drop) => DecisionVerdict::Drop,
+        _ => DecisionVerdict::Return,
+    };
+    Decision {
+        verdict,
+        comment: decision.comment.clone(),
+    }
+}
+
 /// What a tier decides for the subject `ip`, as a decision map keyed by peer address (with
 /// protocol and port when `ports`): each range of the peers map with the verdicts of its class's
 /// map elements that hold `ip`.
@@ -119,7 +153,7 @@ fn by_peer(ruleset: &Ruleset, peers: &str, ip: &IpAddr, ports: bool) -> Decision
                 last: range.last,
                 ports: k.ports,
             };
-            out.elements.insert(key, (*decision).clone());
+            out.elements.insert(key, final_decision(ruleset, decision));
         }
     }
     out

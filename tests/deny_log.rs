@@ -80,7 +80,7 @@ fn context() -> DenialContext {
     }])
     .expect("valid")
     .cluster;
-    DenialContext::new(origins, &cluster)
+    DenialContext::new(std::sync::Arc::new(origins), &cluster)
 }
 
 /// Brings `lo` up and loads the ruleset in `ns`.

@@ -171,6 +171,7 @@ fn a_relabelled_pod_moves_between_sets_by_elements() {
                     | Op::FlushChain(..)
                     | Op::DeleteChain(..)
                     | Op::DeleteSet(..)
+                    | Op::DeleteCounter(..)
             ),
             "a relabel must add nothing but elements, got {op:?}\n{}",
             tx.render()
@@ -222,7 +223,9 @@ fn a_policy_edit_touches_only_that_policys_chains_and_sets() {
                 Op::AddSet(n, _)
                 | Op::DeleteSet(n)
                 | Op::AddElements(n, _)
-                | Op::DeleteElements(n, _) => n.clone(),
+                | Op::DeleteElements(n, _)
+                | Op::AddCounter(n, _)
+                | Op::DeleteCounter(n) => n.clone(),
                 other => panic!("{node}: unexpected {other:?}"),
             })
             .collect();

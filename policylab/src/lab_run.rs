@@ -14,13 +14,16 @@ use std::time::Duration;
 use policy_compiler::analysis::{evaluate, Endpoint, PortProto};
 use policy_compiler::cidr::Family;
 use policy_compiler::model::{ObjectRef, Pod, PodPhase, Protocol};
+use policy_compiler::nft::json::parse_counters;
+use policy_compiler::nft::CounterValue;
+use policy_compiler::plan::{compile_node_with, CompileOptions, Compiled};
 use policy_compiler::verify::to_own_node;
-use policy_compiler::{cnp_conformance, compile_node, ClusterState};
+use policy_compiler::{cnp_conformance, ClusterState};
 
 use crate::lab::{Lab, LabError, LabSpec, NodeSpec, PodSpec, Probe, ProbeOutcome, ServiceSpec};
 use crate::services::{per_pod_services, PerPodServiceIps};
 use nftpolicy::dataplane::{ApplyReport, Dataplane};
-use nftpolicy::kernel::{KernelError, NftKernel};
+use nftpolicy::kernel::{Kernel, KernelError, NftKernel};
 
 /// How probes address the destination pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,6 +231,7 @@ pub struct LabCluster {
     lab: Lab,
     dataplanes: BTreeMap<String, Dataplane>,
     service_ips: PerPodServiceIps,
+    options: CompileOptions,
 }
 
 impl LabCluster {
@@ -273,7 +277,39 @@ impl LabCluster {
             lab,
             dataplanes,
             service_ips,
+            options: CompileOptions::default(),
         })
+    }
+
+    /// Compiles with `options` from the next [`LabCluster::enforce`] on (deny log, audit of every
+    /// policy), as `policyd` does with its flags.
+    pub fn set_options(&mut self, options: CompileOptions) {
+        self.options = options;
+    }
+
+    /// What node `node` compiles now: its ruleset and the origins of its counters.
+    pub fn compiled(&self, node: &str) -> Compiled {
+        compile_node_with(&self.cluster, node, &self.options)
+    }
+
+    /// The values of node `node`'s named counters, read from its kernel.
+    pub fn counters(&self, node: &str) -> Result<BTreeMap<String, CounterValue>, LabRunError> {
+        let ns = self
+            .lab
+            .node_netns(node)
+            .ok_or_else(|| LabRunError::Unknown(format!("the lab has no node {node}")))?;
+        let listing =
+            NftKernel::in_netns(ns)
+                .list_counters()
+                .map_err(|source| LabRunError::Dataplane {
+                    node: node.to_string(),
+                    source,
+                })?;
+        match listing {
+            Some(json) => parse_counters(&json)
+                .map_err(|e| LabRunError::Unknown(format!("node {node}: counters: {e}"))),
+            None => Ok(BTreeMap::new()),
+        }
     }
 
     /// The cluster as enforced.
@@ -297,7 +333,7 @@ impl LabCluster {
     pub fn enforce(&mut self) -> Result<BTreeMap<String, ApplyReport>, LabRunError> {
         let mut reports = BTreeMap::new();
         for (node, dataplane) in &mut self.dataplanes {
-            let ruleset = compile_node(&self.cluster, node);
+            let ruleset = compile_node_with(&self.cluster, node, &self.options).ruleset;
             let report = dataplane
                 .apply(&ruleset)
                 .map_err(|source| LabRunError::Dataplane {

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use policy_compiler::model::Direction;
 use policy_compiler::plan::{Origin, Origins};
@@ -16,7 +17,7 @@ use crate::nflog::{PacketHeaders, Transport};
 /// The lookups of one compiled ruleset and cluster state.
 #[derive(Debug, Clone, Default)]
 pub struct DenialContext {
-    origins: Origins,
+    origins: Arc<Origins>,
     pods: HashMap<IpAddr, String>,
 }
 
@@ -32,7 +33,7 @@ struct DropPoint {
 impl DenialContext {
     /// The context of a ruleset whose counters come from `origins`, in `cluster`: every address of
     /// a pod that takes part in policy names it (`namespace/name`).
-    pub fn new(origins: Origins, cluster: &ClusterState) -> Self {
+    pub fn new(origins: Arc<Origins>, cluster: &ClusterState) -> Self {
         let pods = cluster
             .participating_pods()
             .flat_map(|pod| pod.ips.iter().map(move |ip| (*ip, pod.id.to_string())))

@@ -197,6 +197,18 @@ pub struct Denials {
     metrics: DenialMetrics,
 }
 
+/// After each sync the denials resolve against the committed ruleset's drop points and the
+/// cluster's pods (one walk over the pods per sync, only with `--deny-log`).
+impl crate::agent::CommitObserver for Denials {
+    fn committed(
+        &self,
+        origins: &Arc<policy_compiler::plan::Origins>,
+        cluster: &policy_compiler::ClusterState,
+    ) {
+        self.set_context(DenialContext::new(Arc::clone(origins), cluster));
+    }
+}
+
 impl Denials {
     /// Keeps the last `capacity` denials, with an empty context until the first
     /// [`Denials::set_context`] (every prefix unknown, no pods).
@@ -417,7 +429,7 @@ status: {phase: Succeeded, podIP: 10.244.2.9, podIPs: [{ip: 10.244.2.9}]}
         }])
         .expect("valid")
         .cluster;
-        DenialContext::new(origins(), &cluster)
+        DenialContext::new(std::sync::Arc::new(origins()), &cluster)
     }
 
     /// A UDP/IPv4 packet from `src`:40000 to `dst`:53.

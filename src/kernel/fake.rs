@@ -232,6 +232,10 @@ impl Kernel for FakeKernel {
         Ok(state.table.as_ref().map(listing))
     }
 
+    fn list_counters(&self) -> Result<Option<String>, KernelError> {
+        FakeKernel::list_counters(self)
+    }
+
     fn delete_conntrack_entries(&self, ip: IpAddr) -> Result<(), KernelError> {
         let mut state = self.state();
         state.calls.push(KernelCall::DeleteConntrack(ip));

@@ -29,6 +29,10 @@ pub trait Kernel: Send + std::fmt::Debug {
     /// The table as `nft -j list table inet nftpolicy` prints it, or `None` when it does not exist.
     fn list_table(&self) -> Result<Option<String>, KernelError>;
 
+    /// The table's named counters as `nft -j list counters table inet nftpolicy` prints them (the
+    /// counter objects alone, not the sets and maps), or `None` when the table does not exist.
+    fn list_counters(&self) -> Result<Option<String>, KernelError>;
+
     /// Deletes the conntrack entries from and to `ip`, so that the next packet of each of those
     /// connections is judged by the rules again. No entry to delete is not an error.
     fn delete_conntrack_entries(&self, ip: IpAddr) -> Result<(), KernelError>;

@@ -164,6 +164,18 @@ impl Kernel for NftKernel {
         }
     }
 
+    fn list_counters(&self) -> Result<Option<String>, KernelError> {
+        let args = ["-j", "list", "counters", "table", "inet", TABLE_NAME];
+        match self.run_tool(Tool::Nft, &args, "") {
+            Ok(out) => Ok(Some(out.stdout)),
+            Err(Failure::Failed { code, stderr }) if table_missing(code, &stderr) => Ok(None),
+            Err(failure) => Err(failure.classify(|message| KernelError::List {
+                netns: self.netns_note(),
+                message,
+            })),
+        }
+    }
+
     fn delete_conntrack_entries(&self, ip: IpAddr) -> Result<(), KernelError> {
         let addr = ip.to_string();
         for flag in ["-s", "-d"] {

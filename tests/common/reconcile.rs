@@ -276,7 +276,9 @@ pub async fn policy_edit<K: Kernel + Clone + 'static>(
             Op::AddSet(n, _)
             | Op::DeleteSet(n)
             | Op::AddElements(n, _)
-            | Op::DeleteElements(n, _) => n,
+            | Op::DeleteElements(n, _)
+            | Op::AddCounter(n, _)
+            | Op::DeleteCounter(n) => n,
             other => panic!("policy edit: {other:?}"),
         };
         assert!(
@@ -450,6 +452,8 @@ pub fn assert_tier_operations(ops: &[Op], prefix: &str, tier_elements_only: bool
             | Op::AddRule(name, _)
             | Op::AddDecisionMap(name, _)
             | Op::DeleteDecisionMap(name)
+            | Op::AddCounter(name, _)
+            | Op::DeleteCounter(name)
                 if !tier_elements_only && name.starts_with(prefix) => {}
             other => panic!("not an element operation: {other:?}"),
         }
@@ -457,8 +461,8 @@ pub fn assert_tier_operations(ops: &[Op], prefix: &str, tier_elements_only: bool
 }
 
 /// Asserts that `ops` give `address` an element of the Admin egress peers map, leading to a peer
-/// class whose decision maps (in `table`, the ruleset after `ops`) drop something: the address
-/// joined a Deny rule's peers.
+/// class whose decision maps (in `table`, the ruleset after `ops`) drop something (directly, or
+/// through the chain of a Deny rule): the address joined a Deny rule's peers.
 pub fn assert_joins_a_dropping_class(ops: &[Op], table: &Ruleset, address: IpAddr) {
     use policy_compiler::nft::{DecisionVerdict, Verdict};
     let jumps_to = ops.iter().find_map(|op| match op {
@@ -472,10 +476,20 @@ pub fn assert_joins_a_dropping_class(ops: &[Op], table: &Ruleset, address: IpAdd
         panic!("{address} joins a peer class: {ops:?}");
     };
     let drops = table.chains[&class].rules.iter().any(|r| match &r.verdict {
-        Verdict::DecisionVmap { map, .. } => table.decision_maps[map]
-            .elements
-            .values()
-            .any(|d| d.verdict == DecisionVerdict::Drop),
+        Verdict::DecisionVmap { map, .. } => {
+            table.decision_maps[map]
+                .elements
+                .values()
+                .any(|d| match &d.verdict {
+                    DecisionVerdict::Drop => true,
+                    // A Deny rule's chain: it counts, then drops.
+                    DecisionVerdict::Jump(rule) => table.chains[rule]
+                        .rules
+                        .last()
+                        .is_some_and(|r| r.verdict == Verdict::Drop),
+                    _ => false,
+                })
+        }
         _ => false,
     });
     assert!(drops, "{address} joins the Deny rule: {ops:?}");

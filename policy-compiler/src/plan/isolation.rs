@@ -4,6 +4,10 @@
 //! `policyTypes`; likewise for egress. Isolation comes from selection, not from rules; a pod that no
 //! policy isolates in a direction is not in that direction's verdict map (default allow).
 //!
+//! Audit policies (`nftpolicy.io/enforcement: audit`) are kept apart: they isolate nothing, and a
+//! pod only they would isolate is judged by its audit group (see [`super`]); under `audit_all`
+//! every policy isolates as if enforced.
+//!
 //! Beside isolation, the plan records the ClusterNetworkPolicies whose subject holds each pod, in
 //! evaluation order (tier, priority, name): the tiers judge a pod whether or not it is isolated.
 
@@ -11,7 +15,7 @@ use std::collections::BTreeSet;
 
 use crate::cidr::Family;
 use crate::index::ClusterIndex;
-use crate::model::{ClusterNetworkPolicy, Direction, Pod, Policy, Subject, Tier};
+use crate::model::{ClusterNetworkPolicy, Direction, Enforcement, Pod, Policy, Subject, Tier};
 use crate::selector::LabelSelector;
 
 /// A local pod and the policies that isolate it, per direction.
@@ -23,16 +27,29 @@ pub struct LocalPod<'a> {
     pub ingress: Vec<&'a Policy>,
     /// Policies isolating it for egress, by id.
     pub egress: Vec<&'a Policy>,
+    /// Audit policies that would isolate it for ingress, by id (with `audit_all`, every policy
+    /// is in `ingress` instead).
+    pub audit_ingress: Vec<&'a Policy>,
+    /// Audit policies that would isolate it for egress, by id.
+    pub audit_egress: Vec<&'a Policy>,
     /// ClusterNetworkPolicies whose subject holds it, by tier, priority and name.
     pub cluster_policies: Vec<&'a ClusterNetworkPolicy>,
 }
 
 impl<'a> LocalPod<'a> {
-    /// Policies isolating the pod in `direction`.
+    /// Policies isolating the pod in `direction` (the enforced ones).
     pub fn policies(&self, direction: Direction) -> &[&'a Policy] {
         match direction {
             Direction::Ingress => &self.ingress,
             Direction::Egress => &self.egress,
+        }
+    }
+
+    /// Audit policies that would isolate the pod in `direction`.
+    pub fn audit_policies(&self, direction: Direction) -> &[&'a Policy] {
+        match direction {
+            Direction::Ingress => &self.audit_ingress,
+            Direction::Egress => &self.audit_egress,
         }
     }
 
@@ -63,8 +80,8 @@ pub struct NodePlan<'a> {
 #[derive(Debug)]
 pub struct ClusterPlan<'a> {
     index: ClusterIndex<'a>,
-    /// pod position → (ingress, egress) policies.
-    isolation: Vec<(Vec<&'a Policy>, Vec<&'a Policy>)>,
+    /// pod position → (ingress, egress) policies, enforced and audited apart.
+    isolation: Vec<Isolation<'a>>,
     /// pod position → ClusterNetworkPolicies selecting it, in evaluation order.
     cluster_policies: Vec<Vec<&'a ClusterNetworkPolicy>>,
 }
@@ -72,17 +89,21 @@ pub struct ClusterPlan<'a> {
 impl<'a> ClusterPlan<'a> {
     /// Resolves every policy's `podSelector`.
     pub fn new(index: ClusterIndex<'a>) -> Self {
-        let mut isolation = vec![(Vec::new(), Vec::new()); index.pods().len()];
+        let mut isolation = vec![Isolation::default(); index.pods().len()];
         for policy in index.cluster().policies().values() {
             if !policy.isolates_ingress && !policy.isolates_egress {
                 continue;
             }
             for i in index.policy_targets(policy) {
+                let lists = match policy.enforcement {
+                    Enforcement::Enforce => &mut isolation[i].enforced,
+                    Enforcement::Audit => &mut isolation[i].audited,
+                };
                 if policy.isolates_ingress {
-                    isolation[i].0.push(policy);
+                    lists.0.push(policy);
                 }
                 if policy.isolates_egress {
-                    isolation[i].1.push(policy);
+                    lists.1.push(policy);
                 }
             }
         }
@@ -107,19 +128,46 @@ impl<'a> ClusterPlan<'a> {
         &self.index
     }
 
-    /// The plan for one node.
+    /// The plan for one node, every policy as its annotation says.
     pub fn node(&self, node: &str) -> NodePlan<'a> {
+        self.node_with(node, false)
+    }
+
+    /// The plan for one node; with `audit_all`, audit policies isolate as enforced ones do (the
+    /// whole ruleset is then in audit mode, its drops turned into "would deny").
+    pub fn node_with(&self, node: &str, audit_all: bool) -> NodePlan<'a> {
         let pods = self
             .index
             .pods()
             .iter()
             .zip(self.isolation.iter().zip(&self.cluster_policies))
             .filter(|(p, _)| p.node.as_deref() == Some(node))
-            .map(|(pod, ((ingress, egress), cluster_policies))| LocalPod {
-                pod,
-                ingress: ingress.clone(),
-                egress: egress.clone(),
-                cluster_policies: cluster_policies.clone(),
+            .map(|(pod, (isolation, cluster_policies))| {
+                let (enforced, audited) = (&isolation.enforced, &isolation.audited);
+                let merge = |a: &[&'a Policy], b: &[&'a Policy]| {
+                    let mut all: Vec<&'a Policy> = a.iter().chain(b).copied().collect();
+                    all.sort_by(|x, y| x.id.cmp(&y.id));
+                    all
+                };
+                if audit_all {
+                    LocalPod {
+                        pod,
+                        ingress: merge(&enforced.0, &audited.0),
+                        egress: merge(&enforced.1, &audited.1),
+                        audit_ingress: Vec::new(),
+                        audit_egress: Vec::new(),
+                        cluster_policies: cluster_policies.clone(),
+                    }
+                } else {
+                    LocalPod {
+                        pod,
+                        ingress: enforced.0.clone(),
+                        egress: enforced.1.clone(),
+                        audit_ingress: audited.0.clone(),
+                        audit_egress: audited.1.clone(),
+                        cluster_policies: cluster_policies.clone(),
+                    }
+                }
             })
             .collect();
         NodePlan {
@@ -128,6 +176,13 @@ impl<'a> ClusterPlan<'a> {
             pods,
         }
     }
+}
+
+/// The policies isolating one pod: (ingress, egress), enforced and audited.
+#[derive(Debug, Clone, Default)]
+struct Isolation<'a> {
+    enforced: (Vec<&'a Policy>, Vec<&'a Policy>),
+    audited: (Vec<&'a Policy>, Vec<&'a Policy>),
 }
 
 /// Positions of the participating pods a ClusterNetworkPolicy subject holds (host-network pods do

@@ -80,6 +80,27 @@ pub fn group_chain_name(direction: Direction, policies: &[&Policy]) -> String {
     name(direction.as_str(), &tokens, None)
 }
 
+/// Name of the group chain of a combination of audit policies (all from one namespace), for pods
+/// no enforced policy isolates: `egress_AUDIT_x_deny-all`.
+pub fn audit_group_chain_name(direction: Direction, policies: &[&Policy]) -> String {
+    let mut tokens: Vec<&str> = vec!["AUDIT"];
+    if let Some(first) = policies.first() {
+        tokens.push(&first.id.namespace);
+    }
+    tokens.extend(policies.iter().map(|p| p.id.name.as_str()));
+    name(direction.as_str(), &tokens, None)
+}
+
+/// Name of the counter of one NetworkPolicy rule (shared by the nft rules it becomes): the policy
+/// chain's name and the rule's index, e.g. `np_x_allow-web_ingress_0`.
+pub fn policy_rule_counter_name(policy: &ObjectRef, direction: Direction, rule: usize) -> String {
+    name(
+        "np",
+        &[&policy.namespace, &policy.name, direction.as_str()],
+        Some(&rule.to_string()),
+    )
+}
+
 fn selector_tokens(s: &LabelSelector) -> Vec<String> {
     if s.is_everything() {
         return vec!["ALL".to_string()];
@@ -174,6 +195,22 @@ pub fn cluster_rule_token(
     index: usize,
 ) -> String {
     format!("{}.{}.{index}", policy.name, direction.as_str())
+}
+
+/// Name of the chain (and counter) of one Accept or Deny rule of a ClusterNetworkPolicy, which its
+/// decisions jump to: `admin_RULE_guard_egress_2`.
+pub fn cluster_rule_chain_name(
+    tier: Tier,
+    policy: &ClusterNetworkPolicy,
+    direction: Direction,
+    index: usize,
+) -> String {
+    let index = index.to_string();
+    name(
+        tier_prefix(tier),
+        &["RULE", &policy.name, direction.as_str(), &index],
+        None,
+    )
 }
 
 /// The tokens of a peer class: the rules whose peers hold its addresses (as

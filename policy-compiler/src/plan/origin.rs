@@ -30,6 +30,22 @@ pub struct DenyLog {
     pub burst: u32,
 }
 
+impl DenyLog {
+    /// The defaults of `policyd --deny-log` and `policyc compile --deny-log`: group 100, 10
+    /// messages per second per drop point, bursts of 20.
+    pub const DEFAULT: DenyLog = DenyLog {
+        group: 100,
+        rate: 10,
+        burst: 20,
+    };
+}
+
+impl Default for DenyLog {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
 /// What a packet that crossed a counter met.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {

@@ -10,17 +10,20 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::isolation::NodePlan;
 use super::naming::{
-    group_chain_name, named_port_set_name, peer_set_name, policy_chain_name, vmap_name,
+    audit_group_chain_name, group_chain_name, named_port_set_name, peer_set_name,
+    policy_chain_name, policy_rule_counter_name, vmap_name,
 };
+use super::origin::{CompileOptions, Origin, Origins};
 use super::tiers::{self, Layout, TierRenderer};
 use crate::cidr::Family;
 use crate::index::ClusterIndex;
 use crate::model::{
-    Direction, ObjectRef, Peer, Pod, PodPeer, Policy, PolicyPort, PortSpec, Protocol, Rule, Tier,
+    Direction, Enforcement, ObjectRef, Peer, Pod, PodPeer, Policy, PolicyPort, PortSpec, Protocol,
+    Rule, Tier,
 };
 use crate::nft::{
-    AddrField, BaseChain, Chain, Match, Rule as NftRule, Ruleset, Set, SetElement, SetType,
-    Verdict, VerdictMap,
+    AddrField, BaseChain, Chain, Counter, Match, Rule as NftRule, Ruleset, Set, SetElement,
+    SetType, Verdict, VerdictMap,
 };
 
 /// Port matches of a rule's numeric and protocol-only ports; empty list means "no port constraint".
@@ -71,19 +74,41 @@ fn named_ports(ports: &[PolicyPort]) -> Vec<(&str, Protocol)> {
 pub(super) struct Renderer<'i, 'a> {
     index: &'i ClusterIndex<'a>,
     plan: NodePlan<'a>,
+    options: CompileOptions,
     ruleset: Ruleset,
+    /// Where each counter the rules reference comes from.
+    origins: Origins,
+}
+
+/// How a group chain ends: the isolation drop, or for audit the "would deny" that lets the packet
+/// go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GroupKind {
+    /// Enforced policies isolate the pods: jump to each policy chain, then drop (under
+    /// `audit_all`: count as "would deny" and accept).
+    Enforced,
+    /// Only audit policies would isolate the pods: their rules inline, each returning on a match
+    /// (the next stage judges as if they did not exist), then count as "would deny" and return.
+    Audit,
 }
 
 impl<'i, 'a> Renderer<'i, 'a> {
-    pub(super) fn new(index: &'i ClusterIndex<'a>, plan: NodePlan<'a>) -> Self {
+    pub(super) fn new(
+        index: &'i ClusterIndex<'a>,
+        plan: NodePlan<'a>,
+        options: CompileOptions,
+    ) -> Self {
         Self {
             index,
             plan,
+            options,
             ruleset: Ruleset::default(),
+            origins: Origins::new(),
         }
     }
 
-    pub(super) fn render(mut self) -> Ruleset {
+    /// The ruleset, and the origin of each of its counters.
+    pub(super) fn render(mut self) -> (Ruleset, Origins) {
         let layout = Layout::of(self.index.cluster());
         for (priority, direction) in [(0, Direction::Egress), (1, Direction::Ingress)] {
             self.base_chain(&layout, direction, priority);
@@ -91,23 +116,35 @@ impl<'i, 'a> Renderer<'i, 'a> {
         tiers::node_egress_chain(&mut self.ruleset, &layout);
         let plan = std::mem::take(&mut self.plan.pods);
         let families: Vec<Family> = self.plan.families.iter().copied().collect();
-        TierRenderer::new(self.index, families).render(&mut self.ruleset, &layout, &plan);
+        TierRenderer::new(self.index, families, self.options).render(
+            &mut self.ruleset,
+            &mut self.origins,
+            &layout,
+            &plan,
+        );
         for direction in Direction::BOTH {
             // Group chains and the local pods each one judges.
-            let mut groups: BTreeMap<String, (Vec<&Policy>, Vec<&Pod>)> = BTreeMap::new();
+            let mut groups: BTreeMap<String, (GroupKind, Vec<&Policy>, Vec<&Pod>)> =
+                BTreeMap::new();
             for local in &plan {
-                let policies = local.policies(direction);
+                let (kind, policies) = match local.policies(direction) {
+                    [] => (GroupKind::Audit, local.audit_policies(direction)),
+                    enforced => (GroupKind::Enforced, enforced),
+                };
                 if policies.is_empty() {
                     continue;
                 }
+                let name = match kind {
+                    GroupKind::Enforced => group_chain_name(direction, policies),
+                    GroupKind::Audit => audit_group_chain_name(direction, policies),
+                };
                 let group = groups
-                    .entry(group_chain_name(direction, policies))
-                    .or_insert_with(|| (policies.to_vec(), Vec::new()));
-                group.1.push(local.pod);
+                    .entry(name)
+                    .or_insert_with(|| (kind, policies.to_vec(), Vec::new()));
+                group.2.push(local.pod);
             }
             let mut targets: BTreeMap<&ObjectRef, (&Policy, Vec<&Pod>)> = BTreeMap::new();
-            for (group_name, (policies, pods)) in &groups {
-                self.group_chain(direction, group_name, policies, pods);
+            for (_, policies, pods) in groups.values() {
                 for policy in policies {
                     targets
                         .entry(&policy.id)
@@ -116,11 +153,57 @@ impl<'i, 'a> Renderer<'i, 'a> {
                         .extend(pods.iter().copied());
                 }
             }
-            for (policy, local_targets) in targets.values() {
-                self.policy_chain(direction, policy, local_targets);
+            // Each policy's rules: in its own chain when enforced, inline in its audit groups when
+            // audited (only audit groups hold audit policies).
+            let mut audited: BTreeMap<&ObjectRef, Vec<NftRule>> = BTreeMap::new();
+            for (id, (policy, local_targets)) in &targets {
+                let audit = self.audits(policy);
+                let rules = self.policy_rules(direction, policy, local_targets, audit);
+                if audit {
+                    audited.insert(id, rules);
+                } else {
+                    self.ruleset.chains.insert(
+                        policy_chain_name(&policy.id, direction),
+                        Chain { base: None, rules },
+                    );
+                }
+            }
+            for (group_name, (kind, policies, pods)) in &groups {
+                self.group_chain(direction, group_name, *kind, policies, pods, &audited);
             }
         }
-        self.ruleset
+        self.counters();
+        (self.ruleset, self.origins)
+    }
+
+    /// Whether a policy is compiled in audit mode (its own annotation; under `audit_all` every
+    /// policy is compiled as enforced and the drops turn into "would deny" instead).
+    fn audits(&self, policy: &Policy) -> bool {
+        policy.enforcement == Enforcement::Audit && !self.options.audit_all
+    }
+
+    /// The counter objects of every counter the rules reference, and only those origins.
+    fn counters(&mut self) {
+        let referenced: BTreeSet<String> = self
+            .ruleset
+            .chains
+            .values()
+            .flat_map(|c| &c.rules)
+            .flat_map(|r| &r.matches)
+            .filter_map(|m| match m {
+                Match::Counter(name) => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        self.origins.retain(|name, _| referenced.contains(name));
+        for (name, origin) in &self.origins {
+            self.ruleset.counters.insert(
+                name.clone(),
+                Counter {
+                    comment: Some(counter_comment(origin)),
+                },
+            );
+        }
     }
 
     /// A direction's base chain: established traffic, the Admin tier, the NetworkPolicy verdict
@@ -173,27 +256,55 @@ impl<'i, 'a> Renderer<'i, 'a> {
         );
     }
 
+    /// A group chain, and the verdict map elements that send its pods to it.
     fn group_chain(
         &mut self,
         direction: Direction,
         group: &str,
+        kind: GroupKind,
         policies: &[&Policy],
         pods: &[&Pod],
+        audited: &BTreeMap<&ObjectRef, Vec<NftRule>>,
     ) {
-        let mut rules: Vec<NftRule> = policies
-            .iter()
-            .map(|p| NftRule {
-                matches: vec![],
-                verdict: Verdict::Jump(policy_chain_name(&p.id, direction)),
-                comment: None,
-            })
-            .collect();
+        let mut rules: Vec<NftRule> = match kind {
+            GroupKind::Enforced => policies
+                .iter()
+                .map(|p| NftRule {
+                    matches: vec![],
+                    verdict: Verdict::Jump(policy_chain_name(&p.id, direction)),
+                    comment: None,
+                })
+                .collect(),
+            GroupKind::Audit => policies
+                .iter()
+                .flat_map(|p| audited.get(&p.id).into_iter().flatten().cloned())
+                .collect(),
+        };
         let ids: Vec<String> = policies.iter().map(|p| p.id.to_string()).collect();
-        rules.push(NftRule {
-            matches: vec![],
-            verdict: Verdict::Drop,
-            comment: Some(format!("isolated for {direction} by {}", ids.join(", "))),
-        });
+        let would_deny = kind == GroupKind::Audit || self.options.audit_all;
+        let isolated = format!("isolated for {direction} by {}", ids.join(", "));
+        rules.extend(drop_point_rules(
+            &self.options,
+            group,
+            match (kind, self.options.audit_all) {
+                (GroupKind::Audit, _) => Verdict::Continue,
+                (GroupKind::Enforced, true) => Verdict::Accept,
+                (GroupKind::Enforced, false) => Verdict::Drop,
+            },
+            if would_deny {
+                format!("would deny (audit): {isolated}")
+            } else {
+                isolated
+            },
+        ));
+        self.origins.insert(
+            group.to_string(),
+            Origin::Isolation {
+                direction,
+                policies: policies.iter().map(|p| p.id.clone()).collect(),
+                audit: would_deny,
+            },
+        );
         self.ruleset
             .chains
             .insert(group.to_string(), Chain { base: None, rules });
@@ -276,12 +387,30 @@ impl<'i, 'a> Renderer<'i, 'a> {
         Some(out)
     }
 
-    fn policy_chain(&mut self, direction: Direction, policy: &Policy, local_targets: &[&Pod]) {
-        let chain_name = policy_chain_name(&policy.id, direction);
+    /// A policy's rules for one direction, each counted on its rule's counter and accepting (or,
+    /// for an audit policy, returning: the rules are inlined in its audit groups).
+    fn policy_rules(
+        &mut self,
+        direction: Direction,
+        policy: &Policy,
+        local_targets: &[&Pod],
+        audit: bool,
+    ) -> Vec<NftRule> {
         let mut rules = Vec::new();
         let families: Vec<Family> = self.plan.families.iter().copied().collect();
         for (i, rule) in policy.rules(direction).iter().enumerate() {
             let comment = Some(format!("{} {direction}[{i}]", policy.id));
+            let counter = policy_rule_counter_name(&policy.id, direction, i);
+            self.origins.insert(
+                counter.clone(),
+                Origin::PolicyRule {
+                    policy: policy.id.clone(),
+                    direction,
+                    index: i,
+                    audit,
+                },
+            );
+            let first = rules.len();
             let ports = port_matches(&rule.ports);
             let named = named_ports(&rule.ports);
             // With no ports at all, the rule allows every port; with only named ports, the numeric
@@ -352,10 +481,14 @@ impl<'i, 'a> Renderer<'i, 'a> {
                     }),
                 }
             }
+            for r in &mut rules[first..] {
+                r.matches.push(Match::Counter(counter.clone()));
+                if audit {
+                    r.verdict = Verdict::Return;
+                }
+            }
         }
-        self.ruleset
-            .chains
-            .insert(chain_name, Chain { base: None, rules });
+        rules
     }
 
     /// The set of `address . protocol . port` a rule's named ports resolve to, for one family.
@@ -422,5 +555,80 @@ impl<'i, 'a> Renderer<'i, 'a> {
             }
         }
         chosen.into_iter().map(|i| pods[i]).collect()
+    }
+}
+
+/// The rules of a drop point named `counter` (its counter, and the prefix of its log messages):
+/// with the deny log, `limit rate R/second burst B packets log prefix "counter" group G` (a rule of
+/// its own: over the rate it does not match, and the verdict below still applies); then `counter
+/// name "counter"` with the verdict.
+pub(super) fn drop_point_rules(
+    options: &CompileOptions,
+    counter: &str,
+    verdict: Verdict,
+    comment: String,
+) -> Vec<NftRule> {
+    let mut rules = Vec::new();
+    if let Some(log) = options.deny_log {
+        rules.push(NftRule {
+            matches: vec![
+                Match::Limit {
+                    rate: log.rate,
+                    burst: log.burst,
+                },
+                Match::Log {
+                    group: log.group,
+                    prefix: counter.to_string(),
+                },
+            ],
+            verdict: Verdict::Continue,
+            comment: None,
+        });
+    }
+    rules.push(NftRule {
+        matches: vec![Match::Counter(counter.to_string())],
+        verdict,
+        comment: Some(comment),
+    });
+    rules
+}
+
+/// A counter object's comment: what it counts, e.g. `x/allow-web ingress[0]`.
+fn counter_comment(origin: &Origin) -> String {
+    match origin {
+        Origin::PolicyRule {
+            policy,
+            direction,
+            index,
+            audit,
+        } => {
+            let mode = if *audit { " (audit)" } else { "" };
+            format!("{policy} {direction}[{index}]{mode}")
+        }
+        Origin::Isolation {
+            direction,
+            policies,
+            audit,
+        } => {
+            let ids: Vec<String> = policies.iter().map(ToString::to_string).collect();
+            let what = if *audit { "would deny (audit)" } else { "drop" };
+            format!("{what}: isolated for {direction} by {}", ids.join(", "))
+        }
+        Origin::ClusterRule {
+            tier,
+            policy,
+            direction,
+            index,
+            rule_name,
+            action,
+            audit,
+        } => {
+            let name = rule_name
+                .as_deref()
+                .map(|n| format!(" {n}"))
+                .unwrap_or_default();
+            let mode = if *audit { " would deny (audit)" } else { "" };
+            format!("[{tier}] {policy} {direction}[{index}]{name} {action}{mode}")
+        }
     }
 }

@@ -12,8 +12,10 @@
 //!   addresses, networks ranges; the classes are few (they follow the selectors, not the pods);
 //! - a class chain looks the *local pod* up in two decision maps, one keyed by `local address .
 //!   protocol . port` for TCP, UDP and SCTP, one by local address for every other protocol. Each
-//!   element holds, for the pods of one combination of policies, the verdict of the first rule in
-//!   evaluation order that matches the class and the packet: `accept` (Accept) or `drop` (Deny).
+//!   element holds, for the pods of one combination of policies, the first rule in evaluation order
+//!   that matches the class and the packet: a jump to that rule's chain (`admin_RULE_guard_egress_2`,
+//!   one per Accept or Deny rule of the policies judging some local pod), which counts and accepts or
+//!   drops (with the deny log, a Deny logs first; under `audit_all` it accepts, a "would deny").
 //!   No element: no rule matches, or the first that does is a Pass, and the next stage judges. A
 //!   Pass rule so takes what it matches from the rules after it without an element of its own, and
 //!   a class whose rules decide nothing but Pass for every local pod has no chain: its addresses
@@ -35,9 +37,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::isolation::LocalPod;
 use super::naming::{
-    cluster_rule_token, tier_class_chain_name, tier_class_map_name, tier_peers_map_name,
-    tier_subjects_set_name, ResolvedNamedPort, NODE_EGRESS_CHAIN,
+    cluster_rule_chain_name, cluster_rule_token, tier_class_chain_name, tier_class_map_name,
+    tier_peers_map_name, tier_subjects_set_name, ResolvedNamedPort, NODE_EGRESS_CHAIN,
 };
+use super::origin::{CompileOptions, Origin, Origins};
+use super::rules::drop_point_rules;
 use crate::cidr::{max_u128, to_u128, Family};
 use crate::cluster::ClusterState;
 use crate::index::ClusterIndex;
@@ -499,14 +503,6 @@ fn elements(cells: &[(u128, u128, Cell)]) -> (Vec<PortsElement>, Vec<(u128, u128
     (ports, any)
 }
 
-fn decision_verdict(action: Action) -> DecisionVerdict {
-    match action {
-        Action::Accept => DecisionVerdict::Accept,
-        Action::Deny => DecisionVerdict::Drop,
-        Action::Pass => DecisionVerdict::Return,
-    }
-}
-
 /// `[Admin 10] name egress[2] rule-name`: the rule an element comes from.
 fn rule_comment(policy: &ClusterNetworkPolicy, direction: Direction, index: usize) -> String {
     let mut text = format!(
@@ -542,6 +538,7 @@ fn region_key(direction: Direction, rule: &ClusterRule, family: Family) -> Regio
 pub(super) struct TierRenderer<'i, 'a> {
     index: &'i ClusterIndex<'a>,
     families: Vec<Family>,
+    options: CompileOptions,
     /// Distinct peer regions: rules with the same peers (most guardrails share theirs) share one.
     regions: Vec<PeerRegion>,
     /// A region's position in `regions` by what it is made of.
@@ -551,21 +548,32 @@ pub(super) struct TierRenderer<'i, 'a> {
 }
 
 impl<'i, 'a> TierRenderer<'i, 'a> {
-    pub(super) fn new(index: &'i ClusterIndex<'a>, families: Vec<Family>) -> Self {
+    pub(super) fn new(
+        index: &'i ClusterIndex<'a>,
+        families: Vec<Family>,
+        options: CompileOptions,
+    ) -> Self {
         Self {
             index,
             families,
+            options,
             regions: Vec::new(),
             region_ids: HashMap::new(),
             rule_regions: HashMap::new(),
         }
     }
 
-    pub(super) fn render(&mut self, ruleset: &mut Ruleset, layout: &Layout, pods: &[LocalPod<'a>]) {
+    pub(super) fn render(
+        &mut self,
+        ruleset: &mut Ruleset,
+        origins: &mut Origins,
+        layout: &Layout,
+        pods: &[LocalPod<'a>],
+    ) {
         for tier in Tier::ALL {
             for direction in Direction::BOTH {
                 if layout.has(tier, direction) {
-                    self.render_tier(ruleset, tier, direction, pods);
+                    self.render_tier(ruleset, origins, tier, direction, pods);
                 }
             }
         }
@@ -616,6 +624,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
     fn render_tier(
         &mut self,
         ruleset: &mut Ruleset,
+        origins: &mut Origins,
         tier: Tier,
         direction: Direction,
         pods: &[LocalPod<'a>],
@@ -649,10 +658,19 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
             .iter()
             .map(|(p, i)| cluster_rule_token(p, direction, *i))
             .collect();
+        // Accept and Deny decisions jump to their rule's chain, which counts (and logs) them.
+        let rule_chains: Vec<String> = universe
+            .iter()
+            .map(|(p, i)| cluster_rule_chain_name(tier, p, direction, *i))
+            .collect();
         let decisions: Vec<Decision> = universe
             .iter()
-            .map(|(p, i)| Decision {
-                verdict: decision_verdict(p.rules(direction)[*i].action),
+            .zip(&rule_chains)
+            .map(|((p, i), chain)| Decision {
+                verdict: match p.rules(direction)[*i].action {
+                    Action::Pass => DecisionVerdict::Return,
+                    Action::Accept | Action::Deny => DecisionVerdict::Jump(chain.clone()),
+                },
                 comment: Some(rule_comment(p, direction, *i)),
             })
             .collect();
@@ -788,6 +806,49 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
                     },
                 );
             }
+        }
+        // Every Accept and Deny rule of the policies judging some local pod has its chain, used
+        // or not: a pod or Node that makes a rule decide somewhere changes elements only.
+        for (u, &(policy, index)) in universe.iter().enumerate() {
+            let rule = &policy.rules(direction)[index];
+            if rule.action == Action::Pass {
+                continue;
+            }
+            let deny = rule.action == Action::Deny;
+            let audit = deny && self.options.audit_all;
+            let verdict = match (deny, audit) {
+                (false, _) | (true, true) => Verdict::Accept,
+                (true, false) => Verdict::Drop,
+            };
+            let chain = &rule_chains[u];
+            let mut comment = rule_comment(policy, direction, index);
+            if audit {
+                comment.push_str(" (audit: would deny)");
+            }
+            let rules = if deny {
+                drop_point_rules(&self.options, chain, verdict, comment)
+            } else {
+                vec![NftRule {
+                    matches: vec![Match::Counter(chain.clone())],
+                    verdict,
+                    comment: Some(comment),
+                }]
+            };
+            ruleset
+                .chains
+                .insert(chain.clone(), Chain { base: None, rules });
+            origins.insert(
+                chain.clone(),
+                Origin::ClusterRule {
+                    tier,
+                    policy: policy.name.clone(),
+                    direction,
+                    index,
+                    rule_name: rule.name.clone(),
+                    action: rule.action,
+                    audit,
+                },
+            );
         }
     }
 
