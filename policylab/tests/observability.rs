@@ -303,3 +303,163 @@ fn counters_follow_the_rules_the_evaluator_names_and_audit_only_counts() {
     lab.teardown().expect("teardown");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The NFLOG group of the deny log test.
+const GROUP: u16 = 91;
+
+/// Starts a deny log reader in each node's namespace, resolving against what the node compiled.
+fn readers(
+    lab: &LabCluster,
+) -> Vec<(
+    String,
+    std::sync::Arc<nftpolicy::denials::Denials>,
+    nftpolicy::denials::reader::DenyLogReader,
+)> {
+    use nftpolicy::denials::reader::{DenyLogReader, ReaderConfig};
+    use nftpolicy::denials::{DenialContext, Denials};
+    ["node-1", "node-2"]
+        .into_iter()
+        .map(|node| {
+            let denials = std::sync::Arc::new(Denials::new(10_000));
+            let origins = std::sync::Arc::new(lab.compiled(node).origins);
+            denials.set_context(DenialContext::new(origins, lab.cluster()));
+            let mut config = ReaderConfig::new(GROUP);
+            let ns = lab.lab().node_netns(node).expect("node");
+            config.netns = Some(std::path::PathBuf::from(format!("/run/netns/{ns}")));
+            let reader = DenyLogReader::start(&config, denials.clone()).expect("reader");
+            (node.to_string(), denials, reader)
+        })
+        .collect()
+}
+
+#[test]
+fn denials_name_the_pods_and_policies_within_the_rate() {
+    use nftpolicy::denials::Verdict;
+    use policy_compiler::plan::{CompileOptions, DenyLog};
+    if !kernel_available("denials_name_the_pods_and_policies_within_the_rate") {
+        return;
+    }
+    let port: PortProto = "80/TCP".parse().expect("port");
+    let mut lab = LabCluster::build(cluster(), Vec::new(), &[port]).expect("lab");
+    let (rate, burst) = (5, 5);
+    lab.set_options(CompileOptions {
+        deny_log: Some(DenyLog {
+            group: GROUP,
+            rate,
+            burst,
+        }),
+        audit_all: false,
+    });
+    lab.enforce().expect("enforce");
+    let reading = readers(&lab);
+    // Every denied flow once: a denial each, naming both pods and the policies; clients/client
+    // -> x/db also a would-deny of its audit policy, at egress on node-1.
+    let measured = lab.probe(&flows(), Via::Pod, TIMEOUT).expect("probe");
+    std::thread::sleep(Duration::from_millis(300));
+    let recent: Vec<_> = reading.iter().flat_map(|(_, d, _)| d.recent()).collect();
+    let seen = |from: &str, to: &str, verdict: Verdict, policies: &[&str]| {
+        recent.iter().any(|d| {
+            d.src.pod.as_deref() == Some(from)
+                && d.dst.pod.as_deref() == Some(to)
+                && d.dst_port == Some(80)
+                && d.verdict == Some(verdict)
+                && d.policies.as_deref()
+                    == Some(&policies.iter().map(|p| p.to_string()).collect::<Vec<_>>()[..])
+        })
+    };
+    let mut failures = Vec::new();
+    for m in &measured {
+        if m.allowed {
+            continue;
+        }
+        let policies: &[&str] = if m.to == pod("x/web") {
+            &["x/allow-web", "x/deny-all"]
+        } else {
+            &["x/deny-all"]
+        };
+        if !seen(
+            &m.from.to_string(),
+            &m.to.to_string(),
+            Verdict::Deny,
+            policies,
+        ) {
+            failures.push(format!("no denial {} -> {} by {policies:?}", m.from, m.to));
+        }
+    }
+    if !seen(
+        "clients/client",
+        "x/db",
+        Verdict::WouldDeny,
+        &["clients/egress-to-web"],
+    ) {
+        failures.push("no would-deny clients/client -> x/db by clients/egress-to-web".into());
+    }
+    // No denial for what is allowed and not audited.
+    if recent.iter().any(|d| {
+        d.dst.pod.as_deref() == Some("x/web") && d.src.pod.as_deref() == Some("clients/client")
+    }) {
+        failures.push(format!("an allowed connection was logged: {recent:?}"));
+    }
+
+    // A flood of 400 connection attempts in about a second to a denied pod: the drop point logs
+    // within its rate, while its counter counts every SYN.
+    let before: usize = reading.iter().map(|(_, d, _)| d.recent().len()).sum();
+    let counter = group_chain_name(
+        Direction::Ingress,
+        &[lab
+            .cluster()
+            .policies()
+            .get(&pod("x/deny-all"))
+            .expect("policy")],
+    );
+    let dropped_before = lab
+        .counters("node-2")
+        .expect("counters")
+        .get(&counter)
+        .map_or(0, |v| v.packets);
+    let started = std::time::Instant::now();
+    let flood: Vec<Flow> = (0..400)
+        .map(|_| Flow {
+            from: pod("x/web"),
+            to: pod("x/db"),
+            port,
+            family: Family::V4,
+        })
+        .collect();
+    lab.probe(&flood, Via::Pod, Duration::from_millis(100))
+        .expect("flood");
+    let elapsed = started.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(300));
+    let logged = reading
+        .iter()
+        .map(|(_, d, _)| d.recent().len())
+        .sum::<usize>()
+        - before;
+    let dropped = lab
+        .counters("node-2")
+        .expect("counters")
+        .get(&counter)
+        .map_or(0, |v| v.packets)
+        - dropped_before;
+    let ceiling = burst as f64 + rate as f64 * (elapsed + 0.5);
+    eprintln!(
+        "deny log flood: {dropped} SYNs dropped on {counter} in {elapsed:.2} s, {logged} logged \
+         (ceiling {ceiling:.0})"
+    );
+    if dropped < 400 {
+        failures.push(format!(
+            "the flood's {dropped} drops counted, expected >= 400"
+        ));
+    }
+    if logged == 0 || logged as f64 > ceiling {
+        failures.push(format!(
+            "{logged} denials logged in {elapsed:.2} s, ceiling {ceiling:.0}"
+        ));
+    }
+    for (node, _, reader) in reading {
+        let summary = reader.stop();
+        eprintln!("{node}: reader {summary:?}");
+    }
+    lab.teardown().expect("teardown");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
