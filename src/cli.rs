@@ -99,6 +99,10 @@ pub struct Cli {
     /// `nftpolicy_policy_series_omitted`.
     #[arg(long, default_value_t = crate::policy_metrics::DEFAULT_MAX_SERIES)]
     pub metrics_max_series: usize,
+    /// Scrapes of `/metrics` within this many seconds of a read of the ruleset's counters reuse
+    /// it (nft reads its whole cache to list them); 0 reads on every scrape.
+    #[arg(long, default_value_t = crate::policy_metrics::DEFAULT_MIN_INTERVAL.as_secs())]
+    pub counters_min_interval_secs: u64,
 }
 
 impl Cli {

@@ -66,11 +66,14 @@ async fn run(cli: Cli) -> Result<()> {
     let denials = cli
         .deny_log
         .then(|| Arc::new(Denials::new(cli.denials_buffer)));
-    let policy_counters = Arc::new(PolicyCounters::new(
-        Box::new(KernelCounters(kernel.clone())),
-        cli.rule_metrics,
-        cli.metrics_max_series,
-    ));
+    let policy_counters = Arc::new(
+        PolicyCounters::new(
+            Box::new(KernelCounters(kernel.clone())),
+            cli.rule_metrics,
+            cli.metrics_max_series,
+        )
+        .with_min_interval(Duration::from_secs(cli.counters_min_interval_secs)),
+    );
     let metrics = Arc::new(Metrics::new_with(|r| {
         source_metrics.register(r);
         r.register_collector(Box::new(policy_counters.clone()));

@@ -530,3 +530,54 @@ async fn conntrack_flush_cuts_the_subjects_of_a_cluster_network_policy_that_allo
     reconcile::assert_tier_operations(&ops, "admin_", false);
     assert_eq!(deleted, BTreeSet::from([api_0]));
 }
+
+/// `/metrics` policy series come from the committed ruleset's counters: what the kernel counted on
+/// a rule's counter is that policy's accepted packets, and a group's drops count for each policy
+/// of the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_metrics_read_the_committed_rulesets_counters() {
+    use nftpolicy::policy_metrics::{KernelCounters, PolicyCounters};
+    use std::sync::Arc;
+    let kernel = FakeKernel::new();
+    let counters = Arc::new(
+        PolicyCounters::new(Box::new(KernelCounters(kernel.clone())), false, 1000)
+            .with_min_interval(Duration::ZERO),
+    );
+    let dataplane = Dataplane::from_kernel(kernel.clone()).expect("read the kernel");
+    let mut h =
+        Harness::start_observed(kernel.clone(), dataplane, config(), vec![counters.clone()]);
+    let cluster = demo();
+    reconcile::assert_full(&h.list(&cluster).await);
+    // The demo's backend/api-allow-ingress rule 0 and the api pods' ingress group on this node.
+    let rule = policy_compiler::plan::policy_rule_counter_name(
+        &ObjectRef::new("backend", "api-allow-ingress"),
+        policy_compiler::model::Direction::Ingress,
+        0,
+    );
+    let group = "ingress_backend_api-allow-ingress_default-deny-all";
+    assert!(
+        kernel.count(&rule, 3, 180),
+        "{rule} is a counter of the table"
+    );
+    assert!(
+        kernel.count(group, 2, 120),
+        "{group} is a counter of the table"
+    );
+    let mut registry = prometheus_client::registry::Registry::with_prefix("nftpolicy");
+    registry.register_collector(Box::new(counters));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+    for line in [
+        r#"nftpolicy_policy_packets_total{namespace="backend",policy="api-allow-ingress",direction="ingress",verdict="accept"} 3"#,
+        r#"nftpolicy_policy_bytes_total{namespace="backend",policy="api-allow-ingress",direction="ingress",verdict="accept"} 180"#,
+        r#"nftpolicy_policy_packets_total{namespace="backend",policy="api-allow-ingress",direction="ingress",verdict="drop"} 2"#,
+        r#"nftpolicy_policy_packets_total{namespace="backend",policy="default-deny-all",direction="ingress",verdict="drop"} 2"#,
+    ] {
+        assert!(text.contains(line), "missing {line} in:\n{text}");
+    }
+    // Listed with `list counters`, never the whole table, for a scrape.
+    assert!(kernel
+        .calls()
+        .iter()
+        .any(|c| matches!(c, KernelCall::ListCounters)));
+}

@@ -63,6 +63,11 @@
 //!   The bench pods are subjects of some of them, so the first packet also crosses the Admin tier
 //!   of both directions (subject set, peer class map, class decision map), whose rules pass it on
 //!   to the NetworkPolicies; its verdicts on the bench flows are checked like (c)'s.
+//! - (c0) `nftpolicy without counters`: (c) with every `counter name` statement and counter object
+//!   taken out (the ruleset before it counted), to show what the counters cost;
+//! - (f) `nftpolicy --deny-log --audit-all`: the same cluster compiled as `policyd --deny-log
+//!   --audit-all` loads it (log rules before every drop point, every drop point a counted "would
+//!   deny" that accepts), so 8081 passes too.
 //!
 //! # Measurements
 //!
@@ -91,7 +96,9 @@
 //!    empty namespace ([`Dataplane::apply`] on a new dataplane: `Transaction::full`), then one pod
 //!    added to the cluster, recompiled and applied on top (`Transaction::diff`); medians over
 //!    [`APPLY_REPS`] repetitions (the table is deleted between them). The compile time is shown
-//!    apart, and so is the one load of each table into `node-0` (the naive one included).
+//!    apart, and so is the one load of each table into `node-0` (the naive one included). Then
+//!    what a `/metrics` scrape asks of the kernel: `nft -j list counters` and its parse on
+//!    node-0's MEDIUM and LARGE tables, against one `nft -j list table`.
 //!
 //! Also printed: `nproc`, `uname -r`, `nft --version`, the load average before and after (other
 //! processes on the machine show up there), and who used the CPU during the connection loops.
@@ -109,16 +116,18 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use nftpolicy::dataplane::Dataplane;
-use nftpolicy::kernel::NftKernel;
+use nftpolicy::kernel::{Kernel, NftKernel};
 use policy_compiler::generate::{guardrails, workload, WorkloadSize};
 use policy_compiler::model::{
     Namespace, NamespaceScope, ObjectRef, Peer, Pod, PodPeer, PodPhase, Policy, PolicyPort,
     PortSpec, Rule,
 };
 use policy_compiler::nft::interp::{self, Packet};
+use policy_compiler::nft::json::parse_counters;
 use policy_compiler::nft::{
     AddrField, BaseChain, Chain, Match, Rule as NftRule, Ruleset, SetElement, Verdict, TABLE_NAME,
 };
+use policy_compiler::plan::{compile_node_with, CompileOptions, DenyLog};
 use policy_compiler::selector::{LabelSelector, Labels};
 use policy_compiler::{compile_node, Cidr, ClusterState, Family, Protocol};
 use policylab::lab::{netns, Lab, LabSpec, Netns, PodSpec};
@@ -161,6 +170,10 @@ const TABLE_CT_ONLY: &str = "nftpolicy_ctonly";
 const TABLE_NAIVE: &str = "nftpolicy_naive";
 /// The table of mode (e).
 const TABLE_TIERED: &str = "nftpolicy_tiered";
+/// The table of mode (c0): (c) without its counters, as the ruleset was before it had them.
+const TABLE_UNCOUNTED: &str = "nftpolicy_uncounted";
+/// The table of mode (f): (c) compiled with the deny log and every policy in audit mode.
+const TABLE_AUDIT: &str = "nftpolicy_audit";
 /// ClusterNetworkPolicies of mode (e), of [`guardrails::RULES_PER_POLICY`] rules each.
 const CLUSTER_POLICIES: usize = 100;
 
@@ -169,18 +182,22 @@ const CLUSTER_POLICIES: usize = 100;
 enum Mode {
     NoTable,
     CtOnly,
+    Uncounted,
     Nftpolicy,
     Naive,
     Tiered,
+    AuditLog,
 }
 
 impl Mode {
-    const ALL: [Mode; 5] = [
+    const ALL: [Mode; 7] = [
         Mode::NoTable,
         Mode::CtOnly,
+        Mode::Uncounted,
         Mode::Nftpolicy,
         Mode::Naive,
         Mode::Tiered,
+        Mode::AuditLog,
     ];
 
     fn label(self) -> &'static str {
@@ -190,6 +207,8 @@ impl Mode {
             Mode::Nftpolicy => "(c) nftpolicy",
             Mode::Naive => "(d) naive",
             Mode::Tiered => "(e) nftpolicy + 100 CNPs",
+            Mode::Uncounted => "(c0) nftpolicy without counters",
+            Mode::AuditLog => "(f) nftpolicy --deny-log --audit-all",
         }
     }
 
@@ -201,12 +220,17 @@ impl Mode {
             Mode::Nftpolicy => Some(TABLE_NAME),
             Mode::Naive => Some(TABLE_NAIVE),
             Mode::Tiered => Some(TABLE_TIERED),
+            Mode::Uncounted => Some(TABLE_UNCOUNTED),
+            Mode::AuditLog => Some(TABLE_AUDIT),
         }
     }
 
-    /// Whether the mode enforces the policy (denies the server's port 8081).
+    /// Whether the mode enforces the policy (denies the server's port 8081); (f) audits it.
     fn enforces(self) -> bool {
-        matches!(self, Mode::Nftpolicy | Mode::Naive | Mode::Tiered)
+        matches!(
+            self,
+            Mode::Uncounted | Mode::Nftpolicy | Mode::Naive | Mode::Tiered
+        )
     }
 }
 
@@ -216,6 +240,8 @@ struct Rulesets {
     compiled: Ruleset,
     naive: Ruleset,
     tiered: Ruleset,
+    uncounted: Ruleset,
+    audit: Ruleset,
 }
 
 fn main() {
@@ -249,11 +275,22 @@ fn main() {
     let t = Instant::now();
     let tiered = compile_node(&tiered_cluster, NODE);
     let tiered_compile_ms = ms(t.elapsed());
+    let audit = compile_node_with(
+        &cluster,
+        NODE,
+        &CompileOptions {
+            deny_log: Some(DenyLog::DEFAULT),
+            audit_all: true,
+        },
+    )
+    .ruleset;
     let rulesets = Rulesets {
         ct_only: ct_only(),
+        uncounted: uncounted(&compiled),
         compiled,
         naive,
         tiered,
+        audit,
     };
     let paths = check_equivalent(&cluster, &rulesets);
     let payments = cluster
@@ -462,7 +499,11 @@ fn ct_only() -> Ruleset {
 /// becomes one `jump` rule per map element, and each rule referencing sets becomes one rule per
 /// element (per combination of elements).
 fn naive(compiled: &Ruleset) -> Ruleset {
-    let mut out = Ruleset::default();
+    let mut out = Ruleset {
+        // The same counters, counted by the expanded rules.
+        counters: compiled.counters.clone(),
+        ..Ruleset::default()
+    };
     for (name, chain) in &compiled.chains {
         let mut rules = Vec::new();
         for rule in &chain.rules {
@@ -581,13 +622,16 @@ fn check_equivalent(cluster: &ClusterState, rulesets: &Rulesets) -> Paths {
         for (mode, ruleset) in [
             (Mode::Nftpolicy, &rulesets.compiled),
             (Mode::Tiered, &rulesets.tiered),
+            (Mode::Uncounted, &rulesets.uncounted),
+            (Mode::AuditLog, &rulesets.audit),
         ] {
             let ok = interp::evaluate(ruleset, p)
                 .expect("the compiled rulesets evaluate")
                 .accepted;
+            let expected = *expected || !mode.enforces();
             assert_eq!(
                 ok,
-                *expected,
+                expected,
                 "bench flow {p:?} in {}: allowed should be {expected}",
                 mode.label()
             );
@@ -643,6 +687,8 @@ fn check_equivalent(cluster: &ClusterState, rulesets: &Rulesets) -> Paths {
             Mode::Nftpolicy => Some(&rulesets.compiled),
             Mode::Naive => Some(&rulesets.naive),
             Mode::Tiered => Some(&rulesets.tiered),
+            Mode::Uncounted => Some(&rulesets.uncounted),
+            Mode::AuditLog => Some(&rulesets.audit),
         };
         for (same, syn) in [(true, &packets[0]), (false, &packets[2])] {
             let crossed = ruleset.map_or(0, |r| {
@@ -683,8 +729,10 @@ impl Tables {
             (Mode::CtOnly, &rulesets.ct_only),
             (Mode::Naive, &rulesets.naive),
             (Mode::Tiered, &rulesets.tiered),
+            (Mode::Uncounted, &rulesets.uncounted),
+            (Mode::AuditLog, &rulesets.audit),
         ] {
-            let table = mode.table().expect("modes (b), (d) and (e) have a table");
+            let table = mode.table().expect("modes other than (a) have a table");
             let t = Instant::now();
             runner
                 .run_script(&dormant_table(ruleset, table))
@@ -699,7 +747,14 @@ impl Tables {
     /// Makes node-0 enforce `mode`, in one transaction; returns how long `nft` took.
     fn switch(&self, mode: Mode) -> Duration {
         let mut script = String::new();
-        for table in [TABLE_NAME, TABLE_CT_ONLY, TABLE_NAIVE, TABLE_TIERED] {
+        for table in [
+            TABLE_NAME,
+            TABLE_CT_ONLY,
+            TABLE_NAIVE,
+            TABLE_TIERED,
+            TABLE_UNCOUNTED,
+            TABLE_AUDIT,
+        ] {
             if mode.table() == Some(table) {
                 let _ = writeln!(script, "add table inet {table}");
             } else {
@@ -712,6 +767,18 @@ impl Tables {
             .unwrap_or_else(|e| panic!("cannot switch node-0 to {}: {e}", mode.label()));
         t.elapsed()
     }
+}
+
+/// (c) without its counters: every `counter name` statement and counter object taken out.
+fn uncounted(compiled: &Ruleset) -> Ruleset {
+    let mut out = compiled.clone();
+    out.counters.clear();
+    for chain in out.chains.values_mut() {
+        for rule in &mut chain.rules {
+            rule.matches.retain(|m| !matches!(m, Match::Counter(_)));
+        }
+    }
+    out
 }
 
 /// `ruleset` as `nft -f` text for a dormant `table inet <table>` (replacing any table of that
@@ -1388,6 +1455,52 @@ struct ApplyResults {
     add: Vec<Duration>,
     add_ops: Vec<usize>,
     compile: Vec<Duration>,
+    /// Per workload size: counters in the table, `nft -j list counters` and parse times, and
+    /// one `nft -j list table` (what a scrape avoids).
+    scrape: Vec<Scrape>,
+}
+
+/// What reading the counters of one node's table costs (a `/metrics` scrape's kernel read).
+#[derive(Debug)]
+struct Scrape {
+    size: &'static str,
+    counters: usize,
+    elements: usize,
+    read: Vec<Duration>,
+    list_table: Duration,
+}
+
+/// Loads `ruleset` into `runner`'s empty namespace and times the counter read, [`APPLY_REPS`]
+/// times, against one listing of the whole table.
+fn scrape_cost(runner: &NftKernel, size: &'static str, ruleset: &Ruleset) -> Scrape {
+    runner.delete_table().expect("cannot delete the table");
+    Dataplane::new(runner.clone())
+        .apply(ruleset)
+        .expect("the full load failed");
+    let mut read = Vec::new();
+    for _ in 0..APPLY_REPS {
+        let t = Instant::now();
+        let json = runner
+            .list_counters()
+            .expect("cannot list the counters")
+            .expect("the table exists");
+        let values = parse_counters(&json).expect("the listing parses");
+        read.push(t.elapsed());
+        assert_eq!(
+            values.len(),
+            ruleset.counters.len(),
+            "every counter is listed"
+        );
+    }
+    let t = Instant::now();
+    runner.list_table().expect("cannot list the table");
+    Scrape {
+        size,
+        counters: ruleset.counters.len(),
+        elements: ruleset.element_count(),
+        read,
+        list_table: t.elapsed(),
+    }
 }
 
 fn apply_times(cluster: &ClusterState) -> ApplyResults {
@@ -1427,6 +1540,11 @@ fn apply_times(cluster: &ClusterState) -> ApplyResults {
         results.add.push(report.duration);
         results.add_ops.push(report.operations);
     }
+    results.scrape.push(scrape_cost(&runner, "MEDIUM", &full));
+    let large = workload(42, WorkloadSize::LARGE);
+    results
+        .scrape
+        .push(scrape_cost(&runner, "LARGE", &compile_node(&large, NODE)));
     results
 }
 
@@ -1503,7 +1621,10 @@ fn print_report(
                     .map(|(s, b)| (s.cpu_per_conn_us / b.cpu_per_conn_us - 1.0) * 100.0)
                     .collect::<Vec<_>>(),
             );
-            if matches!(mode, Mode::Nftpolicy | Mode::Tiered) {
+            if matches!(
+                mode,
+                Mode::Nftpolicy | Mode::Tiered | Mode::Uncounted | Mode::AuditLog
+            ) {
                 ratios_c.insert((mode, same), (ratio, cpu_extra));
             }
             let (lo, hi) = min_max(&rates);
@@ -1583,7 +1704,29 @@ fn print_report(
         median(&add) / median(&full) * 100.0,
         median(&durations_ms(&apply.compile)),
     );
-    for mode in [Mode::CtOnly, Mode::Nftpolicy, Mode::Naive, Mode::Tiered] {
+    for scrape in &apply.scrape {
+        let read = durations_ms(&scrape.read);
+        let (lo, hi) = min_max(&read);
+        println!(
+            "| counters read ms (`nft -j list counters` + parse) | (c) {} table of {NODE} | {:.1} | \
+             {:.1} % of a table listing | {lo:.1}-{hi:.1} | | | {} counters, {} elements; `nft -j \
+             list table`: {:.0} ms |",
+            scrape.size,
+            median(&read),
+            median(&read) / ms(scrape.list_table) * 100.0,
+            scrape.counters,
+            scrape.elements,
+            ms(scrape.list_table),
+        );
+    }
+    for mode in [
+        Mode::CtOnly,
+        Mode::Uncounted,
+        Mode::Nftpolicy,
+        Mode::Naive,
+        Mode::Tiered,
+        Mode::AuditLog,
+    ] {
         if let Some(d) = loads.get(&mode) {
             println!(
                 "| nft load ms, once, into {NODE} | {} | {:.0} | | | | | table inet {} |",
@@ -1631,6 +1774,10 @@ fn print_report(
         (ratio(Mode::Nftpolicy, true), ratio(Mode::Nftpolicy, false));
     let ((tiered_same, _), (tiered_across, _)) =
         (ratio(Mode::Tiered, true), ratio(Mode::Tiered, false));
+    let ((uncounted_same, _), (uncounted_across, _)) =
+        (ratio(Mode::Uncounted, true), ratio(Mode::Uncounted, false));
+    let ((audit_same, _), (audit_across, _)) =
+        (ratio(Mode::AuditLog, true), ratio(Mode::AuditLog, false));
     println!(
         "\nTargets: (c)/(b) new conn/s >= 90 %: same node {same:.1} % ({}), across nodes \
          {across:.1} % ({}) (CPU per connection {same_cpu:+.1} % and {across_cpu:+.1} %); \
@@ -1641,6 +1788,11 @@ fn print_report(
         verdict(tiered_same, 90.0),
         verdict(tiered_across, 90.0),
         verdict(ratio_stream, 95.0),
+    );
+    println!(
+        "Counters: (c) with counters {same:.1} % / {across:.1} % against (c0) without them \
+         {uncounted_same:.1} % / {uncounted_across:.1} % (same node / across nodes); (f) with the \
+         deny log and every policy in audit mode {audit_same:.1} % / {audit_across:.1} %."
     );
 }
 

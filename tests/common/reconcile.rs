@@ -94,12 +94,25 @@ impl<K: Kernel + Clone + 'static> Harness<K> {
 
     /// Starts an agent on a dataplane prepared by the test.
     pub fn start_with(kernel: K, dataplane: Dataplane, config: AgentConfig) -> Self {
+        Self::start_observed(kernel, dataplane, config, Vec::new())
+    }
+
+    /// Starts an agent that tells `observers` of every ruleset it commits.
+    pub fn start_observed(
+        kernel: K,
+        dataplane: Dataplane,
+        config: AgentConfig,
+        observers: Vec<Arc<dyn nftpolicy::agent::CommitObserver>>,
+    ) -> Self {
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::default());
         let (tx, rx) = mpsc::channel(64);
         let (otx, reports) = mpsc::unbounded_channel();
-        let agent =
+        let mut agent =
             Agent::new(config, dataplane, metrics.clone(), health.clone()).with_observer(otx);
+        for observer in observers {
+            agent = agent.with_commit_observer(observer);
+        }
         let agent = tokio::spawn(agent.run(rx));
         Self {
             kernel,
