@@ -448,23 +448,7 @@ fn the_kernel_refuses_the_decision_map_batches_apply_to_refuses() {
             .unwrap_or_else(|e| panic!("{label}: load: {e}"));
         let tx = Transaction { ops: ops.clone() };
         let committed = kernel.commit(&tx);
-        let mut predicted = Some(base.clone());
-        let prediction = tx.apply_to(&mut predicted);
-        match (&committed, &prediction) {
-            (Ok(()), Ok(())) => {
-                let listed = kernel_table(&kernel);
-                if Some(&listed) != predicted.as_ref() {
-                    errors.push(format!(
-                        "{label}: the kernel holds {listed:#?}\nnot {predicted:#?}"
-                    ));
-                }
-            }
-            (Err(KernelError::Rejected { .. }), Err(_)) => {}
-            _ => errors.push(format!(
-                "{label}: the kernel says {committed:?}, apply_to {prediction:?}\n{}",
-                tx.render()
-            )),
-        }
+        errors.extend(check_prediction(&kernel, &base, label, &tx, &committed));
         if committed.is_ok() != *accepted {
             errors.push(format!(
                 "{label}: expected the kernel to {} it",
@@ -644,23 +628,7 @@ fn the_kernel_refuses_the_counter_batches_apply_to_refuses() {
         }
         let tx = Transaction { ops: ops.clone() };
         let committed = kernel.commit(&tx);
-        let mut predicted = Some(base.clone());
-        let prediction = tx.apply_to(&mut predicted);
-        match (&committed, &prediction) {
-            (Ok(()), Ok(())) => {
-                let listed = kernel_table(&kernel);
-                if Some(&listed) != predicted.as_ref() {
-                    errors.push(format!(
-                        "{label}: the kernel holds {listed:#?}\nnot {predicted:#?}"
-                    ));
-                }
-            }
-            (Err(KernelError::Rejected { .. }), Err(_)) => {}
-            _ => errors.push(format!(
-                "{label}: the kernel says {committed:?}, apply_to {prediction:?}\n{}",
-                tx.render()
-            )),
-        }
+        errors.extend(check_prediction(&kernel, &base, label, &tx, &committed));
         if fake.commit(&tx).is_ok() != committed.is_ok() {
             errors.push(format!("{label}: the fake kernel disagrees"));
         }
@@ -672,6 +640,31 @@ fn the_kernel_refuses_the_counter_batches_apply_to_refuses() {
         }
     }
     assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+/// Whether the kernel did with `tx` (on `base`) what `apply_to` predicts: took it and holds the
+/// predicted table, or refused it as the prediction does; the disagreement, if any.
+fn check_prediction(
+    kernel: &NftKernel,
+    base: &Ruleset,
+    label: &str,
+    tx: &Transaction,
+    committed: &Result<(), KernelError>,
+) -> Option<String> {
+    let mut predicted = Some(base.clone());
+    let prediction = tx.apply_to(&mut predicted);
+    match (committed, &prediction) {
+        (Ok(()), Ok(())) => {
+            let listed = kernel_table(kernel);
+            (Some(&listed) != predicted.as_ref())
+                .then(|| format!("{label}: the kernel holds {listed:#?}\nnot {predicted:#?}"))
+        }
+        (Err(KernelError::Rejected { .. }), Err(_)) => None,
+        _ => Some(format!(
+            "{label}: the kernel says {committed:?}, apply_to {prediction:?}\n{}",
+            tx.render()
+        )),
+    }
 }
 
 /// `nft -j list counters table inet nftpolicy` in the namespace, parsed.
