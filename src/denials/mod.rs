@@ -753,16 +753,26 @@ status: {phase: Succeeded, podIP: 10.244.2.9, podIPs: [{ip: 10.244.2.9}]}
         let denials = Denials::new(10);
         denials.set_context(context());
         tracing::subscriber::with_default(subscriber, || {
-            ingest_one(
-                &denials,
-                packet_message(
-                    Some("egress_Habc"),
-                    ETH_P_IP,
-                    Some((T, 0)),
-                    None,
-                    &udp4([10, 244, 1, 5], [10, 96, 0, 10]),
-                ),
-            );
+            // Other test threads reach the callsite with no subscriber in force, and one of them
+            // may cache its interest as "never" in a race with this subscriber's registration:
+            // compute it again and emit until the subscriber sees an event (once, nearly always).
+            for _ in 0..20 {
+                buf.0.lock().unwrap().clear();
+                tracing::callsite::rebuild_interest_cache();
+                ingest_one(
+                    &denials,
+                    packet_message(
+                        Some("egress_Habc"),
+                        ETH_P_IP,
+                        Some((T, 0)),
+                        None,
+                        &udp4([10, 244, 1, 5], [10, 96, 0, 10]),
+                    ),
+                );
+                if !buf.0.lock().unwrap().is_empty() {
+                    break;
+                }
+            }
         });
         let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<serde_json::Value> = out
