@@ -75,14 +75,14 @@ pub struct Cli {
     #[arg(long)]
     pub deny_log: bool,
     /// With `--deny-log`: the NFLOG group the ruleset logs to and the agent reads.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = DenyLog::DEFAULT.group)]
     pub deny_log_group: u16,
     /// With `--deny-log`: log messages per second per drop point (a group chain's drop, a
     /// ClusterNetworkPolicy Deny rule); denials above it are dropped unlogged (still counted).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = DenyLog::DEFAULT.rate, value_parser = clap::value_parser!(u32).range(1..))]
     pub deny_log_rate: u32,
     /// With `--deny-log`: messages a drop point may log at once above the rate.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = DenyLog::DEFAULT.burst)]
     pub deny_log_burst: u32,
     /// With `--deny-log`: how many of the last denials `/denials` serves.
     #[arg(long, default_value_t = 1000)]

@@ -280,19 +280,9 @@ impl PolicyCounters {
     pub fn scrape(&self) -> Result<(SeriesValues, usize), String> {
         let origins = Arc::clone(&self.origins.lock().unwrap_or_else(PoisonError::into_inner));
         let values = self.values()?;
-        let mut all = aggregate(&origins, &values, self.per_rule);
+        let all = aggregate(&origins, &values, self.per_rule);
         let omitted = all.len().saturating_sub(self.max_series);
-        if omitted > 0 {
-            let keep: Vec<_> = all.keys().take(self.max_series).cloned().collect();
-            let mut kept = SeriesValues::new();
-            for key in keep {
-                if let Some(v) = all.remove(&key) {
-                    kept.insert(key, v);
-                }
-            }
-            all = kept;
-        }
-        Ok((all, omitted))
+        Ok((all.into_iter().take(self.max_series).collect(), omitted))
     }
 }
 

@@ -669,17 +669,11 @@ fn check_prediction(
 
 /// `nft -j list counters table inet nftpolicy` in the namespace, parsed.
 fn kernel_counters(ns: &Netns) -> BTreeMap<String, CounterValue> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns.name(), "nft", "-j", "list", "counters"])
-        .args(["table", "inet", "nftpolicy"])
-        .output()
-        .expect("run nft");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    parse_counters(&String::from_utf8_lossy(&out.stdout)).expect("the counters parse")
+    let json = NftKernel::in_netns(ns.name())
+        .list_counters()
+        .expect("list the counters")
+        .expect("a table");
+    parse_counters(&json).expect("the counters parse")
 }
 
 /// The counters of the fake kernel, as it lists them.

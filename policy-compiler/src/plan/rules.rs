@@ -18,8 +18,7 @@ use super::tiers::{self, Layout, TierRenderer};
 use crate::cidr::Family;
 use crate::index::ClusterIndex;
 use crate::model::{
-    Direction, Enforcement, ObjectRef, Peer, Pod, PodPeer, Policy, PolicyPort, PortSpec, Protocol,
-    Rule, Tier,
+    Direction, ObjectRef, Peer, Pod, PodPeer, Policy, PolicyPort, PortSpec, Protocol, Rule, Tier,
 };
 use crate::nft::{
     AddrField, BaseChain, Chain, Counter, Match, Rule as NftRule, Ruleset, Set, SetElement,
@@ -179,7 +178,7 @@ impl<'i, 'a> Renderer<'i, 'a> {
     /// Whether a policy is compiled in audit mode (its own annotation; under `audit_all` every
     /// policy is compiled as enforced and the drops turn into "would deny" instead).
     fn audits(&self, policy: &Policy) -> bool {
-        policy.enforcement == Enforcement::Audit && !self.options.audit_all
+        policy.is_audit() && !self.options.audit_all
     }
 
     /// The counter objects of every counter the rules reference, and only those origins.
