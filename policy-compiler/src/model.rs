@@ -305,6 +305,18 @@ pub struct PodPeer {
     pub pods: LabelSelector,
 }
 
+impl PodPeer {
+    /// Whether the peer selects `pod`, whose namespace carries `namespace_labels` (the pod-by-pod
+    /// form of [`crate::index::ClusterIndex::peer_pods`]; participation is the caller's to check).
+    pub fn selects(&self, pod: &Pod, namespace_labels: &Labels) -> bool {
+        let in_scope = match &self.namespaces {
+            NamespaceScope::Own(ns) => pod.id.namespace == *ns,
+            NamespaceScope::Selected(s) => s.matches(namespace_labels),
+        };
+        in_scope && self.pods.matches(&pod.labels)
+    }
+}
+
 impl fmt::Display for PodPeer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.namespaces {

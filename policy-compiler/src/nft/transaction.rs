@@ -178,6 +178,105 @@ fn chain_refs(chain: &Chain) -> impl Iterator<Item = (&'static str, &str)> {
     })
 }
 
+/// The objects an incremental compiler changed between two rulesets, by kind and name (see
+/// [`Transaction::diff_touched`]): every object not named here is the same in both.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Touched {
+    /// Sets whose definition or elements may differ (elements compared unless tracked below).
+    pub sets: BTreeSet<String>,
+    /// Verdict maps that may differ.
+    pub maps: BTreeSet<String>,
+    /// Decision maps that may differ.
+    pub decision_maps: BTreeSet<String>,
+    /// Counters that may differ.
+    pub counters: BTreeSet<String>,
+    /// Chains that may differ.
+    pub chains: BTreeSet<String>,
+    /// Sets that exist in both rulesets with the same definition, whose element changes are
+    /// known: they are not compared.
+    pub set_elements: BTreeMap<String, ElementDelta>,
+}
+
+impl Touched {
+    /// Whether nothing was touched.
+    pub fn is_empty(&self) -> bool {
+        self.sets.is_empty()
+            && self.maps.is_empty()
+            && self.decision_maps.is_empty()
+            && self.counters.is_empty()
+            && self.chains.is_empty()
+            && self.set_elements.values().all(ElementDelta::is_empty)
+    }
+
+    /// Records that `element` left the set `set` (cancelling an addition of it).
+    pub fn element_removed(&mut self, set: &str, element: SetElement) {
+        let delta = self.set_elements.entry(set.to_string()).or_default();
+        if !delta.added.remove(&element) {
+            delta.removed.insert(element);
+        }
+    }
+
+    /// Records that `element` joined the set `set` (cancelling a removal of it).
+    pub fn element_added(&mut self, set: &str, element: SetElement) {
+        let delta = self.set_elements.entry(set.to_string()).or_default();
+        if !delta.removed.remove(&element) {
+            delta.added.insert(element);
+        }
+    }
+
+    /// Adds everything `other` touched (its element changes after this one's).
+    pub fn merge(&mut self, other: Touched) {
+        self.sets.extend(other.sets);
+        self.maps.extend(other.maps);
+        self.decision_maps.extend(other.decision_maps);
+        self.counters.extend(other.counters);
+        self.chains.extend(other.chains);
+        for (set, delta) in other.set_elements {
+            for e in delta.removed {
+                self.element_removed(&set, e);
+            }
+            for e in delta.added {
+                self.element_added(&set, e);
+            }
+        }
+    }
+}
+
+/// The element changes of one set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ElementDelta {
+    /// Elements the committed set holds and the desired one does not.
+    pub removed: BTreeSet<SetElement>,
+    /// Elements the desired set holds and the committed one does not.
+    pub added: BTreeSet<SetElement>,
+}
+
+impl ElementDelta {
+    /// Whether the set's elements are unchanged.
+    pub fn is_empty(&self) -> bool {
+        self.removed.is_empty() && self.added.is_empty()
+    }
+}
+
+/// The names to compare of one kind of object: those `touched` names, or every name of either
+/// ruleset, sorted.
+fn names<'a, V>(
+    touched: Option<&'a BTreeSet<String>>,
+    committed: &'a BTreeMap<String, V>,
+    desired: &'a BTreeMap<String, V>,
+) -> Vec<&'a str> {
+    match touched {
+        Some(names) => names.iter().map(String::as_str).collect(),
+        None => committed
+            .keys()
+            .chain(desired.keys())
+            .map(String::as_str)
+            .collect::<BTreeSet<&str>>()
+            .into_iter()
+            .collect(),
+    }
+}
+
 impl Transaction {
     /// Whether there is nothing to do (then `nft` need not run at all).
     pub fn is_empty(&self) -> bool {
@@ -222,52 +321,85 @@ impl Transaction {
     /// edit in place. A named counter that did not change is never deleted (its counts go on); one
     /// whose comment changed is deleted and added again (see the module documentation).
     pub fn diff(committed: &Ruleset, desired: &Ruleset) -> Self {
-        let redefined_map = desired.maps.iter().any(|(n, m)| {
-            committed
-                .maps
-                .get(n)
-                .is_some_and(|old| old.family != m.family)
-        });
-        let rebased_chain = desired.chains.iter().any(|(n, c)| {
-            committed
-                .chains
-                .get(n)
-                .is_some_and(|old| old.base != c.base)
-        });
+        Self::diff_in(committed, desired, None)
+    }
+
+    /// What [`Transaction::diff`] gives, comparing only the objects `touched` names: the caller
+    /// (an incremental compiler) knows every other object is equal in both rulesets, and for the
+    /// sets whose element changes it tracked, the changes themselves. The cost follows `touched`,
+    /// not the rulesets.
+    pub fn diff_touched(committed: &Ruleset, desired: &Ruleset, touched: &Touched) -> Self {
+        Self::diff_in(committed, desired, Some(touched))
+    }
+
+    fn diff_in(committed: &Ruleset, desired: &Ruleset, touched: Option<&Touched>) -> Self {
+        let sets = names(touched.map(|t| &t.sets), &committed.sets, &desired.sets);
+        let maps = names(touched.map(|t| &t.maps), &committed.maps, &desired.maps);
+        let decision_maps = names(
+            touched.map(|t| &t.decision_maps),
+            &committed.decision_maps,
+            &desired.decision_maps,
+        );
+        let counters = names(
+            touched.map(|t| &t.counters),
+            &committed.counters,
+            &desired.counters,
+        );
+        let chains = names(
+            touched.map(|t| &t.chains),
+            &committed.chains,
+            &desired.chains,
+        );
+        let redefined_map =
+            maps.iter()
+                .any(|n| match (committed.maps.get(*n), desired.maps.get(*n)) {
+                    (Some(old), Some(m)) => old.family != m.family,
+                    _ => false,
+                });
+        let rebased_chain =
+            chains.iter().any(
+                |n| match (committed.chains.get(*n), desired.chains.get(*n)) {
+                    (Some(old), Some(c)) => old.base != c.base,
+                    _ => false,
+                },
+            );
         if redefined_map || rebased_chain {
             return Self::full(desired);
         }
         let mut ops = Vec::new();
         // Sets whose type or comment changed, and decision maps whose key changed, are deleted and
         // added again; first the chains that use them are flushed.
-        let redefined_sets: BTreeSet<&str> = desired
-            .sets
+        let redefined_sets: BTreeSet<&str> = sets
             .iter()
-            .filter(|(n, s)| {
-                committed
-                    .sets
-                    .get(*n)
-                    .is_some_and(|old| old.set_type != s.set_type || old.comment != s.comment)
+            .copied()
+            .filter(|n| match (committed.sets.get(*n), desired.sets.get(*n)) {
+                (Some(old), Some(s)) => old.set_type != s.set_type || old.comment != s.comment,
+                _ => false,
             })
-            .map(|(n, _)| n.as_str())
             .collect();
-        let redefined_decision_maps: BTreeSet<&str> = desired
-            .decision_maps
+        let redefined_decision_maps: BTreeSet<&str> = decision_maps
             .iter()
-            .filter(|(n, m)| {
-                committed
-                    .decision_maps
-                    .get(*n)
-                    .is_some_and(|old| old.family != m.family || old.ports != m.ports)
+            .copied()
+            .filter(|n| {
+                match (
+                    committed.decision_maps.get(*n),
+                    desired.decision_maps.get(*n),
+                ) {
+                    (Some(old), Some(m)) => old.family != m.family || old.ports != m.ports,
+                    _ => false,
+                }
             })
-            .map(|(n, _)| n.as_str())
             .collect();
         // Counters whose comment changed: nft keeps the old comment on `add counter`.
-        let redefined_counters: BTreeSet<&str> = desired
-            .counters
+        let redefined_counters: BTreeSet<&str> = counters
             .iter()
-            .filter(|(n, c)| committed.counters.get(*n).is_some_and(|old| old != *c))
-            .map(|(n, _)| n.as_str())
+            .copied()
+            .filter(
+                |n| match (committed.counters.get(*n), desired.counters.get(*n)) {
+                    (Some(old), Some(c)) => old != c,
+                    _ => false,
+                },
+            )
             .collect();
         let uses_redefined = |chain: &Chain| {
             chain_refs(chain).any(|(kind, name)| match kind {
@@ -277,22 +409,41 @@ impl Transaction {
                 _ => false,
             })
         };
-        let refilled: Vec<&str> = desired
-            .chains
+        let uses_any_redefined = !redefined_sets.is_empty()
+            || !redefined_decision_maps.is_empty()
+            || !redefined_counters.is_empty();
+        // A chain outside `touched` is unchanged, but it may use a redefined set, map or counter:
+        // then it is refilled too.
+        let extra_chains: Vec<&str> = match touched {
+            Some(_) if uses_any_redefined => desired
+                .chains
+                .iter()
+                .filter(|(n, c)| {
+                    !chains.contains(&n.as_str())
+                        && committed.chains.contains_key(*n)
+                        && uses_redefined(c)
+                })
+                .map(|(n, _)| n.as_str())
+                .collect(),
+            _ => Vec::new(),
+        };
+        let refilled: Vec<&str> = chains
             .iter()
-            .filter(|(n, c)| {
-                committed
-                    .chains
-                    .get(*n)
-                    .is_some_and(|old| old.rules != c.rules || uses_redefined(old))
-            })
-            .map(|(n, _)| n.as_str())
+            .copied()
+            .filter(
+                |n| match (committed.chains.get(*n), desired.chains.get(*n)) {
+                    (Some(old), Some(c)) => old.rules != c.rules || uses_redefined(old),
+                    _ => false,
+                },
+            )
+            .chain(extra_chains)
+            .collect::<BTreeSet<&str>>()
+            .into_iter()
             .collect();
-        let removed_chains: Vec<&str> = committed
-            .chains
-            .keys()
-            .filter(|n| !desired.chains.contains_key(*n))
-            .map(String::as_str)
+        let removed_chains: Vec<&str> = chains
+            .iter()
+            .copied()
+            .filter(|n| committed.chains.contains_key(*n) && !desired.chains.contains_key(*n))
             .collect();
         // Removed chains that use a redefined set or map are emptied with the refilled ones, before
         // the redefinition.
@@ -301,39 +452,62 @@ impl Transaction {
             .copied()
             .filter(|n| uses_redefined(&committed.chains[*n]))
             .collect();
+        let added = |names: &[&str], old: &dyn Fn(&str) -> bool, new: &dyn Fn(&str) -> bool| {
+            names
+                .iter()
+                .copied()
+                .filter(|n| !old(n) && new(n))
+                .map(str::to_string)
+                .collect::<Vec<String>>()
+        };
+        let removed = |names: &[&str], old: &dyn Fn(&str) -> bool, new: &dyn Fn(&str) -> bool| {
+            names
+                .iter()
+                .copied()
+                .filter(|n| old(n) && !new(n))
+                .map(str::to_string)
+                .collect::<Vec<String>>()
+        };
 
         // 1. New chains, declared empty so that map elements and rules can refer to them.
-        for (name, chain) in &desired.chains {
-            if !committed.chains.contains_key(name) {
-                ops.push(Op::AddChain(
-                    name.clone(),
-                    Chain {
-                        base: chain.base,
-                        rules: vec![],
-                    },
-                ));
-            }
+        for name in added(&chains, &|n| committed.chains.contains_key(n), &|n| {
+            desired.chains.contains_key(n)
+        }) {
+            let base = desired.chains[&name].base;
+            ops.push(Op::AddChain(
+                name,
+                Chain {
+                    base,
+                    rules: vec![],
+                },
+            ));
         }
         // 2. New counters, sets and maps, with their elements.
-        for (name, counter) in &desired.counters {
-            if !committed.counters.contains_key(name) {
-                ops.push(Op::AddCounter(name.clone(), counter.clone()));
-            }
+        for name in added(&counters, &|n| committed.counters.contains_key(n), &|n| {
+            desired.counters.contains_key(n)
+        }) {
+            let counter = desired.counters[&name].clone();
+            ops.push(Op::AddCounter(name, counter));
         }
-        for (name, set) in &desired.sets {
-            if !committed.sets.contains_key(name) {
-                ops.push(Op::AddSet(name.clone(), set.clone()));
-            }
+        for name in added(&sets, &|n| committed.sets.contains_key(n), &|n| {
+            desired.sets.contains_key(n)
+        }) {
+            let set = desired.sets[&name].clone();
+            ops.push(Op::AddSet(name, set));
         }
-        for (name, map) in &desired.maps {
-            if !committed.maps.contains_key(name) {
-                ops.push(Op::AddMap(name.clone(), map.clone()));
-            }
+        for name in added(&maps, &|n| committed.maps.contains_key(n), &|n| {
+            desired.maps.contains_key(n)
+        }) {
+            let map = desired.maps[&name].clone();
+            ops.push(Op::AddMap(name, map));
         }
-        for (name, map) in &desired.decision_maps {
-            if !committed.decision_maps.contains_key(name) {
-                ops.push(Op::AddDecisionMap(name.clone(), map.clone()));
-            }
+        for name in added(
+            &decision_maps,
+            &|n| committed.decision_maps.contains_key(n),
+            &|n| desired.decision_maps.contains_key(n),
+        ) {
+            let map = desired.decision_maps[&name].clone();
+            ops.push(Op::AddDecisionMap(name, map));
         }
         // 3. Chains whose rules change, or that use a redefined set or map, are emptied.
         for name in refilled.iter().chain(&flushed_early) {
@@ -358,59 +532,86 @@ impl Transaction {
                 desired.decision_maps[*name].clone(),
             ));
         }
-        // 5. Element changes of the other sets and of the maps.
-        for (name, set) in &desired.sets {
-            let Some(old) = committed.sets.get(name) else {
+        // 5. Element changes of the other sets and of the maps: the tracked changes of a set
+        // `touched` carries, or the difference.
+        let tracked = touched.map(|t| &t.set_elements);
+        let tracked_names: Vec<&str> = tracked
+            .map(|t| t.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        let element_sets: BTreeSet<&str> = sets.iter().copied().chain(tracked_names).collect();
+        for name in element_sets {
+            let (Some(old), Some(set)) = (committed.sets.get(name), desired.sets.get(name)) else {
                 continue;
             };
-            if redefined_sets.contains(name.as_str()) {
+            if redefined_sets.contains(name) {
                 continue;
             }
-            let gone: Vec<SetElement> = old.elements.difference(&set.elements).copied().collect();
-            let new: Vec<SetElement> = set.elements.difference(&old.elements).copied().collect();
+            let (gone, new): (Vec<SetElement>, Vec<SetElement>) =
+                match tracked.and_then(|t| t.get(name)) {
+                    Some(delta) => (
+                        delta.removed.iter().copied().collect(),
+                        delta.added.iter().copied().collect(),
+                    ),
+                    None => (
+                        old.elements.difference(&set.elements).copied().collect(),
+                        set.elements.difference(&old.elements).copied().collect(),
+                    ),
+                };
             if !gone.is_empty() {
-                ops.push(Op::DeleteElements(name.clone(), gone));
+                ops.push(Op::DeleteElements(name.to_string(), gone));
             }
             if !new.is_empty() {
-                ops.push(Op::AddElements(name.clone(), new));
+                ops.push(Op::AddElements(name.to_string(), new));
             }
         }
-        for (name, map) in &desired.maps {
-            let Some(old) = committed.maps.get(name) else {
+        for name in &maps {
+            let (Some(old), Some(map)) = (committed.maps.get(*name), desired.maps.get(*name))
+            else {
                 continue;
             };
             let (gone, new) = changed_entries(&old.elements, &map.elements);
             if !gone.is_empty() {
-                ops.push(Op::DeleteMapElements(name.clone(), gone));
+                ops.push(Op::DeleteMapElements(name.to_string(), gone));
             }
             if !new.is_empty() {
-                ops.push(Op::AddMapElements(name.clone(), new));
+                ops.push(Op::AddMapElements(name.to_string(), new));
             }
         }
         // Decision map elements: every deletion of a map before its additions, so that an element
         // never overlaps one that is on its way out.
-        for (name, map) in &desired.decision_maps {
-            let Some(old) = committed.decision_maps.get(name) else {
+        for name in &decision_maps {
+            let (Some(old), Some(map)) = (
+                committed.decision_maps.get(*name),
+                desired.decision_maps.get(*name),
+            ) else {
                 continue;
             };
-            if redefined_decision_maps.contains(name.as_str()) {
+            if redefined_decision_maps.contains(name) {
                 continue;
             }
             let (gone, new) = changed_entries(&old.elements, &map.elements);
             if !gone.is_empty() {
-                ops.push(Op::DeleteDecisionElements(name.clone(), gone));
+                ops.push(Op::DeleteDecisionElements(name.to_string(), gone));
             }
             if !new.is_empty() {
-                ops.push(Op::AddDecisionElements(name.clone(), new));
+                ops.push(Op::AddDecisionElements(name.to_string(), new));
             }
         }
         // 6. Rules of new and refilled chains.
-        for (name, chain) in &desired.chains {
-            if committed.chains.contains_key(name) && !refilled.contains(&name.as_str()) {
+        for name in chains
+            .iter()
+            .copied()
+            .chain(refilled.iter().copied())
+            .collect::<BTreeSet<&str>>()
+        {
+            let Some(chain) = desired.chains.get(name) else {
+                continue;
+            };
+            if committed.chains.contains_key(name) && !refilled.contains(&name) {
                 continue;
             }
             for rule in &chain.rules {
-                ops.push(Op::AddRule(name.clone(), rule.clone()));
+                ops.push(Op::AddRule(name.to_string(), rule.clone()));
             }
         }
         // 7. Removed chains: emptied first (they may jump to each other), then the removed verdict
@@ -421,37 +622,31 @@ impl Transaction {
                 ops.push(Op::FlushChain(name.to_string()));
             }
         }
-        for name in committed
-            .maps
-            .keys()
-            .filter(|n| !desired.maps.contains_key(*n))
-        {
-            ops.push(Op::DeleteMap(name.clone()));
+        for name in removed(&maps, &|n| committed.maps.contains_key(n), &|n| {
+            desired.maps.contains_key(n)
+        }) {
+            ops.push(Op::DeleteMap(name));
         }
-        for name in committed
-            .decision_maps
-            .keys()
-            .filter(|n| !desired.decision_maps.contains_key(*n))
-        {
-            ops.push(Op::DeleteDecisionMap(name.clone()));
+        for name in removed(
+            &decision_maps,
+            &|n| committed.decision_maps.contains_key(n),
+            &|n| desired.decision_maps.contains_key(n),
+        ) {
+            ops.push(Op::DeleteDecisionMap(name));
         }
         for name in &removed_chains {
             ops.push(Op::DeleteChain(name.to_string()));
         }
         // 8. Removed sets and counters, now unreferenced.
-        for name in committed
-            .sets
-            .keys()
-            .filter(|n| !desired.sets.contains_key(*n))
-        {
-            ops.push(Op::DeleteSet(name.clone()));
+        for name in removed(&sets, &|n| committed.sets.contains_key(n), &|n| {
+            desired.sets.contains_key(n)
+        }) {
+            ops.push(Op::DeleteSet(name));
         }
-        for name in committed
-            .counters
-            .keys()
-            .filter(|n| !desired.counters.contains_key(*n))
-        {
-            ops.push(Op::DeleteCounter(name.clone()));
+        for name in removed(&counters, &|n| committed.counters.contains_key(n), &|n| {
+            desired.counters.contains_key(n)
+        }) {
+            ops.push(Op::DeleteCounter(name));
         }
         Self { ops }
     }
@@ -611,6 +806,16 @@ impl Transaction {
 /// The keys of `old` whose entry `new` lacks or holds otherwise (to delete), and the entries of
 /// `new` that `old` lacks or holds otherwise (to add): a changed value is deleted and added again,
 /// as the kernel needs.
+impl Transaction {
+    /// Applies the transaction to `state` in place, without the copy [`Transaction::apply_to`]
+    /// makes to be all-or-nothing: for a transaction the kernel already committed, whose
+    /// prediction fails only when `state` was not what the kernel held. On error `state` is left
+    /// partly changed.
+    pub fn apply_in_place(&self, state: &mut Option<Ruleset>) -> Result<(), TxError> {
+        self.ops.iter().try_for_each(|op| apply_op(state, op))
+    }
+}
+
 fn changed_entries<K: Ord + Copy, V: PartialEq + Clone>(
     old: &BTreeMap<K, V>,
     new: &BTreeMap<K, V>,

@@ -14,8 +14,11 @@
 use std::collections::BTreeSet;
 
 use crate::cidr::Family;
+use crate::cluster::ClusterState;
 use crate::index::ClusterIndex;
-use crate::model::{ClusterNetworkPolicy, Direction, Enforcement, Pod, Policy, Subject, Tier};
+use crate::model::{
+    ClusterNetworkPolicy, Direction, Enforcement, ObjectRef, Pod, Policy, Subject, Tier,
+};
 use crate::selector::LabelSelector;
 
 /// A local pod and the policies that isolate it, per direction.
@@ -95,23 +98,11 @@ impl<'a> ClusterPlan<'a> {
                 continue;
             }
             for i in index.policy_targets(policy) {
-                let lists = match policy.enforcement {
-                    Enforcement::Enforce => &mut isolation[i].enforced,
-                    Enforcement::Audit => &mut isolation[i].audited,
-                };
-                if policy.isolates_ingress {
-                    lists.0.push(policy);
-                }
-                if policy.isolates_egress {
-                    lists.1.push(policy);
-                }
+                isolation[i].add(policy);
             }
         }
         let mut cluster_policies = vec![Vec::new(); index.pods().len()];
-        let mut ordered: Vec<&ClusterNetworkPolicy> =
-            index.cluster().cluster_policies().values().collect();
-        ordered.sort_by(|a, b| (a.tier, a.order_key()).cmp(&(b.tier, b.order_key())));
-        for policy in ordered {
+        for policy in ordered_cluster_policies(index.cluster()) {
             for i in subject_pods(&index, &policy.subject) {
                 cluster_policies[i].push(policy);
             }
@@ -143,31 +134,7 @@ impl<'a> ClusterPlan<'a> {
             .zip(self.isolation.iter().zip(&self.cluster_policies))
             .filter(|(p, _)| p.node.as_deref() == Some(node))
             .map(|(pod, (isolation, cluster_policies))| {
-                let (enforced, audited) = (&isolation.enforced, &isolation.audited);
-                let merge = |a: &[&'a Policy], b: &[&'a Policy]| {
-                    let mut all: Vec<&'a Policy> = a.iter().chain(b).copied().collect();
-                    all.sort_by(|x, y| x.id.cmp(&y.id));
-                    all
-                };
-                if audit_all {
-                    LocalPod {
-                        pod,
-                        ingress: merge(&enforced.0, &audited.0),
-                        egress: merge(&enforced.1, &audited.1),
-                        audit_ingress: Vec::new(),
-                        audit_egress: Vec::new(),
-                        cluster_policies: cluster_policies.clone(),
-                    }
-                } else {
-                    LocalPod {
-                        pod,
-                        ingress: enforced.0.clone(),
-                        egress: enforced.1.clone(),
-                        audit_ingress: audited.0.clone(),
-                        audit_egress: audited.1.clone(),
-                        cluster_policies: cluster_policies.clone(),
-                    }
-                }
+                isolation.local_pod(pod, cluster_policies.clone(), audit_all)
             })
             .collect();
         NodePlan {
@@ -183,6 +150,103 @@ impl<'a> ClusterPlan<'a> {
 struct Isolation<'a> {
     enforced: (Vec<&'a Policy>, Vec<&'a Policy>),
     audited: (Vec<&'a Policy>, Vec<&'a Policy>),
+}
+
+impl<'a> Isolation<'a> {
+    /// Counts `policy`, which selects the pod, by its enforcement and the directions it isolates
+    /// (callers give policies in id order).
+    fn add(&mut self, policy: &'a Policy) {
+        let lists = match policy.enforcement {
+            Enforcement::Enforce => &mut self.enforced,
+            Enforcement::Audit => &mut self.audited,
+        };
+        if policy.isolates_ingress {
+            lists.0.push(policy);
+        }
+        if policy.isolates_egress {
+            lists.1.push(policy);
+        }
+    }
+
+    /// The local pod these policies isolate; with `audit_all`, audit policies isolate as enforced
+    /// ones do.
+    fn local_pod(
+        &self,
+        pod: &'a Pod,
+        cluster_policies: Vec<&'a ClusterNetworkPolicy>,
+        audit_all: bool,
+    ) -> LocalPod<'a> {
+        let (enforced, audited) = (&self.enforced, &self.audited);
+        let merge = |a: &[&'a Policy], b: &[&'a Policy]| {
+            let mut all: Vec<&'a Policy> = a.iter().chain(b).copied().collect();
+            all.sort_by(|x, y| x.id.cmp(&y.id));
+            all
+        };
+        if audit_all {
+            LocalPod {
+                pod,
+                ingress: merge(&enforced.0, &audited.0),
+                egress: merge(&enforced.1, &audited.1),
+                audit_ingress: Vec::new(),
+                audit_egress: Vec::new(),
+                cluster_policies,
+            }
+        } else {
+            LocalPod {
+                pod,
+                ingress: enforced.0.clone(),
+                egress: enforced.1.clone(),
+                audit_ingress: audited.0.clone(),
+                audit_egress: audited.1.clone(),
+                cluster_policies,
+            }
+        }
+    }
+}
+
+/// The ClusterNetworkPolicies of a cluster in evaluation order: tier, then priority and name.
+pub(super) fn ordered_cluster_policies(cluster: &ClusterState) -> Vec<&ClusterNetworkPolicy> {
+    let mut ordered: Vec<&ClusterNetworkPolicy> = cluster.cluster_policies().values().collect();
+    ordered.sort_by(|a, b| (a.tier, a.order_key()).cmp(&(b.tier, b.order_key())));
+    ordered
+}
+
+/// The plan of one participating pod, resolved for that pod alone (no index over the cluster): the
+/// policies of its namespace that select it, and of `ordered` (see [`ordered_cluster_policies`])
+/// those whose subject holds it. The same as [`ClusterPlan::node_with`] gives it.
+pub(super) fn local_pod<'a>(
+    cluster: &'a ClusterState,
+    pod: &'a Pod,
+    ordered: &[&'a ClusterNetworkPolicy],
+    audit_all: bool,
+) -> LocalPod<'a> {
+    let namespace = pod.id.namespace.as_str();
+    let mut isolation = Isolation::default();
+    let first = ObjectRef::new(namespace, "");
+    for (_, policy) in cluster
+        .policies()
+        .range(first..)
+        .take_while(|(id, _)| id.namespace == namespace)
+    {
+        if (policy.isolates_ingress || policy.isolates_egress)
+            && policy.pod_selector.matches(&pod.labels)
+        {
+            isolation.add(policy);
+        }
+    }
+    let labels = cluster.namespace(namespace).map(|n| &n.labels);
+    let empty = crate::selector::Labels::new();
+    let namespace_labels = labels.unwrap_or(&empty);
+    let holds = |subject: &Subject| match subject {
+        Subject::Namespaces(s) => s.matches(namespace_labels),
+        Subject::Pods(p) => p.namespaces.matches(namespace_labels) && p.pods.matches(&pod.labels),
+    };
+    let cluster_policies = ordered
+        .iter()
+        .copied()
+        .filter(|c| holds(&c.subject))
+        .collect();
+    isolation.local_pod(pod, cluster_policies, audit_all)
 }
 
 /// Positions of the participating pods a ClusterNetworkPolicy subject holds (host-network pods do

@@ -28,6 +28,7 @@
 //! So pod churn only changes set and map elements, and a policy edit only touches its own chains.
 
 pub mod isolation;
+pub mod live;
 pub mod naming;
 pub mod origin;
 mod rules;
@@ -40,6 +41,7 @@ use crate::model::Direction;
 use crate::nft::{BaseChain, Chain, Match, Rule as NftRule, Ruleset, Verdict};
 
 pub use isolation::{ClusterPlan, LocalPod, NodePlan};
+pub use live::{LiveNode, LiveStats};
 pub use naming::{
     audit_group_chain_name, cluster_rule_chain_name, cluster_rule_token, group_chain_name,
     named_port_set_name, peer_set_name, policy_chain_name, policy_rule_counter_name,
@@ -66,7 +68,7 @@ impl ClusterPlan<'_> {
     /// Renders the ruleset of one node and the origins of its counters.
     pub fn compile(&self, node: &str, options: &CompileOptions) -> Compiled {
         let plan = self.node_with(node, options.audit_all);
-        let (ruleset, origins) = rules::Renderer::new(self.index(), plan, *options).render();
+        let (ruleset, origins, _) = rules::Renderer::new(self.index(), plan, *options).render();
         Compiled { ruleset, origins }
     }
 }

@@ -16,6 +16,7 @@ use super::naming::{
 use super::origin::{CompileOptions, Origin, Origins};
 use super::tiers::{self, Layout, TierRenderer};
 use crate::cidr::Family;
+use crate::cluster::ClusterState;
 use crate::index::ClusterIndex;
 use crate::model::{
     Direction, ObjectRef, Peer, Pod, PodPeer, Policy, PolicyPort, PortSpec, Protocol, Rule, Tier,
@@ -24,6 +25,7 @@ use crate::nft::{
     AddrField, BaseChain, Chain, Counter, Match, Rule as NftRule, Ruleset, Set, SetElement,
     SetType, Verdict, VerdictMap,
 };
+use crate::selector::Labels;
 
 /// Port matches of a rule's numeric and protocol-only ports; empty list means "no port constraint".
 fn port_matches(ports: &[PolicyPort]) -> Vec<Match> {
@@ -69,14 +71,82 @@ fn named_ports(ports: &[PolicyPort]) -> Vec<(&str, Protocol)> {
         .collect()
 }
 
+/// A set whose elements follow pods anywhere in the cluster, and what decides them: an
+/// incremental compiler keeps such sets up to date pod by pod with [`SetSource::elements`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SetSource {
+    /// The addresses of one family of the pods a peer selects.
+    Peer(PodPeer, Family),
+    /// The `address . protocol . port` an egress rule's named ports resolve to, at the pods its
+    /// peers allow as destinations (every pod when it has none).
+    EgressNamedPorts {
+        /// The rule's peers.
+        peers: Vec<Peer>,
+        /// The rule's named ports.
+        named: Vec<(String, Protocol)>,
+        /// The family.
+        family: Family,
+    },
+}
+
+impl SetSource {
+    /// The elements a participating pod, whose namespace carries `namespace_labels`, gives the set.
+    pub(crate) fn elements(&self, pod: &Pod, namespace_labels: &Labels) -> Vec<SetElement> {
+        match self {
+            SetSource::Peer(peer, family) => match pod.ip(*family) {
+                Some(ip) if peer.selects(pod, namespace_labels) => vec![SetElement::Addr(ip)],
+                _ => Vec::new(),
+            },
+            SetSource::EgressNamedPorts {
+                peers,
+                named,
+                family,
+            } => {
+                let allowed = peers.is_empty()
+                    || peers.iter().any(|peer| match peer {
+                        Peer::Pods(p) => p.selects(pod, namespace_labels),
+                        Peer::IpBlock(block) => {
+                            pod.ip(*family).is_some_and(|ip| block.contains(&ip))
+                        }
+                    });
+                if !allowed {
+                    return Vec::new();
+                }
+                let named: Vec<(&str, Protocol)> =
+                    named.iter().map(|(n, p)| (n.as_str(), *p)).collect();
+                named_port_elements(pod, *family, &named).collect()
+            }
+        }
+    }
+}
+
+/// The `address . protocol . port` elements of `pod`'s ports named in `named`, for one family.
+fn named_port_elements<'p>(
+    pod: &'p Pod,
+    family: Family,
+    named: &'p [(&'p str, Protocol)],
+) -> impl Iterator<Item = SetElement> + 'p {
+    pod.ip(family).into_iter().flat_map(move |ip| {
+        named.iter().filter_map(move |(port_name, protocol)| {
+            pod.named_port(port_name, *protocol)
+                .map(|port| SetElement::AddrProtoPort(ip, *protocol, port))
+        })
+    })
+}
+
 /// Builds one node's ruleset.
 pub(super) struct Renderer<'i, 'a> {
-    index: &'i ClusterIndex<'a>,
+    cluster: &'a ClusterState,
+    /// The index that resolves peers; `None`: the sets of [`SetSource`]s are left empty, for an
+    /// incremental compiler to fill.
+    index: Option<&'i ClusterIndex<'a>>,
     plan: NodePlan<'a>,
     options: CompileOptions,
     ruleset: Ruleset,
     /// Where each counter the rules reference comes from.
     origins: Origins,
+    /// The sets whose elements follow pods cluster-wide, by name.
+    sources: BTreeMap<String, SetSource>,
 }
 
 /// How a group chain ends: the isolation drop, or for audit the "would deny" that lets the packet
@@ -92,35 +162,68 @@ enum GroupKind {
 }
 
 impl<'i, 'a> Renderer<'i, 'a> {
+    /// A renderer that resolves every set through `index`.
     pub(super) fn new(
         index: &'i ClusterIndex<'a>,
         plan: NodePlan<'a>,
         options: CompileOptions,
     ) -> Self {
+        Self::with(index.cluster(), Some(index), plan, options)
+    }
+
+    /// A renderer that leaves the sets of [`SetSource`]s empty (the tiers, when the cluster has
+    /// ClusterNetworkPolicies, are still resolved in full).
+    pub(super) fn deferred(
+        cluster: &'a ClusterState,
+        plan: NodePlan<'a>,
+        options: CompileOptions,
+    ) -> Self {
+        Self::with(cluster, None, plan, options)
+    }
+
+    fn with(
+        cluster: &'a ClusterState,
+        index: Option<&'i ClusterIndex<'a>>,
+        plan: NodePlan<'a>,
+        options: CompileOptions,
+    ) -> Self {
         Self {
+            cluster,
             index,
             plan,
             options,
             ruleset: Ruleset::default(),
             origins: Origins::new(),
+            sources: BTreeMap::new(),
         }
     }
 
-    /// The ruleset, and the origin of each of its counters.
-    pub(super) fn render(mut self) -> (Ruleset, Origins) {
-        let layout = Layout::of(self.index.cluster());
+    /// The ruleset, the origin of each of its counters, and the sources of its sets whose
+    /// elements follow pods cluster-wide.
+    pub(super) fn render(mut self) -> (Ruleset, Origins, BTreeMap<String, SetSource>) {
+        let layout = Layout::of(self.cluster);
         for (priority, direction) in [(0, Direction::Egress), (1, Direction::Ingress)] {
             self.base_chain(&layout, direction, priority);
         }
         tiers::node_egress_chain(&mut self.ruleset, &layout);
         let plan = std::mem::take(&mut self.plan.pods);
         let families: Vec<Family> = self.plan.families.iter().copied().collect();
-        TierRenderer::new(self.index, families, self.options).render(
-            &mut self.ruleset,
-            &mut self.origins,
-            &layout,
-            &plan,
-        );
+        if !layout.is_empty() {
+            let built;
+            let index = match self.index {
+                Some(index) => index,
+                None => {
+                    built = ClusterIndex::new(self.cluster);
+                    &built
+                }
+            };
+            TierRenderer::new(index, families, self.options).render(
+                &mut self.ruleset,
+                &mut self.origins,
+                &layout,
+                &plan,
+            );
+        }
         for direction in Direction::BOTH {
             // Group chains and the local pods each one judges.
             let mut groups: BTreeMap<String, (GroupKind, Vec<&Policy>, Vec<&Pod>)> =
@@ -172,7 +275,7 @@ impl<'i, 'a> Renderer<'i, 'a> {
             }
         }
         self.counters();
-        (self.ruleset, self.origins)
+        (self.ruleset, self.origins, self.sources)
     }
 
     /// Whether a policy is compiled in audit mode (its own annotation; under `audit_all` every
@@ -329,13 +432,17 @@ impl<'i, 'a> Renderer<'i, 'a> {
     fn peer_set(&mut self, peer: &PodPeer, family: Family) -> String {
         let set_name = peer_set_name(peer, family);
         if !self.ruleset.sets.contains_key(&set_name) {
-            let elements = self
-                .index
-                .peer_pods(peer)
-                .into_iter()
-                .filter_map(|i| self.index.pods()[i].ip(family))
-                .map(SetElement::Addr)
-                .collect();
+            let elements = match self.index {
+                Some(index) => index
+                    .peer_pods(peer)
+                    .into_iter()
+                    .filter_map(|i| index.pods()[i].ip(family))
+                    .map(SetElement::Addr)
+                    .collect(),
+                None => BTreeSet::new(),
+            };
+            self.sources
+                .insert(set_name.clone(), SetSource::Peer(peer.clone(), family));
             self.ruleset.sets.insert(
                 set_name.clone(),
                 Set {
@@ -506,19 +613,25 @@ impl<'i, 'a> Renderer<'i, 'a> {
         local_targets: &[&Pod],
     ) -> String {
         let set_name = named_port_set_name(&policy.id, direction, rule_index, family);
-        let destinations: Vec<&Pod> = match direction {
-            Direction::Ingress => local_targets.to_vec(),
-            Direction::Egress => self.egress_destinations(rule, family),
+        let destinations: Vec<&Pod> = match (direction, self.index) {
+            (Direction::Ingress, _) => local_targets.to_vec(),
+            (Direction::Egress, Some(index)) => Self::egress_destinations(index, rule, family),
+            (Direction::Egress, None) => Vec::new(),
         };
-        let mut elements = BTreeSet::new();
-        for pod in destinations {
-            let Some(ip) = pod.ip(family) else { continue };
-            for (port_name, protocol) in named {
-                if let Some(port) = pod.named_port(port_name, *protocol) {
-                    elements.insert(SetElement::AddrProtoPort(ip, *protocol, port));
-                }
-            }
+        if direction == Direction::Egress {
+            self.sources.insert(
+                set_name.clone(),
+                SetSource::EgressNamedPorts {
+                    peers: rule.peers.clone(),
+                    named: named.iter().map(|(n, p)| (n.to_string(), *p)).collect(),
+                    family,
+                },
+            );
         }
+        let elements: BTreeSet<SetElement> = destinations
+            .into_iter()
+            .flat_map(|pod| named_port_elements(pod, family, named))
+            .collect();
         let ports: Vec<String> = named.iter().map(|(n, p)| format!("{n}/{p}")).collect();
         self.ruleset.sets.insert(
             set_name.clone(),
@@ -536,15 +649,15 @@ impl<'i, 'a> Renderer<'i, 'a> {
     }
 
     /// Pods an egress rule's peers allow as destinations, with an address of `family`.
-    fn egress_destinations(&self, rule: &Rule, family: Family) -> Vec<&'a Pod> {
-        let pods = self.index.pods();
+    fn egress_destinations(index: &ClusterIndex<'a>, rule: &Rule, family: Family) -> Vec<&'a Pod> {
+        let pods = index.pods();
         if rule.peers.is_empty() {
             return pods.to_vec();
         }
         let mut chosen: BTreeSet<usize> = BTreeSet::new();
         for peer in &rule.peers {
             match peer {
-                Peer::Pods(p) => chosen.extend(self.index.peer_pods(p)),
+                Peer::Pods(p) => chosen.extend(index.peer_pods(p)),
                 Peer::IpBlock(block) => chosen.extend(
                     pods.iter()
                         .enumerate()

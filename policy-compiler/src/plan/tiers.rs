@@ -80,6 +80,11 @@ impl Layout {
         self.present.contains(&(tier, direction))
     }
 
+    /// Whether no tier has rules in any direction.
+    pub(super) fn is_empty(&self) -> bool {
+        self.present.is_empty()
+    }
+
     fn has_egress(&self) -> bool {
         Tier::ALL.iter().any(|t| self.has(*t, Direction::Egress))
     }

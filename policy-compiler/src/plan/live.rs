@@ -1,0 +1,498 @@
+//! The incremental compiler of one node: [`LiveNode`] keeps a node's ruleset between events and
+//! changes only what an event touches, so that the agent's work per event follows the change, not
+//! the cluster.
+//!
+//! A node's ruleset has two kinds of content:
+//! - the *local part*: verdict maps, group chains, policy chains, counters, the named-port sets of
+//!   ingress rules and the tiers. It follows the node's own pods and the policies selecting them
+//!   (a few hundred pods at most);
+//! - the *cluster-wide sets*: the addresses of each pod peer ([`SetSource::Peer`]) and the
+//!   named ports of egress rules at their destinations ([`SetSource::EgressNamedPorts`]). They follow
+//!   pods anywhere in the cluster and hold most of the elements.
+//!
+//! A pod event changes the elements of the cluster-wide sets that selected the pod before or select
+//! it now, element by element. Only an event that can change the local part renders it again: a pod
+//! of this node, a policy of a namespace with pods on this node, a ClusterNetworkPolicy (and, when
+//! the cluster has any, Nodes and every pod or namespace event, since the tiers resolve peers
+//! cluster-wide), or the first pod of a new address family. The local part is rendered by the same
+//! renderer as a full compile ([`super::compile_node_with`]), with the cluster-wide sets left empty:
+//! each is carried over from the previous ruleset when its source did not change, or resolved afresh.
+//!
+//! Every change is recorded as a [`Touched`] for [`Transaction::diff_touched`], which compares only
+//! those objects: the diff of an event is as small as the event.
+//!
+//! The full compile is the oracle: after any sequence of events the ruleset equals
+//! [`super::compile_node_with`] of the cluster, which the property tests check event by event.
+//!
+//! [`Transaction::diff_touched`]: crate::nft::transaction::Transaction::diff_touched
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use super::isolation::{local_pod, ordered_cluster_policies, ClusterPlan, LocalPod, NodePlan};
+use super::origin::{CompileOptions, Origins};
+use super::rules::{Renderer, SetSource};
+use crate::cidr::Family;
+use crate::cluster::ClusterState;
+use crate::index::ClusterIndex;
+use crate::model::{Namespace, ObjectRef, Pod, Policy};
+use crate::nft::transaction::Touched;
+use crate::nft::{Ruleset, SetElement};
+use crate::object::Kind;
+use crate::selector::Labels;
+
+/// One node's ruleset, kept up to date event by event (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct LiveNode {
+    node: String,
+    options: CompileOptions,
+    ruleset: Ruleset,
+    origins: Origins,
+    /// Bumped whenever `origins` may have changed.
+    origins_generation: u64,
+    /// The cluster-wide sets of the ruleset, by name.
+    sources: BTreeMap<String, SetSource>,
+    /// The participating pods of this node.
+    local: BTreeSet<ObjectRef>,
+    /// The namespaces of `local`, with how many of its pods each holds.
+    local_namespaces: BTreeMap<String, usize>,
+    /// How many participating pods hold each address (an address two pods hold stays in a set
+    /// while either gives it).
+    addresses: HashMap<IpAddr, u32>,
+    /// How many addresses of each family participating pods hold: [IPv4, IPv6].
+    families: [usize; 2],
+    /// The local part must be rendered again before the next [`LiveNode::flush`] returns.
+    dirty: bool,
+    /// What changed since the last flush; `None`: anything may have.
+    touched: Option<Touched>,
+    /// What the work since the last flush was.
+    stats: LiveStats,
+}
+
+/// What a [`LiveNode`] did since the last [`LiveNode::flush`], for metrics and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LiveStats {
+    /// Events applied.
+    pub events: usize,
+    /// Whether the local part was rendered again.
+    pub rendered: bool,
+    /// Cluster-wide sets resolved afresh (by a scan of the cluster's pods).
+    pub resolved_sets: usize,
+    /// Set elements added or removed by pod and namespace events.
+    pub element_changes: usize,
+}
+
+impl LiveNode {
+    /// Compiles `node` in full from `cluster` (as [`super::compile_node_with`] does) and keeps
+    /// what later events need. The first [`LiveNode::flush`] reports everything as touched.
+    pub fn new(cluster: &ClusterState, node: &str, options: CompileOptions) -> Self {
+        let index = ClusterIndex::new(cluster);
+        let plan = ClusterPlan::new(index);
+        let node_plan = plan.node_with(node, options.audit_all);
+        let (ruleset, origins, sources) = Renderer::new(plan.index(), node_plan, options).render();
+        let mut live = Self {
+            node: node.to_string(),
+            options,
+            ruleset,
+            origins,
+            origins_generation: 0,
+            sources,
+            local: BTreeSet::new(),
+            local_namespaces: BTreeMap::new(),
+            addresses: HashMap::new(),
+            families: [0, 0],
+            dirty: false,
+            touched: None,
+            stats: LiveStats::default(),
+        };
+        for pod in cluster.participating_pods() {
+            live.count(pod, true);
+        }
+        live.dirty = false;
+        live
+    }
+
+    /// The node.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// What the ruleset does besides enforcing.
+    pub fn options(&self) -> &CompileOptions {
+        &self.options
+    }
+
+    /// The ruleset as of the last [`LiveNode::flush`].
+    pub fn ruleset(&self) -> &Ruleset {
+        &self.ruleset
+    }
+
+    /// The origins of the ruleset's counters, as of the last [`LiveNode::flush`].
+    pub fn origins(&self) -> &Origins {
+        &self.origins
+    }
+
+    /// A number that changes whenever [`LiveNode::origins`] may have (so that a caller sharing
+    /// them need not compare).
+    pub fn origins_generation(&self) -> u64 {
+        self.origins_generation
+    }
+
+    /// Takes in the change of one object: `old` is what the cluster held before (`None`: it did
+    /// not exist), and `cluster` holds it now (or no longer).
+    pub fn changed(
+        &mut self,
+        cluster: &ClusterState,
+        kind: Kind,
+        key: &ObjectRef,
+        old: Option<&crate::object::Object>,
+    ) {
+        use crate::object::Object;
+        self.stats.events += 1;
+        match kind {
+            Kind::Pod => {
+                let old = match old {
+                    Some(Object::Pod(p)) => Some(p),
+                    _ => None,
+                };
+                self.pod_changed(cluster, old, key);
+            }
+            Kind::Namespace => {
+                let old = match old {
+                    Some(Object::Namespace(n)) => Some(n),
+                    _ => None,
+                };
+                self.namespace_changed(cluster, old, &key.name);
+            }
+            Kind::NetworkPolicy => {
+                let old = match old {
+                    Some(Object::Policy(p)) => Some(p),
+                    _ => None,
+                };
+                self.policy_changed(cluster, old, key);
+            }
+            Kind::ClusterNetworkPolicy => self.dirty = true,
+            // Nodes are peers of the tiers only.
+            Kind::Node if !cluster.cluster_policies().is_empty() => self.dirty = true,
+            // Workloads are what offline review reads; the ruleset follows pods.
+            _ => {}
+        }
+    }
+
+    /// A pod changed from `old` to what `cluster` holds under `key`.
+    pub fn pod_changed(&mut self, cluster: &ClusterState, old: Option<&Pod>, key: &ObjectRef) {
+        let old = old.filter(|p| p.participates());
+        let new = cluster.pod(key).filter(|p| p.participates());
+        if old == new {
+            return;
+        }
+        let families = self.family_set();
+        if let Some(p) = old {
+            self.count(p, false);
+        }
+        if let Some(p) = new {
+            self.count(p, true);
+        }
+        if self.family_set() != families {
+            self.dirty = true;
+        }
+        if !cluster.cluster_policies().is_empty() {
+            // The tiers resolve their peers cluster-wide, as a whole.
+            self.dirty = true;
+        }
+        let namespace_labels = namespace_labels(cluster, &key.namespace);
+        let sources = std::mem::take(&mut self.sources);
+        for (name, source) in &sources {
+            let before = old
+                .map(|p| source.elements(p, &namespace_labels))
+                .unwrap_or_default();
+            let after = new
+                .map(|p| source.elements(p, &namespace_labels))
+                .unwrap_or_default();
+            self.replace_elements(cluster, name, source, before, after, Some(key));
+        }
+        self.sources = sources;
+    }
+
+    /// A namespace changed from `old` to what `cluster` holds under `name` (a namespace that pods
+    /// or policies are in exists implicitly, with only its name label).
+    pub fn namespace_changed(
+        &mut self,
+        cluster: &ClusterState,
+        old: Option<&Namespace>,
+        name: &str,
+    ) {
+        let before = old
+            .map(|n| n.labels.clone())
+            .unwrap_or_else(|| Namespace::new(name, Labels::new()).labels);
+        let after = namespace_labels(cluster, name);
+        if before == after {
+            return;
+        }
+        if !cluster.cluster_policies().is_empty() {
+            self.dirty = true;
+        }
+        let first = ObjectRef::new(name, "");
+        let pods: Vec<&Pod> = cluster
+            .pods()
+            .range(first..)
+            .take_while(|(id, _)| id.namespace == name)
+            .map(|(_, p)| p)
+            .filter(|p| p.participates())
+            .collect();
+        let sources = std::mem::take(&mut self.sources);
+        for (set, source) in &sources {
+            for pod in &pods {
+                let was = source.elements(pod, &before);
+                let is = source.elements(pod, &after);
+                self.replace_elements(cluster, set, source, was, is, Some(&pod.id));
+            }
+        }
+        self.sources = sources;
+    }
+
+    /// A NetworkPolicy changed from `old` to what `cluster` holds under `key`.
+    pub fn policy_changed(
+        &mut self,
+        cluster: &ClusterState,
+        old: Option<&Policy>,
+        key: &ObjectRef,
+    ) {
+        if old == cluster.policies().get(key) {
+            return;
+        }
+        // Only a policy of a namespace with pods on this node can select them.
+        if self.local_namespaces.contains_key(&key.namespace) {
+            self.dirty = true;
+        }
+    }
+
+    /// Brings the ruleset up to date with every change taken in (rendering the local part again
+    /// if a change needs it) and returns what changed since the last flush, for
+    /// [`crate::nft::transaction::Transaction::diff_touched`]; `None`: anything may have (compare
+    /// everything), as after [`LiveNode::new`].
+    pub fn flush(&mut self, cluster: &ClusterState) -> (Option<Touched>, LiveStats) {
+        if self.dirty {
+            self.render_local(cluster);
+            self.dirty = false;
+            self.stats.rendered = true;
+        }
+        let touched = self.touched.replace(Touched::default());
+        (touched, std::mem::take(&mut self.stats))
+    }
+
+    /// The address families of the participating pods, IPv4 alone when there are none (as
+    /// [`ClusterState::families`] gives them).
+    fn family_set(&self) -> BTreeSet<Family> {
+        let mut set = BTreeSet::new();
+        if self.families[0] > 0 {
+            set.insert(Family::V4);
+        }
+        if self.families[1] > 0 {
+            set.insert(Family::V6);
+        }
+        if set.is_empty() {
+            set.insert(Family::V4);
+        }
+        set
+    }
+
+    /// Counts a participating pod in (`add`) or out.
+    fn count(&mut self, pod: &Pod, add: bool) {
+        for ip in &pod.ips {
+            let slot = match Family::of(ip) {
+                Family::V4 => 0,
+                Family::V6 => 1,
+            };
+            if add {
+                self.families[slot] += 1;
+                *self.addresses.entry(*ip).or_default() += 1;
+            } else {
+                self.families[slot] = self.families[slot].saturating_sub(1);
+                if let Some(n) = self.addresses.get_mut(ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.addresses.remove(ip);
+                    }
+                }
+            }
+        }
+        if pod.node.as_deref() == Some(self.node.as_str()) {
+            self.dirty = true;
+            let namespace = pod.id.namespace.clone();
+            if add {
+                self.local.insert(pod.id.clone());
+                *self.local_namespaces.entry(namespace).or_default() += 1;
+            } else {
+                self.local.remove(&pod.id);
+                if let Some(n) = self.local_namespaces.get_mut(&namespace) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.local_namespaces.remove(&namespace);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One pod (`pod`, or none) gave `before` to the set `name` and gives `after` now: the
+    /// elements it no longer gives leave the set unless another pod still gives them.
+    fn replace_elements(
+        &mut self,
+        cluster: &ClusterState,
+        name: &str,
+        source: &SetSource,
+        before: Vec<SetElement>,
+        after: Vec<SetElement>,
+        pod: Option<&ObjectRef>,
+    ) {
+        if before == after {
+            return;
+        }
+        for element in &before {
+            if after.contains(element) || self.still_given(cluster, source, element, pod) {
+                continue;
+            }
+            let Some(set) = self.ruleset.sets.get_mut(name) else {
+                continue;
+            };
+            if set.elements.remove(element) {
+                self.stats.element_changes += 1;
+                if let Some(t) = &mut self.touched {
+                    t.element_removed(name, *element);
+                }
+            }
+        }
+        for element in after {
+            let Some(set) = self.ruleset.sets.get_mut(name) else {
+                continue;
+            };
+            if set.elements.insert(element) {
+                self.stats.element_changes += 1;
+                if let Some(t) = &mut self.touched {
+                    t.element_added(name, element);
+                }
+            }
+        }
+    }
+
+    /// Whether a participating pod other than `except` gives `element` to a set of `source`: only
+    /// possible when two pods hold its address, which is rare and so checked by a scan.
+    fn still_given(
+        &self,
+        cluster: &ClusterState,
+        source: &SetSource,
+        element: &SetElement,
+        except: Option<&ObjectRef>,
+    ) -> bool {
+        let (SetElement::Addr(ip) | SetElement::AddrProtoPort(ip, _, _)) = *element;
+        let holders = self.addresses.get(&ip).copied().unwrap_or(0);
+        let itself = except
+            .and_then(|key| cluster.pod(key))
+            .is_some_and(|p| p.participates() && p.ips.contains(&ip));
+        if holders <= u32::from(itself) {
+            return false;
+        }
+        cluster
+            .participating_pods()
+            .filter(|p| p.ips.contains(&ip) && Some(&p.id) != except)
+            .any(|p| {
+                source
+                    .elements(p, &namespace_labels(cluster, &p.id.namespace))
+                    .contains(element)
+            })
+    }
+
+    /// Renders the local part again, carrying the cluster-wide sets over.
+    fn render_local(&mut self, cluster: &ClusterState) {
+        let ordered = ordered_cluster_policies(cluster);
+        let pods: Vec<LocalPod<'_>> = self
+            .local
+            .iter()
+            .filter_map(|key| cluster.pod(key))
+            .map(|pod| local_pod(cluster, pod, &ordered, self.options.audit_all))
+            .collect();
+        let plan = NodePlan {
+            node: self.node.clone(),
+            families: self.family_set(),
+            pods,
+        };
+        let (mut ruleset, origins, sources) =
+            Renderer::deferred(cluster, plan, self.options).render();
+        let mut carried: BTreeSet<&str> = BTreeSet::new();
+        for (name, source) in &sources {
+            let elements = match (self.sources.get(name), self.ruleset.sets.get_mut(name)) {
+                (Some(old), Some(set)) if old == source => {
+                    carried.insert(name.as_str());
+                    std::mem::take(&mut set.elements)
+                }
+                _ => {
+                    self.stats.resolved_sets += 1;
+                    resolve(cluster, source)
+                }
+            };
+            if let Some(set) = ruleset.sets.get_mut(name) {
+                set.elements = elements;
+            }
+        }
+        if let Some(touched) = &mut self.touched {
+            let old = &self.ruleset;
+            touched.chains.extend(names(&old.chains, &ruleset.chains));
+            touched.maps.extend(names(&old.maps, &ruleset.maps));
+            touched
+                .decision_maps
+                .extend(names(&old.decision_maps, &ruleset.decision_maps));
+            touched
+                .counters
+                .extend(names(&old.counters, &ruleset.counters));
+            for name in names(&old.sets, &ruleset.sets) {
+                if !carried.contains(name.as_str()) {
+                    // Compared in full: what was tracked of it no longer applies.
+                    touched.set_elements.remove(&name);
+                    touched.sets.insert(name);
+                }
+            }
+        }
+        self.ruleset = ruleset;
+        if self.origins != origins {
+            self.origins = origins;
+            self.origins_generation += 1;
+        }
+        self.sources = sources;
+    }
+}
+
+/// Every name of either map.
+fn names<V>(old: &BTreeMap<String, V>, new: &BTreeMap<String, V>) -> Vec<String> {
+    old.keys()
+        .chain(new.keys())
+        .cloned()
+        .collect::<BTreeSet<String>>()
+        .into_iter()
+        .collect()
+}
+
+/// The labels of a namespace as the cluster holds them (a namespace it does not hold has its name
+/// label only).
+fn namespace_labels(cluster: &ClusterState, name: &str) -> Labels {
+    match cluster.namespace(name) {
+        Some(n) => n.labels.clone(),
+        None => Namespace::new(name, Labels::new()).labels,
+    }
+}
+
+/// The elements of a cluster-wide set, from every participating pod of the cluster.
+fn resolve(cluster: &ClusterState, source: &SetSource) -> BTreeSet<SetElement> {
+    let mut elements = BTreeSet::new();
+    let mut labels: Option<(&str, Labels)> = None;
+    for pod in cluster.participating_pods() {
+        let namespace = pod.id.namespace.as_str();
+        if labels.as_ref().is_none_or(|(n, _)| *n != namespace) {
+            labels = Some((namespace, namespace_labels(cluster, namespace)));
+        }
+        if let Some((_, l)) = &labels {
+            elements.extend(source.elements(pod, l));
+        }
+    }
+    elements
+}
