@@ -8,9 +8,13 @@
 //! - **Burst.** A change that arrives within `interval` (50 ms) of the end of the previous sync
 //!   waits until `interval` after it: under a burst there is at most one sync per `interval`, and
 //!   each carries every change since the previous one. The agent then spends at most
-//!   `d / (d + interval)` of its time syncing, where `d` is how long a sync takes.
+//!   `d / (d + interval)` of its time syncing, where `d` is how long a sync takes (with `max_wait`
+//!   at least `interval`, as by default).
 //! - **Cap.** The oldest pending change never waits more than `max_wait` (250 ms) from entering
-//!   the agent, whatever the other two say (an `interval` set above it, say).
+//!   the agent, whatever the other two say. A change enters the agent when the loop reads it, and
+//!   the loop does not read while it syncs (what comes meanwhile waits in the channel and enters
+//!   when the sync ends), so a change waits at most `max(min, interval)` otherwise: the cap binds
+//!   when `min` or `interval` is set above it.
 //!
 //! In short, with `first` the oldest pending change and `last` the end of the previous sync: the
 //! sync is due at `min(max(first + min, last + interval), first + max_wait)`.
