@@ -1,5 +1,6 @@
-//! The reconcile loop: fold source updates into the [`Store`], debounce bursts, compile the node's
-//! ruleset, and apply the difference in one transaction; audit the kernel for drift.
+//! The reconcile loop: fold source updates into the [`Store`], sync a change at once when things
+//! are quiet and coalesce bursts (see [`crate::debounce`]), compile the node's ruleset, and apply the
+//! difference in one transaction; audit the kernel for drift.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
 use crate::dataplane::{ApplyReport, Dataplane};
+use crate::debounce::{Debounce, DebounceConfig};
 use crate::kernel::KernelError;
 use crate::metrics::{Metrics, SyncLabels};
 use crate::revocation::{affected_pods, tier_revocations};
@@ -24,8 +26,9 @@ use crate::source::{Kind, Store, Update};
 pub struct AgentConfig {
     /// The node whose pods this agent enforces.
     pub node: String,
-    /// How long to wait after the first change of a burst before syncing.
-    pub debounce: Duration,
+    /// When changes are synced: at once when quiet, at most once per interval under a burst (see
+    /// [`crate::debounce`]).
+    pub debounce: DebounceConfig,
     /// How often to compare the kernel with what was committed.
     pub audit_interval: Duration,
     /// How long to wait before retrying a failed sync.
@@ -41,12 +44,13 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// The defaults for a node: 50 ms debounce, 5 min audit, 1 s retry, no conntrack flush, 10 s
-    /// hold for re-listing kinds.
+    /// The defaults for a node: the default debounce ([`DebounceConfig::DEFAULT`]: 1 ms gather
+    /// window, 50 ms interval, 250 ms cap), 5 min audit, 1 s retry, no conntrack flush, 10 s hold for
+    /// re-listing kinds.
     pub fn new(node: impl Into<String>) -> Self {
         Self {
             node: node.into(),
-            debounce: Duration::from_millis(50),
+            debounce: DebounceConfig::DEFAULT,
             audit_interval: Duration::from_secs(300),
             retry: Duration::from_secs(1),
             conntrack_flush: false,
@@ -102,6 +106,7 @@ pub struct Agent {
     commit_observers: Vec<Arc<dyn CommitObserver>>,
     listed: BTreeSet<Kind>,
     stale: StaleKinds,
+    debounce: Debounce,
 }
 
 impl Agent {
@@ -121,6 +126,7 @@ impl Agent {
             commit_observers: Vec::new(),
             listed: BTreeSet::new(),
             stale: StaleKinds::new(config.relist_hold),
+            debounce: Debounce::new(config.debounce),
             config,
         }
     }
@@ -145,12 +151,17 @@ impl Agent {
 
     /// Runs until every source has gone away. The table stays in force afterwards (fail-static).
     pub async fn run(mut self, mut updates: mpsc::Receiver<Update>) {
-        let mut deadline: Option<Instant> = None;
+        // A retry, a hold for stale kinds, or the end of one: the due sync waits until then.
+        let mut not_before: Option<Instant> = None;
         let mut audit = tokio::time::interval(self.config.audit_interval);
         audit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         audit.tick().await;
         loop {
-            let sync_at = deadline.filter(|_| self.initial_list_complete());
+            let sync_at = self
+                .debounce
+                .due()
+                .map(|due| not_before.map_or(due, |t| t.max(due)))
+                .filter(|_| self.initial_list_complete());
             tokio::select! {
                 update = updates.recv() => {
                     let Some(update) = update else { break };
@@ -167,26 +178,26 @@ impl Agent {
                         _ => false,
                     };
                     if released {
-                        // A sync was held for this kind: with every kind current, it runs after the
-                        // debounce, which lets the changes a resumed watch replays join it.
-                        deadline = Some(Instant::now() + self.config.debounce);
+                        // A sync was held for this kind: with every kind current, it runs after one
+                        // interval, which lets the changes a resumed watch replays join it.
+                        not_before = Some(Instant::now() + self.config.debounce.interval);
                     }
                     let changed = self.store.apply(update);
                     self.metrics.invalid_objects.set(self.store.invalid().len() as i64);
                     // Until the first sync succeeds, every update (the last initial list, say) asks
                     // for one, even when it changes nothing.
                     if changed || !self.health.is_ready() {
-                        deadline.get_or_insert_with(|| Instant::now() + self.config.debounce);
+                        self.debounce.on_change(Instant::now());
                     }
                 }
                 _ = async { sleep_until(sync_at.unwrap_or_else(Instant::now)).await }, if sync_at.is_some() => {
-                    deadline = None;
                     if let Some(until) = self.stale.hold(Instant::now()) {
-                        deadline = Some(until);
+                        not_before = Some(until);
                         continue;
                     }
+                    not_before = None;
                     if !self.sync() {
-                        deadline = Some(Instant::now() + self.config.retry);
+                        not_before = Some(Instant::now() + self.config.retry);
                     }
                 }
                 _ = audit.tick() => {
@@ -198,6 +209,21 @@ impl Agent {
         }
         self.health.stopped.store(true, Ordering::SeqCst);
         tracing::info!("all sources stopped; the last ruleset stays in force");
+    }
+
+    /// After a sync: a successful one committed every pending change; counts them and how long
+    /// the oldest waited.
+    fn record_sync(&mut self, ok: bool) {
+        if !ok {
+            return;
+        }
+        let now = Instant::now();
+        if let Some(batch) = self.debounce.synced(now) {
+            self.metrics.sync_events.observe(batch.changes as f64);
+            self.metrics
+                .sync_queue_lag
+                .observe((now - batch.since).as_secs_f64());
+        }
     }
 
     /// Compiles and applies; returns whether it succeeded.
@@ -272,6 +298,7 @@ impl Agent {
         } else {
             self.health.ready.store(false, Ordering::SeqCst);
         }
+        self.record_sync(ok);
         if let Some(observer) = &self.observer {
             let nft_called = result.as_ref().map(|r| r.operations > 0).unwrap_or(true);
             let _ = observer.send(SyncReport {

@@ -2,10 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use policy_compiler::plan::{CompileOptions, DenyLog};
 
+use crate::debounce::DebounceConfig;
 use crate::denials::reader::ReaderConfig;
 use crate::http::DEFAULT_LISTEN;
 
@@ -32,9 +34,22 @@ pub struct Cli {
     /// Address for /healthz, /readyz, /metrics and /denials.
     #[arg(long, default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
-    /// Wait this long after the first change of a burst before syncing (milliseconds).
-    #[arg(long, default_value_t = 50)]
-    pub debounce_ms: u64,
+    /// A change that comes when no sync ended in the last `--debounce-interval-ms` is synced after
+    /// this gather window, which lets the changes that come with it join (milliseconds).
+    #[arg(long, default_value_t = DebounceConfig::DEFAULT.min.as_millis() as u64)]
+    pub debounce_min_ms: u64,
+    /// Under a burst of changes, at most one sync per this interval after the end of the previous
+    /// one, carrying every change since (milliseconds). `--debounce-ms` is its former name.
+    #[arg(
+        long,
+        visible_alias = "debounce-ms",
+        default_value_t = DebounceConfig::DEFAULT.interval.as_millis() as u64
+    )]
+    pub debounce_interval_ms: u64,
+    /// The longest a change waits for its sync, whatever the other two debounce flags say
+    /// (milliseconds; not counting retries of failed syncs, nor `--relist-hold-secs`).
+    #[arg(long, default_value_t = DebounceConfig::DEFAULT.max_wait.as_millis() as u64)]
+    pub debounce_max_wait_ms: u64,
     /// Compare the kernel's table with the committed one this often, and repair drift (seconds).
     #[arg(long, default_value_t = 300)]
     pub audit_interval_secs: u64,
@@ -116,6 +131,15 @@ impl Cli {
                 burst: self.deny_log_burst,
             }),
             audit_all: self.audit_all,
+        }
+    }
+
+    /// The debounce the three `--debounce-*` flags ask for.
+    pub fn debounce(&self) -> DebounceConfig {
+        DebounceConfig {
+            min: Duration::from_millis(self.debounce_min_ms),
+            interval: Duration::from_millis(self.debounce_interval_ms),
+            max_wait: Duration::from_millis(self.debounce_max_wait_ms),
         }
     }
 
@@ -203,6 +227,36 @@ mod tests {
         assert_eq!(reader.group, 7);
         assert_eq!(reader.netns, Some(PathBuf::from("/run/netns/node-1")));
         assert_eq!(set.denials_buffer, 5);
+    }
+
+    #[test]
+    fn the_debounce_flags_default_to_the_adaptive_debounce_and_keep_the_former_name() {
+        assert_eq!(parse(&[]).debounce(), DebounceConfig::DEFAULT);
+        let ms = Duration::from_millis;
+        assert_eq!(
+            parse(&[
+                "--debounce-min-ms",
+                "2",
+                "--debounce-interval-ms",
+                "100",
+                "--debounce-max-wait-ms",
+                "400"
+            ])
+            .debounce(),
+            DebounceConfig {
+                min: ms(2),
+                interval: ms(100),
+                max_wait: ms(400)
+            }
+        );
+        assert_eq!(
+            parse(&["--debounce-ms", "20"]).debounce(),
+            DebounceConfig {
+                interval: ms(20),
+                ..DebounceConfig::DEFAULT
+            },
+            "--debounce-ms sets the interval, as before"
+        );
     }
 
     #[test]

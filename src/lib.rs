@@ -4,7 +4,8 @@
 //!
 //! - [`source`] turns the Kubernetes API (or a directory of manifests) into updates of the cluster
 //!   state;
-//! - [`agent`] is the reconcile loop: debounce, compile, apply, audit;
+//! - [`agent`] is the reconcile loop: debounce, compile, apply, audit; [`debounce`] decides when
+//!   it syncs;
 //! - [`dataplane`] keeps what was committed and sends the kernel only the difference;
 //! - [`revocation`] finds the local pods whose established connections a change may have revoked
 //!   (their conntrack entries are deleted with `--conntrack-flush`);
@@ -20,6 +21,7 @@
 pub mod agent;
 pub mod cli;
 pub mod dataplane;
+pub mod debounce;
 pub mod denials;
 pub mod http;
 pub mod kernel;

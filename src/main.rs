@@ -119,8 +119,9 @@ async fn run(cli: Cli) -> Result<()> {
     }
 
     let compile = cli.compile_options();
+    let debounce = cli.debounce();
     let mut config = AgentConfig::new(cli.node_name);
-    config.debounce = Duration::from_millis(cli.debounce_ms);
+    config.debounce = debounce;
     config.audit_interval = Duration::from_secs(cli.audit_interval_secs.max(1));
     config.conntrack_flush = cli.conntrack_flush;
     config.relist_hold = Duration::from_secs(cli.relist_hold_secs);

@@ -21,6 +21,10 @@ pub struct Metrics {
     registry: Registry,
     /// Time from compile to committed transaction, full and partial apart.
     pub sync_duration: Family<SyncLabels, Histogram>,
+    /// Source changes each successful sync committed.
+    pub sync_events: Histogram,
+    /// Time from the oldest change a successful sync committed entering the agent to the commit.
+    pub sync_queue_lag: Histogram,
     /// Operations sent to nft.
     pub transaction_operations: Counter,
     /// Syncs that failed.
@@ -59,6 +63,8 @@ impl Metrics {
         });
         let m = Self {
             sync_duration,
+            sync_events: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            sync_queue_lag: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             transaction_operations: Counter::default(),
             sync_errors: Counter::default(),
             drift_repairs: Counter::default(),
@@ -73,6 +79,17 @@ impl Metrics {
             "sync_duration_seconds",
             "Time to compile and commit one sync, by kind (full table replace or partial diff)",
             m.sync_duration.clone(),
+        );
+        registry.register(
+            "sync_events",
+            "Source changes (updates that changed the cluster state) committed by each successful sync, \
+             including syncs that found the ruleset already in force",
+            m.sync_events.clone(),
+        );
+        registry.register(
+            "sync_queue_lag_seconds",
+            "Time from the oldest change a successful sync committed entering the agent to the commit",
+            m.sync_queue_lag.clone(),
         );
         registry.register(
             "transaction_operations",

@@ -581,3 +581,120 @@ async fn policy_metrics_read_the_committed_rulesets_counters() {
         .iter()
         .any(|c| matches!(c, KernelCall::ListCounters)));
 }
+
+/// A debounce with a long interval, to tell apart a sync at once from one that waited for it.
+fn slow_interval(interval: Duration, max_wait: Duration) -> nftpolicy::agent::AgentConfig {
+    let mut c = config();
+    c.debounce = nftpolicy::debounce::DebounceConfig {
+        min: Duration::from_millis(1),
+        interval,
+        max_wait,
+    };
+    c
+}
+
+/// `frontend/web-0` copied as `frontend/<name>` at `address` (on node-1).
+fn web_pod(cluster: &mut ClusterState, name: &str, address: &str) -> Update {
+    let mut web = new_web_pod(cluster);
+    web.id.name = name.into();
+    web.ips = vec![ip(address)];
+    cluster.upsert_pod(web.clone());
+    Update::Upsert(Object::Pod(web))
+}
+
+/// Whether the operations give `address` a verdict map element (the new pod's isolation).
+fn adds(ops: &[policy_compiler::nft::transaction::Op], address: &str) -> bool {
+    ops.iter().any(|op| {
+        matches!(op, policy_compiler::nft::transaction::Op::AddMapElements(_, e)
+            if e.iter().any(|(k, _)| k.to_string() == address))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_in_a_quiet_period_is_synced_without_waiting_for_the_interval() {
+    let interval = Duration::from_secs(2);
+    let (mut h, mut cluster) = listed_with(slow_interval(interval, interval * 4)).await;
+    // Quiet: no sync in the last interval.
+    tokio::time::sleep(interval + Duration::from_millis(200)).await;
+    let sent = std::time::Instant::now();
+    h.send(web_pod(&mut cluster, "web-2", "10.244.1.12")).await;
+    let r = h.next().await;
+    let waited = sent.elapsed();
+    assert!(adds(&reconcile::ops(&r), "10.244.1.12"), "{r:?}");
+    assert!(waited < interval / 2, "waited {waited:?}");
+    h.assert_enforces(&cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_soon_after_a_sync_wait_for_the_interval_and_go_together() {
+    let interval = Duration::from_secs(1);
+    let (mut h, mut cluster) = listed_with(slow_interval(interval, interval * 4)).await;
+    // Right after the first sync: the change waits for the interval, and the next one joins it.
+    h.send(web_pod(&mut cluster, "web-2", "10.244.1.12")).await;
+    h.none_within(Duration::from_millis(300)).await;
+    h.send(web_pod(&mut cluster, "web-3", "10.244.1.13")).await;
+    let o = reconcile::ops(&h.next().await);
+    assert!(adds(&o, "10.244.1.12") && adds(&o, "10.244.1.13"), "{o:?}");
+    h.assert_enforces(&cluster);
+    // And again after that sync: at most one per interval.
+    h.send(web_pod(&mut cluster, "web-4", "10.244.1.14")).await;
+    h.none_within(Duration::from_millis(300)).await;
+    assert!(adds(&reconcile::ops(&h.next().await), "10.244.1.14"));
+    h.assert_enforces(&cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_change_waits_longer_than_max_wait_for_the_interval() {
+    let max_wait = Duration::from_millis(200);
+    let (mut h, mut cluster) = listed_with(slow_interval(Duration::from_secs(10), max_wait)).await;
+    let sent = std::time::Instant::now();
+    h.send(web_pod(&mut cluster, "web-2", "10.244.1.12")).await;
+    let r = h.next().await;
+    let waited = sent.elapsed();
+    assert!(adds(&reconcile::ops(&r), "10.244.1.12"), "{r:?}");
+    assert!(
+        waited >= max_wait && waited < Duration::from_secs(5),
+        "waited {waited:?}: the cap, not the 10 s interval"
+    );
+    h.assert_enforces(&cluster);
+}
+
+/// The value of the sample `name` (no labels) in the Prometheus text `metrics`.
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+        .parse()
+        .expect("a number")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sync_metrics_count_the_changes_of_each_sync_and_how_long_they_waited() {
+    let (mut h, mut cluster) = listed().await;
+    let m = h.metrics.encode();
+    // The first sync carried the initial lists, one update per kind.
+    assert_eq!(sample(&m, "nftpolicy_sync_events_count"), 1.0);
+    assert_eq!(
+        sample(&m, "nftpolicy_sync_events_sum"),
+        Kind::ENFORCED.len() as f64
+    );
+    assert_eq!(sample(&m, "nftpolicy_sync_queue_lag_seconds_count"), 1.0);
+    // Twenty pods in one transaction: one more observation, of 20 changes.
+    reconcile::burst(&mut h, &mut cluster).await;
+    let m = h.metrics.encode();
+    assert_eq!(sample(&m, "nftpolicy_sync_events_count"), 2.0);
+    assert_eq!(
+        sample(&m, "nftpolicy_sync_events_sum"),
+        Kind::ENFORCED.len() as f64 + 20.0
+    );
+    assert_eq!(sample(&m, "nftpolicy_sync_queue_lag_seconds_count"), 2.0);
+    // Each oldest change waited at least the tests' 30 ms gather window before its commit.
+    let lag = sample(&m, "nftpolicy_sync_queue_lag_seconds_sum");
+    assert!(lag >= 2.0 * 0.030, "{lag}");
+    // Updates that change nothing are no changes: no sync, nothing observed.
+    reconcile::no_change(&mut h, &cluster).await;
+    let m = h.metrics.encode();
+    assert_eq!(sample(&m, "nftpolicy_sync_events_count"), 2.0);
+    assert_eq!(sample(&m, "nftpolicy_sync_queue_lag_seconds_count"), 2.0);
+}

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use kube_support::FakeApi;
 use nftpolicy::agent::{Agent, AgentConfig, Health, SyncReport};
 use nftpolicy::dataplane::Dataplane;
+use nftpolicy::debounce::DebounceConfig;
 use nftpolicy::kernel::{FakeKernel, Kernel};
 use nftpolicy::metrics::Metrics;
 use nftpolicy::source::kube::{run, SourceMetrics, WatchOptions, WatchState};
@@ -87,7 +88,10 @@ async fn run_agent(fake: FakeApi, options: WatchOptions, relist_hold: Duration) 
     let kernel = FakeKernel::new();
     let dataplane = Dataplane::from_kernel(kernel.clone()).expect("the fake lists");
     let mut config = AgentConfig::new("node-1");
-    config.debounce = Duration::from_millis(20);
+    config.debounce = DebounceConfig {
+        interval: Duration::from_millis(20),
+        ..DebounceConfig::DEFAULT
+    };
     config.relist_hold = relist_hold;
     let (otx, reports) = mpsc::unbounded_channel();
     let health = Arc::new(Health::default());

@@ -75,7 +75,7 @@ fn start_agent(node: &str, netns: &str, dir: &Path, port: u16, conntrack_flush: 
             &format!("127.0.0.1:{port}"),
             "--poll-ms",
             "50",
-            "--debounce-ms",
+            "--debounce-interval-ms",
             "20",
             "--audit-interval-secs",
             "1",
@@ -218,7 +218,7 @@ fn agents_follow_edits_survive_kill_9_and_repair_drift() {
     std::fs::remove_file(dir.0.join("policy.yaml")).expect("rm");
     let t_delete = until(&lab, (true, true), "policy deleted");
     eprintln!(
-        "event to enforcement (file poll 50 ms + debounce 20 ms included): add {} ms, relabel {} ms, delete {} ms",
+        "event to enforcement (file poll 50 ms and debounce, 20 ms interval, included): add {} ms, relabel {} ms, delete {} ms",
         t_add.as_millis(),
         t_relabel.as_millis(),
         t_delete.as_millis()

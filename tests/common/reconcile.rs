@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use nftpolicy::agent::{Agent, AgentConfig, Health, SyncReport};
 use nftpolicy::dataplane::Dataplane;
+use nftpolicy::debounce::DebounceConfig;
 use nftpolicy::kernel::Kernel;
 use nftpolicy::metrics::Metrics;
 use nftpolicy::source::{Kind, Object, Update};
@@ -63,10 +64,15 @@ pub fn resets(c: &ClusterState) -> Vec<Update> {
 }
 
 /// The agent's configuration in these tests: a short debounce and retry, no audit unless a test
-/// asks for one.
+/// asks for one. The gather window is as long as the interval (30 ms), so that the updates a
+/// scenario sends back to back are one sync however the test's threads are scheduled.
 pub fn config() -> AgentConfig {
     let mut config = AgentConfig::new(NODE);
-    config.debounce = Duration::from_millis(30);
+    config.debounce = DebounceConfig {
+        min: Duration::from_millis(30),
+        interval: Duration::from_millis(30),
+        max_wait: Duration::from_millis(250),
+    };
     config.retry = Duration::from_millis(50);
     config.audit_interval = Duration::from_secs(3600);
     config
