@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use std::net::IpAddr;
 
-use policy_compiler::plan::{compile_node_with, CompileOptions, Origins};
+use policy_compiler::plan::{CompileOptions, LiveNode, Origins};
 use policy_compiler::ClusterState;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
@@ -107,6 +107,12 @@ pub struct Agent {
     listed: BTreeSet<Kind>,
     stale: StaleKinds,
     debounce: Debounce,
+    /// The node's ruleset, kept up to date event by event (built at the first sync, and again
+    /// after a list replaced a kind's objects wholesale).
+    live: Option<LiveNode>,
+    /// The origins of the counters of `live`'s ruleset, shared with the commit observers, and the
+    /// generation of `live`'s origins they are.
+    origins: (Arc<Origins>, Option<u64>),
 }
 
 impl Agent {
@@ -127,6 +133,8 @@ impl Agent {
             listed: BTreeSet::new(),
             stale: StaleKinds::new(config.relist_hold),
             debounce: Debounce::new(config.debounce),
+            live: None,
+            origins: (Arc::new(Origins::new()), None),
             config,
         }
     }
@@ -182,7 +190,7 @@ impl Agent {
                         // interval, which lets the changes a resumed watch replays join it.
                         not_before = Some(Instant::now() + self.config.debounce.interval);
                     }
-                    let changed = self.store.apply(update);
+                    let changed = self.take_in(update);
                     self.metrics.invalid_objects.set(self.store.invalid().len() as i64);
                     // Until the first sync succeeds, every update (the last initial list, say) asks
                     // for one, even when it changes nothing.
@@ -226,25 +234,64 @@ impl Agent {
         }
     }
 
-    /// Compiles and applies; returns whether it succeeded.
+    /// Folds an update into the store and the incremental compiler; returns whether the valid
+    /// objects changed. A watch event (one object) is applied to the compiler as it is; a list,
+    /// which may replace a whole kind, makes the next sync compile the node in full again.
+    fn take_in(&mut self, update: Update) -> bool {
+        let one = match &update {
+            Update::Upsert(object) => Some((object.kind(), object.key())),
+            Update::Delete(kind, key) => Some((*kind, key.clone())),
+            _ => None,
+        };
+        let old = one
+            .as_ref()
+            .and_then(|(kind, key)| self.store.cluster().get(*kind, key));
+        let changed = self.store.apply(update);
+        if changed {
+            match (&mut self.live, one) {
+                (Some(live), Some((kind, key))) => {
+                    live.changed(self.store.cluster(), kind, &key, old.as_ref())
+                }
+                _ => self.live = None,
+            }
+        }
+        changed
+    }
+
+    /// Compiles (incrementally) and applies; returns whether it succeeded.
     fn sync(&mut self) -> bool {
         let started = std::time::Instant::now();
-        // Compiling and running nft take milliseconds of CPU and a child process: off the async workers.
-        let (desired, origins, shrunk, result) = tokio::task::block_in_place(|| {
-            let compiled = compile_node_with(
-                self.store.cluster(),
-                &self.config.node,
-                &self.config.compile,
-            );
-            let (desired, origins) = (compiled.ruleset, Arc::new(compiled.origins));
+        // Compiling and running nft take CPU and a child process: off the async workers.
+        let (shrunk, result, stats) = tokio::task::block_in_place(|| {
+            let cluster = self.store.cluster();
+            let live = self
+                .live
+                .get_or_insert_with(|| LiveNode::new(cluster, &self.config.node, self.config.compile));
+            let (touched, stats) = live.flush(cluster);
+            let desired = live.ruleset();
             // Read before the apply replaces the committed ruleset.
             let shrunk = self
                 .config
                 .conntrack_flush
-                .then(|| tier_revocations(self.dataplane.committed(), &desired));
-            let result = self.dataplane.apply(&desired);
-            (desired, origins, shrunk, result)
+                .then(|| tier_revocations(self.dataplane.committed(), desired));
+            let result = self.dataplane.apply_touched(desired, touched.as_ref());
+            (shrunk, result, stats)
         });
+        let Some(live) = &self.live else {
+            return false;
+        };
+        if self.origins.1 != Some(live.origins_generation()) {
+            self.origins = (Arc::new(live.origins().clone()), Some(live.origins_generation()));
+        }
+        let origins = self.origins.0.clone();
+        let desired = live.ruleset();
+        tracing::debug!(
+            events = stats.events,
+            rendered = stats.rendered,
+            resolved_sets = stats.resolved_sets,
+            element_changes = stats.element_changes,
+            "compiled"
+        );
         let elapsed = started.elapsed();
         let ok = result.is_ok();
         match &result {
@@ -270,7 +317,7 @@ impl Agent {
                     "synced"
                 );
                 if let Some(shrunk) = &shrunk {
-                    self.flush_conntrack(&affected_pods(report, &desired, shrunk));
+                    self.flush_conntrack(&affected_pods(report, desired, shrunk));
                 }
             }
             Err(e) => {

@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use policy_compiler::nft::transaction::{Transaction, TxStats};
+use policy_compiler::nft::transaction::{Touched, Transaction, TxStats};
 use policy_compiler::nft::Ruleset;
 use policy_compiler::plan::fail_closed_ruleset;
 
@@ -123,7 +123,23 @@ impl Dataplane {
     /// Makes the kernel hold `desired`, in one atomic transaction. On failure nothing changed in the
     /// kernel, the error carries the kernel's message, and the next apply replaces the table whole.
     pub fn apply(&mut self, desired: &Ruleset) -> Result<ApplyReport, KernelError> {
-        let (full, tx) = self.plan(desired);
+        self.apply_touched(desired, None)
+    }
+
+    /// [`Dataplane::apply`] for a `desired` ruleset that differs from the one last applied only in
+    /// what `touched` names (as an incremental compiler reports it; `None`: anything may differ):
+    /// the diff and the update of the committed copy cost what changed, not the table.
+    pub fn apply_touched(
+        &mut self,
+        desired: &Ruleset,
+        touched: Option<&Touched>,
+    ) -> Result<ApplyReport, KernelError> {
+        let (full, tx) = match (&self.committed, self.needs_full, touched) {
+            (Some(committed), false, Some(touched)) => {
+                (false, Transaction::diff_touched(committed, desired, touched))
+            }
+            _ => self.plan(desired),
+        };
         if tx.is_empty() {
             return Ok(ApplyReport {
                 transaction: tx,
@@ -138,7 +154,16 @@ impl Dataplane {
         let duration = started.elapsed();
         match result {
             Ok(()) => {
-                self.committed = Some(desired.clone());
+                // What the kernel now holds: the committed copy with the transaction applied
+                // (which costs what the transaction does), or `desired` copied whole.
+                let predicted = !full && tx.apply_in_place(&mut self.committed).is_ok();
+                if !predicted {
+                    self.committed = Some(desired.clone());
+                }
+                debug_assert!(
+                    self.committed.as_ref() == Some(desired),
+                    "the committed copy differs from the ruleset the transaction was made for"
+                );
                 self.needs_full = false;
                 Ok(ApplyReport {
                     full,

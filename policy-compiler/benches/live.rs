@@ -1,0 +1,240 @@
+//! CPU per event of the incremental compiler ([`LiveNode`]) against the full path (compile the
+//! node from the whole cluster, diff whole rulesets), side by side in one run, on the medium and
+//! large generated workloads, for node-0.
+//!
+//! Each event is applied and then undone (both are measured as events): a pod added to node-0 and
+//! to another node, a pod of node-0 and of another node relabelled (its `tier`, which peers select),
+//! a policy enforced on node-0 edited (a port on its first ingress rule). An incremental sample is
+//! the change to the cluster state, the compiler's update, and the transaction (diff of what was
+//! touched, applied to the committed copy); a full sample compiles the node and diffs.
+//!
+//! `cargo bench -p policy-compiler --bench live` (about a minute). Prints medians and p99.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use policy_compiler::generate::{workload, WorkloadSize};
+use policy_compiler::model::{Direction, ObjectRef, Pod, PolicyPort, PortSpec, Protocol};
+use policy_compiler::nft::transaction::Transaction;
+use policy_compiler::nft::Ruleset;
+use policy_compiler::object::{Kind, Object};
+use policy_compiler::plan::{compile_node_with, policy_chain_name, CompileOptions, LiveNode};
+use policy_compiler::ClusterState;
+
+const NODE: &str = "node-0";
+
+/// One change to the cluster and its undo.
+#[derive(Clone)]
+enum Event {
+    /// Puts this pod (replacing the one of its key).
+    Pod(Pod),
+    /// Removes this pod.
+    RemovePod(ObjectRef),
+    /// Puts this policy.
+    Policy(policy_compiler::model::Policy),
+}
+
+impl Event {
+    fn apply(&self, cluster: &mut ClusterState) -> (Kind, ObjectRef, Option<Object>) {
+        match self {
+            Event::Pod(p) => {
+                let old = cluster.pod(&p.id).cloned().map(Object::Pod);
+                cluster.upsert_pod(p.clone());
+                (Kind::Pod, p.id.clone(), old)
+            }
+            Event::RemovePod(id) => {
+                let old = cluster.remove_pod(id).map(Object::Pod);
+                (Kind::Pod, id.clone(), old)
+            }
+            Event::Policy(p) => {
+                let old = cluster.policies().get(&p.id).cloned().map(Object::Policy);
+                cluster.upsert_policy(p.clone());
+                (Kind::NetworkPolicy, p.id.clone(), old)
+            }
+        }
+    }
+}
+
+/// The measured changes, each as (name, do, undo).
+fn events(cluster: &ClusterState) -> Vec<(&'static str, Event, Event)> {
+    let on = |local: bool| {
+        cluster
+            .pods()
+            .values()
+            .find(|p| {
+                (p.node.as_deref() == Some(NODE)) == local
+                    && p.id.namespace != "kube-system"
+                    && p.participates()
+            })
+            .expect("a pod")
+            .clone()
+    };
+    let added = |template: &Pod, name: &str, ip: [u8; 4]| {
+        let mut pod = template.clone();
+        pod.id = ObjectRef::new(template.id.namespace.clone(), name);
+        pod.ips = vec![IpAddr::from(ip)];
+        pod
+    };
+    let relabelled = |pod: &Pod| {
+        let mut p = pod.clone();
+        let tier = if p.labels.get("tier").map(String::as_str) == Some("frontend") {
+            "backend"
+        } else {
+            "frontend"
+        };
+        p.labels.insert("tier".into(), tier.into());
+        p
+    };
+    let (local, remote) = (on(true), on(false));
+    let committed = compile_node_with(cluster, NODE, &CompileOptions::default()).ruleset;
+    let policy = cluster
+        .policies()
+        .values()
+        .find(|p| {
+            !p.ingress.is_empty()
+                && committed
+                    .chains
+                    .contains_key(&policy_chain_name(&p.id, Direction::Ingress))
+        })
+        .expect("a policy with ingress rules enforced on node-0")
+        .clone();
+    let mut edited = policy.clone();
+    edited.ingress[0].ports = vec![PolicyPort {
+        protocol: Protocol::Tcp,
+        port: PortSpec::Range(8443, 8443),
+    }];
+    let new_local = added(&local, "bench-local", [10, 250, 0, 1]);
+    let new_remote = added(&remote, "bench-remote", [10, 250, 0, 2]);
+    vec![
+        (
+            "pod added, node-0",
+            Event::Pod(new_local.clone()),
+            Event::RemovePod(new_local.id),
+        ),
+        (
+            "pod added, other node",
+            Event::Pod(new_remote.clone()),
+            Event::RemovePod(new_remote.id),
+        ),
+        (
+            "pod relabelled, node-0",
+            Event::Pod(relabelled(&local)),
+            Event::Pod(local),
+        ),
+        (
+            "pod relabelled, other node",
+            Event::Pod(relabelled(&remote)),
+            Event::Pod(remote),
+        ),
+        (
+            "policy edited (enforced on node-0)",
+            Event::Policy(edited),
+            Event::Policy(policy),
+        ),
+    ]
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Incremental: `rounds` times the event and its undo; the durations of both.
+fn incremental(
+    cluster: &mut ClusterState,
+    live: &mut LiveNode,
+    committed: &mut Option<Ruleset>,
+    do_: &Event,
+    undo: &Event,
+    rounds: usize,
+) -> (Vec<Duration>, usize) {
+    let mut samples = Vec::new();
+    let mut ops = 0;
+    for _ in 0..rounds {
+        for event in [do_, undo] {
+            let started = Instant::now();
+            let (kind, key, old) = event.apply(cluster);
+            live.changed(cluster, kind, &key, old.as_ref());
+            let (touched, _) = live.flush(cluster);
+            let base = committed.as_ref().expect("a committed ruleset");
+            let tx = match &touched {
+                Some(t) => Transaction::diff_touched(base, live.ruleset(), t),
+                None => Transaction::diff(base, live.ruleset()),
+            };
+            tx.apply_in_place(committed)
+                .expect("the transaction applies");
+            samples.push(started.elapsed());
+            ops = ops.max(tx.ops.len());
+        }
+    }
+    (samples, ops)
+}
+
+/// Full path: compile the node and diff against the committed ruleset.
+fn full(
+    cluster: &mut ClusterState,
+    committed: &mut Ruleset,
+    do_: &Event,
+    undo: &Event,
+    rounds: usize,
+) -> Vec<Duration> {
+    let mut samples = Vec::new();
+    for _ in 0..rounds {
+        for event in [do_, undo] {
+            let started = Instant::now();
+            event.apply(cluster);
+            let desired = compile_node_with(cluster, NODE, &CompileOptions::default()).ruleset;
+            let tx = Transaction::diff(committed, &desired);
+            std::hint::black_box(&tx);
+            *committed = desired;
+            samples.push(started.elapsed());
+        }
+    }
+    samples
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; any other argument filters sizes by name.
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    println!("| cluster | event | incremental median | incremental p99 | full median | full p99 | ratio (median) | ops |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, size, full_rounds) in [
+        ("medium", WorkloadSize::MEDIUM, 15),
+        ("large", WorkloadSize::LARGE, 5),
+    ] {
+        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        let mut cluster = workload(42, size);
+        let started = Instant::now();
+        let mut live = LiveNode::new(&cluster, NODE, CompileOptions::default());
+        let (_, _) = live.flush(&cluster);
+        eprintln!("{name}: initial compile {:?}", started.elapsed());
+        let mut committed = Some(live.ruleset().clone());
+        for (event, do_, undo) in events(&cluster) {
+            let (mut inc, ops) =
+                incremental(&mut cluster, &mut live, &mut committed, &do_, &undo, 100);
+            let mut base = committed.clone().unwrap_or_default();
+            let mut fl = full(&mut cluster, &mut base, &do_, &undo, full_rounds);
+            inc.sort();
+            fl.sort();
+            let ratio = percentile(&fl, 0.5).as_secs_f64() / percentile(&inc, 0.5).as_secs_f64();
+            println!(
+                "| {name} | {event} | {} | {} | {} | {} | {ratio:.0}× | {ops} |",
+                ms(percentile(&inc, 0.5)),
+                ms(percentile(&inc, 0.99)),
+                ms(percentile(&fl, 0.5)),
+                ms(percentile(&fl, 0.99)),
+            );
+        }
+        // The incremental ruleset is still the full compile's.
+        let expected = compile_node_with(&cluster, NODE, &CompileOptions::default()).ruleset;
+        assert!(
+            live.ruleset() == &expected,
+            "the incremental ruleset drifted from a full compile"
+        );
+    }
+}
