@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use policy_compiler::nft::transaction::Transaction;
 use policy_compiler::nft::{CounterValue, TABLE_NAME};
@@ -21,11 +21,13 @@ use crate::process::{self, ProcessError};
 /// ([`ElementBatch::from_transaction`]) as one nf_tables netlink batch, with the same semantics as
 /// `nft -f -` (all or nothing; adding an existing element is a no-op; deleting a missing one fails
 /// the batch), and every other transaction through `nft -f -`. Clones share the counts of which
-/// path ran ([`NftKernel::commit_paths`]).
+/// path ran ([`NftKernel::commit_paths`]) and one netlink socket, opened on first use (in the
+/// named namespace, which must outlive the kernel) and opened again after it failed.
 #[derive(Debug, Clone, Default)]
 pub struct NftKernel {
     netns: Option<String>,
     paths: Arc<PathCounts>,
+    socket: Arc<Mutex<Option<NfTablesSocket>>>,
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +79,7 @@ impl NftKernel {
         Self {
             netns: Some(name.into()),
             paths: Arc::default(),
+            socket: Arc::default(),
         }
     }
 
@@ -90,9 +93,32 @@ impl NftKernel {
 
     /// Commits an element-only transaction as one netlink batch.
     pub fn commit_batch(&self, batch: &ElementBatch) -> Result<(), KernelError> {
-        let mut socket =
-            NfTablesSocket::open(self.netns.as_deref()).map_err(|e| self.netlink_error(e))?;
-        socket.commit(batch).map_err(|e| self.netlink_error(e))
+        self.with_socket(|socket| socket.commit(batch))
+    }
+
+    /// Runs `request` on the kept netlink socket, opening it first if needed; a socket that failed
+    /// (anything but a rejection) is dropped, and the next request opens a new one.
+    fn with_socket<T>(
+        &self,
+        request: impl FnOnce(&mut NfTablesSocket) -> Result<T, NetlinkError>,
+    ) -> Result<T, KernelError> {
+        // A panic while the lock was held leaves at worst a socket with answers unread, which the
+        // sequence numbers tell apart.
+        let mut kept = self.socket.lock().unwrap_or_else(|e| e.into_inner());
+        let socket = match kept.take() {
+            Some(socket) => socket,
+            None => {
+                NfTablesSocket::open(self.netns.as_deref()).map_err(|e| self.netlink_error(e))?
+            }
+        };
+        let socket = kept.insert(socket);
+        let result = request(socket);
+        if let Err(e) = &result {
+            if !matches!(e, NetlinkError::Rejected(_)) {
+                *kept = None;
+            }
+        }
+        result.map_err(|e| self.netlink_error(e))
     }
 
     /// A netlink failure as the seam reports it.
@@ -257,9 +283,7 @@ impl Kernel for NftKernel {
     }
 
     fn counter_values(&self) -> Result<BTreeMap<String, CounterValue>, KernelError> {
-        let mut socket =
-            NfTablesSocket::open(self.netns.as_deref()).map_err(|e| self.netlink_error(e))?;
-        socket.counters().map_err(|e| self.netlink_error(e))
+        self.with_socket(NfTablesSocket::counters)
     }
 
     fn delete_conntrack_entries(&self, ip: IpAddr) -> Result<(), KernelError> {
