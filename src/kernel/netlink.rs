@@ -577,7 +577,8 @@ fn counter(message: NetfilterMessage) -> Result<Option<(String, CounterValue)>, 
         match nla.kind() & !NLA_F_NESTED {
             NFTA_OBJ_NAME => name = Some(parse_string(bytes).map_err(|_| bad("a bad name"))?),
             NFTA_OBJ_TYPE => {
-                if parse_u32_be(bytes).map_err(|_| bad("a bad type"))? != NFT_OBJECT_COUNTER {
+                let object_type = parse_u32_be(bytes).map_err(|_| bad("a bad type"))?;
+                if object_type != NFT_OBJECT_COUNTER {
                     return Ok(None);
                 }
             }
