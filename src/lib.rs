@@ -12,6 +12,7 @@
 //! - [`nflog`] reads the packets the ruleset logs through NFLOG, and [`denials`] turns them into
 //!   denial records (`--deny-log`: log lines, `/denials`, metrics);
 //! - [`kernel`] is the seam to the kernel: `nft` itself, or an in-memory fake for tests;
+//! - [`netns`] enters named network namespaces, for sockets that belong there;
 //! - [`process`] runs `nft`, `ip` and `conntrack`, for the agent and the lab;
 //! - [`policy_metrics`] reads the ruleset's named counters into packets and bytes per policy;
 //! - [`http`], [`metrics`] and [`cli`] are the agent's edges.
@@ -26,6 +27,7 @@ pub mod denials;
 pub mod http;
 pub mod kernel;
 pub mod metrics;
+pub mod netns;
 pub mod nflog;
 pub mod policy_metrics;
 pub mod process;

@@ -28,7 +28,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use policy_compiler::nft::json::parse_counters;
 use policy_compiler::nft::CounterValue;
 use policy_compiler::plan::{Origin, Origins};
 use prometheus_client::collector::Collector;
@@ -45,17 +44,14 @@ pub trait CounterReader: Send + Sync + std::fmt::Debug + 'static {
     fn read(&self) -> Result<BTreeMap<String, CounterValue>, String>;
 }
 
-/// Reads the counters through the kernel seam (`nft -j list counters`); no table: no counters.
+/// Reads the counters through the kernel seam ([`Kernel::counter_values`]: a netlink dump on the
+/// real kernel); no table: no counters.
 #[derive(Debug, Clone)]
 pub struct KernelCounters<K>(pub K);
 
 impl<K: Kernel + Sync + 'static> CounterReader for KernelCounters<K> {
     fn read(&self) -> Result<BTreeMap<String, CounterValue>, String> {
-        match self.0.list_counters() {
-            Ok(Some(json)) => parse_counters(&json).map_err(|e| e.to_string()),
-            Ok(None) => Ok(BTreeMap::new()),
-            Err(e) => Err(e.to_string()),
-        }
+        self.0.counter_values().map_err(|e| e.to_string())
     }
 }
 

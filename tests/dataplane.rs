@@ -667,13 +667,23 @@ fn check_prediction(
     }
 }
 
-/// `nft -j list counters table inet nftpolicy` in the namespace, parsed.
+/// `nft -j list counters table inet nftpolicy` in the namespace, parsed; the netlink dump of the
+/// counters (`Kernel::counter_values`) reads the same.
 fn kernel_counters(ns: &Netns) -> BTreeMap<String, CounterValue> {
-    let json = NftKernel::in_netns(ns.name())
+    let kernel = NftKernel::in_netns(ns.name());
+    let json = kernel
         .list_counters()
         .expect("list the counters")
         .expect("a table");
-    parse_counters(&json).expect("the counters parse")
+    let listed = parse_counters(&json).expect("the counters parse");
+    assert_eq!(
+        kernel
+            .counter_values()
+            .expect("the netlink dump of the counters"),
+        listed,
+        "the netlink dump reads what nft lists"
+    );
+    listed
 }
 
 /// The counters of the fake kernel, as it lists them.

@@ -1,4 +1,5 @@
 //! What the agent's benches share: the runtime they run on and the statistics they print.
+#![allow(dead_code)] // each bench uses a part of it
 
 use std::future::Future;
 use std::time::Duration;

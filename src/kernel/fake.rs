@@ -18,7 +18,7 @@ pub enum KernelCall {
     Commit(Transaction, bool),
     /// A listing of the table.
     List,
-    /// A listing of the table's named counters.
+    /// A read of the table's named counters (their listing or their values).
     ListCounters,
     /// A deletion of the conntrack entries of an address.
     DeleteConntrack(IpAddr),
@@ -234,6 +234,12 @@ impl Kernel for FakeKernel {
 
     fn list_counters(&self) -> Result<Option<String>, KernelError> {
         FakeKernel::list_counters(self)
+    }
+
+    /// [`FakeKernel::counter_values`], recorded as [`KernelCall::ListCounters`].
+    fn counter_values(&self) -> Result<BTreeMap<String, CounterValue>, KernelError> {
+        self.state().calls.push(KernelCall::ListCounters);
+        Ok(FakeKernel::counter_values(self))
     }
 
     fn delete_conntrack_entries(&self, ip: IpAddr) -> Result<(), KernelError> {

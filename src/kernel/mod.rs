@@ -1,24 +1,27 @@
 //! The kernel seam: everything the dataplane asks of the kernel, behind one trait.
 //!
 //! [`NftKernel`] is the real one: it runs `nft` (and `conntrack`) in the agent's network namespace
-//! or in a named one. [`FakeKernel`] keeps the table in memory and follows nft's rules, so the
+//! or in a named one, and sends element-only transactions and counter reads over netlink
+//! ([`netlink`]) instead, which costs the same whatever the size of the table. [`FakeKernel`] keeps the table in memory and follows nft's rules, so the
 //! reconcile loop, restarts, retries, full replaces and audits are tested without root; it can be
 //! told to reject the next transaction, to lose the table, or to drift.
 //!
 //! Failures are classified here, once, into [`KernelError`]: a program that cannot be started, a
-//! transaction nft rejected (nothing changed), a table that cannot be listed, conntrack entries that
+//! transaction the kernel rejected (nothing changed), a table that cannot be listed, conntrack entries that
 //! cannot be deleted.
 
 mod fake;
+pub mod netlink;
 mod nft;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use policy_compiler::nft::transaction::Transaction;
-use policy_compiler::nft::TABLE_NAME;
+use policy_compiler::nft::{CounterValue, TABLE_NAME};
 
 pub use fake::{FakeKernel, KernelCall};
-pub use nft::NftKernel;
+pub use nft::{CommitPaths, NftKernel};
 
 /// What the dataplane asks of the kernel. Every method is one atomic step.
 pub trait Kernel: Send + std::fmt::Debug {
@@ -32,6 +35,9 @@ pub trait Kernel: Send + std::fmt::Debug {
     /// The table's named counters as `nft -j list counters table inet nftpolicy` prints them (the
     /// counter objects alone, not the sets and maps), or `None` when the table does not exist.
     fn list_counters(&self) -> Result<Option<String>, KernelError>;
+
+    /// The values of the table's named counters, by name; none when the table does not exist.
+    fn counter_values(&self) -> Result<BTreeMap<String, CounterValue>, KernelError>;
 
     /// Deletes the conntrack entries from and to `ip`, so that the next packet of each of those
     /// connections is judged by the rules again. No entry to delete is not an error.
@@ -52,12 +58,22 @@ pub enum KernelError {
         /// What to install or check.
         hint: &'static str,
     },
-    /// nft rejected the transaction; nothing was changed.
-    #[error("nft rejected the transaction{netns}: {message}")]
+    /// The kernel (through nft or netlink) rejected the transaction; nothing was changed.
+    #[error("the kernel rejected the transaction{netns}: {message}")]
     Rejected {
         /// ` in netns NAME`, or empty.
         netns: String,
-        /// nft's own message, with line and column.
+        /// nft's own message, with line and column; or, through netlink, what each failed
+        /// message did to which set or map, and its errno.
+        message: String,
+    },
+    /// A netlink request could not be made or its answer read (the socket failed); the kernel may
+    /// not have been asked, or may have applied a batch whose answer was lost.
+    #[error("netlink request failed{netns}: {message}")]
+    Netlink {
+        /// ` in netns NAME`, or empty.
+        netns: String,
+        /// What failed.
         message: String,
     },
     /// The table could not be listed.

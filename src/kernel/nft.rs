@@ -1,18 +1,48 @@
 //! The real kernel: `nft` and `conntrack`, run in the agent's network namespace or in a named one
-//! (`ip netns exec NAME ...`).
+//! (`ip netns exec NAME ...`), and nf_tables netlink messages for element-only transactions and
+//! counter reads (a socket opened in that namespace).
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use policy_compiler::nft::transaction::Transaction;
-use policy_compiler::nft::TABLE_NAME;
+use policy_compiler::nft::{CounterValue, TABLE_NAME};
 
+use super::netlink::{ElementBatch, NetlinkError, NfTablesSocket};
 use super::{Kernel, KernelError};
 use crate::process::{self, ProcessError};
 
-/// Runs `nft` and `conntrack`, in the current network namespace or in a named one.
+/// Runs `nft` and `conntrack`, in the current network namespace or in a named one; commits
+/// element-only transactions and reads the counters over netlink.
+///
+/// [`Kernel::commit`] sends a transaction made only of element ops on sets and verdict maps
+/// ([`ElementBatch::from_transaction`]) as one nf_tables netlink batch, with the same semantics as
+/// `nft -f -` (all or nothing; adding an existing element is a no-op; deleting a missing one fails
+/// the batch), and every other transaction through `nft -f -`. Clones share the counts of which
+/// path ran ([`NftKernel::commit_paths`]) and one netlink socket, opened on first use (in the
+/// named namespace, which must outlive the kernel) and opened again after it failed.
 #[derive(Debug, Clone, Default)]
 pub struct NftKernel {
     netns: Option<String>,
+    paths: Arc<PathCounts>,
+    socket: Arc<Mutex<Option<NfTablesSocket>>>,
+}
+
+#[derive(Debug, Default)]
+struct PathCounts {
+    netlink: AtomicU64,
+    nft: AtomicU64,
+}
+
+/// How many transactions [`NftKernel::commit`](Kernel::commit) sent each way (committed or not).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitPaths {
+    /// As an nf_tables netlink batch (element-only transactions).
+    pub netlink: u64,
+    /// Through `nft -f -`.
+    pub nft: u64,
 }
 
 /// A program the kernel seam runs, with what to do when it is missing.
@@ -41,13 +71,67 @@ impl Tool {
 impl NftKernel {
     /// The kernel of the current network namespace.
     pub fn host() -> Self {
-        Self { netns: None }
+        Self::default()
     }
 
     /// The kernel as seen from a named network namespace (`/run/netns/NAME`).
     pub fn in_netns(name: impl Into<String>) -> Self {
         Self {
             netns: Some(name.into()),
+            paths: Arc::default(),
+            socket: Arc::default(),
+        }
+    }
+
+    /// How many transactions went each way so far (shared by clones).
+    pub fn commit_paths(&self) -> CommitPaths {
+        CommitPaths {
+            netlink: self.paths.netlink.load(Ordering::Relaxed),
+            nft: self.paths.nft.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Commits an element-only transaction as one netlink batch.
+    pub fn commit_batch(&self, batch: &ElementBatch) -> Result<(), KernelError> {
+        self.with_socket(|socket| socket.commit(batch))
+    }
+
+    /// Runs `request` on the kept netlink socket, opening it first if needed; a socket that failed
+    /// (anything but a rejection) is dropped, and the next request opens a new one.
+    fn with_socket<T>(
+        &self,
+        request: impl FnOnce(&mut NfTablesSocket) -> Result<T, NetlinkError>,
+    ) -> Result<T, KernelError> {
+        // A panic while the lock was held leaves at worst a socket with answers unread, which the
+        // sequence numbers tell apart.
+        let mut kept = self.socket.lock().unwrap_or_else(|e| e.into_inner());
+        let socket = match kept.take() {
+            Some(socket) => socket,
+            None => {
+                NfTablesSocket::open(self.netns.as_deref()).map_err(|e| self.netlink_error(e))?
+            }
+        };
+        let socket = kept.insert(socket);
+        let result = request(socket);
+        if let Err(e) = &result {
+            if !matches!(e, NetlinkError::Rejected(_)) {
+                *kept = None;
+            }
+        }
+        result.map_err(|e| self.netlink_error(e))
+    }
+
+    /// A netlink failure as the seam reports it.
+    fn netlink_error(&self, error: NetlinkError) -> KernelError {
+        match error {
+            NetlinkError::Rejected(message) => KernelError::Rejected {
+                netns: self.netns_note(),
+                message,
+            },
+            other => KernelError::Netlink {
+                netns: self.netns_note(),
+                message: other.to_string(),
+            },
         }
     }
 
@@ -150,7 +234,29 @@ fn nothing_to_delete(stderr: &str) -> bool {
 
 impl Kernel for NftKernel {
     fn commit(&self, transaction: &Transaction) -> Result<(), KernelError> {
-        self.run_script(&transaction.render())
+        match ElementBatch::from_transaction(transaction) {
+            Some(batch) => {
+                self.paths.netlink.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    path = "netlink",
+                    ops = transaction.ops.len(),
+                    messages = batch.messages(),
+                    netns = self.netns.as_deref(),
+                    "committing an element-only transaction"
+                );
+                self.commit_batch(&batch)
+            }
+            None => {
+                self.paths.nft.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    path = "nft",
+                    ops = transaction.ops.len(),
+                    netns = self.netns.as_deref(),
+                    "committing a transaction"
+                );
+                self.run_script(&transaction.render())
+            }
+        }
     }
 
     fn list_table(&self) -> Result<Option<String>, KernelError> {
@@ -174,6 +280,10 @@ impl Kernel for NftKernel {
                 message,
             })),
         }
+    }
+
+    fn counter_values(&self) -> Result<BTreeMap<String, CounterValue>, KernelError> {
+        self.with_socket(NfTablesSocket::counters)
     }
 
     fn delete_conntrack_entries(&self, ip: IpAddr) -> Result<(), KernelError> {

@@ -10,7 +10,6 @@
 pub mod message;
 pub mod packet;
 
-use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -118,7 +117,7 @@ impl NflogSocket {
         socket.bind_auto().map_err(NflogError::Socket)?;
         set_receive_buffer(&socket, options.receive_buffer)?;
         // Acknowledgements come at once; a bound wait keeps a silent kernel from hanging the bind.
-        set_read_timeout(&socket, Duration::from_secs(2))?;
+        set_read_timeout(&socket, Duration::from_secs(2)).map_err(NflogError::Socket)?;
         let this = Self { socket, group };
         this.configure(vec![ConfigCmd::Bind.into()])?;
         this.configure(vec![
@@ -128,7 +127,7 @@ impl NflogSocket {
             ConfigNla::QThresh(options.batch.max(1)),
             ConfigNla::NlBufSiz(BATCH_BYTES),
         ])?;
-        set_read_timeout(&this.socket, options.read_timeout)?;
+        set_read_timeout(&this.socket, options.read_timeout).map_err(NflogError::Socket)?;
         Ok(this)
     }
 
@@ -144,26 +143,12 @@ impl NflogSocket {
         let Some(path) = netns else {
             return Self::bind(group, options);
         };
-        let options = options.clone();
-        std::thread::spawn(move || {
-            let netns_error = |source| NflogError::Netns {
+        let bound = crate::netns::run_in(&path, || Self::bind(group, options));
+        bound.unwrap_or_else(|source| {
+            Err(NflogError::Netns {
                 netns: path.display().to_string(),
                 source,
-            };
-            let file = File::open(&path).map_err(netns_error)?;
-            // SAFETY: setns only reads the descriptor, which `file` keeps open for the call, and
-            // moves the calling thread, which was spawned for this and ends right after, into the
-            // namespace.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(netns_error(io::Error::last_os_error()));
-            }
-            Self::bind(group, &options)
-        })
-        .join()
-        .unwrap_or_else(|_| {
-            Err(NflogError::Socket(io::Error::other(
-                "the thread binding the socket panicked",
-            )))
+            })
         })
     }
 
@@ -243,15 +228,17 @@ fn set_receive_buffer(socket: &Socket, bytes: usize) -> Result<(), NflogError> {
     set_option(socket, libc::SO_RCVBUF, &size).map_err(NflogError::Socket)
 }
 
-fn set_read_timeout(socket: &Socket, timeout: Duration) -> Result<(), NflogError> {
+/// Sets how long a blocking `recv` on `socket` waits (`SO_RCVTIMEO`).
+pub(crate) fn set_read_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
     let timeval = libc::timeval {
         tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
         tv_usec: libc::suseconds_t::from(timeout.subsec_micros()),
     };
-    set_option(socket, libc::SO_RCVTIMEO, &timeval).map_err(NflogError::Socket)
+    set_option(socket, libc::SO_RCVTIMEO, &timeval)
 }
 
-fn set_option<T>(socket: &Socket, name: libc::c_int, value: &T) -> io::Result<()> {
+/// Sets the socket-level option `name` of `socket` to `value`.
+pub(crate) fn set_option<T>(socket: &Socket, name: libc::c_int, value: &T) -> io::Result<()> {
     let len = libc::socklen_t::try_from(std::mem::size_of::<T>())
         .map_err(|_| io::Error::other("option too large"))?;
     // SAFETY: `value` points to a live `T` of `len` bytes for the whole call, which only reads it;

@@ -359,7 +359,10 @@ pub async fn rejected_then_full_replace<K: Kernel + Clone + 'static>(
     h.send(Update::Upsert(Object::Pod(web))).await;
     let failed = h.next().await;
     let error = failed.result.as_ref().expect_err("the transaction fails");
-    assert!(error.starts_with("nft rejected the transaction"), "{error}");
+    assert!(
+        error.starts_with("the kernel rejected the transaction"),
+        "{error}"
+    );
     assert!(failed.nft_called);
     assert!(
         !h.health.is_ready(),
