@@ -264,9 +264,9 @@ impl Agent {
         // Compiling and running nft take CPU and a child process: off the async workers.
         let (shrunk, result, stats) = tokio::task::block_in_place(|| {
             let cluster = self.store.cluster();
-            let live = self
-                .live
-                .get_or_insert_with(|| LiveNode::new(cluster, &self.config.node, self.config.compile));
+            let live = self.live.get_or_insert_with(|| {
+                LiveNode::new(cluster, &self.config.node, self.config.compile)
+            });
             let (touched, stats) = live.flush(cluster);
             let desired = live.ruleset();
             // Read before the apply replaces the committed ruleset.
@@ -281,7 +281,10 @@ impl Agent {
             return false;
         };
         if self.origins.1 != Some(live.origins_generation()) {
-            self.origins = (Arc::new(live.origins().clone()), Some(live.origins_generation()));
+            self.origins = (
+                Arc::new(live.origins().clone()),
+                Some(live.origins_generation()),
+            );
         }
         let origins = self.origins.0.clone();
         let desired = live.ruleset();

@@ -135,9 +135,10 @@ impl Dataplane {
         touched: Option<&Touched>,
     ) -> Result<ApplyReport, KernelError> {
         let (full, tx) = match (&self.committed, self.needs_full, touched) {
-            (Some(committed), false, Some(touched)) => {
-                (false, Transaction::diff_touched(committed, desired, touched))
-            }
+            (Some(committed), false, Some(touched)) => (
+                false,
+                Transaction::diff_touched(committed, desired, touched),
+            ),
             _ => self.plan(desired),
         };
         if tx.is_empty() {
