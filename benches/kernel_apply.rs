@@ -154,35 +154,15 @@ fn measure(label: &str, size: WorkloadSize) {
     );
     println!("| way | runs | median ms | p99 ms | median vs nft -f |");
     println!("|---|---|---|---|---|");
-    let base = stats(nft.clone()).median;
-    for (way, samples) in [
+    rows(vec![
         ("element tx: nft -f", nft),
         ("element tx: netlink (Kernel::commit, kept socket)", commit),
         ("element tx: netlink, new socket each time", batch),
-    ] {
-        let n = samples.len();
-        let s = stats(samples);
-        println!(
-            "| {way} | {n} | {:.3} | {:.3} | {:.4} |",
-            ms(s.median),
-            ms(s.p99),
-            s.median.as_secs_f64() / base.as_secs_f64()
-        );
-    }
-    let base = stats(list_counters.clone()).median;
-    for (way, samples) in [
+    ]);
+    rows(vec![
         ("counters: nft -j list counters + parse", list_counters),
         ("counters: netlink dump", dump_counters),
-    ] {
-        let n = samples.len();
-        let s = stats(samples);
-        println!(
-            "| {way} | {n} | {:.3} | {:.3} | {:.4} |",
-            ms(s.median),
-            ms(s.p99),
-            s.median.as_secs_f64() / base.as_secs_f64()
-        );
-    }
+    ]);
 }
 
 fn main() {
@@ -202,4 +182,24 @@ fn main() {
     );
     measure("MEDIUM (10k pods)", WorkloadSize::MEDIUM);
     measure("LARGE (100k pods)", WorkloadSize::LARGE);
+}
+
+/// Prints one table row per way, each median against the first way's.
+fn rows(ways: Vec<(&str, Vec<Duration>)>) {
+    let Some(base) = ways
+        .first()
+        .map(|(_, samples)| stats(samples.clone()).median)
+    else {
+        return;
+    };
+    for (way, samples) in ways {
+        let n = samples.len();
+        let s = stats(samples);
+        println!(
+            "| {way} | {n} | {:.3} | {:.3} | {:.4} |",
+            ms(s.median),
+            ms(s.p99),
+            s.median.as_secs_f64() / base.as_secs_f64()
+        );
+    }
 }

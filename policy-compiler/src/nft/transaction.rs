@@ -258,6 +258,20 @@ impl ElementDelta {
     }
 }
 
+/// Of `names`, those `present` holds and `absent` does not (the objects to add, or to delete),
+/// in order.
+fn only_in<A, B>(
+    names: &[&str],
+    present: &BTreeMap<String, A>,
+    absent: &BTreeMap<String, B>,
+) -> Vec<String> {
+    names
+        .iter()
+        .filter(|n| present.contains_key(**n) && !absent.contains_key(**n))
+        .map(|n| n.to_string())
+        .collect()
+}
+
 /// The names to compare of one kind of object: those `touched` names, or every name of either
 /// ruleset, sorted.
 fn names<'a, V>(
@@ -452,27 +466,8 @@ impl Transaction {
             .copied()
             .filter(|n| uses_redefined(&committed.chains[*n]))
             .collect();
-        let added = |names: &[&str], old: &dyn Fn(&str) -> bool, new: &dyn Fn(&str) -> bool| {
-            names
-                .iter()
-                .copied()
-                .filter(|n| !old(n) && new(n))
-                .map(str::to_string)
-                .collect::<Vec<String>>()
-        };
-        let removed = |names: &[&str], old: &dyn Fn(&str) -> bool, new: &dyn Fn(&str) -> bool| {
-            names
-                .iter()
-                .copied()
-                .filter(|n| old(n) && !new(n))
-                .map(str::to_string)
-                .collect::<Vec<String>>()
-        };
-
         // 1. New chains, declared empty so that map elements and rules can refer to them.
-        for name in added(&chains, &|n| committed.chains.contains_key(n), &|n| {
-            desired.chains.contains_key(n)
-        }) {
+        for name in only_in(&chains, &desired.chains, &committed.chains) {
             let base = desired.chains[&name].base;
             ops.push(Op::AddChain(
                 name,
@@ -483,28 +478,22 @@ impl Transaction {
             ));
         }
         // 2. New counters, sets and maps, with their elements.
-        for name in added(&counters, &|n| committed.counters.contains_key(n), &|n| {
-            desired.counters.contains_key(n)
-        }) {
+        for name in only_in(&counters, &desired.counters, &committed.counters) {
             let counter = desired.counters[&name].clone();
             ops.push(Op::AddCounter(name, counter));
         }
-        for name in added(&sets, &|n| committed.sets.contains_key(n), &|n| {
-            desired.sets.contains_key(n)
-        }) {
+        for name in only_in(&sets, &desired.sets, &committed.sets) {
             let set = desired.sets[&name].clone();
             ops.push(Op::AddSet(name, set));
         }
-        for name in added(&maps, &|n| committed.maps.contains_key(n), &|n| {
-            desired.maps.contains_key(n)
-        }) {
+        for name in only_in(&maps, &desired.maps, &committed.maps) {
             let map = desired.maps[&name].clone();
             ops.push(Op::AddMap(name, map));
         }
-        for name in added(
+        for name in only_in(
             &decision_maps,
-            &|n| committed.decision_maps.contains_key(n),
-            &|n| desired.decision_maps.contains_key(n),
+            &desired.decision_maps,
+            &committed.decision_maps,
         ) {
             let map = desired.decision_maps[&name].clone();
             ops.push(Op::AddDecisionMap(name, map));
@@ -622,15 +611,13 @@ impl Transaction {
                 ops.push(Op::FlushChain(name.to_string()));
             }
         }
-        for name in removed(&maps, &|n| committed.maps.contains_key(n), &|n| {
-            desired.maps.contains_key(n)
-        }) {
+        for name in only_in(&maps, &committed.maps, &desired.maps) {
             ops.push(Op::DeleteMap(name));
         }
-        for name in removed(
+        for name in only_in(
             &decision_maps,
-            &|n| committed.decision_maps.contains_key(n),
-            &|n| desired.decision_maps.contains_key(n),
+            &committed.decision_maps,
+            &desired.decision_maps,
         ) {
             ops.push(Op::DeleteDecisionMap(name));
         }
@@ -638,14 +625,10 @@ impl Transaction {
             ops.push(Op::DeleteChain(name.to_string()));
         }
         // 8. Removed sets and counters, now unreferenced.
-        for name in removed(&sets, &|n| committed.sets.contains_key(n), &|n| {
-            desired.sets.contains_key(n)
-        }) {
+        for name in only_in(&sets, &committed.sets, &desired.sets) {
             ops.push(Op::DeleteSet(name));
         }
-        for name in removed(&counters, &|n| committed.counters.contains_key(n), &|n| {
-            desired.counters.contains_key(n)
-        }) {
+        for name in only_in(&counters, &committed.counters, &desired.counters) {
             ops.push(Op::DeleteCounter(name));
         }
         Self { ops }
