@@ -9,10 +9,13 @@ use std::net::IpAddr;
 
 use policy_compiler::generate::cluster_policies::with_cluster_policies;
 use policy_compiler::generate::{cluster, mutate, Rng, Shape};
+use policy_compiler::model::{Direction, PolicyPort, PortSpec, Protocol};
 use policy_compiler::model::{Enforcement, ObjectRef, PodPhase};
 use policy_compiler::nft::transaction::Transaction;
 use policy_compiler::object::{Kind, Object};
-use policy_compiler::plan::{compile_node_with, CompileOptions, DenyLog, LiveNode};
+use policy_compiler::plan::{
+    compile_node_with, policy_chain_name, CompileOptions, DenyLog, LiveNode, LiveStats,
+};
 use policy_compiler::ClusterState;
 use proptest::prelude::*;
 
@@ -161,8 +164,12 @@ fn options(choice: u8) -> CompileOptions {
     }
 }
 
-fn check(live: &mut LiveNode, state: &ClusterState, committed: &mut policy_compiler::nft::Ruleset) {
-    let (touched, _) = live.flush(state);
+fn check(
+    live: &mut LiveNode,
+    state: &ClusterState,
+    committed: &mut policy_compiler::nft::Ruleset,
+) -> LiveStats {
+    let (touched, stats) = live.flush(state);
     let expected = compile_node_with(state, live.node(), live.options());
     assert_eq!(
         live.ruleset().render(),
@@ -184,6 +191,7 @@ fn check(live: &mut LiveNode, state: &ClusterState, committed: &mut policy_compi
         tx.render()
     );
     *committed = live.ruleset().clone();
+    stats
 }
 
 fn run(seed: u64, pods: usize, policies: usize, steps: usize, choice: u8, with_tiers: bool) {
@@ -223,6 +231,84 @@ fn run(seed: u64, pods: usize, policies: usize, steps: usize, choice: u8, with_t
             check(&mut live, &state, &mut committed);
         }
     }
+}
+
+/// Without ClusterNetworkPolicies the node's own part changes piece by piece: a pod added beside
+/// one of the node's isolated pods renders nothing (its groups and policies are rendered
+/// already), a policy edited renders that policy's rules again and nothing else, and neither
+/// renders the local part in full.
+#[test]
+fn local_events_render_only_their_pieces() {
+    let mut state = cluster(
+        7,
+        Shape {
+            pods: 60,
+            policies: 16,
+            nodes: 2,
+        },
+    );
+    let mut live = LiveNode::new(&state, "n0", CompileOptions::default());
+    let mut committed = policy_compiler::nft::Ruleset::default();
+    check(&mut live, &state, &mut committed);
+    let enforced = |state: &ClusterState, live: &LiveNode| {
+        state
+            .policies()
+            .values()
+            .find(|p| {
+                !p.ingress.is_empty()
+                    && live
+                        .ruleset()
+                        .chains
+                        .contains_key(&policy_chain_name(&p.id, Direction::Ingress))
+            })
+            .cloned()
+    };
+    let policy = enforced(&state, &live).expect("a policy enforced on n0");
+    let template = state
+        .pods()
+        .values()
+        .find(|p| {
+            p.node.as_deref() == Some("n0")
+                && p.participates()
+                && p.id.namespace == policy.id.namespace
+                && policy.pod_selector.matches(&p.labels)
+        })
+        .expect("a pod of n0 the policy selects")
+        .clone();
+    let mut added = template.clone();
+    added.id = ObjectRef::new(template.id.namespace.clone(), "added-beside");
+    added.ips = vec![IpAddr::from([10, 99, 0, 1])];
+    state.upsert_pod(added.clone());
+    live.changed(&state, Kind::Pod, &added.id, None);
+    let stats = check(&mut live, &state, &mut committed);
+    assert!(!stats.rendered, "a pod add rendered the local part in full");
+    assert_eq!(
+        stats.pieces, 0,
+        "a pod joining existing groups renders nothing"
+    );
+
+    let mut edited = policy.clone();
+    edited.ingress[0].ports = vec![PolicyPort {
+        protocol: Protocol::Tcp,
+        port: PortSpec::Range(8443, 8443),
+    }];
+    let old = state
+        .policies()
+        .get(&policy.id)
+        .cloned()
+        .map(Object::Policy);
+    state.upsert_policy(edited);
+    live.changed(&state, Kind::NetworkPolicy, &policy.id, old.as_ref());
+    let stats = check(&mut live, &state, &mut committed);
+    assert!(
+        !stats.rendered,
+        "a policy edit rendered the local part in full"
+    );
+    assert!(
+        (1..=2).contains(&stats.pieces),
+        "a policy edit renders that policy's rules (one part per direction), rendered {}",
+        stats.pieces
+    );
 }
 
 proptest! {

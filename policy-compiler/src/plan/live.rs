@@ -11,12 +11,17 @@
 //!   pods anywhere in the cluster and hold most of the elements.
 //!
 //! A pod event changes the elements of the cluster-wide sets that selected the pod before or select
-//! it now, element by element. Only an event that can change the local part renders it again: a pod
-//! of this node, a policy of a namespace with pods on this node, a ClusterNetworkPolicy (and, when
-//! the cluster has any, Nodes and every pod or namespace event, since the tiers resolve peers
-//! cluster-wide), or the first pod of a new address family. The local part is rendered by the same
-//! renderer as a full compile ([`super::compile_node_with`]), with the cluster-wide sets left empty:
-//! each is carried over from the previous ruleset when its source did not change, or resolved afresh.
+//! it now, element by element. Only an event that can change the local part touches it: a pod of
+//! this node, a policy of a namespace with pods on this node, a ClusterNetworkPolicy (and, when the
+//! cluster has any, Nodes and every pod or namespace event, since the tiers resolve peers
+//! cluster-wide), or the first pod of a new address family.
+//!
+//! Without ClusterNetworkPolicies the local part is kept piece by piece ([`super::local`]): a pod
+//! of this node leaves its groups and joins its new ones, a policy's rules are rendered again when
+//! it changes, and what nothing holds any longer goes. With them (and when the address families
+//! change) it is rendered again in full, by the same renderer as a full compile
+//! ([`super::compile_node_with`]) with the cluster-wide sets left empty: each is carried over from
+//! the previous ruleset when its source did not change, or resolved afresh.
 //!
 //! Every change is recorded as a [`Touched`] for [`Transaction::diff_touched`], which compares only
 //! those objects: the diff of an event is as small as the event.
@@ -30,6 +35,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use super::isolation::{local_pod, ordered_cluster_policies, ClusterPlan, LocalPod, NodePlan};
+use super::local::{LocalPart, Out};
 use super::origin::{CompileOptions, Origins};
 use super::rules::{Renderer, SetSource};
 use crate::cidr::Family;
@@ -61,8 +67,16 @@ pub struct LiveNode {
     addresses: HashMap<IpAddr, u32>,
     /// How many addresses of each family participating pods hold: [IPv4, IPv6].
     families: [usize; 2],
-    /// The local part must be rendered again before the next [`LiveNode::flush`] returns.
+    /// The local part must be rendered again in full before the next [`LiveNode::flush`]
+    /// returns.
     dirty: bool,
+    /// The local part, kept piece by piece when the cluster has no ClusterNetworkPolicies;
+    /// `None`: rendered in full when it changes.
+    local_part: Option<LocalPart>,
+    /// Pods of this node (before or now) changed since the last flush.
+    local_pods: BTreeSet<ObjectRef>,
+    /// Policies of namespaces with pods on this node changed since the last flush.
+    local_policies: BTreeSet<ObjectRef>,
     /// What changed since the last flush; `None`: anything may have.
     touched: Option<Touched>,
     /// What the work since the last flush was.
@@ -74,12 +88,15 @@ pub struct LiveNode {
 pub struct LiveStats {
     /// Events applied.
     pub events: usize,
-    /// Whether the local part was rendered again.
+    /// Whether the local part was rendered again in full.
     pub rendered: bool,
     /// Cluster-wide sets resolved afresh (by a scan of the cluster's pods).
     pub resolved_sets: usize,
     /// Set elements added or removed by pod and namespace events.
     pub element_changes: usize,
+    /// Pieces of the local part (a policy's rules in one direction, a group chain) rendered on
+    /// their own.
+    pub pieces: usize,
 }
 
 impl LiveNode {
@@ -102,13 +119,22 @@ impl LiveNode {
             addresses: HashMap::new(),
             families: [0, 0],
             dirty: false,
+            local_part: None,
+            local_pods: BTreeSet::new(),
+            local_policies: BTreeSet::new(),
             touched: None,
             stats: LiveStats::default(),
         };
         for pod in cluster.participating_pods() {
             live.count(pod, true);
         }
-        live.dirty = false;
+        live.local_pods.clear();
+        if cluster.cluster_policies().is_empty() {
+            // The same local part, rendered piece by piece (its sets carried over): from here on
+            // it changes piece by piece.
+            live.build_local(cluster);
+        }
+        live.stats = LiveStats::default();
         live
     }
 
@@ -263,7 +289,7 @@ impl LiveNode {
         }
         // Only a policy of a namespace with pods on this node can select them.
         if self.local_namespaces.contains_key(&key.namespace) {
-            self.dirty = true;
+            self.local_policies.insert(key.clone());
         }
     }
 
@@ -272,11 +298,40 @@ impl LiveNode {
     /// [`crate::nft::transaction::Transaction::diff_touched`]; `None`: anything may have (compare
     /// everything), as after [`LiveNode::new`].
     pub fn flush(&mut self, cluster: &ClusterState) -> (Option<Touched>, LiveStats) {
-        if self.dirty {
-            self.render_local(cluster);
-            self.dirty = false;
-            self.stats.rendered = true;
+        let changed = self.dirty || !self.local_pods.is_empty() || !self.local_policies.is_empty();
+        if !cluster.cluster_policies().is_empty() {
+            self.local_part = None;
+            if changed {
+                self.render_local(cluster);
+                self.stats.rendered = true;
+            }
+        } else if changed {
+            let families = self.family_set();
+            match self.local_part.take() {
+                Some(mut part) if !self.dirty && part.families() == &families => {
+                    let mut out = Out::new(
+                        &mut self.ruleset,
+                        &mut self.origins,
+                        &mut self.sources,
+                        &mut self.touched,
+                    );
+                    part.apply(cluster, &self.local_pods, &self.local_policies, &mut out);
+                    self.stats.pieces += out.rendered;
+                    self.stats.resolved_sets += out.resolved_sets;
+                    if out.origins_changed {
+                        self.origins_generation += 1;
+                    }
+                    self.local_part = Some(part);
+                }
+                _ => {
+                    self.build_local(cluster);
+                    self.stats.rendered = true;
+                }
+            }
         }
+        self.dirty = false;
+        self.local_pods.clear();
+        self.local_policies.clear();
         let touched = self.touched.replace(Touched::default());
         (touched, std::mem::take(&mut self.stats))
     }
@@ -318,7 +373,7 @@ impl LiveNode {
             }
         }
         if pod.node.as_deref() == Some(self.node.as_str()) {
-            self.dirty = true;
+            self.local_pods.insert(pod.id.clone());
             let namespace = pod.id.namespace.clone();
             if add {
                 self.local.insert(pod.id.clone());
@@ -403,6 +458,62 @@ impl LiveNode {
             })
     }
 
+    /// Builds the local part again piece by piece, keeping it for the events to come, with the
+    /// cluster-wide sets carried over.
+    fn build_local(&mut self, cluster: &ClusterState) {
+        let families = self.family_set();
+        let skeleton = NodePlan {
+            node: self.node.clone(),
+            families: families.clone(),
+            pods: Vec::new(),
+        };
+        let (ruleset, mut origins, mut sources) =
+            Renderer::deferred(cluster, skeleton, self.options).render();
+        let mut old = std::mem::replace(&mut self.ruleset, ruleset);
+        let old_sources = std::mem::take(&mut self.sources);
+        let mut stash = BTreeMap::new();
+        let old_sets = std::mem::take(&mut old.sets);
+        let set_names: Vec<String> = old_sets.keys().cloned().collect();
+        for (name, set) in old_sets {
+            let source = old_sources.get(&name).cloned();
+            stash.insert(name, (set, source));
+        }
+        let mut unrecorded = None;
+        let mut out = Out::new(
+            &mut self.ruleset,
+            &mut origins,
+            &mut sources,
+            &mut unrecorded,
+        );
+        out.stash = stash;
+        let part = LocalPart::build(cluster, &self.node, self.options, families, &mut out);
+        let carried = std::mem::take(&mut out.carried);
+        self.stats.pieces += out.rendered;
+        self.stats.resolved_sets += out.resolved_sets;
+        self.local_part = Some(part);
+        self.sources = sources;
+        if let Some(touched) = &mut self.touched {
+            let new = &self.ruleset;
+            touched.chains.extend(names(&old.chains, &new.chains));
+            touched.maps.extend(names(&old.maps, &new.maps));
+            touched
+                .decision_maps
+                .extend(names(&old.decision_maps, &new.decision_maps));
+            touched.counters.extend(names(&old.counters, &new.counters));
+            let all: BTreeSet<&String> = set_names.iter().chain(new.sets.keys()).collect();
+            for name in all {
+                if !carried.contains(name) {
+                    touched.set_elements.remove(name);
+                    touched.sets.insert(name.clone());
+                }
+            }
+        }
+        if self.origins != origins {
+            self.origins = origins;
+            self.origins_generation += 1;
+        }
+    }
+
     /// Renders the local part again, carrying the cluster-wide sets over.
     fn render_local(&mut self, cluster: &ClusterState) {
         let ordered = ordered_cluster_policies(cluster);
@@ -482,7 +593,7 @@ fn namespace_labels(cluster: &ClusterState, name: &str) -> Labels {
 }
 
 /// The elements of a cluster-wide set, from every participating pod of the cluster.
-fn resolve(cluster: &ClusterState, source: &SetSource) -> BTreeSet<SetElement> {
+pub(super) fn resolve(cluster: &ClusterState, source: &SetSource) -> BTreeSet<SetElement> {
     let mut elements = BTreeSet::new();
     let mut labels: Option<(&str, Labels)> = None;
     for pod in cluster.participating_pods() {

@@ -29,6 +29,7 @@
 
 pub mod isolation;
 pub mod live;
+mod local;
 pub mod naming;
 pub mod origin;
 mod rules;

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::isolation::NodePlan;
+use super::isolation::{LocalPod, NodePlan};
 use super::naming::{
     audit_group_chain_name, group_chain_name, named_port_set_name, peer_set_name,
     policy_chain_name, policy_rule_counter_name, vmap_name,
@@ -147,12 +147,59 @@ pub(super) struct Renderer<'i, 'a> {
     origins: Origins,
     /// The sets whose elements follow pods cluster-wide, by name.
     sources: BTreeMap<String, SetSource>,
+    /// The ingress named-port sets rendered, whose elements are the policy's local targets' ports.
+    target_sets: Vec<TargetSet>,
+}
+
+/// An ingress named-port set: its elements are the ports of these names on the pods a policy
+/// selects on the node, for one family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct TargetSet {
+    /// The set's name.
+    pub(super) name: String,
+    /// The family.
+    pub(super) family: Family,
+    /// The rule's named ports.
+    pub(super) named: Vec<(String, Protocol)>,
+}
+
+impl TargetSet {
+    /// The set's elements, from the policy's local targets.
+    pub(super) fn elements<'p>(
+        &self,
+        targets: impl Iterator<Item = &'p Pod>,
+    ) -> BTreeSet<SetElement> {
+        let named: Vec<(&str, Protocol)> =
+            self.named.iter().map(|(n, p)| (n.as_str(), *p)).collect();
+        targets
+            .flat_map(|pod| named_port_elements(pod, self.family, &named).collect::<Vec<_>>())
+            .collect()
+    }
+}
+
+/// One policy's rules for one direction rendered alone, with what they use: what a full render
+/// puts in the policy's chain (or, for an audit policy, inlines in its audit groups). Sets come
+/// without elements, for an incremental compiler to fill.
+#[derive(Debug, Clone)]
+pub(super) struct PolicyPart {
+    /// The rules.
+    pub(super) rules: Vec<NftRule>,
+    /// Whether the policy is compiled in audit mode (its rules inlined, each returning).
+    pub(super) audit: bool,
+    /// The sets the rules match on, empty.
+    pub(super) sets: BTreeMap<String, Set>,
+    /// Of those, the sets whose elements follow pods cluster-wide.
+    pub(super) sources: BTreeMap<String, SetSource>,
+    /// Of those, the ingress named-port sets.
+    pub(super) target_sets: Vec<TargetSet>,
+    /// The origins of the counters the rules reference.
+    pub(super) origins: Origins,
 }
 
 /// How a group chain ends: the isolation drop, or for audit the "would deny" that lets the packet
 /// go on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum GroupKind {
+pub(super) enum GroupKind {
     /// Enforced policies isolate the pods: jump to each policy chain, then drop (under
     /// `audit_all`: count as "would deny" and accept).
     Enforced,
@@ -195,7 +242,63 @@ impl<'i, 'a> Renderer<'i, 'a> {
             ruleset: Ruleset::default(),
             origins: Origins::new(),
             sources: BTreeMap::new(),
+            target_sets: Vec::new(),
         }
+    }
+
+    /// One policy's rules for one direction, rendered alone for a node of these address families.
+    pub(super) fn policy_part(
+        cluster: &'a ClusterState,
+        families: &BTreeSet<Family>,
+        options: CompileOptions,
+        policy: &Policy,
+        direction: Direction,
+    ) -> PolicyPart {
+        let plan = NodePlan {
+            node: String::new(),
+            families: families.clone(),
+            pods: Vec::new(),
+        };
+        let mut renderer = Self::with(cluster, None, plan, options);
+        let audit = renderer.audits(policy);
+        let rules = renderer.policy_rules(direction, policy, &[], audit);
+        let referenced: BTreeSet<&str> = referenced_counters(&rules).collect();
+        renderer
+            .origins
+            .retain(|name, _| referenced.contains(name.as_str()));
+        PolicyPart {
+            rules,
+            audit,
+            sets: renderer.ruleset.sets,
+            sources: renderer.sources,
+            target_sets: renderer.target_sets,
+            origins: renderer.origins,
+        }
+    }
+
+    /// A group chain rendered alone, with the origin of its counter; `audited` holds the rules of
+    /// its policies when it is an audit group.
+    pub(super) fn group_part(
+        cluster: &'a ClusterState,
+        options: CompileOptions,
+        direction: Direction,
+        group: &str,
+        kind: GroupKind,
+        policies: &[&Policy],
+        audited: &BTreeMap<&ObjectRef, Vec<NftRule>>,
+    ) -> (Chain, Origins) {
+        let plan = NodePlan {
+            node: String::new(),
+            families: BTreeSet::new(),
+            pods: Vec::new(),
+        };
+        let mut renderer = Self::with(cluster, None, plan, options);
+        renderer.group_chain(direction, group, kind, policies, &[], audited);
+        let chain = renderer.ruleset.chains.remove(group).unwrap_or(Chain {
+            base: None,
+            rules: Vec::new(),
+        });
+        (chain, renderer.origins)
     }
 
     /// The ruleset, the origin of each of its counters, and the sources of its sets whose
@@ -229,16 +332,8 @@ impl<'i, 'a> Renderer<'i, 'a> {
             let mut groups: BTreeMap<String, (GroupKind, Vec<&Policy>, Vec<&Pod>)> =
                 BTreeMap::new();
             for local in &plan {
-                let (kind, policies) = match local.policies(direction) {
-                    [] => (GroupKind::Audit, local.audit_policies(direction)),
-                    enforced => (GroupKind::Enforced, enforced),
-                };
-                if policies.is_empty() {
+                let Some((kind, policies, name)) = group_of(local, direction) else {
                     continue;
-                }
-                let name = match kind {
-                    GroupKind::Enforced => group_chain_name(direction, policies),
-                    GroupKind::Audit => audit_group_chain_name(direction, policies),
                 };
                 let group = groups
                     .entry(name)
@@ -286,25 +381,18 @@ impl<'i, 'a> Renderer<'i, 'a> {
 
     /// The counter objects of every counter the rules reference, and only those origins.
     fn counters(&mut self) {
-        let referenced: BTreeSet<String> = self
+        let referenced: BTreeSet<&str> = self
             .ruleset
             .chains
             .values()
-            .flat_map(|c| &c.rules)
-            .flat_map(|r| &r.matches)
-            .filter_map(|m| match m {
-                Match::Counter(name) => Some(name.clone()),
-                _ => None,
-            })
+            .flat_map(|c| referenced_counters(&c.rules))
             .collect();
-        self.origins.retain(|name, _| referenced.contains(name));
+        self.origins
+            .retain(|name, _| referenced.contains(name.as_str()));
         for (name, origin) in &self.origins {
-            self.ruleset.counters.insert(
-                name.clone(),
-                Counter {
-                    comment: Some(counter_comment(origin)),
-                },
-            );
+            self.ruleset
+                .counters
+                .insert(name.clone(), counter_of(origin));
         }
     }
 
@@ -618,6 +706,13 @@ impl<'i, 'a> Renderer<'i, 'a> {
             (Direction::Egress, Some(index)) => Self::egress_destinations(index, rule, family),
             (Direction::Egress, None) => Vec::new(),
         };
+        if direction == Direction::Ingress {
+            self.target_sets.push(TargetSet {
+                name: set_name.clone(),
+                family,
+                named: named.iter().map(|(n, p)| (n.to_string(), *p)).collect(),
+            });
+        }
         if direction == Direction::Egress {
             self.sources.insert(
                 set_name.clone(),
@@ -703,6 +798,44 @@ pub(super) fn drop_point_rules(
         comment: Some(comment),
     });
     rules
+}
+
+/// The group a local pod is judged by in `direction`: its kind, its policies and its chain's name;
+/// `None` when no policy (enforced or audited) isolates it there.
+pub(super) fn group_of<'p, 'a>(
+    local: &'p LocalPod<'a>,
+    direction: Direction,
+) -> Option<(GroupKind, &'p [&'a Policy], String)> {
+    let (kind, policies) = match local.policies(direction) {
+        [] => (GroupKind::Audit, local.audit_policies(direction)),
+        enforced => (GroupKind::Enforced, enforced),
+    };
+    if policies.is_empty() {
+        return None;
+    }
+    let name = match kind {
+        GroupKind::Enforced => group_chain_name(direction, policies),
+        GroupKind::Audit => audit_group_chain_name(direction, policies),
+    };
+    Some((kind, policies, name))
+}
+
+/// The counters `rules` reference.
+pub(super) fn referenced_counters(rules: &[NftRule]) -> impl Iterator<Item = &str> {
+    rules
+        .iter()
+        .flat_map(|r| &r.matches)
+        .filter_map(|m| match m {
+            Match::Counter(name) => Some(name.as_str()),
+            _ => None,
+        })
+}
+
+/// The counter object of a counter with this origin.
+pub(super) fn counter_of(origin: &Origin) -> Counter {
+    Counter {
+        comment: Some(counter_comment(origin)),
+    }
 }
 
 /// A counter object's comment: what it counts, e.g. `x/allow-web ingress[0]`.
