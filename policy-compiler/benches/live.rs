@@ -18,7 +18,9 @@ use policy_compiler::model::{Direction, ObjectRef, Pod, PolicyPort, PortSpec, Pr
 use policy_compiler::nft::transaction::Transaction;
 use policy_compiler::nft::Ruleset;
 use policy_compiler::object::{Kind, Object};
-use policy_compiler::plan::{compile_node_with, policy_chain_name, CompileOptions, LiveNode};
+use policy_compiler::plan::{
+    compile_node_with, policy_chain_name, CompileOptions, LiveNode, LiveStats,
+};
 use policy_compiler::ClusterState;
 
 const NODE: &str = "node-0";
@@ -150,15 +152,19 @@ fn incremental(
     do_: &Event,
     undo: &Event,
     rounds: usize,
-) -> (Vec<Duration>, usize) {
+) -> (Vec<Duration>, usize, LiveStats) {
     let mut samples = Vec::new();
     let mut ops = 0;
+    let mut most = LiveStats::default();
     for _ in 0..rounds {
         for event in [do_, undo] {
             let started = Instant::now();
             let (kind, key, old) = event.apply(cluster);
             live.changed(cluster, kind, &key, old.as_ref());
-            let (touched, _) = live.flush(cluster);
+            let (touched, stats) = live.flush(cluster);
+            most.pieces = most.pieces.max(stats.pieces);
+            most.resolved_sets = most.resolved_sets.max(stats.resolved_sets);
+            most.rendered |= stats.rendered;
             let base = committed.as_ref().expect("a committed ruleset");
             let tx = match &touched {
                 Some(t) => Transaction::diff_touched(base, live.ruleset(), t),
@@ -170,7 +176,7 @@ fn incremental(
             ops = ops.max(tx.ops.len());
         }
     }
-    (samples, ops)
+    (samples, ops, most)
 }
 
 /// Full path: compile the node and diff against the committed ruleset.
@@ -199,8 +205,8 @@ fn full(
 fn main() {
     // `cargo bench` passes `--bench`; any other argument filters sizes by name.
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
-    println!("| cluster | event | incremental median | incremental p99 | full median | full p99 | ratio (median) | ops |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| cluster | event | incremental median | incremental p99 | full median | full p99 | ratio (median) | ops | pieces rendered / sets resolved (most) |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (name, size, full_rounds) in [
         ("medium", WorkloadSize::MEDIUM, 15),
         ("large", WorkloadSize::LARGE, 5),
@@ -215,7 +221,7 @@ fn main() {
         eprintln!("{name}: initial compile {:?}", started.elapsed());
         let mut committed = Some(live.ruleset().clone());
         for (event, do_, undo) in events(&cluster) {
-            let (mut inc, ops) =
+            let (mut inc, ops, most) =
                 incremental(&mut cluster, &mut live, &mut committed, &do_, &undo, 100);
             let mut base = committed.clone().unwrap_or_default();
             let mut fl = full(&mut cluster, &mut base, &do_, &undo, full_rounds);
@@ -223,11 +229,18 @@ fn main() {
             fl.sort();
             let ratio = percentile(&fl, 0.5).as_secs_f64() / percentile(&inc, 0.5).as_secs_f64();
             println!(
-                "| {name} | {event} | {} | {} | {} | {} | {ratio:.0}× | {ops} |",
+                "| {name} | {event} | {} | {} | {} | {} | {ratio:.0}× | {ops} | {}{} / {} |",
                 ms(percentile(&inc, 0.5)),
                 ms(percentile(&inc, 0.99)),
                 ms(percentile(&fl, 0.5)),
                 ms(percentile(&fl, 0.99)),
+                most.pieces,
+                if most.rendered {
+                    " (full local render)"
+                } else {
+                    ""
+                },
+                most.resolved_sets,
             );
         }
         // The incremental ruleset is still the full compile's.

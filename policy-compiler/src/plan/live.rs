@@ -43,9 +43,14 @@ use crate::cluster::ClusterState;
 use crate::index::ClusterIndex;
 use crate::model::{Namespace, ObjectRef, Pod, Policy};
 use crate::nft::transaction::Touched;
-use crate::nft::{Ruleset, SetElement};
+use crate::nft::{Ruleset, Set, SetElement};
 use crate::object::Kind;
 use crate::selector::Labels;
+
+/// The most cluster-wide sets a [`LiveNode`] keeps out of its ruleset, for when they come back.
+pub const RETIRED_SETS: usize = 256;
+/// The most elements those sets hold together.
+pub const RETIRED_ELEMENTS: usize = 200_000;
 
 /// One node's ruleset, kept up to date event by event (see the module documentation).
 #[derive(Debug, Clone)]
@@ -73,6 +78,10 @@ pub struct LiveNode {
     /// The local part, kept piece by piece when the cluster has no ClusterNetworkPolicies;
     /// `None`: rendered in full when it changes.
     local_part: Option<LocalPart>,
+    /// Cluster-wide sets no longer in the ruleset, their elements kept up to date, so that a set
+    /// that comes back (a local pod relabelled back and forth, say) need not be resolved again;
+    /// bounded by [`RETIRED_SETS`] and [`RETIRED_ELEMENTS`].
+    retired: BTreeMap<String, (Set, SetSource)>,
     /// Pods of this node (before or now) changed since the last flush.
     local_pods: BTreeSet<ObjectRef>,
     /// Policies of namespaces with pods on this node changed since the last flush.
@@ -120,6 +129,7 @@ impl LiveNode {
             families: [0, 0],
             dirty: false,
             local_part: None,
+            retired: BTreeMap::new(),
             local_pods: BTreeSet::new(),
             local_policies: BTreeSet::new(),
             touched: None,
@@ -238,6 +248,17 @@ impl LiveNode {
             self.replace_elements(cluster, name, source, before, after, Some(key));
         }
         self.sources = sources;
+        let mut retired = std::mem::take(&mut self.retired);
+        for (set, source) in retired.values_mut() {
+            let before = old
+                .map(|p| source.elements(p, &namespace_labels))
+                .unwrap_or_default();
+            let after = new
+                .map(|p| source.elements(p, &namespace_labels))
+                .unwrap_or_default();
+            self.replace_retired(cluster, set, source, before, after, Some(key));
+        }
+        self.retired = retired;
     }
 
     /// A namespace changed from `old` to what `cluster` holds under `name` (a namespace that pods
@@ -275,6 +296,15 @@ impl LiveNode {
             }
         }
         self.sources = sources;
+        let mut retired = std::mem::take(&mut self.retired);
+        for (set, source) in retired.values_mut() {
+            for pod in &pods {
+                let was = source.elements(pod, &before);
+                let is = source.elements(pod, &after);
+                self.replace_retired(cluster, set, source, was, is, Some(&pod.id));
+            }
+        }
+        self.retired = retired;
     }
 
     /// A NetworkPolicy changed from `old` to what `cluster` holds under `key`.
@@ -301,6 +331,7 @@ impl LiveNode {
         let changed = self.dirty || !self.local_pods.is_empty() || !self.local_policies.is_empty();
         if !cluster.cluster_policies().is_empty() {
             self.local_part = None;
+            self.retired.clear();
             if changed {
                 self.render_local(cluster);
                 self.stats.rendered = true;
@@ -315,7 +346,9 @@ impl LiveNode {
                         &mut self.sources,
                         &mut self.touched,
                     );
+                    out.stash = std::mem::take(&mut self.retired);
                     part.apply(cluster, &self.local_pods, &self.local_policies, &mut out);
+                    self.retired = std::mem::take(&mut out.stash);
                     self.stats.pieces += out.rendered;
                     self.stats.resolved_sets += out.resolved_sets;
                     if out.origins_changed {
@@ -332,6 +365,7 @@ impl LiveNode {
         self.dirty = false;
         self.local_pods.clear();
         self.local_policies.clear();
+        self.bound_retired();
         let touched = self.touched.replace(Touched::default());
         (touched, std::mem::take(&mut self.stats))
     }
@@ -431,6 +465,35 @@ impl LiveNode {
         }
     }
 
+    /// As [`LiveNode::replace_elements`], for a retired set (nothing is recorded).
+    fn replace_retired(
+        &self,
+        cluster: &ClusterState,
+        set: &mut Set,
+        source: &SetSource,
+        before: Vec<SetElement>,
+        after: Vec<SetElement>,
+        pod: Option<&ObjectRef>,
+    ) {
+        if before == after {
+            return;
+        }
+        for element in &before {
+            if !after.contains(element) && !self.still_given(cluster, source, element, pod) {
+                set.elements.remove(element);
+            }
+        }
+        set.elements.extend(after);
+    }
+
+    /// Keeps the retired sets within bounds (dropping them all past one: they are a cache).
+    fn bound_retired(&mut self) {
+        let elements: usize = self.retired.values().map(|(s, _)| s.elements.len()).sum();
+        if self.retired.len() > RETIRED_SETS || elements > RETIRED_ELEMENTS {
+            self.retired.clear();
+        }
+    }
+
     /// Whether a participating pod other than `except` gives `element` to a set of `source`: only
     /// possible when two pods hold its address, which is rare and so checked by a scan.
     fn still_given(
@@ -473,11 +536,13 @@ impl LiveNode {
         let old_sources = std::mem::take(&mut self.sources);
         let mut stash = BTreeMap::new();
         let old_sets = std::mem::take(&mut old.sets);
-        let set_names: Vec<String> = old_sets.keys().cloned().collect();
+        let set_names: BTreeSet<String> = old_sets.keys().cloned().collect();
         for (name, set) in old_sets {
-            let source = old_sources.get(&name).cloned();
-            stash.insert(name, (set, source));
+            if let Some(source) = old_sources.get(&name) {
+                stash.insert(name, (set, source.clone()));
+            }
         }
+        stash.append(&mut self.retired);
         let mut unrecorded = None;
         let mut out = Out::new(
             &mut self.ruleset,
@@ -488,6 +553,7 @@ impl LiveNode {
         out.stash = stash;
         let part = LocalPart::build(cluster, &self.node, self.options, families, &mut out);
         let carried = std::mem::take(&mut out.carried);
+        self.retired = std::mem::take(&mut out.stash);
         self.stats.pieces += out.rendered;
         self.stats.resolved_sets += out.resolved_sets;
         self.local_part = Some(part);
@@ -502,7 +568,9 @@ impl LiveNode {
             touched.counters.extend(names(&old.counters, &new.counters));
             let all: BTreeSet<&String> = set_names.iter().chain(new.sets.keys()).collect();
             for name in all {
-                if !carried.contains(name) {
+                // A set carried over from the previous ruleset is as its tracked changes say; one
+                // taken from the retired sets is new to it.
+                if !(carried.contains(name) && set_names.contains(name)) {
                     touched.set_elements.remove(name);
                     touched.sets.insert(name.clone());
                 }
@@ -592,18 +660,29 @@ fn namespace_labels(cluster: &ClusterState, name: &str) -> Labels {
     }
 }
 
-/// The elements of a cluster-wide set, from every participating pod of the cluster.
+/// The elements of a cluster-wide set, from the participating pods of the cluster: only the
+/// namespaces the set's peers can select are read, each through its range of pods.
 pub(super) fn resolve(cluster: &ClusterState, source: &SetSource) -> BTreeSet<SetElement> {
     let mut elements = BTreeSet::new();
-    let mut labels: Option<(&str, Labels)> = None;
-    for pod in cluster.participating_pods() {
-        let namespace = pod.id.namespace.as_str();
-        if labels.as_ref().is_none_or(|(n, _)| *n != namespace) {
-            labels = Some((namespace, namespace_labels(cluster, namespace)));
+    let pods = cluster.pods();
+    let mut next = pods.keys().next();
+    while let Some(first) = next {
+        let namespace = first.namespace.clone();
+        let labels = namespace_labels(cluster, &namespace);
+        let in_namespace = pods
+            .range(first.clone()..)
+            .take_while(|(id, _)| id.namespace == namespace);
+        if source.may_select_in(&namespace, &labels) {
+            for (_, pod) in in_namespace.filter(|(_, p)| p.participates()) {
+                elements.extend(source.elements(pod, &labels));
+            }
         }
-        if let Some((_, l)) = &labels {
-            elements.extend(source.elements(pod, l));
-        }
+        // Past the namespace: no namespace name holds a NUL, so every name after this one sorts
+        // at or after `namespace\0`.
+        next = pods
+            .range(ObjectRef::new(format!("{namespace}\0"), "")..)
+            .next()
+            .map(|(id, _)| id);
     }
     elements
 }

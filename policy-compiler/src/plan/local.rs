@@ -41,9 +41,10 @@ pub(super) struct Out<'a> {
     pub(super) sources: &'a mut BTreeMap<String, SetSource>,
     /// What changed; `None`: not recorded (anything may have).
     pub(super) touched: &'a mut Option<Touched>,
-    /// Sets of a previous ruleset whose elements a set of the same name and definition takes
-    /// over, instead of being resolved again.
-    pub(super) stash: BTreeMap<String, (Set, Option<SetSource>)>,
+    /// Cluster-wide sets out of the ruleset (of a previous ruleset, or that no part uses any
+    /// longer), their elements kept up to date: a set of the same name and definition takes them
+    /// over instead of being resolved again, and a set that goes is kept here.
+    pub(super) stash: BTreeMap<String, (Set, SetSource)>,
     /// The sets that took their elements from the stash.
     pub(super) carried: BTreeSet<String>,
     /// Cluster-wide sets resolved by a scan of the cluster's pods.
@@ -145,21 +146,17 @@ impl<'a> Out<'a> {
                 return;
             }
         }
-        set.elements = match self.stash.remove(name) {
-            Some((old, old_source)) if same(&old) && old_source == source => {
-                // A named-port set of ingress follows the local targets: compared in full.
-                if source.is_some() {
-                    self.carried.insert(name.to_string());
-                }
+        set.elements = match (self.stash.remove(name), &source) {
+            (Some((old, old_source)), Some(source)) if same(&old) && old_source == *source => {
+                self.carried.insert(name.to_string());
                 old.elements
             }
-            _ => match &source {
-                Some(source) => {
-                    self.resolved_sets += 1;
-                    super::live::resolve(cluster, source)
-                }
-                None => BTreeSet::new(),
-            },
+            (_, Some(source)) => {
+                self.resolved_sets += 1;
+                super::live::resolve(cluster, source)
+            }
+            // A named-port set of ingress follows the local targets, which fill it.
+            (_, None) => BTreeSet::new(),
         };
         match source {
             Some(source) => self.sources.insert(name.to_string(), source),
@@ -170,9 +167,12 @@ impl<'a> Out<'a> {
     }
 
     fn remove_set(&mut self, name: &str) {
-        self.sources.remove(name);
-        if self.ruleset.sets.remove(name).is_some() {
+        let source = self.sources.remove(name);
+        if let Some(set) = self.ruleset.sets.remove(name) {
             self.touch_set(name);
+            if let Some(source) = source {
+                self.stash.insert(name.to_string(), (set, source));
+            }
         }
     }
 

@@ -19,7 +19,8 @@ use crate::cidr::Family;
 use crate::cluster::ClusterState;
 use crate::index::ClusterIndex;
 use crate::model::{
-    Direction, ObjectRef, Peer, Pod, PodPeer, Policy, PolicyPort, PortSpec, Protocol, Rule, Tier,
+    Direction, NamespaceScope, ObjectRef, Peer, Pod, PodPeer, Policy, PolicyPort, PortSpec,
+    Protocol, Rule, Tier,
 };
 use crate::nft::{
     AddrField, BaseChain, Chain, Counter, Match, Rule as NftRule, Ruleset, Set, SetElement,
@@ -90,6 +91,25 @@ pub(crate) enum SetSource {
 }
 
 impl SetSource {
+    /// Whether the set can hold pods of `namespace`, which carries `labels` (pods of other
+    /// namespaces give it nothing).
+    pub(crate) fn may_select_in(&self, namespace: &str, labels: &Labels) -> bool {
+        let in_scope = |peer: &PodPeer| match &peer.namespaces {
+            NamespaceScope::Own(ns) => ns == namespace,
+            NamespaceScope::Selected(s) => s.matches(labels),
+        };
+        match self {
+            SetSource::Peer(peer, _) => in_scope(peer),
+            SetSource::EgressNamedPorts { peers, .. } => {
+                peers.is_empty()
+                    || peers.iter().any(|peer| match peer {
+                        Peer::Pods(p) => in_scope(p),
+                        Peer::IpBlock(_) => true,
+                    })
+            }
+        }
+    }
+
     /// The elements a participating pod, whose namespace carries `namespace_labels`, gives the set.
     pub(crate) fn elements(&self, pod: &Pod, namespace_labels: &Labels) -> Vec<SetElement> {
         match self {
