@@ -779,7 +779,7 @@ impl Transaction {
     pub fn apply_to(&self, state: &mut Option<Ruleset>) -> Result<(), TxError> {
         let mut next = state.clone();
         for op in &self.ops {
-            apply_op(&mut next, op)?;
+            apply_op(&mut next, op, Checks::All)?;
         }
         *state = next;
         Ok(())
@@ -793,9 +793,12 @@ impl Transaction {
     /// Applies the transaction to `state` in place, without the copy [`Transaction::apply_to`]
     /// makes to be all-or-nothing: for a transaction the kernel already committed, whose
     /// prediction fails only when `state` was not what the kernel held. On error `state` is left
-    /// partly changed.
+    /// partly changed. What the kernel checked in committing it is not checked again: that nothing
+    /// deleted is still referenced (a scan of every chain per deletion).
     pub fn apply_in_place(&self, state: &mut Option<Ruleset>) -> Result<(), TxError> {
-        self.ops.iter().try_for_each(|op| apply_op(state, op))
+        self.ops
+            .iter()
+            .try_for_each(|op| apply_op(state, op, Checks::Committed))
     }
 }
 
@@ -816,7 +819,19 @@ fn changed_entries<K: Ord + Copy, V: PartialEq + Clone>(
     (gone, added)
 }
 
-fn references(rs: &Ruleset, kind: &'static str, name: &str) -> bool {
+/// What applying an operation checks, as the kernel does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checks {
+    /// Everything the kernel checks.
+    All,
+    /// The transaction was committed: no scan for references to what it deletes.
+    Committed,
+}
+
+fn references(rs: &Ruleset, kind: &'static str, name: &str, checks: Checks) -> bool {
+    if checks == Checks::Committed {
+        return false;
+    }
     rs.chains
         .values()
         .any(|c| chain_refs(c).any(|(k, n)| k == kind && n == name))
@@ -832,7 +847,7 @@ fn references(rs: &Ruleset, kind: &'static str, name: &str) -> bool {
                 })))
 }
 
-fn apply_op(state: &mut Option<Ruleset>, op: &Op) -> Result<(), TxError> {
+fn apply_op(state: &mut Option<Ruleset>, op: &Op, checks: Checks) -> Result<(), TxError> {
     if let Op::AddTable = op {
         state.get_or_insert_with(Ruleset::default);
         return Ok(());
@@ -859,7 +874,7 @@ fn apply_op(state: &mut Option<Ruleset>, op: &Op) -> Result<(), TxError> {
             if !rs.sets.contains_key(name) {
                 return Err(TxError::Missing(name.clone(), "set"));
             }
-            if references(rs, "set", name) {
+            if references(rs, "set", name, checks) {
                 return Err(TxError::Busy(name.clone(), "set"));
             }
             rs.sets.remove(name);
@@ -900,7 +915,7 @@ fn apply_op(state: &mut Option<Ruleset>, op: &Op) -> Result<(), TxError> {
             if !rs.maps.contains_key(name) {
                 return Err(TxError::Missing(name.clone(), "map"));
             }
-            if references(rs, "map", name) {
+            if references(rs, "map", name, checks) {
                 return Err(TxError::Busy(name.clone(), "map"));
             }
             rs.maps.remove(name);
@@ -945,7 +960,7 @@ fn apply_op(state: &mut Option<Ruleset>, op: &Op) -> Result<(), TxError> {
             if !rs.decision_maps.contains_key(name) {
                 return Err(TxError::Missing(name.clone(), DECISION_MAP));
             }
-            if references(rs, DECISION_MAP, name) {
+            if references(rs, DECISION_MAP, name, checks) {
                 return Err(TxError::Busy(name.clone(), DECISION_MAP));
             }
             rs.decision_maps.remove(name);
@@ -990,7 +1005,7 @@ fn apply_op(state: &mut Option<Ruleset>, op: &Op) -> Result<(), TxError> {
             if !rs.counters.contains_key(name) {
                 return Err(TxError::Missing(name.clone(), COUNTER));
             }
-            if references(rs, COUNTER, name) {
+            if references(rs, COUNTER, name, checks) {
                 return Err(TxError::Busy(name.clone(), COUNTER));
             }
             rs.counters.remove(name);
@@ -1020,7 +1035,7 @@ fn apply_op(state: &mut Option<Ruleset>, op: &Op) -> Result<(), TxError> {
                 .chains
                 .get(name)
                 .ok_or_else(|| TxError::Missing(name.clone(), "chain"))?;
-            if !chain.rules.is_empty() || references(rs, "chain", name) {
+            if !chain.rules.is_empty() || references(rs, "chain", name, checks) {
                 return Err(TxError::Busy(name.clone(), "chain"));
             }
             rs.chains.remove(name);
