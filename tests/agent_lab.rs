@@ -138,7 +138,9 @@ fn probe(lab: &Lab) -> (bool, bool) {
     )
 }
 
-/// Waits until the probes give `want`; returns how long it took.
+/// Waits until the probes give `want`; returns how long it took. The bound is for a change that
+/// never comes, not a target: the time is printed, and benchmarks measure it (a loaded machine
+/// can take a while to run the probes themselves).
 fn until(lab: &Lab, want: (bool, bool), what: &str) -> Duration {
     let started = Instant::now();
     loop {
@@ -146,8 +148,8 @@ fn until(lab: &Lab, want: (bool, bool), what: &str) -> Duration {
             return started.elapsed();
         }
         assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "{what}: connectivity did not follow within 1 s"
+            started.elapsed() < Duration::from_secs(10),
+            "{what}: connectivity did not follow within 10 s"
         );
     }
 }
