@@ -93,6 +93,9 @@ pub struct SyncReport {
     pub nft_called: bool,
     /// The apply, or why it failed.
     pub result: Result<ApplyReport, String>,
+    /// How many changes taken in since the previous successful sync this one committed (0 when
+    /// it failed).
+    pub changes: usize,
 }
 
 /// The agent.
@@ -220,18 +223,20 @@ impl Agent {
     }
 
     /// After a sync: a successful one committed every pending change; counts them and how long
-    /// the oldest waited.
-    fn record_sync(&mut self, ok: bool) {
+    /// the oldest waited; returns how many.
+    fn record_sync(&mut self, ok: bool) -> usize {
         if !ok {
-            return;
+            return 0;
         }
         let now = Instant::now();
-        if let Some(batch) = self.debounce.synced(now) {
-            self.metrics.sync_events.observe(batch.changes as f64);
-            self.metrics
-                .sync_queue_lag
-                .observe((now - batch.since).as_secs_f64());
-        }
+        let Some(batch) = self.debounce.synced(now) else {
+            return 0;
+        };
+        self.metrics.sync_events.observe(batch.changes as f64);
+        self.metrics
+            .sync_queue_lag
+            .observe((now - batch.since).as_secs_f64());
+        batch.changes as usize
     }
 
     /// Folds an update into the store and the incremental compiler; returns whether the valid
@@ -291,6 +296,7 @@ impl Agent {
         tracing::debug!(
             events = stats.events,
             rendered = stats.rendered,
+            pieces = stats.pieces,
             resolved_sets = stats.resolved_sets,
             element_changes = stats.element_changes,
             "compiled"
@@ -348,12 +354,13 @@ impl Agent {
         } else {
             self.health.ready.store(false, Ordering::SeqCst);
         }
-        self.record_sync(ok);
+        let changes = self.record_sync(ok);
         if let Some(observer) = &self.observer {
             let nft_called = result.as_ref().map(|r| r.operations > 0).unwrap_or(true);
             let _ = observer.send(SyncReport {
                 nft_called,
                 result: result.map_err(|e: KernelError| e.to_string()),
+                changes,
             });
         }
         ok
