@@ -254,6 +254,9 @@ mod tests {
                         invalid.len()
                     )
                 }
+                Update::ListBegin(kind) => format!("list {}", kind.as_str()),
+                Update::ListPage { kind, .. } => format!("page {}", kind.as_str()),
+                Update::ListEnd(kind) => format!("end {}", kind.as_str()),
                 Update::Upsert(o) => format!("upsert {} {}", o.kind().as_str(), o.key()),
                 Update::Delete(k, key) => format!("delete {} {key}", k.as_str()),
                 Update::Invalid { kind, key, .. } => format!("invalid {} {key}", kind.as_str()),

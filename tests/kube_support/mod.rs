@@ -193,6 +193,8 @@ struct Inner {
     next_continuation: u64,
     /// The next request with a continue token answers 410, as when its snapshot was compacted.
     expire_continuation: bool,
+    /// The next request with a continue token fails with 500.
+    fail_continuation: bool,
     bookmark_interval: Option<Duration>,
 }
 
@@ -255,6 +257,7 @@ impl FakeApi {
             continuations: HashMap::new(),
             next_continuation: 0,
             expire_continuation: false,
+            fail_continuation: false,
             bookmark_interval: None,
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -501,6 +504,11 @@ impl FakeApi {
         lock(&self.inner).expire_continuation = true;
     }
 
+    /// The next list request that continues a paginated list fails with `500`.
+    pub fn fail_next_continuation(&self) {
+        lock(&self.inner).fail_continuation = true;
+    }
+
     /// Forgets every stored Event (as their TTL does): patching one answers 404.
     pub fn drop_events(&self) {
         lock(&self.inner).events.clear();
@@ -705,6 +713,13 @@ fn list(
     let compacted = inner.resources[plural].compacted;
     let (id, offset, rv, items) = match request.param("continue").filter(|c| !c.is_empty()) {
         Some(token) => {
+            if std::mem::take(&mut inner.fail_continuation) {
+                return status(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    "the fake fails this page",
+                );
+            }
             let parsed = token.split_once(':').and_then(|(id, offset)| {
                 Some((id.parse::<u64>().ok()?, offset.parse::<usize>().ok()?))
             });
