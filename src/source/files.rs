@@ -263,10 +263,12 @@ impl DirSource {
                     continue;
                 }
             }
-            let source = &source;
-            let previous = self.files.get(&source.name);
-            let old_keys = previous.map(|p| p.keys.clone()).unwrap_or_default();
-            let Some(parsed) = Self::parse(source) else {
+            let old_keys = self
+                .files
+                .get(&file.name)
+                .map(|p| p.keys.clone())
+                .unwrap_or_default();
+            let Some(parsed) = Self::parse(&source) else {
                 // Remember the broken text (so it is not parsed again) but keep its last objects.
                 self.files.insert(
                     source.name.clone(),
