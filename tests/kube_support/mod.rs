@@ -188,8 +188,9 @@ struct Inner {
     /// Stored Events by (namespace, name).
     events: BTreeMap<(String, String), Value>,
     fail_events: bool,
-    /// Paginated lists in progress: id -> (resourceVersion, items).
-    continuations: HashMap<u64, (u64, Vec<Value>)>,
+    /// Paginated lists in progress: id -> (resourceVersion, items), the items shared by the
+    /// list's pages (a list of 100k objects is not copied for each page).
+    continuations: HashMap<u64, (u64, Arc<Vec<Value>>)>,
     next_continuation: u64,
     /// The next request with a continue token answers 410, as when its snapshot was compacted.
     expire_continuation: bool,
@@ -725,7 +726,7 @@ fn list(
             });
             let found = parsed.and_then(|(id, offset)| {
                 let (rv, items) = inner.continuations.get(&id)?;
-                Some((id, offset, *rv, items.clone()))
+                Some((id, offset, *rv, Arc::clone(items)))
             });
             let expired = std::mem::take(&mut inner.expire_continuation);
             match found {
@@ -747,7 +748,7 @@ fn list(
                 .values()
                 .map(strip_type)
                 .collect();
-            (None, 0, current_rv, items)
+            (None, 0, current_rv, Arc::new(items))
         }
     };
     let end = limit.map_or(items.len(), |l| (offset + l).min(items.len()));
