@@ -509,6 +509,11 @@ async fn a_paged_relist_that_changes_nothing_sends_nothing_and_keeps_the_increme
     // A relist that does change things (a pod deleted while the API was down) is synced, the node
     // compiled in full.
     r.fake.stop();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while r.source.state(Kind::Pod) != WatchState::Failing {
+        assert!(Instant::now() < deadline, "the pod watch never failed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     r.fake.delete("pods", "a", "web-3");
     r.fake.start_again().await;
     let report = r.sync(Duration::from_secs(10)).await;

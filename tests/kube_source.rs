@@ -1095,6 +1095,11 @@ async fn an_interrupted_paged_list_removes_nothing_and_the_next_complete_one_dec
     // While the API is down, b/client is deleted and a/p1 relabelled; back up, the pods are listed
     // again (their watch is answered 410), and the list's second page fails.
     fake.stop();
+    // (Once the pods' watch is gone, so that it cannot carry the changes.)
+    eventually(Duration::from_secs(5), "the pod watch failing", || {
+        Some(()).filter(|()| source.metrics.state(Kind::Pod) == WatchState::Failing)
+    })
+    .await;
     fake.delete("pods", "b", "client");
     fake.apply(
         "pods",
