@@ -149,6 +149,16 @@ impl Running {
             .collect()
     }
 
+    /// Waits until `kind` is watched: listed, and its watch request answered (which may come
+    /// after the sync of its list).
+    async fn watching(&self, kind: Kind) {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while self.source.state(kind) != WatchState::Watching {
+            assert!(Instant::now() < deadline, "{kind:?} is not watched");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Fails if a sync happens within `d`.
     async fn no_sync_within(&mut self, d: Duration) {
         if let Ok(Some(r)) = tokio::time::timeout(d, self.reports.recv()).await {
@@ -312,10 +322,7 @@ async fn cluster_network_policies_and_nodes_are_enforced_and_changed_by_element_
         !r.chains("baseline_egress_quiet.").is_empty(),
         "quiet's peer classes"
     );
-    assert_eq!(
-        r.source.state(Kind::ClusterNetworkPolicy),
-        WatchState::Watching
-    );
+    r.watching(Kind::ClusterNetworkPolicy).await;
 
     // An edit of a rule: only guard's decision maps change.
     r.fake.apply("clusternetworkpolicies", guard(10, 8080));
@@ -428,10 +435,7 @@ async fn without_the_crd_the_agent_enforces_network_policies_and_then_a_crd_inst
     }
     assert!(installed.elapsed() < within, "{:?}", installed.elapsed());
     r.assert_enforces_the_api();
-    assert_eq!(
-        r.source.state(Kind::ClusterNetworkPolicy),
-        WatchState::Watching
-    );
+    r.watching(Kind::ClusterNetworkPolicy).await;
 
     // The CRD deleted: its policies go with it.
     r.fake.serve_cnp_versions(&[]);
