@@ -28,13 +28,13 @@ fn pod(name: &str, ip: &str) -> serde_json::Value {
     })
 }
 
-/// Waits for the update that carries pod `name`: an Upsert, or a Pod Reset that lists it.
+/// Waits for the update that carries pod `name`: an Upsert, or a page of a Pod list that holds it.
 async fn until_pod(rx: &mut mpsc::Receiver<Update>, name: &str) {
     loop {
         let update = rx.recv().await.expect("the source runs");
         let found = match &update {
             Update::Upsert(Object::Pod(p)) => p.id.name == name,
-            Update::Reset {
+            Update::ListPage {
                 kind: Kind::Pod,
                 objects,
                 ..

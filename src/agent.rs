@@ -91,6 +91,9 @@ impl Health {
 pub struct SyncReport {
     /// Whether `nft` ran (false when the ruleset was unchanged).
     pub nft_called: bool,
+    /// Whether the node was compiled in full (at the first sync, and after a list changed
+    /// objects), rather than updated event by event.
+    pub full_compile: bool,
     /// The apply, or why it failed.
     pub result: Result<ApplyReport, String>,
     /// How many changes taken in since the previous successful sync this one committed (0 when
@@ -154,10 +157,11 @@ impl Agent {
         self
     }
 
-    /// Whether every kind has been listed once: before that, a sync would enforce a partial view
-    /// (policies without their pods, say), so none runs.
-    fn initial_list_complete(&self) -> bool {
-        Kind::ENFORCED.iter().all(|k| self.listed.contains(k))
+    /// Whether the store holds complete lists: every kind has been listed once (before that, a sync
+    /// would enforce a partial view: policies without their pods, say), and no kind is half-way
+    /// through a list (its objects a mix of the list's and older ones). Until then no sync runs.
+    fn lists_complete(&self) -> bool {
+        Kind::ENFORCED.iter().all(|k| self.listed.contains(k)) && !self.store.is_listing()
     }
 
     /// Runs until every source has gone away. The table stays in force afterwards (fail-static).
@@ -172,21 +176,22 @@ impl Agent {
                 .debounce
                 .due()
                 .map(|due| not_before.map_or(due, |t| t.max(due)))
-                .filter(|_| self.initial_list_complete());
+                .filter(|_| self.lists_complete());
             tokio::select! {
                 update = updates.recv() => {
                     let Some(update) = update else { break };
-                    let released = match &update {
-                        Update::Reset { kind, .. } => {
-                            self.listed.insert(*kind);
-                            self.stale.current(*kind)
+                    let released = if let Some(kind) = update.completes_list() {
+                        self.listed.insert(kind);
+                        self.stale.current(kind)
+                    } else {
+                        match &update {
+                            Update::Live(kind) => self.stale.current(*kind),
+                            Update::Stale(kind) => {
+                                self.stale.stale(*kind);
+                                false
+                            }
+                            _ => false,
                         }
-                        Update::Live(kind) => self.stale.current(*kind),
-                        Update::Stale(kind) => {
-                            self.stale.stale(*kind);
-                            false
-                        }
-                        _ => false,
                     };
                     if released {
                         // A sync was held for this kind: with every kind current, it runs after one
@@ -212,7 +217,7 @@ impl Agent {
                     }
                 }
                 _ = audit.tick() => {
-                    if self.initial_list_complete() && self.health.is_ready() {
+                    if self.lists_complete() && self.health.is_ready() {
                         self.audit();
                     }
                 }
@@ -240,8 +245,9 @@ impl Agent {
     }
 
     /// Folds an update into the store and the incremental compiler; returns whether the valid
-    /// objects changed. A watch event (one object) is applied to the compiler as it is; a list,
-    /// which may replace a whole kind, makes the next sync compile the node in full again.
+    /// objects changed. A watch event (one object) is applied to the compiler as it is; a list that
+    /// changes anything (it may replace a whole kind) makes the next sync compile the node in full
+    /// again, and one that changes nothing keeps the compiler's state.
     fn take_in(&mut self, update: Update) -> bool {
         let one = match &update {
             Update::Upsert(object) => Some((object.kind(), object.key())),
@@ -266,6 +272,7 @@ impl Agent {
     /// Compiles (incrementally) and applies; returns whether it succeeded.
     fn sync(&mut self) -> bool {
         let started = std::time::Instant::now();
+        let full_compile = self.live.is_none();
         // Compiling and running nft take CPU and a child process: off the async workers.
         let (shrunk, result, stats) = tokio::task::block_in_place(|| {
             let cluster = self.store.cluster();
@@ -359,6 +366,7 @@ impl Agent {
             let nft_called = result.as_ref().map(|r| r.operations > 0).unwrap_or(true);
             let _ = observer.send(SyncReport {
                 nft_called,
+                full_compile,
                 result: result.map_err(|e: KernelError| e.to_string()),
                 changes,
             });

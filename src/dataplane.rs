@@ -9,6 +9,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use policy_compiler::nft::json::as_listed;
 use policy_compiler::nft::transaction::{Touched, Transaction, TxStats};
 use policy_compiler::nft::Ruleset;
 use policy_compiler::plan::fail_closed_ruleset;
@@ -35,6 +36,10 @@ pub struct ApplyReport {
 pub struct Dataplane {
     kernel: Box<dyn Kernel>,
     committed: Option<Ruleset>,
+    /// Whether `committed` was read back from the kernel rather than committed by this dataplane:
+    /// its comments are then in the form the kernel stores them (shortened; see [`as_listed`]), and
+    /// the next apply compares `desired` in that form.
+    committed_listed: bool,
     needs_full: bool,
 }
 
@@ -44,6 +49,7 @@ impl Dataplane {
         Self {
             kernel: Box::new(kernel),
             committed: None,
+            committed_listed: false,
             needs_full: true,
         }
     }
@@ -57,6 +63,7 @@ impl Dataplane {
             match policy_compiler::nft::json::parse_table(&json) {
                 Ok(ruleset) => {
                     dp.committed = Some(ruleset);
+                    dp.committed_listed = true;
                     dp.needs_full = false;
                 }
                 Err(e) => {
@@ -67,8 +74,9 @@ impl Dataplane {
         Ok(dp)
     }
 
-    /// Whether the kernel's table equals what was committed. `Ok(false)` also when the table is
-    /// missing or holds something the model cannot express.
+    /// Whether the kernel's table equals what was committed (in the form the kernel lists it:
+    /// long comments shortened). `Ok(false)` also when the table is missing or holds something the
+    /// model cannot express.
     pub fn kernel_matches(&self) -> Result<bool, KernelError> {
         let Some(committed) = &self.committed else {
             return Ok(true);
@@ -76,7 +84,7 @@ impl Dataplane {
         Ok(match self.kernel.list_table()? {
             None => false,
             Some(json) => policy_compiler::nft::json::parse_table(&json)
-                .map(|kernel| &kernel == committed)
+                .map(|kernel| kernel == as_listed(committed))
                 .unwrap_or(false),
         })
     }
@@ -115,6 +123,10 @@ impl Dataplane {
     /// The transaction `apply` would send for `desired`.
     pub fn plan(&self, desired: &Ruleset) -> (bool, Transaction) {
         match (&self.committed, self.needs_full) {
+            // Read back from the kernel: a comment it stores shortened is not a difference.
+            (Some(committed), false) if self.committed_listed => {
+                (false, Transaction::diff(committed, &as_listed(desired)))
+            }
             (Some(committed), false) => (false, Transaction::diff(committed, desired)),
             _ => (true, Transaction::full(desired)),
         }
@@ -135,13 +147,18 @@ impl Dataplane {
         touched: Option<&Touched>,
     ) -> Result<ApplyReport, KernelError> {
         let (full, tx) = match (&self.committed, self.needs_full, touched) {
-            (Some(committed), false, Some(touched)) => (
+            (Some(committed), false, Some(touched)) if !self.committed_listed => (
                 false,
                 Transaction::diff_touched(committed, desired, touched),
             ),
             _ => self.plan(desired),
         };
         if tx.is_empty() {
+            if std::mem::take(&mut self.committed_listed) {
+                // The kernel holds `desired` as it stores it: the copy takes the compiler's form,
+                // which the next diffs compare with.
+                self.committed = Some(desired.clone());
+            }
             return Ok(ApplyReport {
                 transaction: tx,
                 full,
@@ -157,10 +174,13 @@ impl Dataplane {
             Ok(()) => {
                 // What the kernel now holds: the committed copy with the transaction applied
                 // (which costs what the transaction does), or `desired` copied whole.
-                let predicted = !full && tx.apply_in_place(&mut self.committed).is_ok();
+                let predicted = !full
+                    && !self.committed_listed
+                    && tx.apply_in_place(&mut self.committed).is_ok();
                 if !predicted {
                     self.committed = Some(desired.clone());
                 }
+                self.committed_listed = false;
                 debug_assert!(
                     self.committed.as_ref() == Some(desired),
                     "the committed copy differs from the ruleset the transaction was made for"

@@ -12,7 +12,7 @@ use nftpolicy::dataplane::Dataplane;
 use nftpolicy::kernel::{FakeKernel, KernelCall};
 use nftpolicy::source::{Kind, Object, Update};
 use policy_compiler::model::ObjectRef;
-use policy_compiler::nft::SetElement;
+use policy_compiler::nft::{SetElement, SetType};
 use policy_compiler::plan::fail_closed_ruleset;
 use policy_compiler::{compile_node, ClusterState};
 
@@ -697,4 +697,47 @@ async fn the_sync_metrics_count_the_changes_of_each_sync_and_how_long_they_waite
     let m = h.metrics.encode();
     assert_eq!(sample(&m, "nftpolicy_sync_events_count"), 2.0);
     assert_eq!(sample(&m, "nftpolicy_sync_queue_lag_seconds_count"), 2.0);
+}
+
+/// The demo node's ruleset with comments longer than the kernel stores (as policies of many
+/// names give): the kernel lists them shortened.
+fn with_long_comments() -> policy_compiler::nft::Ruleset {
+    let mut ruleset = compile_node(&demo(), NODE);
+    assert!(!ruleset.counters.is_empty());
+    for (name, counter) in &mut ruleset.counters {
+        counter.comment = Some(format!("{name}: {}", "policy-name, ".repeat(30)));
+    }
+    ruleset
+}
+
+#[test]
+fn a_restart_over_a_table_with_long_comments_sends_nothing_and_audits_clean() {
+    let ruleset = with_long_comments();
+    let kernel = FakeKernel::with_table(ruleset.clone());
+    let mut dataplane = Dataplane::from_kernel(kernel.clone()).expect("read");
+    assert!(dataplane.kernel_matches().expect("list"));
+    let report = dataplane.apply(&ruleset).expect("apply");
+    assert_eq!(report.operations, 0, "{}", report.transaction.render());
+    assert_eq!(commits(&kernel), 0);
+    assert!(dataplane.kernel_matches().expect("list"), "no drift");
+
+    // A change afterwards: only it is sent.
+    let mut changed = ruleset.clone();
+    let (_, set) = changed
+        .sets
+        .iter_mut()
+        .find(|(name, set)| name.ends_with("_v4") && matches!(set.set_type, SetType::Addr(_)))
+        .expect("an IPv4 set");
+    set.elements.insert(SetElement::Addr(ip("10.244.9.9")));
+    let report = dataplane.apply(&changed).expect("apply");
+    assert_eq!(report.operations, 1, "{}", report.transaction.render());
+    assert!(dataplane.kernel_matches().expect("list"), "no drift");
+}
+
+#[test]
+fn a_table_with_long_comments_committed_whole_audits_clean() {
+    let kernel = FakeKernel::new();
+    let mut dataplane = Dataplane::from_kernel(kernel.clone()).expect("read");
+    dataplane.apply(&with_long_comments()).expect("apply");
+    assert!(dataplane.kernel_matches().expect("list"), "no drift");
 }

@@ -18,7 +18,7 @@ use nftpolicy::dataplane::Dataplane;
 use nftpolicy::debounce::DebounceConfig;
 use nftpolicy::kernel::{FakeKernel, Kernel};
 use nftpolicy::metrics::Metrics;
-use nftpolicy::source::kube::{run, SourceMetrics, WatchOptions, WatchState};
+use nftpolicy::source::kube::{run, RelistReason, SourceMetrics, WatchOptions, WatchState};
 use nftpolicy::source::Kind;
 use policy_compiler::compile_node;
 use policy_compiler::input::{parse_sources, Source};
@@ -147,6 +147,16 @@ impl Running {
             .filter(|c| c.starts_with(prefix))
             .cloned()
             .collect()
+    }
+
+    /// Waits until `kind` is watched: listed, and its watch request answered (which may come
+    /// after the sync of its list).
+    async fn watching(&self, kind: Kind) {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while self.source.state(kind) != WatchState::Watching {
+            assert!(Instant::now() < deadline, "{kind:?} is not watched");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Fails if a sync happens within `d`.
@@ -312,10 +322,7 @@ async fn cluster_network_policies_and_nodes_are_enforced_and_changed_by_element_
         !r.chains("baseline_egress_quiet.").is_empty(),
         "quiet's peer classes"
     );
-    assert_eq!(
-        r.source.state(Kind::ClusterNetworkPolicy),
-        WatchState::Watching
-    );
+    r.watching(Kind::ClusterNetworkPolicy).await;
 
     // An edit of a rule: only guard's decision maps change.
     r.fake.apply("clusternetworkpolicies", guard(10, 8080));
@@ -428,10 +435,7 @@ async fn without_the_crd_the_agent_enforces_network_policies_and_then_a_crd_inst
     }
     assert!(installed.elapsed() < within, "{:?}", installed.elapsed());
     r.assert_enforces_the_api();
-    assert_eq!(
-        r.source.state(Kind::ClusterNetworkPolicy),
-        WatchState::Watching
-    );
+    r.watching(Kind::ClusterNetworkPolicy).await;
 
     // The CRD deleted: its policies go with it.
     r.fake.serve_cnp_versions(&[]);
@@ -445,4 +449,120 @@ async fn without_the_crd_the_agent_enforces_network_policies_and_then_a_crd_inst
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(r.source.watch_errors(Kind::ClusterNetworkPolicy), 0);
+}
+
+/// [`apply_namespaces_pods_and_policy`] and the pods a/web-3 to a/web-6: six pods, more than a page
+/// of two.
+fn apply_six_pods(fake: &FakeApi) {
+    apply_namespaces_pods_and_policy(fake);
+    for i in 3..=6 {
+        fake.apply(
+            "pods",
+            pod(
+                "a",
+                &format!("web-{i}"),
+                &format!("10.244.1.{}", 10 + i),
+                json!({"app": "web"}),
+            ),
+        );
+    }
+}
+
+fn in_pages_of_two() -> WatchOptions {
+    let mut options = WatchOptions::new("node-1");
+    options.page_size = 2;
+    options
+}
+
+/// Waits until the pods were listed again `count` times after a 410 and watch again.
+async fn relisted(r: &Running, count: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while r.source.relists(Kind::Pod, RelistReason::Expired) < count
+        || r.source.state(Kind::Pod) != WatchState::Watching
+    {
+        assert!(Instant::now() < deadline, "the pods were not listed again");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paged_relist_that_changes_nothing_sends_nothing_and_keeps_the_incremental_state() {
+    let fake = FakeApi::start().await;
+    apply_six_pods(&fake);
+    let mut r = run_agent(fake, in_pages_of_two(), Duration::from_secs(10)).await;
+    r.assert_enforces_the_api();
+    let transactions = r.kernel.committed().len();
+
+    // Every watch of pods answered 410: the pods are listed again, in three pages, unchanged.
+    r.fake.expire("pods");
+    relisted(&r, 1).await;
+    r.no_sync_within(Duration::from_millis(300)).await;
+    assert_eq!(r.kernel.committed().len(), transactions);
+
+    // The next change is applied to the node's ruleset as it stood: no full compile.
+    r.fake.apply(
+        "pods",
+        pod("a", "web-7", "10.244.1.17", json!({"app": "web"})),
+    );
+    let report = r.sync(Duration::from_secs(3)).await;
+    assert!(report.result.is_ok(), "{report:?}");
+    assert!(!report.full_compile, "{report:?}");
+    assert_eq!(r.kernel.committed().len(), transactions + 1);
+    r.assert_enforces_the_api();
+
+    // A relist that does change things (a pod deleted while the API was down) is synced, the node
+    // compiled in full.
+    r.fake.stop();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while r.source.state(Kind::Pod) != WatchState::Failing {
+        assert!(Instant::now() < deadline, "the pod watch never failed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    r.fake.delete("pods", "a", "web-3");
+    r.fake.start_again().await;
+    let report = r.sync(Duration::from_secs(10)).await;
+    assert!(report.result.is_ok(), "{report:?}");
+    assert!(report.full_compile, "{report:?}");
+    r.assert_enforces_the_api();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_restarted_over_an_unchanged_paged_cluster_sends_nothing_to_the_kernel() {
+    let fake = FakeApi::start().await;
+    apply_six_pods(&fake);
+    let first = run_agent(fake, in_pages_of_two(), Duration::from_secs(10)).await;
+    first.assert_enforces_the_api();
+    let enforced = first.kernel.table().expect("a table");
+
+    // A new agent on a node whose kernel holds that table: it lists everything again, page by
+    // page, compiles in full, and finds nothing to change.
+    let kernel = FakeKernel::with_table(enforced.clone());
+    let dataplane = Dataplane::from_kernel(kernel.clone()).expect("the fake lists");
+    let mut config = AgentConfig::new("node-1");
+    config.debounce = DebounceConfig {
+        interval: Duration::from_millis(20),
+        ..DebounceConfig::DEFAULT
+    };
+    let (otx, mut reports) = mpsc::unbounded_channel();
+    let health = Arc::new(Health::default());
+    let agent =
+        Agent::new(config, dataplane, Arc::new(Metrics::new()), health.clone()).with_observer(otx);
+    let (tx, rx) = mpsc::channel(1024);
+    tokio::spawn(agent.run(rx));
+    tokio::spawn(run(
+        first.fake.client(),
+        in_pages_of_two(),
+        tx,
+        SourceMetrics::new(),
+    ));
+    let report = tokio::time::timeout(Duration::from_secs(5), reports.recv())
+        .await
+        .expect("a sync in time")
+        .expect("the agent runs");
+    assert!(report.result.is_ok(), "{report:?}");
+    assert!(report.full_compile);
+    assert!(!report.nft_called, "{report:?}");
+    assert!(kernel.committed().is_empty(), "{:?}", kernel.committed());
+    assert_eq!(kernel.table(), Some(enforced));
+    assert!(health.is_ready());
 }

@@ -1,10 +1,12 @@
 //! The Kubernetes source (`nftpolicy::source::kube::run`) against a fake API server that behaves as
-//! kube-apiserver does (tests/kube_support): lists become Resets, watch events become Upserts and
+//! kube-apiserver does (tests/kube_support): lists come page by page (assembled here into one Reset
+//! per list, to assert on whole lists), watch events become Upserts and
 //! Deletes, invalid objects are reported and recorded as Events (one per problem, patched as it
 //! recurs), and closed streams, 410s, outages, restarts and etcd restores are ridden out.
 
 mod kube_support;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -141,8 +143,16 @@ struct Running {
     rx: mpsc::Receiver<Update>,
     task: JoinHandle<()>,
     metrics: SourceMetrics,
+    /// Every update received, applied as it came.
     store: Store,
+    /// Every update received, as it came.
+    raw: Vec<Update>,
+    /// The lists in progress, assembled page by page.
+    lists: HashMap<Kind, List>,
 }
+
+/// A list's valid objects and its invalid ones, with their errors.
+type List = (Vec<Object>, Vec<(ObjectRef, String)>);
 
 fn start(fake: &FakeApi) -> Running {
     start_with(fake, WatchOptions::new("node-1"))
@@ -158,6 +168,8 @@ fn start_with(fake: &FakeApi, options: WatchOptions) -> Running {
         task,
         metrics,
         store: Store::new(),
+        raw: Vec::new(),
+        lists: HashMap::new(),
     }
 }
 
@@ -176,14 +188,67 @@ async fn start_watching(fake: &FakeApi) -> Running {
 }
 
 impl Running {
-    /// The next update, applied to the store.
+    /// The next update, applied to the store; a list's updates (its ListBegin, ListPages and
+    /// ListEnd) are applied as they come and returned as one Reset when the list ends.
     async fn next(&mut self, within: Duration) -> Update {
-        let update = timeout(within, self.rx.recv())
-            .await
-            .expect("an update in time")
-            .expect("the source is running");
-        self.store.apply(update.clone());
-        update
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let update = timeout(left, self.rx.recv())
+                .await
+                .expect("an update in time")
+                .expect("the source is running");
+            self.store.apply(update.clone());
+            self.raw.push(update.clone());
+            match update {
+                Update::ListBegin(kind) => {
+                    self.lists.insert(kind, Default::default());
+                }
+                Update::ListPage {
+                    kind,
+                    objects,
+                    invalid,
+                } => {
+                    let list = self
+                        .lists
+                        .get_mut(&kind)
+                        .expect("a page after its ListBegin");
+                    list.0.extend(objects);
+                    list.1.extend(invalid);
+                }
+                Update::ListEnd(kind) => {
+                    let (objects, invalid) = self
+                        .lists
+                        .remove(&kind)
+                        .expect("a ListEnd after its ListBegin");
+                    return Update::Reset {
+                        kind,
+                        objects,
+                        invalid,
+                    };
+                }
+                Update::Reset { .. } => panic!("the source sends lists page by page: {update:?}"),
+                other => return other,
+            }
+        }
+    }
+
+    /// The list updates of `kind` received so far: `begin`, the size of each page, `end`.
+    fn list_updates(&self, kind: Kind) -> Vec<String> {
+        self.raw
+            .iter()
+            .filter_map(|u| match u {
+                Update::ListBegin(k) if *k == kind => Some("begin".to_string()),
+                Update::ListPage {
+                    kind: k,
+                    objects,
+                    invalid,
+                } if *k == kind => Some((objects.len() + invalid.len()).to_string()),
+                Update::ListEnd(k) if *k == kind => Some("end".to_string()),
+                Update::Stale(k) if *k == kind => Some("stale".to_string()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Updates until (and with) the first one `f` accepts.
@@ -965,6 +1030,11 @@ async fn lists_in_pages_and_starts_over_in_one_page_when_a_continuation_expires(
         reset_keys(&updates, Kind::Pod),
         [key("a", "db"), key("a", "web"), key("b", "client")]
     );
+    // The first page as it came; the list begun again, its one response sent in pages too.
+    assert_eq!(
+        source.list_updates(Kind::Pod),
+        ["begin", "2", "begin", "2", "1", "end"]
+    );
     let pod_lists: Vec<_> = fake
         .requests()
         .into_iter()
@@ -977,6 +1047,114 @@ async fn lists_in_pages_and_starts_over_in_one_page_when_a_continuation_expires(
     assert_eq!(pod_lists[2].param("limit"), None);
     assert_eq!(pod_lists[2].param("continue"), None);
     assert_no_watch_errors(&source.metrics);
+    source.stop().await;
+}
+
+/// [`cluster`] with the pods a/p1, a/p2 and a/p3 besides: five pods, listed in pages of two as
+/// a/p1 a/p2, a/p3 a/web, b/client.
+async fn cluster_of_five_pods() -> FakeApi {
+    let fake = cluster().await;
+    for (i, name) in ["p1", "p2", "p3"].iter().enumerate() {
+        let ip = format!("10.244.1.{}", 20 + i);
+        fake.apply("pods", pod("a", name, &ip, "node-1", json!({"app": "web"})));
+    }
+    fake
+}
+
+fn in_pages_of_two() -> WatchOptions {
+    let mut options = WatchOptions::new("node-1");
+    options.page_size = 2;
+    options
+}
+
+#[tokio::test]
+async fn a_list_of_more_than_a_page_is_sent_page_by_page() {
+    let fake = cluster_of_five_pods().await;
+    let mut source = start_with(&fake, in_pages_of_two());
+    let updates = source.until_listed().await;
+    assert_eq!(
+        source.list_updates(Kind::Pod),
+        ["begin", "2", "2", "1", "end"]
+    );
+    assert_eq!(reset_keys(&updates, Kind::Pod).len(), 5);
+    assert_eq!(source.store.cluster().pods().len(), 5);
+    assert!(!source.store.is_listing());
+    // Kinds of at most a page: one page each.
+    assert_eq!(source.list_updates(Kind::Namespace), ["begin", "2", "end"]);
+    assert_no_watch_errors(&source.metrics);
+    source.stop().await;
+}
+
+#[tokio::test]
+async fn an_interrupted_paged_list_removes_nothing_and_the_next_complete_one_decides() {
+    let fake = cluster_of_five_pods().await;
+    let mut source = start_with(&fake, in_pages_of_two());
+    source.until_listed().await;
+    all_watching(&source.metrics, Duration::from_secs(3)).await;
+
+    // While the API is down, b/client is deleted and a/p1 relabelled; back up, the pods are listed
+    // again (their watch is answered 410), and the list's second page fails.
+    fake.stop();
+    // (Once the pods' watch is gone, so that it cannot carry the changes.)
+    eventually(Duration::from_secs(5), "the pod watch failing", || {
+        Some(()).filter(|()| source.metrics.state(Kind::Pod) == WatchState::Failing)
+    })
+    .await;
+    fake.delete("pods", "b", "client");
+    fake.apply(
+        "pods",
+        pod("a", "p1", "10.244.1.20", "node-1", json!({"app": "db"})),
+    );
+    fake.fail_next_continuation();
+    fake.start_again().await;
+    let p1_app = |store: &Store| {
+        store
+            .cluster()
+            .pods()
+            .get(&key("a", "p1"))
+            .map(|p| p.labels["app"].clone())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Until the list is abandoned: a Stale while its pages are coming.
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let update = source.next(left).await;
+        if matches!(update, Update::Stale(Kind::Pod)) && source.lists.contains_key(&Kind::Pod) {
+            break;
+        }
+    }
+    // Its first page is in; nothing it did not hold is gone.
+    assert_eq!(p1_app(&source.store).as_deref(), Some("db"));
+    assert!(source
+        .store
+        .cluster()
+        .pods()
+        .contains_key(&key("b", "client")));
+    assert_eq!(source.store.cluster().pods().len(), 5);
+    assert!(!source.store.is_listing());
+
+    // The list again, whole: b/client is gone.
+    let left = deadline.saturating_duration_since(Instant::now());
+    source.until(left, is_reset(Kind::Pod)).await;
+    let mut pods: Vec<ObjectRef> = source.store.cluster().pods().keys().cloned().collect();
+    pods.sort();
+    assert_eq!(
+        pods,
+        [
+            key("a", "p1"),
+            key("a", "p2"),
+            key("a", "p3"),
+            key("a", "web")
+        ]
+    );
+    assert_eq!(p1_app(&source.store).as_deref(), Some("db"));
+    // The initial list; stale (the outage); the list that failed on its second page, abandoned;
+    // the list again.
+    assert_eq!(
+        source.list_updates(Kind::Pod),
+        ["begin", "2", "2", "1", "end", "stale", "begin", "2", "stale", "begin", "2", "2", "end"]
+    );
+    assert!(source.metrics.watch_errors(Kind::Pod) >= 1);
     source.stop().await;
 }
 

@@ -3,32 +3,134 @@
 //!
 //! Bad input never wipes good state: a file that does not parse keeps the objects it last had, and an
 //! invalid object is reported and left out, its last valid version (if any) kept.
+//!
+//! Each poll walks the directory (new and removed files) and reads only the files whose metadata
+//! changed: device, inode, size, and modification and change times to the nanosecond. A rewrite
+//! that keeps the size within the filesystem's timestamp granularity would keep the metadata too,
+//! so a file changed within the last [`RECENT`] is read (and its text hashed) on every poll until it
+//! is older.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::time::Duration;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
-use policy_compiler::input::{for_each_object, read_paths};
+use policy_compiler::input::{for_each_object, Source};
 use policy_compiler::model::ObjectRef;
 use policy_compiler::object::{convert, Converted, DEFAULT_NAMESPACE};
 use tokio::sync::mpsc;
 
 use super::{Kind, Object, Update};
 
+/// How long after its last change a file is read on every poll whatever its metadata says: more
+/// than the coarsest timestamp granularity of common filesystems (FAT's 2 s; ext4 and xfs keep
+/// nanoseconds, but update them from a clock that ticks every few milliseconds).
+pub const RECENT: Duration = Duration::from_secs(2);
+
+/// The extensions of the files read inside the directory (as `policyc` reads a directory).
+const MANIFEST_EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
+
 /// Polls a directory and sends its state as [`Update`]s: one [`Update::Reset`] per kind on the first
 /// read, then, for each file that changed, the objects it added, changed or dropped.
 ///
-/// Only a hash of each file and the keys of its objects are kept: the objects themselves live in the
-/// agent's store, once.
+/// Only the metadata and a hash of each file and the keys of its objects are kept: the objects
+/// themselves live in the agent's store, once.
 #[derive(Debug)]
 pub struct DirSource {
     dir: PathBuf,
-    /// Per file: a hash of the last text read (an unchanged file is not parsed again) and the keys of
-    /// the objects it defines, from its last text that parsed.
-    files: BTreeMap<String, (u64, BTreeSet<(Kind, ObjectRef)>)>,
+    /// Per file, what its last read left (see [`FileState`]).
+    files: BTreeMap<String, FileState>,
     /// Which file defines each key (a key defined twice belongs to the first file that defined it).
     owners: BTreeMap<(Kind, ObjectRef), String>,
     listed: bool,
+    /// Whether unchanged metadata spares a read (see the module documentation).
+    trust_metadata: bool,
+    /// Files read so far.
+    reads: u64,
+}
+
+/// What is kept of a file between polls.
+#[derive(Debug)]
+struct FileState {
+    /// Its metadata when it was last read.
+    metadata: FileMetadata,
+    /// A hash of the last text read: an unchanged text is not parsed again.
+    hash: u64,
+    /// The keys of the objects it defines, from its last text that parsed.
+    keys: BTreeSet<(Kind, ObjectRef)>,
+}
+
+/// The metadata that tells whether a file may have changed since it was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileMetadata {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    /// Modification time: seconds and nanoseconds.
+    mtime: (i64, i64),
+    /// Status change time: seconds and nanoseconds.
+    ctime: (i64, i64),
+}
+
+impl FileMetadata {
+    fn of(metadata: &std::fs::Metadata) -> Self {
+        Self {
+            dev: metadata.dev(),
+            ino: metadata.ino(),
+            size: metadata.size(),
+            mtime: (metadata.mtime(), metadata.mtime_nsec()),
+            ctime: (metadata.ctime(), metadata.ctime_nsec()),
+        }
+    }
+
+    /// Whether the file changed within [`RECENT`] of `now` (or its times are ahead of the clock).
+    fn is_recent(&self, now: SystemTime) -> bool {
+        let (secs, nanos) = self.mtime.max(self.ctime);
+        let Ok(secs) = u64::try_from(secs) else {
+            return false;
+        };
+        let changed = SystemTime::UNIX_EPOCH
+            + Duration::from_secs(secs)
+            + Duration::from_nanos(u64::try_from(nanos).unwrap_or(0));
+        now.duration_since(changed).map_or(true, |age| age < RECENT)
+    }
+}
+
+/// A manifest file found by the walk: its name (its path, as `policyc` names it), path and
+/// metadata.
+struct Found {
+    name: String,
+    path: PathBuf,
+    metadata: FileMetadata,
+}
+
+/// The manifest files under `path` (recursively, sorted as `policyc` reads them; `path` itself
+/// when it is a file), with their metadata. Any error fails the whole walk: a directory that cannot
+/// be read must not look like its files were removed.
+fn walk(path: &Path, named: bool, found: &mut Vec<Found>) -> std::io::Result<()> {
+    let metadata = std::fs::metadata(path)?;
+    if metadata.is_dir() {
+        let mut children = std::fs::read_dir(path)?
+            .map(|entry| entry.map(|e| e.path()))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        children.sort();
+        for child in children {
+            walk(&child, false, found)?;
+        }
+        return Ok(());
+    }
+    let is_manifest = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| MANIFEST_EXTENSIONS.contains(&e));
+    if named || is_manifest {
+        found.push(Found {
+            name: path.display().to_string(),
+            path: path.to_path_buf(),
+            metadata: FileMetadata::of(&metadata),
+        });
+    }
+    Ok(())
 }
 
 /// The valid and the invalid objects of one kind, for the first list.
@@ -54,7 +156,23 @@ impl DirSource {
             files: BTreeMap::new(),
             owners: BTreeMap::new(),
             listed: false,
+            trust_metadata: true,
+            reads: 0,
         }
+    }
+
+    /// Reads every file on every poll, whatever its metadata (and hashes it, as before metadata
+    /// was checked): for filesystems whose timestamps cannot be trusted, and to measure what the
+    /// metadata check saves.
+    pub fn reading_every_file(mut self) -> Self {
+        self.trust_metadata = false;
+        self
+    }
+
+    /// How many files the polls have read so far (a file whose metadata is unchanged, and that
+    /// did not change within [`RECENT`], is not read).
+    pub fn reads(&self) -> u64 {
+        self.reads
     }
 
     /// Streams one file into objects, converting each document as it comes; `None` when the file
@@ -83,21 +201,21 @@ impl DirSource {
         problems.is_empty().then_some(parsed)
     }
 
-    /// Reads the directory; returns the updates to send (nothing when no file changed).
+    /// Walks the directory and reads the files that may have changed; returns the updates to send
+    /// (nothing when no file changed).
     pub fn poll(&mut self) -> Vec<Update> {
-        let sources = match read_paths(&[self.dir.display().to_string()]) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot read the manifest directory; keeping the last state");
-                return Vec::new();
-            }
-        };
+        let mut found = Vec::new();
+        if let Err(e) = walk(&self.dir, true, &mut found) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot read the manifest directory; keeping the last state");
+            return Vec::new();
+        }
+        let now = SystemTime::now();
         let mut updates = Vec::new();
         let mut lists: BTreeMap<Kind, KindList> = Kind::ENFORCED
             .iter()
             .map(|k| (*k, Default::default()))
             .collect();
-        let present: BTreeSet<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+        let present: BTreeSet<&str> = found.iter().map(|f| f.name.as_str()).collect();
         // Files that are gone take their objects with them.
         let gone: Vec<String> = self
             .files
@@ -106,8 +224,8 @@ impl DirSource {
             .cloned()
             .collect();
         for file in gone {
-            if let Some((_, keys)) = self.files.remove(&file) {
-                for key in keys {
+            if let Some(state) = self.files.remove(&file) {
+                for key in state.keys {
                     if self.owners.get(&key) == Some(&file) {
                         self.owners.remove(&key);
                         updates.push(Update::Delete(key.0, key.1));
@@ -115,16 +233,51 @@ impl DirSource {
                 }
             }
         }
-        for source in &sources {
-            let hash = text_hash(&source.text);
-            let previous = self.files.get(&source.name);
-            if previous.is_some_and(|(h, _)| *h == hash) {
+        let mut read_any = false;
+        for file in &found {
+            let previous = self.files.get(&file.name);
+            if self.trust_metadata
+                && previous.is_some_and(|p| p.metadata == file.metadata)
+                && !file.metadata.is_recent(now)
+            {
                 continue;
             }
-            let old_keys = previous.map(|(_, k)| k.clone()).unwrap_or_default();
-            let Some(parsed) = Self::parse(source) else {
+            let text = match std::fs::read_to_string(&file.path) {
+                Ok(text) => text,
+                Err(e) => {
+                    // Read again at the next poll; until then its last objects stay.
+                    tracing::warn!(file = %file.name, error = %e, "cannot read the file; keeping its last objects");
+                    continue;
+                }
+            };
+            self.reads += 1;
+            read_any = true;
+            let source = Source {
+                name: file.name.clone(),
+                text,
+            };
+            let hash = text_hash(&source.text);
+            if let Some(state) = self.files.get_mut(&file.name) {
+                if state.hash == hash {
+                    state.metadata = file.metadata;
+                    continue;
+                }
+            }
+            let old_keys = self
+                .files
+                .get(&file.name)
+                .map(|p| p.keys.clone())
+                .unwrap_or_default();
+            let Some(parsed) = Self::parse(&source) else {
                 // Remember the broken text (so it is not parsed again) but keep its last objects.
-                self.files.insert(source.name.clone(), (hash, old_keys));
+                self.files.insert(
+                    source.name.clone(),
+                    FileState {
+                        metadata: file.metadata,
+                        hash,
+                        keys: old_keys,
+                    },
+                );
                 continue;
             };
             let mut keys = BTreeSet::new();
@@ -179,7 +332,14 @@ impl DirSource {
                     updates.push(Update::Delete(key.0, key.1.clone()));
                 }
             }
-            self.files.insert(source.name.clone(), (hash, keys));
+            self.files.insert(
+                source.name.clone(),
+                FileState {
+                    metadata: file.metadata,
+                    hash,
+                    keys,
+                },
+            );
         }
         if !self.listed {
             self.listed = true;
@@ -193,10 +353,13 @@ impl DirSource {
                     }),
             );
         }
-        // Parsing a large directory leaves freed memory in the allocator's arenas; hand it back.
-        // SAFETY: malloc_trim only releases free heap memory; it has no preconditions.
-        unsafe {
-            libc::malloc_trim(0);
+        if read_any {
+            // Reading a large directory leaves freed memory in the allocator's arenas; hand it
+            // back.
+            // SAFETY: malloc_trim only releases free heap memory; it has no preconditions.
+            unsafe {
+                libc::malloc_trim(0);
+            }
         }
         updates
     }
@@ -254,6 +417,9 @@ mod tests {
                         invalid.len()
                     )
                 }
+                Update::ListBegin(kind) => format!("list {}", kind.as_str()),
+                Update::ListPage { kind, .. } => format!("page {}", kind.as_str()),
+                Update::ListEnd(kind) => format!("end {}", kind.as_str()),
                 Update::Upsert(o) => format!("upsert {} {}", o.kind().as_str(), o.key()),
                 Update::Delete(k, key) => format!("delete {} {key}", k.as_str()),
                 Update::Invalid { kind, key, .. } => format!("invalid {} {key}", kind.as_str()),
@@ -401,5 +567,104 @@ mod tests {
             store.cluster().node("n1").expect("n1").labels["role"],
             "web"
         );
+    }
+
+    const POLICY_2: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: q, namespace: x}\nspec: {podSelector: {}}\n";
+
+    #[test]
+    fn unchanged_files_are_not_read_and_changes_new_and_removed_files_are_seen() {
+        let d = dir("metadata");
+        std::fs::write(d.0.join("ns.yaml"), NS).expect("write");
+        std::fs::write(d.0.join("policy.yaml"), POLICY).expect("write");
+        std::fs::write(d.0.join("notes.txt"), "not a manifest").expect("write");
+        let mut source = DirSource::new(&d.0);
+        source.poll();
+        assert_eq!(source.reads(), 2, "the manifests, not notes.txt");
+        // Older than the window now: their metadata is trusted.
+        std::thread::sleep(RECENT + Duration::from_millis(200));
+        assert!(source.poll().is_empty());
+        assert!(source.poll().is_empty());
+        assert_eq!(source.reads(), 2, "an unchanged directory reads no file");
+
+        // An edit that keeps the size.
+        let renamed = POLICY.replace("name: p", "name: q");
+        assert_eq!(renamed.len(), POLICY.len());
+        std::fs::write(d.0.join("policy.yaml"), &renamed).expect("write");
+        let mut seen = kinds(&source.poll());
+        seen.sort();
+        assert_eq!(
+            seen,
+            ["delete NetworkPolicy x/p", "upsert NetworkPolicy x/q"]
+        );
+        assert_eq!(source.reads(), 3, "only the edited file is read");
+
+        // A new file in a new subdirectory, and a removed one.
+        std::fs::create_dir(d.0.join("more")).expect("mkdir");
+        std::fs::write(
+            d.0.join("more/p2.yaml"),
+            POLICY_2.replace("name: q", "name: r"),
+        )
+        .expect("write");
+        assert_eq!(kinds(&source.poll()), ["upsert NetworkPolicy x/r"]);
+        std::fs::remove_file(d.0.join("policy.yaml")).expect("rm");
+        assert_eq!(kinds(&source.poll()), ["delete NetworkPolicy x/q"]);
+
+        // Quiet again once the window has passed.
+        std::thread::sleep(RECENT + Duration::from_millis(200));
+        let reads = source.reads();
+        assert!(source.poll().is_empty());
+        assert_eq!(source.reads(), reads);
+    }
+
+    #[test]
+    fn a_same_size_rewrite_within_the_timestamp_granularity_is_seen() {
+        let d = dir("racy");
+        std::fs::write(d.0.join("ns.yaml"), NS).expect("write");
+        let path = d.0.join("policy.yaml");
+        std::fs::write(&path, POLICY).expect("write");
+        let mut source = DirSource::new(&d.0);
+        source.poll();
+        std::fs::write(&path, POLICY.replace("name: p", "name: q")).expect("write");
+        // On a filesystem with coarse timestamps both writes can fall in one tick: the same
+        // inode, size and times. (Recent kernels make the second write's times finer once the first
+        // ones were read, so this is set here as such a filesystem would leave it.)
+        let after = FileMetadata::of(&std::fs::metadata(&path).expect("stat"));
+        let name = path.display().to_string();
+        source.files.get_mut(&name).expect("read before").metadata = after;
+        let mut seen = kinds(&source.poll());
+        seen.sort();
+        assert_eq!(
+            seen,
+            ["delete NetworkPolicy x/p", "upsert NetworkPolicy x/q"]
+        );
+    }
+
+    #[test]
+    fn a_file_is_recent_for_the_window_after_its_last_change() {
+        let stat = |mtime: i64, ctime: i64| FileMetadata {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime: (mtime, 500),
+            ctime: (ctime, 0),
+        };
+        let at = |secs: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        assert!(stat(100, 100).is_recent(at(101)));
+        assert!(!stat(100, 100).is_recent(at(103)));
+        // A change of status (a rewrite whose mtime was set back) counts as a change.
+        assert!(stat(10, 100).is_recent(at(101)));
+        // Times ahead of the clock: read until the clock passes them.
+        assert!(stat(200, 200).is_recent(at(101)));
+    }
+
+    #[test]
+    fn reading_every_file_ignores_the_metadata() {
+        let d = dir("every");
+        std::fs::write(d.0.join("ns.yaml"), NS).expect("write");
+        let mut source = DirSource::new(&d.0).reading_every_file();
+        source.poll();
+        std::thread::sleep(RECENT + Duration::from_millis(200));
+        assert!(source.poll().is_empty());
+        assert_eq!(source.reads(), 2);
     }
 }

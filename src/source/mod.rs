@@ -4,7 +4,7 @@
 pub mod files;
 pub mod kube;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use policy_compiler::model::ObjectRef;
 use policy_compiler::ClusterState;
@@ -12,13 +12,19 @@ use policy_compiler::ClusterState;
 pub use policy_compiler::object::{Kind, Object};
 
 /// A change reported by a source.
+///
+/// A list of a kind comes either whole, as one [`Update::Reset`], or page by page: an
+/// [`Update::ListBegin`], any number of [`Update::ListPage`]s, and an [`Update::ListEnd`]. The
+/// store applies each page as it comes and removes, at the end, the objects of the kind that the
+/// list did not hold; a list that never ends (a [`Update::ListBegin`] again, or an
+/// [`Update::Stale`]) removes nothing. A source does not interleave a kind's list with other
+/// updates of that kind.
 // Sent one at a time through a channel: boxing the large variant would only add an allocation.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Update {
-    /// All objects of a kind, after a (re)list: anything else of that kind is gone. `invalid` are the
-    /// listed objects that are invalid: reported and left out, their last valid version (if the store
-    /// has one) kept in force.
+    /// All objects of a kind, after a (re)list, in one update: the same as a
+    /// [`Update::ListBegin`], one [`Update::ListPage`] and an [`Update::ListEnd`].
     Reset {
         /// The kind.
         kind: Kind,
@@ -27,6 +33,20 @@ pub enum Update {
         /// The invalid objects, with what is wrong.
         invalid: Vec<(ObjectRef, String)>,
     },
+    /// A (re)list of a kind starts (dropping any unfinished one of that kind): its pages follow.
+    ListBegin(Kind),
+    /// A page of the kind's list in progress. `invalid` are the listed objects that are invalid:
+    /// reported and left out, their last valid version (if the store has one) kept in force.
+    ListPage {
+        /// The kind.
+        kind: Kind,
+        /// The valid objects.
+        objects: Vec<Object>,
+        /// The invalid objects, with what is wrong.
+        invalid: Vec<(ObjectRef, String)>,
+    },
+    /// The kind's list is complete: any object of the kind that it did not hold is gone.
+    ListEnd(Kind),
     /// An object was created or changed.
     Upsert(Object),
     /// An object was deleted.
@@ -41,12 +61,23 @@ pub enum Update {
         /// What is wrong, with the field.
         error: String,
     },
-    /// The kind's watch failed after its first list: what the store holds of it may be behind the
-    /// cluster until the kind's next [`Update::Reset`] or [`Update::Live`]. Changes nothing.
+    /// The kind's watch, or a list of it whose pages had begun, failed: what the store holds of it
+    /// may be behind the cluster until the kind's next complete list or [`Update::Live`], and a list
+    /// in progress is abandoned (it removes nothing). Changes nothing.
     Stale(Kind),
     /// The kind's watch resumed where it was, without a re-list: it is current again (the changes
     /// it missed follow as Upserts and Deletes). Changes nothing.
     Live(Kind),
+}
+
+impl Update {
+    /// The kind whose list this update completes ([`Update::ListEnd`] or [`Update::Reset`]).
+    pub fn completes_list(&self) -> Option<Kind> {
+        match self {
+            Update::Reset { kind, .. } | Update::ListEnd(kind) => Some(*kind),
+            _ => None,
+        }
+    }
 }
 
 /// The agent's view of the cluster: the valid objects, kept directly as the [`ClusterState`] the
@@ -57,6 +88,9 @@ pub struct Store {
     /// Namespaces declared by the source (the cluster also holds implicit ones).
     declared: BTreeSet<String>,
     invalid: BTreeMap<(Kind, ObjectRef), String>,
+    /// The kinds whose list is in progress, with the keys their pages held so far (valid and
+    /// invalid objects): only keys, the objects go to the cluster as they come.
+    listing: BTreeMap<Kind, HashSet<ObjectRef>>,
 }
 
 impl Store {
@@ -113,30 +147,20 @@ impl Store {
                 objects,
                 invalid,
             } => {
-                let mut next: BTreeMap<ObjectRef, Object> =
-                    objects.into_iter().map(|o| (o.key(), o)).collect();
-                // Listed but invalid: the last valid version stays in force.
-                for (key, _) in &invalid {
-                    if !next.contains_key(key) {
-                        if let Some(previous) = self.get(kind, key) {
-                            next.insert(key.clone(), previous);
-                        }
-                    }
-                }
-                let mut changed = false;
-                for key in self.keys(kind) {
-                    if !next.contains_key(&key) {
-                        changed |= self.remove(kind, &key);
-                    }
-                }
-                for object in next.into_values() {
-                    changed |= self.put(object);
-                }
-                self.invalid.retain(|k, _| k.0 != kind);
-                self.invalid
-                    .extend(invalid.into_iter().map(|(key, error)| ((kind, key), error)));
-                changed
+                self.begin_list(kind);
+                let changed = self.list_page(kind, objects, invalid);
+                self.end_list(kind) | changed
             }
+            Update::ListBegin(kind) => {
+                self.begin_list(kind);
+                false
+            }
+            Update::ListPage {
+                kind,
+                objects,
+                invalid,
+            } => self.list_page(kind, objects, invalid),
+            Update::ListEnd(kind) => self.end_list(kind),
             Update::Upsert(object) => {
                 self.invalid.remove(&(object.kind(), object.key()));
                 self.put(object)
@@ -149,8 +173,67 @@ impl Store {
                 self.invalid.insert((kind, key), error);
                 false
             }
-            Update::Stale(_) | Update::Live(_) => false,
+            Update::Stale(kind) => {
+                // A list in progress is abandoned: what its pages brought stays, nothing goes.
+                self.listing.remove(&kind);
+                false
+            }
+            Update::Live(_) => false,
         }
+    }
+
+    /// Starts a list of `kind`, forgetting the keys of an unfinished one (its snapshot is not the
+    /// new list's).
+    fn begin_list(&mut self, kind: Kind) {
+        self.listing.insert(kind, HashSet::new());
+    }
+
+    /// Applies a page of `kind`'s list and notes its keys; returns whether the valid objects
+    /// changed. A page without a list begun starts one.
+    fn list_page(
+        &mut self,
+        kind: Kind,
+        objects: Vec<Object>,
+        invalid: Vec<(ObjectRef, String)>,
+    ) -> bool {
+        let mut seen = self.listing.remove(&kind).unwrap_or_default();
+        let mut changed = false;
+        for object in objects {
+            let key = object.key();
+            self.invalid.remove(&(kind, key.clone()));
+            changed |= self.put(object);
+            seen.insert(key);
+        }
+        // Listed but invalid: reported, and the last valid version (if any) stays in force.
+        for (key, error) in invalid {
+            seen.insert(key.clone());
+            self.invalid.insert((kind, key), error);
+        }
+        self.listing.insert(kind, seen);
+        changed
+    }
+
+    /// Completes `kind`'s list: the objects (and reports of invalid ones) it did not hold are
+    /// gone. Returns whether the valid objects changed; without a list begun, nothing changes.
+    fn end_list(&mut self, kind: Kind) -> bool {
+        let Some(seen) = self.listing.remove(&kind) else {
+            return false;
+        };
+        let mut changed = false;
+        for key in self.keys(kind) {
+            if !seen.contains(&key) {
+                changed |= self.remove(kind, &key);
+            }
+        }
+        self.invalid
+            .retain(|(k, key), _| *k != kind || seen.contains(key));
+        changed
+    }
+
+    /// Whether a list of some kind is in progress: until it ends, the store holds a mix of the
+    /// list's objects and older ones (none removed yet).
+    pub fn is_listing(&self) -> bool {
+        !self.listing.is_empty()
     }
 
     /// Objects reported invalid and left out, with their errors.
@@ -227,5 +310,112 @@ mod tests {
         assert!(s.apply(Update::Upsert(ns("a", "y"))));
         assert!(s.apply(Update::Delete(Kind::Namespace, key("a"))));
         assert!(!s.apply(Update::Delete(Kind::Namespace, key("a"))));
+    }
+
+    fn page(objects: Vec<Object>, invalid: Vec<(ObjectRef, String)>) -> Update {
+        Update::ListPage {
+            kind: Kind::Namespace,
+            objects,
+            invalid,
+        }
+    }
+
+    fn names(s: &Store) -> Vec<String> {
+        s.cluster()
+            .namespaces()
+            .keys()
+            .filter(|n| s.declared.contains(*n))
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn a_paged_list_applies_each_page_and_removes_the_unlisted_at_its_end() {
+        let mut s = Store::new();
+        s.apply(reset(
+            vec![ns("a", "x"), ns("b", "x"), ns("c", "x")],
+            vec![],
+        ));
+        assert!(!s.apply(Update::ListBegin(Kind::Namespace)));
+        assert!(s.is_listing());
+        // Page one changes a; it is in the store at once.
+        assert!(s.apply(page(vec![ns("a", "y")], vec![])));
+        assert_eq!(
+            s.cluster().namespace("a").map(|n| n.labels["team"].clone()),
+            Some("y".to_string())
+        );
+        // Page two: b turned invalid (its last valid version stays), d is new.
+        assert!(s.apply(page(vec![ns("d", "x")], vec![(key("b"), "bad".into())])));
+        assert_eq!(
+            names(&s),
+            ["a", "b", "c", "d"],
+            "nothing removed before the end"
+        );
+        // The end: c, which no page held, is gone.
+        assert!(s.apply(Update::ListEnd(Kind::Namespace)));
+        assert!(!s.is_listing());
+        assert_eq!(names(&s), ["a", "b", "d"]);
+        assert_eq!(
+            s.invalid().keys().collect::<Vec<_>>(),
+            [&(Kind::Namespace, key("b"))]
+        );
+    }
+
+    #[test]
+    fn an_interrupted_list_removes_nothing_and_the_next_complete_list_decides() {
+        let mut s = Store::new();
+        s.apply(reset(
+            vec![ns("a", "x"), ns("b", "x"), ns("c", "x")],
+            vec![],
+        ));
+        // A list that holds only a so far, abandoned (its kind's watch failed).
+        s.apply(Update::ListBegin(Kind::Namespace));
+        s.apply(page(vec![ns("a", "x")], vec![]));
+        assert!(!s.apply(Update::Stale(Kind::Namespace)));
+        assert!(!s.is_listing());
+        assert_eq!(names(&s), ["a", "b", "c"]);
+        // An end without its beginning changes nothing.
+        assert!(!s.apply(Update::ListEnd(Kind::Namespace)));
+        assert_eq!(names(&s), ["a", "b", "c"]);
+        // A list started over (its continuation expired): the first attempt's keys do not count.
+        s.apply(Update::ListBegin(Kind::Namespace));
+        s.apply(page(vec![ns("a", "x"), ns("b", "x")], vec![]));
+        s.apply(Update::ListBegin(Kind::Namespace));
+        s.apply(page(vec![ns("c", "x")], vec![]));
+        assert!(s.apply(Update::ListEnd(Kind::Namespace)));
+        assert_eq!(names(&s), ["c"]);
+    }
+
+    #[test]
+    fn an_unchanged_paged_relist_reports_no_change() {
+        let mut s = Store::new();
+        s.apply(reset(
+            vec![ns("a", "x"), ns("b", "x")],
+            vec![(key("bad"), "e".into())],
+        ));
+        let relist = [
+            Update::ListBegin(Kind::Namespace),
+            page(vec![ns("a", "x")], vec![(key("bad"), "e".into())]),
+            page(vec![ns("b", "x")], vec![]),
+            Update::ListEnd(Kind::Namespace),
+        ];
+        for update in relist {
+            assert!(!s.apply(update.clone()), "{update:?}");
+        }
+        assert_eq!(names(&s), ["a", "b"]);
+        assert_eq!(s.invalid().len(), 1);
+    }
+
+    #[test]
+    fn lists_of_other_kinds_leave_a_kind_alone() {
+        let mut s = Store::new();
+        s.apply(reset(vec![ns("a", "x")], vec![(key("bad"), "e".into())]));
+        s.apply(Update::Reset {
+            kind: Kind::Node,
+            objects: vec![],
+            invalid: vec![],
+        });
+        assert_eq!(names(&s), ["a"]);
+        assert_eq!(s.invalid().len(), 1);
     }
 }

@@ -188,11 +188,14 @@ struct Inner {
     /// Stored Events by (namespace, name).
     events: BTreeMap<(String, String), Value>,
     fail_events: bool,
-    /// Paginated lists in progress: id -> (resourceVersion, items).
-    continuations: HashMap<u64, (u64, Vec<Value>)>,
+    /// Paginated lists in progress: id -> (resourceVersion, items), the items shared by the
+    /// list's pages (a list of 100k objects is not copied for each page).
+    continuations: HashMap<u64, (u64, Arc<Vec<Value>>)>,
     next_continuation: u64,
     /// The next request with a continue token answers 410, as when its snapshot was compacted.
     expire_continuation: bool,
+    /// The next request with a continue token fails with 500.
+    fail_continuation: bool,
     bookmark_interval: Option<Duration>,
 }
 
@@ -255,6 +258,7 @@ impl FakeApi {
             continuations: HashMap::new(),
             next_continuation: 0,
             expire_continuation: false,
+            fail_continuation: false,
             bookmark_interval: None,
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -501,6 +505,11 @@ impl FakeApi {
         lock(&self.inner).expire_continuation = true;
     }
 
+    /// The next list request that continues a paginated list fails with `500`.
+    pub fn fail_next_continuation(&self) {
+        lock(&self.inner).fail_continuation = true;
+    }
+
     /// Forgets every stored Event (as their TTL does): patching one answers 404.
     pub fn drop_events(&self) {
         lock(&self.inner).events.clear();
@@ -705,12 +714,19 @@ fn list(
     let compacted = inner.resources[plural].compacted;
     let (id, offset, rv, items) = match request.param("continue").filter(|c| !c.is_empty()) {
         Some(token) => {
+            if std::mem::take(&mut inner.fail_continuation) {
+                return status(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    "the fake fails this page",
+                );
+            }
             let parsed = token.split_once(':').and_then(|(id, offset)| {
                 Some((id.parse::<u64>().ok()?, offset.parse::<usize>().ok()?))
             });
             let found = parsed.and_then(|(id, offset)| {
                 let (rv, items) = inner.continuations.get(&id)?;
-                Some((id, offset, *rv, items.clone()))
+                Some((id, offset, *rv, Arc::clone(items)))
             });
             let expired = std::mem::take(&mut inner.expire_continuation);
             match found {
@@ -732,7 +748,7 @@ fn list(
                 .values()
                 .map(strip_type)
                 .collect();
-            (None, 0, current_rv, items)
+            (None, 0, current_rv, Arc::new(items))
         }
     };
     let end = limit.map_or(items.len(), |l| (offset + l).min(items.len()));

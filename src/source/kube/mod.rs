@@ -3,12 +3,14 @@
 //!
 //! Each kind lists (in pages), then watches from the list's resourceVersion with bookmarks
 //! ([`watch`]). Objects are converted to the compiler's compact model as they arrive, so the agent
-//! keeps labels, IPs, phase, node and ports, never whole objects. An object the compiler rejects is
+//! keeps labels, IPs, phase, node and ports, never whole objects; each page of a list is sent as
+//! it comes ([`Update::ListBegin`], [`Update::ListPage`]s, [`Update::ListEnd`]), so that no copy of
+//! a whole list is ever held besides the agent's store. An object the compiler rejects is
 //! sent as [`Update::Invalid`] and recorded as a Warning Event on the object ([`events`]).
 //!
 //! ClusterNetworkPolicy is a custom resource: before listing it, API discovery says which of its
 //! versions the cluster serves (`v1beta1`, else `v1alpha2`). When neither is (the CRD is not
-//! installed), the kind is *absent*: it is sent as an empty [`Update::Reset`] (nothing to enforce,
+//! installed), the kind is *absent*: it is sent as an empty list (nothing to enforce,
 //! and nothing for the agent to wait for), logged once at INFO, shown as `absent` in the watch
 //! state metric, and discovery is asked again every [`WatchOptions::rediscover_interval`] (30 s),
 //! so a CRD installed later is enforced within that time. A `404` on a list or watch of it (the CRD
@@ -22,7 +24,7 @@
 //! - `410 Gone` (the watch's resourceVersion is older than the API's history: after an API server
 //!   restart or a compaction) is answered by an immediate re-list, counted as a re-list, not an error;
 //! - a kind whose watch failed after its first list is reported [`Update::Stale`] until it is listed
-//!   again ([`Update::Reset`]) or its watch resumes ([`Update::Live`]), so the agent can hold syncs
+//!   again ([`Update::ListEnd`]) or its watch resumes ([`Update::Live`]), so the agent can hold syncs
 //!   for a consistent view;
 //! - a resourceVersion below one already seen (in a list, a bookmark, or the one-item list made before
 //!   every resumed watch) means etcd was restored from an older backup: the watches would resume above
@@ -42,7 +44,7 @@ mod events;
 mod metrics;
 mod watch;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,7 +61,7 @@ use tracing::{debug, info, warn};
 pub use metrics::{RelistReason, SourceMetrics, WatchState};
 
 use self::events::InvalidReport;
-use super::{Kind, Object, Update};
+use super::{Kind, Update};
 
 /// The resources and verbs the agent uses: the ClusterRole in `deploy/` must grant exactly these.
 ///
@@ -182,8 +184,10 @@ impl WatchOptions {
 /// cluster serves them, ClusterNetworkPolicies; Nodes) and sends [`Update`]s to `tx` until its
 /// receiver is dropped; returns then.
 ///
-/// Each (re)list becomes one [`Update::Reset`] with the kind's valid objects and its invalid ones
-/// (reported, left out); watch events become [`Update::Upsert`], [`Update::Invalid`] or
+/// Each (re)list becomes an [`Update::ListBegin`], one [`Update::ListPage`] per page of at most
+/// [`WatchOptions::page_size`] objects with the kind's valid objects and its invalid ones
+/// (reported, left out), and an [`Update::ListEnd`]; a list that fails after its first page is
+/// abandoned with an [`Update::Stale`]. Watch events become [`Update::Upsert`], [`Update::Invalid`] or
 /// [`Update::Delete`]; a kind whose watch failed is reported [`Update::Stale`], and [`Update::Live`]
 /// when its watch resumes without a re-list. Each invalid object is also recorded as a Warning Event
 /// on it, reported by [`REPORTING_CONTROLLER`] with the node name as the instance; failing to
@@ -245,11 +249,11 @@ fn api_for(client: &Client, kind: Kind, version: &str) -> (Api<DynamicObject>, A
     (Api::all_with(client.clone(), &resource), resource)
 }
 
-/// A (re)list in progress.
+/// A (re)list in progress: how many valid objects it held so far, and the invalid ones.
 #[derive(Debug, Default)]
 struct Listing {
-    objects: Vec<Object>,
-    invalid: Vec<(ObjectRef, String)>,
+    objects: usize,
+    invalid: HashSet<ObjectRef>,
 }
 
 /// What was last reported about an invalid object: its uid, the problem and the resourceVersion
@@ -292,33 +296,42 @@ impl Converter {
         self.resource = resource;
     }
 
-    /// Starts a list (dropping any unfinished one).
-    fn begin_list(&mut self) {
+    /// Starts a list (dropping any unfinished one): its [`Update::ListBegin`].
+    fn begin_list(&mut self) -> Update {
         self.listing = Some(Listing::default());
+        Update::ListBegin(self.kind)
     }
 
-    /// An object of the list being read.
-    fn listed(&mut self, object: &DynamicObject) {
-        let update = self.convert(object, true);
-        let listing = self.listing.get_or_insert_with(Listing::default);
-        match update {
-            Update::Upsert(o) => listing.objects.push(o),
-            Update::Invalid { key, error, .. } => listing.invalid.push((key, error)),
-            _ => {}
+    /// A page of the list being read: its [`Update::ListPage`].
+    fn page(&mut self, items: &[DynamicObject]) -> Update {
+        let mut objects = Vec::with_capacity(items.len());
+        let mut invalid = Vec::new();
+        for item in items {
+            match self.convert(item, true) {
+                Update::Upsert(o) => objects.push(o),
+                Update::Invalid { key, error, .. } => invalid.push((key, error)),
+                _ => {}
+            }
         }
-    }
-
-    /// The list is complete: its [`Update::Reset`].
-    fn finish_list(&mut self) -> Update {
-        let Listing { objects, invalid } = self.listing.take().unwrap_or_default();
-        // Forget problems of objects that are gone or valid now.
-        self.reported
-            .retain(|key, _| invalid.iter().any(|(k, _)| k == key));
-        Update::Reset {
+        let listing = self.listing.get_or_insert_with(Listing::default);
+        listing.objects += objects.len();
+        listing
+            .invalid
+            .extend(invalid.iter().map(|(key, _)| key.clone()));
+        Update::ListPage {
             kind: self.kind,
             objects,
             invalid,
         }
+    }
+
+    /// The list is complete: its [`Update::ListEnd`], with how many valid and invalid objects it
+    /// held.
+    fn finish_list(&mut self) -> (Update, usize, usize) {
+        let Listing { objects, invalid } = self.listing.take().unwrap_or_default();
+        // Forget problems of objects that are gone or valid now.
+        self.reported.retain(|key, _| invalid.contains(key));
+        (Update::ListEnd(self.kind), objects, invalid.len())
     }
 
     /// An object added or changed (a watch event).

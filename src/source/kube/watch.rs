@@ -214,7 +214,7 @@ pub(super) struct Watcher {
     /// Whether the next list must be preceded by API discovery (a custom resource, at first and
     /// after a `404`).
     discover: bool,
-    /// Whether the kind was found absent (not served) and its empty Reset sent.
+    /// Whether the kind was found absent (not served) and its empty list sent.
     absent: bool,
     converter: Converter,
     options: Arc<WatchOptions>,
@@ -227,8 +227,10 @@ pub(super) struct Watcher {
     highest: Option<u64>,
     /// Whether the kind was listed once.
     listed: bool,
-    /// Whether [`Update::Stale`] was sent and neither a Reset nor a Live followed yet.
+    /// Whether [`Update::Stale`] was sent and neither a complete list nor a Live followed yet.
     stale: bool,
+    /// Whether a list's [`Update::ListBegin`] was sent and its [`Update::ListEnd`] not yet.
+    listing: bool,
 }
 
 impl Watcher {
@@ -263,6 +265,7 @@ impl Watcher {
             highest: None,
             listed: false,
             stale: false,
+            listing: false,
         }
     }
 
@@ -316,7 +319,7 @@ impl Watcher {
     }
 
     /// Finds the version of a custom resource that the API serves, and watches that one. While it
-    /// serves none, the kind is absent: the first time, an empty Reset says it has no objects (so
+    /// serves none, the kind is absent: the first time, an empty list says it has no objects (so
     /// the agent enforces none and waits for nothing) and one INFO line says why; then discovery is
     /// asked again every [`WatchOptions::rediscover_interval`]. Neither is a failure.
     async fn discover(&mut self) -> Result<(), Stopped> {
@@ -369,9 +372,10 @@ impl Watcher {
                             rediscover_secs = self.options.rediscover_interval.as_secs(),
                             "not served by the Kubernetes API (its CustomResourceDefinition is not installed): none is enforced; API discovery is asked again periodically"
                         );
-                        self.converter.begin_list();
-                        let update = self.converter.finish_list();
-                        self.send(update).await?;
+                        let begin = self.converter.begin_list();
+                        self.send(begin).await?;
+                        let (end, _, _) = self.converter.finish_list();
+                        self.send(end).await?;
                         self.listed = true;
                         self.stale = false;
                     } else {
@@ -487,9 +491,9 @@ impl Watcher {
         true
     }
 
-    /// Lists the kind until a list succeeds, sends its [`Update::Reset`], and returns its
-    /// resourceVersion; `None` when the API answers that it does not serve the kind (see
-    /// [`Watcher::not_served`]).
+    /// Lists the kind until a list succeeds, sending its pages as they come (see
+    /// [`Watcher::list_pages`]), and returns its resourceVersion; `None` when the API answers that
+    /// it does not serve the kind (see [`Watcher::not_served`]).
     async fn list(&mut self, reason: Option<RelistReason>) -> Result<Option<String>, Stopped> {
         if let Some(reason) = reason {
             self.shared.metrics.count_relist(self.kind, reason);
@@ -510,7 +514,11 @@ impl Watcher {
             self.shared
                 .metrics
                 .set_state(self.kind, WatchState::Listing);
-            match self.list_pages().await {
+            let listed = self.list_pages().await?;
+            if listed.is_err() {
+                self.abandon_list().await?;
+            }
+            match listed {
                 Ok(resource_version) => {
                     self.backoff.reset();
                     self.shared.succeeded(self.kind);
@@ -519,19 +527,14 @@ impl Watcher {
                         self.went_backwards(&resource_version, "list");
                     }
                     self.highest = numeric(&resource_version);
-                    let update = self.converter.finish_list();
-                    if let Update::Reset {
-                        objects, invalid, ..
-                    } = &update
-                    {
-                        let (objects, invalid) = (objects.len(), invalid.len());
-                        if self.listed {
-                            debug!(kind = self.kind.as_str(), objects, invalid, "listed");
-                        } else {
-                            info!(kind = self.kind.as_str(), objects, invalid, "listed");
-                        }
+                    let (update, objects, invalid) = self.converter.finish_list();
+                    if self.listed {
+                        debug!(kind = self.kind.as_str(), objects, invalid, "listed");
+                    } else {
+                        info!(kind = self.kind.as_str(), objects, invalid, "listed");
                     }
                     self.send(update).await?;
+                    self.listing = false;
                     self.listed = true;
                     self.stale = false;
                     return Ok(Some(resource_version));
@@ -542,40 +545,63 @@ impl Watcher {
         }
     }
 
-    /// One complete list, in pages, fed to the converter; its resourceVersion.
-    async fn list_pages(&mut self) -> Result<String, Failure> {
-        self.converter.begin_list();
+    /// One complete list, in pages of [`WatchOptions::page_size`]: each page is converted and sent
+    /// as it comes, the first after an [`Update::ListBegin`]; returns the list's resourceVersion
+    /// (the caller sends the [`Update::ListEnd`], or abandons the list when it failed).
+    async fn list_pages(&mut self) -> Result<Result<String, Failure>, Stopped> {
+        let page_size = usize::try_from(self.options.page_size)
+            .unwrap_or(usize::MAX)
+            .max(1);
         let mut params = ListParams::default().limit(self.options.page_size);
         let mut resource_version = None;
+        let mut first = true;
         loop {
             let page = match self.api.list(&params).await {
                 Ok(page) => page,
                 Err(e) if is_gone(&e) && params.continue_token.is_some() => {
                     // The list's snapshot left the API's history between pages: list again, in
-                    // one response (as client-go's pager does).
+                    // one response (as client-go's pager does), sent from its beginning.
                     debug!(
                         kind = self.kind.as_str(),
                         "list continuation expired; listing again in one page"
                     );
-                    self.converter.begin_list();
                     params = ListParams::default();
                     resource_version = None;
+                    first = true;
                     continue;
                 }
-                Err(e) => return Err(Failure::Request(e)),
+                Err(e) => return Ok(Err(Failure::Request(e))),
             };
+            if first {
+                first = false;
+                let begin = self.converter.begin_list();
+                self.send(begin).await?;
+                self.listing = true;
+            }
             if resource_version.is_none() {
                 resource_version = page.metadata.resource_version.filter(|v| !v.is_empty());
             }
-            for object in &page.items {
-                self.converter.listed(object);
+            // A list answered in one response goes to the agent in pages all the same.
+            for items in page.items.chunks(page_size) {
+                let update = self.converter.page(items);
+                self.send(update).await?;
             }
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(token) => params.continue_token = Some(token),
                 None => break,
             }
         }
-        resource_version.ok_or(Failure::NoResourceVersion)
+        Ok(resource_version.ok_or(Failure::NoResourceVersion))
+    }
+
+    /// A list whose pages had begun failed: the agent is told the kind is stale (the list is
+    /// abandoned, and removes nothing), even before its first complete list.
+    async fn abandon_list(&mut self) -> Result<(), Stopped> {
+        if std::mem::take(&mut self.listing) {
+            self.stale = true;
+            self.send(Update::Stale(self.kind)).await?;
+        }
+        Ok(())
     }
 
     /// The API's current resourceVersion, from a one-item list.
