@@ -377,7 +377,12 @@ async fn lists_watches_and_reports_invalid_objects() {
     let cluster = source.store.cluster();
     assert_eq!(cluster.namespaces().len(), 2);
     assert_eq!(
-        cluster.namespace("b").expect("namespace b").labels["team"],
+        cluster
+            .namespace("b")
+            .expect("namespace b")
+            .labels
+            .get("team")
+            .expect("label team"),
         "b"
     );
     let web = cluster.pod(&key("a", "web")).expect("pod a/web");
@@ -469,7 +474,7 @@ async fn lists_watches_and_reports_invalid_objects() {
     );
     let u = source.next(Duration::from_secs(3)).await;
     assert!(
-        matches!(&u, Update::Upsert(Object::Pod(p)) if p.labels.get("v").map(String::as_str) == Some("2")),
+        matches!(&u, Update::Upsert(Object::Pod(p)) if p.labels.get("v") == Some("2")),
         "{u:?}"
     );
     fake.delete("pods", "b", "client");
@@ -524,7 +529,12 @@ async fn lists_watches_and_reports_invalid_objects() {
         [key("a", "db"), key("a", "web")]
     );
     assert_eq!(
-        cluster.pod(&key("a", "web")).expect("a/web").labels["v"],
+        cluster
+            .pod(&key("a", "web"))
+            .expect("a/web")
+            .labels
+            .get("v")
+            .expect("label v"),
         "2"
     );
     assert_eq!(
@@ -1349,7 +1359,7 @@ async fn cluster_network_policies_and_nodes_are_watched_and_invalid_ones_reporte
     );
     let u = source.next(Duration::from_secs(3)).await;
     assert!(
-        matches!(&u, Update::Upsert(Object::Node(n)) if n.labels["role"] == "web"),
+        matches!(&u, Update::Upsert(Object::Node(n)) if n.labels.get("role").expect("label role") == "web"),
         "{u:?}"
     );
     fake.delete("nodes", "", "node-1");
