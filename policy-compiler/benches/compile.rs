@@ -68,7 +68,7 @@ fn changes(cluster: &ClusterState) -> Vec<(&'static str, ClusterState)> {
         "frontend"
     };
     if let Some(p) = relabelled.pod_mut(&local.id) {
-        p.labels.insert("tier", tier.into());
+        p.labels.insert("tier", tier);
     }
 
     // A policy that the node enforces (its chain is in the node's ruleset) gets a port on its first

@@ -82,7 +82,7 @@ fn events(cluster: &ClusterState) -> Vec<(&'static str, Event, Event)> {
         } else {
             "frontend"
         };
-        p.labels.insert("tier", tier.into());
+        p.labels.insert("tier", tier);
         p
     };
     let (local, remote) = (on(true), on(false));
