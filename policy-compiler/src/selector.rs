@@ -299,6 +299,37 @@ mod tests {
     }
 
     #[test]
+    fn labels_behave_as_a_sorted_map() {
+        let mut l: Labels = [("tier", "fe"), ("app", "web"), ("tier", "be")]
+            .into_iter()
+            .collect();
+        assert_eq!(l.len(), 2, "a key given twice is one label");
+        assert_eq!(l.get("tier"), Some("be"), "the last value given holds");
+        assert_eq!(l.keys().collect::<Vec<_>>(), ["app", "tier"]);
+        assert_eq!(l.insert("env", "prod"), None);
+        assert_eq!(l.insert("app", "api").as_deref(), Some("web"));
+        assert_eq!(
+            l.iter().collect::<Vec<_>>(),
+            [("app", "api"), ("env", "prod"), ("tier", "be")]
+        );
+        assert_eq!(l.remove("env").as_deref(), Some("prod"));
+        assert_eq!(l.remove("env"), None);
+        assert!(!l.contains_key("env") && l.contains_key("app"));
+        assert_eq!(l, Labels::from([("app", "api"), ("tier", "be")]));
+    }
+
+    #[test]
+    fn shared_labels_use_one_copy_of_each_string() {
+        let mut interner = Interner::new();
+        let mut a = Labels::from([("app", "web")]);
+        let mut b = Labels::from([("app".to_string(), "web".to_string())]);
+        a.share(&mut interner);
+        b.share(&mut interner);
+        assert_eq!(a, b);
+        assert_eq!(interner.len(), 2, "one key and one value");
+    }
+
+    #[test]
     fn operators_follow_kubernetes_semantics() {
         let web = labels(&[("app", "web")]);
         let none = labels(&[]);
