@@ -78,12 +78,12 @@ fn added(template: &Pod, i: u32) -> Pod {
 /// `pod` with its `tier` label flipped.
 fn relabelled(pod: &Pod) -> Pod {
     let mut p = pod.clone();
-    let tier = if p.labels.get("tier").map(String::as_str) == Some("frontend") {
+    let tier = if p.labels.get("tier") == Some("frontend") {
         "backend"
     } else {
         "frontend"
     };
-    p.labels.insert("tier".into(), tier.into());
+    p.labels.insert("tier", tier);
     p
 }
 

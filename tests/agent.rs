@@ -523,7 +523,7 @@ async fn conntrack_flush_cuts_the_subjects_of_a_cluster_network_policy_that_allo
 
     // The same pod quarantined: 5432/TCP to it goes from Accept to Deny, and the subject's
     // established connections are cut.
-    postgres_1.labels.insert("quarantine".into(), "yes".into());
+    postgres_1.labels.insert("quarantine", "yes");
     cluster.upsert_pod(postgres_1.clone());
     let u = Update::Upsert(Object::Pod(postgres_1));
     let (ops, deleted) = step(&mut h, &cluster, u).await;

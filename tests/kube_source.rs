@@ -442,7 +442,12 @@ async fn lists_watches_and_reports_invalid_objects() {
     let cluster = source.store.cluster();
     assert_eq!(cluster.namespaces().len(), 2);
     assert_eq!(
-        cluster.namespace("b").expect("namespace b").labels["team"],
+        cluster
+            .namespace("b")
+            .expect("namespace b")
+            .labels
+            .get("team")
+            .expect("label team"),
         "b"
     );
     let web = cluster.pod(&key("a", "web")).expect("pod a/web");
@@ -534,7 +539,7 @@ async fn lists_watches_and_reports_invalid_objects() {
     );
     let u = source.next(Duration::from_secs(3)).await;
     assert!(
-        matches!(&u, Update::Upsert(Object::Pod(p)) if p.labels.get("v").map(String::as_str) == Some("2")),
+        matches!(&u, Update::Upsert(Object::Pod(p)) if p.labels.get("v") == Some("2")),
         "{u:?}"
     );
     fake.delete("pods", "b", "client");
@@ -589,7 +594,12 @@ async fn lists_watches_and_reports_invalid_objects() {
         [key("a", "db"), key("a", "web")]
     );
     assert_eq!(
-        cluster.pod(&key("a", "web")).expect("a/web").labels["v"],
+        cluster
+            .pod(&key("a", "web"))
+            .expect("a/web")
+            .labels
+            .get("v")
+            .expect("label v"),
         "2"
     );
     assert_eq!(
@@ -1112,7 +1122,7 @@ async fn an_interrupted_paged_list_removes_nothing_and_the_next_complete_one_dec
             .cluster()
             .pods()
             .get(&key("a", "p1"))
-            .map(|p| p.labels["app"].clone())
+            .and_then(|p| p.labels.get("app").map(str::to_string))
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     // Until the list is abandoned: a Stale while its pages are coming.
@@ -1527,7 +1537,7 @@ async fn cluster_network_policies_and_nodes_are_watched_and_invalid_ones_reporte
     );
     let u = source.next(Duration::from_secs(3)).await;
     assert!(
-        matches!(&u, Update::Upsert(Object::Node(n)) if n.labels["role"] == "web"),
+        matches!(&u, Update::Upsert(Object::Node(n)) if n.labels.get("role").expect("label role") == "web"),
         "{u:?}"
     );
     fake.delete("nodes", "", "node-1");

@@ -62,13 +62,13 @@ fn changes(cluster: &ClusterState) -> Vec<(&'static str, ClusterState)> {
     added.upsert_pod(pod);
 
     let mut relabelled = cluster.clone();
-    let tier = if local.labels.get("tier").map(String::as_str) == Some("frontend") {
+    let tier = if local.labels.get("tier") == Some("frontend") {
         "backend"
     } else {
         "frontend"
     };
     if let Some(p) = relabelled.pod_mut(&local.id) {
-        p.labels.insert("tier".into(), tier.into());
+        p.labels.insert("tier", tier);
     }
 
     // A policy that the node enforces (its chain is in the node's ruleset) gets a port on its first

@@ -79,12 +79,12 @@ fn events(cluster: &ClusterState) -> Vec<(&'static str, Event, Event)> {
     };
     let relabelled = |pod: &Pod| {
         let mut p = pod.clone();
-        let tier = if p.labels.get("tier").map(String::as_str) == Some("frontend") {
+        let tier = if p.labels.get("tier") == Some("frontend") {
             "backend"
         } else {
             "frontend"
         };
-        p.labels.insert("tier".into(), tier.into());
+        p.labels.insert("tier", tier);
         p
     };
     let (local, remote) = (on(true), on(false));

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crate::cidr::Family;
+use crate::intern::Interner;
 use crate::model::{
     ClusterNetworkPolicy, Namespace, Node, ObjectRef, Pod, Policy, Workload, WorkloadRef,
 };
@@ -15,7 +16,10 @@ use crate::selector::Labels;
 ///
 /// Namespaces that pods or policies refer to but that were never declared exist implicitly, with only
 /// their `kubernetes.io/metadata.name` label.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// The label keys and values of the objects it holds are shared through its [`Interner`]: a
+/// cluster's pods repeat a few hundred strings.
+#[derive(Debug, Clone, Default)]
 pub struct ClusterState {
     namespaces: BTreeMap<String, Namespace>,
     pods: BTreeMap<ObjectRef, Pod>,
@@ -23,7 +27,22 @@ pub struct ClusterState {
     workloads: BTreeMap<WorkloadRef, Workload>,
     cluster_policies: BTreeMap<String, ClusterNetworkPolicy>,
     node_objects: BTreeMap<String, Node>,
+    /// The shared copies of the strings the objects repeat (not part of the cluster's value).
+    interner: Interner,
 }
+
+impl PartialEq for ClusterState {
+    fn eq(&self, other: &Self) -> bool {
+        self.namespaces == other.namespaces
+            && self.pods == other.pods
+            && self.policies == other.policies
+            && self.workloads == other.workloads
+            && self.cluster_policies == other.cluster_policies
+            && self.node_objects == other.node_objects
+    }
+}
+
+impl Eq for ClusterState {}
 
 impl ClusterState {
     /// An empty cluster.
@@ -32,12 +51,14 @@ impl ClusterState {
     }
 
     /// Adds or replaces a namespace.
-    pub fn upsert_namespace(&mut self, ns: Namespace) {
+    pub fn upsert_namespace(&mut self, mut ns: Namespace) {
+        ns.labels.share(&mut self.interner);
         self.namespaces.insert(ns.name.clone(), ns);
     }
 
     /// Adds or replaces a pod (and its namespace, implicitly, if unknown).
-    pub fn upsert_pod(&mut self, pod: Pod) {
+    pub fn upsert_pod(&mut self, mut pod: Pod) {
+        pod.share(&mut self.interner);
         self.ensure_namespace(&pod.id.namespace);
         self.pods.insert(pod.id.clone(), pod);
     }
@@ -104,7 +125,8 @@ impl ClusterState {
     }
 
     /// Adds or replaces a Node.
-    pub fn upsert_node(&mut self, node: Node) {
+    pub fn upsert_node(&mut self, mut node: Node) {
+        node.labels.share(&mut self.interner);
         self.node_objects.insert(node.name.clone(), node);
     }
 
@@ -125,7 +147,8 @@ impl ClusterState {
     }
 
     /// Adds or replaces a workload (and its namespace, implicitly, if unknown).
-    pub fn upsert_workload(&mut self, workload: Workload) {
+    pub fn upsert_workload(&mut self, mut workload: Workload) {
+        workload.labels.share(&mut self.interner);
         self.ensure_namespace(&workload.id.namespace);
         self.workloads.insert(workload.id.clone(), workload);
     }

@@ -301,7 +301,7 @@ impl Model {
             let Some(name) = &pod.node else {
                 return Err(error("spec.nodeName is required in the model".to_string()));
             };
-            let Some(node) = self.nodes.get(name) else {
+            let Some(node) = self.nodes.get(&**name) else {
                 return Err(error(format!(
                     "runs on node {name}, which is not a Node of the model"
                 )));

@@ -126,7 +126,7 @@ fn container_ports(rng: &mut Rng) -> Vec<ContainerPort> {
             .any(|p| p.name.is_some() && p.name.as_deref() == name && p.protocol == protocol);
         if rng.one_in(2) && !clash {
             ports.push(ContainerPort {
-                name: name.map(str::to_string),
+                name: name.map(Into::into),
                 port,
                 protocol,
             });
@@ -152,7 +152,7 @@ fn pod(rng: &mut Rng, i: usize, shape: &Shape) -> Pod {
     Pod {
         id: ObjectRef::new(*rng.pick(&NAMESPACES), format!("p{i}")),
         labels: labels(rng, &POD_LABELS),
-        node: Some(format!("n{node}")),
+        node: Some(format!("n{node}").into()),
         ips,
         host_network,
         host_ips: vec![IpAddr::from([192, 168, 0, node as u8 + 1])],
@@ -389,7 +389,7 @@ pub fn workload(seed: u64, size: WorkloadSize) -> ClusterState {
         cluster.upsert_pod(Pod {
             id: ObjectRef::new("kube-system", format!("coredns-{d}")),
             labels: Labels::from([("k8s-app".to_string(), "kube-dns".to_string())]),
-            node: Some(format!("node-{}", d as usize % size.nodes.max(1))),
+            node: Some(format!("node-{}", d as usize % size.nodes.max(1)).into()),
             ips: vec![IpAddr::from([10, 63, 0, 10 + d])],
             host_network: false,
             host_ips: vec![],
@@ -418,8 +418,8 @@ pub fn workload(seed: u64, size: WorkloadSize) -> ClusterState {
         .collect();
     for ns in &namespaces {
         let mut labels = Labels::new();
-        labels.insert("team".into(), rng.pick(&teams).to_string());
-        labels.insert("env".into(), rng.pick(&envs).to_string());
+        labels.insert("team", rng.pick(&teams).to_string());
+        labels.insert("env", rng.pick(&envs).to_string());
         cluster.upsert_namespace(Namespace::new(ns.clone(), labels));
     }
     let nodes = size.nodes.max(1);
@@ -448,19 +448,19 @@ pub fn workload(seed: u64, size: WorkloadSize) -> ClusterState {
                 1 + (k % 250) as u8,
             ]);
             let mut labels = Labels::new();
-            labels.insert("app".into(), app.clone());
-            labels.insert("tier".into(), tier.to_string());
+            labels.insert("app", app.clone());
+            labels.insert("tier", tier.to_string());
             // As the Deployment controller names them: ReplicaSet `<app>-<hash>`, its pods
             // labelled with the hash.
             let hash = format!(
                 "{:x}",
                 (deployment as u64 + 1).wrapping_mul(0x9e37_79b9) & 0xffff_ffff
             );
-            labels.insert("pod-template-hash".into(), hash.clone());
+            labels.insert("pod-template-hash", hash.clone());
             cluster.upsert_pod(Pod {
                 id: ObjectRef::new(ns.clone(), format!("{app}-{hash}-{r}")),
                 labels,
-                node: Some(format!("node-{node}")),
+                node: Some(format!("node-{node}").into()),
                 ips: if dual_stack {
                     let v6 = (0xfd00_0000_0000_0000_0000_0000_0000_0000u128)
                         | ((node as u128) << 16)
@@ -491,7 +491,7 @@ pub fn workload(seed: u64, size: WorkloadSize) -> ClusterState {
                 ],
                 owner: Some(OwnerRef {
                     kind: "ReplicaSet".into(),
-                    name: format!("{app}-{hash}"),
+                    name: format!("{app}-{hash}").into(),
                 }),
                 live: true,
                 workload: None,

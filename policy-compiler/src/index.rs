@@ -24,10 +24,10 @@ impl LabelIndex {
             for (k, v) in labels {
                 index
                     .by_label
-                    .entry((k.clone(), v.clone()))
+                    .entry((k.to_string(), v.to_string()))
                     .or_default()
                     .push(i);
-                index.by_key.entry(k.clone()).or_default().push(i);
+                index.by_key.entry(k.to_string()).or_default().push(i);
             }
         }
         index

@@ -44,6 +44,7 @@ pub mod diff;
 pub mod generate;
 pub mod index;
 pub mod input;
+pub mod intern;
 pub mod lint;
 pub mod manifest;
 pub mod model;

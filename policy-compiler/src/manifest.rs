@@ -109,14 +109,14 @@ pub fn pod_manifest(p: &Pod) -> Value {
         .map(|c| {
             let mut v = json!({"containerPort": c.port, "protocol": c.protocol.as_api()});
             if let Some(name) = &c.name {
-                v["name"] = json!(name);
+                v["name"] = json!(&**name);
             }
             v
         })
         .collect();
     let mut spec = json!({"containers": [{"name": "main", "image": "registry.k8s.io/pause:3.10", "ports": ports}]});
     if let Some(node) = &p.node {
-        spec["nodeName"] = json!(node);
+        spec["nodeName"] = json!(&**node);
     }
     if p.host_network {
         spec["hostNetwork"] = json!(true);
@@ -149,8 +149,8 @@ pub fn pod_manifest(p: &Pod) -> Value {
             .unwrap_or_else(|| "v1".to_string());
         metadata["ownerReferences"] = json!([{
             "apiVersion": api_version,
-            "kind": owner.kind,
-            "name": owner.name,
+            "kind": &*owner.kind,
+            "name": &*owner.name,
             "uid": format!("{}-{}", p.id.namespace, owner.name),
             "controller": true,
         }]);

@@ -14,8 +14,10 @@ pub use node::Node;
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::cidr::{Cidr, Family};
+use crate::intern::Interner;
 use crate::selector::{LabelSelector, Labels};
 
 /// A transport protocol NetworkPolicy can name.
@@ -117,8 +119,9 @@ impl Namespace {
 /// A port a container declares.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ContainerPort {
-    /// The port's name, which NetworkPolicy named ports refer to.
-    pub name: Option<String>,
+    /// The port's name, which NetworkPolicy named ports refer to (shared: pods of a workload
+    /// repeat it).
+    pub name: Option<Arc<str>>,
     /// Number.
     pub port: u16,
     /// Protocol.
@@ -130,9 +133,9 @@ pub struct ContainerPort {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct OwnerRef {
     /// The owner's kind (any kind: a custom controller's too).
-    pub kind: String,
-    /// The owner's name, in the same namespace.
-    pub name: String,
+    pub kind: Arc<str>,
+    /// The owner's name, in the same namespace (shared: a workload's pods repeat it).
+    pub name: Arc<str>,
 }
 
 /// A workload: what a pod belongs to in the analyses' output, printed `namespace/name[Kind]` (a
@@ -208,8 +211,8 @@ pub struct Pod {
     pub id: ObjectRef,
     /// Labels.
     pub labels: Labels,
-    /// The node it runs on, if scheduled.
-    pub node: Option<String>,
+    /// The node it runs on, if scheduled (shared: a node's pods repeat it).
+    pub node: Option<Arc<str>>,
     /// Its IPs, at most one per family.
     pub ips: Vec<IpAddr>,
     /// Whether it uses the node's network namespace.
@@ -232,6 +235,28 @@ pub struct Pod {
 }
 
 impl Pod {
+    /// Makes the strings the pod repeats from other pods (label keys and values, its node's name,
+    /// container port names, its owner) `interner`'s shared copies, and its lists no larger than
+    /// they are.
+    pub fn share(&mut self, interner: &mut Interner) {
+        self.labels.share(interner);
+        if let Some(node) = &mut self.node {
+            interner.share(node);
+        }
+        for port in &mut self.ports {
+            if let Some(name) = &mut port.name {
+                interner.share(name);
+            }
+        }
+        if let Some(owner) = &mut self.owner {
+            interner.share(&mut owner.kind);
+            interner.share(&mut owner.name);
+        }
+        self.ips.shrink_to_fit();
+        self.host_ips.shrink_to_fit();
+        self.ports.shrink_to_fit();
+    }
+
     /// Whether the pod takes part in policy: it has an IP of its own and is not finished.
     /// Host-network, IP-less and finished pods are neither selected nor matched as peers.
     pub fn participates(&self) -> bool {

@@ -1,10 +1,168 @@
 //! Label selectors (`matchLabels` and `matchExpressions`) in a compact, validated form.
 
-use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
-/// Labels of a pod or namespace.
-pub type Labels = BTreeMap<String, String>;
+use crate::intern::Interner;
+
+/// Labels of a pod or namespace: keys and their values, sorted by key, each key once.
+///
+/// Kept compact, as one boxed slice: a cluster has a label set per pod, and its keys and values
+/// repeat from pod to pod, so the strings are reference counted and [`Labels::share`] makes equal
+/// ones one allocation (the [`crate::ClusterState`] does so for what it holds).
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Labels {
+    entries: Box<[(Arc<str>, Arc<str>)]>,
+}
+
+impl Labels {
+    /// No labels.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn position(&self, key: &str) -> Result<usize, usize> {
+        self.entries.binary_search_by(|(k, _)| (**k).cmp(key))
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.position(key).ok().map(|i| &*self.entries[i].1)
+    }
+
+    /// Whether `key` is set.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.position(key).is_ok()
+    }
+
+    /// Sets `key` to `value`; returns the value it replaced.
+    pub fn insert(
+        &mut self,
+        key: impl Into<Arc<str>>,
+        value: impl Into<Arc<str>>,
+    ) -> Option<Arc<str>> {
+        let key = key.into();
+        let value = value.into();
+        match self.position(&key) {
+            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
+            Err(i) => {
+                let mut entries = std::mem::take(&mut self.entries).into_vec();
+                entries.insert(i, (key, value));
+                self.entries = entries.into_boxed_slice();
+                None
+            }
+        }
+    }
+
+    /// Unsets `key`; returns its value.
+    pub fn remove(&mut self, key: &str) -> Option<Arc<str>> {
+        let i = self.position(key).ok()?;
+        let mut entries = std::mem::take(&mut self.entries).into_vec();
+        let (_, value) = entries.remove(i);
+        self.entries = entries.into_boxed_slice();
+        Some(value)
+    }
+
+    /// The labels, sorted by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.entries.iter().map(|(k, v)| (&**k, &**v))
+    }
+
+    /// The keys, sorted.
+    pub fn keys(&self) -> impl Iterator<Item = &str> + '_ {
+        self.entries.iter().map(|(k, _)| &**k)
+    }
+
+    /// The values, in the order of their keys.
+    pub fn values(&self) -> impl Iterator<Item = &str> + '_ {
+        self.entries.iter().map(|(_, v)| &**v)
+    }
+
+    /// How many labels there are.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Makes every key and value the interner's copy of that string, so that equal strings across
+    /// the objects that share `interner` are one allocation.
+    pub fn share(&mut self, interner: &mut Interner) {
+        for (k, v) in self.entries.iter_mut() {
+            interner.share(k);
+            interner.share(v);
+        }
+    }
+}
+
+impl fmt::Debug for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl<K: Into<Arc<str>>, V: Into<Arc<str>>> FromIterator<(K, V)> for Labels {
+    /// Labels from pairs; of a key given twice, the last value holds (as in a map).
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut entries: Vec<(Arc<str>, Arc<str>)> = iter
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        // Stable: of equal keys, the last given is the last here, and the one dedup keeps.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.reverse();
+        entries.dedup_by(|later, earlier| later.0 == earlier.0);
+        entries.reverse();
+        Self {
+            entries: entries.into_boxed_slice(),
+        }
+    }
+}
+
+impl<K: Into<Arc<str>>, V: Into<Arc<str>>> Extend<(K, V)> for Labels {
+    fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, iter: I) {
+        for (k, v) in iter {
+            self.insert(k, v);
+        }
+    }
+}
+
+impl<K: Into<Arc<str>>, V: Into<Arc<str>>, const N: usize> From<[(K, V); N]> for Labels {
+    fn from(pairs: [(K, V); N]) -> Self {
+        pairs.into_iter().collect()
+    }
+}
+
+impl serde::Serialize for Labels {
+    /// As a map of key to value, as in `metadata.labels`.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Labels {
+    /// From a map of key to value, as in `metadata.labels`.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let map: std::collections::BTreeMap<String, String> =
+            serde::Deserialize::deserialize(deserializer)?;
+        Ok(map.into_iter().collect())
+    }
+}
+
+impl<'a> IntoIterator for &'a Labels {
+    type Item = (&'a str, &'a str);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (Arc<str>, Arc<str>)>,
+        fn(&'a (Arc<str>, Arc<str>)) -> (&'a str, &'a str),
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.iter().map(|(k, v)| (&**k, &**v))
+    }
+}
 
 /// One requirement of a selector; a selector matches when all of its requirements do.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -33,8 +191,8 @@ impl Requirement {
     /// Whether `labels` satisfy this requirement.
     pub fn matches(&self, labels: &Labels) -> bool {
         match self {
-            Requirement::In(k, vs) => labels.get(k).is_some_and(|v| vs.contains(v)),
-            Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|v| !vs.contains(v)),
+            Requirement::In(k, vs) => labels.get(k).is_some_and(|v| vs.iter().any(|x| x == v)),
+            Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|v| vs.iter().all(|x| x != v)),
             Requirement::Exists(k) => labels.contains_key(k),
             Requirement::DoesNotExist(k) => !labels.contains_key(k),
         }
@@ -138,6 +296,37 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn labels_behave_as_a_sorted_map() {
+        let mut l: Labels = [("tier", "fe"), ("app", "web"), ("tier", "be")]
+            .into_iter()
+            .collect();
+        assert_eq!(l.len(), 2, "a key given twice is one label");
+        assert_eq!(l.get("tier"), Some("be"), "the last value given holds");
+        assert_eq!(l.keys().collect::<Vec<_>>(), ["app", "tier"]);
+        assert_eq!(l.insert("env", "prod"), None);
+        assert_eq!(l.insert("app", "api").as_deref(), Some("web"));
+        assert_eq!(
+            l.iter().collect::<Vec<_>>(),
+            [("app", "api"), ("env", "prod"), ("tier", "be")]
+        );
+        assert_eq!(l.remove("env").as_deref(), Some("prod"));
+        assert_eq!(l.remove("env"), None);
+        assert!(!l.contains_key("env") && l.contains_key("app"));
+        assert_eq!(l, Labels::from([("app", "api"), ("tier", "be")]));
+    }
+
+    #[test]
+    fn shared_labels_use_one_copy_of_each_string() {
+        let mut interner = Interner::new();
+        let mut a = Labels::from([("app", "web")]);
+        let mut b = Labels::from([("app".to_string(), "web".to_string())]);
+        a.share(&mut interner);
+        b.share(&mut interner);
+        assert_eq!(a, b);
+        assert_eq!(interner.len(), 2, "one key and one value");
     }
 
     #[test]

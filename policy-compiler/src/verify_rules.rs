@@ -577,9 +577,7 @@ fn parse_endpoint(raw: &RawEndpoint) -> Result<Endpoint, (Option<&'static str>, 
     if given != 1 {
         return Err((None, format!("give exactly one of {FORMS} (found {given})")));
     }
-    let labels = |labels: &Labels| {
-        LabelSelector::from_labels(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-    };
+    let labels = |labels: &Labels| LabelSelector::from_labels(labels.iter());
     if let Some(name) = &raw.workload {
         let well_formed = match name.split_once('/') {
             Some((ns, rest)) if !ns.is_empty() && !rest.is_empty() => {

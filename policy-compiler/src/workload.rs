@@ -107,7 +107,7 @@ pub fn place_unscheduled(cluster: &mut ClusterState, node: &str) {
         .collect();
     for id in unscheduled {
         if let Some(pod) = cluster.pod_mut(&id) {
-            pod.node = Some(node.to_string());
+            pod.node = Some(node.into());
         }
     }
 }
@@ -115,7 +115,7 @@ pub fn place_unscheduled(cluster: &mut ClusterState, node: &str) {
 /// The top of a chain of owners: `owner` in `namespace`, then its own owner while the input holds
 /// it (a ReplicaSet's Deployment).
 fn top_owner(cluster: &ClusterState, namespace: &str, owner: &OwnerRef) -> WorkloadRef {
-    let mut current = WorkloadRef::new(namespace, &owner.name, &owner.kind);
+    let mut current = WorkloadRef::new(namespace, &*owner.name, &*owner.kind);
     let mut seen = BTreeSet::new();
     while let Some(next) = cluster
         .workloads()
@@ -125,7 +125,7 @@ fn top_owner(cluster: &ClusterState, namespace: &str, owner: &OwnerRef) -> Workl
         if !seen.insert(current.clone()) {
             break;
         }
-        current = WorkloadRef::new(namespace, &next.name, &next.kind);
+        current = WorkloadRef::new(namespace, &*next.name, &*next.kind);
     }
     current
 }
@@ -136,8 +136,8 @@ fn top_owner(cluster: &ClusterState, namespace: &str, owner: &OwnerRef) -> Workl
 fn workload_of(cluster: &ClusterState, pod: &Pod) -> Option<WorkloadRef> {
     let owner = pod.owner.as_ref()?;
     let namespace = &pod.id.namespace;
-    let direct = WorkloadRef::new(namespace, &owner.name, &owner.kind);
-    if owner.kind == "ReplicaSet" && !cluster.workloads().contains_key(&direct) {
+    let direct = WorkloadRef::new(namespace, &*owner.name, &*owner.kind);
+    if &*owner.kind == "ReplicaSet" && !cluster.workloads().contains_key(&direct) {
         if let Some(hash) = pod.labels.get(POD_TEMPLATE_HASH) {
             if let Some(deployment) = owner.name.strip_suffix(&format!("-{hash}")) {
                 return Some(WorkloadRef::new(namespace, deployment, "Deployment"));

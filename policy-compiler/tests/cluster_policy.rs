@@ -1040,7 +1040,12 @@ status:\n  addresses:\n  - {type: Hostname, address: n1}\n  - {type: InternalIP,
 fn nodes_keep_their_internal_and_external_ips() {
     let m = parse_sources(&[source("n.yaml", NODE)]).expect("valid");
     let node = m.cluster.node("n1").expect("node n1");
-    assert_eq!(node.labels["kubernetes.io/os"], "linux");
+    assert_eq!(
+        node.labels
+            .get("kubernetes.io/os")
+            .expect("label kubernetes.io/os"),
+        "linux"
+    );
     let ips: Vec<IpAddr> = ["192.168.0.1", "2001:db8::1"]
         .iter()
         .map(|s| s.parse().expect("ip"))
@@ -1187,5 +1192,10 @@ fn every_cluster_policy_and_node_of_the_conformance_suite_converts() {
             "2001:db8:100::1"
         ]
     );
-    assert_eq!(node.labels["kubernetes.io/os"], "linux");
+    assert_eq!(
+        node.labels
+            .get("kubernetes.io/os")
+            .expect("label kubernetes.io/os"),
+        "linux"
+    );
 }

@@ -135,7 +135,12 @@ fn the_model_is_the_upstream_houses_on_two_nodes() {
     for (house, set, digit) in houses {
         let ns = format!("network-policy-conformance-{house}");
         assert_eq!(
-            cluster.namespace(&ns).expect(&ns).labels["conformance-house"],
+            cluster
+                .namespace(&ns)
+                .expect(&ns)
+                .labels
+                .get("conformance-house")
+                .expect("label conformance-house"),
             house
         );
         for replica in 0..2u8 {
@@ -143,7 +148,12 @@ fn the_model_is_the_upstream_houses_on_two_nodes() {
                 .pod(&ObjectRef::new(&ns, format!("{set}-{replica}")))
                 .expect("pod");
             let node = format!("node-{}", replica + 1);
-            assert_eq!(pod.labels["conformance-house"], house);
+            assert_eq!(
+                pod.labels
+                    .get("conformance-house")
+                    .expect("label conformance-house"),
+                house
+            );
             assert_eq!(pod.node.as_deref(), Some(node.as_str()));
             assert!(!pod.host_network);
             let v4 = format!("10.244.{}.{digit}{replica}", replica + 1);
@@ -170,7 +180,15 @@ fn the_model_is_the_upstream_houses_on_two_nodes() {
         let declared: BTreeMap<u16, (Protocol, String)> = pod
             .ports
             .iter()
-            .map(|p| (p.port, (p.protocol, p.name.clone().unwrap_or_default())))
+            .map(|p| {
+                (
+                    p.port,
+                    (
+                        p.protocol,
+                        p.name.as_deref().unwrap_or_default().to_string(),
+                    ),
+                )
+            })
             .collect();
         assert_eq!(
             declared,
@@ -185,7 +203,12 @@ fn the_model_is_the_upstream_houses_on_two_nodes() {
     assert_eq!(suite.model.nodes.len(), 2);
     for (name, n) in [("node-1", 1), ("node-2", 2)] {
         let node = &suite.model.nodes[name];
-        assert_eq!(node.labels["kubernetes.io/os"], "linux");
+        assert_eq!(
+            node.labels
+                .get("kubernetes.io/os")
+                .expect("label kubernetes.io/os"),
+            "linux"
+        );
         assert_eq!(
             node.internal_ips,
             ips(&[

@@ -155,7 +155,7 @@ fn a_relabelled_pod_moves_between_sets_by_elements() {
     c.pod_mut(&id)
         .expect("worker-0")
         .labels
-        .insert("app".into(), "api".into());
+        .insert("app", "api");
     let after = compile_node(&c, "node-2");
     let tx = assert_applies(&before, &after);
     // api-1 runs on node-2 too, so the api group chain exists: elements move, and the worker chains

@@ -300,7 +300,7 @@ fn main() {
         .filter(|p| {
             cluster
                 .namespace(&p.id.namespace)
-                .is_some_and(|n| n.labels.get("team").map(String::as_str) == Some("payments"))
+                .is_some_and(|n| n.labels.get("team") == Some("payments"))
         })
         .count();
     println!(
@@ -375,7 +375,7 @@ fn bench_pod(name: &str, node: &str, ip: Ipv4Addr, app: &str) -> Pod {
     Pod {
         id: ObjectRef::new(BENCH_NS, name),
         labels: labels(&[("app", app)]),
-        node: Some(node.to_string()),
+        node: Some(node.into()),
         ips: vec![ip4(ip)],
         host_network: false,
         host_ips: vec![],

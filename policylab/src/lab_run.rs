@@ -71,7 +71,7 @@ pub fn schedule(cluster: &ClusterState, nodes: usize) -> ClusterState {
     let mut names: Vec<String> = cluster
         .pods()
         .values()
-        .filter_map(|p| p.node.clone())
+        .filter_map(|p| p.node.as_deref().map(str::to_string))
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -98,13 +98,13 @@ pub fn schedule(cluster: &ClusterState, nodes: usize) -> ClusterState {
             continue;
         }
         if pod.node.is_none() {
-            pod.node = Some(names[i % names.len()].clone());
+            pod.node = Some(names[i % names.len()].as_str().into());
         }
         if pod.ips.is_empty() {
             let node_index = pod
                 .node
                 .as_ref()
-                .and_then(|n| names.iter().position(|x| x == n))
+                .and_then(|n| names.iter().position(|x| **x == **n))
                 .unwrap_or(0);
             let host = next_host.entry(node_index).or_insert(10);
             loop {
@@ -254,7 +254,7 @@ impl LabCluster {
             .filter_map(|p| {
                 Some(PodSpec {
                     id: p.id.to_string(),
-                    node: p.node.clone()?,
+                    node: p.node.as_deref()?.to_string(),
                     ips: p.ips.clone(),
                     ports: served_ports(p, serve),
                 })

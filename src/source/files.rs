@@ -513,7 +513,7 @@ mod tests {
             ["c", "old"]
         );
         let node = cluster.node("n1").expect("node n1");
-        assert_eq!(node.labels["role"], "db");
+        assert_eq!(node.labels.get("role").expect("label role"), "db");
         assert_eq!(
             node.addresses,
             ["192.168.0.1".parse::<std::net::IpAddr>().expect("ip")]
@@ -564,7 +564,13 @@ mod tests {
             .expect("the last valid c");
         assert_eq!(c.egress.len(), 1);
         assert_eq!(
-            store.cluster().node("n1").expect("n1").labels["role"],
+            store
+                .cluster()
+                .node("n1")
+                .expect("n1")
+                .labels
+                .get("role")
+                .expect("label role"),
             "web"
         );
     }

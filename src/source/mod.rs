@@ -341,7 +341,9 @@ mod tests {
         // Page one changes a; it is in the store at once.
         assert!(s.apply(page(vec![ns("a", "y")], vec![])));
         assert_eq!(
-            s.cluster().namespace("a").map(|n| n.labels["team"].clone()),
+            s.cluster()
+                .namespace("a")
+                .and_then(|n| n.labels.get("team").map(str::to_string)),
             Some("y".to_string())
         );
         // Page two: b turned invalid (its last valid version stays), d is new.

@@ -250,7 +250,7 @@ pub async fn pod_add<K: Kernel + Clone + 'static>(h: &mut Harness<K>, cluster: &
 pub async fn relabel<K: Kernel + Clone + 'static>(h: &mut Harness<K>, cluster: &mut ClusterState) {
     let dns = ObjectRef::new("kube-system", "coredns-0");
     let mut coredns = cluster.pod(&dns).expect("coredns-0").clone();
-    coredns.labels.insert("k8s-app".into(), "other".into());
+    coredns.labels.insert("k8s-app", "other");
     cluster.upsert_pod(coredns.clone());
     h.send(Update::Upsert(Object::Pod(coredns.clone()))).await;
     let o = ops(&h.next().await);
@@ -260,7 +260,7 @@ pub async fn relabel<K: Kernel + Clone + 'static>(h: &mut Harness<K>, cluster: &
         "relabel out: {o:?}"
     );
     h.assert_enforces(cluster);
-    coredns.labels.insert("k8s-app".into(), "kube-dns".into());
+    coredns.labels.insert("k8s-app", "kube-dns");
     cluster.upsert_pod(coredns.clone());
     h.send(Update::Upsert(Object::Pod(coredns))).await;
     let o = ops(&h.next().await);
@@ -326,7 +326,7 @@ pub async fn burst<K: Kernel + Clone + 'static>(h: &mut Harness<K>, cluster: &mu
     let web = new_web_pod(cluster);
     for i in 0..20u8 {
         let mut p = web.clone();
-        p.labels.insert("app".into(), "api".into());
+        p.labels.insert("app", "api");
         p.id.name = format!("burst-{i}");
         p.ips = vec![IpAddr::from([10, 244, 1, 100 + i])];
         cluster.upsert_pod(p.clone());

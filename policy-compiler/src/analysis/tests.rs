@@ -21,7 +21,7 @@ fn pod(ns: &str, name: &str, app: &str, addr: &str, ports: &[(&str, u16)]) -> Po
         ports: ports
             .iter()
             .map(|(n, p)| ContainerPort {
-                name: Some(n.to_string()),
+                name: Some((*n).into()),
                 port: *p,
                 protocol: Protocol::Tcp,
             })

@@ -81,7 +81,12 @@ fn model_with(model: &str) -> Result<Model, SuiteError> {
 fn reads_a_valid_suite() {
     let suite = suite_with(CASE).expect("valid");
     let node = &suite.model.nodes["n1"];
-    assert_eq!(node.labels["kubernetes.io/os"], "linux");
+    assert_eq!(
+        node.labels
+            .get("kubernetes.io/os")
+            .expect("label kubernetes.io/os"),
+        "linux"
+    );
     let addresses: Vec<String> = node.addresses().map(|ip| ip.to_string()).collect();
     assert_eq!(addresses, ["192.168.0.1", "fd00::1", "203.0.113.1"]);
     let case = &suite.cases[0];

@@ -169,15 +169,9 @@ pub fn with_guardrails(
     let mut out = cluster.clone();
     for n in 0..nodes {
         let mut labels = Labels::new();
-        labels.insert(
-            "topology.kubernetes.io/zone".into(),
-            format!("zone-{}", n % 3),
-        );
+        labels.insert("topology.kubernetes.io/zone", format!("zone-{}", n % 3));
         if n < CONTROL_PLANE_NODES {
-            labels.insert(
-                "node-role.kubernetes.io/control-plane".into(),
-                String::new(),
-            );
+            labels.insert("node-role.kubernetes.io/control-plane", String::new());
         }
         out.upsert_node(Node {
             name: format!("node-{n}"),

@@ -254,7 +254,7 @@ pub fn pod_from_api(object: &RawObject) -> FieldResult<Pod> {
     Ok(Pod {
         id: ObjectRef::new(namespace, name),
         labels: labels_of(&pod.metadata),
-        node: spec.node_name.filter(|n| !n.is_empty()),
+        node: spec.node_name.filter(|n| !n.is_empty()).map(Into::into),
         ips,
         host_network: spec.host_network.unwrap_or(false),
         host_ips,
@@ -290,7 +290,7 @@ fn container_ports(
         for (j, p) in container.ports.iter().flatten().enumerate() {
             let field = format!("{path}.ports[{j}]");
             ports.push(ContainerPort {
-                name: p.name.clone().filter(|n| !n.is_empty()),
+                name: p.name.as_deref().filter(|n| !n.is_empty()).map(Into::into),
                 port: port_number(c, &format!("{field}.containerPort"), p.container_port)?,
                 protocol: parse_protocol(c, &format!("{field}.protocol"), p.protocol.as_deref())?,
             });
@@ -307,8 +307,8 @@ fn controller_of(metadata: &meta::ObjectMeta) -> Option<OwnerRef> {
         .flatten()
         .find(|o| o.controller == Some(true))
         .map(|o| OwnerRef {
-            kind: o.kind.clone(),
-            name: o.name.clone(),
+            kind: o.kind.as_str().into(),
+            name: o.name.as_str().into(),
         })
 }
 

@@ -67,7 +67,7 @@ items:
             .unwrap()
             .labels
             .get("kubernetes.io/metadata.name"),
-        Some(&"x".to_string())
+        Some("x")
     );
     // y is only referenced by the policy: it exists implicitly, with its name label.
     assert_eq!(
@@ -75,7 +75,7 @@ items:
             .unwrap()
             .labels
             .get("kubernetes.io/metadata.name"),
-        Some(&"y".to_string())
+        Some("y")
     );
     let p = c.policies().values().next().unwrap();
     assert!(p.isolates_ingress && !p.isolates_egress);
@@ -304,7 +304,7 @@ spec:
     let workloads = m.cluster.workloads();
     assert_eq!(workloads.len(), 3);
     let web = &workloads[&crate::model::WorkloadRef::new("shop", "web", "Deployment")];
-    assert_eq!(web.labels["tier"], "fe");
+    assert_eq!(web.labels.get("tier").expect("label tier"), "fe");
     assert_eq!(web.ports.len(), 3);
     assert!(web
         .ports

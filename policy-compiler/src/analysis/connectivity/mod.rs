@@ -361,7 +361,7 @@ pub struct Connectivity {
     /// Pods per workload party (the index's pods), for lookups.
     members: Vec<Vec<ObjectRef>>,
     /// Per workload party, the nodes its pods run on (`None`: a pod on no node), sorted.
-    member_nodes: Vec<Vec<Option<String>>>,
+    member_nodes: Vec<Vec<Option<std::sync::Arc<str>>>>,
 }
 
 /// How every rule treats an address: its family's slot, then per NetworkPolicy rule whether its
@@ -917,7 +917,7 @@ impl Connectivity {
             member_nodes: Vec::new(),
         };
         for (party, end, family, members) in parties {
-            let mut on: Vec<Option<String>> =
+            let mut on: Vec<Option<std::sync::Arc<str>>> =
                 members.iter().map(|p| pods[*p].node.clone()).collect();
             on.sort();
             on.dedup();
