@@ -237,25 +237,19 @@ impl LiveNode {
             self.dirty = true;
         }
         let namespace_labels = namespace_labels(cluster, &key.namespace);
+        let gives = |source: &SetSource, pod: Option<&Pod>| {
+            pod.map(|p| source.elements(p, &namespace_labels))
+                .unwrap_or_default()
+        };
         let sources = std::mem::take(&mut self.sources);
         for (name, source) in &sources {
-            let before = old
-                .map(|p| source.elements(p, &namespace_labels))
-                .unwrap_or_default();
-            let after = new
-                .map(|p| source.elements(p, &namespace_labels))
-                .unwrap_or_default();
+            let (before, after) = (gives(source, old), gives(source, new));
             self.replace_elements(cluster, name, source, before, after, Some(key));
         }
         self.sources = sources;
         let mut retired = std::mem::take(&mut self.retired);
         for (set, source) in retired.values_mut() {
-            let before = old
-                .map(|p| source.elements(p, &namespace_labels))
-                .unwrap_or_default();
-            let after = new
-                .map(|p| source.elements(p, &namespace_labels))
-                .unwrap_or_default();
+            let (before, after) = (gives(source, old), gives(source, new));
             self.replace_retired(cluster, set, source, before, after, Some(key));
         }
         self.retired = retired;
@@ -438,24 +432,19 @@ impl LiveNode {
         if before == after {
             return;
         }
-        for element in &before {
-            if after.contains(element) || self.still_given(cluster, source, element, pod) {
-                continue;
-            }
-            let Some(set) = self.ruleset.sets.get_mut(name) else {
-                continue;
-            };
-            if set.elements.remove(element) {
+        let gone = self.leaving(cluster, source, &before, &after, pod);
+        let Some(set) = self.ruleset.sets.get_mut(name) else {
+            return;
+        };
+        for element in gone {
+            if set.elements.remove(&element) {
                 self.stats.element_changes += 1;
                 if let Some(t) = &mut self.touched {
-                    t.element_removed(name, *element);
+                    t.element_removed(name, element);
                 }
             }
         }
         for element in after {
-            let Some(set) = self.ruleset.sets.get_mut(name) else {
-                continue;
-            };
             if set.elements.insert(element) {
                 self.stats.element_changes += 1;
                 if let Some(t) = &mut self.touched {
@@ -478,12 +467,27 @@ impl LiveNode {
         if before == after {
             return;
         }
-        for element in &before {
-            if !after.contains(element) && !self.still_given(cluster, source, element, pod) {
-                set.elements.remove(element);
-            }
+        for element in self.leaving(cluster, source, &before, &after, pod) {
+            set.elements.remove(&element);
         }
         set.elements.extend(after);
+    }
+
+    /// Of the elements one pod (`pod`, or none) gave a set of `source`, those that leave it now
+    /// that the pod gives `after`: not given again, and given by no other pod.
+    fn leaving(
+        &self,
+        cluster: &ClusterState,
+        source: &SetSource,
+        before: &[SetElement],
+        after: &[SetElement],
+        pod: Option<&ObjectRef>,
+    ) -> Vec<SetElement> {
+        before
+            .iter()
+            .filter(|e| !after.contains(e) && !self.still_given(cluster, source, e, pod))
+            .copied()
+            .collect()
     }
 
     /// Keeps the retired sets within bounds (dropping them all past one: they are a cache).

@@ -255,6 +255,8 @@ struct Pending {
     retarget: BTreeSet<(ObjectRef, Direction)>,
     /// Audit parts rendered again: the groups inlining them are rendered again.
     audited: BTreeSet<(ObjectRef, Direction)>,
+    /// Groups a pod left: those left empty go (no other group can become empty).
+    left: BTreeSet<String>,
 }
 
 impl LocalPart {
@@ -430,6 +432,7 @@ impl LocalPart {
             for policy in &group.policies {
                 pending.retarget.insert((policy.clone(), direction));
             }
+            pending.left.insert(name.to_string());
         }
         for ip in ips {
             let slot = (direction, *ip);
@@ -563,30 +566,28 @@ impl LocalPart {
     /// pod is in go, then parts no group holds, and the ingress named-port sets of parts whose
     /// targets changed follow them.
     fn finish(&mut self, cluster: &ClusterState, out: &mut Out<'_>, pending: Pending) {
-        let empty: Vec<String> = self
-            .groups
-            .iter()
-            .filter(|(_, g)| g.pods.is_empty())
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in &empty {
+        // Parts whose last group went: a part gets its first group as it is made, so no other
+        // part can be unheld.
+        let mut unheld: BTreeSet<(ObjectRef, Direction)> = BTreeSet::new();
+        for name in &pending.left {
+            if !self.groups.get(name).is_some_and(|g| g.pods.is_empty()) {
+                continue;
+            }
             let Some(group) = self.groups.remove(name) else {
                 continue;
             };
             out.remove_chain(name);
             out.remove_counter(name);
             for policy in group.policies {
-                if let Some(part) = self.parts.get_mut(&(policy, group.direction)) {
+                let key = (policy, group.direction);
+                if let Some(part) = self.parts.get_mut(&key) {
                     part.groups.remove(name);
+                    if part.groups.is_empty() {
+                        unheld.insert(key);
+                    }
                 }
             }
         }
-        let unheld: Vec<(ObjectRef, Direction)> = self
-            .parts
-            .iter()
-            .filter(|(_, p)| p.groups.is_empty())
-            .map(|(key, _)| key.clone())
-            .collect();
         for key in &unheld {
             let Some(part) = self.parts.remove(key) else {
                 continue;
