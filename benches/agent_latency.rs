@@ -23,7 +23,7 @@ use nftpolicy::dataplane::Dataplane;
 use nftpolicy::debounce::DebounceConfig;
 use nftpolicy::kernel::NftKernel;
 use nftpolicy::metrics::Metrics;
-use nftpolicy::source::{Kind, Object, Update};
+use nftpolicy::source::{resets, Object, Update};
 use policy_compiler::generate::{workload, WorkloadSize};
 use policy_compiler::model::{ObjectRef, Pod};
 use policylab::lab::Netns;
@@ -86,19 +86,8 @@ async fn measure(size: WorkloadSize, name: &str, debounce: DebounceConfig) {
     tokio::spawn(agent.run(rx));
     let started = Instant::now();
     // One Reset per kind the agent watches, as the Kubernetes source sends after listing.
-    for kind in Kind::ENFORCED {
-        let objects = cluster
-            .keys(kind)
-            .iter()
-            .filter_map(|key| cluster.get(kind, key))
-            .collect();
-        tx.send(Update::Reset {
-            kind,
-            objects,
-            invalid: vec![],
-        })
-        .await
-        .expect("agent");
+    for update in resets(&cluster) {
+        tx.send(update).await.expect("agent");
     }
     let first = reports.recv().await.expect("first sync");
     let full = started.elapsed();

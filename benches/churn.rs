@@ -25,7 +25,7 @@ use nftpolicy::agent::{Agent, AgentConfig, Health};
 use nftpolicy::dataplane::Dataplane;
 use nftpolicy::kernel::NftKernel;
 use nftpolicy::metrics::Metrics;
-use nftpolicy::source::{Kind, Object, Update};
+use nftpolicy::source::{resets, Kind, Object, Update};
 use policy_compiler::generate::{workload, WorkloadSize};
 use policy_compiler::model::{ObjectRef, Pod};
 use policylab::lab::Netns;
@@ -101,19 +101,8 @@ async fn measure(name: &str, size: WorkloadSize) {
     .with_observer(otx);
     tokio::spawn(agent.run(rx));
     let started = Instant::now();
-    for kind in Kind::ENFORCED {
-        let objects = cluster
-            .keys(kind)
-            .iter()
-            .filter_map(|key| cluster.get(kind, key))
-            .collect();
-        tx.send(Update::Reset {
-            kind,
-            objects,
-            invalid: vec![],
-        })
-        .await
-        .expect("agent");
+    for update in resets(&cluster) {
+        tx.send(update).await.expect("agent");
     }
     reports
         .recv()

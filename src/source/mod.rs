@@ -80,6 +80,24 @@ impl Update {
     }
 }
 
+/// What a source sends after listing every kind the agent watches in `cluster`: one
+/// [`Update::Reset`] per kind, with all of its objects (to load a whole cluster into an agent, as
+/// tests and benchmarks do).
+pub fn resets(cluster: &ClusterState) -> Vec<Update> {
+    Kind::ENFORCED
+        .iter()
+        .map(|&kind| Update::Reset {
+            kind,
+            objects: cluster
+                .keys(kind)
+                .iter()
+                .filter_map(|key| cluster.get(kind, key))
+                .collect(),
+            invalid: vec![],
+        })
+        .collect()
+}
+
 /// The agent's view of the cluster: the valid objects, kept directly as the [`ClusterState`] the
 /// compiler reads (no second copy), plus the invalid objects it is leaving out.
 #[derive(Debug, Clone, Default)]

@@ -12,6 +12,7 @@ use nftpolicy::dataplane::Dataplane;
 use nftpolicy::debounce::DebounceConfig;
 use nftpolicy::kernel::Kernel;
 use nftpolicy::metrics::Metrics;
+pub use nftpolicy::source::resets;
 use nftpolicy::source::{Kind, Object, Update};
 use policy_compiler::input::{parse_sources, read_paths, Source};
 use policy_compiler::model::{ClusterNetworkPolicy, ObjectRef, Pod, Policy};
@@ -42,25 +43,6 @@ pub fn cluster_policy(manifest: &str) -> ClusterNetworkPolicy {
     let policy = policies.next().expect("a ClusterNetworkPolicy");
     assert!(policies.next().is_none(), "one ClusterNetworkPolicy");
     policy
-}
-
-/// One `Reset` per kind the agent watches, as a source sends after listing.
-pub fn resets(c: &ClusterState) -> Vec<Update> {
-    Kind::ENFORCED
-        .iter()
-        .map(|&kind| {
-            let objects = c
-                .keys(kind)
-                .iter()
-                .map(|key| c.get(kind, key).expect("a listed key"))
-                .collect();
-            Update::Reset {
-                kind,
-                objects,
-                invalid: vec![],
-            }
-        })
-        .collect()
 }
 
 /// The agent's configuration in these tests: a short debounce and retry, no audit unless a test
