@@ -155,6 +155,10 @@ struct Resource {
     /// The versions served (none: a custom resource whose CRD is not installed).
     versions: Vec<&'static str>,
     objects: BTreeMap<(String, String), Value>,
+    /// Each object as list items hold it (no `apiVersion` or `kind`), serialized once when it is
+    /// written: a list of 100k objects is served as a real API server's watch cache serves it,
+    /// without building and serializing every object again.
+    items: BTreeMap<(String, String), Arc<str>>,
     /// Watch events: resourceVersion, type, object.
     history: Vec<(u64, &'static str, Value)>,
     /// Watches from a resourceVersion below this one get `410 Gone`.
@@ -190,7 +194,7 @@ struct Inner {
     fail_events: bool,
     /// Paginated lists in progress: id -> (resourceVersion, items), the items shared by the
     /// list's pages (a list of 100k objects is not copied for each page).
-    continuations: HashMap<u64, (u64, Arc<Vec<Value>>)>,
+    continuations: HashMap<u64, (u64, Arc<Vec<Arc<str>>>)>,
     next_continuation: u64,
     /// The next request with a continue token answers 410, as when its snapshot was compacted.
     expire_continuation: bool,
@@ -239,6 +243,7 @@ impl FakeApi {
                     kind,
                     versions,
                     objects: BTreeMap::new(),
+                    items: BTreeMap::new(),
                     history: Vec::new(),
                     compacted: 0,
                     live: broadcast::channel(1024).0,
@@ -358,6 +363,10 @@ impl FakeApi {
             for (plural, objects) in &snapshot.objects {
                 let r = inner.resources.get_mut(plural).expect("a served resource");
                 r.objects = objects.clone();
+                r.items = objects
+                    .iter()
+                    .map(|(key, object)| (key.clone(), item_text(object)))
+                    .collect();
             }
         }
         self.start_again().await;
@@ -455,6 +464,7 @@ impl FakeApi {
         } else {
             "ADDED"
         };
+        r.items.insert(key.clone(), item_text(&object));
         r.objects.insert(key, object.clone());
         publish(r, rv, kind, object);
     }
@@ -465,10 +475,9 @@ impl FakeApi {
         inner.rv += 1;
         let rv = inner.rv;
         let r = inner.resources.get_mut(plural).expect("a served resource");
-        let mut object = r
-            .objects
-            .remove(&(namespace.to_string(), name.to_string()))
-            .expect("deleting an existing object");
+        let key = (namespace.to_string(), name.to_string());
+        r.items.remove(&key);
+        let mut object = r.objects.remove(&key).expect("deleting an existing object");
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
         publish(r, rv, "DELETED", object);
     }
@@ -576,10 +585,15 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response {
 }
 
 fn json_response(code: StatusCode, body: &Value) -> Response {
+    text_response(code, body.to_string())
+}
+
+/// A response whose body is JSON text.
+fn text_response(code: StatusCode, body: String) -> Response {
     Response::builder()
         .status(code)
         .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
+        .body(Body::from(body))
         .expect("response")
 }
 
@@ -743,16 +757,12 @@ fn list(
             }
         }
         None => {
-            let items: Vec<Value> = inner.resources[plural]
-                .objects
-                .values()
-                .map(strip_type)
-                .collect();
+            let items: Vec<Arc<str>> = inner.resources[plural].items.values().cloned().collect();
             (None, 0, current_rv, Arc::new(items))
         }
     };
     let end = limit.map_or(items.len(), |l| (offset + l).min(items.len()));
-    let page: Vec<Value> = items[offset.min(end)..end].to_vec();
+    let page = &items[offset.min(end)..end];
     let mut metadata = json!({"resourceVersion": rv.to_string()});
     if end < items.len() {
         let id = id.unwrap_or_else(|| {
@@ -764,15 +774,30 @@ fn list(
         metadata["continue"] = json!(format!("{id}:{end}"));
         metadata["remainingItemCount"] = json!(items.len() - end);
     }
-    json_response(
-        StatusCode::OK,
-        &json!({
-            "apiVersion": api_version,
-            "kind": format!("{kind}List"),
-            "metadata": metadata,
-            "items": page,
-        }),
-    )
+    let head = json!({
+        "apiVersion": api_version,
+        "kind": format!("{kind}List"),
+        "metadata": metadata,
+    })
+    .to_string();
+    // The head's closing brace makes way for the items, already serialized.
+    let mut body =
+        String::with_capacity(head.len() + page.iter().map(|i| i.len() + 1).sum::<usize>() + 16);
+    body.push_str(head.strip_suffix('}').unwrap_or(&head));
+    body.push_str(",\"items\":[");
+    for (i, item) in page.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(item);
+    }
+    body.push_str("]}");
+    text_response(StatusCode::OK, body)
+}
+
+/// An object as a list item: serialized without `apiVersion` and `kind`.
+fn item_text(object: &Value) -> Arc<str> {
+    Arc::from(strip_type(object).to_string())
 }
 
 fn gone_line(from: u64) -> String {
