@@ -9,9 +9,12 @@
 
 use serde_json::Value;
 
+use serde::de::DeserializeOwned;
+
 use crate::input::{
-    cluster_policy_from_api, namespace_from_api, node_from_api, pod_from_api, policy_from_api,
-    workload_from_api, FieldError, RawObject,
+    cluster_policy_from_api, namespace_from_api, namespace_from_typed, node_from_api,
+    node_from_typed, pod_from_api, pod_from_typed, policy_from_api, policy_from_typed,
+    workload_from_api, FieldError, FieldResult, Location, RawObject,
 };
 use crate::model::{ClusterNetworkPolicy, Namespace, Node, ObjectRef, Pod, Policy, Workload};
 
@@ -336,6 +339,67 @@ pub fn convert_as(kind: Kind, mut raw: RawObject, default_namespace: &str) -> Co
     }
 }
 
+/// Converts an object of `kind` that the Kubernetes API sent as JSON text at `api_version` (an item
+/// of a list page, which names neither), as [`convert_as`] converts it once parsed: the same
+/// objects, the same errors.
+///
+/// The kinds the agent watches in bulk (pods, namespaces, nodes, NetworkPolicies) are decoded
+/// straight from the text into their `k8s-openapi` types, without an intermediate JSON tree. An
+/// object that does not decode so, or that the conversion rejects (both rare: the API server
+/// validated it), is parsed and converted again through [`convert_as`], whose error names the
+/// field.
+pub fn convert_api_text(
+    kind: Kind,
+    api_version: &str,
+    text: &str,
+    default_namespace: &str,
+) -> Converted {
+    use k8s_openapi::api::{core::v1 as core, networking::v1 as net};
+    let location = Location {
+        file: "api".to_string(),
+        document: 0,
+        item: None,
+    };
+    let ns = default_namespace;
+    let direct: Option<FieldResult<Object>> = match kind {
+        Kind::Pod => direct::<core::Pod>(text, ns, |p| &mut p.metadata)
+            .map(|p| pod_from_typed(&location, p).map(Object::Pod)),
+        Kind::Namespace => direct::<core::Namespace>(text, "", |n| &mut n.metadata)
+            .map(|n| namespace_from_typed(&location, n).map(Object::Namespace)),
+        Kind::Node => direct::<core::Node>(text, "", |n| &mut n.metadata)
+            .map(|n| node_from_typed(&location, n).map(Object::Node)),
+        Kind::NetworkPolicy => direct::<net::NetworkPolicy>(text, ns, |p| &mut p.metadata)
+            .map(|p| policy_from_typed(&location, p).map(Object::Policy)),
+        _ => None,
+    };
+    if let Some(Ok(object)) = direct {
+        return Converted::Valid(object);
+    }
+    let mut value: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        map.entry("apiVersion")
+            .or_insert_with(|| Value::from(api_version));
+        map.entry("kind")
+            .or_insert_with(|| Value::from(kind.as_str()));
+    }
+    convert_as(kind, RawObject { location, value }, default_namespace)
+}
+
+/// `text` decoded as `T`, a namespaced object that names no namespace put in `default_namespace`
+/// (empty for cluster-scoped kinds), as [`convert_as`] does; `None` when it does not decode.
+fn direct<T: DeserializeOwned>(
+    text: &str,
+    default_namespace: &str,
+    metadata: impl Fn(&mut T) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<T> {
+    let mut object: T = serde_json::from_str(text).ok()?;
+    let meta = metadata(&mut object);
+    if !default_namespace.is_empty() && meta.namespace.as_deref().is_none_or(str::is_empty) {
+        meta.namespace = Some(default_namespace.to_string());
+    }
+    Some(object)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,6 +445,90 @@ mod tests {
         assert!(!cnp.reads_api_version("v1beta1"));
         assert!(Kind::Deployment.is_workload() && !Kind::Deployment.is_enforced());
         assert!(Kind::Pod.is_enforced() && !Kind::Pod.is_workload());
+    }
+
+    /// What an API list item converts to through the text and through the JSON value: the same
+    /// object or the same located error.
+    fn both_ways(kind: Kind, item: Value) -> (String, String) {
+        let text = item.to_string();
+        let direct = convert_api_text(kind, &kind.api_version(), &text, DEFAULT_NAMESPACE);
+        let mut value = item;
+        value["apiVersion"] = json!(kind.api_version());
+        value["kind"] = json!(kind.as_str());
+        let raw = RawObject {
+            location: Location {
+                file: "api".into(),
+                document: 0,
+                item: None,
+            },
+            value,
+        };
+        let via_value = convert_as(kind, raw, DEFAULT_NAMESPACE);
+        (format!("{direct:?}"), format!("{via_value:?}"))
+    }
+
+    #[test]
+    fn api_text_converts_as_the_json_value_does() {
+        let pod = json!({"metadata": {"name": "p", "labels": {"app": "web"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs",
+                    "uid": "u", "controller": true}]},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c",
+                "ports": [{"name": "http", "containerPort": 8080}]}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.5",
+                "podIPs": [{"ip": "10.0.0.5"}, {"ip": "fd00::5"}], "hostIP": "192.168.0.1"}});
+        let no_namespace = pod.clone();
+        let mut in_namespace = pod.clone();
+        in_namespace["metadata"]["namespace"] = json!("team-a");
+        let mut bad_ip = in_namespace.clone();
+        bad_ip["status"]["podIPs"][1]["ip"] = json!("not-an-ip");
+        let mut bad_type = in_namespace.clone();
+        bad_type["spec"]["containers"][0]["ports"][0]["containerPort"] = json!("eighty");
+        let mut unnamed = in_namespace.clone();
+        unnamed["metadata"]
+            .as_object_mut()
+            .expect("metadata")
+            .remove("name");
+        let policy = json!({"metadata": {"name": "np", "namespace": "team-a"},
+            "spec": {"podSelector": {"matchLabels": {"app": "web"}},
+                "ingress": [{"from": [{"podSelector": {}}], "ports": [{"port": "http"}]}]}});
+        let mut bad_policy = policy.clone();
+        bad_policy["spec"]["podSelector"]["matchExpressions"] =
+            json!([{"key": "app", "operator": "Near", "values": ["x"]}]);
+        let namespace = json!({"metadata": {"name": "team-a", "labels": {"env": "prod"}}});
+        let node = json!({"metadata": {"name": "n1", "labels": {"zone": "a"}},
+            "status": {"addresses": [{"type": "InternalIP", "address": "192.168.0.1"},
+                {"type": "Hostname", "address": "n1"}]}});
+        let mut bad_node = node.clone();
+        bad_node["status"]["addresses"][0]["address"] = json!("192.168.0");
+        let cases = [
+            (Kind::Pod, no_namespace, true),
+            (Kind::Pod, in_namespace, true),
+            (Kind::Pod, bad_ip, false),
+            (Kind::Pod, bad_type, false),
+            (Kind::Pod, unnamed, false),
+            (Kind::NetworkPolicy, policy, true),
+            (Kind::NetworkPolicy, bad_policy, false),
+            (Kind::Namespace, namespace, true),
+            (Kind::Node, node, true),
+            (Kind::Node, bad_node, false),
+        ];
+        for (kind, item, valid) in cases {
+            let (direct, via_value) = both_ways(kind, item.clone());
+            assert_eq!(direct, via_value, "{kind:?} {item}");
+            assert_eq!(direct.starts_with("Valid("), valid, "{direct}");
+        }
+        // Not JSON at all: rejected as the value path rejects a non-object.
+        let garbage = convert_api_text(Kind::Pod, "v1", "[1, 2", DEFAULT_NAMESPACE);
+        assert!(
+            matches!(
+                garbage,
+                Converted::Invalid {
+                    kind: Kind::Pod,
+                    ..
+                }
+            ),
+            "{garbage:?}"
+        );
     }
 
     #[test]

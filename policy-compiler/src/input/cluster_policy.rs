@@ -16,8 +16,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::convert::{
-    annotation_field, enforcement_annotation, name_of, raw_id, selector, typed, Checker,
-    FieldResult,
+    annotation_field, enforcement_annotation, name_of, selector, typed, Checker, FieldResult,
 };
 use super::RawObject;
 use crate::cidr::{Cidr, CidrError};
@@ -240,12 +239,8 @@ fn check_count(
 
 /// Converts a `ClusterNetworkPolicy` (`policy.networking.k8s.io/v1beta1` or `v1alpha2`).
 pub fn cluster_policy_from_api(object: &RawObject) -> FieldResult<ClusterNetworkPolicy> {
-    let c = Checker {
-        object,
-        kind: "ClusterNetworkPolicy",
-        id: raw_id(&object.value, false),
-    };
-    let api: ApiObject = typed(&c)?;
+    let c = Checker::raw(object, "ClusterNetworkPolicy", false);
+    let api: ApiObject = typed(&c, &object.value)?;
     let name = name_of(&c, &api.metadata)?;
     check_enforcement(&c, &api.metadata)?;
     let spec = api.spec.ok_or_else(|| c.error("spec", "is required"))?;

@@ -9,7 +9,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::de::DeserializeOwned;
 
-use super::{FieldError, RawObject};
+use super::{FieldError, Location, RawObject};
+use serde_json::Value;
 
 /// The result of converting one object: the value, or the first bad field.
 pub type FieldResult<T> = Result<T, Box<FieldError>>;
@@ -23,19 +24,46 @@ use crate::selector::{LabelSelector, Labels, Requirement};
 
 /// Collects field errors for one object.
 pub(super) struct Checker<'a> {
-    pub(super) object: &'a RawObject,
+    pub(super) location: &'a Location,
     pub(super) kind: &'static str,
     pub(super) id: String,
 }
 
-impl Checker<'_> {
+impl<'a> Checker<'a> {
+    /// A checker for a raw object of `kind`, named as [`raw_id`] gives it.
+    pub(super) fn raw(object: &'a RawObject, kind: &'static str, namespaced: bool) -> Self {
+        Checker {
+            location: &object.location,
+            kind,
+            id: raw_id(&object.value, namespaced),
+        }
+    }
+
+    /// A checker for an object of `kind` already typed, named by its metadata (as [`raw_id`]
+    /// names it).
+    fn typed(
+        location: &'a Location,
+        kind: &'static str,
+        metadata: &meta::ObjectMeta,
+        namespaced: bool,
+    ) -> Self {
+        let name = metadata.name.as_deref().unwrap_or("<unnamed>");
+        let id = if namespaced {
+            let namespace = metadata.namespace.as_deref().unwrap_or("default");
+            format!("{namespace}/{name}")
+        } else {
+            name.to_string()
+        };
+        Checker { location, kind, id }
+    }
+
     pub(super) fn error(
         &self,
         field: impl Into<String>,
         message: impl Into<String>,
     ) -> Box<FieldError> {
         Box::new(FieldError {
-            location: self.object.location.clone(),
+            location: self.location.clone(),
             kind: self.kind.to_string(),
             object: self.id.clone(),
             field: field.into(),
@@ -55,8 +83,8 @@ pub(super) fn raw_id(value: &serde_json::Value, namespaced: bool) -> String {
     }
 }
 
-pub(super) fn typed<T: DeserializeOwned>(c: &Checker<'_>) -> FieldResult<T> {
-    serde_path_to_error::deserialize(c.object.value.clone()).map_err(|e| {
+pub(super) fn typed<T: DeserializeOwned>(c: &Checker<'_>, value: &Value) -> FieldResult<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         c.error(path, e.into_inner().to_string())
     })
@@ -111,26 +139,42 @@ fn enforcement(c: &Checker<'_>, metadata: &meta::ObjectMeta) -> FieldResult<Enfo
 
 /// Converts a `Namespace`.
 pub fn namespace_from_api(object: &RawObject) -> FieldResult<Namespace> {
-    let c = Checker {
-        object,
-        kind: "Namespace",
-        id: raw_id(&object.value, false),
-    };
-    let ns: core::Namespace = typed(&c)?;
-    let name = name_of(&c, &ns.metadata)?;
+    let c = Checker::raw(object, "Namespace", false);
+    let ns: core::Namespace = typed(&c, &object.value)?;
+    namespace_checked(&c, ns)
+}
+
+/// Converts a `Namespace` already typed (read at `location`).
+pub fn namespace_from_typed(location: &Location, ns: core::Namespace) -> FieldResult<Namespace> {
+    namespace_checked(
+        &Checker::typed(location, "Namespace", &ns.metadata, false),
+        ns,
+    )
+}
+
+fn namespace_checked(c: &Checker<'_>, ns: core::Namespace) -> FieldResult<Namespace> {
+    let name = name_of(c, &ns.metadata)?;
     Ok(Namespace::new(name, labels_of(&ns.metadata)))
 }
 
 /// Converts a `Node`: its name, labels, and the `InternalIP` and `ExternalIP` entries of
 /// `status.addresses` (the addresses `nodes` peers match).
 pub fn node_from_api(object: &RawObject) -> FieldResult<Node> {
-    let c = Checker {
-        object,
-        kind: "Node",
-        id: raw_id(&object.value, false),
-    };
-    let node: core::Node = typed(&c)?;
-    let name = name_of(&c, &node.metadata)?;
+    let c = Checker::raw(object, "Node", false);
+    let node: core::Node = typed(&c, &object.value)?;
+    node_checked(&c, node)
+}
+
+/// Converts a `Node` already typed (read at `location`).
+pub fn node_from_typed(location: &Location, node: core::Node) -> FieldResult<Node> {
+    node_checked(
+        &Checker::typed(location, "Node", &node.metadata, false),
+        node,
+    )
+}
+
+fn node_checked(c: &Checker<'_>, node: core::Node) -> FieldResult<Node> {
+    let name = name_of(c, &node.metadata)?;
     let mut addresses: Vec<IpAddr> = Vec::new();
     let entries = node.status.and_then(|s| s.addresses).unwrap_or_default();
     for (i, entry) in entries.iter().enumerate() {
@@ -178,12 +222,17 @@ fn port_number(c: &Checker<'_>, field: &str, n: i32) -> FieldResult<u16> {
 
 /// Converts a `Pod`.
 pub fn pod_from_api(object: &RawObject) -> FieldResult<Pod> {
-    let c = Checker {
-        object,
-        kind: "Pod",
-        id: raw_id(&object.value, true),
-    };
-    let pod: core::Pod = typed(&c)?;
+    let c = Checker::raw(object, "Pod", true);
+    let pod: core::Pod = typed(&c, &object.value)?;
+    pod_checked(&c, pod)
+}
+
+/// Converts a `Pod` already typed (read at `location`).
+pub fn pod_from_typed(location: &Location, pod: core::Pod) -> FieldResult<Pod> {
+    pod_checked(&Checker::typed(location, "Pod", &pod.metadata, true), pod)
+}
+
+fn pod_checked(c: &Checker<'_>, pod: core::Pod) -> FieldResult<Pod> {
     let name = name_of(&c, &pod.metadata)?;
     let namespace = pod
         .metadata
@@ -317,40 +366,36 @@ fn controller_of(metadata: &meta::ObjectMeta) -> Option<OwnerRef> {
 pub fn workload_from_api(kind: &'static str, object: &RawObject) -> FieldResult<Workload> {
     use k8s_openapi::api::apps::v1 as apps;
     use k8s_openapi::api::batch::v1 as batch;
-    let c = Checker {
-        object,
-        kind,
-        id: raw_id(&object.value, true),
-    };
+    let c = Checker::raw(object, kind, true);
     // (metadata, template, the template's field path)
     let (metadata, template, path): (meta::ObjectMeta, Option<core::PodTemplateSpec>, &str) =
         match kind {
             "Deployment" => {
-                let w: apps::Deployment = typed(&c)?;
+                let w: apps::Deployment = typed(&c, &object.value)?;
                 (w.metadata, w.spec.map(|s| s.template), "spec.template")
             }
             "StatefulSet" => {
-                let w: apps::StatefulSet = typed(&c)?;
+                let w: apps::StatefulSet = typed(&c, &object.value)?;
                 (w.metadata, w.spec.map(|s| s.template), "spec.template")
             }
             "DaemonSet" => {
-                let w: apps::DaemonSet = typed(&c)?;
+                let w: apps::DaemonSet = typed(&c, &object.value)?;
                 (w.metadata, w.spec.map(|s| s.template), "spec.template")
             }
             "ReplicaSet" => {
-                let w: apps::ReplicaSet = typed(&c)?;
+                let w: apps::ReplicaSet = typed(&c, &object.value)?;
                 (w.metadata, w.spec.and_then(|s| s.template), "spec.template")
             }
             "ReplicationController" => {
-                let w: core::ReplicationController = typed(&c)?;
+                let w: core::ReplicationController = typed(&c, &object.value)?;
                 (w.metadata, w.spec.and_then(|s| s.template), "spec.template")
             }
             "Job" => {
-                let w: batch::Job = typed(&c)?;
+                let w: batch::Job = typed(&c, &object.value)?;
                 (w.metadata, w.spec.map(|s| s.template), "spec.template")
             }
             "CronJob" => {
-                let w: batch::CronJob = typed(&c)?;
+                let w: batch::CronJob = typed(&c, &object.value)?;
                 (
                     w.metadata,
                     w.spec.and_then(|s| s.job_template.spec).map(|s| s.template),
@@ -583,12 +628,20 @@ fn rule(
 /// Converts a `NetworkPolicy`, applying the API server's defaulting of `policyTypes`, and reading
 /// its `nftpolicy.io/enforcement` annotation (`enforce`, the default, or `audit`).
 pub fn policy_from_api(object: &RawObject) -> FieldResult<Policy> {
-    let c = Checker {
-        object,
-        kind: "NetworkPolicy",
-        id: raw_id(&object.value, true),
-    };
-    let np: net::NetworkPolicy = typed(&c)?;
+    let c = Checker::raw(object, "NetworkPolicy", true);
+    let np: net::NetworkPolicy = typed(&c, &object.value)?;
+    policy_checked(&c, np)
+}
+
+/// Converts a `NetworkPolicy` already typed (read at `location`).
+pub fn policy_from_typed(location: &Location, np: net::NetworkPolicy) -> FieldResult<Policy> {
+    policy_checked(
+        &Checker::typed(location, "NetworkPolicy", &np.metadata, true),
+        np,
+    )
+}
+
+fn policy_checked(c: &Checker<'_>, np: net::NetworkPolicy) -> FieldResult<Policy> {
     let name = name_of(&c, &np.metadata)?;
     let enforcement = enforcement(&c, &np.metadata)?;
     let namespace = np

@@ -20,8 +20,8 @@ use crate::object::{convert, Converted, Kind, Object, DEFAULT_NAMESPACE};
 
 pub use cluster_policy::cluster_policy_from_api;
 pub use convert::{
-    namespace_from_api, node_from_api, pod_from_api, policy_from_api, workload_from_api,
-    FieldResult,
+    namespace_from_api, namespace_from_typed, node_from_api, node_from_typed, pod_from_api,
+    pod_from_typed, policy_from_api, policy_from_typed, workload_from_api, FieldResult,
 };
 pub use fs::{read_paths, read_stdin};
 
