@@ -41,6 +41,7 @@
 
 mod backoff;
 mod events;
+mod item;
 mod metrics;
 mod watch;
 
@@ -61,6 +62,7 @@ use tracing::{debug, info, warn};
 pub use metrics::{RelistReason, SourceMetrics, WatchState};
 
 use self::events::InvalidReport;
+use self::item::ListItem;
 use super::{Kind, Update};
 
 /// The resources and verbs the agent uses: the ClusterRole in `deploy/` must grant exactly these.
@@ -241,12 +243,21 @@ fn api_resource(kind: Kind, version: &str) -> ApiResource {
     }
 }
 
-/// An API for a kind's objects at one version, all namespaces. Objects are read as dynamic JSON,
-/// not typed: an object the typed model cannot hold must be reported as invalid by the compiler,
-/// not fail the whole list.
-fn api_for(client: &Client, kind: Kind, version: &str) -> (Api<DynamicObject>, ApiResource) {
+/// The APIs for a kind's objects at one version, all namespaces: one for watches, one for lists.
+/// Objects are read as JSON, not typed, so that an object the typed model cannot hold is reported
+/// as invalid by the compiler and does not fail the whole list: watch events as dynamic objects,
+/// list items as their text ([`ListItem`]).
+fn api_for(
+    client: &Client,
+    kind: Kind,
+    version: &str,
+) -> (Api<DynamicObject>, Api<ListItem>, ApiResource) {
     let resource = api_resource(kind, version);
-    (Api::all_with(client.clone(), &resource), resource)
+    (
+        Api::all_with(client.clone(), &resource),
+        Api::all_with(client.clone(), &resource),
+        resource,
+    )
 }
 
 /// A (re)list in progress: how many valid objects it held so far, and the invalid ones.
@@ -303,11 +314,11 @@ impl Converter {
     }
 
     /// A page of the list being read: its [`Update::ListPage`].
-    fn page(&mut self, items: &[DynamicObject]) -> Update {
+    fn page(&mut self, items: &[ListItem]) -> Update {
         let mut objects = Vec::with_capacity(items.len());
         let mut invalid = Vec::new();
         for item in items {
-            match self.convert(item, true) {
+            match self.convert_item(item) {
                 Update::Upsert(o) => objects.push(o),
                 Update::Invalid { key, error, .. } => invalid.push((key, error)),
                 _ => {}
@@ -347,13 +358,35 @@ impl Converter {
         Update::Delete(self.kind, key)
     }
 
-    /// Converts an object into its [`Update::Upsert`], or reports it and returns its
-    /// [`Update::Invalid`].
+    /// Converts an object of a watch event into its [`Update::Upsert`], or reports it and returns
+    /// its [`Update::Invalid`].
     fn convert(&mut self, object: &DynamicObject, in_list: bool) -> Update {
         let raw = RawObject::document("api", 0, self.json(object));
-        match object::convert_as(self.kind, raw, DEFAULT_NAMESPACE) {
+        let converted = object::convert_as(self.kind, raw, DEFAULT_NAMESPACE);
+        self.converted(object, converted, in_list)
+    }
+
+    /// Converts an item of a list page, straight from its text.
+    fn convert_item(&mut self, item: &ListItem) -> Update {
+        let converted = object::convert_api_text(
+            self.kind,
+            &self.resource.api_version,
+            item.text.get(),
+            DEFAULT_NAMESPACE,
+        );
+        self.converted(item, converted, true)
+    }
+
+    /// What a converted object is sent as.
+    fn converted<K>(&mut self, object: &K, converted: Converted, in_list: bool) -> Update
+    where
+        K: Resource<DynamicType = ApiResource>,
+    {
+        match converted {
             Converted::Valid(o) => {
-                self.reported.remove(&o.key());
+                if !self.reported.is_empty() {
+                    self.reported.remove(&o.key());
+                }
                 Update::Upsert(o)
             }
             Converted::Invalid { key, error, .. } => self.invalid(object, key, &error, in_list),
@@ -382,21 +415,24 @@ impl Converter {
     /// Reports an invalid object. A new problem is logged, counted and recorded as an Event; the
     /// same problem seen again (in a list, or in a new version of the object) updates that Event's
     /// series; the same version seen twice in a watch is not reported again.
-    fn invalid(
+    fn invalid<K>(
         &mut self,
-        object: &DynamicObject,
+        object: &K,
         key: ObjectRef,
         error: &FieldError,
         in_list: bool,
-    ) -> Update {
+    ) -> Update
+    where
+        K: Resource<DynamicType = ApiResource>,
+    {
         let message = format!(
             "{} {}: field {}: {}",
             error.kind, error.object, error.field, error.message
         );
         let now = Reported {
-            uid: object.metadata.uid.clone(),
+            uid: object.meta().uid.clone(),
             problem: message.clone(),
-            resource_version: object.metadata.resource_version.clone(),
+            resource_version: object.meta().resource_version.clone(),
         };
         let previous = self.reported.insert(key.clone(), now.clone());
         let same_problem = previous
@@ -440,12 +476,12 @@ impl Converter {
 }
 
 /// The key of an object, as [`Object::key`] gives it (namespaces have an empty namespace part).
-fn key_of(kind: Kind, object: &DynamicObject) -> ObjectRef {
-    let name = object.metadata.name.clone().unwrap_or_default();
+fn key_of<K: Resource>(kind: Kind, object: &K) -> ObjectRef {
+    let name = object.meta().name.clone().unwrap_or_default();
     if kind.namespaced() {
         ObjectRef::new(
             object
-                .metadata
+                .meta()
                 .namespace
                 .as_deref()
                 .unwrap_or(DEFAULT_NAMESPACE),

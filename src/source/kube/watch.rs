@@ -8,14 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{Api, DynamicObject, ListParams, WatchEvent, WatchParams};
+use kube::api::{Api, DynamicObject, ListParams, ObjectList, WatchEvent, WatchParams};
 use kube::core::Status;
 use kube::Client;
 use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
 use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{debug, info, warn};
 
 use super::backoff::Backoff;
+use super::item::ListItem;
 use super::metrics::{RelistReason, SourceMetrics, WatchState};
 use super::{api_for, Converter, WatchOptions};
 use crate::source::{Kind, Update};
@@ -203,12 +205,40 @@ impl Shared {
     }
 }
 
+/// The next page of a list, requested on its own task while the current page is converted;
+/// dropping it (the list abandoned, the source stopped) cancels the request.
+struct NextPage(JoinHandle<kube::Result<ObjectList<ListItem>>>);
+
+impl NextPage {
+    fn request(api: &Api<ListItem>, params: &ListParams) -> Self {
+        let (api, params) = (api.clone(), params.clone());
+        Self(tokio::spawn(async move { api.list(&params).await }))
+    }
+
+    async fn response(mut self) -> kube::Result<ObjectList<ListItem>> {
+        match (&mut self.0).await {
+            Ok(response) => response,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Cancelled: only by the runtime shutting down.
+            Err(e) => Err(kube::Error::Service(Box::new(e))),
+        }
+    }
+}
+
+impl Drop for NextPage {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// One kind's list-and-watch loop.
 pub(super) struct Watcher {
     kind: Kind,
     client: Client,
     /// The kind's objects at the version watched.
     api: Api<DynamicObject>,
+    /// The same, for lists (their items kept as text until converted).
+    lists: Api<ListItem>,
     /// The version discovery found served (custom resources), `None` before or while absent.
     served: Option<&'static str>,
     /// Whether the next list must be preceded by API discovery (a custom resource, at first and
@@ -247,11 +277,12 @@ impl Watcher {
         std::hash::Hash::hash(&(&options.node_name, kind), &mut seed);
         let seed = std::hash::Hasher::finish(&seed);
         let relist_requests = shared.relist_all.subscribe();
-        let (api, _) = api_for(&client, kind, kind.version());
+        let (api, lists, _) = api_for(&client, kind, kind.version());
         Self {
             kind,
             client,
             api,
+            lists,
             served: None,
             discover: kind.is_custom_resource(),
             absent: false,
@@ -329,8 +360,9 @@ impl Watcher {
                     self.shared.succeeded(self.kind);
                     let api_version = self.kind.group_version(version);
                     if self.served != Some(version) {
-                        let (api, resource) = api_for(&self.client, self.kind, version);
+                        let (api, lists, resource) = api_for(&self.client, self.kind, version);
                         self.api = api;
+                        self.lists = lists;
                         self.converter.use_resource(resource);
                         self.served = Some(version);
                         let preferred = self.kind.version();
@@ -548,6 +580,9 @@ impl Watcher {
     /// One complete list, in pages of [`WatchOptions::page_size`]: each page is converted and sent
     /// as it comes, the first after an [`Update::ListBegin`]; returns the list's resourceVersion
     /// (the caller sends the [`Update::ListEnd`], or abandons the list when it failed).
+    ///
+    /// The next page is requested (and decoded, on another worker) while the current one is
+    /// converted and sent, so that the API server's work, the transfer and the agent's overlap.
     async fn list_pages(&mut self) -> Result<Result<String, Failure>, Stopped> {
         let page_size = usize::try_from(self.options.page_size)
             .unwrap_or(usize::MAX)
@@ -555,8 +590,13 @@ impl Watcher {
         let mut params = ListParams::default().limit(self.options.page_size);
         let mut resource_version = None;
         let mut first = true;
+        let mut next: Option<NextPage> = None;
         loop {
-            let page = match self.api.list(&params).await {
+            let response = match next.take() {
+                Some(page) => page.response().await,
+                None => self.lists.list(&params).await,
+            };
+            let page = match response {
                 Ok(page) => page,
                 Err(e) if is_gone(&e) && params.continue_token.is_some() => {
                     // The list's snapshot left the API's history between pages: list again, in
@@ -581,14 +621,21 @@ impl Watcher {
             if resource_version.is_none() {
                 resource_version = page.metadata.resource_version.filter(|v| !v.is_empty());
             }
+            let more = match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => {
+                    params.continue_token = Some(token);
+                    next = Some(NextPage::request(&self.lists, &params));
+                    true
+                }
+                None => false,
+            };
             // A list answered in one response goes to the agent in pages all the same.
             for items in page.items.chunks(page_size) {
                 let update = self.converter.page(items);
                 self.send(update).await?;
             }
-            match page.metadata.continue_.filter(|c| !c.is_empty()) {
-                Some(token) => params.continue_token = Some(token),
-                None => break,
+            if !more {
+                break;
             }
         }
         Ok(resource_version.ok_or(Failure::NoResourceVersion))
