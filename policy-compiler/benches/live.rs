@@ -8,11 +8,17 @@
 //! the change to the cluster state, the compiler's update, and the transaction (diff of what was
 //! touched, applied to the committed copy); a full sample compiles the node and diffs.
 //!
-//! `cargo bench -p policy-compiler --bench live` (about a minute). Prints medians and p99.
+//! Each size runs twice: as generated, and with 100 ClusterNetworkPolicies
+//! (`policy_compiler::generate::guardrails`, as `policyc generate --cluster-policies 100` writes
+//! them), where the tiers' peers maps follow the other nodes' pods.
+//!
+//! `cargo bench -p policy-compiler --bench live` (a few minutes); an argument filters the rows by
+//! cluster name (`medium`, `large`, `cnp`). Prints medians and p99.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use policy_compiler::generate::guardrails::with_guardrails;
 use policy_compiler::generate::{workload, WorkloadSize};
 use policy_compiler::model::{Direction, ObjectRef, Pod, PolicyPort, PortSpec, Protocol};
 use policy_compiler::nft::transaction::Transaction;
@@ -207,14 +213,19 @@ fn main() {
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     println!("| cluster | event | incremental median | incremental p99 | full median | full p99 | ratio (median) | ops | pieces rendered / sets resolved (most) |");
     println!("|---|---|---|---|---|---|---|---|---|");
-    for (name, size, full_rounds) in [
-        ("medium", WorkloadSize::MEDIUM, 15),
-        ("large", WorkloadSize::LARGE, 5),
+    for (name, size, full_rounds, tiers) in [
+        ("medium", WorkloadSize::MEDIUM, 15, false),
+        ("large", WorkloadSize::LARGE, 5, false),
+        ("medium + 100 cnp", WorkloadSize::MEDIUM, 15, true),
+        ("large + 100 cnp", WorkloadSize::LARGE, 5, true),
     ] {
         if filter.as_deref().is_some_and(|f| !name.contains(f)) {
             continue;
         }
         let mut cluster = workload(42, size);
+        if tiers {
+            cluster = with_guardrails(&cluster, 42, 100, size.nodes);
+        }
         let started = Instant::now();
         let mut live = LiveNode::new(&cluster, NODE, CompileOptions::default());
         let (_, _) = live.flush(&cluster);

@@ -8,7 +8,8 @@
 use std::net::IpAddr;
 
 use policy_compiler::generate::cluster_policies::with_cluster_policies;
-use policy_compiler::generate::{cluster, mutate, Rng, Shape};
+use policy_compiler::generate::guardrails::with_guardrails;
+use policy_compiler::generate::{cluster, mutate, workload, Rng, Shape, WorkloadSize};
 use policy_compiler::model::{Direction, PolicyPort, PortSpec, Protocol};
 use policy_compiler::model::{Enforcement, ObjectRef, PodPhase};
 use policy_compiler::nft::transaction::Transaction;
@@ -309,6 +310,87 @@ fn local_events_render_only_their_pieces() {
         "a policy edit renders that policy's rules (one part per direction), rendered {}",
         stats.pieces
     );
+}
+
+/// With ClusterNetworkPolicies the tiers' peers follow the rest of the cluster element by element:
+/// a pod added to another node and removed again, and a Node that stops being a control-plane
+/// node, change elements of the peers maps and render nothing of the local part; a pod of the node
+/// itself still renders it in full.
+#[test]
+fn remote_events_with_tiers_change_only_peers_elements() {
+    let node = "node-0";
+    let mut state = with_guardrails(&workload(3, WorkloadSize::SMALL), 7, 10, 2);
+    let mut live = LiveNode::new(&state, node, CompileOptions::default());
+    let mut committed = policy_compiler::nft::Ruleset::default();
+    check(&mut live, &state, &mut committed);
+    let peers_elements = |live: &LiveNode| -> usize {
+        live.ruleset()
+            .decision_maps
+            .iter()
+            .filter(|(name, _)| name.contains("_peers_"))
+            .map(|(_, m)| m.elements.len())
+            .sum()
+    };
+    let remote = state
+        .pods()
+        .values()
+        .find(|p| {
+            p.node.as_deref() != Some(node) && p.participates() && p.id.namespace != "kube-system"
+        })
+        .expect("a pod of another node")
+        .clone();
+    let mut added = remote.clone();
+    added.id = ObjectRef::new(remote.id.namespace.clone(), "added-elsewhere");
+    added.ips = vec![IpAddr::from([10, 250, 0, 2])];
+    let before = peers_elements(&live);
+    state.upsert_pod(added.clone());
+    live.changed(&state, Kind::Pod, &added.id, None);
+    let stats = check(&mut live, &state, &mut committed);
+    assert!(!stats.rendered, "a remote pod add rendered the local part");
+    assert_ne!(
+        peers_elements(&live),
+        before,
+        "the new address changes the peers maps"
+    );
+
+    let old = state.remove_pod(&added.id).map(Object::Pod);
+    live.changed(&state, Kind::Pod, &added.id, old.as_ref());
+    let stats = check(&mut live, &state, &mut committed);
+    assert!(
+        !stats.rendered,
+        "a remote pod removal rendered the local part"
+    );
+    assert_eq!(peers_elements(&live), before, "the address leaves again");
+
+    let mut worker = state.node("node-1").expect("Node node-1").clone();
+    let old = Object::Node(worker.clone());
+    worker
+        .labels
+        .remove("node-role.kubernetes.io/control-plane");
+    state.upsert_node(worker);
+    live.changed(
+        &state,
+        Kind::Node,
+        &ObjectRef::new("", "node-1"),
+        Some(&old),
+    );
+    let stats = check(&mut live, &state, &mut committed);
+    assert!(!stats.rendered, "a Node relabel rendered the local part");
+    assert!(
+        stats.element_changes > 0,
+        "the Node's address changes class"
+    );
+
+    let local = state
+        .pods()
+        .values()
+        .find(|p| p.node.as_deref() == Some(node) && p.participates())
+        .expect("a pod of the node")
+        .clone();
+    let old = state.remove_pod(&local.id).map(Object::Pod);
+    live.changed(&state, Kind::Pod, &local.id, old.as_ref());
+    let stats = check(&mut live, &state, &mut committed);
+    assert!(stats.rendered, "a local pod renders the tiers in full");
 }
 
 proptest! {

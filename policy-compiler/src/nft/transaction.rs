@@ -195,6 +195,9 @@ pub struct Touched {
     /// Sets that exist in both rulesets with the same definition, whose element changes are
     /// known: they are not compared.
     pub set_elements: BTreeMap<String, ElementDelta>,
+    /// Decision maps that exist in both rulesets with the same definition, whose element changes
+    /// are known: they are not compared (unless `decision_maps` names them too).
+    pub decision_elements: BTreeMap<String, DecisionDelta>,
 }
 
 impl Touched {
@@ -206,6 +209,7 @@ impl Touched {
             && self.counters.is_empty()
             && self.chains.is_empty()
             && self.set_elements.values().all(ElementDelta::is_empty)
+            && self.decision_elements.values().all(DecisionDelta::is_empty)
     }
 
     /// Records that `element` left the set `set` (cancelling an addition of it).
@@ -224,6 +228,28 @@ impl Touched {
         }
     }
 
+    /// Records that the element `key` (deciding `decision`) left the decision map `map`
+    /// (cancelling an addition of it).
+    pub fn decision_removed(&mut self, map: &str, key: DecisionKey, decision: Decision) {
+        let delta = self.decision_elements.entry(map.to_string()).or_default();
+        if delta.added.get(&key) == Some(&decision) {
+            delta.added.remove(&key);
+        } else {
+            delta.removed.insert(key, decision);
+        }
+    }
+
+    /// Records that the element `key` (deciding `decision`) joined the decision map `map`
+    /// (cancelling a removal of the same element).
+    pub fn decision_added(&mut self, map: &str, key: DecisionKey, decision: Decision) {
+        let delta = self.decision_elements.entry(map.to_string()).or_default();
+        if delta.removed.get(&key) == Some(&decision) {
+            delta.removed.remove(&key);
+        } else {
+            delta.added.insert(key, decision);
+        }
+    }
+
     /// Adds everything `other` touched (its element changes after this one's).
     pub fn merge(&mut self, other: Touched) {
         self.sets.extend(other.sets);
@@ -237,6 +263,14 @@ impl Touched {
             }
             for e in delta.added {
                 self.element_added(&set, e);
+            }
+        }
+        for (map, delta) in other.decision_elements {
+            for (key, decision) in delta.removed {
+                self.decision_removed(&map, key, decision);
+            }
+            for (key, decision) in delta.added {
+                self.decision_added(&map, key, decision);
             }
         }
     }
@@ -253,6 +287,23 @@ pub struct ElementDelta {
 
 impl ElementDelta {
     /// Whether the set's elements are unchanged.
+    pub fn is_empty(&self) -> bool {
+        self.removed.is_empty() && self.added.is_empty()
+    }
+}
+
+/// The element changes of one decision map: an element whose decision changes is both removed
+/// (with the committed decision) and added (with the new one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DecisionDelta {
+    /// Elements the committed map holds and the desired one does not hold alike.
+    pub removed: BTreeMap<DecisionKey, Decision>,
+    /// Elements the desired map holds and the committed one does not hold alike.
+    pub added: BTreeMap<DecisionKey, Decision>,
+}
+
+impl DecisionDelta {
+    /// Whether the map's elements are unchanged.
     pub fn is_empty(&self) -> bool {
         self.removed.is_empty() && self.added.is_empty()
     }
@@ -567,18 +618,34 @@ impl Transaction {
             }
         }
         // Decision map elements: every deletion of a map before its additions, so that an element
-        // never overlaps one that is on its way out.
-        for name in &decision_maps {
+        // never overlaps one that is on its way out. A map `touched` names is compared; one whose
+        // element changes it tracked (and does not name) takes them as they are.
+        let tracked_decisions = touched.map(|t| &t.decision_elements);
+        let tracked_maps: Vec<&str> = tracked_decisions
+            .map(|t| t.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        let compared: BTreeSet<&str> = decision_maps.iter().copied().collect();
+        let element_maps: BTreeSet<&str> = compared.iter().copied().chain(tracked_maps).collect();
+        for name in element_maps {
             let (Some(old), Some(map)) = (
-                committed.decision_maps.get(*name),
-                desired.decision_maps.get(*name),
+                committed.decision_maps.get(name),
+                desired.decision_maps.get(name),
             ) else {
                 continue;
             };
             if redefined_decision_maps.contains(name) {
                 continue;
             }
-            let (gone, new) = changed_entries(&old.elements, &map.elements);
+            let delta = tracked_decisions
+                .and_then(|t| t.get(name))
+                .filter(|_| !compared.contains(name));
+            let (gone, new) = match delta {
+                Some(delta) => (
+                    delta.removed.keys().copied().collect(),
+                    delta.added.iter().map(|(k, d)| (*k, d.clone())).collect(),
+                ),
+                None => changed_entries(&old.elements, &map.elements),
+            };
             if !gone.is_empty() {
                 ops.push(Op::DeleteDecisionElements(name.to_string(), gone));
             }
@@ -1228,6 +1295,50 @@ mod tests {
             applied(&old, &reversed),
             Err(TxError::Overlap(e, other)) if e == "d_any_v4 element 10.0.0.0/9" && other == "10.0.0.0/8"
         ));
+    }
+
+    #[test]
+    fn tracked_decision_elements_are_taken_as_they_are() {
+        let old = example::ruleset();
+        let mut new = old.clone();
+        let mut touched = Touched::default();
+        let any = &mut new.decision_maps.get_mut("d_any_v4").unwrap().elements;
+        let whole = key("10.0.0.0", "10.255.255.255", None);
+        let gone = any.remove(&whole).unwrap();
+        touched.decision_removed("d_any_v4", whole, gone.clone());
+        let half = key("10.0.0.0", "10.127.255.255", None);
+        any.insert(half, decision(Drop, None));
+        touched.decision_added("d_any_v4", half, decision(Drop, None));
+        // Added and removed again, removed and added back: nothing to do for either.
+        let passing = key("192.168.9.9", "192.168.9.9", None);
+        touched.decision_added("d_any_v4", passing, decision(Drop, None));
+        touched.decision_removed("d_any_v4", passing, decision(Drop, None));
+        assert_eq!(touched.decision_elements["d_any_v4"].added.len(), 1);
+        let diff = Transaction::diff_touched(&old, &new, &touched);
+        assert_eq!(
+            diff.render(),
+            "delete element inet nftpolicy d_any_v4 { 10.0.0.0/8 }\n\
+             add element inet nftpolicy d_any_v4 { 10.0.0.0/9 : drop }\n"
+        );
+        assert_eq!(applied(&old, &diff), Ok(new.clone()));
+        // Tracked changes of a map `touched` also names are not trusted: it is compared.
+        let mut named = touched.clone();
+        named
+            .decision_elements
+            .get_mut("d_any_v4")
+            .unwrap()
+            .added
+            .clear();
+        named.decision_maps.insert("d_any_v4".into());
+        assert_eq!(
+            Transaction::diff_touched(&old, &new, &named).render(),
+            diff.render()
+        );
+        // A removal and re-addition with the same decision cancel out.
+        let mut back = Touched::default();
+        back.decision_removed("d_any_v4", whole, gone.clone());
+        back.decision_added("d_any_v4", whole, gone);
+        assert!(back.is_empty());
     }
 
     #[test]

@@ -12,16 +12,21 @@
 //!
 //! A pod event changes the elements of the cluster-wide sets that selected the pod before or select
 //! it now, element by element. Only an event that can change the local part touches it: a pod of
-//! this node, a policy of a namespace with pods on this node, a ClusterNetworkPolicy (and, when the
-//! cluster has any, Nodes and every pod or namespace event, since the tiers resolve peers
-//! cluster-wide), or the first pod of a new address family.
+//! this node, a policy of a namespace with pods on this node, a ClusterNetworkPolicy, a namespace
+//! with pods on this node when the cluster has ClusterNetworkPolicies (their subjects select by
+//! namespace labels), or the first pod of a new address family.
 //!
 //! Without ClusterNetworkPolicies the local part is kept piece by piece ([`super::local`]): a pod
 //! of this node leaves its groups and joins its new ones, a policy's rules are rendered again when
-//! it changes, and what nothing holds any longer goes. With them (and when the address families
-//! change) it is rendered again in full, by the same renderer as a full compile
-//! ([`super::compile_node_with`]) with the cluster-wide sets left empty: each is carried over from
-//! the previous ruleset when its source did not change, or resolved afresh.
+//! it changes, and what nothing holds any longer goes. With them, the tiers' peers maps resolve
+//! peers cluster-wide, and are kept element by element ([`super::peers`]): a pod of another node,
+//! a namespace without pods on this node or a Node changes only the elements of the addresses it
+//! involves, each classified again without an index over the cluster. A change the peers maps
+//! cannot take that way (an address of a peer class the last render did not have, an address two
+//! pods hold), and every change of the local part itself, renders the local part again in full, by
+//! the same renderer as a full compile ([`super::compile_node_with`]) with the cluster-wide sets
+//! left empty: each is carried over from the previous ruleset when its source did not change, or
+//! resolved afresh. So does a change of the address families.
 //!
 //! Every change is recorded as a [`Touched`] for [`Transaction::diff_touched`], which compares only
 //! those objects: the diff of an event is as small as the event.
@@ -37,11 +42,12 @@ use std::net::IpAddr;
 use super::isolation::{local_pod, ordered_cluster_policies, ClusterPlan, LocalPod, NodePlan};
 use super::local::{LocalPart, Out};
 use super::origin::{CompileOptions, Origins};
+use super::peers::{PeerBook, Structural};
 use super::rules::{Renderer, SetSource};
 use crate::cidr::Family;
 use crate::cluster::ClusterState;
 use crate::index::ClusterIndex;
-use crate::model::{Namespace, ObjectRef, Pod, Policy};
+use crate::model::{Namespace, Node, ObjectRef, Pod, Policy};
 use crate::nft::transaction::Touched;
 use crate::nft::{Ruleset, Set, SetElement};
 use crate::object::Kind;
@@ -78,6 +84,10 @@ pub struct LiveNode {
     /// The local part, kept piece by piece when the cluster has no ClusterNetworkPolicies;
     /// `None`: rendered in full when it changes.
     local_part: Option<LocalPart>,
+    /// With ClusterNetworkPolicies, what the tiers' peers maps are made of, kept element by
+    /// element between full renders; `None`: the local part is to be rendered again (or the
+    /// cluster has none).
+    peers: Option<PeerBook>,
     /// Cluster-wide sets no longer in the ruleset, their elements kept up to date, so that a set
     /// that comes back (a local pod relabelled back and forth, say) need not be resolved again;
     /// bounded by [`RETIRED_SETS`] and [`RETIRED_ELEMENTS`].
@@ -101,7 +111,8 @@ pub struct LiveStats {
     pub rendered: bool,
     /// Cluster-wide sets resolved afresh (by a scan of the cluster's pods).
     pub resolved_sets: usize,
-    /// Set elements added or removed by pod and namespace events.
+    /// Set elements added or removed by pod and namespace events, and elements of the tiers'
+    /// peers maps added or removed by pod, namespace and Node events.
     pub element_changes: usize,
     /// Pieces of the local part (a policy's rules in one direction, a group chain) rendered on
     /// their own.
@@ -115,7 +126,9 @@ impl LiveNode {
         let index = ClusterIndex::new(cluster);
         let plan = ClusterPlan::new(index);
         let node_plan = plan.node_with(node, options.audit_all);
-        let (ruleset, origins, sources) = Renderer::new(plan.index(), node_plan, options).render();
+        let (ruleset, origins, sources, book) =
+            Renderer::new(plan.index(), node_plan, options).render_book();
+        let peers = (!cluster.cluster_policies().is_empty()).then_some(book);
         let mut live = Self {
             node: node.to_string(),
             options,
@@ -129,6 +142,7 @@ impl LiveNode {
             families: [0, 0],
             dirty: false,
             local_part: None,
+            peers,
             retired: BTreeMap::new(),
             local_pods: BTreeSet::new(),
             local_policies: BTreeSet::new(),
@@ -209,7 +223,13 @@ impl LiveNode {
             }
             Kind::ClusterNetworkPolicy => self.dirty = true,
             // Nodes are peers of the tiers only.
-            Kind::Node if !cluster.cluster_policies().is_empty() => self.dirty = true,
+            Kind::Node if !cluster.cluster_policies().is_empty() => {
+                let old = match old {
+                    Some(Object::Node(n)) => Some(n),
+                    _ => None,
+                };
+                self.node_changed(old, cluster.node(&key.name));
+            }
             // Workloads are what offline review reads; the ruleset follows pods.
             _ => {}
         }
@@ -233,8 +253,9 @@ impl LiveNode {
             self.dirty = true;
         }
         if !cluster.cluster_policies().is_empty() {
-            // The tiers resolve their peers cluster-wide, as a whole.
-            self.dirty = true;
+            let addresses: Vec<IpAddr> =
+                old.iter().chain(&new).flat_map(|p| p.ips.clone()).collect();
+            self.refresh_peers(cluster, &addresses, new);
         }
         let namespace_labels = namespace_labels(cluster, &key.namespace);
         let gives = |source: &SetSource, pod: Option<&Pod>| {
@@ -267,11 +288,11 @@ impl LiveNode {
             .map(|n| n.labels.clone())
             .unwrap_or_else(|| Namespace::new(name, Labels::new()).labels);
         let after = namespace_labels(cluster, name);
-        if before == after {
+        let tiers = !cluster.cluster_policies().is_empty();
+        // The tiers' selectors see only the namespaces the cluster holds.
+        let held = old.is_some() != cluster.namespace(name).is_some();
+        if before == after && !(tiers && held) {
             return;
-        }
-        if !cluster.cluster_policies().is_empty() {
-            self.dirty = true;
         }
         let first = ObjectRef::new(name, "");
         let pods: Vec<&Pod> = cluster
@@ -281,6 +302,15 @@ impl LiveNode {
             .map(|(_, p)| p)
             .filter(|p| p.participates())
             .collect();
+        if tiers {
+            if self.local_namespaces.contains_key(name) {
+                // The tiers' subjects among the node's pods may change.
+                self.dirty = true;
+            }
+            for pod in &pods {
+                self.refresh_peers(cluster, &pod.ips, Some(pod));
+            }
+        }
         let sources = std::mem::take(&mut self.sources);
         for (set, source) in &sources {
             for pod in &pods {
@@ -323,6 +353,9 @@ impl LiveNode {
     /// everything), as after [`LiveNode::new`].
     pub fn flush(&mut self, cluster: &ClusterState) -> (Option<Touched>, LiveStats) {
         let changed = self.dirty || !self.local_pods.is_empty() || !self.local_policies.is_empty();
+        if cluster.cluster_policies().is_empty() {
+            self.peers = None;
+        }
         if !cluster.cluster_policies().is_empty() {
             self.local_part = None;
             self.retired.clear();
@@ -362,6 +395,78 @@ impl LiveNode {
         self.bound_retired();
         let touched = self.touched.replace(Touched::default());
         (touched, std::mem::take(&mut self.stats))
+    }
+
+    /// Whether the tiers are to be rendered in full at the next flush anyway (then their peers are
+    /// not kept up to date in between).
+    fn tiers_stale(&self) -> bool {
+        self.dirty
+            || !self.local_pods.is_empty()
+            || !self.local_policies.is_empty()
+            || self.peers.is_none()
+    }
+
+    /// Classifies `addresses` again in the tiers' peers maps, now that `holder` (if any) is the
+    /// participating pod that holds them; an address another pod holds too, or a change the
+    /// peers maps cannot take element by element, renders the tiers in full at the next flush.
+    fn refresh_peers(
+        &mut self,
+        cluster: &ClusterState,
+        addresses: &[IpAddr],
+        holder: Option<&Pod>,
+    ) {
+        if self.tiers_stale() {
+            self.dirty = true;
+            return;
+        }
+        let shared = addresses.iter().any(|ip| {
+            let itself = holder.is_some_and(|p| p.ips.contains(ip));
+            self.addresses.get(ip).copied().unwrap_or(0) > u32::from(itself)
+        });
+        let Some(mut book) = self.peers.take().filter(|_| !shared) else {
+            self.dirty = true;
+            return;
+        };
+        let holder = holder.map(|p| {
+            let labels = cluster.namespace(&p.id.namespace).map(|n| &n.labels);
+            (p, labels)
+        });
+        match book.refresh(&mut self.ruleset, &mut self.touched, addresses, holder) {
+            Ok(changes) => {
+                self.stats.element_changes += changes;
+                self.peers = Some(book);
+            }
+            Err(Structural) => self.dirty = true,
+        }
+    }
+
+    /// A Node changed from `old` to `new` (the cluster has ClusterNetworkPolicies).
+    fn node_changed(&mut self, old: Option<&Node>, new: Option<&Node>) {
+        if old == new {
+            return;
+        }
+        // An address a pod holds too may resolve named ports differently: rare, rendered in full.
+        let shared = old
+            .into_iter()
+            .chain(new)
+            .flat_map(|n| &n.addresses)
+            .any(|ip| self.addresses.contains_key(ip));
+        if self.tiers_stale() || shared {
+            self.dirty = true;
+            return;
+        }
+        let Some(mut book) = self.peers.take() else {
+            self.dirty = true;
+            return;
+        };
+        let addresses = book.node_changed(old, new);
+        match book.refresh(&mut self.ruleset, &mut self.touched, &addresses, None) {
+            Ok(changes) => {
+                self.stats.element_changes += changes;
+                self.peers = Some(book);
+            }
+            Err(Structural) => self.dirty = true,
+        }
     }
 
     /// The address families of the participating pods, IPv4 alone when there are none (as
@@ -600,8 +705,9 @@ impl LiveNode {
             families: self.family_set(),
             pods,
         };
-        let (mut ruleset, origins, sources) =
-            Renderer::deferred(cluster, plan, self.options).render();
+        let (mut ruleset, origins, sources, book) =
+            Renderer::deferred(cluster, plan, self.options).render_book();
+        self.peers = Some(book);
         let mut carried: BTreeSet<&str> = BTreeSet::new();
         for (name, source) in &sources {
             let elements = match (self.sources.get(name), self.ruleset.sets.get_mut(name)) {

@@ -32,6 +32,7 @@ pub mod live;
 mod local;
 pub mod naming;
 pub mod origin;
+mod peers;
 mod rules;
 mod tiers;
 

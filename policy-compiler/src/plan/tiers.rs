@@ -41,6 +41,7 @@ use super::naming::{
     tier_peers_map_name, tier_subjects_set_name, ResolvedNamedPort, NODE_EGRESS_CHAIN,
 };
 use super::origin::{CompileOptions, Origin, Origins};
+use super::peers::{element_counts, LiveRegion, PeerBook, PeersMap};
 use super::rules::drop_point_rules;
 use crate::cidr::{max_u128, to_u128, Family};
 use crate::cluster::ClusterState;
@@ -181,7 +182,7 @@ pub(super) fn node_egress_chain(ruleset: &mut Ruleset, layout: &Layout) {
 }
 
 /// A named port's protocol and number on a pod (names are unique among a pod's ports).
-fn named_port(pod: &Pod, name: &str) -> Option<(Protocol, u16)> {
+pub(super) fn named_port(pod: &Pod, name: &str) -> Option<(Protocol, u16)> {
     pod.ports
         .iter()
         .find(|p| p.name.as_deref() == Some(name))
@@ -364,9 +365,9 @@ struct ClassKey {
 /// What [`classify`] finds for an address: the regions (positions in its list) that hold it, and
 /// the named ports of those that resolve them there.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct RegionClass {
-    regions: Vec<usize>,
-    named: Vec<(usize, Vec<(Protocol, u16)>)>,
+pub(super) struct RegionClass {
+    pub(super) regions: Vec<usize>,
+    pub(super) named: Vec<(usize, Vec<(Protocol, u16)>)>,
 }
 
 /// Sweeps the address space of one family over distinct regions: each elementary range some region
@@ -550,6 +551,9 @@ pub(super) struct TierRenderer<'i, 'a> {
     region_ids: HashMap<RegionKey<'a>, usize>,
     /// A rule's region by (policy, direction, rule, family).
     rule_regions: HashMap<(&'a str, Direction, usize, Family), usize>,
+    /// What the peers maps are made of, for an incremental compiler (`None`: not kept); its
+    /// regions are `regions`' order.
+    book: Option<(Vec<LiveRegion>, PeerBook)>,
 }
 
 impl<'i, 'a> TierRenderer<'i, 'a> {
@@ -565,7 +569,21 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
             regions: Vec::new(),
             region_ids: HashMap::new(),
             rule_regions: HashMap::new(),
+            book: None,
         }
+    }
+
+    /// Keeps what the peers maps are made of, for [`TierRenderer::take_book`].
+    pub(super) fn keeping_book(mut self) -> Self {
+        self.book = Some((Vec::new(), PeerBook::default()));
+        self
+    }
+
+    /// What the peers maps rendered are made of (`None` unless [`TierRenderer::keeping_book`]).
+    pub(super) fn take_book(&mut self) -> Option<PeerBook> {
+        let (regions, mut book) = self.book.take()?;
+        book.set_regions(regions);
+        Some(book)
     }
 
     pub(super) fn render(
@@ -746,6 +764,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
                 points[*id].get_or_insert((!class_keys[*id].named.is_empty()).then_some(*first));
             }
             let mut chains: HashMap<usize, String> = HashMap::new();
+            let mut class_maps: HashMap<String, [String; 2]> = HashMap::new();
             for (id, key) in class_keys.iter().enumerate() {
                 let point = points[id].flatten();
                 let mut cells: Vec<(u128, u128, Cell)> = Vec::new();
@@ -773,7 +792,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
                     continue;
                 }
                 cells.sort_by_key(|(n, _, _)| *n);
-                let chain = self.class_chain(
+                let (chain, maps) = self.class_chain(
                     ruleset,
                     (tier, direction, family),
                     key,
@@ -781,6 +800,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
                     &decisions,
                     &cells,
                 );
+                class_maps.insert(chain.clone(), maps);
                 chains.insert(id, chain);
             }
             let peers = tier_peers_map_name(tier, direction, family);
@@ -810,6 +830,20 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
                         comment: None,
                     },
                 );
+            }
+            if let Some((_, book)) = &mut self.book {
+                book.push_map(PeersMap {
+                    name: peers.clone(),
+                    family,
+                    regions: used.clone(),
+                    classes: class_ids
+                        .iter()
+                        .map(|(class, id)| (class.clone(), chains.get(id).cloned()))
+                        .collect(),
+                    class_maps,
+                    elements: element_counts(map),
+                    stash: HashMap::new(),
+                });
             }
         }
         // Every Accept and Deny rule of the policies judging some local pod has its chain, used
@@ -858,7 +892,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
     }
 
     /// A peer class's chain and its two decision maps, from the cells of its local pods (sorted
-    /// by address); returns the chain's name.
+    /// by address); returns the chain's name and the maps' (`[ports, any]`).
     fn class_chain(
         &self,
         ruleset: &mut Ruleset,
@@ -867,7 +901,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
         tokens: &[String],
         decisions: &[Decision],
         cells: &[(u128, u128, Cell)],
-    ) -> String {
+    ) -> (String, [String; 2]) {
         let rule_tokens: Vec<String> = key.rules.iter().map(|u| tokens[*u].clone()).collect();
         let named_tokens: Vec<String> = key
             .named
@@ -930,6 +964,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
             }
         }
         let comment = format!("{tier} {direction} peers of {}", policies.join(", "));
+        let map_names = [ports_map.clone(), any_map.clone()];
         let rules = [(true, ports_map), (false, any_map)]
             .into_iter()
             .map(|(ports, map)| NftRule {
@@ -946,7 +981,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
         ruleset
             .chains
             .insert(chain.clone(), Chain { base: None, rules });
-        chain
+        (chain, map_names)
     }
 
     /// The position of a rule's region in `regions`, computing it the first time its peers are
@@ -969,12 +1004,63 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
             None => {
                 let region = self.region(direction, rule, family);
                 self.regions.push(region);
+                if self.book.is_some() {
+                    let live = self.live_region(direction, rule, family);
+                    if let Some((regions, _)) = &mut self.book {
+                        regions.push(live);
+                    }
+                }
                 self.region_ids.insert(content, self.regions.len() - 1);
                 self.regions.len() - 1
             }
         };
         self.rule_regions.insert(key, r);
         r
+    }
+
+    /// What a rule's peers are made of, for the book: its fixed ranges and the Nodes it selects.
+    fn live_region(&self, direction: Direction, rule: &ClusterRule, family: Family) -> LiveRegion {
+        let mut fixed: Vec<(u128, u128)> = Vec::new();
+        for peer in &rule.peers {
+            match peer {
+                ClusterPeer::Networks(cidrs) => fixed.extend(
+                    cidrs
+                        .iter()
+                        .filter(|c| c.family() == family)
+                        .map(|c| c.bounds()),
+                ),
+                ClusterPeer::Unknown if rule.action != Action::Accept => {
+                    fixed.push((0, max_u128(family)));
+                }
+                _ => {}
+            }
+        }
+        let mut nodes: HashMap<u128, u32> = HashMap::new();
+        let selected = |labels: &crate::selector::Labels| {
+            rule.peers.iter().any(|peer| match peer {
+                ClusterPeer::Nodes(s) => s.matches(labels),
+                _ => false,
+            })
+        };
+        for node in self.index.cluster().node_objects().values() {
+            if !selected(&node.labels) {
+                continue;
+            }
+            for ip in node.addresses.iter().filter(|ip| Family::of(ip) == family) {
+                *nodes.entry(to_u128(ip)).or_default() += 1;
+            }
+        }
+        let named_ports = match direction {
+            Direction::Egress => rule_named_ports(rule).map(str::to_string).collect(),
+            Direction::Ingress => Vec::new(),
+        };
+        LiveRegion {
+            family,
+            peers: rule.peers.clone(),
+            named_ports,
+            fixed: merge_ranges(fixed),
+            nodes,
+        }
     }
 
     /// Where a rule's peers are.
