@@ -83,7 +83,7 @@ impl<'a> ClusterIndex<'a> {
         let mut by_namespace: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, p) in pods.iter().enumerate() {
             by_namespace
-                .entry(p.id.namespace.as_str())
+                .entry(&*p.id.namespace)
                 .or_default()
                 .push(i);
         }
@@ -161,6 +161,6 @@ impl<'a> ClusterIndex<'a> {
 
     /// Positions of the pods a policy applies to (its `podSelector` in its namespace).
     pub fn policy_targets(&self, policy: &Policy) -> Vec<usize> {
-        self.select_pods(&[policy.id.namespace.as_str()], &policy.pod_selector)
+        self.select_pods(&[&*policy.id.namespace], &policy.pod_selector)
     }
 }
