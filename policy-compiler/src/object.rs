@@ -13,6 +13,7 @@ use crate::input::{
     cluster_policy_from_api, namespace_from_api, node_from_api, pod_from_api, policy_from_api,
     workload_from_api, FieldError, RawObject,
 };
+use crate::intern::Interner;
 use crate::model::{ClusterNetworkPolicy, Namespace, Node, ObjectRef, Pod, Policy, Workload};
 
 /// The namespace of a namespaced object that names none, as `kubectl apply` without `-n` uses.
@@ -239,6 +240,20 @@ impl Object {
             Object::Workload(w) => Kind::from_name(&w.id.kind).unwrap_or(Kind::Deployment),
             Object::ClusterPolicy(_) => Kind::ClusterNetworkPolicy,
             Object::Node(_) => Kind::Node,
+        }
+    }
+
+    /// Makes the strings the object repeats from others `interner`'s shared copies, as the
+    /// [`crate::ClusterState`] does when it takes the object in: a source that holds many objects
+    /// before the store takes them (a first list) then holds each such string once.
+    pub fn share(&mut self, interner: &mut Interner) {
+        match self {
+            Object::Namespace(n) => n.labels.share(interner),
+            Object::Pod(p) => p.share(interner),
+            Object::Policy(p) => p.id.share(interner),
+            Object::Workload(w) => w.labels.share(interner),
+            Object::ClusterPolicy(_) => {}
+            Object::Node(n) => n.labels.share(interner),
         }
     }
 
