@@ -82,10 +82,7 @@ impl<'a> ClusterIndex<'a> {
         let pods: Vec<&Pod> = cluster.participating_pods().collect();
         let mut by_namespace: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, p) in pods.iter().enumerate() {
-            by_namespace
-                .entry(&*p.id.namespace)
-                .or_default()
-                .push(i);
+            by_namespace.entry(&*p.id.namespace).or_default().push(i);
         }
         let pods_by_namespace = by_namespace
             .into_iter()

@@ -142,7 +142,8 @@ pub fn pod_manifest(p: &Pod) -> Value {
             .map(|ip| json!({"ip": ip.to_string()}))
             .collect::<Vec<_>>());
     }
-    let mut metadata = json!({"name": &*p.id.name, "namespace": &*p.id.namespace, "labels": p.labels});
+    let mut metadata =
+        json!({"name": &*p.id.name, "namespace": &*p.id.namespace, "labels": p.labels});
     if let Some(owner) = &p.owner {
         let api_version = Kind::from_name(&owner.kind)
             .map(|k| k.api_version())

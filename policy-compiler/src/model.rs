@@ -539,7 +539,7 @@ mod tests {
 
     #[test]
     fn object_refs_order_by_namespace_then_name_and_print_namespace_slash_name() {
-        let mut refs = vec![
+        let mut refs = [
             ObjectRef::new("b", "a"),
             ObjectRef::new("a", "z"),
             ObjectRef::new("a", "b"),

@@ -355,11 +355,7 @@ impl DirSource {
                     continue;
                 }
             };
-            let old_keys = self
-                .files
-                .remove(&name)
-                .map(|p| p.keys)
-                .unwrap_or_default();
+            let old_keys = self.files.remove(&name).map(|p| p.keys).unwrap_or_default();
             let Some(parsed) = parsed else {
                 // Remember the broken text (so it is not parsed again) but keep its last objects.
                 self.files.insert(
@@ -380,9 +376,7 @@ impl DirSource {
                     .entry(key.clone())
                     .or_insert_with(|| Arc::clone(&name));
                 if *owner != name {
-                    let error = format!(
-                        "{name}: defined twice; the definition in {owner} is used"
-                    );
+                    let error = format!("{name}: defined twice; the definition in {owner} is used");
                     lists
                         .entry(key.0)
                         .or_default()
@@ -725,7 +719,11 @@ mod tests {
         // ones were read, so this is set here as such a filesystem would leave it.)
         let after = FileMetadata::of(&std::fs::metadata(&path).expect("stat"));
         let name = path.display().to_string();
-        source.files.get_mut(name.as_str()).expect("read before").metadata = after;
+        source
+            .files
+            .get_mut(name.as_str())
+            .expect("read before")
+            .metadata = after;
         let mut seen = kinds(&source.poll());
         seen.sort();
         assert_eq!(
@@ -752,7 +750,8 @@ mod tests {
         assert!(stat(200, 200).is_recent(at(101)));
     }
 
-    const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: x, labels: {app: web}}\n\
+    const POD: &str =
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: x, labels: {app: web}}\n\
         spec: {nodeName: node-0}\nstatus: {phase: Running, podIP: 10.0.0.1}\n";
 
     #[test]
@@ -789,7 +788,10 @@ mod tests {
         assert!(Arc::ptr_eq(&owned.1.name, &ids[0].name));
         let (file_key, state) = source.files.iter().next().expect("one file");
         assert!(Arc::ptr_eq(file, file_key));
-        let listed = state.keys.get(&(Kind::Pod, ids[0].clone())).expect("listed");
+        let listed = state
+            .keys
+            .get(&(Kind::Pod, ids[0].clone()))
+            .expect("listed");
         assert!(Arc::ptr_eq(&listed.1.name, &ids[0].name));
         // Both pods' owners are the one file-name string.
         let files: Vec<&Arc<str>> = source.owners.values().collect();

@@ -585,7 +585,11 @@ fn read_objects(name: &str, text: &str, buffer: usize) -> (Vec<String>, Vec<Stri
     let mut reader = std::io::BufReader::with_capacity(buffer, text.as_bytes());
     let mut seen = Vec::new();
     let errors = for_each_object_read(name, &mut reader, &mut |o| {
-        seen.push(format!("{} {}", o.location, o.value["kind"].as_str().unwrap_or("?")));
+        seen.push(format!(
+            "{} {}",
+            o.location,
+            o.value["kind"].as_str().unwrap_or("?")
+        ));
     });
     (seen, errors.iter().map(ToString::to_string).collect())
 }
@@ -594,7 +598,8 @@ fn read_objects(name: &str, text: &str, buffer: usize) -> (Vec<String>, Vec<Stri
 fn a_reader_yields_what_the_same_text_does() {
     let yaml = "\n  \napiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n---\napiVersion: v1\nkind: List\n\
         items: [{apiVersion: v1, kind: Pod, metadata: {name: a, namespace: x}}]\n";
-    let json = "\n  {\"apiVersion\": \"v1\", \"kind\": \"Namespace\", \"metadata\": {\"name\": \"x\"}}\n\
+    let json =
+        "\n  {\"apiVersion\": \"v1\", \"kind\": \"Namespace\", \"metadata\": {\"name\": \"x\"}}\n\
         {\"apiVersion\": \"v1\", \"kind\": \"Node\", \"metadata\": {\"name\": \"n\"}}";
     for (name, text) in [("a.yaml", yaml), ("a.txt", json), ("a.json", json)] {
         let source = Source {
@@ -603,18 +608,28 @@ fn a_reader_yields_what_the_same_text_does() {
         };
         let mut from_text = Vec::new();
         let text_errors = for_each_object(&source, &mut |o| {
-            from_text.push(format!("{} {}", o.location, o.value["kind"].as_str().unwrap_or("?")));
+            from_text.push(format!(
+                "{} {}",
+                o.location,
+                o.value["kind"].as_str().unwrap_or("?")
+            ));
         });
         assert!(text_errors.is_empty(), "{text_errors:?}");
         assert_eq!(from_text.len(), 2, "{from_text:?}");
         // A buffer as small as a few bytes still finds where the JSON starts.
         for buffer in [8, 4096] {
-            assert_eq!(read_objects(name, text, buffer), (from_text.clone(), vec![]));
+            assert_eq!(
+                read_objects(name, text, buffer),
+                (from_text.clone(), vec![])
+            );
         }
     }
     assert_eq!(
         read_objects("a.yaml", yaml, 64).0,
-        ["a.yaml: document 1 Namespace", "a.yaml: document 2, items[0] Pod"]
+        [
+            "a.yaml: document 1 Namespace",
+            "a.yaml: document 2, items[0] Pod"
+        ]
     );
 }
 

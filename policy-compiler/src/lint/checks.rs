@@ -147,12 +147,7 @@ impl<'a> Checker<'a> {
                 })
                 .collect(),
             policies,
-            namespaces_with_pods: input
-                .cluster
-                .pods()
-                .keys()
-                .map(|p| &*p.namespace)
-                .collect(),
+            namespaces_with_pods: input.cluster.pods().keys().map(|p| &*p.namespace).collect(),
             dns_port_names: pods
                 .iter()
                 .flat_map(|p| &p.ports)
@@ -198,7 +193,9 @@ impl<'a> Checker<'a> {
     fn selected(&self, policy: &Policy) -> Vec<&'a Pod> {
         self.classes
             .iter()
-            .filter(|c| c.namespace == &*policy.id.namespace && policy.pod_selector.matches(c.labels))
+            .filter(|c| {
+                c.namespace == &*policy.id.namespace && policy.pod_selector.matches(c.labels)
+            })
             .flat_map(|c| c.pods.iter().copied())
             .collect()
     }
