@@ -33,14 +33,14 @@ async fn until_pod(rx: &mut mpsc::Receiver<Update>, name: &str) {
     loop {
         let update = rx.recv().await.expect("the source runs");
         let found = match &update {
-            Update::Upsert(Object::Pod(p)) => p.id.name == name,
+            Update::Upsert(Object::Pod(p)) => &*p.id.name == name,
             Update::ListPage {
                 kind: Kind::Pod,
                 objects,
                 ..
             } => objects
                 .iter()
-                .any(|o| matches!(o, Object::Pod(p) if p.id.name == name)),
+                .any(|o| matches!(o, Object::Pod(p) if &*p.id.name == name)),
             _ => false,
         };
         if found {

@@ -371,6 +371,11 @@ impl Agent {
                 changes,
             });
         }
+        if full_compile {
+            // A full compile (the first sync, or after a list) follows the lists it read, and
+            // leaves their buffers and its own freed in the allocator's arenas: hand them back.
+            crate::heap::release_free_memory();
+        }
         ok
     }
 

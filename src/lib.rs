@@ -24,6 +24,7 @@ pub mod cli;
 pub mod dataplane;
 pub mod debounce;
 pub mod denials;
+pub mod heap;
 pub mod http;
 pub mod kernel;
 pub mod metrics;

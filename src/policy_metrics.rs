@@ -140,8 +140,8 @@ pub fn aggregate(
         match origin {
             Origin::PolicyRule { policy, index, .. } => {
                 let base = [
-                    ("namespace", policy.namespace.as_str()),
-                    ("policy", policy.name.as_str()),
+                    ("namespace", &*policy.namespace),
+                    ("policy", &*policy.name),
                     ("direction", direction),
                 ];
                 add(

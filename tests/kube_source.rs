@@ -409,7 +409,7 @@ fn is_stale(kind: Kind) -> impl Fn(&Update) -> bool {
 }
 
 fn is_pod_upsert(name: &'static str) -> impl Fn(&Update) -> bool {
-    move |u| matches!(u, Update::Upsert(Object::Pod(p)) if p.id.name == name)
+    move |u| matches!(u, Update::Upsert(Object::Pod(p)) if &*p.id.name == name)
 }
 
 #[tokio::test]
@@ -1425,7 +1425,7 @@ async fn cluster_network_policies_and_nodes_are_watched_and_invalid_ones_reporte
     };
     let mut errors: Vec<(String, String)> = invalid
         .iter()
-        .map(|(k, e)| (k.name.clone(), e.clone()))
+        .map(|(k, e)| (k.name.to_string(), e.clone()))
         .collect();
     errors.sort();
     assert_eq!(errors.len(), 2, "{errors:?}");

@@ -52,7 +52,7 @@ fn changes(cluster: &ClusterState) -> Vec<(&'static str, ClusterState)> {
     let local = cluster
         .pods()
         .values()
-        .find(|p| p.node.as_deref() == Some(NODE) && p.id.namespace != "kube-system")
+        .find(|p| p.node.as_deref() == Some(NODE) && &*p.id.namespace != "kube-system")
         .expect("a pod on node-0")
         .clone();
     let mut added = cluster.clone();

@@ -71,7 +71,7 @@ fn events(cluster: &ClusterState) -> Vec<(&'static str, Event, Event)> {
             .values()
             .find(|p| {
                 (p.node.as_deref() == Some(NODE)) == local
-                    && p.id.namespace != "kube-system"
+                    && &*p.id.namespace != "kube-system"
                     && p.participates()
             })
             .expect("a pod")

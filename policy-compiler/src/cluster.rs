@@ -57,14 +57,25 @@ impl ClusterState {
     }
 
     /// Adds or replaces a pod (and its namespace, implicitly, if unknown).
+    ///
+    /// The pod's `id` and its key in the store are one allocation: a pod that replaces another
+    /// takes the key already held.
     pub fn upsert_pod(&mut self, mut pod: Pod) {
         pod.share(&mut self.interner);
+        if let Some((key, _)) = self.pods.get_key_value(&pod.id) {
+            pod.id = key.clone();
+        }
         self.ensure_namespace(&pod.id.namespace);
         self.pods.insert(pod.id.clone(), pod);
     }
 
-    /// Adds or replaces a policy (and its namespace, implicitly, if unknown).
-    pub fn upsert_policy(&mut self, policy: Policy) {
+    /// Adds or replaces a policy (and its namespace, implicitly, if unknown). Its `id` and its
+    /// key are one allocation, as a pod's.
+    pub fn upsert_policy(&mut self, mut policy: Policy) {
+        policy.id.share(&mut self.interner);
+        if let Some((key, _)) = self.policies.get_key_value(&policy.id) {
+            policy.id = key.clone();
+        }
         self.ensure_namespace(&policy.id.namespace);
         self.policies.insert(policy.id.clone(), policy);
     }
@@ -82,8 +93,8 @@ impl ClusterState {
     /// Removes a namespace's declaration. Pods and policies in it keep it alive implicitly.
     pub fn remove_namespace(&mut self, name: &str) -> Option<Namespace> {
         let removed = self.namespaces.remove(name);
-        let still_used = self.pods.keys().any(|p| p.namespace == name)
-            || self.policies.keys().any(|p| p.namespace == name)
+        let still_used = self.pods.keys().any(|p| &*p.namespace == name)
+            || self.policies.keys().any(|p| &*p.namespace == name)
             || self.workloads.keys().any(|w| w.namespace == name);
         if still_used {
             self.ensure_namespace(name);
@@ -170,8 +181,8 @@ impl ClusterState {
             workload => self
                 .workloads
                 .remove(&WorkloadRef::new(
-                    &key.namespace,
-                    &key.name,
+                    &*key.namespace,
+                    &*key.name,
                     workload.as_str(),
                 ))
                 .is_some(),
@@ -192,8 +203,8 @@ impl ClusterState {
             workload => self
                 .workloads
                 .get(&WorkloadRef::new(
-                    &key.namespace,
-                    &key.name,
+                    &*key.namespace,
+                    &*key.name,
                     workload.as_str(),
                 ))
                 .cloned()
@@ -300,5 +311,76 @@ impl ClusterState {
             families.insert(Family::V4);
         }
         families
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::model::PodPhase;
+
+    fn pod(namespace: &str, name: &str, app: &str) -> Pod {
+        Pod {
+            id: ObjectRef::new(namespace, name),
+            labels: Labels::from([("app".to_string(), app.to_string())]),
+            node: Some("node-0".into()),
+            ips: vec!["10.0.0.1".parse().expect("ip")],
+            host_network: false,
+            host_ips: vec![],
+            phase: PodPhase::Active,
+            ports: vec![],
+            owner: None,
+            live: true,
+            workload: None,
+        }
+    }
+
+    /// The store's key of a pod.
+    fn key<'a>(cluster: &'a ClusterState, id: &ObjectRef) -> &'a ObjectRef {
+        cluster.pods().get_key_value(id).expect("pod").0
+    }
+
+    #[test]
+    fn a_pods_id_and_its_key_are_one_allocation_and_its_namespace_is_shared() {
+        let mut cluster = ClusterState::new();
+        cluster.upsert_pod(pod("shop", "web", "web"));
+        cluster.upsert_pod(pod("shop", "db", "db"));
+        let web = cluster.pod(&ObjectRef::new("shop", "web")).expect("web");
+        let db = cluster.pod(&ObjectRef::new("shop", "db")).expect("db");
+        assert!(Arc::ptr_eq(&web.id.namespace, &db.id.namespace));
+        let web_key = key(&cluster, &web.id);
+        assert!(Arc::ptr_eq(&web_key.name, &web.id.name));
+        assert!(Arc::ptr_eq(&web_key.namespace, &web.id.namespace));
+
+        // A new version of the pod takes the key already held.
+        let held = Arc::clone(&web_key.name);
+        cluster.upsert_pod(pod("shop", "web", "api"));
+        let web = cluster.pod(&ObjectRef::new("shop", "web")).expect("web");
+        assert_eq!(web.labels.get("app"), Some("api"));
+        assert!(Arc::ptr_eq(&web.id.name, &held));
+        assert!(Arc::ptr_eq(&key(&cluster, &web.id).name, &held));
+    }
+
+    #[test]
+    fn a_policys_namespace_is_shared_with_its_pods() {
+        let mut cluster = ClusterState::new();
+        cluster.upsert_pod(pod("shop", "web", "web"));
+        cluster.upsert_policy(Policy {
+            id: ObjectRef::new("shop", "deny"),
+            pod_selector: Default::default(),
+            isolates_ingress: true,
+            isolates_egress: false,
+            ingress: vec![],
+            egress: vec![],
+            enforcement: Default::default(),
+        });
+        let policy = cluster
+            .policies()
+            .get(&ObjectRef::new("shop", "deny"))
+            .expect("policy");
+        let web = cluster.pod(&ObjectRef::new("shop", "web")).expect("web");
+        assert!(Arc::ptr_eq(&policy.id.namespace, &web.id.namespace));
     }
 }

@@ -82,8 +82,10 @@ pub struct PeerPattern {
 
 impl PeerPattern {
     fn matches(&self, pod: &ObjectRef) -> bool {
-        self.namespace.as_ref().is_none_or(|n| *n == pod.namespace)
-            && self.pod.as_ref().is_none_or(|p| *p == pod.name)
+        self.namespace
+            .as_ref()
+            .is_none_or(|n| **n == *pod.namespace)
+            && self.pod.as_ref().is_none_or(|p| **p == *pod.name)
     }
 }
 

@@ -82,10 +82,7 @@ impl<'a> ClusterIndex<'a> {
         let pods: Vec<&Pod> = cluster.participating_pods().collect();
         let mut by_namespace: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, p) in pods.iter().enumerate() {
-            by_namespace
-                .entry(p.id.namespace.as_str())
-                .or_default()
-                .push(i);
+            by_namespace.entry(&*p.id.namespace).or_default().push(i);
         }
         let pods_by_namespace = by_namespace
             .into_iter()
@@ -161,6 +158,6 @@ impl<'a> ClusterIndex<'a> {
 
     /// Positions of the pods a policy applies to (its `podSelector` in its namespace).
     pub fn policy_targets(&self, policy: &Policy) -> Vec<usize> {
-        self.select_pods(&[policy.id.namespace.as_str()], &policy.pod_selector)
+        self.select_pods(&[&*policy.id.namespace], &policy.pod_selector)
     }
 }

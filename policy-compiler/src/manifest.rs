@@ -142,7 +142,8 @@ pub fn pod_manifest(p: &Pod) -> Value {
             .map(|ip| json!({"ip": ip.to_string()}))
             .collect::<Vec<_>>());
     }
-    let mut metadata = json!({"name": p.id.name, "namespace": p.id.namespace, "labels": p.labels});
+    let mut metadata =
+        json!({"name": &*p.id.name, "namespace": &*p.id.namespace, "labels": p.labels});
     if let Some(owner) = &p.owner {
         let api_version = Kind::from_name(&owner.kind)
             .map(|k| k.api_version())
@@ -188,7 +189,7 @@ pub fn policy_manifest(p: &Policy) -> Value {
     if !p.egress.is_empty() {
         spec["egress"] = json!(p.egress.iter().map(|r| rule(r, "to")).collect::<Vec<_>>());
     }
-    let mut metadata = json!({"name": p.id.name, "namespace": p.id.namespace});
+    let mut metadata = json!({"name": &*p.id.name, "namespace": &*p.id.namespace});
     if p.is_audit() {
         metadata["annotations"] = json!({ ENFORCEMENT_ANNOTATION: p.enforcement.as_annotation() });
     }

@@ -70,22 +70,32 @@ impl fmt::Display for Protocol {
     }
 }
 
-/// A namespaced object's identity, printed `namespace/name`.
+/// A namespaced object's identity, printed `namespace/name`, ordered by namespace then name.
+///
+/// Its strings are shared: a clone is two reference counts, so the store's key, the pod's `id` and
+/// a source's copy of the key are one allocation each, and the [`crate::ClusterState`] makes the
+/// namespace its interned copy ([`ObjectRef::share`]).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectRef {
-    /// Namespace.
-    pub namespace: String,
+    /// Namespace (empty for cluster-scoped objects).
+    pub namespace: Arc<str>,
     /// Name.
-    pub name: String,
+    pub name: Arc<str>,
 }
 
 impl ObjectRef {
-    /// Builds a reference.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    /// Builds a reference from copies of `namespace` and `name` (to share strings already held,
+    /// build it from its fields).
+    pub fn new(namespace: impl AsRef<str>, name: impl AsRef<str>) -> Self {
         Self {
-            namespace: namespace.into(),
-            name: name.into(),
+            namespace: Arc::from(namespace.as_ref()),
+            name: Arc::from(name.as_ref()),
         }
+    }
+
+    /// Makes the namespace `interner`'s shared copy (objects of a namespace repeat it).
+    pub fn share(&mut self, interner: &mut Interner) {
+        interner.share(&mut self.namespace);
     }
 }
 
@@ -230,15 +240,16 @@ pub struct Pod {
     /// that was never applied.
     pub live: bool,
     /// The workload it is reported as, once resolved ([`crate::workload`]); `None` for the agent,
-    /// which needs none.
-    pub workload: Option<WorkloadRef>,
+    /// which needs none (boxed: the agent's pods do not pay for it inline).
+    pub workload: Option<Box<WorkloadRef>>,
 }
 
 impl Pod {
-    /// Makes the strings the pod repeats from other pods (label keys and values, its node's name,
-    /// container port names, its owner) `interner`'s shared copies, and its lists no larger than
+    /// Makes the strings the pod repeats from other pods (its namespace, label keys and values, its
+    /// node's name, container port names, its owner) `interner`'s shared copies, and its lists no larger than
     /// they are.
     pub fn share(&mut self, interner: &mut Interner) {
+        self.id.share(interner);
         self.labels.share(interner);
         if let Some(node) = &mut self.node {
             interner.share(node);
@@ -271,8 +282,9 @@ impl Pod {
     /// The workload the pod is reported as: its resolved workload, or itself (`namespace/name[Pod]`).
     pub fn workload_ref(&self) -> WorkloadRef {
         self.workload
-            .clone()
-            .unwrap_or_else(|| WorkloadRef::new(&self.id.namespace, &self.id.name, "Pod"))
+            .as_deref()
+            .cloned()
+            .unwrap_or_else(|| WorkloadRef::new(&*self.id.namespace, &*self.id.name, "Pod"))
     }
 
     /// The number a named port resolves to on this pod, if it declares that name for the protocol.
@@ -335,7 +347,7 @@ impl PodPeer {
     /// form of [`crate::index::ClusterIndex::peer_pods`]; participation is the caller's to check).
     pub fn selects(&self, pod: &Pod, namespace_labels: &Labels) -> bool {
         let in_scope = match &self.namespaces {
-            NamespaceScope::Own(ns) => pod.id.namespace == *ns,
+            NamespaceScope::Own(ns) => *pod.id.namespace == **ns,
             NamespaceScope::Selected(s) => s.matches(namespace_labels),
         };
         in_scope && self.pods.matches(&pod.labels)
@@ -518,5 +530,65 @@ impl Policy {
             Direction::Ingress => &self.ingress,
             Direction::Egress => &self.egress,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_refs_order_by_namespace_then_name_and_print_namespace_slash_name() {
+        let mut refs = [
+            ObjectRef::new("b", "a"),
+            ObjectRef::new("a", "z"),
+            ObjectRef::new("a", "b"),
+            ObjectRef::new("", "n"),
+            ObjectRef::new("a-b", "a"),
+        ];
+        refs.sort();
+        let printed: Vec<String> = refs.iter().map(ToString::to_string).collect();
+        // As (namespace, name) pairs of strings sort: a range from `(ns, "")` holds the
+        // namespace's objects first.
+        assert_eq!(printed, ["/n", "a/b", "a/z", "a-b/a", "b/a"]);
+        let as_strings: Vec<(String, String)> = refs
+            .iter()
+            .map(|r| (r.namespace.to_string(), r.name.to_string()))
+            .collect();
+        let mut sorted = as_strings.clone();
+        sorted.sort();
+        assert_eq!(as_strings, sorted);
+    }
+
+    #[test]
+    fn equal_object_refs_hash_alike_whatever_their_allocations() {
+        use std::collections::hash_map::DefaultHasher;
+        use std::hash::{Hash, Hasher};
+        let hash = |r: &ObjectRef| {
+            let mut h = DefaultHasher::new();
+            r.hash(&mut h);
+            h.finish()
+        };
+        let a = ObjectRef::new("shop", "web");
+        let b = ObjectRef::new(String::from("shop"), String::from("web"));
+        assert!(!Arc::ptr_eq(&a.name, &b.name));
+        assert_eq!(a, b);
+        assert_eq!(hash(&a), hash(&b));
+        assert_ne!(a, ObjectRef::new("shopw", "eb"));
+    }
+
+    #[test]
+    fn refs_of_one_namespace_shared_through_an_interner_are_one_allocation() {
+        let mut interner = Interner::new();
+        let mut a = ObjectRef::new("shop", "web");
+        let mut b = ObjectRef::new("shop", "db");
+        let mut c = ObjectRef::new("bank", "web");
+        assert!(!Arc::ptr_eq(&a.namespace, &b.namespace));
+        a.share(&mut interner);
+        b.share(&mut interner);
+        c.share(&mut interner);
+        assert!(Arc::ptr_eq(&a.namespace, &b.namespace));
+        assert!(!Arc::ptr_eq(&a.namespace, &c.namespace));
+        assert!(!Arc::ptr_eq(&a.name, &c.name), "names are not interned");
     }
 }

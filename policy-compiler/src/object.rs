@@ -16,6 +16,7 @@ use crate::input::{
     node_from_typed, pod_from_api, pod_from_typed, policy_from_api, policy_from_typed,
     workload_from_api, FieldError, FieldResult, Location, RawObject,
 };
+use crate::intern::Interner;
 use crate::model::{ClusterNetworkPolicy, Namespace, Node, ObjectRef, Pod, Policy, Workload};
 
 /// The namespace of a namespaced object that names none, as `kubectl apply` without `-n` uses.
@@ -242,6 +243,20 @@ impl Object {
             Object::Workload(w) => Kind::from_name(&w.id.kind).unwrap_or(Kind::Deployment),
             Object::ClusterPolicy(_) => Kind::ClusterNetworkPolicy,
             Object::Node(_) => Kind::Node,
+        }
+    }
+
+    /// Makes the strings the object repeats from others `interner`'s shared copies, as the
+    /// [`crate::ClusterState`] does when it takes the object in: a source that holds many objects
+    /// before the store takes them (a first list) then holds each such string once.
+    pub fn share(&mut self, interner: &mut Interner) {
+        match self {
+            Object::Namespace(n) => n.labels.share(interner),
+            Object::Pod(p) => p.share(interner),
+            Object::Policy(p) => p.id.share(interner),
+            Object::Workload(w) => w.labels.share(interner),
+            Object::ClusterPolicy(_) => {}
+            Object::Node(n) => n.labels.share(interner),
         }
     }
 

@@ -135,7 +135,7 @@ fn top_owner(cluster: &ClusterState, namespace: &str, owner: &OwnerRef) -> Workl
 /// Job's CronJob, its StatefulSet...; `None` for a pod of no controller.
 fn workload_of(cluster: &ClusterState, pod: &Pod) -> Option<WorkloadRef> {
     let owner = pod.owner.as_ref()?;
-    let namespace = &pod.id.namespace;
+    let namespace = &*pod.id.namespace;
     let direct = WorkloadRef::new(namespace, &*owner.name, &*owner.kind);
     if &*owner.kind == "ReplicaSet" && !cluster.workloads().contains_key(&direct) {
         if let Some(hash) = pod.labels.get(POD_TEMPLATE_HASH) {
@@ -156,7 +156,7 @@ fn resolve_workloads(cluster: &mut ClusterState) {
         .collect();
     for (id, workload) in resolved {
         if let Some(pod) = cluster.pod_mut(&id) {
-            pod.workload = Some(workload);
+            pod.workload = Some(Box::new(workload));
         }
     }
 }
@@ -165,7 +165,7 @@ fn add_representatives(cluster: &mut ClusterState) {
     let with_pods: BTreeSet<WorkloadRef> = cluster
         .pods()
         .values()
-        .filter_map(|p| p.workload.clone())
+        .filter_map(|p| p.workload.as_deref().cloned())
         .collect();
     // Each top workload once, from its own template when the input has it.
     let mut templates: BTreeMap<WorkloadRef, &crate::model::Workload> = BTreeMap::new();
@@ -198,7 +198,7 @@ fn add_representatives(cluster: &mut ClusterState) {
             ports: w.ports.clone(),
             owner: None,
             live: false,
-            workload: Some(top),
+            workload: Some(Box::new(top)),
         })
         .collect();
     for pod in pods {

@@ -107,7 +107,7 @@ proptest! {
                         .filter(|i| {
                             let pod = pods[*i];
                             let ns_ok = match &p.namespaces {
-                                NamespaceScope::Own(ns) => pod.id.namespace == *ns,
+                                NamespaceScope::Own(ns) => *pod.id.namespace == **ns,
                                 NamespaceScope::Selected(s) => s.matches(&c.namespace(&pod.id.namespace).expect("ns").labels),
                             };
                             ns_ok && p.pods.matches(&pod.labels)

@@ -255,7 +255,7 @@ fn a_pod_add_stays_a_handful_of_element_operations_at_any_size() {
         let mut pod = c
             .pods()
             .values()
-            .find(|p| p.node.as_deref() == Some("node-0") && p.id.namespace != "kube-system")
+            .find(|p| p.node.as_deref() == Some("node-0") && &*p.id.namespace != "kube-system")
             .expect("a pod on node-0")
             .clone();
         pod.id.name = "added".into();

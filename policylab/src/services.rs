@@ -85,7 +85,7 @@ pub fn input_services(
         let backends: Vec<&Pod> = cluster
             .participating_pods()
             .filter(|p| {
-                p.id.namespace == namespace
+                *p.id.namespace == *namespace
                     && selector.iter().all(|(k, v)| p.labels.get(k) == Some(v))
             })
             .collect();

@@ -10,12 +10,17 @@
 //! so a file changed within the last [`RECENT`] is read (and its text hashed) on every poll until it
 //! is older.
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::Hasher;
+use std::io::{BufReader, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use policy_compiler::input::{for_each_object, Source};
+use policy_compiler::input::for_each_object_read;
+use policy_compiler::intern::Interner;
 use policy_compiler::model::ObjectRef;
 use policy_compiler::object::{convert, Converted, DEFAULT_NAMESPACE};
 use tokio::sync::mpsc;
@@ -34,14 +39,20 @@ const MANIFEST_EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
 /// read, then, for each file that changed, the objects it added, changed or dropped.
 ///
 /// Only the metadata and a hash of each file and the keys of its objects are kept: the objects
-/// themselves live in the agent's store, once.
+/// themselves live in the agent's store, once. A file is read as a stream, never held whole. The
+/// keys share their strings with the objects sent (and so with the store), and each file's name
+/// is one shared string.
 #[derive(Debug)]
 pub struct DirSource {
     dir: PathBuf,
     /// Per file, what its last read left (see [`FileState`]).
-    files: BTreeMap<String, FileState>,
+    files: BTreeMap<Arc<str>, FileState>,
     /// Which file defines each key (a key defined twice belongs to the first file that defined it).
-    owners: BTreeMap<(Kind, ObjectRef), String>,
+    owners: BTreeMap<(Kind, ObjectRef), Arc<str>>,
+    /// The shared copies of the strings objects repeat (namespaces, labels), made as they are
+    /// read: a first read holds each once before the store takes the objects (and adopts these
+    /// copies as its own).
+    interner: Interner,
     listed: bool,
     /// Whether unchanged metadata spares a read (see the module documentation).
     trust_metadata: bool,
@@ -142,11 +153,57 @@ struct Parsed {
     invalid: Vec<(Kind, ObjectRef, String)>,
 }
 
-fn text_hash(text: &str) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    std::hash::Hash::hash(text, &mut h);
-    std::hash::Hasher::finish(&h)
+/// A file being read, hashed as it goes (its text's hash tells whether it changed), remembering
+/// whether reading it failed (which is not the text's fault: it is read again at the next poll).
+struct Hashing<R> {
+    inner: R,
+    hasher: DefaultHasher,
+    failed: Option<std::io::Error>,
 }
+
+impl<R: Read> Hashing<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            hasher: DefaultHasher::new(),
+            failed: None,
+        }
+    }
+
+    /// Reads what is left (so that the hash covers the whole text) and gives the hash, or the
+    /// reading's error.
+    fn finish(mut self) -> std::io::Result<u64> {
+        std::io::copy(&mut self, &mut std::io::sink())?;
+        match self.failed {
+            Some(e) => Err(e),
+            None => Ok(self.hasher.finish()),
+        }
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.hasher.write(&buf[..n]);
+                Ok(n)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                self.failed = Some(std::io::Error::new(e.kind(), e.to_string()));
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The hash of a file's text, reading it as a stream.
+fn file_hash(path: &Path) -> std::io::Result<u64> {
+    Hashing::new(std::fs::File::open(path)?).finish()
+}
+
+/// The buffer of a file being parsed.
+const READ_BUFFER: usize = 64 * 1024;
 
 impl DirSource {
     /// A source for a directory (read recursively, like `policyc`).
@@ -155,6 +212,7 @@ impl DirSource {
             dir: dir.into(),
             files: BTreeMap::new(),
             owners: BTreeMap::new(),
+            interner: Interner::new(),
             listed: false,
             trust_metadata: true,
             reads: 0,
@@ -175,30 +233,56 @@ impl DirSource {
         self.reads
     }
 
-    /// Streams one file into objects, converting each document as it comes; `None` when the file
-    /// does not parse.
-    fn parse(source: &policy_compiler::input::Source) -> Option<Parsed> {
+    /// Streams one file into objects, converting each document as it comes (its strings shared
+    /// through `interner`); returns the objects (`None` when the file does not parse) and the
+    /// hash of the text read, or the error that stopped the reading.
+    fn parse(
+        name: &str,
+        path: &Path,
+        interner: &mut Interner,
+    ) -> std::io::Result<(Option<Parsed>, u64)> {
         let mut parsed = Parsed {
             objects: Vec::new(),
             invalid: Vec::new(),
         };
-        let problems = for_each_object(source, &mut |raw| match convert(raw, DEFAULT_NAMESPACE) {
-            // Only the kinds the agent enforces: workloads are for offline review (the agent
-            // enforces the pods they make).
-            Converted::Other(_) => {}
-            Converted::Valid(o) if !o.kind().is_enforced() => {}
-            Converted::Invalid { kind, .. } if !kind.is_enforced() => {}
-            Converted::Valid(o) => parsed.objects.push(o),
-            Converted::Invalid { kind, key, error } => {
-                let error = error.to_string();
-                tracing::warn!(kind = kind.as_str(), object = %key, %error, "invalid object left out");
-                parsed.invalid.push((kind, key, error));
+        let mut reader =
+            BufReader::with_capacity(READ_BUFFER, Hashing::new(std::fs::File::open(path)?));
+        let problems = for_each_object_read(name, &mut reader, &mut |raw| {
+            match convert(raw, DEFAULT_NAMESPACE) {
+                // Only the kinds the agent enforces: workloads are for offline review (the agent
+                // enforces the pods they make).
+                Converted::Other(_) => {}
+                Converted::Valid(o) if !o.kind().is_enforced() => {}
+                Converted::Invalid { kind, .. } if !kind.is_enforced() => {}
+                Converted::Valid(mut o) => {
+                    o.share(interner);
+                    parsed.objects.push(o);
+                }
+                Converted::Invalid { kind, key, error } => {
+                    let error = error.to_string();
+                    tracing::warn!(kind = kind.as_str(), object = %key, %error, "invalid object left out");
+                    parsed.invalid.push((kind, key, error));
+                }
             }
         });
+        // What the buffer holds was hashed already; the rest is hashed as it is read.
+        let hash = reader.into_inner().finish()?;
         for problem in &problems {
-            tracing::warn!(file = %source.name, error = %problem, "file does not parse; keeping its last objects");
+            tracing::warn!(file = %name, error = %problem, "file does not parse; keeping its last objects");
         }
-        problems.is_empty().then_some(parsed)
+        Ok((problems.is_empty().then_some(parsed), hash))
+    }
+
+    /// The key of an object read from a file: the one already held if the key is known (so
+    /// that a file read again adds no copy), else `key` with its namespace shared.
+    fn shared_key(&mut self, mut key: (Kind, ObjectRef)) -> (Kind, ObjectRef) {
+        match self.owners.get_key_value(&key) {
+            Some((held, _)) => held.clone(),
+            None => {
+                key.1.share(&mut self.interner);
+                key
+            }
+        }
     }
 
     /// Walks the directory and reads the files that may have changed; returns the updates to send
@@ -217,10 +301,10 @@ impl DirSource {
             .collect();
         let present: BTreeSet<&str> = found.iter().map(|f| f.name.as_str()).collect();
         // Files that are gone take their objects with them.
-        let gone: Vec<String> = self
+        let gone: Vec<Arc<str>> = self
             .files
             .keys()
-            .filter(|f| !present.contains(f.as_str()))
+            .filter(|f| !present.contains(&***f))
             .cloned()
             .collect();
         for file in gone {
@@ -235,43 +319,47 @@ impl DirSource {
         }
         let mut read_any = false;
         for file in &found {
-            let previous = self.files.get(&file.name);
+            let previous = self.files.get_key_value(file.name.as_str());
             if self.trust_metadata
-                && previous.is_some_and(|p| p.metadata == file.metadata)
+                && previous.is_some_and(|(_, p)| p.metadata == file.metadata)
                 && !file.metadata.is_recent(now)
             {
                 continue;
             }
-            let text = match std::fs::read_to_string(&file.path) {
-                Ok(text) => text,
+            // The file's name, one shared string for all its keys.
+            let name: Arc<str> = previous.map_or_else(
+                || Arc::from(file.name.as_str()),
+                |(name, _)| Arc::clone(name),
+            );
+            self.reads += 1;
+            read_any = true;
+            if let Some(state) = self.files.get_mut(&name) {
+                // Known: hashed first (as a stream), and parsed only if the text changed.
+                match file_hash(&file.path) {
+                    Ok(hash) if hash == state.hash => {
+                        state.metadata = file.metadata;
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        // Read again at the next poll; until then its last objects stay.
+                        tracing::warn!(file = %file.name, error = %e, "cannot read the file; keeping its last objects");
+                        continue;
+                    }
+                }
+            }
+            let (parsed, hash) = match Self::parse(&name, &file.path, &mut self.interner) {
+                Ok(read) => read,
                 Err(e) => {
-                    // Read again at the next poll; until then its last objects stay.
                     tracing::warn!(file = %file.name, error = %e, "cannot read the file; keeping its last objects");
                     continue;
                 }
             };
-            self.reads += 1;
-            read_any = true;
-            let source = Source {
-                name: file.name.clone(),
-                text,
-            };
-            let hash = text_hash(&source.text);
-            if let Some(state) = self.files.get_mut(&file.name) {
-                if state.hash == hash {
-                    state.metadata = file.metadata;
-                    continue;
-                }
-            }
-            let old_keys = self
-                .files
-                .get(&file.name)
-                .map(|p| p.keys.clone())
-                .unwrap_or_default();
-            let Some(parsed) = Self::parse(&source) else {
+            let old_keys = self.files.remove(&name).map(|p| p.keys).unwrap_or_default();
+            let Some(parsed) = parsed else {
                 // Remember the broken text (so it is not parsed again) but keep its last objects.
                 self.files.insert(
-                    source.name.clone(),
+                    name,
                     FileState {
                         metadata: file.metadata,
                         hash,
@@ -282,16 +370,13 @@ impl DirSource {
             };
             let mut keys = BTreeSet::new();
             for object in parsed.objects {
-                let key = (object.kind(), object.key());
+                let key = self.shared_key((object.kind(), object.key()));
                 let owner = self
                     .owners
                     .entry(key.clone())
-                    .or_insert_with(|| source.name.clone());
-                if *owner != source.name {
-                    let error = format!(
-                        "{}: defined twice; the definition in {owner} is used",
-                        source.name
-                    );
+                    .or_insert_with(|| Arc::clone(&name));
+                if *owner != name {
+                    let error = format!("{name}: defined twice; the definition in {owner} is used");
                     lists
                         .entry(key.0)
                         .or_default()
@@ -315,11 +400,12 @@ impl DirSource {
             }
             for (kind, key, error) in parsed.invalid {
                 // An invalid object stays the file's: its last valid version is kept, not deleted.
-                let k = (kind, key.clone());
-                if self.owners.get(&k).is_none_or(|o| *o == source.name) {
-                    self.owners.insert(k.clone(), source.name.clone());
-                    keys.insert(k);
+                let k = self.shared_key((kind, key));
+                if self.owners.get(&k).is_none_or(|o| *o == name) {
+                    self.owners.insert(k.clone(), Arc::clone(&name));
+                    keys.insert(k.clone());
                 }
+                let key = k.1;
                 if self.listed {
                     updates.push(Update::Invalid { kind, key, error });
                 } else {
@@ -327,13 +413,13 @@ impl DirSource {
                 }
             }
             for key in old_keys.difference(&keys) {
-                if self.owners.get(key) == Some(&source.name) {
+                if self.owners.get(key) == Some(&name) {
                     self.owners.remove(key);
                     updates.push(Update::Delete(key.0, key.1.clone()));
                 }
             }
             self.files.insert(
-                source.name.clone(),
+                name,
                 FileState {
                     metadata: file.metadata,
                     hash,
@@ -356,10 +442,7 @@ impl DirSource {
         if read_any {
             // Reading a large directory leaves freed memory in the allocator's arenas; hand it
             // back.
-            // SAFETY: malloc_trim only releases free heap memory; it has no preconditions.
-            unsafe {
-                libc::malloc_trim(0);
-            }
+            crate::heap::release_free_memory();
         }
         updates
     }
@@ -636,7 +719,11 @@ mod tests {
         // ones were read, so this is set here as such a filesystem would leave it.)
         let after = FileMetadata::of(&std::fs::metadata(&path).expect("stat"));
         let name = path.display().to_string();
-        source.files.get_mut(&name).expect("read before").metadata = after;
+        source
+            .files
+            .get_mut(name.as_str())
+            .expect("read before")
+            .metadata = after;
         let mut seen = kinds(&source.poll());
         seen.sort();
         assert_eq!(
@@ -661,6 +748,70 @@ mod tests {
         assert!(stat(10, 100).is_recent(at(101)));
         // Times ahead of the clock: read until the clock passes them.
         assert!(stat(200, 200).is_recent(at(101)));
+    }
+
+    const POD: &str =
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: x, labels: {app: web}}\n\
+        spec: {nodeName: node-0}\nstatus: {phase: Running, podIP: 10.0.0.1}\n";
+
+    #[test]
+    fn keys_share_their_strings_with_the_objects_and_each_file_name_is_one_string() {
+        let d = dir("shared");
+        let second = POD.replace("name: web", "name: db");
+        std::fs::write(d.0.join("pods.yaml"), format!("{POD}---\n{second}")).expect("write");
+        let mut source = DirSource::new(&d.0);
+        let updates = source.poll();
+        let pods: Vec<&Object> = updates
+            .iter()
+            .flat_map(|u| match u {
+                Update::Reset {
+                    kind: Kind::Pod,
+                    objects,
+                    ..
+                } => objects.iter().collect(),
+                _ => vec![],
+            })
+            .collect();
+        assert_eq!(pods.len(), 2);
+        let ids: Vec<&ObjectRef> = pods
+            .iter()
+            .map(|o| match o {
+                Object::Pod(p) => &p.id,
+                _ => unreachable!("pods only"),
+            })
+            .collect();
+        assert!(Arc::ptr_eq(&ids[0].namespace, &ids[1].namespace));
+        let (owned, file) = source
+            .owners
+            .get_key_value(&(Kind::Pod, ids[0].clone()))
+            .expect("owned");
+        assert!(Arc::ptr_eq(&owned.1.name, &ids[0].name));
+        let (file_key, state) = source.files.iter().next().expect("one file");
+        assert!(Arc::ptr_eq(file, file_key));
+        let listed = state
+            .keys
+            .get(&(Kind::Pod, ids[0].clone()))
+            .expect("listed");
+        assert!(Arc::ptr_eq(&listed.1.name, &ids[0].name));
+        // Both pods' owners are the one file-name string.
+        let files: Vec<&Arc<str>> = source.owners.values().collect();
+        assert!(files.iter().all(|f| Arc::ptr_eq(f, file_key)));
+
+        // Read again after an edit: the keys held are kept, not copied.
+        let held = Arc::clone(&owned.1.name);
+        std::fs::write(
+            d.0.join("pods.yaml"),
+            format!("{}---\n{second}", POD.replace("app: web", "app: api")),
+        )
+        .expect("write");
+        let updates = source.poll();
+        assert_eq!(kinds(&updates), ["upsert Pod x/web", "upsert Pod x/db"]);
+        let state = source.files.values().next().expect("one file");
+        let listed = state
+            .keys
+            .get(&(Kind::Pod, ObjectRef::new("x", "web")))
+            .expect("listed");
+        assert!(Arc::ptr_eq(&listed.1.name, &held));
     }
 
     #[test]

@@ -120,7 +120,7 @@ impl Store {
     /// A declared object (implicit namespaces, which the cluster keeps for pods and policies, are
     /// not the source's).
     fn get(&self, kind: Kind, key: &ObjectRef) -> Option<Object> {
-        if kind == Kind::Namespace && !self.declared.contains(&key.name) {
+        if kind == Kind::Namespace && !self.declared.contains(&*key.name) {
             return None;
         }
         self.cluster.get(kind, key)
@@ -151,7 +151,7 @@ impl Store {
 
     /// Removes; returns whether it existed.
     fn remove(&mut self, kind: Kind, key: &ObjectRef) -> bool {
-        if kind == Kind::Namespace && !self.declared.remove(&key.name) {
+        if kind == Kind::Namespace && !self.declared.remove(&*key.name) {
             return false;
         }
         self.cluster.remove(kind, key)

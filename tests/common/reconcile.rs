@@ -309,7 +309,7 @@ pub async fn burst<K: Kernel + Clone + 'static>(h: &mut Harness<K>, cluster: &mu
     for i in 0..20u8 {
         let mut p = web.clone();
         p.labels.insert("app", "api");
-        p.id.name = format!("burst-{i}");
+        p.id.name = format!("burst-{i}").into();
         p.ips = vec![IpAddr::from([10, 244, 1, 100 + i])];
         cluster.upsert_pod(p.clone());
         h.send(Update::Upsert(Object::Pod(p))).await;

@@ -376,8 +376,8 @@ fn peer_matches(
             let Some(pod) = other.pod else { return false };
             let ns_ok = match &p.namespaces {
                 NamespaceScope::Own(ns) => {
-                    debug_assert_eq!(ns, &policy.id.namespace);
-                    pod.id.namespace == *ns
+                    debug_assert_eq!(ns.as_str(), &*policy.id.namespace);
+                    *pod.id.namespace == **ns
                 }
                 NamespaceScope::Selected(s) => cluster
                     .namespace(&pod.id.namespace)

@@ -229,6 +229,42 @@ impl RawObject {
 /// large file is never held as one tree of values. Returns the problems found; after a syntax error
 /// nothing more of the source is read (objects before it were delivered).
 pub fn for_each_object(source: &Source, f: &mut dyn FnMut(RawObject)) -> Vec<InputError> {
+    let mut text = source.text.as_bytes();
+    stream_objects(&source.name, looks_like_json(source), &mut text, f)
+}
+
+/// [`for_each_object`] for a text the caller's `reader` gives (a file being read, say), so that
+/// the text is never held whole either: `name` names it in locations and errors. It is JSON when
+/// the name ends in `.json` or its first non-blank byte is `{` or `[` (looked for in what the
+/// reader has buffered: a text that starts with more blanks than that is read as YAML, of which
+/// JSON is a subset). An error of the reader's ends the reading as a syntax error does.
+pub fn for_each_object_read(
+    name: &str,
+    reader: &mut dyn std::io::BufRead,
+    f: &mut dyn FnMut(RawObject),
+) -> Vec<InputError> {
+    let json = name.ends_with(".json")
+        || match reader.fill_buf() {
+            Ok(buffered) => buffered
+                .iter()
+                .find(|b| !b.is_ascii_whitespace())
+                .is_some_and(|b| matches!(b, b'{' | b'[')),
+            Err(e) => {
+                return vec![InputError::Io {
+                    path: name.to_string(),
+                    source: e,
+                }]
+            }
+        };
+    stream_objects(name, json, reader, f)
+}
+
+fn stream_objects(
+    name: &str,
+    json: bool,
+    mut reader: &mut dyn std::io::Read,
+    f: &mut dyn FnMut(RawObject),
+) -> Vec<InputError> {
     let mut errors = Vec::new();
     let mut document = 0;
     let mut on_document = |doc: Value, errors: &mut Vec<InputError>| {
@@ -238,19 +274,19 @@ pub fn for_each_object(source: &Source, f: &mut dyn FnMut(RawObject)) -> Vec<Inp
             return;
         }
         let location = Location {
-            file: source.name.clone(),
+            file: name.to_string(),
             document,
             item: None,
         };
         flatten(location, doc, f, errors);
     };
     let syntax = |format: &'static str, message: String| InputError::Syntax {
-        file: source.name.clone(),
+        file: name.to_string(),
         format,
         message,
     };
-    if looks_like_json(source) {
-        for doc in serde_json::Deserializer::from_str(&source.text).into_iter::<Value>() {
+    if json {
+        for doc in serde_json::Deserializer::from_reader(reader).into_iter::<Value>() {
             match doc {
                 Ok(doc) => on_document(doc, &mut errors),
                 Err(e) => {
@@ -260,7 +296,6 @@ pub fn for_each_object(source: &Source, f: &mut dyn FnMut(RawObject)) -> Vec<Inp
             }
         }
     } else {
-        let mut reader = source.text.as_bytes();
         for doc in serde_saphyr::read_with_options::<_, Value>(&mut reader, yaml_options()) {
             match doc {
                 Ok(doc) => on_document(doc, &mut errors),
@@ -448,7 +483,7 @@ pub fn parse_sources_with(
 /// `namespace/name`, or `name` for a cluster-scoped object.
 fn display_key(key: &ObjectRef) -> String {
     if key.namespace.is_empty() {
-        key.name.clone()
+        key.name.to_string()
     } else {
         key.to_string()
     }

@@ -579,3 +579,68 @@ fn a_cluster_network_policy_cannot_be_audited_yet() {
         ],
     );
 }
+
+/// The locations and kinds a reader's objects come with, and the errors.
+fn read_objects(name: &str, text: &str, buffer: usize) -> (Vec<String>, Vec<String>) {
+    let mut reader = std::io::BufReader::with_capacity(buffer, text.as_bytes());
+    let mut seen = Vec::new();
+    let errors = for_each_object_read(name, &mut reader, &mut |o| {
+        seen.push(format!(
+            "{} {}",
+            o.location,
+            o.value["kind"].as_str().unwrap_or("?")
+        ));
+    });
+    (seen, errors.iter().map(ToString::to_string).collect())
+}
+
+#[test]
+fn a_reader_yields_what_the_same_text_does() {
+    let yaml = "\n  \napiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n---\napiVersion: v1\nkind: List\n\
+        items: [{apiVersion: v1, kind: Pod, metadata: {name: a, namespace: x}}]\n";
+    let json =
+        "\n  {\"apiVersion\": \"v1\", \"kind\": \"Namespace\", \"metadata\": {\"name\": \"x\"}}\n\
+        {\"apiVersion\": \"v1\", \"kind\": \"Node\", \"metadata\": {\"name\": \"n\"}}";
+    for (name, text) in [("a.yaml", yaml), ("a.txt", json), ("a.json", json)] {
+        let source = Source {
+            name: name.into(),
+            text: text.into(),
+        };
+        let mut from_text = Vec::new();
+        let text_errors = for_each_object(&source, &mut |o| {
+            from_text.push(format!(
+                "{} {}",
+                o.location,
+                o.value["kind"].as_str().unwrap_or("?")
+            ));
+        });
+        assert!(text_errors.is_empty(), "{text_errors:?}");
+        assert_eq!(from_text.len(), 2, "{from_text:?}");
+        // A buffer as small as a few bytes still finds where the JSON starts.
+        for buffer in [8, 4096] {
+            assert_eq!(
+                read_objects(name, text, buffer),
+                (from_text.clone(), vec![])
+            );
+        }
+    }
+    assert_eq!(
+        read_objects("a.yaml", yaml, 64).0,
+        [
+            "a.yaml: document 1 Namespace",
+            "a.yaml: document 2, items[0] Pod"
+        ]
+    );
+}
+
+#[test]
+fn a_reader_stops_at_a_syntax_error_with_the_objects_before_it_delivered() {
+    let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n---\nkind: [broken\n";
+    let (seen, errors) = read_objects("a.yaml", text, 4096);
+    assert_eq!(seen, ["a.yaml: document 1 Namespace"]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with("a.yaml: invalid YAML"), "{errors:?}");
+    let (seen, errors) = read_objects("a.json", "{\"kind\": ", 4096);
+    assert!(seen.is_empty());
+    assert!(errors[0].starts_with("a.json: invalid JSON"), "{errors:?}");
+}

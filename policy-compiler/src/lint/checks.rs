@@ -123,14 +123,14 @@ impl<'a> Checker<'a> {
         let mut classes: BTreeMap<(&str, &Labels), Vec<&Pod>> = BTreeMap::new();
         for pod in &pods {
             classes
-                .entry((pod.id.namespace.as_str(), &pod.labels))
+                .entry((&*pod.id.namespace, &pod.labels))
                 .or_default()
                 .push(pod);
         }
         let mut policies: BTreeMap<&str, Vec<&Policy>> = BTreeMap::new();
         for policy in input.cluster.policies().values() {
             policies
-                .entry(policy.id.namespace.as_str())
+                .entry(&*policy.id.namespace)
                 .or_default()
                 .push(policy);
         }
@@ -147,12 +147,7 @@ impl<'a> Checker<'a> {
                 })
                 .collect(),
             policies,
-            namespaces_with_pods: input
-                .cluster
-                .pods()
-                .keys()
-                .map(|p| p.namespace.as_str())
-                .collect(),
+            namespaces_with_pods: input.cluster.pods().keys().map(|p| &*p.namespace).collect(),
             dns_port_names: pods
                 .iter()
                 .flat_map(|p| &p.ports)
@@ -198,7 +193,9 @@ impl<'a> Checker<'a> {
     fn selected(&self, policy: &Policy) -> Vec<&'a Pod> {
         self.classes
             .iter()
-            .filter(|c| c.namespace == policy.id.namespace && policy.pod_selector.matches(c.labels))
+            .filter(|c| {
+                c.namespace == &*policy.id.namespace && policy.pod_selector.matches(c.labels)
+            })
             .flat_map(|c| c.pods.iter().copied())
             .collect()
     }
@@ -607,13 +604,13 @@ impl<'a> Checker<'a> {
             .locations
             .keys()
             .filter(|(kind, _)| *kind == Kind::Namespace)
-            .map(|(_, key)| key.name.as_str())
+            .map(|(_, key)| &*key.name)
             .collect();
         if declared.is_empty() {
             return;
         }
         for (kind, key) in self.locations.keys() {
-            let ns = key.namespace.as_str();
+            let ns = &*key.namespace;
             if !kind.namespaced() || declared.contains(ns) || BUILTIN_NAMESPACES.contains(&ns) {
                 continue;
             }

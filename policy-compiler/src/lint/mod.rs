@@ -97,7 +97,7 @@ impl Finding {
     /// `namespace/name`, or `name` for a Namespace.
     pub fn object_name(&self) -> String {
         if self.object.namespace.is_empty() {
-            self.object.name.clone()
+            self.object.name.to_string()
         } else {
             self.object.to_string()
         }

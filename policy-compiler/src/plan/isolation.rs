@@ -220,13 +220,13 @@ pub(super) fn local_pod<'a>(
     ordered: &[&'a ClusterNetworkPolicy],
     audit_all: bool,
 ) -> LocalPod<'a> {
-    let namespace = pod.id.namespace.as_str();
+    let namespace = &*pod.id.namespace;
     let mut isolation = Isolation::default();
     let first = ObjectRef::new(namespace, "");
     for (_, policy) in cluster
         .policies()
         .range(first..)
-        .take_while(|(id, _)| id.namespace == namespace)
+        .take_while(|(id, _)| &*id.namespace == namespace)
     {
         if (policy.isolates_ingress || policy.isolates_egress)
             && policy.pod_selector.matches(&pod.labels)

@@ -38,6 +38,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use super::isolation::{local_pod, ordered_cluster_policies, ClusterPlan, LocalPod, NodePlan};
 use super::local::{LocalPart, Out};
@@ -72,7 +73,7 @@ pub struct LiveNode {
     /// The participating pods of this node.
     local: BTreeSet<ObjectRef>,
     /// The namespaces of `local`, with how many of its pods each holds.
-    local_namespaces: BTreeMap<String, usize>,
+    local_namespaces: BTreeMap<Arc<str>, usize>,
     /// How many participating pods hold each address (an address two pods hold stays in a set
     /// while either gives it).
     addresses: HashMap<IpAddr, u32>,
@@ -298,7 +299,7 @@ impl LiveNode {
         let pods: Vec<&Pod> = cluster
             .pods()
             .range(first..)
-            .take_while(|(id, _)| id.namespace == name)
+            .take_while(|(id, _)| &*id.namespace == name)
             .map(|(_, p)| p)
             .filter(|p| p.participates())
             .collect();

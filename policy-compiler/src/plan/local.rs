@@ -315,13 +315,13 @@ impl LocalPart {
             }
         }
         let mut refresh: BTreeSet<&ObjectRef> = pods.iter().collect();
-        let namespaces: BTreeSet<&str> = policies.iter().map(|p| p.namespace.as_str()).collect();
+        let namespaces: BTreeSet<&str> = policies.iter().map(|p| &*p.namespace).collect();
         for namespace in namespaces {
             let first = ObjectRef::new(namespace, "");
             refresh.extend(
                 self.members
                     .range(first..)
-                    .take_while(|(id, _)| id.namespace == namespace)
+                    .take_while(|(id, _)| &*id.namespace == namespace)
                     .map(|(id, _)| id),
             );
         }

@@ -76,7 +76,7 @@ pub fn group_chain_name(direction: Direction, policies: &[&Policy]) -> String {
     if let Some(first) = policies.first() {
         tokens.push(&first.id.namespace);
     }
-    tokens.extend(policies.iter().map(|p| p.id.name.as_str()));
+    tokens.extend(policies.iter().map(|p| &*p.id.name));
     name(direction.as_str(), &tokens, None)
 }
 
@@ -87,7 +87,7 @@ pub fn audit_group_chain_name(direction: Direction, policies: &[&Policy]) -> Str
     if let Some(first) = policies.first() {
         tokens.push(&first.id.namespace);
     }
-    tokens.extend(policies.iter().map(|p| p.id.name.as_str()));
+    tokens.extend(policies.iter().map(|p| &*p.id.name));
     name(direction.as_str(), &tokens, None)
 }
 

@@ -835,7 +835,7 @@ impl Connectivity {
             } else {
                 for p in members {
                     let pod = pods[p];
-                    let own = WorkloadRef::new(&pod.id.namespace, &pod.id.name, "Pod");
+                    let own = WorkloadRef::new(&*pod.id.namespace, &*pod.id.name, "Pod");
                     parties.push((Party::Workload(own), End::Class(class_of[p]), None, vec![p]));
                 }
             }
