@@ -335,7 +335,7 @@ fn remote_events_with_tiers_change_only_peers_elements() {
         .pods()
         .values()
         .find(|p| {
-            p.node.as_deref() != Some(node) && p.participates() && p.id.namespace != "kube-system"
+            p.node.as_deref() != Some(node) && p.participates() && &*p.id.namespace != "kube-system"
         })
         .expect("a pod of another node")
         .clone();
