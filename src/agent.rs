@@ -37,7 +37,8 @@ pub struct AgentConfig {
     /// (see [`crate::revocation`]).
     pub conntrack_flush: bool,
     /// How long a due sync waits for kinds whose watch failed to be listed again (see
-    /// [`Update::Stale`]); after that it runs with their last known state. Zero: never wait.
+    /// [`Update::Stale`]), and for a re-list in progress to end; after that it runs with their last
+    /// known state. Zero: never wait.
     pub relist_hold: Duration,
     /// What the ruleset does besides enforcing: deny log rules, audit of every policy.
     pub compile: CompileOptions,
@@ -157,11 +158,12 @@ impl Agent {
         self
     }
 
-    /// Whether the store holds complete lists: every kind has been listed once (before that, a sync
-    /// would enforce a partial view: policies without their pods, say), and no kind is half-way
-    /// through a list (its objects a mix of the list's and older ones). Until then no sync runs.
+    /// Whether every kind has been listed once: before that, a sync would enforce a partial view
+    /// (policies without their pods, say), so none runs. A kind half-way through a later list (its
+    /// objects a mix of the list's and older ones, none removed yet) holds syncs as a stale kind
+    /// does, for at most [`AgentConfig::relist_hold`].
     fn lists_complete(&self) -> bool {
-        Kind::ENFORCED.iter().all(|k| self.listed.contains(k)) && !self.store.is_listing()
+        Kind::ENFORCED.iter().all(|k| self.listed.contains(k))
     }
 
     /// Runs until every source has gone away. The table stays in force afterwards (fail-static).
@@ -186,6 +188,11 @@ impl Agent {
                     } else {
                         match &update {
                             Update::Live(kind) => self.stale.current(*kind),
+                            // A re-list: what the store holds of the kind is behind until it ends.
+                            Update::ListBegin(kind) if self.listed.contains(kind) => {
+                                self.stale.stale(*kind);
+                                false
+                            }
                             Update::Stale(kind) => {
                                 self.stale.stale(*kind);
                                 false

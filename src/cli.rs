@@ -73,7 +73,8 @@ pub struct Cli {
     #[arg(long, default_value_t = 0)]
     pub relist_interval_secs: u64,
     /// With `--source kube`: how long a due sync waits for kinds whose watch failed to be listed
-    /// again, so that it sees every kind current (seconds; 0 = never wait). After that it runs with
+    /// again, or that are being listed again, so that it sees every kind current (seconds; 0 =
+    /// never wait). After that it runs with
     /// their last known state, and says so in the log.
     #[arg(long, default_value_t = 10)]
     pub relist_hold_secs: u64,

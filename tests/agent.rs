@@ -386,6 +386,69 @@ async fn a_watch_that_resumes_without_a_list_releases_the_held_sync() {
     h.assert_enforces(&cluster);
 }
 
+/// The cluster's pods as one page of a list.
+fn pod_page(cluster: &ClusterState) -> Update {
+    resets(cluster)
+        .into_iter()
+        .find_map(|u| match u {
+            Update::Reset {
+                kind: Kind::Pod,
+                objects,
+                invalid,
+            } => Some(Update::ListPage {
+                kind: Kind::Pod,
+                objects,
+                invalid,
+            }),
+            _ => None,
+        })
+        .expect("a pod reset")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relist_in_progress_holds_syncs_until_it_ends() {
+    let (mut h, mut cluster) = listed().await;
+    // Pods are listed again (a periodic relist, say); meanwhile a policy changes.
+    h.send(Update::ListBegin(Kind::Pod)).await;
+    let policy = edited_policy(&mut cluster);
+    h.send(Update::Upsert(Object::Policy(policy))).await;
+    let web = new_web_pod(&cluster);
+    cluster.upsert_pod(web);
+    h.send(pod_page(&cluster)).await;
+    h.none_within(Duration::from_millis(400)).await;
+    // The list's end releases the held sync: it carries the edit and the listed pod.
+    h.send(Update::ListEnd(Kind::Pod)).await;
+    h.next().await;
+    h.assert_enforces(&cluster);
+    h.none_within(Duration::from_millis(200)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relist_that_does_not_end_holds_syncs_for_at_most_the_hold() {
+    let mut config = config();
+    config.relist_hold = Duration::from_millis(500);
+    let (mut h, mut cluster) = listed_with(config).await;
+    h.send(Update::ListBegin(Kind::Pod)).await;
+    let policy = edited_policy(&mut cluster);
+    let sent = std::time::Instant::now();
+    h.send(Update::Upsert(Object::Policy(policy))).await;
+    let web = new_web_pod(&cluster);
+    cluster.upsert_pod(web);
+    h.send(pod_page(&cluster)).await;
+    h.none_within(Duration::from_millis(300)).await;
+    // The list's pages stop coming: the sync runs with what the store holds, nothing removed.
+    h.next().await;
+    assert!(
+        sent.elapsed() >= Duration::from_millis(500),
+        "held {:?}",
+        sent.elapsed()
+    );
+    h.assert_enforces(&cluster);
+    // The list ends holding every pod already there: nothing more to do.
+    h.send(Update::ListEnd(Kind::Pod)).await;
+    h.none_within(Duration::from_millis(300)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hold_is_bounded_and_the_sync_then_runs_with_what_is_known() {
     let mut config = config();
