@@ -194,7 +194,7 @@ struct Inner {
     fail_events: bool,
     /// Paginated lists in progress: id -> (resourceVersion, items), the items shared by the
     /// list's pages (a list of 100k objects is not copied for each page).
-    continuations: HashMap<u64, (u64, Arc<Vec<Arc<str>>>)>,
+    continuations: HashMap<u64, (u64, ListSnapshot)>,
     next_continuation: u64,
     /// The next request with a continue token answers 410, as when its snapshot was compacted.
     expire_continuation: bool,
@@ -794,6 +794,9 @@ fn list(
     body.push_str("]}");
     text_response(StatusCode::OK, body)
 }
+
+/// The item texts of a list, shared by its pages.
+type ListSnapshot = Arc<Vec<Arc<str>>>;
 
 /// An object as a list item: serialized without `apiVersion` and `kind`.
 fn item_text(object: &Value) -> Arc<str> {
