@@ -21,7 +21,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use super::tiers::{named_port, RegionClass};
+use super::tiers::{named_port, ranges_hold, RegionClass};
 use crate::cidr::{from_u128, max_u128, to_u128, Family};
 use crate::model::{ClusterPeer, Node, Pod, Protocol};
 use crate::nft::transaction::Touched;
@@ -189,19 +189,7 @@ fn class_at(
         let Some(region) = regions.get(*r) else {
             continue;
         };
-        let fixed = region
-            .fixed
-            .binary_search_by(|&(a, b)| {
-                if b < n {
-                    std::cmp::Ordering::Less
-                } else if a > n {
-                    std::cmp::Ordering::Greater
-                } else {
-                    std::cmp::Ordering::Equal
-                }
-            })
-            .is_ok();
-        let holds = fixed
+        let holds = ranges_hold(&region.fixed, n)
             || region.nodes.contains_key(&n)
             || at.is_some_and(|h| selects_pod(&region.peers, h));
         if !holds {

@@ -259,6 +259,21 @@ fn protocol_slot(protocol: Protocol) -> usize {
     }
 }
 
+/// Whether sorted, disjoint inclusive `ranges` hold `n`.
+pub(super) fn ranges_hold(ranges: &[(u128, u128)], n: u128) -> bool {
+    ranges
+        .binary_search_by(|&(a, b)| {
+            if b < n {
+                std::cmp::Ordering::Less
+            } else if a > n {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        })
+        .is_ok()
+}
+
 /// Sorts and merges ranges that overlap or touch.
 fn merge_ranges<T: Copy + Ord + Into<u128>>(mut ranges: Vec<(T, T)>) -> Vec<(T, T)> {
     ranges.sort_unstable();
@@ -1120,18 +1135,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
             for pod in pods {
                 let Some(ip) = pod.ip(family) else { continue };
                 let n = to_u128(&ip);
-                let inside = ranges
-                    .binary_search_by(|&(a, b)| {
-                        if b < n {
-                            std::cmp::Ordering::Less
-                        } else if a > n {
-                            std::cmp::Ordering::Greater
-                        } else {
-                            std::cmp::Ordering::Equal
-                        }
-                    })
-                    .is_ok();
-                if !inside {
+                if !ranges_hold(&ranges, n) {
                     continue;
                 }
                 let resolved: Vec<(Protocol, u16)> =
