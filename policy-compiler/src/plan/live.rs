@@ -43,7 +43,7 @@ use std::sync::Arc;
 use super::isolation::{local_pod, ordered_cluster_policies, ClusterPlan, LocalPod, NodePlan};
 use super::local::{LocalPart, Out};
 use super::origin::{CompileOptions, Origins};
-use super::peers::{PeerBook, Structural};
+use super::peers::{Holder, PeerBook, Structural};
 use super::rules::{Renderer, SetSource};
 use crate::cidr::Family;
 use crate::cluster::ClusterState;
@@ -353,11 +353,13 @@ impl LiveNode {
     /// [`crate::nft::transaction::Transaction::diff_touched`]; `None`: anything may have (compare
     /// everything), as after [`LiveNode::new`].
     pub fn flush(&mut self, cluster: &ClusterState) -> (Option<Touched>, LiveStats) {
-        let changed = self.dirty || !self.local_pods.is_empty() || !self.local_policies.is_empty();
-        if cluster.cluster_policies().is_empty() {
+        let changed = self.local_changed();
+        let tiers = !cluster.cluster_policies().is_empty();
+        if !tiers {
+            // Nothing to keep of the tiers' peers.
             self.peers = None;
         }
-        if !cluster.cluster_policies().is_empty() {
+        if tiers {
             self.local_part = None;
             self.retired.clear();
             if changed {
@@ -398,13 +400,15 @@ impl LiveNode {
         (touched, std::mem::take(&mut self.stats))
     }
 
+    /// Whether the local part is to change at the next flush.
+    fn local_changed(&self) -> bool {
+        self.dirty || !self.local_pods.is_empty() || !self.local_policies.is_empty()
+    }
+
     /// Whether the tiers are to be rendered in full at the next flush anyway (then their peers are
     /// not kept up to date in between).
     fn tiers_stale(&self) -> bool {
-        self.dirty
-            || !self.local_pods.is_empty()
-            || !self.local_policies.is_empty()
-            || self.peers.is_none()
+        self.local_changed() || self.peers.is_none()
     }
 
     /// Classifies `addresses` again in the tiers' peers maps, now that `holder` (if any) is the
@@ -424,7 +428,7 @@ impl LiveNode {
             let itself = holder.is_some_and(|p| p.ips.contains(ip));
             self.addresses.get(ip).copied().unwrap_or(0) > u32::from(itself)
         });
-        let Some(mut book) = self.peers.take().filter(|_| !shared) else {
+        let Some(book) = self.peers.take().filter(|_| !shared) else {
             self.dirty = true;
             return;
         };
@@ -432,6 +436,17 @@ impl LiveNode {
             let labels = cluster.namespace(&p.id.namespace).map(|n| &n.labels);
             (p, labels)
         });
+        self.refresh_book(book, addresses, holder);
+    }
+
+    /// Refreshes `addresses` in `book` (taken out of `self.peers`) and puts it back; a structural
+    /// change drops it and renders the tiers in full at the next flush.
+    fn refresh_book(
+        &mut self,
+        mut book: PeerBook,
+        addresses: &[IpAddr],
+        holder: Option<Holder<'_>>,
+    ) {
         match book.refresh(&mut self.ruleset, &mut self.touched, addresses, holder) {
             Ok(changes) => {
                 self.stats.element_changes += changes;
@@ -461,13 +476,7 @@ impl LiveNode {
             return;
         };
         let addresses = book.node_changed(old, new);
-        match book.refresh(&mut self.ruleset, &mut self.touched, &addresses, None) {
-            Ok(changes) => {
-                self.stats.element_changes += changes;
-                self.peers = Some(book);
-            }
-            Err(Structural) => self.dirty = true,
-        }
+        self.refresh_book(book, &addresses, None);
     }
 
     /// The address families of the participating pods, IPv4 alone when there are none (as
