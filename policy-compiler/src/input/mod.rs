@@ -229,8 +229,8 @@ impl RawObject {
 /// large file is never held as one tree of values. Returns the problems found; after a syntax error
 /// nothing more of the source is read (objects before it were delivered).
 pub fn for_each_object(source: &Source, f: &mut dyn FnMut(RawObject)) -> Vec<InputError> {
-    let mut text = source.text.as_bytes();
-    stream_objects(&source.name, looks_like_json(source), &mut text, f)
+    let text = Input::Text(source.text.as_bytes());
+    stream_objects(&source.name, looks_like_json(source), text, f)
 }
 
 /// [`for_each_object`] for a text the caller's `reader` gives (a file being read, say), so that
@@ -256,13 +256,20 @@ pub fn for_each_object_read(
                 }]
             }
         };
-    stream_objects(name, json, reader, f)
+    stream_objects(name, json, Input::Reader(reader), f)
+}
+
+/// What [`stream_objects`] reads: a text held whole (JSON is then parsed in place, much faster
+/// than byte by byte from a reader), or a reader.
+enum Input<'a> {
+    Text(&'a [u8]),
+    Reader(&'a mut dyn std::io::Read),
 }
 
 fn stream_objects(
     name: &str,
     json: bool,
-    mut reader: &mut dyn std::io::Read,
+    input: Input<'_>,
     f: &mut dyn FnMut(RawObject),
 ) -> Vec<InputError> {
     let mut errors = Vec::new();
@@ -286,7 +293,13 @@ fn stream_objects(
         message,
     };
     if json {
-        for doc in serde_json::Deserializer::from_reader(reader).into_iter::<Value>() {
+        let docs: Box<dyn Iterator<Item = serde_json::Result<Value>>> = match input {
+            Input::Text(text) => Box::new(serde_json::Deserializer::from_slice(text).into_iter()),
+            Input::Reader(reader) => {
+                Box::new(serde_json::Deserializer::from_reader(reader).into_iter())
+            }
+        };
+        for doc in docs {
             match doc {
                 Ok(doc) => on_document(doc, &mut errors),
                 Err(e) => {
@@ -296,6 +309,14 @@ fn stream_objects(
             }
         }
     } else {
+        let mut text;
+        let mut reader: &mut dyn std::io::Read = match input {
+            Input::Text(t) => {
+                text = t;
+                &mut text
+            }
+            Input::Reader(reader) => reader,
+        };
         for doc in serde_saphyr::read_with_options::<_, Value>(&mut reader, yaml_options()) {
             match doc {
                 Ok(doc) => on_document(doc, &mut errors),
