@@ -74,8 +74,7 @@ pub struct Cli {
     pub relist_interval_secs: u64,
     /// With `--source kube`: how long a due sync waits for kinds whose watch failed to be listed
     /// again, or that are being listed again, so that it sees every kind current (seconds; 0 =
-    /// never wait). After that it runs with
-    /// their last known state, and says so in the log.
+    /// never wait). After that it runs with their last known state, and says so in the log.
     #[arg(long, default_value_t = 10)]
     pub relist_hold_secs: u64,
     /// Log format.
