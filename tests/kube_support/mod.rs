@@ -194,7 +194,7 @@ struct Inner {
     fail_events: bool,
     /// Paginated lists in progress: id -> (resourceVersion, items), the items shared by the
     /// list's pages (a list of 100k objects is not copied for each page).
-    continuations: HashMap<u64, (u64, Arc<Vec<Arc<str>>>)>,
+    continuations: HashMap<u64, (u64, ListItems)>,
     next_continuation: u64,
     /// The next request with a continue token answers 410, as when its snapshot was compacted.
     expire_continuation: bool,
@@ -204,6 +204,9 @@ struct Inner {
 }
 
 type Shared = Arc<Mutex<Inner>>;
+
+/// A list's serialized items, shared by its pages.
+type ListItems = Arc<Vec<Arc<str>>>;
 
 fn lock(inner: &Shared) -> std::sync::MutexGuard<'_, Inner> {
     inner.lock().expect("fake state")

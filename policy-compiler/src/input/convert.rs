@@ -233,7 +233,7 @@ pub fn pod_from_typed(location: &Location, pod: core::Pod) -> FieldResult<Pod> {
 }
 
 fn pod_checked(c: &Checker<'_>, pod: core::Pod) -> FieldResult<Pod> {
-    let name = name_of(&c, &pod.metadata)?;
+    let name = name_of(c, &pod.metadata)?;
     let namespace = pod
         .metadata
         .namespace
@@ -243,7 +243,7 @@ fn pod_checked(c: &Checker<'_>, pod: core::Pod) -> FieldResult<Pod> {
 
     let live = pod.status.is_some();
     let status = pod.status.unwrap_or_default();
-    let ports = container_ports(&c, &spec, "spec")?;
+    let ports = container_ports(c, &spec, "spec")?;
 
     let mut raw_ips: Vec<(String, String)> = status
         .pod_ips
@@ -642,15 +642,15 @@ pub fn policy_from_typed(location: &Location, np: net::NetworkPolicy) -> FieldRe
 }
 
 fn policy_checked(c: &Checker<'_>, np: net::NetworkPolicy) -> FieldResult<Policy> {
-    let name = name_of(&c, &np.metadata)?;
-    let enforcement = enforcement(&c, &np.metadata)?;
+    let name = name_of(c, &np.metadata)?;
+    let enforcement = enforcement(c, &np.metadata)?;
     let namespace = np
         .metadata
         .namespace
         .clone()
         .unwrap_or_else(|| "default".to_string());
     let spec = np.spec.unwrap_or_default();
-    let pod_selector = selector(&c, "spec.podSelector", spec.pod_selector.as_ref())?;
+    let pod_selector = selector(c, "spec.podSelector", spec.pod_selector.as_ref())?;
 
     let ingress = spec
         .ingress
@@ -659,14 +659,7 @@ fn policy_checked(c: &Checker<'_>, np: net::NetworkPolicy) -> FieldResult<Policy
         .enumerate()
         .map(|(i, r)| {
             let f = format!("spec.ingress[{i}]");
-            rule(
-                &c,
-                &f,
-                &namespace,
-                "from",
-                r.from.as_ref(),
-                r.ports.as_ref(),
-            )
+            rule(c, &f, &namespace, "from", r.from.as_ref(), r.ports.as_ref())
         })
         .collect::<Result<Vec<_>, _>>()?;
     let egress = spec
@@ -676,7 +669,7 @@ fn policy_checked(c: &Checker<'_>, np: net::NetworkPolicy) -> FieldResult<Policy
         .enumerate()
         .map(|(i, r)| {
             let f = format!("spec.egress[{i}]");
-            rule(&c, &f, &namespace, "to", r.to.as_ref(), r.ports.as_ref())
+            rule(c, &f, &namespace, "to", r.to.as_ref(), r.ports.as_ref())
         })
         .collect::<Result<Vec<_>, _>>()?;
 
