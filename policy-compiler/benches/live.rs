@@ -4,7 +4,9 @@
 //!
 //! Each event is applied and then undone (both are measured as events): a pod added to node-0 and
 //! to another node, a pod of node-0 and of another node relabelled (its `tier`, which peers select),
-//! a policy enforced on node-0 edited (a port on its first ingress rule). An incremental sample is
+//! a policy enforced on node-0 edited (a port on its first ingress rule), a namespace with pods
+//! but none on node-0 relabelled (its `env`), and a Node other than node-0 labelled as control
+//! plane (a row is left out when the cluster has no such object). An incremental sample is
 //! the change to the cluster state, the compiler's update, and the transaction (diff of what was
 //! touched, applied to the committed copy); a full sample compiles the node and diffs.
 //!
@@ -13,14 +15,17 @@
 //! them), where the tiers' peers maps follow the other nodes' pods.
 //!
 //! `cargo bench -p policy-compiler --bench live` (a few minutes); an argument filters the rows by
-//! cluster name (`medium`, `large`, `cnp`). Prints medians and p99.
+//! cluster name (`medium`, `large`, `cnp`). Prints medians and p99. `LIVE_BENCH_ROUNDS` sets the
+//! incremental rounds per event (100 unless set; each round is the event and its undo).
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use policy_compiler::generate::guardrails::with_guardrails;
 use policy_compiler::generate::{workload, WorkloadSize};
-use policy_compiler::model::{Direction, ObjectRef, Pod, PolicyPort, PortSpec, Protocol};
+use policy_compiler::model::{
+    Direction, Namespace, Node, ObjectRef, Pod, PolicyPort, PortSpec, Protocol,
+};
 use policy_compiler::nft::transaction::Transaction;
 use policy_compiler::nft::Ruleset;
 use policy_compiler::object::{Kind, Object};
@@ -30,6 +35,8 @@ use policy_compiler::plan::{
 use policy_compiler::ClusterState;
 
 const NODE: &str = "node-0";
+/// The label the guardrails' control-plane `nodes` peers select.
+const CONTROL_PLANE: &str = "node-role.kubernetes.io/control-plane";
 
 /// One change to the cluster and its undo.
 #[derive(Clone)]
@@ -40,6 +47,10 @@ enum Event {
     RemovePod(ObjectRef),
     /// Puts this policy.
     Policy(policy_compiler::model::Policy),
+    /// Puts this namespace.
+    Namespace(Namespace),
+    /// Puts this Node.
+    Node(Node),
 }
 
 impl Event {
@@ -58,6 +69,16 @@ impl Event {
                 let old = cluster.policies().get(&p.id).cloned().map(Object::Policy);
                 cluster.upsert_policy(p.clone());
                 (Kind::NetworkPolicy, p.id.clone(), old)
+            }
+            Event::Namespace(n) => {
+                let old = cluster.namespace(&n.name).cloned().map(Object::Namespace);
+                cluster.upsert_namespace(n.clone());
+                (Kind::Namespace, ObjectRef::new("", &n.name), old)
+            }
+            Event::Node(n) => {
+                let old = cluster.node(&n.name).cloned().map(Object::Node);
+                cluster.upsert_node(n.clone());
+                (Kind::Node, ObjectRef::new("", &n.name), old)
             }
         }
     }
@@ -113,7 +134,7 @@ fn events(cluster: &ClusterState) -> Vec<(&'static str, Event, Event)> {
     }];
     let new_local = added(&local, "bench-local", [10, 250, 0, 1]);
     let new_remote = added(&remote, "bench-remote", [10, 250, 0, 2]);
-    vec![
+    let mut events = vec![
         (
             "pod added, node-0",
             Event::Pod(new_local.clone()),
@@ -139,7 +160,55 @@ fn events(cluster: &ClusterState) -> Vec<(&'static str, Event, Event)> {
             Event::Policy(edited),
             Event::Policy(policy),
         ),
-    ]
+    ];
+    // A namespace with participating pods, none of them on node-0, its `env` relabelled (which
+    // namespace selectors of the ClusterNetworkPolicies select).
+    let mut with_pods = std::collections::BTreeSet::new();
+    let mut on_node = std::collections::BTreeSet::new();
+    for pod in cluster.pods().values().filter(|p| p.participates()) {
+        with_pods.insert(&*pod.id.namespace);
+        if pod.node.as_deref() == Some(NODE) {
+            on_node.insert(&*pod.id.namespace);
+        }
+    }
+    let elsewhere = cluster.namespaces().values().find(|n| {
+        n.name != "kube-system"
+            && with_pods.contains(n.name.as_str())
+            && !on_node.contains(n.name.as_str())
+    });
+    match elsewhere {
+        Some(namespace) => {
+            let mut relabelled = namespace.clone();
+            let env = if relabelled.labels.get("env") == Some("dev") {
+                "prod"
+            } else {
+                "dev"
+            };
+            relabelled.labels.insert("env", env);
+            events.push((
+                "namespace relabelled, no pods on node-0",
+                Event::Namespace(relabelled),
+                Event::Namespace(namespace.clone()),
+            ));
+        }
+        None => eprintln!("no namespace without pods on {NODE}: its row is left out"),
+    }
+    // A Node other than node-0 labelled as control plane (which the guardrails' `nodes` peers
+    // select) and back.
+    if let Some(node) = cluster
+        .node_objects()
+        .values()
+        .find(|n| n.name != NODE && !n.labels.contains_key(CONTROL_PLANE))
+    {
+        let mut relabelled = node.clone();
+        relabelled.labels.insert(CONTROL_PLANE, "");
+        events.push((
+            "Node relabelled (control plane)",
+            Event::Node(relabelled),
+            Event::Node(node.clone()),
+        ));
+    }
+    events
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -211,6 +280,10 @@ fn full(
 fn main() {
     // `cargo bench` passes `--bench`; any other argument filters sizes by name.
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let rounds: usize = std::env::var("LIVE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(100);
     println!("| cluster | event | incremental median | incremental p99 | full median | full p99 | ratio (median) | ops | pieces rendered / sets resolved (most) |");
     println!("|---|---|---|---|---|---|---|---|---|");
     for (name, size, full_rounds, tiers) in [
@@ -233,7 +306,7 @@ fn main() {
         let mut committed = Some(live.ruleset().clone());
         for (event, do_, undo) in events(&cluster) {
             let (mut inc, ops, most) =
-                incremental(&mut cluster, &mut live, &mut committed, &do_, &undo, 100);
+                incremental(&mut cluster, &mut live, &mut committed, &do_, &undo, rounds);
             let mut base = committed.clone().unwrap_or_default();
             let mut fl = full(&mut cluster, &mut base, &do_, &undo, full_rounds);
             inc.sort();

@@ -11,12 +11,13 @@ use policy_compiler::generate::cluster_policies::with_cluster_policies;
 use policy_compiler::generate::guardrails::with_guardrails;
 use policy_compiler::generate::{cluster, mutate, workload, Rng, Shape, WorkloadSize};
 use policy_compiler::model::{Direction, PolicyPort, PortSpec, Protocol};
-use policy_compiler::model::{Enforcement, ObjectRef, PodPhase};
+use policy_compiler::model::{Enforcement, Namespace, ObjectRef, Pod, PodPhase};
 use policy_compiler::nft::transaction::Transaction;
 use policy_compiler::object::{Kind, Object};
 use policy_compiler::plan::{
     compile_node_with, policy_chain_name, CompileOptions, DenyLog, LiveNode, LiveStats,
 };
+use policy_compiler::selector::Labels;
 use policy_compiler::ClusterState;
 use proptest::prelude::*;
 
@@ -391,6 +392,124 @@ fn remote_events_with_tiers_change_only_peers_elements() {
     live.changed(&state, Kind::Pod, &local.id, old.as_ref());
     let stats = check(&mut live, &state, &mut committed);
     assert!(stats.rendered, "a local pod renders the tiers in full");
+}
+
+/// Pods in a namespace that no Namespace object declares: the cluster holds the namespace
+/// implicitly, with only its name label (as the API server labels every namespace), so the tiers'
+/// subjects and peers select its pods as those of a declared namespace with only that label, in a
+/// full compile and through the incremental path alike (the guardrails include subjects whose
+/// namespace selector is empty).
+#[test]
+fn undeclared_namespaces_are_tier_subjects_and_peers_as_in_a_full_compile() {
+    let node = "node-0";
+    let mut state = with_guardrails(&workload(3, WorkloadSize::SMALL), 7, 10, 2);
+    let mut live = LiveNode::new(&state, node, CompileOptions::default());
+    let mut committed = policy_compiler::nft::Ruleset::default();
+    check(&mut live, &state, &mut committed);
+    let template = |on_node: bool| {
+        state
+            .pods()
+            .values()
+            .find(|p| {
+                (p.node.as_deref() == Some(node)) == on_node
+                    && p.participates()
+                    && p.labels.get("tier") == Some("frontend")
+            })
+            .expect("a frontend pod")
+            .clone()
+    };
+    let ghost = |template: &Pod, name: &str, ip: [u8; 4]| {
+        let mut pod = template.clone();
+        pod.id = ObjectRef::new("ghost", name);
+        pod.ips = vec![IpAddr::from(ip)];
+        pod
+    };
+    let local = ghost(&template(true), "local", [10, 250, 0, 1]);
+    let remote = ghost(&template(false), "remote", [10, 250, 0, 2]);
+    let remote_too = ghost(&template(false), "remote-too", [10, 250, 0, 3]);
+
+    // A pod of another node first, while the node has none there (its peer class is new to the
+    // tiers, which may render them in full), then another of the same class: the peers path.
+    state.upsert_pod(remote.clone());
+    assert_eq!(
+        state.namespace("ghost").map(|n| n.labels.clone()),
+        Some(Namespace::new("ghost", Labels::new()).labels),
+        "the cluster holds the undeclared namespace with its name label"
+    );
+    live.changed(&state, Kind::Pod, &remote.id, None);
+    check(&mut live, &state, &mut committed);
+    state.upsert_pod(remote_too.clone());
+    live.changed(&state, Kind::Pod, &remote_too.id, None);
+    let stats = check(&mut live, &state, &mut committed);
+    assert!(!stats.rendered, "a remote pod add rendered the local part");
+    assert!(
+        stats.element_changes > 0,
+        "the new address joins the peers maps"
+    );
+
+    // The same cluster with the namespace declared with only its name label compiles alike.
+    let mut declared = state.clone();
+    declared.upsert_namespace(Namespace::new("ghost", Labels::new()));
+    assert_eq!(
+        compile_node_with(&declared, node, live.options())
+            .ruleset
+            .render(),
+        live.ruleset().render(),
+        "an undeclared namespace is not one declared with its name label"
+    );
+
+    // A pod on the node: its subjects are resolved by the local render.
+    state.upsert_pod(local.clone());
+    live.changed(&state, Kind::Pod, &local.id, None);
+    let stats = check(&mut live, &state, &mut committed);
+    assert!(stats.rendered, "a local pod renders the tiers in full");
+
+    // The local pod relabelled out of the frontend tier and back.
+    for tier in ["db", "frontend"] {
+        let old = state.pod(&local.id).cloned().map(Object::Pod);
+        let mut relabelled = local.clone();
+        relabelled.labels.insert("tier", tier);
+        state.upsert_pod(relabelled);
+        live.changed(&state, Kind::Pod, &local.id, old.as_ref());
+        check(&mut live, &state, &mut committed);
+    }
+
+    // Declared with labels the guardrails select, then undeclared again (it stays, implicitly).
+    let old = state.namespace("ghost").cloned().map(Object::Namespace);
+    let mut labels = Labels::new();
+    labels.insert("env", "dev");
+    labels.insert("team", "platform");
+    state.upsert_namespace(Namespace::new("ghost", labels));
+    live.changed(
+        &state,
+        Kind::Namespace,
+        &ObjectRef::new("", "ghost"),
+        old.as_ref(),
+    );
+    check(&mut live, &state, &mut committed);
+    let old = state.namespace("ghost").cloned().map(Object::Namespace);
+    assert!(state.remove(Kind::Namespace, &ObjectRef::new("", "ghost")));
+    assert!(state.namespace("ghost").is_some(), "its pods keep it");
+    live.changed(
+        &state,
+        Kind::Namespace,
+        &ObjectRef::new("", "ghost"),
+        old.as_ref(),
+    );
+    check(&mut live, &state, &mut committed);
+
+    // The local pod goes: the namespace has pods on other nodes only, its remote pods change
+    // only the peers maps.
+    let old = state.remove_pod(&local.id).map(Object::Pod);
+    live.changed(&state, Kind::Pod, &local.id, old.as_ref());
+    check(&mut live, &state, &mut committed);
+    let old = state.remove_pod(&remote.id).map(Object::Pod);
+    live.changed(&state, Kind::Pod, &remote.id, old.as_ref());
+    let stats = check(&mut live, &state, &mut committed);
+    assert!(
+        !stats.rendered,
+        "a remote pod removal rendered the local part"
+    );
 }
 
 proptest! {
