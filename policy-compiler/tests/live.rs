@@ -63,11 +63,9 @@ fn mutate_more(c: &ClusterState, seed: u64, with_tiers: bool) -> ClusterState {
         2 if pods.len() > 1 => {
             let id = rng.pick(&pods).clone();
             let other = rng.pick(&pods).clone();
-            // Onto another pod's address only without tiers: two pods of a node on one address
-            // give a tier's decision map overlapping elements, which no compile can load.
             let taken = |ip: &IpAddr| c.pods().values().any(|p| p.ips.contains(ip));
             let ip: IpAddr = match c.pod(&other).and_then(|p| p.ips.first().copied()) {
-                Some(ip) if !with_tiers && rng.one_in(2) => ip,
+                Some(ip) if rng.one_in(2) => ip,
                 _ => (0..=250u8)
                     .map(|n| IpAddr::from([10, 0, 7, n.wrapping_add(rng.below(250) as u8)]))
                     .find(|ip| !taken(ip))

@@ -81,3 +81,50 @@ fn every_conformance_and_generated_ruleset_loads_with_nft_check() {
     );
     assert!(errors.is_empty(), "{}", errors.join("\n"));
 }
+
+/// Two local pods on one address (a pod's address taken over while the API still shows the pod
+/// that had it) under ClusterNetworkPolicies: the tiers' decision maps hold one element per address
+/// and port range, so the kernel loads the ruleset (overlapping interval elements it refuses).
+#[test]
+fn local_pods_sharing_an_address_under_tiers_load_with_nft_check() {
+    use policy_compiler::generate::cluster_policies::with_cluster_policies;
+    use policy_compiler::generate::{cluster, Shape};
+    use policy_compiler::plan::compile_all;
+    if !common::kernel_available("local_pods_sharing_an_address_under_tiers_load_with_nft_check") {
+        return;
+    }
+    let shape = Shape {
+        pods: 12,
+        policies: 4,
+        nodes: 2,
+    };
+    let mut shared = 0;
+    let mut errors = Vec::new();
+    for seed in 0..30 {
+        let mut c = with_cluster_policies(&cluster(seed, shape), seed, 3, 3);
+        // Each node's second participating pod (by name) takes its first one's address.
+        for node in ["n0", "n1"] {
+            let local: Vec<_> = c
+                .participating_pods()
+                .filter(|p| p.node.as_deref() == Some(node))
+                .map(|p| (p.id.clone(), p.ips.clone()))
+                .collect();
+            if let [(_, first), (second, _), ..] = local.as_slice() {
+                if let Some(p) = c.pod_mut(second) {
+                    p.ips = first.clone();
+                    shared += 1;
+                }
+            }
+        }
+        for (node, r) in compile_all(&c) {
+            if let Err(e) = nft_check(&format!("seed {seed} {node}"), &r.render()) {
+                errors.push(e);
+            }
+        }
+    }
+    assert!(
+        shared >= 30,
+        "only {shared} nodes had two pods to share an address"
+    );
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}

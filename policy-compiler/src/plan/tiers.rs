@@ -33,7 +33,8 @@
 //! NetworkPolicies isolate for egress is not a Baseline subject: on forward its group chain decides
 //! before, and on input NetworkPolicy allows (it never restricts a pod's traffic to its node).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
 
 use super::isolation::LocalPod;
 use super::naming::{
@@ -216,7 +217,10 @@ fn rule_named_ports(rule: &ClusterRule) -> impl Iterator<Item = &str> {
 struct Combination<'a> {
     policies: Vec<&'a ClusterNetworkPolicy>,
     named_ports: Vec<ResolvedNamedPort<'a>>,
-    pods: Vec<&'a Pod>,
+    /// The addresses its pods decide: an address that several local subjects hold (a pod's
+    /// address taken over before the API shows the pod that had it gone) is decided by the first
+    /// of them in `namespace/name` order alone, so no two elements of a decision map overlap.
+    addresses: Vec<IpAddr>,
 }
 
 /// Where a rule's peers are, for one family: address ranges and, for egress named ports, the
@@ -625,6 +629,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
         pods: &[LocalPod<'a>],
     ) -> Vec<Combination<'a>> {
         let mut combinations: BTreeMap<Vec<String>, Combination<'a>> = BTreeMap::new();
+        let mut claimed: HashSet<IpAddr> = HashSet::new();
         for local in pods {
             // NetworkPolicies decide for the pods they isolate before the Baseline tier is reached
             // on the forward hook; on the input hook (a pod reaching its node) they allow, and the
@@ -651,10 +656,10 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
                 .or_insert_with(|| Combination {
                     policies,
                     named_ports,
-                    pods: Vec::new(),
+                    addresses: Vec::new(),
                 })
-                .pods
-                .push(local.pod);
+                .addresses
+                .extend(local.pod.ips.iter().filter(|ip| claimed.insert(**ip)));
         }
         combinations.into_values().collect()
     }
@@ -669,12 +674,10 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
     ) {
         let combinations = Self::combinations(tier, direction, pods);
         for combination in &combinations {
-            for pod in &combination.pods {
-                for ip in &pod.ips {
-                    let set = tier_subjects_set_name(tier, direction, Family::of(ip));
-                    if let Some(s) = ruleset.sets.get_mut(&set) {
-                        s.elements.insert(SetElement::Addr(*ip));
-                    }
+            for ip in &combination.addresses {
+                let set = tier_subjects_set_name(tier, direction, Family::of(ip));
+                if let Some(s) = ruleset.sets.get_mut(&set) {
+                    s.elements.insert(SetElement::Addr(*ip));
                 }
             }
         }
@@ -796,9 +799,9 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
                     if decided.other.is_none() && decided.ports.is_empty() {
                         continue;
                     }
-                    for pod in &combination.pods {
-                        if let Some(ip) = pod.ip(family) {
-                            let n = to_u128(&ip);
+                    for ip in &combination.addresses {
+                        if Family::of(ip) == family {
+                            let n = to_u128(ip);
                             cells.push((n, n, decided.clone()));
                         }
                     }
