@@ -138,6 +138,8 @@ fn measure(size_name: &str, size: WorkloadSize) {
     for update in source.poll() {
         store.apply(update);
     }
+    // As the agent does before its first compile.
+    store.compact();
     let peak_read = PEAK.load(Ordering::Relaxed) - start.0;
     let after_read = live();
     let cluster = store.cluster();

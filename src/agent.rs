@@ -280,6 +280,11 @@ impl Agent {
     fn sync(&mut self) -> bool {
         let started = std::time::Instant::now();
         let full_compile = self.live.is_none();
+        if full_compile {
+            // The lists filled the store in key order, which leaves its maps' nodes half empty:
+            // pack them before the compile, whose own peak comes on top.
+            self.store.compact();
+        }
         // Compiling and running nft take CPU and a child process: off the async workers.
         let (shrunk, result, stats) = tokio::task::block_in_place(|| {
             let cluster = self.store.cluster();
