@@ -489,10 +489,10 @@ pub fn workload(seed: u64, size: WorkloadSize) -> ClusterState {
                         protocol: Protocol::Tcp,
                     },
                 ],
-                owner: Some(OwnerRef {
+                owner: Some(Box::new(OwnerRef {
                     kind: "ReplicaSet".into(),
                     name: format!("{app}-{hash}").into(),
-                }),
+                })),
                 live: true,
                 workload: None,
             });

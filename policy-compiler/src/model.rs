@@ -234,8 +234,9 @@ pub struct Pod {
     pub phase: PodPhase,
     /// Declared container ports.
     pub ports: Vec<ContainerPort>,
-    /// The object that controls it (its ReplicaSet, Job, StatefulSet...), if any.
-    pub owner: Option<OwnerRef>,
+    /// The object that controls it (its ReplicaSet, Job, StatefulSet...), if any (boxed: the
+    /// agent keeps none).
+    pub owner: Option<Box<OwnerRef>>,
     /// Whether it was read from a running cluster (it has a `status`), rather than from a manifest
     /// that was never applied.
     pub live: bool,

@@ -138,7 +138,13 @@ impl Store {
     }
 
     /// Inserts or replaces; returns whether anything changed.
-    fn put(&mut self, object: Object) -> bool {
+    fn put(&mut self, mut object: Object) -> bool {
+        if let Object::Pod(pod) = &mut object {
+            // What no rule reads is not kept: a pod's node addresses and owner serve the offline
+            // analysis (traffic to its own node, workloads), not the ruleset.
+            pod.host_ips = Vec::new();
+            pod.owner = None;
+        }
         if self.get(object.kind(), &object.key()).as_ref() == Some(&object) {
             return false;
         }
@@ -263,6 +269,11 @@ impl Store {
     pub fn cluster(&self) -> &ClusterState {
         &self.cluster
     }
+
+    /// Packs the cluster's maps after a bulk load (see [`ClusterState::compact`]).
+    pub fn compact(&mut self) {
+        self.cluster.compact();
+    }
 }
 
 #[cfg(test)]
@@ -278,6 +289,38 @@ mod tests {
 
     fn key(name: &str) -> ObjectRef {
         ObjectRef::new("", name)
+    }
+
+    #[test]
+    fn pods_keep_only_what_rules_read_and_packing_changes_nothing() {
+        use policy_compiler::generate::{workload, WorkloadSize};
+        let size = WorkloadSize::named("small").expect("a size");
+        let cluster = workload(7, size);
+        let pods: Vec<_> = cluster.pods().values().cloned().collect();
+        assert!(
+            pods.iter().any(|p| p.owner.is_some()),
+            "the workload has owners"
+        );
+        let mut store = Store::new();
+        for pod in &pods {
+            store.apply(Update::Upsert(Object::Pod(pod.clone())));
+        }
+        for pod in &pods {
+            let kept = store.cluster().pod(&pod.id).expect("kept");
+            assert!(
+                kept.host_ips.is_empty() && kept.owner.is_none(),
+                "{:?}",
+                kept.id
+            );
+            let mut expected = pod.clone();
+            expected.host_ips = Vec::new();
+            expected.owner = None;
+            assert_eq!(kept, &expected);
+        }
+        let before = store.cluster().clone();
+        store.compact();
+        assert_eq!(store.cluster(), &before);
+        assert_eq!(store.cluster().pods().len(), pods.len());
     }
 
     fn reset(objects: Vec<Object>, invalid: Vec<(ObjectRef, String)>) -> Update {

@@ -309,7 +309,7 @@ fn pod_checked(c: &Checker<'_>, pod: core::Pod) -> FieldResult<Pod> {
         host_ips,
         phase,
         ports,
-        owner: controller_of(&pod.metadata),
+        owner: controller_of(&pod.metadata).map(Box::new),
         live,
         workload: None,
     })
