@@ -37,6 +37,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> Result<()> {
+    nftpolicy::heap::use_one_arena();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
