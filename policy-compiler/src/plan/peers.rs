@@ -21,7 +21,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use super::tiers::{named_port, ranges_hold, ClassKey, RegionClass};
+use super::tiers::{named_port, ranges_hold, ClassCache, ClassKey, RegionClass};
 use crate::cidr::{from_u128, max_u128, to_u128, Family};
 use crate::model::{ClusterPeer, Direction, Node, Pod, Protocol, Tier};
 use crate::nft::transaction::Touched;
@@ -79,6 +79,8 @@ pub(super) struct PeersMap {
     pub(super) keys: Vec<(ClassKey, Option<String>)>,
     /// The two decision maps of each class chain: `[ports, any]`.
     pub(super) class_maps: HashMap<String, [String; 2]>,
+    /// What the classes decided for the local pods at the last render.
+    pub(super) cache: ClassCache,
     /// How many elements of the map jump to each chain.
     pub(super) elements: HashMap<String, usize>,
     /// Class chains whose addresses all left, with their maps, for when one comes back.
@@ -450,6 +452,7 @@ mod tests {
             tokens: Vec::new(),
             keys: Vec::new(),
             class_maps: HashMap::new(),
+            cache: ClassCache::default(),
             elements: element_counts(map),
             stash: HashMap::new(),
         }

@@ -216,6 +216,9 @@ fn rule_named_ports(rule: &ClusterRule) -> impl Iterator<Item = &str> {
 
 /// One combination of a tier: its policies, how its subjects resolve the named ports, its pods.
 struct Combination<'a> {
+    /// What tells it from the others: its policies' names and how its pods resolve the named
+    /// ports.
+    key: Vec<String>,
     policies: Vec<&'a ClusterNetworkPolicy>,
     named_ports: Vec<ResolvedNamedPort<'a>>,
     /// The addresses its pods decide: an address that several local subjects hold (a pod's
@@ -248,7 +251,7 @@ struct SweepRule {
 
 /// What a peer class decides for a combination: positions in the tier's rule list.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Cell {
+pub(super) struct Cell {
     /// The rule deciding protocols without ports, if any.
     other: Option<usize>,
     /// `(protocol, first port, last port, rule)`, by protocol and port.
@@ -630,56 +633,118 @@ impl<'a> Universe<'a> {
         }
     }
 
-    /// Each combination's rules, ready to decide (ingress named ports resolved as its pods resolve
+    /// A combination's rules, ready to decide (ingress named ports resolved as its pods resolve
     /// them), by position, in evaluation order.
-    fn combination_rules(
-        &self,
-        direction: Direction,
-        combinations: &[Combination<'a>],
-    ) -> Vec<Vec<(usize, SweepRule)>> {
-        combinations
+    fn rules_of(&self, direction: Direction, c: &Combination<'a>) -> Vec<(usize, SweepRule)> {
+        let mut rules: Vec<(usize, SweepRule)> = c
+            .policies
             .iter()
-            .map(|c| {
-                let mut rules: Vec<(usize, SweepRule)> = c
-                    .policies
-                    .iter()
-                    .flat_map(|p| (0..p.rules(direction).len()).map(move |i| (*p, i)))
-                    .filter_map(|(p, i)| {
-                        let u = *self.position.get(&(p.name.as_str(), i))?;
-                        Some((u, sweep_rule(&p.rules(direction)[i], &c.named_ports)))
-                    })
-                    .collect();
-                rules.sort_by_key(|(u, _)| *u);
-                rules
+            .flat_map(|p| (0..p.rules(direction).len()).map(move |i| (*p, i)))
+            .filter_map(|(p, i)| {
+                let u = *self.position.get(&(p.name.as_str(), i))?;
+                Some((u, sweep_rule(&p.rules(direction)[i], &c.named_ports)))
             })
-            .collect()
+            .collect();
+        rules.sort_by_key(|(u, _)| *u);
+        rules
     }
 }
 
-/// What a peer class decides for the local pods of one family: a cell per address of a
-/// combination for which some rule of the class decides something, sorted by address (empty: the
-/// class has no chain).
+/// What the classes of a peers map decided for the local pods at the last render (full, or of
+/// the subjects alone), so that a change of the local pods decides again only for combinations
+/// not seen yet and renders again only the classes whose cells changed. Valid while the classes
+/// and the rules judging local pods are those of the render that made it.
+#[derive(Debug, Clone, Default)]
+pub(super) struct ClassCache {
+    /// A number for each combination seen, by its key.
+    combinations: HashMap<Vec<String>, usize>,
+    /// What a class (by position in the map's keys) decides for a combination (by its number):
+    /// `None`, nothing.
+    decided: HashMap<(usize, usize), Option<Cell>>,
+    /// Each class's cells, as last rendered.
+    cells: Vec<Vec<(u128, u128, Cell)>>,
+}
+
+/// The combinations' rules, each made the first time a combination needs them.
+struct LazyRules<'u, 'c, 'a> {
+    universe: &'u Universe<'a>,
+    direction: Direction,
+    combinations: &'c [Combination<'a>],
+    rules: Vec<Option<Vec<(usize, SweepRule)>>>,
+}
+
+impl<'u, 'c, 'a> LazyRules<'u, 'c, 'a> {
+    fn new(
+        universe: &'u Universe<'a>,
+        direction: Direction,
+        combinations: &'c [Combination<'a>],
+    ) -> Self {
+        Self {
+            universe,
+            direction,
+            combinations,
+            rules: (0..combinations.len()).map(|_| None).collect(),
+        }
+    }
+
+    fn of(&mut self, c: usize) -> &[(usize, SweepRule)] {
+        let (universe, direction, combination) =
+            (self.universe, self.direction, &self.combinations[c]);
+        self.rules[c].get_or_insert_with(|| universe.rules_of(direction, combination))
+    }
+}
+
+/// What the rules of a class (`key`, at position `id` in its map) decide for a combination: a cell,
+/// or `None` when nothing (no rule of the class judges it, or what they decide is a Pass).
+fn decide(
+    (id, key): (usize, &ClassKey),
+    c: usize,
+    rules: &mut LazyRules<'_, '_, '_>,
+    cache: &mut ClassCache,
+) -> Option<Cell> {
+    let number = match cache.combinations.get(&rules.combinations[c].key) {
+        Some(n) => *n,
+        None => {
+            let n = cache.combinations.len();
+            cache
+                .combinations
+                .insert(rules.combinations[c].key.clone(), n);
+            n
+        }
+    };
+    if let Some(decided) = cache.decided.get(&(id, number)) {
+        return decided.clone();
+    }
+    let active: Vec<(usize, &SweepRule)> = rules
+        .of(c)
+        .iter()
+        .filter(|(u, _)| key.rules.binary_search(u).is_ok())
+        .map(|(u, r)| (*u, r))
+        .collect();
+    let decided = if active.is_empty() {
+        None
+    } else {
+        Some(cell(&active, &key.named)).filter(|d| d.other.is_some() || !d.ports.is_empty())
+    };
+    cache.decided.insert((id, number), decided.clone());
+    decided
+}
+
+/// What a peer class (`key`, at position `id` in its map) decides for the local pods of one
+/// family: a cell per address of a combination for which some rule of the class decides
+/// something, sorted by address (empty: the class has no chain).
 fn class_cells(
-    key: &ClassKey,
-    combinations: &[Combination<'_>],
-    rules: &[Vec<(usize, SweepRule)>],
+    class: (usize, &ClassKey),
+    rules: &mut LazyRules<'_, '_, '_>,
     family: Family,
+    cache: &mut ClassCache,
 ) -> Vec<(u128, u128, Cell)> {
     let mut cells: Vec<(u128, u128, Cell)> = Vec::new();
-    for (combination, rules) in combinations.iter().zip(rules) {
-        let active: Vec<(usize, &SweepRule)> = rules
-            .iter()
-            .filter(|(u, _)| key.rules.binary_search(u).is_ok())
-            .map(|(u, r)| (*u, r))
-            .collect();
-        if active.is_empty() {
+    for c in 0..rules.combinations.len() {
+        let Some(decided) = decide(class, c, rules, cache) else {
             continue;
-        }
-        let decided = cell(&active, &key.named);
-        if decided.other.is_none() && decided.ports.is_empty() {
-            continue;
-        }
-        for ip in &combination.addresses {
+        };
+        for ip in &rules.combinations[c].addresses {
             if Family::of(ip) == family {
                 let n = to_u128(ip);
                 cells.push((n, n, decided.clone()));
@@ -837,7 +902,7 @@ pub(super) fn refresh_subjects(
             }
             let combinations = TierRenderer::combinations(tier, direction, pods);
             let universe = Universe::of(tier, direction, &combinations);
-            let rules = universe.combination_rules(direction, &combinations);
+            let mut rules = LazyRules::new(&universe, direction, &combinations);
             for family in [Family::V4, Family::V6] {
                 let name = tier_subjects_set_name(tier, direction, family);
                 let elements: BTreeSet<SetElement> = combinations
@@ -866,13 +931,20 @@ pub(super) fn refresh_subjects(
                 if map.tokens != universe.tokens {
                     return Err(Structural);
                 }
-                for (key, chain) in &map.keys {
-                    let cells = class_cells(key, &combinations, &rules, map.family);
+                for (id, (key, chain)) in map.keys.iter().enumerate() {
+                    let cells = class_cells((id, key), &mut rules, map.family, &mut map.cache);
                     let chain = match chain {
                         None if cells.is_empty() => continue,
                         Some(chain) if !cells.is_empty() => chain,
                         _ => return Err(Structural),
                     };
+                    let Some(last) = map.cache.cells.get_mut(id) else {
+                        return Err(Structural);
+                    };
+                    if *last == cells {
+                        continue;
+                    }
+                    *last = cells.clone();
                     let mut scratch = Ruleset::default();
                     let (name, [ports, any]) = class_chain(
                         &mut scratch,
@@ -1014,7 +1086,8 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
             key.extend(named_ports.iter().map(|(n, p)| format!("{n}={p:?}")));
             combinations
                 .entry(key)
-                .or_insert_with(|| Combination {
+                .or_insert_with_key(|key| Combination {
+                    key: key.clone(),
                     policies,
                     named_ports,
                     addresses: Vec::new(),
@@ -1036,7 +1109,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
         let combinations = Self::combinations(tier, direction, pods);
         fill_subjects(ruleset, tier, direction, &combinations);
         let universe = Universe::of(tier, direction, &combinations);
-        let rules = universe.combination_rules(direction, &combinations);
+        let mut rules = LazyRules::new(&universe, direction, &combinations);
         for family in self.families.clone() {
             let region_of: Vec<usize> = universe
                 .rules
@@ -1078,15 +1151,18 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
             }
             let mut chains: HashMap<usize, String> = HashMap::new();
             let mut class_maps: HashMap<String, [String; 2]> = HashMap::new();
+            let mut cache = ClassCache::default();
             for (id, key) in class_keys.iter().enumerate() {
-                let cells = class_cells(key, &combinations, &rules, family);
-                if cells.is_empty() {
-                    continue;
+                let cells = class_cells((id, key), &mut rules, family, &mut cache);
+                if !cells.is_empty() {
+                    let (chain, maps) =
+                        class_chain(ruleset, (tier, direction, family), key, &universe, &cells);
+                    class_maps.insert(chain.clone(), maps);
+                    chains.insert(id, chain);
                 }
-                let (chain, maps) =
-                    class_chain(ruleset, (tier, direction, family), key, &universe, &cells);
-                class_maps.insert(chain.clone(), maps);
-                chains.insert(id, chain);
+                if self.book.is_some() {
+                    cache.cells.push(cells);
+                }
             }
             let peers = tier_peers_map_name(tier, direction, family);
             let Some(map) = ruleset.decision_maps.get_mut(&peers) else {
@@ -1134,6 +1210,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
                         .map(|(id, key)| (key.clone(), chains.get(&id).cloned()))
                         .collect(),
                     class_maps,
+                    cache,
                     elements: element_counts(map),
                     stash: HashMap::new(),
                 });
