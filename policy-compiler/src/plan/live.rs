@@ -16,17 +16,23 @@
 //! with pods on this node when the cluster has ClusterNetworkPolicies (their subjects select by
 //! namespace labels), or the first pod of a new address family.
 //!
-//! Without ClusterNetworkPolicies the local part is kept piece by piece ([`super::local`]): a pod
-//! of this node leaves its groups and joins its new ones, a policy's rules are rendered again when
-//! it changes, and what nothing holds any longer goes. With them, the tiers' peers maps resolve
-//! peers cluster-wide, and are kept element by element ([`super::peers`]): a pod of another node,
-//! a namespace without pods on this node or a Node changes only the elements of the addresses it
-//! involves, each classified again without an index over the cluster. A change the peers maps
-//! cannot take that way (an address of a peer class the last render did not have, an address two
-//! pods hold), and every change of the local part itself, renders the local part again in full, by
-//! the same renderer as a full compile ([`super::compile_node_with`]) with the cluster-wide sets
-//! left empty: each is carried over from the previous ruleset when its source did not change, or
-//! resolved afresh. So does a change of the address families.
+//! The NetworkPolicy part of the local part is kept piece by piece ([`super::local`]): a pod of
+//! this node leaves its groups and joins its new ones, a policy's rules are rendered again when
+//! it changes, and what nothing holds any longer goes. With ClusterNetworkPolicies the tiers are
+//! kept beside it: their peers maps resolve peers cluster-wide, and are kept element by element
+//! ([`super::peers`]): a pod of another node, a namespace without pods on this node or a Node
+//! changes only the elements of the addresses it involves, each classified again without an index
+//! over the cluster. A change of this node's pods, of a policy of theirs or of a namespace of
+//! theirs renders again only what the tiers decide for the node's pods, over the peer classes of
+//! the last full render of the tiers: their subjects sets, and the class chains (with their
+//! decision maps) whose cells changed. What that cannot take (a rule judging the node's pods that
+//! none did, or none any longer; a class that starts or stops deciding something; an address of
+//! a peer class the last render did not have; an address two pods hold) renders the tiers again
+//! in full, through an index over the cluster, by the same renderer as a full compile
+//! ([`super::tiers::TierRenderer`]), replacing what the last one put in the ruleset. A
+//! ClusterNetworkPolicy or a change of the address families builds the whole local part again
+//! (its cluster-wide sets carried over from the previous ruleset when their source did not
+//! change, or resolved afresh), then the tiers.
 //!
 //! Every change is recorded as a [`Touched`] for [`Transaction::diff_touched`], which compares only
 //! those objects: the diff of an event is as small as the event.
@@ -374,8 +380,8 @@ impl LiveNode {
         }
     }
 
-    /// Brings the ruleset up to date with every change taken in (rendering the local part again
-    /// if a change needs it) and returns what changed since the last flush, for
+    /// Brings the ruleset up to date with every change taken in (rendering pieces of the local
+    /// part, or all of it, or the tiers, as the changes need) and returns what changed since the last flush, for
     /// [`crate::nft::transaction::Transaction::diff_touched`]; `None`: anything may have (compare
     /// everything), as after [`LiveNode::new`].
     pub fn flush(&mut self, cluster: &ClusterState) -> (Option<Touched>, LiveStats) {
