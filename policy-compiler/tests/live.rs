@@ -311,10 +311,106 @@ fn local_events_render_only_their_pieces() {
     );
 }
 
+/// With ClusterNetworkPolicies the node's own part changes piece by piece too: a pod added beside
+/// one of the node's tier subjects renders neither the NetworkPolicy part nor the tiers in full
+/// (only the tiers' subjects and the class chains of its peers, over the classes of the last
+/// render), and neither does a policy edit, which renders that policy's rules again.
+#[test]
+fn local_events_with_tiers_render_only_their_pieces() {
+    let node = "node-0";
+    let mut state = with_guardrails(&workload(3, WorkloadSize::SMALL), 7, 10, 2);
+    let mut live = LiveNode::new(&state, node, CompileOptions::default());
+    let mut committed = policy_compiler::nft::Ruleset::default();
+    check(&mut live, &state, &mut committed);
+    let subjects: Vec<IpAddr> = live
+        .ruleset()
+        .sets
+        .iter()
+        .filter(|(name, _)| name.contains("_subjects_"))
+        .flat_map(|(_, set)| &set.elements)
+        .map(|e| match *e {
+            policy_compiler::nft::SetElement::Addr(ip)
+            | policy_compiler::nft::SetElement::AddrProtoPort(ip, _, _) => ip,
+        })
+        .collect();
+    let template = state
+        .pods()
+        .values()
+        .find(|p| {
+            p.node.as_deref() == Some(node)
+                && p.participates()
+                && p.ips.iter().any(|ip| subjects.contains(ip))
+        })
+        .expect("a tier subject on the node")
+        .clone();
+    let IpAddr::V4(first) = template.ips[0] else {
+        panic!("an IPv4 pod");
+    };
+    let held = |ip: &IpAddr| state.pods().values().any(|p| p.ips.contains(ip));
+    let free = (1..=250u32)
+        .map(|k| IpAddr::from(std::net::Ipv4Addr::from(u32::from(first) + k)))
+        .find(|ip| !held(ip))
+        .expect("a free address near the template");
+    let mut added = template.clone();
+    added.id = ObjectRef::new(template.id.namespace.clone(), "added-beside");
+    added.ips = vec![free];
+    state.upsert_pod(added.clone());
+    live.changed(&state, Kind::Pod, &added.id, None);
+    let stats = check(&mut live, &state, &mut committed);
+    assert!(!stats.rendered, "a pod add rendered the local part in full");
+    assert!(
+        !stats.tiers_rendered,
+        "a pod add rendered the tiers in full"
+    );
+    assert!(
+        stats.tier_pieces > 0,
+        "the pod joins the tiers' subjects and its classes' decision maps"
+    );
+    let old = state.remove_pod(&added.id).map(Object::Pod);
+    live.changed(&state, Kind::Pod, &added.id, old.as_ref());
+    let stats = check(&mut live, &state, &mut committed);
+    assert!(!stats.rendered && !stats.tiers_rendered);
+
+    let policy = state
+        .policies()
+        .values()
+        .find(|p| {
+            !p.ingress.is_empty()
+                && live
+                    .ruleset()
+                    .chains
+                    .contains_key(&policy_chain_name(&p.id, Direction::Ingress))
+        })
+        .cloned()
+        .expect("a policy enforced on the node");
+    let mut edited = policy.clone();
+    edited.ingress[0].ports = vec![PolicyPort {
+        protocol: Protocol::Tcp,
+        port: PortSpec::Range(8443, 8443),
+    }];
+    let old = state
+        .policies()
+        .get(&policy.id)
+        .cloned()
+        .map(Object::Policy);
+    state.upsert_policy(edited);
+    live.changed(&state, Kind::NetworkPolicy, &policy.id, old.as_ref());
+    let stats = check(&mut live, &state, &mut committed);
+    assert!(
+        !stats.rendered && !stats.tiers_rendered,
+        "a policy edit rendered the local part or the tiers in full"
+    );
+    assert!(
+        (1..=2).contains(&stats.pieces),
+        "a policy edit renders that policy's rules (one part per direction), rendered {}",
+        stats.pieces
+    );
+}
+
 /// With ClusterNetworkPolicies the tiers' peers follow the rest of the cluster element by element:
 /// a pod added to another node and removed again, and a Node that stops being a control-plane
 /// node, change elements of the peers maps and render nothing of the local part; a pod of the node
-/// itself still renders it in full.
+/// itself changes its pieces only (see `local_events_with_tiers_render_only_their_pieces`).
 #[test]
 fn remote_events_with_tiers_change_only_peers_elements() {
     let node = "node-0";
@@ -389,7 +485,10 @@ fn remote_events_with_tiers_change_only_peers_elements() {
     let old = state.remove_pod(&local.id).map(Object::Pod);
     live.changed(&state, Kind::Pod, &local.id, old.as_ref());
     let stats = check(&mut live, &state, &mut committed);
-    assert!(stats.rendered, "a local pod renders the tiers in full");
+    assert!(
+        !stats.rendered,
+        "a local pod removal rendered the local part in full"
+    );
 }
 
 /// Pods in a namespace that no Namespace object declares: the cluster holds the namespace
@@ -456,11 +555,14 @@ fn undeclared_namespaces_are_tier_subjects_and_peers_as_in_a_full_compile() {
         "an undeclared namespace is not one declared with its name label"
     );
 
-    // A pod on the node: its subjects are resolved by the local render.
+    // A pod on the node: its subjects are rendered again.
     state.upsert_pod(local.clone());
     live.changed(&state, Kind::Pod, &local.id, None);
     let stats = check(&mut live, &state, &mut committed);
-    assert!(stats.rendered, "a local pod renders the tiers in full");
+    assert!(
+        stats.tiers_rendered || stats.tier_pieces > 0,
+        "a local pod renders what the tiers decide for the node's pods again"
+    );
 
     // The local pod relabelled out of the frontend tier and back.
     for tier in ["db", "frontend"] {

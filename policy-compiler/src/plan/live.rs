@@ -16,17 +16,23 @@
 //! with pods on this node when the cluster has ClusterNetworkPolicies (their subjects select by
 //! namespace labels), or the first pod of a new address family.
 //!
-//! Without ClusterNetworkPolicies the local part is kept piece by piece ([`super::local`]): a pod
-//! of this node leaves its groups and joins its new ones, a policy's rules are rendered again when
-//! it changes, and what nothing holds any longer goes. With them, the tiers' peers maps resolve
-//! peers cluster-wide, and are kept element by element ([`super::peers`]): a pod of another node,
-//! a namespace without pods on this node or a Node changes only the elements of the addresses it
-//! involves, each classified again without an index over the cluster. A change the peers maps
-//! cannot take that way (an address of a peer class the last render did not have, an address two
-//! pods hold), and every change of the local part itself, renders the local part again in full, by
-//! the same renderer as a full compile ([`super::compile_node_with`]) with the cluster-wide sets
-//! left empty: each is carried over from the previous ruleset when its source did not change, or
-//! resolved afresh. So does a change of the address families.
+//! The NetworkPolicy part of the local part is kept piece by piece ([`super::local`]): a pod of
+//! this node leaves its groups and joins its new ones, a policy's rules are rendered again when
+//! it changes, and what nothing holds any longer goes. With ClusterNetworkPolicies the tiers are
+//! kept beside it: their peers maps resolve peers cluster-wide, and are kept element by element
+//! ([`super::peers`]): a pod of another node, a namespace without pods on this node or a Node
+//! changes only the elements of the addresses it involves, each classified again without an index
+//! over the cluster. A change of this node's pods, of a policy of theirs or of a namespace of
+//! theirs renders again only what the tiers decide for the node's pods, over the peer classes of
+//! the last full render of the tiers: their subjects sets, and the class chains (with their
+//! decision maps) whose cells changed. What that cannot take (a rule judging the node's pods that
+//! none did, or none any longer; a class that starts or stops deciding something; an address of
+//! a peer class the last render did not have; an address two pods hold) renders the tiers again
+//! in full, through an index over the cluster, by the same renderer as a full compile
+//! ([`super::tiers::TierRenderer`]), replacing what the last one put in the ruleset. A
+//! ClusterNetworkPolicy or a change of the address families builds the whole local part again
+//! (its cluster-wide sets carried over from the previous ruleset when their source did not
+//! change, or resolved afresh), then the tiers.
 //!
 //! Every change is recorded as a [`Touched`] for [`Transaction::diff_touched`], which compares only
 //! those objects: the diff of an event is as small as the event.
@@ -44,7 +50,8 @@ use super::isolation::{local_pod, ordered_cluster_policies, ClusterPlan, LocalPo
 use super::local::{LocalPart, Out};
 use super::origin::{CompileOptions, Origins};
 use super::peers::{Holder, PeerBook, Structural};
-use super::rules::{Renderer, SetSource};
+use super::rules::{counter_of, Renderer, SetSource};
+use super::tiers::{self, Layout};
 use crate::cidr::Family;
 use crate::cluster::ClusterState;
 use crate::index::ClusterIndex;
@@ -82,13 +89,21 @@ pub struct LiveNode {
     /// The local part must be rendered again in full before the next [`LiveNode::flush`]
     /// returns.
     dirty: bool,
-    /// The local part, kept piece by piece when the cluster has no ClusterNetworkPolicies;
-    /// `None`: rendered in full when it changes.
+    /// The tiers must be rendered again in full before the next flush returns.
+    tiers_dirty: bool,
+    /// The tiers' subjects among the node's pods may have changed (a namespace of theirs
+    /// changed): the next flush renders what the tiers decide for them again.
+    subjects_dirty: bool,
+    /// The NetworkPolicy part of the local part, kept piece by piece; `None`: built when it
+    /// changes.
     local_part: Option<LocalPart>,
     /// With ClusterNetworkPolicies, what the tiers' peers maps are made of, kept element by
-    /// element between full renders; `None`: the local part is to be rendered again (or the
-    /// cluster has none).
+    /// element between full renders of the tiers; `None`: the tiers are to be rendered again in
+    /// full (or the cluster has none).
     peers: Option<PeerBook>,
+    /// The objects the last full render of the tiers put in the ruleset, which the next one
+    /// replaces.
+    tier_objects: TierObjects,
     /// Cluster-wide sets no longer in the ruleset, their elements kept up to date, so that a set
     /// that comes back (a local pod relabelled back and forth, say) need not be resolved again;
     /// bounded by [`RETIRED_SETS`] and [`RETIRED_ELEMENTS`].
@@ -118,6 +133,21 @@ pub struct LiveStats {
     /// Pieces of the local part (a policy's rules in one direction, a group chain) rendered on
     /// their own.
     pub pieces: usize,
+    /// Whether the tiers were rendered again in full (with ClusterNetworkPolicies): their peer
+    /// regions resolved through an index over the cluster, the address space classified again.
+    pub tiers_rendered: bool,
+    /// Objects of the tiers (subjects sets, class chains and their decision maps) rendered again
+    /// over the classes of the last full render, for a change of the node's own pods.
+    pub tier_pieces: usize,
+}
+
+/// The names of what a full render of the tiers puts in a ruleset.
+#[derive(Debug, Clone, Default)]
+struct TierObjects {
+    chains: BTreeSet<String>,
+    sets: BTreeSet<String>,
+    decision_maps: BTreeSet<String>,
+    counters: BTreeSet<String>,
 }
 
 impl LiveNode {
@@ -127,9 +157,7 @@ impl LiveNode {
         let index = ClusterIndex::new(cluster);
         let plan = ClusterPlan::new(index);
         let node_plan = plan.node_with(node, options.audit_all);
-        let (ruleset, origins, sources, book) =
-            Renderer::new(plan.index(), node_plan, options).render_book();
-        let peers = (!cluster.cluster_policies().is_empty()).then_some(book);
+        let (ruleset, origins, sources) = Renderer::new(plan.index(), node_plan, options).render();
         let mut live = Self {
             node: node.to_string(),
             options,
@@ -142,8 +170,11 @@ impl LiveNode {
             addresses: HashMap::new(),
             families: [0, 0],
             dirty: false,
+            tiers_dirty: false,
+            subjects_dirty: false,
             local_part: None,
-            peers,
+            peers: None,
+            tier_objects: TierObjects::default(),
             retired: BTreeMap::new(),
             local_pods: BTreeSet::new(),
             local_policies: BTreeSet::new(),
@@ -154,10 +185,11 @@ impl LiveNode {
             live.count(pod, true);
         }
         live.local_pods.clear();
-        if cluster.cluster_policies().is_empty() {
-            // The same local part, rendered piece by piece (its sets carried over): from here on
-            // it changes piece by piece.
-            live.build_local(cluster);
+        // The same local part, rendered piece by piece (its sets carried over), and the tiers on
+        // their own: from here on they change piece by piece.
+        live.build_local(cluster);
+        if !cluster.cluster_policies().is_empty() {
+            live.render_tiers(cluster, Some(plan.index()));
         }
         live.stats = LiveStats::default();
         live
@@ -306,7 +338,7 @@ impl LiveNode {
         if tiers {
             if self.local_namespaces.contains_key(name) {
                 // The tiers' subjects among the node's pods may change.
-                self.dirty = true;
+                self.subjects_dirty = true;
             }
             for pod in &pods {
                 self.refresh_peers(cluster, &pod.ips, Some(pod));
@@ -348,25 +380,20 @@ impl LiveNode {
         }
     }
 
-    /// Brings the ruleset up to date with every change taken in (rendering the local part again
-    /// if a change needs it) and returns what changed since the last flush, for
+    /// Brings the ruleset up to date with every change taken in (rendering pieces of the local
+    /// part, or all of it, or the tiers, as the changes need) and returns what changed since the last flush, for
     /// [`crate::nft::transaction::Transaction::diff_touched`]; `None`: anything may have (compare
     /// everything), as after [`LiveNode::new`].
     pub fn flush(&mut self, cluster: &ClusterState) -> (Option<Touched>, LiveStats) {
         let changed = self.local_changed();
         let tiers = !cluster.cluster_policies().is_empty();
         if !tiers {
-            // Nothing to keep of the tiers' peers.
+            // Nothing to keep of the tiers.
             self.peers = None;
+            self.tier_objects = TierObjects::default();
         }
-        if tiers {
-            self.local_part = None;
-            self.retired.clear();
-            if changed {
-                self.render_local(cluster);
-                self.stats.rendered = true;
-            }
-        } else if changed {
+        let mut rebuilt = false;
+        if changed {
             let families = self.family_set();
             match self.local_part.take() {
                 Some(mut part) if !self.dirty && part.families() == &families => {
@@ -389,10 +416,20 @@ impl LiveNode {
                 _ => {
                     self.build_local(cluster);
                     self.stats.rendered = true;
+                    rebuilt = true;
                 }
             }
         }
+        if tiers {
+            if rebuilt || self.tiers_dirty || self.peers.is_none() {
+                self.render_tiers(cluster, None);
+            } else if changed || self.subjects_dirty {
+                self.refresh_subjects(cluster);
+            }
+        }
         self.dirty = false;
+        self.tiers_dirty = false;
+        self.subjects_dirty = false;
         self.local_pods.clear();
         self.local_policies.clear();
         self.bound_retired();
@@ -408,7 +445,7 @@ impl LiveNode {
     /// Whether the tiers are to be rendered in full at the next flush anyway (then their peers are
     /// not kept up to date in between).
     fn tiers_stale(&self) -> bool {
-        self.local_changed() || self.peers.is_none()
+        self.dirty || self.tiers_dirty || self.peers.is_none()
     }
 
     /// Classifies `addresses` again in the tiers' peers maps, now that `holder` (if any) is the
@@ -421,7 +458,7 @@ impl LiveNode {
         holder: Option<&Pod>,
     ) {
         if self.tiers_stale() {
-            self.dirty = true;
+            self.tiers_dirty = true;
             return;
         }
         let shared = addresses.iter().any(|ip| {
@@ -429,7 +466,7 @@ impl LiveNode {
             self.addresses.get(ip).copied().unwrap_or(0) > u32::from(itself)
         });
         let Some(book) = self.peers.take().filter(|_| !shared) else {
-            self.dirty = true;
+            self.tiers_dirty = true;
             return;
         };
         let holder = holder.map(|p| {
@@ -452,7 +489,7 @@ impl LiveNode {
                 self.stats.element_changes += changes;
                 self.peers = Some(book);
             }
-            Err(Structural) => self.dirty = true,
+            Err(Structural) => self.tiers_dirty = true,
         }
     }
 
@@ -468,11 +505,11 @@ impl LiveNode {
             .flat_map(|n| &n.addresses)
             .any(|ip| self.addresses.contains_key(ip));
         if self.tiers_stale() || shared {
-            self.dirty = true;
+            self.tiers_dirty = true;
             return;
         }
         let Some(mut book) = self.peers.take() else {
-            self.dirty = true;
+            self.tiers_dirty = true;
             return;
         };
         let addresses = book.node_changed(old, new);
@@ -701,63 +738,111 @@ impl LiveNode {
         }
     }
 
-    /// Renders the local part again, carrying the cluster-wide sets over.
-    fn render_local(&mut self, cluster: &ClusterState) {
+    /// The plan of each participating pod of this node.
+    fn local_plan<'c>(&self, cluster: &'c ClusterState) -> Vec<LocalPod<'c>> {
         let ordered = ordered_cluster_policies(cluster);
-        let pods: Vec<LocalPod<'_>> = self
-            .local
+        self.local
             .iter()
             .filter_map(|key| cluster.pod(key))
             .map(|pod| local_pod(cluster, pod, &ordered, self.options.audit_all))
-            .collect();
-        let plan = NodePlan {
-            node: self.node.clone(),
-            families: self.family_set(),
-            pods,
+            .collect()
+    }
+
+    /// Renders the tiers again in full (through `index`, or one built over the cluster) and
+    /// replaces what the last full render of them put in the ruleset.
+    fn render_tiers(&mut self, cluster: &ClusterState, index: Option<&ClusterIndex<'_>>) {
+        let built;
+        let index = match index {
+            Some(index) => index,
+            None => {
+                built = ClusterIndex::new(cluster);
+                &built
+            }
         };
-        let (mut ruleset, origins, sources, book) =
-            Renderer::deferred(cluster, plan, self.options).render_book();
+        let pods = self.local_plan(cluster);
+        let layout = Layout::of(cluster);
+        let families = self.family_set().into_iter().collect();
+        let (rendered, origins, book) =
+            tiers::render_tiers(index, families, self.options, &layout, &pods);
         self.peers = Some(book);
-        let mut carried: BTreeSet<&str> = BTreeSet::new();
-        for (name, source) in &sources {
-            let elements = match (self.sources.get(name), self.ruleset.sets.get_mut(name)) {
-                (Some(old), Some(set)) if old == source => {
-                    carried.insert(name.as_str());
-                    std::mem::take(&mut set.elements)
-                }
-                _ => {
-                    self.stats.resolved_sets += 1;
-                    resolve(cluster, source)
-                }
-            };
-            if let Some(set) = ruleset.sets.get_mut(name) {
-                set.elements = elements;
+        self.stats.tiers_rendered = true;
+        let old = std::mem::take(&mut self.tier_objects);
+        let new = TierObjects {
+            chains: rendered.chains.keys().cloned().collect(),
+            sets: rendered.sets.keys().cloned().collect(),
+            decision_maps: rendered.decision_maps.keys().cloned().collect(),
+            counters: origins.keys().cloned().collect(),
+        };
+        let ruleset = &mut self.ruleset;
+        for name in old.chains.difference(&new.chains) {
+            ruleset.chains.remove(name);
+        }
+        for name in old.sets.difference(&new.sets) {
+            ruleset.sets.remove(name);
+        }
+        for name in old.decision_maps.difference(&new.decision_maps) {
+            ruleset.decision_maps.remove(name);
+        }
+        ruleset.chains.extend(rendered.chains);
+        ruleset.sets.extend(rendered.sets);
+        ruleset.decision_maps.extend(rendered.decision_maps);
+        let mut origins_changed = false;
+        for name in old.counters.difference(&new.counters) {
+            ruleset.counters.remove(name);
+            origins_changed |= self.origins.remove(name).is_some();
+        }
+        for (name, origin) in origins {
+            ruleset.counters.insert(name.clone(), counter_of(&origin));
+            if self.origins.get(&name) != Some(&origin) {
+                self.origins.insert(name, origin);
+                origins_changed = true;
             }
         }
-        if let Some(touched) = &mut self.touched {
-            let old = &self.ruleset;
-            touched.chains.extend(names(&old.chains, &ruleset.chains));
-            touched.maps.extend(names(&old.maps, &ruleset.maps));
-            touched
-                .decision_maps
-                .extend(names(&old.decision_maps, &ruleset.decision_maps));
-            touched
-                .counters
-                .extend(names(&old.counters, &ruleset.counters));
-            for name in names(&old.sets, &ruleset.sets) {
-                if !carried.contains(name.as_str()) {
-                    // Compared in full: what was tracked of it no longer applies.
-                    touched.set_elements.remove(&name);
-                    touched.sets.insert(name);
-                }
-            }
-        }
-        self.ruleset = ruleset;
-        if self.origins != origins {
-            self.origins = origins;
+        if origins_changed {
             self.origins_generation += 1;
         }
-        self.sources = sources;
+        if let Some(touched) = &mut self.touched {
+            touched
+                .chains
+                .extend(old.chains.union(&new.chains).cloned());
+            touched
+                .counters
+                .extend(old.counters.union(&new.counters).cloned());
+            for name in old.sets.union(&new.sets) {
+                // Compared in full: what was tracked of it no longer applies.
+                touched.set_elements.remove(name);
+                touched.sets.insert(name.clone());
+            }
+            for name in old.decision_maps.union(&new.decision_maps) {
+                touched.decision_elements.remove(name);
+                touched.decision_maps.insert(name.clone());
+            }
+        }
+        self.tier_objects = new;
+    }
+
+    /// Renders again what the tiers decide for the node's pods over the peer classes of the last
+    /// full render of the tiers; a change that needs more renders them in full.
+    fn refresh_subjects(&mut self, cluster: &ClusterState) {
+        let Some(mut book) = self.peers.take() else {
+            self.render_tiers(cluster, None);
+            return;
+        };
+        let pods = self.local_plan(cluster);
+        let layout = Layout::of(cluster);
+        match tiers::refresh_subjects(
+            &mut self.ruleset,
+            &mut self.touched,
+            &mut book,
+            &layout,
+            &pods,
+        ) {
+            Ok(pieces) => {
+                self.stats.tier_pieces += pieces;
+                self.peers = Some(book);
+            }
+            Err(Structural) => self.render_tiers(cluster, None),
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! The node's own part of its ruleset, kept pod by pod and policy by policy: [`LocalPart`], for
-//! [`super::LiveNode`] in a cluster without ClusterNetworkPolicies.
+//! [`super::LiveNode`] (the tiers, when the cluster has ClusterNetworkPolicies, are kept beside it).
 //!
 //! The local part is made of pieces that each follow few objects:
 //! - a *member* per participating pod of the node: its addresses and, per direction, the group

@@ -21,9 +21,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use super::tiers::{named_port, ranges_hold, RegionClass};
+use super::tiers::{named_port, ranges_hold, ClassCache, ClassKey, RegionClass};
 use crate::cidr::{from_u128, max_u128, to_u128, Family};
-use crate::model::{ClusterPeer, Node, Pod, Protocol};
+use crate::model::{ClusterPeer, Direction, Node, Pod, Protocol, Tier};
 use crate::nft::transaction::Touched;
 use crate::nft::{Chain, Decision, DecisionKey, DecisionMap, DecisionVerdict, Ruleset};
 use crate::selector::Labels;
@@ -64,13 +64,23 @@ pub(super) struct LiveRegion {
 pub(super) struct PeersMap {
     /// The decision map's name.
     pub(super) name: String,
+    pub(super) tier: Tier,
+    pub(super) direction: Direction,
     pub(super) family: Family,
     /// The regions the class keys number (positions in [`PeerBook`]'s list), in that order.
     pub(super) regions: Vec<usize>,
     /// Every class of the render, with its chain (`None`: it decides nothing for any local pod).
     pub(super) classes: HashMap<RegionClass, Option<String>>,
+    /// The tokens of the rules judging local pods, in evaluation order, that the class keys
+    /// number.
+    pub(super) tokens: Vec<String>,
+    /// The key of every class of the render, with its chain as in `classes`: what a change of the
+    /// local pods renders the class chains again from.
+    pub(super) keys: Vec<(ClassKey, Option<String>)>,
     /// The two decision maps of each class chain: `[ports, any]`.
     pub(super) class_maps: HashMap<String, [String; 2]>,
+    /// What the classes decided for the local pods at the last render.
+    pub(super) cache: ClassCache,
     /// How many elements of the map jump to each chain.
     pub(super) elements: HashMap<String, usize>,
     /// Class chains whose addresses all left, with their maps, for when one comes back.
@@ -81,6 +91,11 @@ impl PeerBook {
     /// Adds the maps of another render over the same regions (the renderer renders tier by tier).
     pub(super) fn push_map(&mut self, map: PeersMap) {
         self.maps.push(map);
+    }
+
+    /// The peers maps, for the class chains to be rendered again over their classes.
+    pub(super) fn maps_mut(&mut self) -> &mut [PeersMap] {
+        &mut self.maps
     }
 
     /// Sets the regions (after the renderer has seen every rule).
@@ -429,10 +444,15 @@ mod tests {
     fn peers(map: &DecisionMap) -> PeersMap {
         PeersMap {
             name: "peers".into(),
+            tier: Tier::Admin,
+            direction: Direction::Egress,
             family: Family::V4,
             regions: Vec::new(),
             classes: HashMap::new(),
+            tokens: Vec::new(),
+            keys: Vec::new(),
             class_maps: HashMap::new(),
+            cache: ClassCache::default(),
             elements: element_counts(map),
             stash: HashMap::new(),
         }

@@ -14,7 +14,6 @@ use super::naming::{
     policy_chain_name, policy_rule_counter_name, vmap_name,
 };
 use super::origin::{CompileOptions, Origin, Origins};
-use super::peers::PeerBook;
 use super::tiers::{self, Layout, TierRenderer};
 use crate::cidr::Family;
 use crate::cluster::ClusterState;
@@ -324,36 +323,16 @@ impl<'i, 'a> Renderer<'i, 'a> {
 
     /// The ruleset, the origin of each of its counters, and the sources of its sets whose
     /// elements follow pods cluster-wide.
-    pub(super) fn render(self) -> (Ruleset, Origins, BTreeMap<String, SetSource>) {
-        let (ruleset, origins, sources, _) = self.render_with(false);
-        (ruleset, origins, sources)
-    }
-
-    /// As [`Renderer::render`], with what the tiers' peers maps are made of, for an incremental
-    /// compiler to keep them element by element.
-    pub(super) fn render_book(self) -> (Ruleset, Origins, BTreeMap<String, SetSource>, PeerBook) {
-        let (ruleset, origins, sources, book) = self.render_with(true);
-        (ruleset, origins, sources, book.unwrap_or_default())
-    }
-
-    fn render_with(
-        mut self,
-        keep_book: bool,
-    ) -> (
-        Ruleset,
-        Origins,
-        BTreeMap<String, SetSource>,
-        Option<PeerBook>,
-    ) {
+    pub(super) fn render(mut self) -> (Ruleset, Origins, BTreeMap<String, SetSource>) {
         let layout = Layout::of(self.cluster);
-        let mut book = None;
         for (priority, direction) in [(0, Direction::Egress), (1, Direction::Ingress)] {
             self.base_chain(&layout, direction, priority);
         }
         tiers::node_egress_chain(&mut self.ruleset, &layout);
         let plan = std::mem::take(&mut self.plan.pods);
         let families: Vec<Family> = self.plan.families.iter().copied().collect();
-        if !layout.is_empty() {
+        // With no local pod the tiers render nothing but what the base chains look up.
+        if !layout.is_empty() && !plan.is_empty() {
             let built;
             let index = match self.index {
                 Some(index) => index,
@@ -362,12 +341,12 @@ impl<'i, 'a> Renderer<'i, 'a> {
                     &built
                 }
             };
-            let mut tiers = TierRenderer::new(index, families, self.options);
-            if keep_book {
-                tiers = tiers.keeping_book();
-            }
-            tiers.render(&mut self.ruleset, &mut self.origins, &layout, &plan);
-            book = tiers.take_book();
+            TierRenderer::new(index, families, self.options).render(
+                &mut self.ruleset,
+                &mut self.origins,
+                &layout,
+                &plan,
+            );
         }
         for direction in Direction::BOTH {
             // Group chains and the local pods each one judges.
@@ -412,7 +391,7 @@ impl<'i, 'a> Renderer<'i, 'a> {
             }
         }
         self.counters();
-        (self.ruleset, self.origins, self.sources, book)
+        (self.ruleset, self.origins, self.sources)
     }
 
     /// Whether a policy is compiled in audit mode (its own annotation; under `audit_all` every

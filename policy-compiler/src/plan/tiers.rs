@@ -42,7 +42,7 @@ use super::naming::{
     tier_peers_map_name, tier_subjects_set_name, ResolvedNamedPort, NODE_EGRESS_CHAIN,
 };
 use super::origin::{CompileOptions, Origin, Origins};
-use super::peers::{element_counts, LiveRegion, PeerBook, PeersMap};
+use super::peers::{element_counts, LiveRegion, PeerBook, PeersMap, Structural};
 use super::rules::drop_point_rules;
 use crate::cidr::{max_u128, to_u128, Family};
 use crate::cluster::ClusterState;
@@ -51,6 +51,7 @@ use crate::model::{
     Action, ClusterNetworkPolicy, ClusterPeer, ClusterPort, ClusterRule, Direction, Pod, Protocol,
     Tier,
 };
+use crate::nft::transaction::Touched;
 use crate::nft::{
     AddrField, BaseChain, Chain, Decision, DecisionKey, DecisionMap, DecisionVerdict, Hook, Match,
     Rule as NftRule, Ruleset, Set, SetElement, SetType, Verdict,
@@ -215,6 +216,9 @@ fn rule_named_ports(rule: &ClusterRule) -> impl Iterator<Item = &str> {
 
 /// One combination of a tier: its policies, how its subjects resolve the named ports, its pods.
 struct Combination<'a> {
+    /// What tells it from the others: its policies' names and how its pods resolve the named
+    /// ports.
+    key: Vec<String>,
     policies: Vec<&'a ClusterNetworkPolicy>,
     named_ports: Vec<ResolvedNamedPort<'a>>,
     /// The addresses its pods decide: an address that several local subjects hold (a pod's
@@ -234,9 +238,8 @@ struct PeerRegion {
     named: HashMap<u128, Vec<(Protocol, u16)>>,
 }
 
-/// A rule ready to decide: its region and its ports.
-struct SweepRule<'r> {
-    region: &'r PeerRegion,
+/// A rule ready to decide: its ports.
+struct SweepRule {
     /// `protocols` is empty: every protocol and port.
     all: bool,
     /// A Pass rule: it takes what it matches from the rules after it, and leaves it to the next
@@ -248,7 +251,7 @@ struct SweepRule<'r> {
 
 /// What a peer class decides for a combination: positions in the tier's rule list.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Cell {
+pub(super) struct Cell {
     /// The rule deciding protocols without ports, if any.
     other: Option<usize>,
     /// `(protocol, first port, last port, rule)`, by protocol and port.
@@ -319,9 +322,10 @@ fn carve(uncovered: &mut Vec<(u16, u16)>, a: u16, b: u16) -> Vec<(u16, u16)> {
 
 /// The decision of every port and protocol for the packets between a peer class and a combination:
 /// `active` holds the combination's rules whose peers hold the class, in evaluation order, with
-/// their positions in the tier's rule list; `point` is the class's address when its named ports are
-/// resolved per address (egress). What a Pass rule decides is left out (no element means the same).
-fn cell(active: &[(usize, &SweepRule<'_>)], point: Option<u128>) -> Cell {
+/// their positions in the tier's rule list; `named` holds, by position, the ports the rules with
+/// egress named ports resolve them to at the class's addresses (a class's key). What a Pass rule
+/// decides is left out (no element means the same).
+fn cell(active: &[(usize, &SweepRule)], named: &[(usize, Vec<(Protocol, u16)>)]) -> Cell {
     let other = active
         .iter()
         .find(|(_, r)| r.all)
@@ -344,8 +348,8 @@ fn cell(active: &[(usize, &SweepRule<'_>)], point: Option<u128>) -> Cell {
                         pieces.push((x, y, i));
                     }
                 }
-                let named = point.and_then(|p| rule.region.named.get(&p));
-                for &(q, port) in named.into_iter().flatten() {
+                let resolved = named.iter().find(|(u, _)| *u == i).map(|(_, p)| p);
+                for &(q, port) in resolved.into_iter().flatten() {
                     if q == protocol {
                         for (x, y) in carve(&mut uncovered, port, port) {
                             pieces.push((x, y, i));
@@ -376,7 +380,7 @@ fn cell(active: &[(usize, &SweepRule<'_>)], point: Option<u128>) -> Cell {
 /// The peer class of an address: the rules (positions in the tier's rule list, ascending) whose
 /// peers hold it and, for egress rules with named ports, the ports the address resolves them to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct ClassKey {
+pub(super) struct ClassKey {
     rules: Vec<usize>,
     named: Vec<(usize, Vec<(Protocol, u16)>)>,
 }
@@ -457,12 +461,8 @@ fn classify(regions: &[&PeerRegion], family: Family) -> Vec<(u128, u128, RegionC
 }
 
 /// A rule ready to decide for a combination whose subjects resolve ingress named ports as
-/// `named_ports` (egress named ports resolve per destination, in the region).
-fn sweep_rule<'r>(
-    rule: &ClusterRule,
-    region: &'r PeerRegion,
-    named_ports: &[ResolvedNamedPort<'_>],
-) -> SweepRule<'r> {
+/// `named_ports` (egress named ports resolve per destination, in the class's key).
+fn sweep_rule(rule: &ClusterRule, named_ports: &[ResolvedNamedPort<'_>]) -> SweepRule {
     let mut ports: [Vec<(u16, u16)>; 3] = Default::default();
     for port in &rule.protocols {
         match port {
@@ -483,7 +483,6 @@ fn sweep_rule<'r>(
         }
     }
     SweepRule {
-        region,
         all: rule.protocols.is_empty(),
         pass: rule.action == Action::Pass,
         ports: ports.map(merge_ranges),
@@ -557,6 +556,440 @@ fn region_key(direction: Direction, rule: &ClusterRule, family: Family) -> Regio
         rule.action != Action::Accept,
         named,
     )
+}
+
+/// Puts the addresses of a tier's combinations in its subjects sets.
+fn fill_subjects(
+    ruleset: &mut Ruleset,
+    tier: Tier,
+    direction: Direction,
+    combinations: &[Combination<'_>],
+) {
+    for combination in combinations {
+        for ip in &combination.addresses {
+            let set = tier_subjects_set_name(tier, direction, Family::of(ip));
+            if let Some(s) = ruleset.sets.get_mut(&set) {
+                s.elements.insert(SetElement::Addr(*ip));
+            }
+        }
+    }
+}
+
+/// Every rule of the policies of a tier's combinations, in evaluation order (policies by priority
+/// and name, then rules as written; each combination's own order is this one, restricted), with
+/// what names and decides each.
+struct Universe<'a> {
+    rules: Vec<(&'a ClusterNetworkPolicy, usize)>,
+    /// A rule's position by policy name and index.
+    position: HashMap<(&'a str, usize), usize>,
+    /// Each rule's [`cluster_rule_token`].
+    tokens: Vec<String>,
+    /// Each rule's chain (Accept and Deny rules have one).
+    rule_chains: Vec<String>,
+    /// What an element deciding by each rule holds: a jump to its chain, or for a Pass a return.
+    decisions: Vec<Decision>,
+}
+
+impl<'a> Universe<'a> {
+    fn of(tier: Tier, direction: Direction, combinations: &[Combination<'a>]) -> Self {
+        let mut rules: Vec<(&'a ClusterNetworkPolicy, usize)> = combinations
+            .iter()
+            .flat_map(|c| c.policies.iter())
+            .flat_map(|p| (0..p.rules(direction).len()).map(move |i| (*p, i)))
+            .collect();
+        rules.sort_by(|a, b| (a.0.order_key(), a.1).cmp(&(b.0.order_key(), b.1)));
+        rules.dedup_by(|a, b| a.0.name == b.0.name && a.1 == b.1);
+        let position = rules
+            .iter()
+            .enumerate()
+            .map(|(u, (p, i))| ((p.name.as_str(), *i), u))
+            .collect();
+        let tokens = rules
+            .iter()
+            .map(|(p, i)| cluster_rule_token(p, direction, *i))
+            .collect();
+        // Accept and Deny decisions jump to their rule's chain, which counts (and logs) them.
+        let rule_chains: Vec<String> = rules
+            .iter()
+            .map(|(p, i)| cluster_rule_chain_name(tier, p, direction, *i))
+            .collect();
+        let decisions = rules
+            .iter()
+            .zip(&rule_chains)
+            .map(|((p, i), chain)| Decision {
+                verdict: match p.rules(direction)[*i].action {
+                    Action::Pass => DecisionVerdict::Return,
+                    Action::Accept | Action::Deny => DecisionVerdict::Jump(chain.clone()),
+                },
+                comment: Some(rule_comment(p, direction, *i)),
+            })
+            .collect();
+        Self {
+            rules,
+            position,
+            tokens,
+            rule_chains,
+            decisions,
+        }
+    }
+
+    /// A combination's rules, ready to decide (ingress named ports resolved as its pods resolve
+    /// them), by position, in evaluation order.
+    fn rules_of(&self, direction: Direction, c: &Combination<'a>) -> Vec<(usize, SweepRule)> {
+        let mut rules: Vec<(usize, SweepRule)> = c
+            .policies
+            .iter()
+            .flat_map(|p| (0..p.rules(direction).len()).map(move |i| (*p, i)))
+            .filter_map(|(p, i)| {
+                let u = *self.position.get(&(p.name.as_str(), i))?;
+                Some((u, sweep_rule(&p.rules(direction)[i], &c.named_ports)))
+            })
+            .collect();
+        rules.sort_by_key(|(u, _)| *u);
+        rules
+    }
+}
+
+/// What the classes of a peers map decided for the local pods at the last render (full, or of
+/// the subjects alone), so that a change of the local pods decides again only for combinations
+/// not seen yet and renders again only the classes whose cells changed. Valid while the classes
+/// and the rules judging local pods are those of the render that made it.
+#[derive(Debug, Clone, Default)]
+pub(super) struct ClassCache {
+    /// A number for each combination seen, by its key.
+    combinations: HashMap<Vec<String>, usize>,
+    /// What a class (by position in the map's keys) decides for a combination (by its number):
+    /// `None`, nothing.
+    decided: HashMap<(usize, usize), Option<Cell>>,
+    /// Each class's cells, as last rendered.
+    cells: Vec<Vec<(u128, u128, Cell)>>,
+}
+
+/// The combinations' rules, each made the first time a combination needs them.
+struct LazyRules<'u, 'c, 'a> {
+    universe: &'u Universe<'a>,
+    direction: Direction,
+    combinations: &'c [Combination<'a>],
+    rules: Vec<Option<Vec<(usize, SweepRule)>>>,
+}
+
+impl<'u, 'c, 'a> LazyRules<'u, 'c, 'a> {
+    fn new(
+        universe: &'u Universe<'a>,
+        direction: Direction,
+        combinations: &'c [Combination<'a>],
+    ) -> Self {
+        Self {
+            universe,
+            direction,
+            combinations,
+            rules: (0..combinations.len()).map(|_| None).collect(),
+        }
+    }
+
+    fn of(&mut self, c: usize) -> &[(usize, SweepRule)] {
+        let (universe, direction, combination) =
+            (self.universe, self.direction, &self.combinations[c]);
+        self.rules[c].get_or_insert_with(|| universe.rules_of(direction, combination))
+    }
+}
+
+/// What the rules of a class (`key`, at position `id` in its map) decide for a combination: a cell,
+/// or `None` when nothing (no rule of the class judges it, or what they decide is a Pass).
+fn decide(
+    (id, key): (usize, &ClassKey),
+    c: usize,
+    rules: &mut LazyRules<'_, '_, '_>,
+    cache: &mut ClassCache,
+) -> Option<Cell> {
+    let number = match cache.combinations.get(&rules.combinations[c].key) {
+        Some(n) => *n,
+        None => {
+            let n = cache.combinations.len();
+            cache
+                .combinations
+                .insert(rules.combinations[c].key.clone(), n);
+            n
+        }
+    };
+    if let Some(decided) = cache.decided.get(&(id, number)) {
+        return decided.clone();
+    }
+    let active: Vec<(usize, &SweepRule)> = rules
+        .of(c)
+        .iter()
+        .filter(|(u, _)| key.rules.binary_search(u).is_ok())
+        .map(|(u, r)| (*u, r))
+        .collect();
+    let decided = if active.is_empty() {
+        None
+    } else {
+        Some(cell(&active, &key.named)).filter(|d| d.other.is_some() || !d.ports.is_empty())
+    };
+    cache.decided.insert((id, number), decided.clone());
+    decided
+}
+
+/// What a peer class (`key`, at position `id` in its map) decides for the local pods of one
+/// family: a cell per address of a combination for which some rule of the class decides
+/// something, sorted by address (empty: the class has no chain).
+fn class_cells(
+    class: (usize, &ClassKey),
+    rules: &mut LazyRules<'_, '_, '_>,
+    family: Family,
+    cache: &mut ClassCache,
+) -> Vec<(u128, u128, Cell)> {
+    let mut cells: Vec<(u128, u128, Cell)> = Vec::new();
+    for c in 0..rules.combinations.len() {
+        let Some(decided) = decide(class, c, rules, cache) else {
+            continue;
+        };
+        for ip in &rules.combinations[c].addresses {
+            if Family::of(ip) == family {
+                let n = to_u128(ip);
+                cells.push((n, n, decided.clone()));
+            }
+        }
+    }
+    cells.sort_by_key(|(n, _, _)| *n);
+    cells
+}
+
+/// A peer class's chain and its two decision maps, from the cells of its local pods (sorted
+/// by address); returns the chain's name and the maps' (`[ports, any]`).
+fn class_chain(
+    ruleset: &mut Ruleset,
+    (tier, direction, family): (Tier, Direction, Family),
+    key: &ClassKey,
+    universe: &Universe<'_>,
+    cells: &[(u128, u128, Cell)],
+) -> (String, [String; 2]) {
+    let (tokens, decisions) = (&universe.tokens, &universe.decisions);
+    let rule_tokens: Vec<String> = key.rules.iter().map(|u| tokens[*u].clone()).collect();
+    let named_tokens: Vec<String> = key
+        .named
+        .iter()
+        .map(|(u, ports)| {
+            let resolved: Vec<String> = ports
+                .iter()
+                .map(|(p, n)| format!("{}.{n}", p.as_nft()))
+                .collect();
+            format!("{}={}", tokens[*u], resolved.join("+"))
+        })
+        .collect();
+    let chain = tier_class_chain_name(tier, direction, &rule_tokens, &named_tokens, family);
+    let [ports_map, any_map] = [true, false].map(|ports| {
+        tier_class_map_name(tier, direction, &rule_tokens, &named_tokens, ports, family)
+    });
+    let addr = |n: u128| crate::cidr::from_u128(family, n);
+    let (ports_elements, any_elements) = elements(cells);
+    ruleset.decision_maps.insert(
+        ports_map.clone(),
+        DecisionMap {
+            family,
+            ports: true,
+            elements: ports_elements
+                .into_iter()
+                .map(|(first, last, (protocol, a, b), u)| {
+                    let key = DecisionKey {
+                        first: addr(first),
+                        last: addr(last),
+                        ports: Some((protocol, a, b)),
+                    };
+                    (key, decisions[u].clone())
+                })
+                .collect(),
+        },
+    );
+    ruleset.decision_maps.insert(
+        any_map.clone(),
+        DecisionMap {
+            family,
+            ports: false,
+            elements: any_elements
+                .into_iter()
+                .map(|(first, last, u)| {
+                    let key = DecisionKey {
+                        first: addr(first),
+                        last: addr(last),
+                        ports: None,
+                    };
+                    (key, decisions[u].clone())
+                })
+                .collect(),
+        },
+    );
+    let mut policies: Vec<&str> = Vec::new();
+    for u in &key.rules {
+        let policy = token_policy(&tokens[*u]);
+        if policies.last() != Some(&policy) {
+            policies.push(policy);
+        }
+    }
+    let comment = format!("{tier} {direction} peers of {}", policies.join(", "));
+    let map_names = [ports_map.clone(), any_map.clone()];
+    let rules = [(true, ports_map), (false, any_map)]
+        .into_iter()
+        .map(|(ports, map)| NftRule {
+            matches: vec![Match::L4ProtoWithPorts { negated: !ports }],
+            verdict: Verdict::DecisionVmap {
+                family,
+                field: subject_field(direction),
+                ports,
+                map,
+            },
+            comment: Some(comment.clone()),
+        })
+        .collect();
+    ruleset
+        .chains
+        .insert(chain.clone(), Chain { base: None, rules });
+    (chain, map_names)
+}
+
+/// The tiers' content alone, rendered by [`TierRenderer`] into a ruleset of their own: the subjects
+/// sets and peers maps of the tiers and directions `layout` has, the class chains and their
+/// decision maps, and the rule chains, with the origins of the rule chains' counters and the book
+/// of the peers maps.
+pub(super) fn render_tiers<'a>(
+    index: &ClusterIndex<'a>,
+    families: Vec<Family>,
+    options: CompileOptions,
+    layout: &Layout,
+    pods: &[LocalPod<'a>],
+) -> (Ruleset, Origins, PeerBook) {
+    let mut ruleset = Ruleset::default();
+    for tier in Tier::ALL {
+        for direction in Direction::BOTH {
+            if layout.has(tier, direction) {
+                dispatch_rules(&mut ruleset, tier, direction);
+            }
+        }
+    }
+    let mut origins = Origins::new();
+    let mut renderer = TierRenderer::new(index, families, options).keeping_book();
+    renderer.render(&mut ruleset, &mut origins, layout, pods);
+    let book = renderer.take_book().unwrap_or_default();
+    (ruleset, origins, book)
+}
+
+/// Renders again what the tiers decide for the local pods `pods`, over the peer classes of the
+/// last full render (kept in `book`, their peers maps kept up to date element by element): the
+/// subjects sets and the class chains with their decision maps (in `ruleset`, or in the book's
+/// stash for a class no address holds now). Returns how many objects changed, each recorded in
+/// `touched`. [`Structural`] when the local pods change what a full render would render beyond
+/// that: the rules judging them (so the classes and the rule chains), or which classes decide
+/// something (so the peers maps' elements); then `ruleset` and `book` are left half done, for a
+/// full render to replace.
+pub(super) fn refresh_subjects(
+    ruleset: &mut Ruleset,
+    touched: &mut Option<Touched>,
+    book: &mut PeerBook,
+    layout: &Layout,
+    pods: &[LocalPod<'_>],
+) -> Result<usize, Structural> {
+    let mut changed = 0;
+    let mut touch = |record: &mut dyn FnMut(&mut Touched)| {
+        changed += 1;
+        if let Some(t) = touched.as_mut() {
+            record(t);
+        }
+    };
+    for tier in Tier::ALL {
+        for direction in Direction::BOTH {
+            if !layout.has(tier, direction) {
+                continue;
+            }
+            let combinations = TierRenderer::combinations(tier, direction, pods);
+            let universe = Universe::of(tier, direction, &combinations);
+            let mut rules = LazyRules::new(&universe, direction, &combinations);
+            for family in [Family::V4, Family::V6] {
+                let name = tier_subjects_set_name(tier, direction, family);
+                let elements: BTreeSet<SetElement> = combinations
+                    .iter()
+                    .flat_map(|c| &c.addresses)
+                    .filter(|ip| Family::of(ip) == family)
+                    .map(|ip| SetElement::Addr(*ip))
+                    .collect();
+                let Some(set) = ruleset.sets.get_mut(&name) else {
+                    return Err(Structural);
+                };
+                if set.elements != elements {
+                    set.elements = elements;
+                    touch(&mut |t| {
+                        t.set_elements.remove(&name);
+                        t.sets.insert(name.clone());
+                    });
+                }
+            }
+            let mut maps = 0;
+            for map in book.maps_mut() {
+                if (map.tier, map.direction) != (tier, direction) {
+                    continue;
+                }
+                maps += 1;
+                if map.tokens != universe.tokens {
+                    return Err(Structural);
+                }
+                for (id, (key, chain)) in map.keys.iter().enumerate() {
+                    let cells = class_cells((id, key), &mut rules, map.family, &mut map.cache);
+                    let chain = match chain {
+                        None if cells.is_empty() => continue,
+                        Some(chain) if !cells.is_empty() => chain,
+                        _ => return Err(Structural),
+                    };
+                    let Some(last) = map.cache.cells.get_mut(id) else {
+                        return Err(Structural);
+                    };
+                    if *last == cells {
+                        continue;
+                    }
+                    *last = cells.clone();
+                    let mut scratch = Ruleset::default();
+                    let (name, [ports, any]) = class_chain(
+                        &mut scratch,
+                        (tier, direction, map.family),
+                        key,
+                        &universe,
+                        &cells,
+                    );
+                    let (Some(new_chain), Some(new_ports), Some(new_any)) = (
+                        scratch.chains.remove(&name),
+                        scratch.decision_maps.remove(&ports),
+                        scratch.decision_maps.remove(&any),
+                    ) else {
+                        return Err(Structural);
+                    };
+                    if &name != chain {
+                        return Err(Structural);
+                    }
+                    if let Some(stashed) = map.stash.get_mut(&name) {
+                        *stashed = (new_chain, new_ports, new_any);
+                        continue;
+                    }
+                    if ruleset.chains.get(&name) != Some(&new_chain) {
+                        ruleset.chains.insert(name.clone(), new_chain);
+                        touch(&mut |t| {
+                            t.chains.insert(name.clone());
+                        });
+                    }
+                    for (map_name, new) in [(ports, new_ports), (any, new_any)] {
+                        if ruleset.decision_maps.get(&map_name) != Some(&new) {
+                            ruleset.decision_maps.insert(map_name.clone(), new);
+                            touch(&mut |t| {
+                                t.decision_elements.remove(&map_name);
+                                t.decision_maps.insert(map_name.clone());
+                            });
+                        }
+                    }
+                }
+            }
+            if maps == 0 {
+                return Err(Structural);
+            }
+        }
+    }
+    Ok(changed)
 }
 
 /// Renders the tiers of one node into a ruleset whose base chains already look them up.
@@ -653,7 +1086,8 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
             key.extend(named_ports.iter().map(|(n, p)| format!("{n}={p:?}")));
             combinations
                 .entry(key)
-                .or_insert_with(|| Combination {
+                .or_insert_with_key(|key| Combination {
+                    key: key.clone(),
                     policies,
                     named_ports,
                     addresses: Vec::new(),
@@ -673,50 +1107,12 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
         pods: &[LocalPod<'a>],
     ) {
         let combinations = Self::combinations(tier, direction, pods);
-        for combination in &combinations {
-            for ip in &combination.addresses {
-                let set = tier_subjects_set_name(tier, direction, Family::of(ip));
-                if let Some(s) = ruleset.sets.get_mut(&set) {
-                    s.elements.insert(SetElement::Addr(*ip));
-                }
-            }
-        }
-        // Every rule of the combinations' policies, in evaluation order: policies by priority and
-        // name, then rules as written. Each combination's own order is this one, restricted.
-        let mut universe: Vec<(&'a ClusterNetworkPolicy, usize)> = combinations
-            .iter()
-            .flat_map(|c| c.policies.iter())
-            .flat_map(|p| (0..p.rules(direction).len()).map(move |i| (*p, i)))
-            .collect();
-        universe.sort_by(|a, b| (a.0.order_key(), a.1).cmp(&(b.0.order_key(), b.1)));
-        universe.dedup_by(|a, b| a.0.name == b.0.name && a.1 == b.1);
-        let position: HashMap<(&str, usize), usize> = universe
-            .iter()
-            .enumerate()
-            .map(|(u, (p, i))| ((p.name.as_str(), *i), u))
-            .collect();
-        let tokens: Vec<String> = universe
-            .iter()
-            .map(|(p, i)| cluster_rule_token(p, direction, *i))
-            .collect();
-        // Accept and Deny decisions jump to their rule's chain, which counts (and logs) them.
-        let rule_chains: Vec<String> = universe
-            .iter()
-            .map(|(p, i)| cluster_rule_chain_name(tier, p, direction, *i))
-            .collect();
-        let decisions: Vec<Decision> = universe
-            .iter()
-            .zip(&rule_chains)
-            .map(|((p, i), chain)| Decision {
-                verdict: match p.rules(direction)[*i].action {
-                    Action::Pass => DecisionVerdict::Return,
-                    Action::Accept | Action::Deny => DecisionVerdict::Jump(chain.clone()),
-                },
-                comment: Some(rule_comment(p, direction, *i)),
-            })
-            .collect();
+        fill_subjects(ruleset, tier, direction, &combinations);
+        let universe = Universe::of(tier, direction, &combinations);
+        let mut rules = LazyRules::new(&universe, direction, &combinations);
         for family in self.families.clone() {
             let region_of: Vec<usize> = universe
+                .rules
                 .iter()
                 .map(|(policy, index)| self.ensure_region(policy, direction, *index, family))
                 .collect();
@@ -753,73 +1149,20 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
                 });
                 ranges.push((first, last, id));
             }
-            let regions: Vec<&PeerRegion> = region_of.iter().map(|r| &self.regions[*r]).collect();
-            // Each combination's rules, ready to decide (ingress named ports resolved as its pods
-            // resolve them), by position in the universe.
-            let rules: Vec<Vec<(usize, SweepRule<'_>)>> = combinations
-                .iter()
-                .map(|c| {
-                    let mut rules: Vec<(usize, SweepRule<'_>)> = c
-                        .policies
-                        .iter()
-                        .flat_map(|p| (0..p.rules(direction).len()).map(move |i| (*p, i)))
-                        .map(|(p, i)| {
-                            let u = position[&(p.name.as_str(), i)];
-                            (
-                                u,
-                                sweep_rule(&p.rules(direction)[i], regions[u], &c.named_ports),
-                            )
-                        })
-                        .collect();
-                    rules.sort_by_key(|(u, _)| *u);
-                    rules
-                })
-                .collect();
-            // Each class with an address that resolves its named ports (every address of a class
-            // resolves them alike).
-            let mut points: Vec<Option<Option<u128>>> = vec![None; class_keys.len()];
-            for (first, _, id) in &ranges {
-                points[*id].get_or_insert((!class_keys[*id].named.is_empty()).then_some(*first));
-            }
             let mut chains: HashMap<usize, String> = HashMap::new();
             let mut class_maps: HashMap<String, [String; 2]> = HashMap::new();
+            let mut cache = ClassCache::default();
             for (id, key) in class_keys.iter().enumerate() {
-                let point = points[id].flatten();
-                let mut cells: Vec<(u128, u128, Cell)> = Vec::new();
-                for (c, combination) in combinations.iter().enumerate() {
-                    let active: Vec<(usize, &SweepRule<'_>)> = rules[c]
-                        .iter()
-                        .filter(|(u, _)| key.rules.binary_search(u).is_ok())
-                        .map(|(u, r)| (*u, r))
-                        .collect();
-                    if active.is_empty() {
-                        continue;
-                    }
-                    let decided = cell(&active, point);
-                    if decided.other.is_none() && decided.ports.is_empty() {
-                        continue;
-                    }
-                    for ip in &combination.addresses {
-                        if Family::of(ip) == family {
-                            let n = to_u128(ip);
-                            cells.push((n, n, decided.clone()));
-                        }
-                    }
+                let cells = class_cells((id, key), &mut rules, family, &mut cache);
+                if !cells.is_empty() {
+                    let (chain, maps) =
+                        class_chain(ruleset, (tier, direction, family), key, &universe, &cells);
+                    class_maps.insert(chain.clone(), maps);
+                    chains.insert(id, chain);
                 }
-                if cells.is_empty() {
-                    continue;
+                if self.book.is_some() {
+                    cache.cells.push(cells);
                 }
-                cells.sort_by_key(|(n, _, _)| *n);
-                let (chain, maps) = self.class_chain(
-                    ruleset,
-                    (tier, direction, family),
-                    key,
-                    &tokens,
-                    &decisions,
-                    &cells,
-                );
-                class_maps.insert(chain.clone(), maps);
-                chains.insert(id, chain);
             }
             let peers = tier_peers_map_name(tier, direction, family);
             let Some(map) = ruleset.decision_maps.get_mut(&peers) else {
@@ -852,13 +1195,22 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
             if let Some((_, book)) = &mut self.book {
                 book.push_map(PeersMap {
                     name: peers.clone(),
+                    tier,
+                    direction,
                     family,
                     regions: used.clone(),
                     classes: class_ids
                         .iter()
                         .map(|(class, id)| (class.clone(), chains.get(id).cloned()))
                         .collect(),
+                    tokens: universe.tokens.clone(),
+                    keys: class_keys
+                        .iter()
+                        .enumerate()
+                        .map(|(id, key)| (key.clone(), chains.get(&id).cloned()))
+                        .collect(),
                     class_maps,
+                    cache,
                     elements: element_counts(map),
                     stash: HashMap::new(),
                 });
@@ -866,7 +1218,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
         }
         // Every Accept and Deny rule of the policies judging some local pod has its chain, used
         // or not: a pod or Node that makes a rule decide somewhere changes elements only.
-        for (u, &(policy, index)) in universe.iter().enumerate() {
+        for (u, &(policy, index)) in universe.rules.iter().enumerate() {
             let rule = &policy.rules(direction)[index];
             if rule.action == Action::Pass {
                 continue;
@@ -877,7 +1229,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
                 (false, _) | (true, true) => Verdict::Accept,
                 (true, false) => Verdict::Drop,
             };
-            let chain = &rule_chains[u];
+            let chain = &universe.rule_chains[u];
             let mut comment = rule_comment(policy, direction, index);
             if audit {
                 comment.push_str(" (audit: would deny)");
@@ -907,99 +1259,6 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
                 },
             );
         }
-    }
-
-    /// A peer class's chain and its two decision maps, from the cells of its local pods (sorted
-    /// by address); returns the chain's name and the maps' (`[ports, any]`).
-    fn class_chain(
-        &self,
-        ruleset: &mut Ruleset,
-        (tier, direction, family): (Tier, Direction, Family),
-        key: &ClassKey,
-        tokens: &[String],
-        decisions: &[Decision],
-        cells: &[(u128, u128, Cell)],
-    ) -> (String, [String; 2]) {
-        let rule_tokens: Vec<String> = key.rules.iter().map(|u| tokens[*u].clone()).collect();
-        let named_tokens: Vec<String> = key
-            .named
-            .iter()
-            .map(|(u, ports)| {
-                let resolved: Vec<String> = ports
-                    .iter()
-                    .map(|(p, n)| format!("{}.{n}", p.as_nft()))
-                    .collect();
-                format!("{}={}", tokens[*u], resolved.join("+"))
-            })
-            .collect();
-        let chain = tier_class_chain_name(tier, direction, &rule_tokens, &named_tokens, family);
-        let [ports_map, any_map] = [true, false].map(|ports| {
-            tier_class_map_name(tier, direction, &rule_tokens, &named_tokens, ports, family)
-        });
-        let addr = |n: u128| crate::cidr::from_u128(family, n);
-        let (ports_elements, any_elements) = elements(cells);
-        ruleset.decision_maps.insert(
-            ports_map.clone(),
-            DecisionMap {
-                family,
-                ports: true,
-                elements: ports_elements
-                    .into_iter()
-                    .map(|(first, last, (protocol, a, b), u)| {
-                        let key = DecisionKey {
-                            first: addr(first),
-                            last: addr(last),
-                            ports: Some((protocol, a, b)),
-                        };
-                        (key, decisions[u].clone())
-                    })
-                    .collect(),
-            },
-        );
-        ruleset.decision_maps.insert(
-            any_map.clone(),
-            DecisionMap {
-                family,
-                ports: false,
-                elements: any_elements
-                    .into_iter()
-                    .map(|(first, last, u)| {
-                        let key = DecisionKey {
-                            first: addr(first),
-                            last: addr(last),
-                            ports: None,
-                        };
-                        (key, decisions[u].clone())
-                    })
-                    .collect(),
-            },
-        );
-        let mut policies: Vec<&str> = Vec::new();
-        for u in &key.rules {
-            let policy = token_policy(&tokens[*u]);
-            if policies.last() != Some(&policy) {
-                policies.push(policy);
-            }
-        }
-        let comment = format!("{tier} {direction} peers of {}", policies.join(", "));
-        let map_names = [ports_map.clone(), any_map.clone()];
-        let rules = [(true, ports_map), (false, any_map)]
-            .into_iter()
-            .map(|(ports, map)| NftRule {
-                matches: vec![Match::L4ProtoWithPorts { negated: !ports }],
-                verdict: Verdict::DecisionVmap {
-                    family,
-                    field: subject_field(direction),
-                    ports,
-                    map,
-                },
-                comment: Some(comment.clone()),
-            })
-            .collect();
-        ruleset
-            .chains
-            .insert(chain.clone(), Chain { base: None, rules });
-        (chain, map_names)
     }
 
     /// The position of a rule's region in `regions`, computing it the first time its peers are
@@ -1169,11 +1428,10 @@ mod tests {
         assert!(uncovered.is_empty());
     }
 
-    fn rule(region: &PeerRegion, action: Action, tcp: Option<(u16, u16)>) -> SweepRule<'_> {
+    fn rule(action: Action, tcp: Option<(u16, u16)>) -> SweepRule {
         let mut ports: [Vec<(u16, u16)>; 3] = Default::default();
         ports[protocol_slot(Protocol::Tcp)].extend(tcp);
         SweepRule {
-            region,
             all: tcp.is_none(),
             pass: action == Action::Pass,
             ports,
@@ -1182,13 +1440,9 @@ mod tests {
 
     #[test]
     fn a_pass_takes_its_ports_from_later_rules_without_elements() {
-        let region = PeerRegion {
-            ranges: vec![(0, 10)],
-            named: HashMap::new(),
-        };
-        let pass_web = rule(&region, Action::Pass, Some((80, 90)));
-        let deny_all = rule(&region, Action::Deny, None);
-        let cell_of = |active: &[(usize, &SweepRule<'_>)]| cell(active, None);
+        let pass_web = rule(Action::Pass, Some((80, 90)));
+        let deny_all = rule(Action::Deny, None);
+        let cell_of = |active: &[(usize, &SweepRule)]| cell(active, &[]);
         // Pass on TCP 80-90, then Deny everything: the Deny decides all but 80-90, which has no
         // element (the next stage judges it, as Pass says).
         let decided = cell_of(&[(0, &pass_web), (1, &deny_all)]);
@@ -1207,7 +1461,7 @@ mod tests {
         );
         assert!(decided.ports.contains(&(Protocol::Udp, 0, u16::MAX, 1)));
         // A Pass of everything first: nothing after it decides, and the cell is empty.
-        let pass_all = rule(&region, Action::Pass, None);
+        let pass_all = rule(Action::Pass, None);
         let decided = cell_of(&[(0, &pass_all), (1, &deny_all)]);
         assert_eq!(decided.other, None);
         assert!(decided.ports.is_empty());
