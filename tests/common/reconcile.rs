@@ -368,12 +368,9 @@ pub async fn audit_repairs<K: Kernel + Clone + 'static>(
     cluster: &ClusterState,
     tamper: impl FnOnce(&K),
 ) {
+    // Not compared with the table here: the audit may repair it before a read. The repair
+    // counted below is the proof that it found the tampering.
     tamper(&h.kernel);
-    assert_ne!(
-        h.table().as_ref(),
-        Some(&compile_node(cluster, NODE)),
-        "the tampering changed the table"
-    );
     let repair = h.next().await;
     assert_full(&repair);
     assert!(
