@@ -11,7 +11,7 @@ use policy_compiler::generate::cluster_policies::with_cluster_policies;
 use policy_compiler::generate::guardrails::with_guardrails;
 use policy_compiler::generate::{cluster, mutate, workload, Rng, Shape, WorkloadSize};
 use policy_compiler::model::{Direction, PolicyPort, PortSpec, Protocol};
-use policy_compiler::model::{Enforcement, Namespace, ObjectRef, Pod, PodPhase};
+use policy_compiler::model::{Enforcement, Namespace, ObjectRef, Pod, PodPhase, Policy};
 use policy_compiler::nft::transaction::Transaction;
 use policy_compiler::object::{Kind, Object};
 use policy_compiler::plan::{
@@ -237,6 +237,44 @@ fn run(seed: u64, pods: usize, policies: usize, steps: usize, choice: u8, with_t
 /// one of the node's isolated pods renders nothing (its groups and policies are rendered
 /// already), a policy edited renders that policy's rules again and nothing else, and neither
 /// renders the local part in full.
+/// A policy with ingress rules whose ingress chain the node's ruleset holds.
+fn enforced_ingress_policy(state: &ClusterState, live: &LiveNode) -> Option<Policy> {
+    state
+        .policies()
+        .values()
+        .find(|p| {
+            !p.ingress.is_empty()
+                && live
+                    .ruleset()
+                    .chains
+                    .contains_key(&policy_chain_name(&p.id, Direction::Ingress))
+        })
+        .cloned()
+}
+
+/// Edits `policy`'s first ingress rule to port 8443/TCP alone, flushes and checks against a full
+/// compile; returns what the flush did.
+fn edit_ingress_ports(
+    state: &mut ClusterState,
+    live: &mut LiveNode,
+    committed: &mut policy_compiler::nft::Ruleset,
+    policy: &Policy,
+) -> LiveStats {
+    let mut edited = policy.clone();
+    edited.ingress[0].ports = vec![PolicyPort {
+        protocol: Protocol::Tcp,
+        port: PortSpec::Range(8443, 8443),
+    }];
+    let old = state
+        .policies()
+        .get(&policy.id)
+        .cloned()
+        .map(Object::Policy);
+    state.upsert_policy(edited);
+    live.changed(state, Kind::NetworkPolicy, &policy.id, old.as_ref());
+    check(live, state, committed)
+}
+
 #[test]
 fn local_events_render_only_their_pieces() {
     let mut state = cluster(
@@ -250,20 +288,7 @@ fn local_events_render_only_their_pieces() {
     let mut live = LiveNode::new(&state, "n0", CompileOptions::default());
     let mut committed = policy_compiler::nft::Ruleset::default();
     check(&mut live, &state, &mut committed);
-    let enforced = |state: &ClusterState, live: &LiveNode| {
-        state
-            .policies()
-            .values()
-            .find(|p| {
-                !p.ingress.is_empty()
-                    && live
-                        .ruleset()
-                        .chains
-                        .contains_key(&policy_chain_name(&p.id, Direction::Ingress))
-            })
-            .cloned()
-    };
-    let policy = enforced(&state, &live).expect("a policy enforced on n0");
+    let policy = enforced_ingress_policy(&state, &live).expect("a policy enforced on n0");
     let template = state
         .pods()
         .values()
@@ -287,19 +312,7 @@ fn local_events_render_only_their_pieces() {
         "a pod joining existing groups renders nothing"
     );
 
-    let mut edited = policy.clone();
-    edited.ingress[0].ports = vec![PolicyPort {
-        protocol: Protocol::Tcp,
-        port: PortSpec::Range(8443, 8443),
-    }];
-    let old = state
-        .policies()
-        .get(&policy.id)
-        .cloned()
-        .map(Object::Policy);
-    state.upsert_policy(edited);
-    live.changed(&state, Kind::NetworkPolicy, &policy.id, old.as_ref());
-    let stats = check(&mut live, &state, &mut committed);
+    let stats = edit_ingress_ports(&mut state, &mut live, &mut committed, &policy);
     assert!(
         !stats.rendered,
         "a policy edit rendered the local part in full"
@@ -371,31 +384,8 @@ fn local_events_with_tiers_render_only_their_pieces() {
     let stats = check(&mut live, &state, &mut committed);
     assert!(!stats.rendered && !stats.tiers_rendered);
 
-    let policy = state
-        .policies()
-        .values()
-        .find(|p| {
-            !p.ingress.is_empty()
-                && live
-                    .ruleset()
-                    .chains
-                    .contains_key(&policy_chain_name(&p.id, Direction::Ingress))
-        })
-        .cloned()
-        .expect("a policy enforced on the node");
-    let mut edited = policy.clone();
-    edited.ingress[0].ports = vec![PolicyPort {
-        protocol: Protocol::Tcp,
-        port: PortSpec::Range(8443, 8443),
-    }];
-    let old = state
-        .policies()
-        .get(&policy.id)
-        .cloned()
-        .map(Object::Policy);
-    state.upsert_policy(edited);
-    live.changed(&state, Kind::NetworkPolicy, &policy.id, old.as_ref());
-    let stats = check(&mut live, &state, &mut committed);
+    let policy = enforced_ingress_policy(&state, &live).expect("a policy enforced on the node");
+    let stats = edit_ingress_ports(&mut state, &mut live, &mut committed, &policy);
     assert!(
         !stats.rendered && !stats.tiers_rendered,
         "a policy edit rendered the local part or the tiers in full"
