@@ -157,7 +157,11 @@ impl LiveNode {
         let index = ClusterIndex::new(cluster);
         let plan = ClusterPlan::new(index);
         let node_plan = plan.node_with(node, options.audit_all);
-        let (ruleset, origins, sources) = Renderer::new(plan.index(), node_plan, options).render();
+        // Rendered whole for its cluster-wide sets, resolved through the index, which the local
+        // part built below takes over; the tiers are rendered on their own after it.
+        let (ruleset, origins, sources) = Renderer::new(plan.index(), node_plan, options)
+            .without_tiers()
+            .render();
         let mut live = Self {
             node: node.to_string(),
             options,

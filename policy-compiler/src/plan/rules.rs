@@ -169,6 +169,9 @@ pub(super) struct Renderer<'i, 'a> {
     sources: BTreeMap<String, SetSource>,
     /// The ingress named-port sets rendered, whose elements are the policy's local targets' ports.
     target_sets: Vec<TargetSet>,
+    /// Whether [`Renderer::render`] renders the tiers' content (else only what the base chains
+    /// look up: the caller renders the tiers on its own).
+    tiers: bool,
 }
 
 /// An ingress named-port set: its elements are the ports of these names on the pods a policy
@@ -263,7 +266,15 @@ impl<'i, 'a> Renderer<'i, 'a> {
             origins: Origins::new(),
             sources: BTreeMap::new(),
             target_sets: Vec::new(),
+            tiers: true,
         }
+    }
+
+    /// The same renderer, rendering of the tiers only what the base chains look up (their content
+    /// is rendered on its own, as [`super::tiers::render_tiers`] does).
+    pub(super) fn without_tiers(mut self) -> Self {
+        self.tiers = false;
+        self
     }
 
     /// One policy's rules for one direction, rendered alone for a node of these address families.
@@ -332,7 +343,7 @@ impl<'i, 'a> Renderer<'i, 'a> {
         let plan = std::mem::take(&mut self.plan.pods);
         let families: Vec<Family> = self.plan.families.iter().copied().collect();
         // With no local pod the tiers render nothing but what the base chains look up.
-        if !layout.is_empty() && !plan.is_empty() {
+        if self.tiers && !layout.is_empty() && !plan.is_empty() {
             let built;
             let index = match self.index {
                 Some(index) => index,
