@@ -12,6 +12,13 @@ use crate::model::{
 use crate::object::{Kind, Object};
 use crate::selector::Labels;
 
+/// Packs a map's nodes after a bulk load. A map filled in key order (a list, a directory read)
+/// leaves each node about half full, as every insertion at the end splits the last one; rebuilding
+/// it from its own sorted entries fills them. The value is unchanged.
+pub fn pack<K: Ord, V>(map: &mut BTreeMap<K, V>) {
+    *map = std::mem::take(map).into_iter().collect();
+}
+
 /// Everything the compiler knows about a cluster.
 ///
 /// Namespaces that pods or policies refer to but that were never declared exist implicitly, with only
@@ -263,19 +270,14 @@ impl ClusterState {
         self.namespaces.get_mut(name)
     }
 
-    /// Packs the maps' nodes: a map filled in key order (a list, a directory read) leaves each
-    /// node about half full, as every insertion at the end splits the last one. Rebuilding it from
-    /// its own sorted entries fills them; call it after a bulk load. The value is unchanged.
+    /// Packs the maps' nodes after a bulk load (see [`pack`]). The value is unchanged.
     pub fn compact(&mut self) {
-        fn packed<K: Ord, V>(map: &mut BTreeMap<K, V>) {
-            *map = std::mem::take(map).into_iter().collect();
-        }
-        packed(&mut self.namespaces);
-        packed(&mut self.pods);
-        packed(&mut self.policies);
-        packed(&mut self.workloads);
-        packed(&mut self.cluster_policies);
-        packed(&mut self.node_objects);
+        pack(&mut self.namespaces);
+        pack(&mut self.pods);
+        pack(&mut self.policies);
+        pack(&mut self.workloads);
+        pack(&mut self.cluster_policies);
+        pack(&mut self.node_objects);
     }
 
     /// All pods, including those that take no part in policy.
