@@ -16,7 +16,9 @@
 //!
 //! `cargo bench -p policy-compiler --bench live` (a few minutes); an argument filters the rows by
 //! cluster name (`medium`, `large`, `cnp`). Prints medians and p99. `LIVE_BENCH_ROUNDS` sets the
-//! incremental rounds per event (100 unless set; each round is the event and its undo).
+//! incremental rounds per event (100 unless set; each round is the event and its undo),
+//! `LIVE_BENCH_FULL_ROUNDS` the full ones (at least 1); `LIVE_BENCH_EVENT` keeps only the events
+//! whose name holds it.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -295,6 +297,11 @@ fn main() {
         if filter.as_deref().is_some_and(|f| !name.contains(f)) {
             continue;
         }
+        let full_rounds: usize = std::env::var("LIVE_BENCH_FULL_ROUNDS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(full_rounds)
+            .max(1);
         let mut cluster = workload(42, size);
         if tiers {
             cluster = with_guardrails(&cluster, 42, 100, size.nodes);
@@ -304,7 +311,11 @@ fn main() {
         let (_, _) = live.flush(&cluster);
         eprintln!("{name}: initial compile {:?}", started.elapsed());
         let mut committed = Some(live.ruleset().clone());
+        let only = std::env::var("LIVE_BENCH_EVENT").ok();
         for (event, do_, undo) in events(&cluster) {
+            if only.as_deref().is_some_and(|o| !event.contains(o)) {
+                continue;
+            }
             let (mut inc, ops, most) =
                 incremental(&mut cluster, &mut live, &mut committed, &do_, &undo, rounds);
             let mut base = committed.clone().unwrap_or_default();

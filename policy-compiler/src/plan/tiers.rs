@@ -35,6 +35,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use super::isolation::LocalPod;
 use super::naming::{
@@ -495,7 +496,7 @@ type PortsElement = (u128, u128, (Protocol, u16, u16), usize);
 /// The elements of a class's two maps for the cells of its local pods (sorted by address), each map
 /// merging adjacent addresses on which the same rule decides the same protocol and ports (the two
 /// maps merge independently: an element of one may span cells the other splits).
-fn elements(cells: &[(u128, u128, Cell)]) -> (Vec<PortsElement>, Vec<(u128, u128, usize)>) {
+fn elements(cells: &[ClassCell]) -> (Vec<PortsElement>, Vec<(u128, u128, usize)>) {
     let mut any: Vec<(u128, u128, usize)> = Vec::new();
     let mut ports: Vec<PortsElement> = Vec::new();
     // Ports elements the previous cell ended, by protocol, ports and rule: they grow while the next
@@ -650,19 +651,61 @@ impl<'a> Universe<'a> {
     }
 }
 
+/// One local address of a class's chain, with what the class decides for it (shared by the
+/// addresses of a combination).
+type ClassCell = (u128, u128, Arc<Cell>);
+
 /// What the classes of a peers map decided for the local pods at the last render (full, or of
 /// the subjects alone), so that a change of the local pods decides again only for combinations
-/// not seen yet and renders again only the classes whose cells changed. Valid while the classes
-/// and the rules judging local pods are those of the render that made it.
+/// not seen yet and renders again only the classes that decide something for a combination whose
+/// addresses changed. Valid while the classes and the rules judging local pods are those of the
+/// render that made it.
 #[derive(Debug, Clone, Default)]
 pub(super) struct ClassCache {
     /// A number for each combination seen, by its key.
     combinations: HashMap<Vec<String>, usize>,
     /// What a class (by position in the map's keys) decides for a combination (by its number):
     /// `None`, nothing.
-    decided: HashMap<(usize, usize), Option<Cell>>,
+    decided: HashMap<(usize, usize), Option<Arc<Cell>>>,
     /// Each class's cells, as last rendered.
-    cells: Vec<Vec<(u128, u128, Cell)>>,
+    cells: Vec<Vec<ClassCell>>,
+    /// The addresses of the map's family each combination (by number) had at the last render,
+    /// sorted; a combination without any is not held.
+    addresses: HashMap<usize, Vec<u128>>,
+}
+
+impl ClassCache {
+    /// The numbers of `combinations`, in their order (numbering those not seen yet).
+    fn number(&mut self, combinations: &[Combination<'_>]) -> Vec<usize> {
+        combinations
+            .iter()
+            .map(|c| match self.combinations.get(&c.key) {
+                Some(n) => *n,
+                None => {
+                    let n = self.combinations.len();
+                    self.combinations.insert(c.key.clone(), n);
+                    n
+                }
+            })
+            .collect()
+    }
+}
+
+/// The addresses of `family` of each combination, sorted.
+fn family_addresses(combinations: &[Combination<'_>], family: Family) -> Vec<Vec<u128>> {
+    combinations
+        .iter()
+        .map(|c| {
+            let mut addresses: Vec<u128> = c
+                .addresses
+                .iter()
+                .filter(|ip| Family::of(ip) == family)
+                .map(to_u128)
+                .collect();
+            addresses.sort_unstable();
+            addresses
+        })
+        .collect()
 }
 
 /// The combinations' rules, each made the first time a combination needs them.
@@ -694,24 +737,15 @@ impl<'u, 'c, 'a> LazyRules<'u, 'c, 'a> {
     }
 }
 
-/// What the rules of a class (`key`, at position `id` in its map) decide for a combination: a cell,
-/// or `None` when nothing (no rule of the class judges it, or what they decide is a Pass).
+/// What the rules of a class (`key`, at position `id` in its map) decide for the combination `c`
+/// (numbered `number` in `cache`): a cell, or `None` when nothing (no rule of the class judges it,
+/// or what they decide is a Pass).
 fn decide(
     (id, key): (usize, &ClassKey),
-    c: usize,
+    (c, number): (usize, usize),
     rules: &mut LazyRules<'_, '_, '_>,
     cache: &mut ClassCache,
-) -> Option<Cell> {
-    let number = match cache.combinations.get(&rules.combinations[c].key) {
-        Some(n) => *n,
-        None => {
-            let n = cache.combinations.len();
-            cache
-                .combinations
-                .insert(rules.combinations[c].key.clone(), n);
-            n
-        }
-    };
+) -> Option<Arc<Cell>> {
     if let Some(decided) = cache.decided.get(&(id, number)) {
         return decided.clone();
     }
@@ -724,35 +758,59 @@ fn decide(
     let decided = if active.is_empty() {
         None
     } else {
-        Some(cell(&active, &key.named)).filter(|d| d.other.is_some() || !d.ports.is_empty())
+        Some(cell(&active, &key.named))
+            .filter(|d| d.other.is_some() || !d.ports.is_empty())
+            .map(Arc::new)
     };
     cache.decided.insert((id, number), decided.clone());
     decided
 }
 
 /// What a peer class (`key`, at position `id` in its map) decides for the local pods of one
-/// family: a cell per address of a combination for which some rule of the class decides
-/// something, sorted by address (empty: the class has no chain).
+/// family: a cell per address (`addresses`, by combination, numbered `numbers`) of a combination
+/// for which some rule of the class decides something, sorted by address (empty: the class has
+/// no chain).
 fn class_cells(
     class: (usize, &ClassKey),
     rules: &mut LazyRules<'_, '_, '_>,
-    family: Family,
+    (numbers, addresses): (&[usize], &[Vec<u128>]),
     cache: &mut ClassCache,
-) -> Vec<(u128, u128, Cell)> {
-    let mut cells: Vec<(u128, u128, Cell)> = Vec::new();
-    for c in 0..rules.combinations.len() {
-        let Some(decided) = decide(class, c, rules, cache) else {
+) -> Vec<ClassCell> {
+    let mut cells: Vec<ClassCell> = Vec::new();
+    for (c, (&number, addresses)) in numbers.iter().zip(addresses).enumerate() {
+        if addresses.is_empty() {
+            continue;
+        }
+        let Some(decided) = decide(class, (c, number), rules, cache) else {
             continue;
         };
-        for ip in &rules.combinations[c].addresses {
-            if Family::of(ip) == family {
-                let n = to_u128(ip);
-                cells.push((n, n, decided.clone()));
-            }
+        cells.extend(addresses.iter().map(|&n| (n, n, Arc::clone(&decided))));
+    }
+    cells.sort_unstable_by_key(|(n, _, _)| *n);
+    cells
+}
+
+/// What `old` holds that `new` does not, and the reverse (each sorted first).
+fn sorted_difference<T: Ord>(mut old: Vec<T>, mut new: Vec<T>) -> (Vec<T>, Vec<T>) {
+    old.sort_unstable();
+    new.sort_unstable();
+    let (mut gone, mut came) = (Vec::new(), Vec::new());
+    let (mut old, mut new) = (old.into_iter().peekable(), new.into_iter().peekable());
+    loop {
+        match (old.peek(), new.peek()) {
+            (Some(a), Some(b)) => match a.cmp(b) {
+                std::cmp::Ordering::Less => gone.extend(old.next()),
+                std::cmp::Ordering::Greater => came.extend(new.next()),
+                std::cmp::Ordering::Equal => {
+                    old.next();
+                    new.next();
+                }
+            },
+            (Some(_), None) => gone.extend(old.next()),
+            (None, Some(_)) => came.extend(new.next()),
+            (None, None) => return (gone, came),
         }
     }
-    cells.sort_by_key(|(n, _, _)| *n);
-    cells
 }
 
 /// A peer class's chain and its two decision maps, from the cells of its local pods (sorted
@@ -762,7 +820,7 @@ fn class_chain(
     (tier, direction, family): (Tier, Direction, Family),
     key: &ClassKey,
     universe: &Universe<'_>,
-    cells: &[(u128, u128, Cell)],
+    cells: &[ClassCell],
 ) -> (String, [String; 2]) {
     let (tokens, decisions) = (&universe.tokens, &universe.decisions);
     let rule_tokens: Vec<String> = key.rules.iter().map(|u| tokens[*u].clone()).collect();
@@ -931,8 +989,49 @@ pub(super) fn refresh_subjects(
                 if map.tokens != universe.tokens {
                     return Err(Structural);
                 }
+                let family = map.family;
+                let numbers = map.cache.number(&combinations);
+                let addresses = family_addresses(&combinations, family);
+                // The combinations whose addresses changed since the last render, by number, with
+                // their position among `combinations` (`None`: no local pod has it now).
+                let mut last = std::mem::take(&mut map.cache.addresses);
+                let mut moved: Vec<(usize, Option<usize>)> = Vec::new();
+                for (c, (&number, now)) in numbers.iter().zip(&addresses).enumerate() {
+                    let before = last.remove(&number).unwrap_or_default();
+                    if &before != now {
+                        moved.push((number, Some(c)));
+                    }
+                    if !now.is_empty() {
+                        map.cache.addresses.insert(number, now.clone());
+                    }
+                }
+                moved.extend(last.into_keys().map(|number| (number, None)));
+                if moved.is_empty() {
+                    continue;
+                }
                 for (id, (key, chain)) in map.keys.iter().enumerate() {
-                    let cells = class_cells((id, key), &mut rules, map.family, &mut map.cache);
+                    // Only a class that decides something for a combination whose addresses
+                    // changed has other cells now.
+                    let mut affected = false;
+                    for &(number, c) in &moved {
+                        let decided = match c {
+                            Some(c) => decide((id, key), (c, number), &mut rules, &mut map.cache),
+                            None => match map.cache.decided.get(&(id, number)) {
+                                Some(decided) => decided.clone(),
+                                None => return Err(Structural),
+                            },
+                        };
+                        affected |= decided.is_some();
+                    }
+                    if !affected {
+                        continue;
+                    }
+                    let cells = class_cells(
+                        (id, key),
+                        &mut rules,
+                        (&numbers, &addresses),
+                        &mut map.cache,
+                    );
                     let chain = match chain {
                         None if cells.is_empty() => continue,
                         Some(chain) if !cells.is_empty() => chain,
@@ -944,41 +1043,65 @@ pub(super) fn refresh_subjects(
                     if *last == cells {
                         continue;
                     }
-                    *last = cells.clone();
-                    let mut scratch = Ruleset::default();
-                    let (name, [ports, any]) = class_chain(
-                        &mut scratch,
-                        (tier, direction, map.family),
-                        key,
-                        &universe,
-                        &cells,
-                    );
-                    let (Some(new_chain), Some(new_ports), Some(new_any)) = (
-                        scratch.chains.remove(&name),
-                        scratch.decision_maps.remove(&ports),
-                        scratch.decision_maps.remove(&any),
-                    ) else {
+                    let (was_ports, was_any) = elements(last);
+                    let (ports, any) = elements(&cells);
+                    *last = cells;
+                    let Some([ports_map, any_map]) = map.class_maps.get(chain) else {
                         return Err(Structural);
                     };
-                    if &name != chain {
-                        return Err(Structural);
-                    }
-                    if let Some(stashed) = map.stash.get_mut(&name) {
-                        *stashed = (new_chain, new_ports, new_any);
-                        continue;
-                    }
-                    if ruleset.chains.get(&name) != Some(&new_chain) {
-                        ruleset.chains.insert(name.clone(), new_chain);
-                        touch(&mut |t| {
-                            t.chains.insert(name.clone());
-                        });
-                    }
-                    for (map_name, new) in [(ports, new_ports), (any, new_any)] {
-                        if ruleset.decision_maps.get(&map_name) != Some(&new) {
-                            ruleset.decision_maps.insert(map_name.clone(), new);
+                    let addr = |n: u128| crate::cidr::from_u128(family, n);
+                    let decision = |u: usize| universe.decisions.get(u).cloned();
+                    let port_key = |&(first, last, ports, _): &PortsElement| DecisionKey {
+                        first: addr(first),
+                        last: addr(last),
+                        ports: Some(ports),
+                    };
+                    let any_key = |&(first, last, _): &(u128, u128, usize)| DecisionKey {
+                        first: addr(first),
+                        last: addr(last),
+                        ports: None,
+                    };
+                    let mut changes: Vec<(&String, bool, DecisionKey, usize)> = Vec::new();
+                    let (gone, came) = sorted_difference(was_ports, ports);
+                    changes.extend(gone.iter().map(|e| (ports_map, false, port_key(e), e.3)));
+                    changes.extend(came.iter().map(|e| (ports_map, true, port_key(e), e.3)));
+                    let (gone, came) = sorted_difference(was_any, any);
+                    changes.extend(gone.iter().map(|e| (any_map, false, any_key(e), e.2)));
+                    changes.extend(came.iter().map(|e| (any_map, true, any_key(e), e.2)));
+                    // Removals first: an element replaced keeps its key.
+                    changes.sort_by_key(|(_, added, _, _)| *added);
+                    let stashed = map.stash.get_mut(chain);
+                    let in_ruleset = stashed.is_none();
+                    let mut stashed = stashed.map(|(_, p, a)| (p, a));
+                    for (map_name, added, key, u) in changes {
+                        let Some(decision) = decision(u) else {
+                            return Err(Structural);
+                        };
+                        let target = match &mut stashed {
+                            Some((p, a)) => {
+                                if map_name == ports_map {
+                                    &mut **p
+                                } else {
+                                    &mut **a
+                                }
+                            }
+                            None => match ruleset.decision_maps.get_mut(map_name) {
+                                Some(m) => m,
+                                None => return Err(Structural),
+                            },
+                        };
+                        if added {
+                            target.elements.insert(key, decision.clone());
+                        } else {
+                            target.elements.remove(&key);
+                        }
+                        if in_ruleset {
                             touch(&mut |t| {
-                                t.decision_elements.remove(&map_name);
-                                t.decision_maps.insert(map_name.clone());
+                                if added {
+                                    t.decision_added(map_name, key, decision.clone());
+                                } else {
+                                    t.decision_removed(map_name, key, decision.clone());
+                                }
                             });
                         }
                     }
@@ -1152,8 +1275,18 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
             let mut chains: HashMap<usize, String> = HashMap::new();
             let mut class_maps: HashMap<String, [String; 2]> = HashMap::new();
             let mut cache = ClassCache::default();
+            let numbers = cache.number(&combinations);
+            let addresses = family_addresses(&combinations, family);
+            if self.book.is_some() {
+                cache.addresses = numbers
+                    .iter()
+                    .zip(&addresses)
+                    .filter(|(_, a)| !a.is_empty())
+                    .map(|(n, a)| (*n, a.clone()))
+                    .collect();
+            }
             for (id, key) in class_keys.iter().enumerate() {
-                let cells = class_cells((id, key), &mut rules, family, &mut cache);
+                let cells = class_cells((id, key), &mut rules, (&numbers, &addresses), &mut cache);
                 if !cells.is_empty() {
                     let (chain, maps) =
                         class_chain(ruleset, (tier, direction, family), key, &universe, &cells);
