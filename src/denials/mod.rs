@@ -204,6 +204,7 @@ impl crate::agent::CommitObserver for Denials {
         &self,
         origins: &Arc<policy_compiler::plan::Origins>,
         cluster: &policy_compiler::ClusterState,
+        _changed: crate::agent::Changed<'_>,
     ) {
         self.set_context(DenialContext::new(Arc::clone(origins), cluster));
     }
