@@ -85,6 +85,14 @@ fn size_of_copy<T>(make: impl FnOnce() -> T) -> (usize, usize) {
     )
 }
 
+/// The most `work` held at once beyond what was live before it (bytes; allocations not counted).
+fn peak_of(work: impl FnOnce()) -> (usize, usize) {
+    let before = live();
+    PEAK.store(before.0, Ordering::Relaxed);
+    work();
+    (PEAK.load(Ordering::Relaxed).saturating_sub(before.0), 0)
+}
+
 /// What `release` frees (bytes, allocations).
 fn freed(release: impl FnOnce()) -> (usize, usize) {
     let before = live();
@@ -219,9 +227,16 @@ fn measure(size_name: &str, size: WorkloadSize) {
         origins_size,
     );
     row(
-        "deny log context (with --deny-log only)",
+        "deny log context (with --deny-log only; its pod names shared with the store)",
         size_of_copy(|| DenialContext::new(Arc::clone(&origins), cluster)),
     );
+    let mut context = DenialContext::new(Arc::clone(&origins), cluster);
+    let changed: Vec<_> = cluster.pods().keys().take(1).cloned().collect();
+    row(
+        "  its peak for a sync with one pod changed (a rebuild: all of it)",
+        peak_of(|| context.update(Arc::clone(&origins), cluster, &changed)),
+    );
+    drop(context);
     let text = size_of_copy(|| Transaction::full(live_node.ruleset()).render());
     row("the full transaction's text (while applying)", text);
     let parts = [held_read, live_size, committed, origins_size];

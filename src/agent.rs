@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use std::net::IpAddr;
 
+use policy_compiler::model::ObjectRef;
 use policy_compiler::plan::{CompileOptions, LiveNode, Origins};
 use policy_compiler::ClusterState;
 use tokio::sync::mpsc;
@@ -61,11 +62,44 @@ impl AgentConfig {
     }
 }
 
-/// Told of every ruleset the agent commits: the origins of its counters, and the cluster it was
-/// compiled from (the policy metrics and the deny log name policies and pods with them).
+/// Told of every ruleset the agent commits: the origins of its counters, the cluster it was
+/// compiled from, and which pods changed since the commit before (the policy metrics and the deny
+/// log name policies and pods with them).
 pub trait CommitObserver: Send + Sync + std::fmt::Debug {
-    /// A sync committed (or found already in force) the ruleset whose counters `origins` describe.
-    fn committed(&self, origins: &Arc<Origins>, cluster: &ClusterState);
+    /// A sync committed (or found already in force) the ruleset whose counters `origins` describe,
+    /// compiled from `cluster`; of its pods, those `changed` may differ from what the previous call
+    /// was given.
+    fn committed(&self, origins: &Arc<Origins>, cluster: &ClusterState, changed: Changed<'_>);
+}
+
+/// Which pods may have changed since the last commit the observers were told of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changed<'a> {
+    /// Any of them: the first commit, and every commit of a full compile (after a list changed
+    /// objects, of any kind).
+    All,
+    /// Only these (their keys; each added, changed or deleted): the pod events given to the
+    /// incremental compiler since then, the failed syncs' included.
+    Pods(&'a BTreeSet<ObjectRef>),
+}
+
+/// The pods given to the incremental compiler since the last commit the observers were told of.
+#[derive(Debug)]
+enum PodChanges {
+    /// Any pod may have changed.
+    All,
+    /// These pods.
+    Pods(BTreeSet<ObjectRef>),
+}
+
+impl PodChanges {
+    /// What to tell the observers.
+    fn changed(&self) -> Changed<'_> {
+        match self {
+            PodChanges::All => Changed::All,
+            PodChanges::Pods(pods) => Changed::Pods(pods),
+        }
+    }
 }
 
 /// Liveness and readiness, shared with the HTTP server.
@@ -120,6 +154,8 @@ pub struct Agent {
     /// The origins of the counters of `live`'s ruleset, shared with the commit observers, and the
     /// generation of `live`'s origins they are.
     origins: (Arc<Origins>, Option<u64>),
+    /// The pods given to `live` since the commit observers were last told of.
+    pod_changes: PodChanges,
 }
 
 impl Agent {
@@ -142,6 +178,7 @@ impl Agent {
             debounce: Debounce::new(config.debounce),
             live: None,
             origins: (Arc::new(Origins::new()), None),
+            pod_changes: PodChanges::All,
             config,
         }
     }
@@ -254,7 +291,9 @@ impl Agent {
     /// Folds an update into the store and the incremental compiler; returns whether the valid
     /// objects changed. A watch event (one object) is applied to the compiler as it is; a list that
     /// changes anything (it may replace a whole kind) makes the next sync compile the node in full
-    /// again, and one that changes nothing keeps the compiler's state.
+    /// again, and one that changes nothing keeps the compiler's state. The pods given to the
+    /// compiler are noted for the commit observers; a full compile to come tells them all may have
+    /// changed.
     fn take_in(&mut self, update: Update) -> bool {
         let one = match &update {
             Update::Upsert(object) => Some((object.kind(), object.key())),
@@ -268,9 +307,15 @@ impl Agent {
         if changed {
             match (&mut self.live, one) {
                 (Some(live), Some((kind, key))) => {
-                    live.changed(self.store.cluster(), kind, &key, old.as_ref())
+                    live.changed(self.store.cluster(), kind, &key, old.as_ref());
+                    if let (Kind::Pod, PodChanges::Pods(pods)) = (kind, &mut self.pod_changes) {
+                        pods.insert(key);
+                    }
                 }
-                _ => self.live = None,
+                _ => {
+                    self.live = None;
+                    self.pod_changes = PodChanges::All;
+                }
             }
         }
         changed
@@ -354,9 +399,14 @@ impl Agent {
             }
         }
         if ok {
-            for observer in &self.commit_observers {
-                observer.committed(&origins, self.store.cluster());
+            if full_compile {
+                self.pod_changes = PodChanges::All;
             }
+            let changed = self.pod_changes.changed();
+            for observer in &self.commit_observers {
+                observer.committed(&origins, self.store.cluster(), changed);
+            }
+            self.pod_changes = PodChanges::Pods(BTreeSet::new());
             self.health.ready.store(true, Ordering::SeqCst);
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)

@@ -283,7 +283,12 @@ impl PolicyCounters {
 }
 
 impl CommitObserver for PolicyCounters {
-    fn committed(&self, origins: &Arc<Origins>, _cluster: &policy_compiler::ClusterState) {
+    fn committed(
+        &self,
+        origins: &Arc<Origins>,
+        _cluster: &policy_compiler::ClusterState,
+        _changed: crate::agent::Changed<'_>,
+    ) {
         self.set_origins(Arc::clone(origins));
     }
 }

@@ -804,3 +804,91 @@ fn a_table_with_long_comments_committed_whole_audits_clean() {
     dataplane.apply(&with_long_comments()).expect("apply");
     assert!(dataplane.kernel_matches().expect("list"), "no drift");
 }
+
+/// What a commit observer was told of the pods, commit after commit (`None`: all of them).
+#[derive(Debug, Default)]
+struct PodsObserved(std::sync::Mutex<Vec<Option<Vec<ObjectRef>>>>);
+
+impl nftpolicy::agent::CommitObserver for PodsObserved {
+    fn committed(
+        &self,
+        _origins: &std::sync::Arc<policy_compiler::plan::Origins>,
+        _cluster: &ClusterState,
+        changed: nftpolicy::agent::Changed<'_>,
+    ) {
+        let seen = match changed {
+            nftpolicy::agent::Changed::All => None,
+            nftpolicy::agent::Changed::Pods(pods) => Some(pods.iter().cloned().collect()),
+        };
+        self.0.lock().unwrap().push(seen);
+    }
+}
+
+impl PodsObserved {
+    fn take(&self) -> Vec<Option<Vec<ObjectRef>>> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// The commit observers (the deny log's pods) are told which pods changed since the commit they
+/// saw before: all after the first sync and after a list that changed pods, else the pods of
+/// the events given to the compiler, the failed syncs' included, and none for a policy event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_observers_are_told_only_the_pods_that_changed() {
+    use std::sync::Arc;
+    let kernel = FakeKernel::new();
+    let observed = Arc::new(PodsObserved::default());
+    let dataplane = Dataplane::from_kernel(kernel.clone()).expect("read the kernel");
+    let mut h =
+        Harness::start_observed(kernel.clone(), dataplane, config(), vec![observed.clone()]);
+    let mut cluster = demo();
+    reconcile::assert_full(&h.list(&cluster).await);
+    assert_eq!(observed.take(), vec![None], "the first sync: every pod");
+
+    // One pod event: that pod only.
+    h.send(web_pod(&mut cluster, "web-2", "10.244.1.12")).await;
+    assert!(h.next().await.result.is_ok());
+    let web_2 = ObjectRef::new("frontend", "web-2");
+    assert_eq!(observed.take(), vec![Some(vec![web_2.clone()])]);
+
+    // A policy event: no pod.
+    h.send(Update::Upsert(Object::Policy(edited_policy(&mut cluster))))
+        .await;
+    assert!(h.next().await.result.is_ok());
+    assert_eq!(observed.take(), vec![Some(vec![])]);
+
+    // A pod event whose sync fails: nothing is observed, and the retry that commits it tells it.
+    h.kernel
+        .reject_next("Error: Could not process rule: No buffer space available");
+    cluster.remove_pod(&web_2);
+    h.send(Update::Delete(Kind::Pod, web_2.clone())).await;
+    assert!(h.next().await.result.is_err());
+    assert_eq!(observed.take(), vec![], "a failed sync is not observed");
+    assert!(h.next().await.result.is_ok());
+    assert_eq!(observed.take(), vec![Some(vec![web_2])]);
+
+    // A list of the pods that changes one: every pod again.
+    let mut web_0 = cluster
+        .pod(&ObjectRef::new("frontend", "web-0"))
+        .expect("web-0")
+        .clone();
+    web_0.ips = vec![ip("10.244.1.20")];
+    cluster.upsert_pod(web_0);
+    let pods = resets(&cluster)
+        .into_iter()
+        .find(|u| {
+            matches!(
+                u,
+                Update::Reset {
+                    kind: Kind::Pod,
+                    ..
+                }
+            )
+        })
+        .expect("a pod list");
+    h.send(pods).await;
+    let r = h.next().await;
+    assert!(r.full_compile, "{r:?}");
+    assert_eq!(observed.take(), vec![None]);
+    h.assert_enforces(&cluster);
+}

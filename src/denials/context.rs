@@ -1,13 +1,14 @@
 //! What a denial is resolved against: the origin of each drop point of the ruleset in force, by
-//! counter name (the NFLOG prefix), and the pod behind each address. The agent builds one after
-//! each sync and swaps it in whole ([`super::Denials::set_context`]); resolving one denial only
-//! looks both up.
+//! counter name (the NFLOG prefix), and the pod behind each address. The agent brings it up to date
+//! after each sync ([`super::Denials`] as a [`crate::agent::CommitObserver`]): the origins swapped
+//! as an `Arc`, the pods' addresses changed in place for the pods that changed; resolving one
+//! denial only looks both up.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use policy_compiler::model::Direction;
+use policy_compiler::model::{Direction, ObjectRef, Pod};
 use policy_compiler::plan::{Origin, Origins};
 use policy_compiler::ClusterState;
 
@@ -18,7 +19,133 @@ use crate::nflog::{PacketHeaders, Transport};
 #[derive(Debug, Clone, Default)]
 pub struct DenialContext {
     origins: Arc<Origins>,
-    pods: HashMap<IpAddr, String>,
+    pods: PodAddresses,
+}
+
+/// The addresses of the pods that take part in policy, and the pod each names, kept up to date
+/// pod by pod.
+///
+/// An address held by several participating pods names the last of them in `namespace/name`
+/// order: what a map filled from [`ClusterState::participating_pods`] in order gives, each pod
+/// replacing the one before.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodAddresses {
+    /// Every address of a participating pod, and the pod it names.
+    by_address: HashMap<IpAddr, ObjectRef>,
+    /// The addresses that several participating pods hold, and all of them in `namespace/name`
+    /// order (the last is the one [`Self::by_address`] names).
+    shared: HashMap<IpAddr, Vec<ObjectRef>>,
+    /// Every participating pod, and the addresses it was entered with: what to take out when it
+    /// changes.
+    by_pod: HashMap<ObjectRef, Box<[IpAddr]>>,
+}
+
+impl PodAddresses {
+    /// The addresses of every participating pod of `cluster` (one walk over the pods).
+    pub fn new(cluster: &ClusterState) -> Self {
+        let mut pods = Self::default();
+        for pod in cluster.participating_pods() {
+            pods.enter(pod);
+        }
+        pods
+    }
+
+    /// Brings the addresses of the pods `changed` up to date with `cluster`: each pod's old
+    /// addresses go, its addresses in `cluster` come in if it takes part in policy now (a pod gone,
+    /// finished or on the host network names none).
+    pub fn update<'a>(
+        &mut self,
+        cluster: &ClusterState,
+        changed: impl IntoIterator<Item = &'a ObjectRef>,
+    ) {
+        for id in changed {
+            self.leave(id);
+            if let Some(pod) = cluster.pod(id).filter(|p| p.participates()) {
+                self.enter(pod);
+            }
+        }
+    }
+
+    /// The pod that holds `address`, if one does.
+    pub fn pod(&self, address: &IpAddr) -> Option<&ObjectRef> {
+        self.by_address.get(address)
+    }
+
+    /// How many addresses name a pod.
+    pub fn len(&self) -> usize {
+        self.by_address.len()
+    }
+
+    /// Whether no address names a pod.
+    pub fn is_empty(&self) -> bool {
+        self.by_address.is_empty()
+    }
+
+    fn enter(&mut self, pod: &Pod) {
+        let mut addresses = pod.ips.clone();
+        addresses.sort_unstable();
+        addresses.dedup();
+        for address in &addresses {
+            self.hold(*address, &pod.id);
+        }
+        self.by_pod
+            .insert(pod.id.clone(), addresses.into_boxed_slice());
+    }
+
+    fn leave(&mut self, id: &ObjectRef) {
+        let Some(addresses) = self.by_pod.remove(id) else {
+            return;
+        };
+        for address in addresses.iter() {
+            self.release(*address, id);
+        }
+    }
+
+    /// `id` holds `address` too.
+    fn hold(&mut self, address: IpAddr, id: &ObjectRef) {
+        let Some(named) = self.by_address.get_mut(&address) else {
+            self.by_address.insert(address, id.clone());
+            return;
+        };
+        if named == id {
+            return;
+        }
+        let holders = self
+            .shared
+            .entry(address)
+            .or_insert_with(|| vec![named.clone()]);
+        if let Err(at) = holders.binary_search(id) {
+            holders.insert(at, id.clone());
+        }
+        if let Some(last) = holders.last() {
+            named.clone_from(last);
+        }
+    }
+
+    /// `id` no longer holds `address`.
+    fn release(&mut self, address: IpAddr, id: &ObjectRef) {
+        let Some(holders) = self.shared.get_mut(&address) else {
+            if self.by_address.get(&address) == Some(id) {
+                self.by_address.remove(&address);
+            }
+            return;
+        };
+        if let Ok(at) = holders.binary_search(id) {
+            holders.remove(at);
+        }
+        let last = holders.last().cloned();
+        if holders.len() < 2 {
+            self.shared.remove(&address);
+        }
+        match last {
+            Some(last) => {
+                self.by_address.insert(address, last);
+            }
+            None => {
+                self.by_address.remove(&address);
+            }
+        }
+    }
 }
 
 /// What a drop point is, read from its origin.
@@ -32,18 +159,35 @@ struct DropPoint {
 
 impl DenialContext {
     /// The context of a ruleset whose counters come from `origins`, in `cluster`: every address of
-    /// a pod that takes part in policy names it (`namespace/name`).
+    /// a pod that takes part in policy names it (see [`PodAddresses`]).
     pub fn new(origins: Arc<Origins>, cluster: &ClusterState) -> Self {
-        let pods = cluster
-            .participating_pods()
-            .flat_map(|pod| pod.ips.iter().map(move |ip| (*ip, pod.id.to_string())))
-            .collect();
-        Self { origins, pods }
+        Self {
+            origins,
+            pods: PodAddresses::new(cluster),
+        }
     }
 
-    /// The pod (`namespace/name`) that holds `address`, if one does.
-    pub fn pod(&self, address: &IpAddr) -> Option<&str> {
-        self.pods.get(address).map(String::as_str)
+    /// The context of the ruleset whose counters come from `origins`, after the pods `changed`
+    /// changed to what `cluster` holds of them (see [`PodAddresses::update`]): work in proportion
+    /// to the change.
+    pub fn update<'a>(
+        &mut self,
+        origins: Arc<Origins>,
+        cluster: &ClusterState,
+        changed: impl IntoIterator<Item = &'a ObjectRef>,
+    ) {
+        self.origins = origins;
+        self.pods.update(cluster, changed);
+    }
+
+    /// The pod that holds `address`, if one does.
+    pub fn pod(&self, address: &IpAddr) -> Option<&ObjectRef> {
+        self.pods.pod(address)
+    }
+
+    /// The pods' addresses.
+    pub fn pods(&self) -> &PodAddresses {
+        &self.pods
     }
 
     /// The denial a packet with `headers`, logged with `prefix` at `time` (Unix), stands for. A
@@ -81,7 +225,7 @@ impl DenialContext {
     fn endpoint(&self, address: IpAddr) -> Endpoint {
         Endpoint {
             address,
-            pod: self.pod(&address).map(str::to_string),
+            pod: self.pod(&address).map(ToString::to_string),
         }
     }
 }
@@ -106,4 +250,190 @@ fn drop_point(origin: &Origin) -> Option<DropPoint> {
         policies,
         tier,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use policy_compiler::model::PodPhase;
+    use policy_compiler::selector::Labels;
+
+    fn pod(namespace: &str, name: &str, ips: &[&str]) -> Pod {
+        Pod {
+            id: ObjectRef::new(namespace, name),
+            labels: Labels::new(),
+            node: Some("node-1".into()),
+            ips: ips.iter().map(|ip| ip.parse().expect("ip")).collect(),
+            host_network: false,
+            host_ips: vec![],
+            phase: PodPhase::Active,
+            ports: vec![],
+            owner: None,
+            live: true,
+            workload: None,
+        }
+    }
+
+    /// What each address named before the context was kept up to date pod by pod (the
+    /// specification): a map collected from the participating pods in order, the last pod of an
+    /// address winning.
+    fn rebuilt(cluster: &ClusterState) -> HashMap<IpAddr, String> {
+        cluster
+            .participating_pods()
+            .flat_map(|pod| pod.ips.iter().map(move |ip| (*ip, pod.id.to_string())))
+            .collect()
+    }
+
+    /// Asserts that `pods` answers as the full rebuild does for every address of `addresses`,
+    /// and holds what a fresh [`PodAddresses::new`] holds (nothing left over).
+    fn assert_as_rebuilt(
+        pods: &PodAddresses,
+        cluster: &ClusterState,
+        addresses: &[IpAddr],
+        at: &str,
+    ) {
+        let expected = rebuilt(cluster);
+        for address in addresses {
+            assert_eq!(
+                pods.pod(address).map(ToString::to_string),
+                expected.get(address).cloned(),
+                "{address} after {at}"
+            );
+        }
+        assert_eq!(pods, &PodAddresses::new(cluster), "after {at}");
+    }
+
+    fn ids(keys: &[(&str, &str)]) -> Vec<ObjectRef> {
+        keys.iter().map(|(ns, n)| ObjectRef::new(ns, n)).collect()
+    }
+
+    #[test]
+    fn an_address_two_pods_hold_names_the_last_in_name_order_through_every_change() {
+        let shared: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut cluster = ClusterState::new();
+        cluster.upsert_pod(pod("b", "p0", &["10.0.0.1"]));
+        cluster.upsert_pod(pod("a", "p1", &["10.0.0.1", "fd00::1"]));
+        let mut pods = PodAddresses::new(&cluster);
+        let name = |pods: &PodAddresses| pods.pod(&shared).map(ToString::to_string);
+        assert_eq!(name(&pods), Some("b/p0".into()), "b/p0 comes after a/p1");
+
+        // The last goes away: the other names it.
+        cluster.remove_pod(&ObjectRef::new("b", "p0"));
+        pods.update(&cluster, &ids(&[("b", "p0")]));
+        assert_eq!(name(&pods), Some("a/p1".into()));
+        assert_as_rebuilt(&pods, &cluster, &[shared], "b/p0 deleted");
+
+        // It comes back; then the first goes away: the last still names it.
+        cluster.upsert_pod(pod("b", "p0", &["10.0.0.1"]));
+        pods.update(&cluster, &ids(&[("b", "p0")]));
+        assert_eq!(name(&pods), Some("b/p0".into()));
+        cluster.remove_pod(&ObjectRef::new("a", "p1"));
+        pods.update(&cluster, &ids(&[("a", "p1")]));
+        assert_eq!(name(&pods), Some("b/p0".into()));
+        assert_eq!(pods.pod(&"fd00::1".parse().unwrap()), None);
+        assert_as_rebuilt(&pods, &cluster, &[shared], "a/p1 deleted");
+
+        // A third holder in between, then the last finishes: the middle one names it.
+        cluster.upsert_pod(pod("a", "p1", &["10.0.0.1"]));
+        cluster.upsert_pod(pod("a", "p2", &["10.0.0.1"]));
+        pods.update(&cluster, &ids(&[("a", "p1"), ("a", "p2")]));
+        assert_eq!(name(&pods), Some("b/p0".into()));
+        let mut finished = pod("b", "p0", &["10.0.0.1"]);
+        finished.phase = PodPhase::Finished;
+        cluster.upsert_pod(finished);
+        pods.update(&cluster, &ids(&[("b", "p0")]));
+        assert_eq!(name(&pods), Some("a/p2".into()));
+        assert_as_rebuilt(&pods, &cluster, &[shared], "b/p0 finished");
+
+        // Readdressed away one by one: none names it.
+        for name in ["p1", "p2"] {
+            cluster.upsert_pod(pod("a", name, &["10.0.0.9"]));
+            pods.update(&cluster, &ids(&[("a", name)]));
+        }
+        assert_eq!(pods.pod(&shared), None);
+        assert_eq!(
+            pods.pod(&"10.0.0.9".parse().unwrap())
+                .map(ToString::to_string),
+            Some("a/p2".into())
+        );
+        assert_as_rebuilt(&pods, &cluster, &[shared], "readdressed");
+    }
+
+    /// Random pod adds, deletes, readdresses, finishes and moves to the host network, a few per
+    /// commit, over few addresses (so that pods often share one): after every commit the
+    /// addresses kept up to date answer as the full rebuild does.
+    #[test]
+    fn updates_pod_by_pod_answer_as_the_full_rebuild_for_random_changes() {
+        let addresses: Vec<IpAddr> = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "fd00::1", "fd00::2"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let keys: Vec<ObjectRef> = ["a", "b", "c"]
+            .iter()
+            .flat_map(|ns| (0..4).map(move |i| ObjectRef::new(ns, format!("p{i}"))))
+            .collect();
+        for seed in 0..300 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let mut cluster = ClusterState::new();
+            let mut pods = PodAddresses::new(&cluster);
+            for step in 0..40 {
+                let mut changed = Vec::new();
+                for _ in 0..rng.usize(1..=3) {
+                    let id = keys[rng.usize(..keys.len())].clone();
+                    match rng.u8(..10) {
+                        0..=2 => {
+                            cluster.remove_pod(&id);
+                        }
+                        n => {
+                            // 0 to 3 addresses, a repeat or two of one family at times.
+                            let ips: Vec<String> = (0..rng.usize(..=3))
+                                .map(|_| addresses[rng.usize(..addresses.len())].to_string())
+                                .collect();
+                            let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+                            let mut p = pod(&id.namespace, &id.name, &ips);
+                            p.phase = if n == 3 {
+                                PodPhase::Finished
+                            } else {
+                                PodPhase::Active
+                            };
+                            p.host_network = n == 4;
+                            cluster.upsert_pod(p);
+                        }
+                    }
+                    changed.push(id);
+                }
+                // A key given twice, or one that did not change, changes nothing.
+                if rng.bool() {
+                    changed.push(keys[rng.usize(..keys.len())].clone());
+                }
+                pods.update(&cluster, &changed);
+                assert_as_rebuilt(
+                    &pods,
+                    &cluster,
+                    &addresses,
+                    &format!("seed {seed} step {step}"),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_context_updates_only_the_pods_it_is_given_and_swaps_the_origins() {
+        let mut cluster = ClusterState::new();
+        cluster.upsert_pod(pod("a", "p0", &["10.0.0.1"]));
+        cluster.upsert_pod(pod("a", "p1", &["10.0.0.2"]));
+        let mut ctx = DenialContext::new(Arc::new(Origins::new()), &cluster);
+        // Both pods readdressed, only one of them given: the other keeps its old address (no
+        // walk over the pods).
+        cluster.upsert_pod(pod("a", "p0", &["10.0.0.3"]));
+        cluster.upsert_pod(pod("a", "p1", &["10.0.0.4"]));
+        let origins = Arc::new(Origins::new());
+        ctx.update(Arc::clone(&origins), &cluster, &ids(&[("a", "p0")]));
+        let name = |ip: &str| ctx.pod(&ip.parse().unwrap()).map(ToString::to_string);
+        assert_eq!(name("10.0.0.1"), None);
+        assert_eq!(name("10.0.0.3"), Some("a/p0".into()));
+        assert_eq!(name("10.0.0.2"), Some("a/p1".into()));
+        assert_eq!(name("10.0.0.4"), None);
+        assert!(Arc::ptr_eq(&ctx.origins, &origins));
+    }
 }

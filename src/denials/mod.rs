@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::nflog::{self, TransportProtocol};
 
-pub use context::DenialContext;
+pub use context::{DenialContext, PodAddresses};
 pub use metrics::{DenialLabels, DenialMetrics, LostLabels, LostReason};
 
 /// The `tracing` target of denial lines.
@@ -187,34 +187,49 @@ impl Sequence {
     }
 }
 
-/// Where denials go: shared by the NFLOG reader (which records them), the agent (which swaps the
-/// context after each sync) and the HTTP server (which serves the last ones).
+/// Where denials go: shared by the NFLOG reader (which records them), the agent (which brings the
+/// context up to date after each sync) and the HTTP server (which serves the last ones).
 #[derive(Debug)]
 pub struct Denials {
-    context: RwLock<Arc<DenialContext>>,
+    /// Read for each denial, written in place after each sync (under the lock: a reader never
+    /// sees half an update). Its users go on past a poisoned lock: a context a panic left half
+    /// updated names a pod or two wrongly, until the next full rebuild.
+    context: RwLock<DenialContext>,
     recent: Mutex<VecDeque<Denial>>,
     capacity: usize,
     metrics: DenialMetrics,
 }
 
 /// After each sync the denials resolve against the committed ruleset's drop points and the
-/// cluster's pods (one walk over the pods per sync, only with `--deny-log`).
+/// cluster's pods: the addresses of the pods that changed since the last commit are updated in
+/// place, and only after a full compile or a list (when any pod may have changed) are they read
+/// again from every pod, outside the lock (only with `--deny-log`).
 impl crate::agent::CommitObserver for Denials {
     fn committed(
         &self,
         origins: &Arc<policy_compiler::plan::Origins>,
         cluster: &policy_compiler::ClusterState,
+        changed: crate::agent::Changed<'_>,
     ) {
-        self.set_context(DenialContext::new(Arc::clone(origins), cluster));
+        match changed {
+            crate::agent::Changed::All => {
+                self.set_context(DenialContext::new(Arc::clone(origins), cluster))
+            }
+            crate::agent::Changed::Pods(pods) => self
+                .context
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .update(Arc::clone(origins), cluster, pods),
+        }
     }
 }
 
 impl Denials {
-    /// Keeps the last `capacity` denials, with an empty context until the first
+    /// Keeps the last `capacity` denials, with an empty context until the first commit or
     /// [`Denials::set_context`] (every prefix unknown, no pods).
     pub fn new(capacity: usize) -> Self {
         Self {
-            context: RwLock::new(Arc::new(DenialContext::default())),
+            context: RwLock::new(DenialContext::default()),
             recent: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
             capacity,
             metrics: DenialMetrics::default(),
@@ -231,17 +246,32 @@ impl Denials {
         &self.metrics
     }
 
-    /// Replaces the context: denials read from now on resolve against it.
+    /// Replaces the context: denials read from now on resolve against it. The one replaced is
+    /// dropped after the lock is released.
     pub fn set_context(&self, context: DenialContext) {
-        *self.context.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(context);
+        let replaced = std::mem::replace(
+            &mut *self.context.write().unwrap_or_else(PoisonError::into_inner),
+            context,
+        );
+        drop(replaced);
     }
 
-    /// The context in force.
-    pub fn context(&self) -> Arc<DenialContext> {
+    /// The pod (`namespace/name`) that the context in force names for `address`, if any.
+    pub fn pod(&self, address: &IpAddr) -> Option<String> {
         self.context
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .pod(address)
+            .map(ToString::to_string)
+    }
+
+    /// The denial a packet stands for, resolved against the context in force (its lock held for
+    /// that only).
+    fn resolve(&self, prefix: &str, headers: &nflog::PacketHeaders, time: SystemTime) -> Denial {
+        self.context
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .resolve(prefix, headers, time)
     }
 
     /// The denials kept, oldest first.
@@ -257,7 +287,6 @@ impl Denials {
     /// Reads one NFLOG datagram received at `received` and records each packet it holds; `seq`
     /// follows the group's sequence numbers, to count messages lost in between.
     pub fn ingest(&self, datagram: &[u8], received: SystemTime, seq: &mut Sequence) {
-        let context = self.context();
         for packet in nflog::packets(datagram) {
             let packet = match packet {
                 Ok(packet) => packet,
@@ -285,7 +314,7 @@ impl Denials {
                 }
             };
             let prefix = packet.prefix.as_deref().unwrap_or_default();
-            let denial = context.resolve(prefix, &headers, packet.timestamp.unwrap_or(received));
+            let denial = self.resolve(prefix, &headers, packet.timestamp.unwrap_or(received));
             self.record(denial);
         }
     }
@@ -513,8 +542,9 @@ status: {phase: Succeeded, podIP: 10.244.2.9, podIPs: [{ip: 10.244.2.9}]}
         );
         // An IPv6 address of a dual-stack pod; a finished pod's address names no pod.
         assert_eq!(
-            ctx.pod(&"fd00::5".parse().unwrap()),
-            Some("backend/worker-0")
+            ctx.pod(&"fd00::5".parse().unwrap())
+                .map(ToString::to_string),
+            Some("backend/worker-0".to_string())
         );
         assert_eq!(ctx.pod(&"10.244.2.9".parse().unwrap()), None);
     }
@@ -652,6 +682,53 @@ status: {phase: Succeeded, podIP: 10.244.2.9, podIPs: [{ip: 10.244.2.9}]}
         assert_eq!(recent[0].src.pod, None);
         assert_eq!(recent[1].verdict, Some(Verdict::Deny));
         assert_eq!(recent[1].src.pod.as_deref(), Some("backend/worker-0"));
+    }
+
+    #[test]
+    fn a_commit_updates_the_changed_pods_and_all_reads_every_pod_again() {
+        use crate::agent::{Changed, CommitObserver};
+        use std::collections::BTreeSet;
+        let mut cluster = parse_sources(&[Source {
+            name: "t.yaml".into(),
+            text: CLUSTER.into(),
+        }])
+        .expect("valid")
+        .cluster;
+        let denials = Denials::new(10);
+        let origins = Arc::new(origins());
+        denials.committed(&origins, &cluster, Changed::All);
+        let pod = |ip: &str| denials.pod(&ip.parse().unwrap());
+        assert_eq!(pod("10.244.1.5").as_deref(), Some("backend/worker-0"));
+        assert_eq!(pod("10.244.2.7").as_deref(), Some("backend/db-0"));
+
+        // worker-0 moves to db-0's address and db-0 goes; only worker-0's event is given (as if
+        // db-0's were still to come): db-0 keeps its address until its own change is.
+        let worker = ObjectRef::new("backend", "worker-0");
+        let db = ObjectRef::new("backend", "db-0");
+        let mut moved = cluster.pod(&worker).expect("worker-0").clone();
+        moved.ips = vec!["10.244.1.6".parse().unwrap()];
+        cluster.upsert_pod(moved);
+        cluster.remove_pod(&db);
+        let changed = BTreeSet::from([worker.clone()]);
+        denials.committed(&origins, &cluster, Changed::Pods(&changed));
+        assert_eq!(pod("10.244.1.5"), None);
+        assert_eq!(pod("fd00::5"), None);
+        assert_eq!(pod("10.244.1.6").as_deref(), Some("backend/worker-0"));
+        assert_eq!(pod("10.244.2.7").as_deref(), Some("backend/db-0"));
+        // The origins are the ones given, with the pods' update.
+        let other = Arc::new(Origins::new());
+        denials.committed(&other, &cluster, Changed::Pods(&BTreeSet::new()));
+        let headers = nflog::packet::parse(&udp4([10, 244, 1, 6], [10, 96, 0, 10]), None).unwrap();
+        let d = denials.resolve("egress_Habc", &headers, UNIX_EPOCH);
+        assert_eq!(
+            (d.verdict, d.src.pod.as_deref()),
+            (None, Some("backend/worker-0"))
+        );
+
+        // All: every pod read again.
+        denials.committed(&origins, &cluster, Changed::All);
+        assert_eq!(pod("10.244.2.7"), None);
+        assert_eq!(pod("10.244.1.6").as_deref(), Some("backend/worker-0"));
     }
 
     #[test]
