@@ -71,9 +71,9 @@ pub(super) struct PeersMap {
     pub(super) regions: Vec<usize>,
     /// Every class of the render, with its chain (`None`: it decides nothing for any local pod).
     pub(super) classes: HashMap<RegionClass, Option<String>>,
-    /// The tokens of the rules judging local pods, in evaluation order, that the class keys
-    /// number.
-    pub(super) tokens: Vec<String>,
+    /// The rules judging local pods (policy name, index), in evaluation order, that the class
+    /// keys number.
+    pub(super) rules: Vec<(String, usize)>,
     /// The key of every class of the render, with its chain as in `classes`: what a change of the
     /// local pods renders the class chains again from.
     pub(super) keys: Vec<(ClassKey, Option<String>)>,
@@ -449,7 +449,7 @@ mod tests {
             family: Family::V4,
             regions: Vec::new(),
             classes: HashMap::new(),
-            tokens: Vec::new(),
+            rules: Vec::new(),
             keys: Vec::new(),
             class_maps: HashMap::new(),
             cache: ClassCache::default(),

@@ -493,15 +493,20 @@ fn sweep_rule(rule: &ClusterRule, named_ports: &[ResolvedNamedPort<'_>]) -> Swee
 /// A ports map element: address range, protocol and port range, rule.
 type PortsElement = (u128, u128, (Protocol, u16, u16), usize);
 
+/// The elements of a class chain's two maps: ports map, and address range and rule of the map for
+/// every other protocol.
+type ClassElements = (Vec<PortsElement>, Vec<(u128, u128, usize)>);
+
 /// The elements of a class's two maps for the cells of its local pods (sorted by address), each map
 /// merging adjacent addresses on which the same rule decides the same protocol and ports (the two
 /// maps merge independently: an element of one may span cells the other splits).
-fn elements(cells: &[ClassCell]) -> (Vec<PortsElement>, Vec<(u128, u128, usize)>) {
+fn elements(cells: &[ClassCell]) -> ClassElements {
     let mut any: Vec<(u128, u128, usize)> = Vec::new();
     let mut ports: Vec<PortsElement> = Vec::new();
-    // Ports elements the previous cell ended, by protocol, ports and rule: they grow while the next
-    // cells are adjacent and hold the same piece.
-    let mut open: HashMap<((Protocol, u16, u16), usize), usize> = HashMap::new();
+    // The previous cell, and the positions of the ports elements it ended, in the order of its
+    // pieces: they grow while the next cells are adjacent and hold the same piece.
+    let mut previous: Option<(u128, &Arc<Cell>)> = None;
+    let mut open: Vec<usize> = Vec::new();
     for (first, last, cell) in cells {
         if let Some(i) = cell.other {
             match any.last_mut() {
@@ -509,21 +514,39 @@ fn elements(cells: &[ClassCell]) -> (Vec<PortsElement>, Vec<(u128, u128, usize)>
                 _ => any.push((*first, *last, i)),
             }
         }
-        let mut still_open = HashMap::with_capacity(cell.ports.len());
-        for &(protocol, a, b, i) in &cell.ports {
-            let piece = ((protocol, a, b), i);
-            match open.get(&piece) {
-                Some(&at) if ports[at].1 + 1 == *first => {
+        let adjacent = previous.is_some_and(|(end, _)| end + 1 == *first);
+        match previous {
+            // The same cell right after: every piece goes on (the usual case, a combination's
+            // pods holding consecutive addresses).
+            Some((_, p)) if adjacent && (Arc::ptr_eq(p, cell) || p == cell) => {
+                for &at in &open {
                     ports[at].1 = *last;
-                    still_open.insert(piece, at);
                 }
-                _ => {
-                    still_open.insert(piece, ports.len());
-                    ports.push((*first, *last, (protocol, a, b), i));
+            }
+            _ => {
+                let pieces: HashMap<((Protocol, u16, u16), usize), usize> = if adjacent {
+                    open.iter()
+                        .map(|&at| ((ports[at].2, ports[at].3), at))
+                        .collect()
+                } else {
+                    HashMap::new()
+                };
+                open.clear();
+                for &(protocol, a, b, i) in &cell.ports {
+                    match pieces.get(&((protocol, a, b), i)) {
+                        Some(&at) => {
+                            ports[at].1 = *last;
+                            open.push(at);
+                        }
+                        None => {
+                            open.push(ports.len());
+                            ports.push((*first, *last, (protocol, a, b), i));
+                        }
+                    }
                 }
             }
         }
-        open = still_open;
+        previous = Some((*last, cell));
     }
     (ports, any)
 }
@@ -577,12 +600,15 @@ fn fill_subjects(
 }
 
 /// Every rule of the policies of a tier's combinations, in evaluation order (policies by priority
-/// and name, then rules as written; each combination's own order is this one, restricted), with
-/// what names and decides each.
+/// and name, then rules as written; each combination's own order is this one, restricted).
 struct Universe<'a> {
     rules: Vec<(&'a ClusterNetworkPolicy, usize)>,
     /// A rule's position by policy name and index.
     position: HashMap<(&'a str, usize), usize>,
+}
+
+/// What names and decides each rule of a [`Universe`], by position.
+struct RuleNames {
     /// Each rule's [`cluster_rule_token`].
     tokens: Vec<String>,
     /// Each rule's chain (Accept and Deny rules have one).
@@ -592,7 +618,7 @@ struct Universe<'a> {
 }
 
 impl<'a> Universe<'a> {
-    fn of(tier: Tier, direction: Direction, combinations: &[Combination<'a>]) -> Self {
+    fn of(direction: Direction, combinations: &[Combination<'a>]) -> Self {
         let mut rules: Vec<(&'a ClusterNetworkPolicy, usize)> = combinations
             .iter()
             .flat_map(|c| c.policies.iter())
@@ -605,29 +631,59 @@ impl<'a> Universe<'a> {
             .enumerate()
             .map(|(u, (p, i))| ((p.name.as_str(), *i), u))
             .collect();
-        let tokens = rules
+        Self { rules, position }
+    }
+
+    /// Each rule as (policy name, index), in order: what tells whether another render's classes
+    /// number the same rules.
+    fn ids(&self) -> Vec<(String, usize)> {
+        self.rules
+            .iter()
+            .map(|(p, i)| (p.name.clone(), *i))
+            .collect()
+    }
+
+    /// Whether the rules are `ids`, in that order.
+    fn is(&self, ids: &[(String, usize)]) -> bool {
+        self.rules.len() == ids.len()
+            && self
+                .rules
+                .iter()
+                .zip(ids)
+                .all(|((p, i), (name, j))| p.name == *name && i == j)
+    }
+
+    /// What the element of a decision map deciding by the rule at `u` holds.
+    fn decision(&self, tier: Tier, direction: Direction, u: usize) -> Option<Decision> {
+        let (p, i) = *self.rules.get(u)?;
+        Some(Decision {
+            verdict: match p.rules(direction)[i].action {
+                Action::Pass => DecisionVerdict::Return,
+                Action::Accept | Action::Deny => {
+                    DecisionVerdict::Jump(cluster_rule_chain_name(tier, p, direction, i))
+                }
+            },
+            comment: Some(rule_comment(p, direction, i)),
+        })
+    }
+
+    /// The names and decisions of every rule.
+    fn names(&self, tier: Tier, direction: Direction) -> RuleNames {
+        let tokens = self
+            .rules
             .iter()
             .map(|(p, i)| cluster_rule_token(p, direction, *i))
             .collect();
         // Accept and Deny decisions jump to their rule's chain, which counts (and logs) them.
-        let rule_chains: Vec<String> = rules
+        let rule_chains = self
+            .rules
             .iter()
             .map(|(p, i)| cluster_rule_chain_name(tier, p, direction, *i))
             .collect();
-        let decisions = rules
-            .iter()
-            .zip(&rule_chains)
-            .map(|((p, i), chain)| Decision {
-                verdict: match p.rules(direction)[*i].action {
-                    Action::Pass => DecisionVerdict::Return,
-                    Action::Accept | Action::Deny => DecisionVerdict::Jump(chain.clone()),
-                },
-                comment: Some(rule_comment(p, direction, *i)),
-            })
+        let decisions = (0..self.rules.len())
+            .filter_map(|u| self.decision(tier, direction, u))
             .collect();
-        Self {
-            rules,
-            position,
+        RuleNames {
             tokens,
             rule_chains,
             decisions,
@@ -667,8 +723,8 @@ pub(super) struct ClassCache {
     /// What a class (by position in the map's keys) decides for a combination (by its number):
     /// `None`, nothing.
     decided: HashMap<(usize, usize), Option<Arc<Cell>>>,
-    /// Each class's cells, as last rendered.
-    cells: Vec<Vec<ClassCell>>,
+    /// The elements of each class's two maps, as last rendered (empty: the class has no chain).
+    elements: Vec<ClassElements>,
     /// The addresses of the map's family each combination (by number) had at the last render,
     /// sorted; a combination without any is not held.
     addresses: HashMap<usize, Vec<u128>>,
@@ -819,10 +875,10 @@ fn class_chain(
     ruleset: &mut Ruleset,
     (tier, direction, family): (Tier, Direction, Family),
     key: &ClassKey,
-    universe: &Universe<'_>,
-    cells: &[ClassCell],
+    names: &RuleNames,
+    (ports_elements, any_elements): &ClassElements,
 ) -> (String, [String; 2]) {
-    let (tokens, decisions) = (&universe.tokens, &universe.decisions);
+    let (tokens, decisions) = (&names.tokens, &names.decisions);
     let rule_tokens: Vec<String> = key.rules.iter().map(|u| tokens[*u].clone()).collect();
     let named_tokens: Vec<String> = key
         .named
@@ -840,15 +896,14 @@ fn class_chain(
         tier_class_map_name(tier, direction, &rule_tokens, &named_tokens, ports, family)
     });
     let addr = |n: u128| crate::cidr::from_u128(family, n);
-    let (ports_elements, any_elements) = elements(cells);
     ruleset.decision_maps.insert(
         ports_map.clone(),
         DecisionMap {
             family,
             ports: true,
             elements: ports_elements
-                .into_iter()
-                .map(|(first, last, (protocol, a, b), u)| {
+                .iter()
+                .map(|&(first, last, (protocol, a, b), u)| {
                     let key = DecisionKey {
                         first: addr(first),
                         last: addr(last),
@@ -865,8 +920,8 @@ fn class_chain(
             family,
             ports: false,
             elements: any_elements
-                .into_iter()
-                .map(|(first, last, u)| {
+                .iter()
+                .map(|&(first, last, u)| {
                     let key = DecisionKey {
                         first: addr(first),
                         last: addr(last),
@@ -959,7 +1014,7 @@ pub(super) fn refresh_subjects(
                 continue;
             }
             let combinations = TierRenderer::combinations(tier, direction, pods);
-            let universe = Universe::of(tier, direction, &combinations);
+            let universe = Universe::of(direction, &combinations);
             let mut rules = LazyRules::new(&universe, direction, &combinations);
             for family in [Family::V4, Family::V6] {
                 let name = tier_subjects_set_name(tier, direction, family);
@@ -986,7 +1041,7 @@ pub(super) fn refresh_subjects(
                     continue;
                 }
                 maps += 1;
-                if map.tokens != universe.tokens {
+                if !universe.is(&map.rules) {
                     return Err(Structural);
                 }
                 let family = map.family;
@@ -1037,20 +1092,20 @@ pub(super) fn refresh_subjects(
                         Some(chain) if !cells.is_empty() => chain,
                         _ => return Err(Structural),
                     };
-                    let Some(last) = map.cache.cells.get_mut(id) else {
+                    let Some(last) = map.cache.elements.get_mut(id) else {
                         return Err(Structural);
                     };
-                    if *last == cells {
+                    let now = elements(&cells);
+                    if *last == now {
                         continue;
                     }
-                    let (was_ports, was_any) = elements(last);
-                    let (ports, any) = elements(&cells);
-                    *last = cells;
+                    let (was_ports, was_any) = std::mem::replace(last, now.clone());
+                    let (ports, any) = now;
                     let Some([ports_map, any_map]) = map.class_maps.get(chain) else {
                         return Err(Structural);
                     };
                     let addr = |n: u128| crate::cidr::from_u128(family, n);
-                    let decision = |u: usize| universe.decisions.get(u).cloned();
+                    let decision = |u: usize| universe.decision(tier, direction, u);
                     let port_key = |&(first, last, ports, _): &PortsElement| DecisionKey {
                         first: addr(first),
                         last: addr(last),
@@ -1231,7 +1286,8 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
     ) {
         let combinations = Self::combinations(tier, direction, pods);
         fill_subjects(ruleset, tier, direction, &combinations);
-        let universe = Universe::of(tier, direction, &combinations);
+        let universe = Universe::of(direction, &combinations);
+        let names = universe.names(tier, direction);
         let mut rules = LazyRules::new(&universe, direction, &combinations);
         for family in self.families.clone() {
             let region_of: Vec<usize> = universe
@@ -1287,14 +1343,20 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
             }
             for (id, key) in class_keys.iter().enumerate() {
                 let cells = class_cells((id, key), &mut rules, (&numbers, &addresses), &mut cache);
+                let class_elements = elements(&cells);
                 if !cells.is_empty() {
-                    let (chain, maps) =
-                        class_chain(ruleset, (tier, direction, family), key, &universe, &cells);
+                    let (chain, maps) = class_chain(
+                        ruleset,
+                        (tier, direction, family),
+                        key,
+                        &names,
+                        &class_elements,
+                    );
                     class_maps.insert(chain.clone(), maps);
                     chains.insert(id, chain);
                 }
                 if self.book.is_some() {
-                    cache.cells.push(cells);
+                    cache.elements.push(class_elements);
                 }
             }
             let peers = tier_peers_map_name(tier, direction, family);
@@ -1336,7 +1398,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
                         .iter()
                         .map(|(class, id)| (class.clone(), chains.get(id).cloned()))
                         .collect(),
-                    tokens: universe.tokens.clone(),
+                    rules: universe.ids(),
                     keys: class_keys
                         .iter()
                         .enumerate()
@@ -1362,7 +1424,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
                 (false, _) | (true, true) => Verdict::Accept,
                 (true, false) => Verdict::Drop,
             };
-            let chain = &universe.rule_chains[u];
+            let chain = &names.rule_chains[u];
             let mut comment = rule_comment(policy, direction, index);
             if audit {
                 comment.push_str(" (audit: would deny)");
