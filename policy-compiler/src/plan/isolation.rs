@@ -16,9 +16,7 @@ use std::collections::BTreeSet;
 use crate::cidr::Family;
 use crate::cluster::ClusterState;
 use crate::index::ClusterIndex;
-use crate::model::{
-    ClusterNetworkPolicy, Direction, Enforcement, ObjectRef, Pod, Policy, Subject, Tier,
-};
+use crate::model::{ClusterNetworkPolicy, Direction, Enforcement, ObjectRef, Pod, Policy, Subject};
 use crate::selector::LabelSelector;
 
 /// A local pod and the policies that isolate it, per direction.
@@ -54,16 +52,6 @@ impl<'a> LocalPod<'a> {
             Direction::Ingress => &self.audit_ingress,
             Direction::Egress => &self.audit_egress,
         }
-    }
-
-    /// The ClusterNetworkPolicies of `tier` that judge the pod's traffic in `direction` (those
-    /// selecting it that have rules in that direction), in evaluation order.
-    pub fn tier_policies(&self, tier: Tier, direction: Direction) -> Vec<&'a ClusterNetworkPolicy> {
-        self.cluster_policies
-            .iter()
-            .copied()
-            .filter(|c| c.tier == tier && !c.rules(direction).is_empty())
-            .collect()
     }
 }
 

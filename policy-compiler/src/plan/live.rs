@@ -46,12 +46,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::isolation::{local_pod, ordered_cluster_policies, ClusterPlan, LocalPod, NodePlan};
+use super::isolation::{local_pod, ordered_cluster_policies, ClusterPlan, NodePlan};
 use super::local::{LocalPart, Out};
 use super::origin::{CompileOptions, Origins};
 use super::peers::{Holder, PeerBook, Structural};
 use super::rules::{counter_of, Renderer, SetSource};
-use super::tiers::{self, Layout};
+use super::tiers::{self, Layout, TierSubject};
 use crate::cidr::Family;
 use crate::cluster::ClusterState;
 use crate::index::ClusterIndex;
@@ -108,6 +108,12 @@ pub struct LiveNode {
     /// that comes back (a local pod relabelled back and forth, say) need not be resolved again;
     /// bounded by [`RETIRED_SETS`] and [`RETIRED_ELEMENTS`].
     retired: BTreeMap<String, (Set, SetSource)>,
+    /// With ClusterNetworkPolicies, what the tiers read of each local pod (see [`TierSubject`]),
+    /// valid while the ClusterNetworkPolicies are those of the last full render of the tiers: an
+    /// entry goes when its pod changes, or its namespace or a NetworkPolicy of it does.
+    subjects: BTreeMap<ObjectRef, SubjectMemo>,
+    /// Namespaces whose local pods' entries in `subjects` are stale.
+    stale_subjects: BTreeSet<Arc<str>>,
     /// Pods of this node (before or now) changed since the last flush.
     local_pods: BTreeSet<ObjectRef>,
     /// Policies of namespaces with pods on this node changed since the last flush.
@@ -139,6 +145,15 @@ pub struct LiveStats {
     /// Objects of the tiers (subjects sets, class chains and their decision maps) rendered again
     /// over the classes of the last full render, for a change of the node's own pods.
     pub tier_pieces: usize,
+}
+
+/// What the tiers read of a local pod, kept between flushes: whether NetworkPolicies isolate it
+/// (ingress, egress), and the ClusterNetworkPolicies whose subject holds it, as positions in
+/// evaluation order ([`ordered_cluster_policies`]).
+#[derive(Debug, Clone)]
+struct SubjectMemo {
+    isolated: [bool; 2],
+    cluster_policies: Box<[u32]>,
 }
 
 /// The names of what a full render of the tiers puts in a ruleset.
@@ -180,6 +195,8 @@ impl LiveNode {
             peers: None,
             tier_objects: TierObjects::default(),
             retired: BTreeMap::new(),
+            subjects: BTreeMap::new(),
+            stale_subjects: BTreeSet::new(),
             local_pods: BTreeSet::new(),
             local_policies: BTreeSet::new(),
             touched: None,
@@ -340,9 +357,10 @@ impl LiveNode {
             .filter(|p| p.participates())
             .collect();
         if tiers {
-            if self.local_namespaces.contains_key(name) {
+            if let Some((namespace, _)) = self.local_namespaces.get_key_value(name) {
                 // The tiers' subjects among the node's pods may change.
                 self.subjects_dirty = true;
+                self.stale_subjects.insert(Arc::clone(namespace));
             }
             for pod in &pods {
                 self.refresh_peers(cluster, &pod.ips, Some(pod));
@@ -395,6 +413,7 @@ impl LiveNode {
             // Nothing to keep of the tiers.
             self.peers = None;
             self.tier_objects = TierObjects::default();
+            self.subjects.clear();
         }
         let mut rebuilt = false;
         if changed {
@@ -436,6 +455,7 @@ impl LiveNode {
         self.subjects_dirty = false;
         self.local_pods.clear();
         self.local_policies.clear();
+        self.stale_subjects.clear();
         self.bound_retired();
         let touched = self.touched.replace(Touched::default());
         (touched, std::mem::take(&mut self.stats))
@@ -742,14 +762,59 @@ impl LiveNode {
         }
     }
 
-    /// The plan of each participating pod of this node.
-    fn local_plan<'c>(&self, cluster: &'c ClusterState) -> Vec<LocalPod<'c>> {
+    /// What the tiers read of each participating pod of this node: from `subjects`, planned
+    /// again for the pods that changed since the last flush and those of namespaces whose labels
+    /// or NetworkPolicies did.
+    fn tier_subjects<'c>(&mut self, cluster: &'c ClusterState) -> Vec<TierSubject<'c>> {
         let ordered = ordered_cluster_policies(cluster);
-        self.local
+        for key in &self.local_pods {
+            self.subjects.remove(key);
+        }
+        let stale: BTreeSet<&str> = self
+            .stale_subjects
             .iter()
-            .filter_map(|key| cluster.pod(key))
-            .map(|pod| local_pod(cluster, pod, &ordered, self.options.audit_all))
-            .collect()
+            .map(|n| &**n)
+            .chain(self.local_policies.iter().map(|p| &*p.namespace))
+            .collect();
+        if !stale.is_empty() {
+            self.subjects
+                .retain(|key, _| !stale.contains(&*key.namespace));
+        }
+        let audit_all = self.options.audit_all;
+        let mut subjects = Vec::with_capacity(self.local.len());
+        for key in &self.local {
+            let Some(pod) = cluster.pod(key) else {
+                continue;
+            };
+            let memo = self.subjects.entry(key.clone()).or_insert_with(|| {
+                let local = local_pod(cluster, pod, &ordered, audit_all);
+                let subject = TierSubject::of(&local);
+                // The policies holding the pod are a subsequence of `ordered`.
+                let mut positions = Vec::with_capacity(subject.cluster_policies.len());
+                let mut held = subject.cluster_policies.iter().peekable();
+                for (at, policy) in ordered.iter().enumerate() {
+                    if held.peek().is_some_and(|h| std::ptr::eq(**h, *policy)) {
+                        held.next();
+                        positions.push(at as u32);
+                    }
+                }
+                SubjectMemo {
+                    isolated: subject.isolated,
+                    cluster_policies: positions.into_boxed_slice(),
+                }
+            });
+            subjects.push(TierSubject {
+                pod,
+                isolated: memo.isolated,
+                cluster_policies: memo
+                    .cluster_policies
+                    .iter()
+                    .filter_map(|at| ordered.get(*at as usize).copied())
+                    .collect(),
+            });
+        }
+        self.subjects.retain(|key, _| self.local.contains(key));
+        subjects
     }
 
     /// Renders the tiers again in full (through `index`, or one built over the cluster) and
@@ -763,7 +828,9 @@ impl LiveNode {
                 &built
             }
         };
-        let pods = self.local_plan(cluster);
+        // The ClusterNetworkPolicies may have changed: every pod is planned again.
+        self.subjects.clear();
+        let pods = self.tier_subjects(cluster);
         let layout = Layout::of(cluster);
         let families = self.family_set().into_iter().collect();
         let (rendered, origins, book) =
@@ -832,7 +899,7 @@ impl LiveNode {
             self.render_tiers(cluster, None);
             return;
         };
-        let pods = self.local_plan(cluster);
+        let pods = self.tier_subjects(cluster);
         let layout = Layout::of(cluster);
         match tiers::refresh_subjects(
             &mut self.ruleset,

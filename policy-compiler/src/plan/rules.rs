@@ -14,7 +14,7 @@ use super::naming::{
     policy_chain_name, policy_rule_counter_name, vmap_name,
 };
 use super::origin::{CompileOptions, Origin, Origins};
-use super::tiers::{self, Layout, TierRenderer};
+use super::tiers::{self, Layout, TierRenderer, TierSubject};
 use crate::cidr::Family;
 use crate::cluster::ClusterState;
 use crate::index::ClusterIndex;
@@ -352,11 +352,12 @@ impl<'i, 'a> Renderer<'i, 'a> {
                     &built
                 }
             };
+            let subjects: Vec<TierSubject<'_>> = plan.iter().map(TierSubject::of).collect();
             TierRenderer::new(index, families, self.options).render(
                 &mut self.ruleset,
                 &mut self.origins,
                 &layout,
-                &plan,
+                &subjects,
             );
         }
         for direction in Direction::BOTH {

@@ -59,6 +59,49 @@ use crate::nft::{
 };
 use crate::selector::LabelSelector;
 
+/// What the tiers read of a local pod: the pod, whether NetworkPolicies (enforced ones, or every
+/// one under `audit_all`) isolate it in each direction, and the ClusterNetworkPolicies whose
+/// subject holds it, in evaluation order.
+#[derive(Debug, Clone)]
+pub(super) struct TierSubject<'a> {
+    pub(super) pod: &'a Pod,
+    /// Isolated for ingress, for egress.
+    pub(super) isolated: [bool; 2],
+    pub(super) cluster_policies: Vec<&'a ClusterNetworkPolicy>,
+}
+
+impl<'a> TierSubject<'a> {
+    /// What the tiers read of `local`.
+    pub(super) fn of(local: &LocalPod<'a>) -> Self {
+        Self {
+            pod: local.pod,
+            isolated: [
+                !local.policies(Direction::Ingress).is_empty(),
+                !local.policies(Direction::Egress).is_empty(),
+            ],
+            cluster_policies: local.cluster_policies.clone(),
+        }
+    }
+
+    /// Whether NetworkPolicies isolate the pod in `direction`.
+    fn isolated(&self, direction: Direction) -> bool {
+        match direction {
+            Direction::Ingress => self.isolated[0],
+            Direction::Egress => self.isolated[1],
+        }
+    }
+
+    /// The ClusterNetworkPolicies of `tier` that judge the pod's traffic in `direction`, in
+    /// evaluation order.
+    fn tier_policies(&self, tier: Tier, direction: Direction) -> Vec<&'a ClusterNetworkPolicy> {
+        self.cluster_policies
+            .iter()
+            .copied()
+            .filter(|c| c.tier == tier && !c.rules(direction).is_empty())
+            .collect()
+    }
+}
+
 /// The tiers and directions the cluster's ClusterNetworkPolicies have rules in: only those get
 /// rules in the base chains, so a cluster without ClusterNetworkPolicies renders as before and a
 /// pod's arrival never changes a chain.
@@ -619,13 +662,16 @@ struct RuleNames {
 
 impl<'a> Universe<'a> {
     fn of(direction: Direction, combinations: &[Combination<'a>]) -> Self {
-        let mut rules: Vec<(&'a ClusterNetworkPolicy, usize)> = combinations
+        let mut policies: Vec<&'a ClusterNetworkPolicy> = combinations
             .iter()
-            .flat_map(|c| c.policies.iter())
-            .flat_map(|p| (0..p.rules(direction).len()).map(move |i| (*p, i)))
+            .flat_map(|c| c.policies.iter().copied())
             .collect();
-        rules.sort_by(|a, b| (a.0.order_key(), a.1).cmp(&(b.0.order_key(), b.1)));
-        rules.dedup_by(|a, b| a.0.name == b.0.name && a.1 == b.1);
+        policies.sort_unstable_by(|a, b| a.order_key().cmp(&b.order_key()));
+        policies.dedup_by(|a, b| a.name == b.name);
+        let rules: Vec<(&'a ClusterNetworkPolicy, usize)> = policies
+            .into_iter()
+            .flat_map(|p| (0..p.rules(direction).len()).map(move |i| (p, i)))
+            .collect();
         let position = rules
             .iter()
             .enumerate()
@@ -969,7 +1015,7 @@ pub(super) fn render_tiers<'a>(
     families: Vec<Family>,
     options: CompileOptions,
     layout: &Layout,
-    pods: &[LocalPod<'a>],
+    pods: &[TierSubject<'a>],
 ) -> (Ruleset, Origins, PeerBook) {
     let mut ruleset = Ruleset::default();
     for tier in Tier::ALL {
@@ -999,7 +1045,7 @@ pub(super) fn refresh_subjects(
     touched: &mut Option<Touched>,
     book: &mut PeerBook,
     layout: &Layout,
-    pods: &[LocalPod<'_>],
+    pods: &[TierSubject<'_>],
 ) -> Result<usize, Structural> {
     let mut changed = 0;
     let mut touch = |record: &mut dyn FnMut(&mut Touched)| {
@@ -1221,7 +1267,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
         ruleset: &mut Ruleset,
         origins: &mut Origins,
         layout: &Layout,
-        pods: &[LocalPod<'a>],
+        pods: &[TierSubject<'a>],
     ) {
         for tier in Tier::ALL {
             for direction in Direction::BOTH {
@@ -1237,7 +1283,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
     fn combinations(
         tier: Tier,
         direction: Direction,
-        pods: &[LocalPod<'a>],
+        pods: &[TierSubject<'a>],
     ) -> Vec<Combination<'a>> {
         let mut combinations: BTreeMap<Vec<String>, Combination<'a>> = BTreeMap::new();
         let mut claimed: HashSet<IpAddr> = HashSet::new();
@@ -1245,7 +1291,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
             // NetworkPolicies decide for the pods they isolate before the Baseline tier is reached
             // on the forward hook; on the input hook (a pod reaching its node) they allow, and the
             // pod's absence from the Baseline subjects is what lets the packet through.
-            if tier == Tier::Baseline && !local.policies(direction).is_empty() {
+            if tier == Tier::Baseline && local.isolated(direction) {
                 continue;
             }
             let policies = local.tier_policies(tier, direction);
@@ -1282,7 +1328,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
         origins: &mut Origins,
         tier: Tier,
         direction: Direction,
-        pods: &[LocalPod<'a>],
+        pods: &[TierSubject<'a>],
     ) {
         let combinations = Self::combinations(tier, direction, pods);
         fill_subjects(ruleset, tier, direction, &combinations);
