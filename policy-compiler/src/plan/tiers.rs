@@ -1285,7 +1285,10 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
         direction: Direction,
         pods: &[TierSubject<'a>],
     ) -> Vec<Combination<'a>> {
-        let mut combinations: BTreeMap<Vec<String>, Combination<'a>> = BTreeMap::new();
+        // By the names of the policies and the named ports as resolved: the owned key is made
+        // once per combination.
+        type Grouping<'a> = (Vec<&'a str>, Vec<ResolvedNamedPort<'a>>);
+        let mut combinations: BTreeMap<Grouping<'a>, Combination<'a>> = BTreeMap::new();
         let mut claimed: HashSet<IpAddr> = HashSet::new();
         for local in pods {
             // NetworkPolicies decide for the pods they isolate before the Baseline tier is reached
@@ -1305,16 +1308,19 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
                     .collect(),
                 Direction::Egress => Vec::new(),
             };
-            let mut key: Vec<String> = policies.iter().map(|p| p.name.clone()).collect();
-            key.push(String::new());
-            key.extend(named_ports.iter().map(|(n, p)| format!("{n}={p:?}")));
+            let names: Vec<&'a str> = policies.iter().map(|p| p.name.as_str()).collect();
             combinations
-                .entry(key)
-                .or_insert_with_key(|key| Combination {
-                    key: key.clone(),
-                    policies,
-                    named_ports,
-                    addresses: Vec::new(),
+                .entry((names, named_ports))
+                .or_insert_with_key(|(names, named_ports)| {
+                    let mut key: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+                    key.push(String::new());
+                    key.extend(named_ports.iter().map(|(n, p)| format!("{n}={p:?}")));
+                    Combination {
+                        key,
+                        policies,
+                        named_ports: named_ports.clone(),
+                        addresses: Vec::new(),
+                    }
                 })
                 .addresses
                 .extend(local.pod.ips.iter().filter(|ip| claimed.insert(**ip)));
