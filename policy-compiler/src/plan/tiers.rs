@@ -567,17 +567,32 @@ fn elements(cells: &[ClassCell]) -> ClassElements {
                 }
             }
             _ => {
-                let pieces: HashMap<((Protocol, u16, u16), usize), usize> = if adjacent {
-                    open.iter()
-                        .map(|&at| ((ports[at].2, ports[at].3), at))
-                        .collect()
-                } else {
-                    HashMap::new()
+                // A cell's pieces are in the order `cell` makes them, by protocol slot and first
+                // port (distinct within a cell): a walk of both lists finds those that go on.
+                let order = |&(protocol, a, _, _): &(Protocol, u16, u16, usize)| {
+                    (protocol_slot(protocol), a)
                 };
-                open.clear();
-                for &(protocol, a, b, i) in &cell.ports {
-                    match pieces.get(&((protocol, a, b), i)) {
-                        Some(&at) => {
+                let before = if adjacent {
+                    std::mem::take(&mut open)
+                } else {
+                    open.clear();
+                    Vec::new()
+                };
+                let mut before = before.into_iter().peekable();
+                for piece @ &(protocol, a, b, i) in &cell.ports {
+                    while before.peek().is_some_and(|&at| {
+                        let (_, _, (p, x, _), _) = ports[at];
+                        order(&(p, x, 0, 0)) < order(piece)
+                    }) {
+                        before.next();
+                    }
+                    let goes_on = before.peek().copied().filter(|&at| {
+                        let (_, _, (p, x, y), u) = ports[at];
+                        (p, x, y, u) == (protocol, a, b, i)
+                    });
+                    match goes_on {
+                        Some(at) => {
+                            before.next();
                             ports[at].1 = *last;
                             open.push(at);
                         }
@@ -766,9 +781,9 @@ type ClassCell = (u128, u128, Arc<Cell>);
 pub(super) struct ClassCache {
     /// A number for each combination seen, by its key.
     combinations: HashMap<Vec<String>, usize>,
-    /// What a class (by position in the map's keys) decides for a combination (by its number):
-    /// `None`, nothing.
-    decided: HashMap<(usize, usize), Option<Arc<Cell>>>,
+    /// What each class (by position in the map's keys) decides for a combination, by the
+    /// combination's number then the class: `Some(None)`, nothing; `None`, not decided yet.
+    decided: Vec<Vec<Option<Option<Arc<Cell>>>>>,
     /// The elements of each class's two maps, as last rendered (empty: the class has no chain).
     elements: Vec<ClassElements>,
     /// The addresses of the map's family each combination (by number) had at the last render,
@@ -777,6 +792,23 @@ pub(super) struct ClassCache {
 }
 
 impl ClassCache {
+    /// What the class `id` decides for the combination `number`, if decided yet.
+    fn decided(&self, id: usize, number: usize) -> Option<&Option<Arc<Cell>>> {
+        self.decided.get(number)?.get(id)?.as_ref()
+    }
+
+    /// Records what the class `id` decides for the combination `number`.
+    fn record(&mut self, id: usize, number: usize, decided: Option<Arc<Cell>>) {
+        if self.decided.len() <= number {
+            self.decided.resize_with(number + 1, Vec::new);
+        }
+        let classes = &mut self.decided[number];
+        if classes.len() <= id {
+            classes.resize(id + 1, None);
+        }
+        classes[id] = Some(decided);
+    }
+
     /// The numbers of `combinations`, in their order (numbering those not seen yet).
     fn number(&mut self, combinations: &[Combination<'_>]) -> Vec<usize> {
         combinations
@@ -848,7 +880,7 @@ fn decide(
     rules: &mut LazyRules<'_, '_, '_>,
     cache: &mut ClassCache,
 ) -> Option<Arc<Cell>> {
-    if let Some(decided) = cache.decided.get(&(id, number)) {
+    if let Some(decided) = cache.decided(id, number) {
         return decided.clone();
     }
     let active: Vec<(usize, &SweepRule)> = rules
@@ -864,7 +896,7 @@ fn decide(
             .filter(|d| d.other.is_some() || !d.ports.is_empty())
             .map(Arc::new)
     };
-    cache.decided.insert((id, number), decided.clone());
+    cache.record(id, number, decided.clone());
     decided
 }
 
@@ -1117,7 +1149,7 @@ pub(super) fn refresh_subjects(
                     for &(number, c) in &moved {
                         let decided = match c {
                             Some(c) => decide((id, key), (c, number), &mut rules, &mut map.cache),
-                            None => match map.cache.decided.get(&(id, number)) {
+                            None => match map.cache.decided(id, number) {
                                 Some(decided) => decided.clone(),
                                 None => return Err(Structural),
                             },
@@ -1718,6 +1750,89 @@ mod tests {
     fn a_rule_token_names_its_policy_dots_included() {
         assert_eq!(token_policy("guard.egress.3"), "guard");
         assert_eq!(token_policy("team.a.guard.ingress.0"), "team.a.guard");
+    }
+
+    /// The elements of `cells` as their definition says: per address, per piece of its cell, an
+    /// element that grows while the next address is adjacent and holds the same piece.
+    fn reference_elements(cells: &[ClassCell]) -> ClassElements {
+        let mut any: Vec<(u128, u128, usize)> = Vec::new();
+        let mut ports: Vec<PortsElement> = Vec::new();
+        let mut open: HashMap<((Protocol, u16, u16), usize), usize> = HashMap::new();
+        for (first, last, cell) in cells {
+            if let Some(i) = cell.other {
+                match any.last_mut() {
+                    Some(prev) if prev.2 == i && prev.1 + 1 == *first => prev.1 = *last,
+                    _ => any.push((*first, *last, i)),
+                }
+            }
+            let mut still_open = HashMap::new();
+            for &(protocol, a, b, i) in &cell.ports {
+                let piece = ((protocol, a, b), i);
+                match open.get(&piece) {
+                    Some(&at) if ports[at].1 + 1 == *first => {
+                        ports[at].1 = *last;
+                        still_open.insert(piece, at);
+                    }
+                    _ => {
+                        still_open.insert(piece, ports.len());
+                        ports.push((*first, *last, (protocol, a, b), i));
+                    }
+                }
+            }
+            open = still_open;
+        }
+        (ports, any)
+    }
+
+    #[test]
+    fn elements_merge_adjacent_addresses_as_their_definition_says() {
+        // Cells as `cell` makes them, from random rules over a few ports; addresses mostly
+        // adjacent, cells often shared.
+        let mut seed: u64 = 0x5eed;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        for _ in 0..500 {
+            let rules: Vec<SweepRule> = (0..1 + next(4))
+                .map(|_| {
+                    let mut ports: [Vec<(u16, u16)>; 3] = Default::default();
+                    for slot in &mut ports {
+                        for _ in 0..next(3) {
+                            let a = next(8) as u16 * 10;
+                            slot.push((a, a + next(15) as u16));
+                        }
+                    }
+                    SweepRule {
+                        all: next(5) == 0,
+                        pass: next(4) == 0,
+                        ports: ports.map(merge_ranges),
+                    }
+                })
+                .collect();
+            let palette: Vec<Arc<Cell>> = (0..1 + next(3))
+                .map(|_| {
+                    let active: Vec<(usize, &SweepRule)> =
+                        rules.iter().enumerate().filter(|_| next(3) != 0).collect();
+                    Arc::new(cell(&active, &[]))
+                })
+                .collect();
+            let mut cells: Vec<ClassCell> = Vec::new();
+            let mut address = 100u128;
+            for _ in 0..next(12) {
+                address += 1 + u128::from(next(4) == 0);
+                let shared = &palette[next(palette.len() as u64) as usize];
+                let cell = if next(6) == 0 {
+                    Arc::new((**shared).clone())
+                } else {
+                    Arc::clone(shared)
+                };
+                cells.push((address, address, cell));
+            }
+            assert_eq!(elements(&cells), reference_elements(&cells), "{cells:?}");
+        }
     }
 
     #[test]
