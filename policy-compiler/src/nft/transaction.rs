@@ -861,7 +861,8 @@ impl Transaction {
     /// makes to be all-or-nothing: for a transaction the kernel already committed, whose
     /// prediction fails only when `state` was not what the kernel held. On error `state` is left
     /// partly changed. What the kernel checked in committing it is not checked again: that nothing
-    /// deleted is still referenced (a scan of every chain per deletion).
+    /// deleted is still referenced (a scan of every chain per deletion), and that no element
+    /// added overlaps another (a scan of the map per element).
     pub fn apply_in_place(&self, state: &mut Option<Ruleset>) -> Result<(), TxError> {
         self.ops
             .iter()
@@ -891,7 +892,8 @@ fn changed_entries<K: Ord + Copy, V: PartialEq + Clone>(
 enum Checks {
     /// Everything the kernel checks.
     All,
-    /// The transaction was committed: no scan for references to what it deletes.
+    /// The transaction was committed: no scan for references to what it deletes, nor for
+    /// elements that overlap what it adds.
     Committed,
 }
 
@@ -1021,7 +1023,7 @@ fn apply_op(state: &mut Option<Ruleset>, op: &Op, checks: Checks) -> Result<(), 
                     );
                 }
             }
-            add_decision_elements(rs, name, map.elements.iter())?;
+            add_decision_elements(rs, name, map.elements.iter(), checks)?;
         }
         Op::DeleteDecisionMap(name) => {
             if !rs.decision_maps.contains_key(name) {
@@ -1033,7 +1035,7 @@ fn apply_op(state: &mut Option<Ruleset>, op: &Op, checks: Checks) -> Result<(), 
             rs.decision_maps.remove(name);
         }
         Op::AddDecisionElements(name, elements) => {
-            add_decision_elements(rs, name, elements.iter().map(|(k, d)| (k, d)))?;
+            add_decision_elements(rs, name, elements.iter().map(|(k, d)| (k, d)), checks)?;
         }
         Op::DeleteDecisionElements(name, keys) => {
             let map = rs
@@ -1171,6 +1173,7 @@ fn add_decision_elements<'a>(
     rs: &mut Ruleset,
     name: &str,
     elements: impl Iterator<Item = (&'a DecisionKey, &'a Decision)> + Clone,
+    checks: Checks,
 ) -> Result<(), TxError> {
     for (_, d) in elements.clone() {
         if let DecisionVerdict::Jump(chain) = &d.verdict {
@@ -1193,7 +1196,12 @@ fn add_decision_elements<'a>(
             }
             continue;
         }
-        if let Some(other) = map.elements.keys().find(|e| e.overlaps(k)) {
+        // A scan of the map per element: the kernel checked a committed transaction already.
+        let overlapping = match checks {
+            Checks::All => map.elements.keys().find(|e| e.overlaps(k)),
+            Checks::Committed => None,
+        };
+        if let Some(other) = overlapping {
             return Err(TxError::Overlap(
                 format!("{name} element {k}"),
                 other.to_string(),
