@@ -1317,10 +1317,18 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
         direction: Direction,
         pods: &[TierSubject<'a>],
     ) -> Vec<Combination<'a>> {
-        // By the names of the policies and the named ports as resolved: the owned key is made
-        // once per combination.
-        type Grouping<'a> = (Vec<&'a str>, Vec<ResolvedNamedPort<'a>>);
-        let mut combinations: BTreeMap<Grouping<'a>, Combination<'a>> = BTreeMap::new();
+        // Pods are grouped first by their policies, as references (the cluster's own objects:
+        // the same policy is the same reference), so that what the policies alone decide (their
+        // names, their ingress named ports) is found once per group; then by how each pod
+        // resolves those named ports.
+        struct Group<'a> {
+            policies: Vec<&'a ClusterNetworkPolicy>,
+            named: Vec<&'a str>,
+            /// The group's combinations (positions in `combinations`) by resolved named ports.
+            by_ports: HashMap<Vec<ResolvedNamedPort<'a>>, usize>,
+        }
+        let mut groups: HashMap<Vec<*const ClusterNetworkPolicy>, Group<'a>> = HashMap::new();
+        let mut combinations: Vec<Combination<'a>> = Vec::new();
         let mut claimed: HashSet<IpAddr> = HashSet::new();
         for local in pods {
             // NetworkPolicies decide for the pods they isolate before the Baseline tier is reached
@@ -1329,35 +1337,53 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
             if tier == Tier::Baseline && local.isolated(direction) {
                 continue;
             }
-            let policies = local.tier_policies(tier, direction);
-            if policies.is_empty() {
+            let judging = local.tier_policies(tier, direction);
+            if judging.is_empty() {
                 continue;
             }
-            let named_ports: Vec<ResolvedNamedPort<'a>> = match direction {
-                Direction::Ingress => ingress_named_ports(&policies)
-                    .into_iter()
-                    .map(|n| (n, named_port(local.pod, n)))
-                    .collect(),
-                Direction::Egress => Vec::new(),
-            };
-            let names: Vec<&'a str> = policies.iter().map(|p| p.name.as_str()).collect();
-            combinations
-                .entry((names, named_ports))
-                .or_insert_with_key(|(names, named_ports)| {
-                    let mut key: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            let refs: Vec<*const ClusterNetworkPolicy> =
+                judging.iter().map(|p| *p as *const _).collect();
+            let group = groups.entry(refs).or_insert_with(|| Group {
+                named: match direction {
+                    Direction::Ingress => ingress_named_ports(&judging),
+                    Direction::Egress => Vec::new(),
+                },
+                policies: judging,
+                by_ports: HashMap::new(),
+            });
+            let resolved: Vec<ResolvedNamedPort<'a>> = group
+                .named
+                .iter()
+                .map(|n| (*n, named_port(local.pod, n)))
+                .collect();
+            let policies = &group.policies;
+            let at = *group
+                .by_ports
+                .entry(resolved)
+                .or_insert_with_key(|resolved| {
+                    let mut key: Vec<String> = policies.iter().map(|p| p.name.clone()).collect();
                     key.push(String::new());
-                    key.extend(named_ports.iter().map(|(n, p)| format!("{n}={p:?}")));
-                    Combination {
+                    key.extend(resolved.iter().map(|(n, p)| format!("{n}={p:?}")));
+                    combinations.push(Combination {
                         key,
-                        policies,
-                        named_ports: named_ports.clone(),
+                        policies: policies.clone(),
+                        named_ports: resolved.clone(),
                         addresses: Vec::new(),
-                    }
-                })
-                .addresses
-                .extend(local.pod.ips.iter().filter(|ip| claimed.insert(**ip)));
+                    });
+                    combinations.len() - 1
+                });
+            if let Some(combination) = combinations.get_mut(at) {
+                combination
+                    .addresses
+                    .extend(local.pod.ips.iter().filter(|ip| claimed.insert(**ip)));
+            }
         }
-        combinations.into_values().collect()
+        // In the order of their policies' names, then named ports.
+        combinations.sort_by_cached_key(|c| {
+            let names: Vec<&'a str> = c.policies.iter().map(|p| p.name.as_str()).collect();
+            (names, c.named_ports.clone())
+        });
+        combinations
     }
 
     fn render_tier(
