@@ -1127,21 +1127,39 @@ pub(super) fn refresh_subjects(
                 let addresses = family_addresses(&combinations, family);
                 // The combinations whose addresses changed since the last render, by number, with
                 // their position among `combinations` (`None`: no local pod has it now).
+                // And the addresses that left or joined them: the only ones whose cells can
+                // differ, in any class.
                 let mut last = std::mem::take(&mut map.cache.addresses);
                 let mut moved: Vec<(usize, Option<usize>)> = Vec::new();
+                let mut changed_at: Vec<u128> = Vec::new();
                 for (c, (&number, now)) in numbers.iter().zip(&addresses).enumerate() {
                     let before = last.remove(&number).unwrap_or_default();
                     if &before != now {
                         moved.push((number, Some(c)));
+                        let (gone, came) = sorted_difference(before, now.clone());
+                        changed_at.extend(gone.into_iter().chain(came));
                     }
                     if !now.is_empty() {
                         map.cache.addresses.insert(number, now.clone());
                     }
                 }
-                moved.extend(last.into_keys().map(|number| (number, None)));
+                for (number, before) in last {
+                    moved.push((number, None));
+                    changed_at.extend(before);
+                }
                 if moved.is_empty() {
                     continue;
                 }
+                changed_at.sort_unstable();
+                changed_at.dedup();
+                // Whether an element `[first, last]` may differ: a changed address lies in it or
+                // next to it (an element is a maximal run of adjacent addresses holding a piece).
+                let near = |first: u128, last: u128| {
+                    let from = changed_at.partition_point(|a| a.saturating_add(1) < first);
+                    changed_at
+                        .get(from)
+                        .is_some_and(|a| *a <= last.saturating_add(1))
+                };
                 for (id, (key, chain)) in map.keys.iter().enumerate() {
                     // Only a class that decides something for a combination whose addresses
                     // changed has other cells now.
@@ -1174,11 +1192,24 @@ pub(super) fn refresh_subjects(
                         return Err(Structural);
                     };
                     let now = elements(&cells);
-                    if *last == now {
-                        continue;
-                    }
-                    let (was_ports, was_any) = std::mem::replace(last, now.clone());
-                    let (ports, any) = now;
+                    let was = std::mem::replace(last, now);
+                    let (was_ports, was_any) = (&was.0, &was.1);
+                    let (ports, any) = (&last.0, &last.1);
+                    let nearby_ports = |elements: &[PortsElement]| -> Vec<PortsElement> {
+                        elements
+                            .iter()
+                            .filter(|e| near(e.0, e.1))
+                            .copied()
+                            .collect()
+                    };
+                    let nearby_any =
+                        |elements: &[(u128, u128, usize)]| -> Vec<(u128, u128, usize)> {
+                            elements
+                                .iter()
+                                .filter(|e| near(e.0, e.1))
+                                .copied()
+                                .collect()
+                        };
                     let Some([ports_map, any_map]) = map.class_maps.get(chain) else {
                         return Err(Structural);
                     };
@@ -1195,10 +1226,11 @@ pub(super) fn refresh_subjects(
                         ports: None,
                     };
                     let mut changes: Vec<(&String, bool, DecisionKey, usize)> = Vec::new();
-                    let (gone, came) = sorted_difference(was_ports, ports);
+                    let (gone, came) =
+                        sorted_difference(nearby_ports(was_ports), nearby_ports(ports));
                     changes.extend(gone.iter().map(|e| (ports_map, false, port_key(e), e.3)));
                     changes.extend(came.iter().map(|e| (ports_map, true, port_key(e), e.3)));
-                    let (gone, came) = sorted_difference(was_any, any);
+                    let (gone, came) = sorted_difference(nearby_any(was_any), nearby_any(any));
                     changes.extend(gone.iter().map(|e| (any_map, false, any_key(e), e.2)));
                     changes.extend(came.iter().map(|e| (any_map, true, any_key(e), e.2)));
                     // Removals first: an element replaced keeps its key.
