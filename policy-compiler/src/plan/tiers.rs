@@ -93,12 +93,15 @@ impl<'a> TierSubject<'a> {
 
     /// The ClusterNetworkPolicies of `tier` that judge the pod's traffic in `direction`, in
     /// evaluation order.
-    fn tier_policies(&self, tier: Tier, direction: Direction) -> Vec<&'a ClusterNetworkPolicy> {
+    fn judging(
+        &self,
+        tier: Tier,
+        direction: Direction,
+    ) -> impl Iterator<Item = &'a ClusterNetworkPolicy> + '_ {
         self.cluster_policies
             .iter()
             .copied()
-            .filter(|c| c.tier == tier && !c.rules(direction).is_empty())
-            .collect()
+            .filter(move |c| c.tier == tier && !c.rules(direction).is_empty())
     }
 }
 
@@ -1359,7 +1362,11 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
             /// The group's combinations (positions in `combinations`) by resolved named ports.
             by_ports: HashMap<Vec<ResolvedNamedPort<'a>>, usize>,
         }
-        let mut groups: HashMap<Vec<*const ClusterNetworkPolicy>, Group<'a>> = HashMap::new();
+        let mut groups: Vec<Group<'a>> = Vec::new();
+        let mut group_ids: HashMap<Vec<*const ClusterNetworkPolicy>, usize> = HashMap::new();
+        // The group of the pod before: pods of a workload are neighbours and share their policies,
+        // so most pods find theirs without hashing the list.
+        let mut previous: Option<usize> = None;
         let mut combinations: Vec<Combination<'a>> = Vec::new();
         let mut claimed: HashSet<IpAddr> = HashSet::new();
         for local in pods {
@@ -1369,20 +1376,38 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
             if tier == Tier::Baseline && local.isolated(direction) {
                 continue;
             }
-            let judging = local.tier_policies(tier, direction);
-            if judging.is_empty() {
+            let judging = || local.judging(tier, direction);
+            if judging().next().is_none() {
                 continue;
             }
-            let refs: Vec<*const ClusterNetworkPolicy> =
-                judging.iter().map(|p| *p as *const _).collect();
-            let group = groups.entry(refs).or_insert_with(|| Group {
-                named: match direction {
-                    Direction::Ingress => ingress_named_ports(&judging),
-                    Direction::Egress => Vec::new(),
-                },
-                policies: judging,
-                by_ports: HashMap::new(),
-            });
+            let same = |group: &Group<'a>| {
+                let mut theirs = group.policies.iter();
+                judging().all(|p| theirs.next().is_some_and(|q| std::ptr::eq(p, *q)))
+                    && theirs.next().is_none()
+            };
+            let id = match previous.filter(|g| groups.get(*g).is_some_and(same)) {
+                Some(id) => id,
+                None => {
+                    let refs: Vec<*const ClusterNetworkPolicy> =
+                        judging().map(|p| p as *const _).collect();
+                    *group_ids.entry(refs).or_insert_with(|| {
+                        let policies: Vec<&'a ClusterNetworkPolicy> = judging().collect();
+                        groups.push(Group {
+                            named: match direction {
+                                Direction::Ingress => ingress_named_ports(&policies),
+                                Direction::Egress => Vec::new(),
+                            },
+                            policies,
+                            by_ports: HashMap::new(),
+                        });
+                        groups.len() - 1
+                    })
+                }
+            };
+            previous = Some(id);
+            let Some(group) = groups.get_mut(id) else {
+                continue;
+            };
             let resolved: Vec<ResolvedNamedPort<'a>> = group
                 .named
                 .iter()
