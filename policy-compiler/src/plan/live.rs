@@ -147,13 +147,14 @@ pub struct LiveStats {
     pub tier_pieces: usize,
 }
 
-/// What the tiers read of a local pod, kept between flushes: whether NetworkPolicies isolate it
-/// (ingress, egress), and the ClusterNetworkPolicies whose subject holds it, as positions in
-/// evaluation order ([`ordered_cluster_policies`]).
+/// What the tiers read of a local pod (see [`TierSubject`]), kept between flushes: whether
+/// NetworkPolicies isolate it (ingress, egress), and by tier and direction the
+/// ClusterNetworkPolicies that judge it, as positions in evaluation order
+/// ([`ordered_cluster_policies`]).
 #[derive(Debug, Clone)]
 struct SubjectMemo {
     isolated: [bool; 2],
-    cluster_policies: Box<[u32]>,
+    judging: [Box<[u32]>; 4],
 }
 
 /// The names of what a full render of the tiers puts in a ruleset.
@@ -767,53 +768,61 @@ impl LiveNode {
     /// or NetworkPolicies did.
     fn tier_subjects<'c>(&mut self, cluster: &'c ClusterState) -> Vec<TierSubject<'c>> {
         let ordered = ordered_cluster_policies(cluster);
-        for key in &self.local_pods {
-            self.subjects.remove(key);
-        }
         let stale: BTreeSet<&str> = self
             .stale_subjects
             .iter()
             .map(|n| &**n)
             .chain(self.local_policies.iter().map(|p| &*p.namespace))
             .collect();
-        if !stale.is_empty() {
-            self.subjects
-                .retain(|key, _| !stale.contains(&*key.namespace));
-        }
         let audit_all = self.options.audit_all;
+        // `local` and the memos are both in key order: walked side by side, the memos of pods no
+        // longer local, or stale, fall out.
+        let mut memos = std::mem::take(&mut self.subjects).into_iter().peekable();
+        let mut kept = BTreeMap::new();
         let mut subjects = Vec::with_capacity(self.local.len());
         for key in &self.local {
+            while memos.next_if(|(k, _)| k < key).is_some() {}
+            let memo = memos
+                .next_if(|(k, _)| k == key)
+                .map(|(_, memo)| memo)
+                .filter(|_| !self.local_pods.contains(key) && !stale.contains(&*key.namespace));
             let Some(pod) = cluster.pod(key) else {
                 continue;
             };
-            let memo = self.subjects.entry(key.clone()).or_insert_with(|| {
+            let memo = memo.unwrap_or_else(|| {
                 let local = local_pod(cluster, pod, &ordered, audit_all);
                 let subject = TierSubject::of(&local);
-                // The policies holding the pod are a subsequence of `ordered`.
-                let mut positions = Vec::with_capacity(subject.cluster_policies.len());
-                let mut held = subject.cluster_policies.iter().peekable();
-                for (at, policy) in ordered.iter().enumerate() {
-                    if held.peek().is_some_and(|h| std::ptr::eq(**h, *policy)) {
-                        held.next();
-                        positions.push(at as u32);
+                // The policies judging the pod are a subsequence of `ordered`.
+                let judging = subject.judging.map(|policies| {
+                    let mut positions = Vec::with_capacity(policies.len());
+                    let mut held = policies.iter().peekable();
+                    for (at, policy) in ordered.iter().enumerate() {
+                        if held.peek().is_some_and(|h| std::ptr::eq(**h, *policy)) {
+                            held.next();
+                            positions.push(at as u32);
+                        }
                     }
-                }
+                    positions.into_boxed_slice()
+                });
                 SubjectMemo {
                     isolated: subject.isolated,
-                    cluster_policies: positions.into_boxed_slice(),
+                    judging,
                 }
+            });
+            let judging = memo.judging.each_ref().map(|positions| {
+                positions
+                    .iter()
+                    .filter_map(|at| ordered.get(*at as usize).copied())
+                    .collect()
             });
             subjects.push(TierSubject {
                 pod,
                 isolated: memo.isolated,
-                cluster_policies: memo
-                    .cluster_policies
-                    .iter()
-                    .filter_map(|at| ordered.get(*at as usize).copied())
-                    .collect(),
+                judging,
             });
+            kept.insert(key.clone(), memo);
         }
-        self.subjects.retain(|key, _| self.local.contains(key));
+        self.subjects = kept;
         subjects
     }
 

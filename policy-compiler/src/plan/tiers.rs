@@ -60,26 +60,56 @@ use crate::nft::{
 use crate::selector::LabelSelector;
 
 /// What the tiers read of a local pod: the pod, whether NetworkPolicies (enforced ones, or every
-/// one under `audit_all`) isolate it in each direction, and the ClusterNetworkPolicies whose
-/// subject holds it, in evaluation order.
+/// one under `audit_all`) isolate it in each direction, and for each tier and direction the
+/// ClusterNetworkPolicies that judge its traffic (those whose subject holds it that have rules in
+/// that direction), in evaluation order.
 #[derive(Debug, Clone)]
 pub(super) struct TierSubject<'a> {
     pub(super) pod: &'a Pod,
     /// Isolated for ingress, for egress.
     pub(super) isolated: [bool; 2],
-    pub(super) cluster_policies: Vec<&'a ClusterNetworkPolicy>,
+    /// By [`TierSubject::slot`].
+    pub(super) judging: [Vec<&'a ClusterNetworkPolicy>; 4],
 }
 
 impl<'a> TierSubject<'a> {
     /// What the tiers read of `local`.
     pub(super) fn of(local: &LocalPod<'a>) -> Self {
+        let judging = Self::SLOTS.map(|(tier, direction)| {
+            local
+                .cluster_policies
+                .iter()
+                .copied()
+                .filter(|c| c.tier == tier && !c.rules(direction).is_empty())
+                .collect()
+        });
         Self {
             pod: local.pod,
             isolated: [
                 !local.policies(Direction::Ingress).is_empty(),
                 !local.policies(Direction::Egress).is_empty(),
             ],
-            cluster_policies: local.cluster_policies.clone(),
+            judging,
+        }
+    }
+
+    /// Each tier and direction, at its slot.
+    pub(super) const SLOTS: [(Tier, Direction); 4] = [
+        (Tier::Admin, Direction::Ingress),
+        (Tier::Admin, Direction::Egress),
+        (Tier::Baseline, Direction::Ingress),
+        (Tier::Baseline, Direction::Egress),
+    ];
+
+    /// The position of a tier and direction in [`TierSubject::SLOTS`].
+    fn slot(tier: Tier, direction: Direction) -> usize {
+        let tier = match tier {
+            Tier::Admin => 0,
+            Tier::Baseline => 2,
+        };
+        tier + match direction {
+            Direction::Ingress => 0,
+            Direction::Egress => 1,
         }
     }
 
@@ -93,15 +123,8 @@ impl<'a> TierSubject<'a> {
 
     /// The ClusterNetworkPolicies of `tier` that judge the pod's traffic in `direction`, in
     /// evaluation order.
-    fn judging(
-        &self,
-        tier: Tier,
-        direction: Direction,
-    ) -> impl Iterator<Item = &'a ClusterNetworkPolicy> + '_ {
-        self.cluster_policies
-            .iter()
-            .copied()
-            .filter(move |c| c.tier == tier && !c.rules(direction).is_empty())
+    fn judging(&self, tier: Tier, direction: Direction) -> &[&'a ClusterNetworkPolicy] {
+        &self.judging[Self::slot(tier, direction)]
     }
 }
 
@@ -913,7 +936,7 @@ fn class_cells(
     (numbers, addresses): (&[usize], &[Vec<u128>]),
     cache: &mut ClassCache,
 ) -> Vec<ClassCell> {
-    let mut cells: Vec<ClassCell> = Vec::new();
+    let mut cells: Vec<ClassCell> = Vec::with_capacity(addresses.iter().map(Vec::len).sum());
     for (c, (&number, addresses)) in numbers.iter().zip(addresses).enumerate() {
         if addresses.is_empty() {
             continue;
@@ -1346,7 +1369,9 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
     }
 
     /// The local pods of a tier and direction, grouped by the policies that judge them (and, for
-    /// ingress, how they resolve the named ports those policies use).
+    /// ingress, how they resolve the named ports those policies use), in the order of each one's
+    /// first pod. Nothing rendered depends on that order: each address is in one combination, and
+    /// what is rendered from them is sorted by address or by rule.
     fn combinations(
         tier: Tier,
         direction: Direction,
@@ -1376,28 +1401,30 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
             if tier == Tier::Baseline && local.isolated(direction) {
                 continue;
             }
-            let judging = || local.judging(tier, direction);
-            if judging().next().is_none() {
+            let judging = local.judging(tier, direction);
+            if judging.is_empty() {
                 continue;
             }
             let same = |group: &Group<'a>| {
-                let mut theirs = group.policies.iter();
-                judging().all(|p| theirs.next().is_some_and(|q| std::ptr::eq(p, *q)))
-                    && theirs.next().is_none()
+                group.policies.len() == judging.len()
+                    && group
+                        .policies
+                        .iter()
+                        .zip(judging)
+                        .all(|(a, b)| std::ptr::eq(*a, *b))
             };
             let id = match previous.filter(|g| groups.get(*g).is_some_and(same)) {
                 Some(id) => id,
                 None => {
                     let refs: Vec<*const ClusterNetworkPolicy> =
-                        judging().map(|p| p as *const _).collect();
+                        judging.iter().map(|p| *p as *const _).collect();
                     *group_ids.entry(refs).or_insert_with(|| {
-                        let policies: Vec<&'a ClusterNetworkPolicy> = judging().collect();
                         groups.push(Group {
                             named: match direction {
-                                Direction::Ingress => ingress_named_ports(&policies),
+                                Direction::Ingress => ingress_named_ports(judging),
                                 Direction::Egress => Vec::new(),
                             },
-                            policies,
+                            policies: judging.to_vec(),
                             by_ports: HashMap::new(),
                         });
                         groups.len() - 1
@@ -1435,11 +1462,6 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
                     .extend(local.pod.ips.iter().filter(|ip| claimed.insert(**ip)));
             }
         }
-        // In the order of their policies' names, then named ports.
-        combinations.sort_by_cached_key(|c| {
-            let names: Vec<&'a str> = c.policies.iter().map(|p| p.name.as_str()).collect();
-            (names, c.named_ports.clone())
-        });
         combinations
     }
 
