@@ -25,15 +25,15 @@ pub struct DenialContext {
 /// The addresses of the pods that take part in policy, and the pod each names, kept up to date
 /// pod by pod.
 ///
-/// An address held by several participating pods names the last of them in `namespace/name`
-/// order: what a map filled from [`ClusterState::participating_pods`] in order gives, each pod
-/// replacing the one before.
+/// An address held by several participating pods (one taken over before the API shows the pod
+/// that had it gone) names the first of them in `namespace/name` order, the one the ruleset
+/// decides for ([`ClusterState::pod_by_ip`] finds the same).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PodAddresses {
     /// Every address of a participating pod, and the pod it names.
     by_address: HashMap<IpAddr, ObjectRef>,
     /// The addresses that several participating pods hold, and all of them in `namespace/name`
-    /// order (the last is the one [`Self::by_address`] names).
+    /// order (the first is the one [`Self::by_address`] names).
     shared: HashMap<IpAddr, Vec<ObjectRef>>,
     /// Every participating pod, and the addresses it was entered with: what to take out when it
     /// changes.
@@ -117,8 +117,8 @@ impl PodAddresses {
         if let Err(at) = holders.binary_search(id) {
             holders.insert(at, id.clone());
         }
-        if let Some(last) = holders.last() {
-            named.clone_from(last);
+        if let Some(first) = holders.first() {
+            named.clone_from(first);
         }
     }
 
@@ -133,13 +133,13 @@ impl PodAddresses {
         if let Ok(at) = holders.binary_search(id) {
             holders.remove(at);
         }
-        let last = holders.last().cloned();
+        let first = holders.first().cloned();
         if holders.len() < 2 {
             self.shared.remove(&address);
         }
-        match last {
-            Some(last) => {
-                self.by_address.insert(address, last);
+        match first {
+            Some(first) => {
+                self.by_address.insert(address, first);
             }
             None => {
                 self.by_address.remove(&address);
@@ -274,14 +274,20 @@ mod tests {
         }
     }
 
-    /// What each address named before the context was kept up to date pod by pod (the
-    /// specification): a map collected from the participating pods in order, the last pod of an
-    /// address winning.
+    /// What each address names (the specification): the first participating pod in
+    /// `namespace/name` order that holds it, as [`ClusterState::pod_by_ip`] finds it.
     fn rebuilt(cluster: &ClusterState) -> HashMap<IpAddr, String> {
-        cluster
-            .participating_pods()
-            .flat_map(|pod| pod.ips.iter().map(move |ip| (*ip, pod.id.to_string())))
-            .collect()
+        let mut named = HashMap::new();
+        for pod in cluster.participating_pods() {
+            for ip in &pod.ips {
+                named.entry(*ip).or_insert_with(|| pod.id.to_string());
+            }
+        }
+        for (ip, name) in &named {
+            let found = cluster.pod_by_ip(ip).map(|p| p.id.to_string());
+            assert_eq!(found.as_ref(), Some(name), "{ip}");
+        }
+        named
     }
 
     /// Asserts that `pods` answers as the full rebuild does for every address of `addresses`,
@@ -308,45 +314,47 @@ mod tests {
     }
 
     #[test]
-    fn an_address_two_pods_hold_names_the_last_in_name_order_through_every_change() {
+    fn an_address_two_pods_hold_names_the_first_in_name_order_through_every_change() {
         let shared: IpAddr = "10.0.0.1".parse().unwrap();
         let mut cluster = ClusterState::new();
         cluster.upsert_pod(pod("b", "p0", &["10.0.0.1"]));
         cluster.upsert_pod(pod("a", "p1", &["10.0.0.1", "fd00::1"]));
         let mut pods = PodAddresses::new(&cluster);
         let name = |pods: &PodAddresses| pods.pod(&shared).map(ToString::to_string);
-        assert_eq!(name(&pods), Some("b/p0".into()), "b/p0 comes after a/p1");
+        assert_eq!(name(&pods), Some("a/p1".into()), "a/p1 comes before b/p0");
 
-        // The last goes away: the other names it.
+        // The second goes away: the first still names it.
         cluster.remove_pod(&ObjectRef::new("b", "p0"));
         pods.update(&cluster, &ids(&[("b", "p0")]));
         assert_eq!(name(&pods), Some("a/p1".into()));
         assert_as_rebuilt(&pods, &cluster, &[shared], "b/p0 deleted");
 
-        // It comes back; then the first goes away: the last still names it.
+        // It comes back (the first still names it); then the first goes away: the other does.
         cluster.upsert_pod(pod("b", "p0", &["10.0.0.1"]));
         pods.update(&cluster, &ids(&[("b", "p0")]));
-        assert_eq!(name(&pods), Some("b/p0".into()));
+        assert_eq!(name(&pods), Some("a/p1".into()));
         cluster.remove_pod(&ObjectRef::new("a", "p1"));
         pods.update(&cluster, &ids(&[("a", "p1")]));
         assert_eq!(name(&pods), Some("b/p0".into()));
         assert_eq!(pods.pod(&"fd00::1".parse().unwrap()), None);
         assert_as_rebuilt(&pods, &cluster, &[shared], "a/p1 deleted");
 
-        // A third holder in between, then the last finishes: the middle one names it.
+        // Two holders before it, then the first of them finishes: the next one names it.
         cluster.upsert_pod(pod("a", "p1", &["10.0.0.1"]));
         cluster.upsert_pod(pod("a", "p2", &["10.0.0.1"]));
         pods.update(&cluster, &ids(&[("a", "p1"), ("a", "p2")]));
-        assert_eq!(name(&pods), Some("b/p0".into()));
-        let mut finished = pod("b", "p0", &["10.0.0.1"]);
+        assert_eq!(name(&pods), Some("a/p1".into()));
+        let mut finished = pod("a", "p1", &["10.0.0.1"]);
         finished.phase = PodPhase::Finished;
         cluster.upsert_pod(finished);
-        pods.update(&cluster, &ids(&[("b", "p0")]));
+        pods.update(&cluster, &ids(&[("a", "p1")]));
         assert_eq!(name(&pods), Some("a/p2".into()));
-        assert_as_rebuilt(&pods, &cluster, &[shared], "b/p0 finished");
+        assert_as_rebuilt(&pods, &cluster, &[shared], "a/p1 finished");
+        cluster.remove_pod(&ObjectRef::new("b", "p0"));
+        pods.update(&cluster, &ids(&[("b", "p0")]));
 
-        // Readdressed away one by one: none names it.
-        for name in ["p1", "p2"] {
+        // Readdressed away one by one: none names it; the new address names the first.
+        for name in ["p2", "p1"] {
             cluster.upsert_pod(pod("a", name, &["10.0.0.9"]));
             pods.update(&cluster, &ids(&[("a", name)]));
         }
@@ -354,7 +362,7 @@ mod tests {
         assert_eq!(
             pods.pod(&"10.0.0.9".parse().unwrap())
                 .map(ToString::to_string),
-            Some("a/p2".into())
+            Some("a/p1".into())
         );
         assert_as_rebuilt(&pods, &cluster, &[shared], "readdressed");
     }
