@@ -338,7 +338,13 @@ impl DirSource {
             }
         }
         let mut read_any = false;
+        // Files of this poll not read yet, and the objects defined in one while another of them
+        // still owned their key: an object moved to a file read before the one it left is that
+        // file's once the other has let it go (decided after every file is read).
+        let mut pending: HashSet<&str> = to_read.iter().map(|f| f.name.as_str()).collect();
+        let mut contested: Vec<(Arc<str>, (Kind, ObjectRef), Object)> = Vec::new();
         for file in to_read {
+            pending.remove(file.name.as_str());
             let previous = self.files.get_key_value(file.name.as_str());
             // The file's name, one shared string for all its keys.
             let name: Arc<str> = previous.map_or_else(
@@ -393,6 +399,10 @@ impl DirSource {
                     .owners
                     .entry(key.clone())
                     .or_insert_with(|| Arc::clone(&name));
+                if *owner != name && pending.contains(&**owner) {
+                    contested.push((Arc::clone(&name), key, object));
+                    continue;
+                }
                 if *owner != name {
                     let error = format!("{name}: defined twice; the definition in {owner} is used");
                     lists
@@ -445,6 +455,33 @@ impl DirSource {
                     hash,
                 },
             );
+        }
+        for (name, key, object) in contested {
+            let owner = self
+                .owners
+                .entry(key.clone())
+                .or_insert_with(|| Arc::clone(&name));
+            if *owner == name {
+                if self.listed {
+                    updates.push(Update::Upsert(object));
+                } else {
+                    lists.entry(key.0).or_default().0.push(object);
+                }
+                continue;
+            }
+            let error = format!("{name}: defined twice; the definition in {owner} is used");
+            lists
+                .entry(key.0)
+                .or_default()
+                .1
+                .push((key.1.clone(), error.clone()));
+            if self.listed {
+                updates.push(Update::Invalid {
+                    kind: key.0,
+                    key: key.1,
+                    error,
+                });
+            }
         }
         if !self.listed {
             self.listed = true;
@@ -781,6 +818,47 @@ mod tests {
         assert_eq!(
             seen,
             ["delete NetworkPolicy x/p2", "delete NetworkPolicy x/p3"]
+        );
+    }
+
+    #[test]
+    fn an_object_moved_to_a_file_read_before_the_one_it_left_stays() {
+        let policy = |name: &str| POLICY.replace("name: p", &format!("name: {name}"));
+        let docs = |names: &[&str]| {
+            names
+                .iter()
+                .map(|n| policy(n))
+                .collect::<Vec<_>>()
+                .join("---\n")
+        };
+        let d = dir("moved-back");
+        std::fs::write(d.0.join("a.yaml"), docs(&["p1"])).expect("write");
+        std::fs::write(d.0.join("b.yaml"), docs(&["p2", "p3"])).expect("write");
+        let mut source = DirSource::new(&d.0);
+        source.poll();
+        // In one poll p2 moves from b.yaml to a.yaml, which is read first: b.yaml lets it go,
+        // then a.yaml takes it.
+        std::fs::write(d.0.join("a.yaml"), docs(&["p1", "p2"])).expect("write");
+        std::fs::write(d.0.join("b.yaml"), docs(&["p3"])).expect("write");
+        assert_eq!(
+            kinds(&source.poll()),
+            [
+                "upsert NetworkPolicy x/p1",
+                "upsert NetworkPolicy x/p3",
+                "delete NetworkPolicy x/p2",
+                "upsert NetworkPolicy x/p2",
+            ]
+        );
+        // A real duplicate is still one: the file that owns the key keeps it.
+        std::fs::write(d.0.join("c.yaml"), docs(&["p3"])).expect("write");
+        assert_eq!(kinds(&source.poll()), ["invalid NetworkPolicy x/p3"]);
+        // p2 is a.yaml's now: removing a.yaml takes p1 and p2 with it.
+        std::fs::remove_file(d.0.join("a.yaml")).expect("rm");
+        let mut seen = kinds(&source.poll());
+        seen.sort();
+        assert_eq!(
+            seen,
+            ["delete NetworkPolicy x/p1", "delete NetworkPolicy x/p2"]
         );
     }
 
