@@ -142,8 +142,8 @@ pub struct LiveStats {
     /// Whether the tiers were rendered again in full (with ClusterNetworkPolicies): their peer
     /// regions resolved through an index over the cluster, the address space classified again.
     pub tiers_rendered: bool,
-    /// Objects of the tiers (subjects sets, class chains and their decision maps) rendered again
-    /// over the classes of the last full render, for a change of the node's own pods.
+    /// Changes to the tiers' subjects sets and class decision-map elements made over the classes
+    /// of the last full render, for a change of the node's own pods.
     pub tier_pieces: usize,
 }
 

@@ -1092,9 +1092,10 @@ pub(super) fn render_tiers<'a>(
 
 /// Renders again what the tiers decide for the local pods `pods`, over the peer classes of the
 /// last full render (kept in `book`, their peers maps kept up to date element by element): the
-/// subjects sets and the class chains with their decision maps (in `ruleset`, or in the book's
-/// stash for a class no address holds now). Returns how many objects changed, each recorded in
-/// `touched`. [`Structural`] when the local pods change what a full render would render beyond
+/// subjects sets, and the decision maps of the classes that decide something for a combination
+/// whose addresses changed (in `ruleset`, or in the book's stash for a class no address holds
+/// now), element by element near the addresses that moved. Returns how many elements and sets
+/// changed, each recorded in `touched`. [`Structural`] when the local pods change what a full render would render beyond
 /// that: the rules judging them (so the classes and the rule chains), or which classes decide
 /// something (so the peers maps' elements); then `ruleset` and `book` are left half done, for a
 /// full render to replace.
