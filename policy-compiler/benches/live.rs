@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use policy_compiler::generate::guardrails::with_guardrails;
 use policy_compiler::generate::{workload, WorkloadSize};
 use policy_compiler::model::{
-    Direction, Namespace, Node, ObjectRef, Pod, PolicyPort, PortSpec, Protocol,
+    ClusterNetworkPolicy, ClusterPort, Direction, Namespace, Node, ObjectRef, Pod, PolicyPort,
+    PortSpec, Protocol,
 };
 use policy_compiler::nft::transaction::Transaction;
 use policy_compiler::nft::Ruleset;
@@ -53,6 +54,8 @@ enum Event {
     Namespace(Namespace),
     /// Puts this Node.
     Node(Node),
+    /// Puts this ClusterNetworkPolicy.
+    ClusterPolicy(ClusterNetworkPolicy),
 }
 
 impl Event {
@@ -81,6 +84,15 @@ impl Event {
                 let old = cluster.node(&n.name).cloned().map(Object::Node);
                 cluster.upsert_node(n.clone());
                 (Kind::Node, ObjectRef::new("", &n.name), old)
+            }
+            Event::ClusterPolicy(p) => {
+                let old = cluster
+                    .cluster_policies()
+                    .get(&p.name)
+                    .cloned()
+                    .map(Object::ClusterPolicy);
+                cluster.upsert_cluster_policy(p.clone());
+                (Kind::ClusterNetworkPolicy, ObjectRef::new("", &p.name), old)
             }
         }
     }
@@ -208,6 +220,31 @@ fn events(cluster: &ClusterState) -> Vec<(&'static str, Event, Event)> {
             "Node relabelled (control plane)",
             Event::Node(relabelled),
             Event::Node(node.clone()),
+        ));
+    }
+    // A ClusterNetworkPolicy's first rule narrowed to one port, and back.
+    if let Some(policy) = cluster
+        .cluster_policies()
+        .values()
+        .find(|p| !p.ingress.is_empty() || !p.egress.is_empty())
+    {
+        let mut edited = policy.clone();
+        let rules = if edited.ingress.is_empty() {
+            &mut edited.egress
+        } else {
+            &mut edited.ingress
+        };
+        if let Some(rule) = rules.first_mut() {
+            rule.protocols = vec![ClusterPort::Range {
+                protocol: Protocol::Tcp,
+                first: 8443,
+                last: 8443,
+            }];
+        }
+        events.push((
+            "ClusterNetworkPolicy edited",
+            Event::ClusterPolicy(edited),
+            Event::ClusterPolicy(policy.clone()),
         ));
     }
     events

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use policy_compiler::generate::cluster_policies::with_cluster_policies;
 use policy_compiler::generate::guardrails::with_guardrails;
 use policy_compiler::generate::{cluster, mutate, workload, Rng, Shape, WorkloadSize};
-use policy_compiler::model::{Direction, PolicyPort, PortSpec, Protocol};
+use policy_compiler::model::{ClusterPort, Direction, PolicyPort, PortSpec, Protocol, Tier};
 use policy_compiler::model::{Enforcement, Namespace, ObjectRef, Pod, PodPhase, Policy};
 use policy_compiler::nft::transaction::Transaction;
 use policy_compiler::object::{Kind, Object};
@@ -394,6 +394,67 @@ fn local_events_with_tiers_render_only_their_pieces() {
         (1..=2).contains(&stats.pieces),
         "a policy edit renders that policy's rules (one part per direction), rendered {}",
         stats.pieces
+    );
+}
+
+/// A ClusterNetworkPolicy edit renders the tiers again and leaves the NetworkPolicy part as it is;
+/// one that adds a tier to the base chains (the first Baseline policy) renders it all again.
+#[test]
+fn a_cluster_network_policy_edit_renders_the_tiers_alone() {
+    let node = "node-0";
+    let mut state = with_guardrails(&workload(3, WorkloadSize::SMALL), 7, 10, 2);
+    // The Admin tier alone, so that a Baseline policy adds to the base chains.
+    let baselines: Vec<String> = state
+        .cluster_policies()
+        .values()
+        .filter(|p| p.tier == Tier::Baseline)
+        .map(|p| p.name.clone())
+        .collect();
+    for name in baselines {
+        state.remove_cluster_policy(&name);
+    }
+    let mut live = LiveNode::new(&state, node, CompileOptions::default());
+    let mut committed = policy_compiler::nft::Ruleset::default();
+    check(&mut live, &state, &mut committed);
+    let policy = state
+        .cluster_policies()
+        .values()
+        .find(|p| p.tier == Tier::Admin && !p.ingress.is_empty())
+        .expect("an Admin policy with ingress rules")
+        .clone();
+    let mut edited = policy.clone();
+    edited.ingress[0].protocols = vec![ClusterPort::Range {
+        protocol: Protocol::Tcp,
+        first: 8443,
+        last: 8443,
+    }];
+    let key = ObjectRef::new("", &policy.name);
+    state.upsert_cluster_policy(edited);
+    live.changed(
+        &state,
+        Kind::ClusterNetworkPolicy,
+        &key,
+        Some(&Object::ClusterPolicy(policy.clone())),
+    );
+    let stats = check(&mut live, &state, &mut committed);
+    assert!(stats.tiers_rendered, "the edit renders the tiers");
+    assert!(
+        !stats.rendered,
+        "an edit that keeps the tiers' place in the base chains renders the local part in full"
+    );
+
+    // The first Baseline policy: the base chains dispatch to the Baseline tier now, so the
+    // local part is rendered again.
+    let mut baseline = policy.clone();
+    baseline.name = "added-baseline".into();
+    baseline.tier = Tier::Baseline;
+    let key = ObjectRef::new("", &baseline.name);
+    state.upsert_cluster_policy(baseline);
+    live.changed(&state, Kind::ClusterNetworkPolicy, &key, None);
+    let stats = check(&mut live, &state, &mut committed);
+    assert!(
+        stats.rendered,
+        "a policy that adds a tier to the base chains did not render the local part"
     );
 }
 

@@ -91,6 +91,9 @@ pub struct LiveNode {
     dirty: bool,
     /// The tiers must be rendered again in full before the next flush returns.
     tiers_dirty: bool,
+    /// The tiers and directions the base chains of the last full render of the local part
+    /// dispatch to: a ClusterNetworkPolicy change that moves them renders the local part again.
+    layout: Layout,
     /// The tiers' subjects among the node's pods may have changed (a namespace of theirs
     /// changed): the next flush renders what the tiers decide for them again.
     subjects_dirty: bool,
@@ -191,6 +194,7 @@ impl LiveNode {
             families: [0, 0],
             dirty: false,
             tiers_dirty: false,
+            layout: Layout::default(),
             subjects_dirty: false,
             local_part: None,
             peers: None,
@@ -276,7 +280,8 @@ impl LiveNode {
                 };
                 self.policy_changed(cluster, old, key);
             }
-            Kind::ClusterNetworkPolicy => self.dirty = true,
+            // The tiers are rendered again; the rest too if their place in the base chains moves.
+            Kind::ClusterNetworkPolicy => self.tiers_dirty = true,
             // Nodes are peers of the tiers only.
             Kind::Node if !cluster.cluster_policies().is_empty() => {
                 let old = match old {
@@ -408,6 +413,9 @@ impl LiveNode {
     /// [`crate::nft::transaction::Transaction::diff_touched`]; `None`: anything may have (compare
     /// everything), as after [`LiveNode::new`].
     pub fn flush(&mut self, cluster: &ClusterState) -> (Option<Touched>, LiveStats) {
+        if self.tiers_dirty && !self.dirty && Layout::of(cluster) != self.layout {
+            self.dirty = true;
+        }
         let changed = self.local_changed();
         let tiers = !cluster.cluster_policies().is_empty();
         if !tiers {
@@ -705,6 +713,7 @@ impl LiveNode {
     /// Builds the local part again piece by piece, keeping it for the events to come, with the
     /// cluster-wide sets carried over.
     fn build_local(&mut self, cluster: &ClusterState) {
+        self.layout = Layout::of(cluster);
         let families = self.family_set();
         let skeleton = NodePlan {
             node: self.node.clone(),

@@ -131,7 +131,7 @@ impl<'a> TierSubject<'a> {
 /// The tiers and directions the cluster's ClusterNetworkPolicies have rules in: only those get
 /// rules in the base chains, so a cluster without ClusterNetworkPolicies renders as before and a
 /// pod's arrival never changes a chain.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct Layout {
     present: BTreeSet<(Tier, Direction)>,
 }
