@@ -823,6 +823,38 @@ impl ClassCache {
         self.decided.get(number)?.get(id)?.as_ref()
     }
 
+    /// The combinations (of `numbers`, with their addresses of the map's family) whose addresses
+    /// changed since the last render, by number with their position (`None`: no local pod has
+    /// it now), and the addresses that left or joined them, sorted: the only addresses whose
+    /// cells can differ, in any class. Keeps the addresses for the next render.
+    fn moved(
+        &mut self,
+        numbers: &[usize],
+        addresses: &[Vec<u128>],
+    ) -> (Vec<(usize, Option<usize>)>, Vec<u128>) {
+        let mut last = std::mem::take(&mut self.addresses);
+        let mut moved = Vec::new();
+        let mut changed_at = Vec::new();
+        for (c, (&number, now)) in numbers.iter().zip(addresses).enumerate() {
+            let before = last.remove(&number).unwrap_or_default();
+            if &before != now {
+                moved.push((number, Some(c)));
+                let (gone, came) = sorted_difference(before, now.clone());
+                changed_at.extend(gone.into_iter().chain(came));
+            }
+            if !now.is_empty() {
+                self.addresses.insert(number, now.clone());
+            }
+        }
+        for (number, before) in last {
+            moved.push((number, None));
+            changed_at.extend(before);
+        }
+        changed_at.sort_unstable();
+        changed_at.dedup();
+        (moved, changed_at)
+    }
+
     /// Records what the class `id` decides for the combination `number`.
     fn record(&mut self, id: usize, number: usize, decided: Option<Arc<Cell>>) {
         if self.decided.len() <= number {
@@ -948,6 +980,43 @@ fn class_cells(
     }
     cells.sort_unstable_by_key(|(n, _, _)| *n);
     cells
+}
+
+/// Elements that went, and elements that came.
+type WentAndCame<T> = (Vec<T>, Vec<T>);
+
+/// The elements of a class's two maps that went and came from `was` to `now`, when the cells
+/// changed only at `changed_at` (sorted): only an element in or next to a changed address can
+/// differ, as an element is a maximal run of adjacent addresses holding a piece.
+fn changed_elements(
+    (was_ports, was_any): &ClassElements,
+    (ports, any): &ClassElements,
+    changed_at: &[u128],
+) -> (WentAndCame<PortsElement>, WentAndCame<(u128, u128, usize)>) {
+    let near = |first: u128, last: u128| {
+        let from = changed_at.partition_point(|a| a.saturating_add(1) < first);
+        changed_at
+            .get(from)
+            .is_some_and(|a| *a <= last.saturating_add(1))
+    };
+    let nearby_ports = |elements: &[PortsElement]| -> Vec<PortsElement> {
+        elements
+            .iter()
+            .filter(|e| near(e.0, e.1))
+            .copied()
+            .collect()
+    };
+    let nearby_any = |elements: &[(u128, u128, usize)]| -> Vec<(u128, u128, usize)> {
+        elements
+            .iter()
+            .filter(|e| near(e.0, e.1))
+            .copied()
+            .collect()
+    };
+    (
+        sorted_difference(nearby_ports(was_ports), nearby_ports(ports)),
+        sorted_difference(nearby_any(was_any), nearby_any(any)),
+    )
 }
 
 /// What `old` holds that `new` does not, and the reverse (each sorted first).
@@ -1152,41 +1221,10 @@ pub(super) fn refresh_subjects(
                 let family = map.family;
                 let numbers = map.cache.number(&combinations);
                 let addresses = family_addresses(&combinations, family);
-                // The combinations whose addresses changed since the last render, by number, with
-                // their position among `combinations` (`None`: no local pod has it now).
-                // And the addresses that left or joined them: the only ones whose cells can
-                // differ, in any class.
-                let mut last = std::mem::take(&mut map.cache.addresses);
-                let mut moved: Vec<(usize, Option<usize>)> = Vec::new();
-                let mut changed_at: Vec<u128> = Vec::new();
-                for (c, (&number, now)) in numbers.iter().zip(&addresses).enumerate() {
-                    let before = last.remove(&number).unwrap_or_default();
-                    if &before != now {
-                        moved.push((number, Some(c)));
-                        let (gone, came) = sorted_difference(before, now.clone());
-                        changed_at.extend(gone.into_iter().chain(came));
-                    }
-                    if !now.is_empty() {
-                        map.cache.addresses.insert(number, now.clone());
-                    }
-                }
-                for (number, before) in last {
-                    moved.push((number, None));
-                    changed_at.extend(before);
-                }
+                let (moved, changed_at) = map.cache.moved(&numbers, &addresses);
                 if moved.is_empty() {
                     continue;
                 }
-                changed_at.sort_unstable();
-                changed_at.dedup();
-                // Whether an element `[first, last]` may differ: a changed address lies in it or
-                // next to it (an element is a maximal run of adjacent addresses holding a piece).
-                let near = |first: u128, last: u128| {
-                    let from = changed_at.partition_point(|a| a.saturating_add(1) < first);
-                    changed_at
-                        .get(from)
-                        .is_some_and(|a| *a <= last.saturating_add(1))
-                };
                 for (id, (key, chain)) in map.keys.iter().enumerate() {
                     // Only a class that decides something for a combination whose addresses
                     // changed has other cells now.
@@ -1218,25 +1256,9 @@ pub(super) fn refresh_subjects(
                     let Some(last) = map.cache.elements.get_mut(id) else {
                         return Err(Structural);
                     };
-                    let now = elements(&cells);
-                    let was = std::mem::replace(last, now);
-                    let (was_ports, was_any) = (&was.0, &was.1);
-                    let (ports, any) = (&last.0, &last.1);
-                    let nearby_ports = |elements: &[PortsElement]| -> Vec<PortsElement> {
-                        elements
-                            .iter()
-                            .filter(|e| near(e.0, e.1))
-                            .copied()
-                            .collect()
-                    };
-                    let nearby_any =
-                        |elements: &[(u128, u128, usize)]| -> Vec<(u128, u128, usize)> {
-                            elements
-                                .iter()
-                                .filter(|e| near(e.0, e.1))
-                                .copied()
-                                .collect()
-                        };
+                    let was = std::mem::replace(last, elements(&cells));
+                    let ((ports_gone, ports_came), (any_gone, any_came)) =
+                        changed_elements(&was, last, &changed_at);
                     let Some([ports_map, any_map]) = map.class_maps.get(chain) else {
                         return Err(Structural);
                     };
@@ -1252,16 +1274,20 @@ pub(super) fn refresh_subjects(
                         last: addr(last),
                         ports: None,
                     };
-                    let mut changes: Vec<(&String, bool, DecisionKey, usize)> = Vec::new();
-                    let (gone, came) =
-                        sorted_difference(nearby_ports(was_ports), nearby_ports(ports));
-                    changes.extend(gone.iter().map(|e| (ports_map, false, port_key(e), e.3)));
-                    changes.extend(came.iter().map(|e| (ports_map, true, port_key(e), e.3)));
-                    let (gone, came) = sorted_difference(nearby_any(was_any), nearby_any(any));
-                    changes.extend(gone.iter().map(|e| (any_map, false, any_key(e), e.2)));
-                    changes.extend(came.iter().map(|e| (any_map, true, any_key(e), e.2)));
                     // Removals first: an element replaced keeps its key.
-                    changes.sort_by_key(|(_, added, _, _)| *added);
+                    let mut changes: Vec<(&String, bool, DecisionKey, usize)> = Vec::new();
+                    changes.extend(
+                        ports_gone
+                            .iter()
+                            .map(|e| (ports_map, false, port_key(e), e.3)),
+                    );
+                    changes.extend(any_gone.iter().map(|e| (any_map, false, any_key(e), e.2)));
+                    changes.extend(
+                        ports_came
+                            .iter()
+                            .map(|e| (ports_map, true, port_key(e), e.3)),
+                    );
+                    changes.extend(any_came.iter().map(|e| (any_map, true, any_key(e), e.2)));
                     let stashed = map.stash.get_mut(chain);
                     let in_ruleset = stashed.is_none();
                     let mut stashed = stashed.map(|(_, p, a)| (p, a));
