@@ -49,6 +49,12 @@ pub struct DirSource {
     files: BTreeMap<Arc<str>, FileState>,
     /// Which file defines each key (a key defined twice belongs to the first file that defined it).
     owners: BTreeMap<(Kind, ObjectRef), Arc<str>>,
+    /// Keys that other files than their owner define again (reported as defined twice), with
+    /// those files: when the owner lets a key go, they are read again in the same poll, and the
+    /// first of them takes it (entries can be stale: a stale one costs a read).
+    duplicates: BTreeMap<(Kind, ObjectRef), BTreeSet<Arc<str>>>,
+    /// Files to read in this poll whatever their metadata and text say (see `duplicates`).
+    reread: BTreeSet<Arc<str>>,
     /// The shared copies of the strings objects repeat (namespaces, labels), made as they are
     /// read: a first read holds each once before the store takes the objects (and adopts these
     /// copies as its own).
@@ -210,6 +216,8 @@ impl DirSource {
             dir: dir.into(),
             files: BTreeMap::new(),
             owners: BTreeMap::new(),
+            duplicates: BTreeMap::new(),
+            reread: BTreeSet::new(),
             interner: Interner::new(),
             listed: false,
             trust_metadata: true,
@@ -334,6 +342,7 @@ impl DirSource {
             self.files.remove(file);
             for key in owned.remove(&**file).unwrap_or_default() {
                 self.owners.remove(&key);
+                self.release(&key);
                 updates.push(Update::Delete(key.0, key.1));
             }
         }
@@ -343,8 +352,28 @@ impl DirSource {
         // file's once the other has let it go (decided after every file is read).
         let mut pending: HashSet<&str> = to_read.iter().map(|f| f.name.as_str()).collect();
         let mut contested: Vec<(Arc<str>, (Kind, ObjectRef), Object)> = Vec::new();
-        for file in to_read {
+        let mut queue: std::collections::VecDeque<&Found> = to_read.into_iter().collect();
+        let mut read_now: HashSet<&str> = HashSet::new();
+        loop {
+            let Some(file) = queue.pop_front() else {
+                // Files defining again a key its owner let go in this poll: read now (whatever
+                // their metadata), so that the key passes to one of them at once.
+                let again: Vec<&Found> = found
+                    .iter()
+                    .filter(|f| {
+                        self.reread.contains(f.name.as_str()) && !read_now.contains(f.name.as_str())
+                    })
+                    .collect();
+                if again.is_empty() {
+                    break;
+                }
+                pending.extend(again.iter().map(|f| f.name.as_str()));
+                queue.extend(again);
+                continue;
+            };
+            read_now.insert(file.name.as_str());
             pending.remove(file.name.as_str());
+            let forced = self.reread.remove(file.name.as_str());
             let previous = self.files.get_key_value(file.name.as_str());
             // The file's name, one shared string for all its keys.
             let name: Arc<str> = previous.map_or_else(
@@ -356,7 +385,7 @@ impl DirSource {
             if let Some(state) = self.files.get_mut(&name) {
                 // Known: hashed first (as a stream), and parsed only if the text changed.
                 match file_hash(&file.path) {
-                    Ok(hash) if hash == state.hash => {
+                    Ok(hash) if hash == state.hash && !forced => {
                         state.metadata = file.metadata;
                         continue;
                     }
@@ -405,6 +434,10 @@ impl DirSource {
                 }
                 if *owner != name {
                     let error = format!("{name}: defined twice; the definition in {owner} is used");
+                    self.duplicates
+                        .entry(key.clone())
+                        .or_default()
+                        .insert(Arc::clone(&name));
                     lists
                         .entry(key.0)
                         .or_default()
@@ -445,6 +478,7 @@ impl DirSource {
             for key in old_keys {
                 if keys.binary_search(&key).is_err() {
                     self.owners.remove(&key);
+                    self.release(&key);
                     updates.push(Update::Delete(key.0, key.1));
                 }
             }
@@ -456,6 +490,8 @@ impl DirSource {
                 },
             );
         }
+        // Whatever is left names files that are gone.
+        self.reread.clear();
         for (name, key, object) in contested {
             let owner = self
                 .owners
@@ -470,6 +506,10 @@ impl DirSource {
                 continue;
             }
             let error = format!("{name}: defined twice; the definition in {owner} is used");
+            self.duplicates
+                .entry(key.clone())
+                .or_default()
+                .insert(Arc::clone(&name));
             lists
                 .entry(key.0)
                 .or_default()
@@ -504,6 +544,13 @@ impl DirSource {
             crate::heap::release_free_memory();
         }
         updates
+    }
+
+    /// The owner of `key` let it go: the files that define it again are to be read.
+    fn release(&mut self, key: &(Kind, ObjectRef)) {
+        if let Some(files) = self.duplicates.remove(key) {
+            self.reread.extend(files);
+        }
     }
 
     /// The keys each of `files` defines (owns): one scan of the owners, made only by a poll that
@@ -860,6 +907,48 @@ mod tests {
             seen,
             ["delete NetworkPolicy x/p1", "delete NetworkPolicy x/p2"]
         );
+    }
+
+    #[test]
+    fn a_definition_in_a_second_file_takes_over_when_the_first_lets_it_go() {
+        let d = dir("takeover");
+        std::fs::write(d.0.join("a.yaml"), POLICY).expect("write");
+        std::fs::write(d.0.join("b.yaml"), POLICY).expect("write");
+        std::fs::write(d.0.join("c.yaml"), POLICY).expect("write");
+        let mut source = DirSource::new(&d.0);
+        let first = source.poll();
+        assert!(
+            kinds(&first).contains(&"reset NetworkPolicy 1+2".to_string()),
+            "{:?}",
+            kinds(&first)
+        );
+        // Older than the window: b.yaml and c.yaml are not read again unless asked to.
+        std::thread::sleep(RECENT + Duration::from_millis(200));
+        assert!(source.poll().is_empty());
+        // The owner goes: in the same poll the next file takes the policy, the third is still a
+        // duplicate.
+        std::fs::remove_file(d.0.join("a.yaml")).expect("rm");
+        assert_eq!(
+            kinds(&source.poll()),
+            [
+                "delete NetworkPolicy x/p",
+                "upsert NetworkPolicy x/p",
+                "invalid NetworkPolicy x/p",
+            ]
+        );
+        // b.yaml owns it now: an edit of b.yaml that drops it hands it to c.yaml.
+        std::fs::write(d.0.join("b.yaml"), NS).expect("write");
+        let seen = kinds(&source.poll());
+        assert_eq!(
+            seen,
+            [
+                "upsert Namespace /x",
+                "delete NetworkPolicy x/p",
+                "upsert NetworkPolicy x/p"
+            ]
+        );
+        std::fs::remove_file(d.0.join("c.yaml")).expect("rm");
+        assert_eq!(kinds(&source.poll()), ["delete NetworkPolicy x/p"]);
     }
 
     #[test]
