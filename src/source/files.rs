@@ -111,6 +111,11 @@ impl FileMetadata {
     }
 }
 
+/// The error of an object `file` defines again, which `owner` defines first.
+fn defined_twice(file: &str, owner: &str) -> String {
+    format!("{file}: defined twice; the definition in {owner} is used")
+}
+
 /// A manifest file found by the walk: its name (its path, as `policyc` names it), path and
 /// metadata.
 struct Found {
@@ -433,31 +438,12 @@ impl DirSource {
                     continue;
                 }
                 if *owner != name {
-                    let error = format!("{name}: defined twice; the definition in {owner} is used");
-                    self.duplicates
-                        .entry(key.clone())
-                        .or_default()
-                        .insert(Arc::clone(&name));
-                    lists
-                        .entry(key.0)
-                        .or_default()
-                        .1
-                        .push((key.1.clone(), error.clone()));
-                    if self.listed {
-                        updates.push(Update::Invalid {
-                            kind: key.0,
-                            key: key.1,
-                            error,
-                        });
-                    }
+                    let error = defined_twice(&name, owner);
+                    self.report_duplicate(&name, key, error, &mut lists, &mut updates);
                     continue;
                 }
                 keys.push(key.clone());
-                if self.listed {
-                    updates.push(Update::Upsert(object));
-                } else {
-                    lists.entry(key.0).or_default().0.push(object);
-                }
+                self.send(object, &mut lists, &mut updates);
             }
             for (kind, key, error) in parsed.invalid {
                 // An invalid object stays the file's: its last valid version is kept, not deleted.
@@ -498,29 +484,10 @@ impl DirSource {
                 .entry(key.clone())
                 .or_insert_with(|| Arc::clone(&name));
             if *owner == name {
-                if self.listed {
-                    updates.push(Update::Upsert(object));
-                } else {
-                    lists.entry(key.0).or_default().0.push(object);
-                }
-                continue;
-            }
-            let error = format!("{name}: defined twice; the definition in {owner} is used");
-            self.duplicates
-                .entry(key.clone())
-                .or_default()
-                .insert(Arc::clone(&name));
-            lists
-                .entry(key.0)
-                .or_default()
-                .1
-                .push((key.1.clone(), error.clone()));
-            if self.listed {
-                updates.push(Update::Invalid {
-                    kind: key.0,
-                    key: key.1,
-                    error,
-                });
+                self.send(object, &mut lists, &mut updates);
+            } else {
+                let error = defined_twice(&name, owner);
+                self.report_duplicate(&name, key, error, &mut lists, &mut updates);
             }
         }
         if !self.listed {
@@ -544,6 +511,48 @@ impl DirSource {
             crate::heap::release_free_memory();
         }
         updates
+    }
+
+    /// Sends an object its file owns: in the first list, or as an upsert after it.
+    fn send(
+        &self,
+        object: Object,
+        lists: &mut BTreeMap<Kind, KindList>,
+        updates: &mut Vec<Update>,
+    ) {
+        if self.listed {
+            updates.push(Update::Upsert(object));
+        } else {
+            lists.entry(object.kind()).or_default().0.push(object);
+        }
+    }
+
+    /// Reports that `file` defines `key` again, which another file owns (`error` says which),
+    /// and remembers it for when that file lets the key go.
+    fn report_duplicate(
+        &mut self,
+        file: &Arc<str>,
+        key: (Kind, ObjectRef),
+        error: String,
+        lists: &mut BTreeMap<Kind, KindList>,
+        updates: &mut Vec<Update>,
+    ) {
+        self.duplicates
+            .entry(key.clone())
+            .or_default()
+            .insert(Arc::clone(file));
+        lists
+            .entry(key.0)
+            .or_default()
+            .1
+            .push((key.1.clone(), error.clone()));
+        if self.listed {
+            updates.push(Update::Invalid {
+                kind: key.0,
+                key: key.1,
+                error,
+            });
+        }
     }
 
     /// The owner of `key` let it go: the files that define it again are to be read.
