@@ -41,6 +41,21 @@ fn ip(s: &str) -> IpAddr {
     s.parse().expect("ip")
 }
 
+/// The list of every pod of `cluster`, as the source sends it after a re-list.
+fn pod_list(cluster: &ClusterState) -> Update {
+    resets(cluster)
+        .into_iter()
+        .find(|u| {
+            matches!(
+                u,
+                Update::Reset {
+                    kind: Kind::Pod,
+                    ..
+                }
+            )
+        })
+        .expect("a pod list")
+}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_enforced_until_every_kind_is_listed() {
     let mut h = Harness::start(FakeKernel::new(), config());
@@ -344,18 +359,7 @@ async fn a_sync_waits_for_a_kind_being_listed_again_then_runs_once_with_both_cha
     // The pods' list comes back with a new pod: one sync carries both changes.
     let web = new_web_pod(&cluster);
     cluster.upsert_pod(web);
-    let pods = resets(&cluster)
-        .into_iter()
-        .find(|u| {
-            matches!(
-                u,
-                Update::Reset {
-                    kind: Kind::Pod,
-                    ..
-                }
-            )
-        })
-        .expect("a pod reset");
+    let pods = pod_list(&cluster);
     h.send(pods).await;
     let r = h.next().await;
     let ops = reconcile::ops(&r);
@@ -874,18 +878,7 @@ async fn commit_observers_are_told_only_the_pods_that_changed() {
         .clone();
     web_0.ips = vec![ip("10.244.1.20")];
     cluster.upsert_pod(web_0);
-    let pods = resets(&cluster)
-        .into_iter()
-        .find(|u| {
-            matches!(
-                u,
-                Update::Reset {
-                    kind: Kind::Pod,
-                    ..
-                }
-            )
-        })
-        .expect("a pod list");
+    let pods = pod_list(&cluster);
     h.send(pods).await;
     let r = h.next().await;
     assert!(r.full_compile, "{r:?}");
