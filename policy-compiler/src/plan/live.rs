@@ -94,9 +94,6 @@ pub struct LiveNode {
     /// The tiers and directions the base chains of the last full render of the local part
     /// dispatch to: a ClusterNetworkPolicy change that moves them renders the local part again.
     layout: Layout,
-    /// The tiers' subjects among the node's pods may have changed (a namespace of theirs
-    /// changed): the next flush renders what the tiers decide for them again.
-    subjects_dirty: bool,
     /// The NetworkPolicy part of the local part, kept piece by piece; `None`: built when it
     /// changes.
     local_part: Option<LocalPart>,
@@ -115,7 +112,8 @@ pub struct LiveNode {
     /// valid while the ClusterNetworkPolicies are those of the last full render of the tiers: an
     /// entry goes when its pod changes, or its namespace or a NetworkPolicy of it does.
     subjects: BTreeMap<ObjectRef, SubjectMemo>,
-    /// Namespaces whose local pods' entries in `subjects` are stale.
+    /// Namespaces of the node's pods that changed since the last flush: their pods' entries in
+    /// `subjects` are stale, and the next flush renders what the tiers decide for them again.
     stale_subjects: BTreeSet<Arc<str>>,
     /// Pods of this node (before or now) changed since the last flush.
     local_pods: BTreeSet<ObjectRef>,
@@ -195,7 +193,6 @@ impl LiveNode {
             dirty: false,
             tiers_dirty: false,
             layout: Layout::default(),
-            subjects_dirty: false,
             local_part: None,
             peers: None,
             tier_objects: TierObjects::default(),
@@ -365,7 +362,6 @@ impl LiveNode {
         if tiers {
             if let Some((namespace, _)) = self.local_namespaces.get_key_value(name) {
                 // The tiers' subjects among the node's pods may change.
-                self.subjects_dirty = true;
                 self.stale_subjects.insert(Arc::clone(namespace));
             }
             for pod in &pods {
@@ -455,13 +451,12 @@ impl LiveNode {
         if tiers {
             if rebuilt || self.tiers_dirty || self.peers.is_none() {
                 self.render_tiers(cluster, None);
-            } else if changed || self.subjects_dirty {
+            } else if changed || !self.stale_subjects.is_empty() {
                 self.refresh_subjects(cluster);
             }
         }
         self.dirty = false;
         self.tiers_dirty = false;
-        self.subjects_dirty = false;
         self.local_pods.clear();
         self.local_policies.clear();
         self.stale_subjects.clear();
