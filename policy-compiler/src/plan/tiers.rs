@@ -743,15 +743,12 @@ impl<'a> Universe<'a> {
     /// What the element of a decision map deciding by the rule at `u` holds.
     fn decision(&self, tier: Tier, direction: Direction, u: usize) -> Option<Decision> {
         let (p, i) = *self.rules.get(u)?;
-        Some(Decision {
-            verdict: match p.rules(direction)[i].action {
-                Action::Pass => DecisionVerdict::Return,
-                Action::Accept | Action::Deny => {
-                    DecisionVerdict::Jump(cluster_rule_chain_name(tier, p, direction, i))
-                }
-            },
-            comment: Some(rule_comment(p, direction, i)),
-        })
+        Some(rule_decision(
+            p,
+            direction,
+            i,
+            cluster_rule_chain_name(tier, p, direction, i),
+        ))
     }
 
     /// The names and decisions of every rule.
@@ -762,13 +759,16 @@ impl<'a> Universe<'a> {
             .map(|(p, i)| cluster_rule_token(p, direction, *i))
             .collect();
         // Accept and Deny decisions jump to their rule's chain, which counts (and logs) them.
-        let rule_chains = self
+        let rule_chains: Vec<String> = self
             .rules
             .iter()
             .map(|(p, i)| cluster_rule_chain_name(tier, p, direction, *i))
             .collect();
-        let decisions = (0..self.rules.len())
-            .filter_map(|u| self.decision(tier, direction, u))
+        let decisions = self
+            .rules
+            .iter()
+            .zip(&rule_chains)
+            .map(|((p, i), chain)| rule_decision(p, direction, *i, chain.clone()))
             .collect();
         RuleNames {
             tokens,
@@ -797,6 +797,41 @@ impl<'a> Universe<'a> {
 /// One local address of a class's chain, with what the class decides for it (shared by the
 /// addresses of a combination).
 type ClassCell = (u128, u128, Arc<Cell>);
+
+/// What an element deciding by rule `index` of `policy` holds: a jump to the rule's `chain`, or
+/// for a Pass a return.
+fn rule_decision(
+    policy: &ClusterNetworkPolicy,
+    direction: Direction,
+    index: usize,
+    chain: String,
+) -> Decision {
+    Decision {
+        verdict: match policy.rules(direction)[index].action {
+            Action::Pass => DecisionVerdict::Return,
+            Action::Accept | Action::Deny => DecisionVerdict::Jump(chain),
+        },
+        comment: Some(rule_comment(policy, direction, index)),
+    }
+}
+
+/// The key of a ports map element of `family`.
+fn ports_key(family: Family, &(first, last, ports, _): &PortsElement) -> DecisionKey {
+    DecisionKey {
+        first: crate::cidr::from_u128(family, first),
+        last: crate::cidr::from_u128(family, last),
+        ports: Some(ports),
+    }
+}
+
+/// The key of an element of `family` of the map for every other protocol.
+fn any_key(family: Family, &(first, last, _): &(u128, u128, usize)) -> DecisionKey {
+    DecisionKey {
+        first: crate::cidr::from_u128(family, first),
+        last: crate::cidr::from_u128(family, last),
+        ports: None,
+    }
+}
 
 /// What the classes of a peers map decided for the local pods at the last render (full, or of
 /// the subjects alone), so that a change of the local pods decides again only for combinations
@@ -1068,7 +1103,6 @@ fn class_chain(
     let [ports_map, any_map] = [true, false].map(|ports| {
         tier_class_map_name(tier, direction, &rule_tokens, &named_tokens, ports, family)
     });
-    let addr = |n: u128| crate::cidr::from_u128(family, n);
     ruleset.decision_maps.insert(
         ports_map.clone(),
         DecisionMap {
@@ -1076,14 +1110,7 @@ fn class_chain(
             ports: true,
             elements: ports_elements
                 .iter()
-                .map(|&(first, last, (protocol, a, b), u)| {
-                    let key = DecisionKey {
-                        first: addr(first),
-                        last: addr(last),
-                        ports: Some((protocol, a, b)),
-                    };
-                    (key, decisions[u].clone())
-                })
+                .map(|e| (ports_key(family, e), decisions[e.3].clone()))
                 .collect(),
         },
     );
@@ -1094,14 +1121,7 @@ fn class_chain(
             ports: false,
             elements: any_elements
                 .iter()
-                .map(|&(first, last, u)| {
-                    let key = DecisionKey {
-                        first: addr(first),
-                        last: addr(last),
-                        ports: None,
-                    };
-                    (key, decisions[u].clone())
-                })
+                .map(|e| (any_key(family, e), decisions[e.2].clone()))
                 .collect(),
         },
     );
@@ -1262,32 +1282,29 @@ pub(super) fn refresh_subjects(
                     let Some([ports_map, any_map]) = map.class_maps.get(chain) else {
                         return Err(Structural);
                     };
-                    let addr = |n: u128| crate::cidr::from_u128(family, n);
                     let decision = |u: usize| universe.decision(tier, direction, u);
-                    let port_key = |&(first, last, ports, _): &PortsElement| DecisionKey {
-                        first: addr(first),
-                        last: addr(last),
-                        ports: Some(ports),
-                    };
-                    let any_key = |&(first, last, _): &(u128, u128, usize)| DecisionKey {
-                        first: addr(first),
-                        last: addr(last),
-                        ports: None,
-                    };
                     // Removals first: an element replaced keeps its key.
                     let mut changes: Vec<(&String, bool, DecisionKey, usize)> = Vec::new();
                     changes.extend(
                         ports_gone
                             .iter()
-                            .map(|e| (ports_map, false, port_key(e), e.3)),
+                            .map(|e| (ports_map, false, ports_key(family, e), e.3)),
                     );
-                    changes.extend(any_gone.iter().map(|e| (any_map, false, any_key(e), e.2)));
+                    changes.extend(
+                        any_gone
+                            .iter()
+                            .map(|e| (any_map, false, any_key(family, e), e.2)),
+                    );
                     changes.extend(
                         ports_came
                             .iter()
-                            .map(|e| (ports_map, true, port_key(e), e.3)),
+                            .map(|e| (ports_map, true, ports_key(family, e), e.3)),
                     );
-                    changes.extend(any_came.iter().map(|e| (any_map, true, any_key(e), e.2)));
+                    changes.extend(
+                        any_came
+                            .iter()
+                            .map(|e| (any_map, true, any_key(family, e), e.2)),
+                    );
                     let stashed = map.stash.get_mut(chain);
                     let in_ruleset = stashed.is_none();
                     let mut stashed = stashed.map(|(_, p, a)| (p, a));
