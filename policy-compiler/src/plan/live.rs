@@ -55,7 +55,7 @@ use super::tiers::{self, Layout, TierSubject};
 use crate::cidr::Family;
 use crate::cluster::ClusterState;
 use crate::index::ClusterIndex;
-use crate::model::{Namespace, Node, ObjectRef, Pod, Policy};
+use crate::model::{ClusterNetworkPolicy, Namespace, Node, ObjectRef, Pod, Policy};
 use crate::nft::transaction::Touched;
 use crate::nft::{Ruleset, Set, SetElement};
 use crate::object::Kind;
@@ -152,10 +152,54 @@ pub struct LiveStats {
 /// NetworkPolicies isolate it (ingress, egress), and by tier and direction the
 /// ClusterNetworkPolicies that judge it, as positions in evaluation order
 /// ([`ordered_cluster_policies`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct SubjectMemo {
     isolated: [bool; 2],
     judging: [Box<[u32]>; 4],
+}
+
+impl SubjectMemo {
+    /// What the tiers read of `pod`, planned afresh (`ordered`: as
+    /// [`ordered_cluster_policies`] gives them).
+    fn plan(
+        cluster: &ClusterState,
+        pod: &Pod,
+        ordered: &[&ClusterNetworkPolicy],
+        audit_all: bool,
+    ) -> Self {
+        let local = local_pod(cluster, pod, ordered, audit_all);
+        let subject = TierSubject::of(&local);
+        // The policies judging the pod are a subsequence of `ordered`.
+        let judging = subject.judging.map(|policies| {
+            let mut positions = Vec::with_capacity(policies.len());
+            let mut held = policies.iter().peekable();
+            for (at, policy) in ordered.iter().enumerate() {
+                if held.peek().is_some_and(|h| std::ptr::eq(**h, *policy)) {
+                    held.next();
+                    positions.push(at as u32);
+                }
+            }
+            positions.into_boxed_slice()
+        });
+        Self {
+            isolated: subject.isolated,
+            judging,
+        }
+    }
+
+    /// The subject `pod` is by this memo.
+    fn subject<'c>(&self, pod: &'c Pod, ordered: &[&'c ClusterNetworkPolicy]) -> TierSubject<'c> {
+        TierSubject {
+            pod,
+            isolated: self.isolated,
+            judging: self.judging.each_ref().map(|positions| {
+                positions
+                    .iter()
+                    .filter_map(|at| ordered.get(*at as usize).copied())
+                    .collect()
+            }),
+        }
+    }
 }
 
 /// The names of what a full render of the tiers puts in a ruleset.
@@ -772,12 +816,7 @@ impl LiveNode {
     /// or NetworkPolicies did.
     fn tier_subjects<'c>(&mut self, cluster: &'c ClusterState) -> Vec<TierSubject<'c>> {
         let ordered = ordered_cluster_policies(cluster);
-        let stale: BTreeSet<&str> = self
-            .stale_subjects
-            .iter()
-            .map(|n| &**n)
-            .chain(self.local_policies.iter().map(|p| &*p.namespace))
-            .collect();
+        let stale = self.stale_namespaces();
         let audit_all = self.options.audit_all;
         // `local` and the memos are both in key order: walked side by side, the memos of pods no
         // longer local, or stale, fall out.
@@ -793,41 +832,64 @@ impl LiveNode {
             let Some(pod) = cluster.pod(key) else {
                 continue;
             };
-            let memo = memo.unwrap_or_else(|| {
-                let local = local_pod(cluster, pod, &ordered, audit_all);
-                let subject = TierSubject::of(&local);
-                // The policies judging the pod are a subsequence of `ordered`.
-                let judging = subject.judging.map(|policies| {
-                    let mut positions = Vec::with_capacity(policies.len());
-                    let mut held = policies.iter().peekable();
-                    for (at, policy) in ordered.iter().enumerate() {
-                        if held.peek().is_some_and(|h| std::ptr::eq(**h, *policy)) {
-                            held.next();
-                            positions.push(at as u32);
-                        }
-                    }
-                    positions.into_boxed_slice()
-                });
-                SubjectMemo {
-                    isolated: subject.isolated,
-                    judging,
-                }
-            });
-            let judging = memo.judging.each_ref().map(|positions| {
-                positions
-                    .iter()
-                    .filter_map(|at| ordered.get(*at as usize).copied())
-                    .collect()
-            });
-            subjects.push(TierSubject {
-                pod,
-                isolated: memo.isolated,
-                judging,
-            });
+            let memo = memo.unwrap_or_else(|| SubjectMemo::plan(cluster, pod, &ordered, audit_all));
+            subjects.push(memo.subject(pod, &ordered));
             kept.insert(key.clone(), memo);
         }
         self.subjects = kept;
         subjects
+    }
+
+    /// The namespaces whose pods' subjects are to be planned again: those whose labels changed,
+    /// and those whose NetworkPolicies did.
+    fn stale_namespaces(&self) -> BTreeSet<Arc<str>> {
+        self.stale_subjects
+            .iter()
+            .cloned()
+            .chain(self.local_policies.iter().map(|p| Arc::clone(&p.namespace)))
+            .collect()
+    }
+
+    /// The participating pods of this node whose subjects may differ since the last flush, each
+    /// with what the tiers read of it now (`None`: no longer local), in key order; brings
+    /// `subjects` up to date. A pod of a stale namespace is left out when it did not change and
+    /// is planned as before.
+    fn changed_subjects<'c>(
+        &mut self,
+        cluster: &'c ClusterState,
+    ) -> Vec<(ObjectRef, Option<TierSubject<'c>>)> {
+        let ordered = ordered_cluster_policies(cluster);
+        let audit_all = self.options.audit_all;
+        let mut keys: BTreeSet<ObjectRef> = self.local_pods.clone();
+        for namespace in self.stale_namespaces() {
+            let from = ObjectRef {
+                namespace: Arc::clone(&namespace),
+                name: Arc::from(""),
+            };
+            keys.extend(
+                self.local
+                    .range(&from..)
+                    .take_while(|k| k.namespace == namespace)
+                    .cloned(),
+            );
+        }
+        let mut changed = Vec::with_capacity(keys.len());
+        for key in keys {
+            let pod = cluster.pod(&key).filter(|_| self.local.contains(&key));
+            let Some(pod) = pod else {
+                self.subjects.remove(&key);
+                changed.push((key, None));
+                continue;
+            };
+            let memo = SubjectMemo::plan(cluster, pod, &ordered, audit_all);
+            let subject = memo.subject(pod, &ordered);
+            let same = !self.local_pods.contains(&key) && self.subjects.get(&key) == Some(&memo);
+            self.subjects.insert(key.clone(), memo);
+            if !same {
+                changed.push((key, Some(subject)));
+            }
+        }
+        changed
     }
 
     /// Renders the tiers again in full (through `index`, or one built over the cluster) and
@@ -912,14 +974,14 @@ impl LiveNode {
             self.render_tiers(cluster, None);
             return;
         };
-        let pods = self.tier_subjects(cluster);
+        let changed = self.changed_subjects(cluster);
         let layout = Layout::of(cluster);
         match tiers::refresh_subjects(
             &mut self.ruleset,
             &mut self.touched,
             &mut book,
             &layout,
-            &pods,
+            &changed,
         ) {
             Ok(pieces) => {
                 self.stats.tier_pieces += pieces;

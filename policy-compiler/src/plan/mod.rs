@@ -27,6 +27,7 @@
 //!
 //! So pod churn only changes set and map elements, and a policy edit only touches its own chains.
 
+mod class_runs;
 pub mod isolation;
 pub mod live;
 mod local;

@@ -21,7 +21,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use super::tiers::{named_port, ranges_hold, ClassCache, ClassKey, RegionClass};
+use super::tiers::{named_port, ranges_hold, ClassCache, ClassKey, RegionClass, SlotSubjects};
 use crate::cidr::{from_u128, max_u128, to_u128, Family};
 use crate::model::{ClusterPeer, Direction, Node, Pod, Protocol, Tier};
 use crate::nft::transaction::Touched;
@@ -43,6 +43,8 @@ pub(super) struct PeerBook {
     regions: Vec<LiveRegion>,
     /// One per tier, direction and family rendered.
     maps: Vec<PeersMap>,
+    /// The local subjects of each tier and direction rendered.
+    subjects: Vec<SlotSubjects>,
 }
 
 /// What a rule's peers are made of, for one family.
@@ -71,9 +73,6 @@ pub(super) struct PeersMap {
     pub(super) regions: Vec<usize>,
     /// Every class of the render, with its chain (`None`: it decides nothing for any local pod).
     pub(super) classes: HashMap<RegionClass, Option<String>>,
-    /// The rules judging local pods (policy name, index), in evaluation order, that the class
-    /// keys number.
-    pub(super) rules: Vec<(String, usize)>,
     /// The key of every class of the render, with its chain as in `classes`: what a change of the
     /// local pods renders the class chains again from.
     pub(super) keys: Vec<(ClassKey, Option<String>)>,
@@ -93,9 +92,15 @@ impl PeerBook {
         self.maps.push(map);
     }
 
-    /// The peers maps, for the class chains to be rendered again over their classes.
-    pub(super) fn maps_mut(&mut self) -> &mut [PeersMap] {
-        &mut self.maps
+    /// Adds the local subjects of a tier and direction rendered.
+    pub(super) fn push_subjects(&mut self, subjects: SlotSubjects) {
+        self.subjects.push(subjects);
+    }
+
+    /// The peers maps and the local subjects, for the class chains to be rendered again over
+    /// their classes when local pods change.
+    pub(super) fn parts_mut(&mut self) -> (&mut [PeersMap], &mut [SlotSubjects]) {
+        (&mut self.maps, &mut self.subjects)
     }
 
     /// Sets the regions (after the renderer has seen every rule).
@@ -449,7 +454,6 @@ mod tests {
             family: Family::V4,
             regions: Vec::new(),
             classes: HashMap::new(),
-            rules: Vec::new(),
             keys: Vec::new(),
             class_maps: HashMap::new(),
             cache: ClassCache::default(),

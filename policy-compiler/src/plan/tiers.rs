@@ -37,6 +37,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::class_runs::{ClassRuns, RunChanges};
 use super::isolation::LocalPod;
 use super::naming::{
     cluster_rule_chain_name, cluster_rule_token, tier_class_chain_name, tier_class_map_name,
@@ -49,8 +50,8 @@ use crate::cidr::{max_u128, to_u128, Family};
 use crate::cluster::ClusterState;
 use crate::index::ClusterIndex;
 use crate::model::{
-    Action, ClusterNetworkPolicy, ClusterPeer, ClusterPort, ClusterRule, Direction, Pod, Protocol,
-    Tier,
+    Action, ClusterNetworkPolicy, ClusterPeer, ClusterPort, ClusterRule, Direction, ObjectRef, Pod,
+    Protocol, Tier,
 };
 use crate::nft::transaction::Touched;
 use crate::nft::{
@@ -295,6 +296,8 @@ struct Combination<'a> {
     /// address taken over before the API shows the pod that had it gone) is decided by the first
     /// of them in `namespace/name` order alone, so no two elements of a decision map overlap.
     addresses: Vec<IpAddr>,
+    /// Its pods, each with the addresses it decides.
+    members: Vec<(&'a ObjectRef, Vec<IpAddr>)>,
 }
 
 /// Where a rule's peers are, for one family: address ranges and, for egress named ports, the
@@ -323,9 +326,9 @@ struct SweepRule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Cell {
     /// The rule deciding protocols without ports, if any.
-    other: Option<usize>,
+    pub(super) other: Option<usize>,
     /// `(protocol, first port, last port, rule)`, by protocol and port.
-    ports: Vec<(Protocol, u16, u16, usize)>,
+    pub(super) ports: Vec<(Protocol, u16, u16, usize)>,
 }
 
 fn protocol_slot(protocol: Protocol) -> usize {
@@ -560,16 +563,16 @@ fn sweep_rule(rule: &ClusterRule, named_ports: &[ResolvedNamedPort<'_>]) -> Swee
 }
 
 /// A ports map element: address range, protocol and port range, rule.
-type PortsElement = (u128, u128, (Protocol, u16, u16), usize);
+pub(super) type PortsElement = (u128, u128, (Protocol, u16, u16), usize);
 
 /// The elements of a class chain's two maps: ports map, and address range and rule of the map for
 /// every other protocol.
-type ClassElements = (Vec<PortsElement>, Vec<(u128, u128, usize)>);
+pub(super) type ClassElements = (Vec<PortsElement>, Vec<(u128, u128, usize)>);
 
 /// The elements of a class's two maps for the cells of its local pods (sorted by address), each map
 /// merging adjacent addresses on which the same rule decides the same protocol and ports (the two
 /// maps merge independently: an element of one may span cells the other splits).
-fn elements(cells: &[ClassCell]) -> ClassElements {
+pub(super) fn elements(cells: &[ClassCell]) -> ClassElements {
     let mut any: Vec<(u128, u128, usize)> = Vec::new();
     let mut ports: Vec<PortsElement> = Vec::new();
     // The previous cell, and the positions of the ports elements it ended, in the order of its
@@ -687,8 +690,8 @@ fn fill_subjects(
 /// and name, then rules as written; each combination's own order is this one, restricted).
 struct Universe<'a> {
     rules: Vec<(&'a ClusterNetworkPolicy, usize)>,
-    /// A rule's position by policy name and index.
-    position: HashMap<(&'a str, usize), usize>,
+    /// The position of each policy's first rule (its rules follow it, as written).
+    first_rule: HashMap<String, usize>,
 }
 
 /// What names and decides each rule of a [`Universe`], by position.
@@ -709,46 +712,13 @@ impl<'a> Universe<'a> {
             .collect();
         policies.sort_unstable_by(|a, b| a.order_key().cmp(&b.order_key()));
         policies.dedup_by(|a, b| a.name == b.name);
-        let rules: Vec<(&'a ClusterNetworkPolicy, usize)> = policies
-            .into_iter()
-            .flat_map(|p| (0..p.rules(direction).len()).map(move |i| (p, i)))
-            .collect();
-        let position = rules
-            .iter()
-            .enumerate()
-            .map(|(u, (p, i))| ((p.name.as_str(), *i), u))
-            .collect();
-        Self { rules, position }
-    }
-
-    /// Each rule as (policy name, index), in order: what tells whether another render's classes
-    /// number the same rules.
-    fn ids(&self) -> Vec<(String, usize)> {
-        self.rules
-            .iter()
-            .map(|(p, i)| (p.name.clone(), *i))
-            .collect()
-    }
-
-    /// Whether the rules are `ids`, in that order.
-    fn is(&self, ids: &[(String, usize)]) -> bool {
-        self.rules.len() == ids.len()
-            && self
-                .rules
-                .iter()
-                .zip(ids)
-                .all(|((p, i), (name, j))| p.name == *name && i == j)
-    }
-
-    /// What the element of a decision map deciding by the rule at `u` holds.
-    fn decision(&self, tier: Tier, direction: Direction, u: usize) -> Option<Decision> {
-        let (p, i) = *self.rules.get(u)?;
-        Some(rule_decision(
-            p,
-            direction,
-            i,
-            cluster_rule_chain_name(tier, p, direction, i),
-        ))
+        let mut first_rule = HashMap::new();
+        let mut rules = Vec::new();
+        for p in policies {
+            first_rule.insert(p.name.clone(), rules.len());
+            rules.extend((0..p.rules(direction).len()).map(|i| (p, i)));
+        }
+        Self { rules, first_rule }
     }
 
     /// The names and decisions of every rule.
@@ -776,27 +746,35 @@ impl<'a> Universe<'a> {
             decisions,
         }
     }
+}
 
-    /// A combination's rules, ready to decide (ingress named ports resolved as its pods resolve
-    /// them), by position, in evaluation order.
-    fn rules_of(&self, direction: Direction, c: &Combination<'a>) -> Vec<(usize, SweepRule)> {
-        let mut rules: Vec<(usize, SweepRule)> = c
-            .policies
-            .iter()
-            .flat_map(|p| (0..p.rules(direction).len()).map(move |i| (*p, i)))
-            .filter_map(|(p, i)| {
-                let u = *self.position.get(&(p.name.as_str(), i))?;
-                Some((u, sweep_rule(&p.rules(direction)[i], &c.named_ports)))
-            })
-            .collect();
-        rules.sort_by_key(|(u, _)| *u);
-        rules
-    }
+/// A combination's rules, ready to decide (ingress named ports resolved as its pods resolve
+/// them), by position in the universe whose policies' first rules are `first_rule`, in
+/// evaluation order.
+fn combination_rules(
+    first_rule: &HashMap<String, usize>,
+    direction: Direction,
+    c: &Combination<'_>,
+) -> Vec<(usize, SweepRule)> {
+    let mut rules: Vec<(usize, SweepRule)> = c
+        .policies
+        .iter()
+        .filter_map(|p| Some((*p, *first_rule.get(p.name.as_str())?)))
+        .flat_map(|(p, first)| {
+            p.rules(direction)
+                .iter()
+                .enumerate()
+                .map(move |(i, rule)| (first + i, rule))
+        })
+        .map(|(u, rule)| (u, sweep_rule(rule, &c.named_ports)))
+        .collect();
+    rules.sort_by_key(|(u, _)| *u);
+    rules
 }
 
 /// One local address of a class's chain, with what the class decides for it (shared by the
 /// addresses of a combination).
-type ClassCell = (u128, u128, Arc<Cell>);
+pub(super) type ClassCell = (u128, u128, Arc<Cell>);
 
 /// What an element deciding by rule `index` of `policy` holds: a jump to the rule's `chain`, or
 /// for a Pass a return.
@@ -835,59 +813,22 @@ fn any_key(family: Family, &(first, last, _): &(u128, u128, usize)) -> DecisionK
 
 /// What the classes of a peers map decided for the local pods at the last render (full, or of
 /// the subjects alone), so that a change of the local pods decides again only for combinations
-/// not seen yet and renders again only the classes that decide something for a combination whose
-/// addresses changed. Valid while the classes and the rules judging local pods are those of the
-/// render that made it.
+/// not seen yet and patches only the elements through the addresses that moved. Valid while the
+/// classes and the rules judging local pods are those of the render that made it.
 #[derive(Debug, Clone, Default)]
 pub(super) struct ClassCache {
-    /// A number for each combination seen, by its key.
-    combinations: HashMap<Vec<String>, usize>,
     /// What each class (by position in the map's keys) decides for a combination, by the
-    /// combination's number then the class: `Some(None)`, nothing; `None`, not decided yet.
+    /// combination's number (in [`SlotSubjects`]) then the class: `Some(None)`, nothing; `None`,
+    /// not decided yet.
     decided: Vec<Vec<Option<Option<Arc<Cell>>>>>,
-    /// The elements of each class's two maps, as last rendered (empty: the class has no chain).
-    elements: Vec<ClassElements>,
-    /// The addresses of the map's family each combination (by number) had at the last render,
-    /// sorted; a combination without any is not held.
-    addresses: HashMap<usize, Vec<u128>>,
+    /// The elements of each class's two maps, as runs (empty: the class has no chain).
+    runs: Vec<ClassRuns>,
 }
 
 impl ClassCache {
     /// What the class `id` decides for the combination `number`, if decided yet.
     fn decided(&self, id: usize, number: usize) -> Option<&Option<Arc<Cell>>> {
         self.decided.get(number)?.get(id)?.as_ref()
-    }
-
-    /// The combinations (of `numbers`, with their addresses of the map's family) whose addresses
-    /// changed since the last render, by number with their position (`None`: no local pod has
-    /// it now), and the addresses that left or joined them, sorted: the only addresses whose
-    /// cells can differ, in any class. Keeps the addresses for the next render.
-    fn moved(
-        &mut self,
-        numbers: &[usize],
-        addresses: &[Vec<u128>],
-    ) -> (Vec<(usize, Option<usize>)>, Vec<u128>) {
-        let mut last = std::mem::take(&mut self.addresses);
-        let mut moved = Vec::new();
-        let mut changed_at = Vec::new();
-        for (c, (&number, now)) in numbers.iter().zip(addresses).enumerate() {
-            let before = last.remove(&number).unwrap_or_default();
-            if &before != now {
-                moved.push((number, Some(c)));
-                let (gone, came) = sorted_difference(before, now.clone());
-                changed_at.extend(gone.into_iter().chain(came));
-            }
-            if !now.is_empty() {
-                self.addresses.insert(number, now.clone());
-            }
-        }
-        for (number, before) in last {
-            moved.push((number, None));
-            changed_at.extend(before);
-        }
-        changed_at.sort_unstable();
-        changed_at.dedup();
-        (moved, changed_at)
     }
 
     /// Records what the class `id` decides for the combination `number`.
@@ -900,21 +841,6 @@ impl ClassCache {
             classes.resize(id + 1, None);
         }
         classes[id] = Some(decided);
-    }
-
-    /// The numbers of `combinations`, in their order (numbering those not seen yet).
-    fn number(&mut self, combinations: &[Combination<'_>]) -> Vec<usize> {
-        combinations
-            .iter()
-            .map(|c| match self.combinations.get(&c.key) {
-                Some(n) => *n,
-                None => {
-                    let n = self.combinations.len();
-                    self.combinations.insert(c.key.clone(), n);
-                    n
-                }
-            })
-            .collect()
     }
 }
 
@@ -937,7 +863,7 @@ fn family_addresses(combinations: &[Combination<'_>], family: Family) -> Vec<Vec
 
 /// The combinations' rules, each made the first time a combination needs them.
 struct LazyRules<'u, 'c, 'a> {
-    universe: &'u Universe<'a>,
+    first_rule: &'u HashMap<String, usize>,
     direction: Direction,
     combinations: &'c [Combination<'a>],
     rules: Vec<Option<Vec<(usize, SweepRule)>>>,
@@ -945,12 +871,12 @@ struct LazyRules<'u, 'c, 'a> {
 
 impl<'u, 'c, 'a> LazyRules<'u, 'c, 'a> {
     fn new(
-        universe: &'u Universe<'a>,
+        first_rule: &'u HashMap<String, usize>,
         direction: Direction,
         combinations: &'c [Combination<'a>],
     ) -> Self {
         Self {
-            universe,
+            first_rule,
             direction,
             combinations,
             rules: (0..combinations.len()).map(|_| None).collect(),
@@ -958,9 +884,9 @@ impl<'u, 'c, 'a> LazyRules<'u, 'c, 'a> {
     }
 
     fn of(&mut self, c: usize) -> &[(usize, SweepRule)] {
-        let (universe, direction, combination) =
-            (self.universe, self.direction, &self.combinations[c]);
-        self.rules[c].get_or_insert_with(|| universe.rules_of(direction, combination))
+        let (first_rule, direction, combination) =
+            (self.first_rule, self.direction, &self.combinations[c]);
+        self.rules[c].get_or_insert_with(|| combination_rules(first_rule, direction, combination))
     }
 }
 
@@ -994,21 +920,21 @@ fn decide(
 }
 
 /// What a peer class (`key`, at position `id` in its map) decides for the local pods of one
-/// family: a cell per address (`addresses`, by combination, numbered `numbers`) of a combination
-/// for which some rule of the class decides something, sorted by address (empty: the class has
-/// no chain).
+/// family: a cell per address (`addresses`, by combination, numbered by position) of a
+/// combination for which some rule of the class decides something, sorted by address (empty:
+/// the class has no chain).
 fn class_cells(
     class: (usize, &ClassKey),
     rules: &mut LazyRules<'_, '_, '_>,
-    (numbers, addresses): (&[usize], &[Vec<u128>]),
+    addresses: &[Vec<u128>],
     cache: &mut ClassCache,
 ) -> Vec<ClassCell> {
     let mut cells: Vec<ClassCell> = Vec::with_capacity(addresses.iter().map(Vec::len).sum());
-    for (c, (&number, addresses)) in numbers.iter().zip(addresses).enumerate() {
+    for (c, addresses) in addresses.iter().enumerate() {
         if addresses.is_empty() {
             continue;
         }
-        let Some(decided) = decide(class, (c, number), rules, cache) else {
+        let Some(decided) = decide(class, (c, c), rules, cache) else {
             continue;
         };
         cells.extend(addresses.iter().map(|&n| (n, n, Arc::clone(&decided))));
@@ -1017,64 +943,151 @@ fn class_cells(
     cells
 }
 
-/// Elements that went, and elements that came.
-type WentAndCame<T> = (Vec<T>, Vec<T>);
-
-/// The elements of a class's two maps that went and came from `was` to `now`, when the cells
-/// changed only at `changed_at` (sorted): only an element in or next to a changed address can
-/// differ, as an element is a maximal run of adjacent addresses holding a piece.
-fn changed_elements(
-    (was_ports, was_any): &ClassElements,
-    (ports, any): &ClassElements,
-    changed_at: &[u128],
-) -> (WentAndCame<PortsElement>, WentAndCame<(u128, u128, usize)>) {
-    let near = |first: u128, last: u128| {
-        let from = changed_at.partition_point(|a| a.saturating_add(1) < first);
-        changed_at
-            .get(from)
-            .is_some_and(|a| *a <= last.saturating_add(1))
-    };
-    let nearby_ports = |elements: &[PortsElement]| -> Vec<PortsElement> {
-        elements
-            .iter()
-            .filter(|e| near(e.0, e.1))
-            .copied()
-            .collect()
-    };
-    let nearby_any = |elements: &[(u128, u128, usize)]| -> Vec<(u128, u128, usize)> {
-        elements
-            .iter()
-            .filter(|e| near(e.0, e.1))
-            .copied()
-            .collect()
-    };
-    (
-        sorted_difference(nearby_ports(was_ports), nearby_ports(ports)),
-        sorted_difference(nearby_any(was_any), nearby_any(any)),
-    )
+/// The local subjects of one tier and direction as the tiers last rendered them, kept between
+/// renders so that a change of some local pods renders only what it changes: which combination
+/// each subject and each of its addresses is in, and what rules the combinations are judged by.
+/// Valid while the ClusterNetworkPolicies are those of the full render that made it.
+#[derive(Debug, Clone)]
+pub(super) struct SlotSubjects {
+    tier: Tier,
+    direction: Direction,
+    /// A number for each combination seen, by its key (what the class caches decide by).
+    numbers: HashMap<Vec<String>, usize>,
+    /// The names of each combination's policies, by number.
+    policies: Vec<Vec<String>>,
+    /// How many subjects each combination has, by number.
+    members: Vec<usize>,
+    /// How many combinations with subjects each policy is in: the rules of the policies counted
+    /// here are the universe the classes number.
+    judging: HashMap<String, usize>,
+    /// Each subject's addresses (those it decides) and combination.
+    pods: HashMap<ObjectRef, (Vec<IpAddr>, usize)>,
+    /// The combination of each address a subject decides.
+    holders: HashMap<IpAddr, usize>,
+    /// The position of each policy's first rule in the universe.
+    first_rule: HashMap<String, usize>,
+    /// What an element deciding by each rule of the universe holds.
+    decisions: Vec<Decision>,
+    /// Two subjects held one address at the render: who decides it follows name order, which a
+    /// change of either renders again in full.
+    shared: bool,
 }
 
-/// What `old` holds that `new` does not, and the reverse (each sorted first).
-fn sorted_difference<T: Ord>(mut old: Vec<T>, mut new: Vec<T>) -> (Vec<T>, Vec<T>) {
-    old.sort_unstable();
-    new.sort_unstable();
-    let (mut gone, mut came) = (Vec::new(), Vec::new());
-    let (mut old, mut new) = (old.into_iter().peekable(), new.into_iter().peekable());
-    loop {
-        match (old.peek(), new.peek()) {
-            (Some(a), Some(b)) => match a.cmp(b) {
-                std::cmp::Ordering::Less => gone.extend(old.next()),
-                std::cmp::Ordering::Greater => came.extend(new.next()),
-                std::cmp::Ordering::Equal => {
-                    old.next();
-                    new.next();
+impl SlotSubjects {
+    /// The subjects of a full render's `combinations`, numbered by position.
+    fn of(
+        (tier, direction): (Tier, Direction),
+        combinations: &[Combination<'_>],
+        universe: &Universe<'_>,
+        names: &RuleNames,
+        shared: bool,
+    ) -> Self {
+        let mut subjects = Self {
+            tier,
+            direction,
+            numbers: HashMap::new(),
+            policies: Vec::new(),
+            members: Vec::new(),
+            judging: HashMap::new(),
+            pods: HashMap::new(),
+            holders: HashMap::new(),
+            first_rule: universe.first_rule.clone(),
+            decisions: names.decisions.clone(),
+            shared,
+        };
+        for (number, c) in combinations.iter().enumerate() {
+            subjects.numbers.insert(c.key.clone(), number);
+            subjects
+                .policies
+                .push(c.policies.iter().map(|p| p.name.clone()).collect());
+            subjects.members.push(c.members.len());
+            for p in &c.policies {
+                *subjects.judging.entry(p.name.clone()).or_default() += 1;
+            }
+            for (pod, addresses) in &c.members {
+                for ip in addresses {
+                    subjects.holders.insert(*ip, number);
                 }
-            },
-            (Some(_), None) => gone.extend(old.next()),
-            (None, Some(_)) => came.extend(new.next()),
-            (None, None) => return (gone, came),
+                subjects
+                    .pods
+                    .insert((*pod).clone(), (addresses.clone(), number));
+            }
+        }
+        subjects
+    }
+
+    /// The number of the combination `key` (with the policies `policies`), numbering it if new.
+    fn number(&mut self, key: &[String], policies: &[&ClusterNetworkPolicy]) -> usize {
+        if let Some(n) = self.numbers.get(key) {
+            return *n;
+        }
+        let n = self.policies.len();
+        self.numbers.insert(key.to_vec(), n);
+        self.policies
+            .push(policies.iter().map(|p| p.name.clone()).collect());
+        self.members.push(0);
+        n
+    }
+
+    /// One subject more (`join`) or fewer in the combination `number`; the policies whose count
+    /// of combinations went from or to zero go in `moved`.
+    fn count(&mut self, number: usize, join: bool, moved: &mut Vec<String>) {
+        let Some(members) = self.members.get_mut(number) else {
+            return;
+        };
+        let was = *members;
+        *members = if join { was + 1 } else { was.saturating_sub(1) };
+        if (was == 0) == (*members == 0) {
+            return;
+        }
+        for p in self.policies.get(number).into_iter().flatten() {
+            let n = self.judging.entry(p.clone()).or_default();
+            *n = if join { *n + 1 } else { n.saturating_sub(1) };
+            moved.push(p.clone());
         }
     }
+
+    /// Whether the policies judging some subject are still those of the universe, after counts
+    /// of `moved` changed.
+    fn same_universe(&self, moved: &[String]) -> bool {
+        moved.iter().all(|p| {
+            let judging = self.judging.get(p).copied().unwrap_or(0) > 0;
+            judging == self.first_rule.contains_key(p)
+        })
+    }
+}
+
+/// What a local pod is judged by in a tier and direction: the policies, in evaluation order, or
+/// `None` when it is not a subject there.
+fn judged<'s, 'a>(
+    local: &'s TierSubject<'a>,
+    tier: Tier,
+    direction: Direction,
+) -> Option<&'s [&'a ClusterNetworkPolicy]> {
+    // NetworkPolicies decide for the pods they isolate before the Baseline tier is reached on the
+    // forward hook; on the input hook (a pod reaching its node) they allow, and the pod's absence
+    // from the Baseline subjects is what lets the packet through.
+    if tier == Tier::Baseline && local.isolated(direction) {
+        return None;
+    }
+    Some(local.judging(tier, direction)).filter(|j| !j.is_empty())
+}
+
+/// How the pods of a combination resolve the named ports `named` (see [`ingress_named_ports`]).
+fn resolve_named<'a>(pod: &Pod, named: &[&'a str]) -> Vec<ResolvedNamedPort<'a>> {
+    named.iter().map(|n| (*n, named_port(pod, n))).collect()
+}
+
+/// What tells a combination from the others: its policies' names and how its pods resolve the
+/// named ports.
+fn combination_key(
+    policies: &[&ClusterNetworkPolicy],
+    resolved: &[ResolvedNamedPort<'_>],
+) -> Vec<String> {
+    let mut key: Vec<String> = policies.iter().map(|p| p.name.clone()).collect();
+    key.push(String::new());
+    key.extend(resolved.iter().map(|(n, p)| format!("{n}={p:?}")));
+    key
 }
 
 /// A peer class's chain and its two decision maps, from the cells of its local pods (sorted
@@ -1179,175 +1192,318 @@ pub(super) fn render_tiers<'a>(
     (ruleset, origins, book)
 }
 
-/// Renders again what the tiers decide for the local pods `pods`, over the peer classes of the
-/// last full render (kept in `book`, their peers maps kept up to date element by element): the
-/// subjects sets, and the decision maps of the classes that decide something for a combination
-/// whose addresses changed (in `ruleset`, or in the book's stash for a class no address holds
-/// now), element by element near the addresses that moved. Returns how many elements and sets
-/// changed, each recorded in `touched`. [`Structural`] when the local pods change what a full render would render beyond
-/// that: the rules judging them (so the classes and the rule chains), or which classes decide
-/// something (so the peers maps' elements); then `ruleset` and `book` are left half done, for a
-/// full render to replace.
+/// Renders again what the tiers decide for the local pods `changed` (each with what the tiers
+/// read of it now; `None`: it is no longer local), over the peer classes of the last full render
+/// (kept in `book`, their peers maps kept up to date element by element) and the subjects it
+/// left there: the subjects sets, and the decision maps of the classes that decide otherwise for
+/// an address that moved (in `ruleset`, or in the book's stash for a class no address holds now),
+/// element by element through and beside those addresses. Returns how many elements changed,
+/// each recorded in `touched`. [`Structural`] when the local pods change what a full render would
+/// render beyond that: the rules judging them (so the classes and the rule chains), which classes
+/// decide something (so the peers maps' elements), or who decides an address two subjects hold;
+/// then `ruleset` and `book` are left half done, for a full render to replace.
 pub(super) fn refresh_subjects(
     ruleset: &mut Ruleset,
     touched: &mut Option<Touched>,
     book: &mut PeerBook,
     layout: &Layout,
-    pods: &[TierSubject<'_>],
+    changed: &[(ObjectRef, Option<TierSubject<'_>>)],
 ) -> Result<usize, Structural> {
-    let mut changed = 0;
-    let mut touch = |record: &mut dyn FnMut(&mut Touched)| {
-        changed += 1;
-        if let Some(t) = touched.as_mut() {
-            record(t);
-        }
-    };
+    let mut count = 0;
+    let (maps, slots) = book.parts_mut();
     for tier in Tier::ALL {
         for direction in Direction::BOTH {
             if !layout.has(tier, direction) {
                 continue;
             }
-            let combinations = TierRenderer::combinations(tier, direction, pods);
-            let universe = Universe::of(direction, &combinations);
-            let mut rules = LazyRules::new(&universe, direction, &combinations);
-            for family in [Family::V4, Family::V6] {
-                let name = tier_subjects_set_name(tier, direction, family);
-                let elements: BTreeSet<SetElement> = combinations
-                    .iter()
-                    .flat_map(|c| &c.addresses)
-                    .filter(|ip| Family::of(ip) == family)
-                    .map(|ip| SetElement::Addr(*ip))
-                    .collect();
-                let Some(set) = ruleset.sets.get_mut(&name) else {
-                    return Err(Structural);
-                };
-                if set.elements != elements {
-                    set.elements = elements;
-                    touch(&mut |t| {
-                        t.set_elements.remove(&name);
-                        t.sets.insert(name.clone());
-                    });
-                }
+            let Some(slot) = slots
+                .iter_mut()
+                .find(|s| (s.tier, s.direction) == (tier, direction))
+            else {
+                return Err(Structural);
+            };
+            let (fresh, moves) = slot.take(changed)?;
+            if moves.is_empty() {
+                continue;
             }
-            let mut maps = 0;
-            for map in book.maps_mut() {
+            count += refresh_subjects_sets(ruleset, touched, (tier, direction), &moves)?;
+            let mut rules = LazyRules::new(&slot.first_rule, direction, &fresh.combinations);
+            let mut rendered = 0;
+            for map in maps.iter_mut() {
                 if (map.tier, map.direction) != (tier, direction) {
                     continue;
                 }
-                maps += 1;
-                if !universe.is(&map.rules) {
-                    return Err(Structural);
-                }
+                rendered += 1;
                 let family = map.family;
-                let numbers = map.cache.number(&combinations);
-                let addresses = family_addresses(&combinations, family);
-                let (moved, changed_at) = map.cache.moved(&numbers, &addresses);
-                if moved.is_empty() {
+                let moves: Vec<(u128, Option<usize>, Option<usize>)> = moves
+                    .iter()
+                    .filter(|(ip, _, _)| Family::of(ip) == family)
+                    .map(|(ip, was, now)| (to_u128(ip), *was, *now))
+                    .collect();
+                if moves.is_empty() {
                     continue;
                 }
-                for (id, (key, chain)) in map.keys.iter().enumerate() {
-                    // Only a class that decides something for a combination whose addresses
-                    // changed has other cells now.
-                    let mut affected = false;
-                    for &(number, c) in &moved {
-                        let decided = match c {
-                            Some(c) => decide((id, key), (c, number), &mut rules, &mut map.cache),
-                            None => match map.cache.decided(id, number) {
-                                Some(decided) => decided.clone(),
-                                None => return Err(Structural),
-                            },
-                        };
-                        affected |= decided.is_some();
-                    }
-                    if !affected {
-                        continue;
-                    }
-                    let cells = class_cells(
-                        (id, key),
-                        &mut rules,
-                        (&numbers, &addresses),
-                        &mut map.cache,
-                    );
-                    let chain = match chain {
-                        None if cells.is_empty() => continue,
-                        Some(chain) if !cells.is_empty() => chain,
-                        _ => return Err(Structural),
-                    };
-                    let Some(last) = map.cache.elements.get_mut(id) else {
-                        return Err(Structural);
-                    };
-                    let was = std::mem::replace(last, elements(&cells));
-                    let ((ports_gone, ports_came), (any_gone, any_came)) =
-                        changed_elements(&was, last, &changed_at);
-                    let Some([ports_map, any_map]) = map.class_maps.get(chain) else {
-                        return Err(Structural);
-                    };
-                    let decision = |u: usize| universe.decision(tier, direction, u);
-                    // Removals first: an element replaced keeps its key.
-                    let mut changes: Vec<(&String, bool, DecisionKey, usize)> = Vec::new();
-                    changes.extend(
-                        ports_gone
-                            .iter()
-                            .map(|e| (ports_map, false, ports_key(family, e), e.3)),
-                    );
-                    changes.extend(
-                        any_gone
-                            .iter()
-                            .map(|e| (any_map, false, any_key(family, e), e.2)),
-                    );
-                    changes.extend(
-                        ports_came
-                            .iter()
-                            .map(|e| (ports_map, true, ports_key(family, e), e.3)),
-                    );
-                    changes.extend(
-                        any_came
-                            .iter()
-                            .map(|e| (any_map, true, any_key(family, e), e.2)),
-                    );
-                    let stashed = map.stash.get_mut(chain);
-                    let in_ruleset = stashed.is_none();
-                    let mut stashed = stashed.map(|(_, p, a)| (p, a));
-                    for (map_name, added, key, u) in changes {
-                        let Some(decision) = decision(u) else {
-                            return Err(Structural);
-                        };
-                        let target = match &mut stashed {
-                            Some((p, a)) => {
-                                if map_name == ports_map {
-                                    &mut **p
-                                } else {
-                                    &mut **a
-                                }
-                            }
-                            None => match ruleset.decision_maps.get_mut(map_name) {
-                                Some(m) => m,
-                                None => return Err(Structural),
-                            },
-                        };
-                        if added {
-                            target.elements.insert(key, decision.clone());
-                        } else {
-                            target.elements.remove(&key);
-                        }
-                        if in_ruleset {
-                            touch(&mut |t| {
-                                if added {
-                                    t.decision_added(map_name, key, decision.clone());
-                                } else {
-                                    t.decision_removed(map_name, key, decision.clone());
-                                }
-                            });
-                        }
-                    }
-                }
+                count += refresh_class_maps(
+                    ruleset,
+                    touched,
+                    map,
+                    &slot.decisions,
+                    (&mut rules, &fresh.positions),
+                    &moves,
+                )?;
             }
-            if maps == 0 {
+            if rendered == 0 {
                 return Err(Structural);
             }
         }
     }
-    Ok(changed)
+    Ok(count)
+}
+
+/// The combinations local pods joined in one refresh of a tier and direction: one of each, from
+/// a pod that joined it, to decide by.
+struct Fresh<'a> {
+    combinations: Vec<Combination<'a>>,
+    /// The position in `combinations` of each combination, by number.
+    positions: HashMap<usize, usize>,
+}
+
+/// An address of a subject whose combination changed: it was in one (by number) or not, and is
+/// in one or not.
+type Move = (IpAddr, Option<usize>, Option<usize>);
+
+impl SlotSubjects {
+    /// Takes in the local pods `changed` (see [`refresh_subjects`]): the combinations they joined
+    /// and the addresses that moved, sorted by address.
+    fn take<'a>(
+        &mut self,
+        changed: &[(ObjectRef, Option<TierSubject<'a>>)],
+    ) -> Result<(Fresh<'a>, Vec<Move>), Structural> {
+        if self.shared {
+            return Err(Structural);
+        }
+        let (tier, direction) = (self.tier, self.direction);
+        let mut fresh = Fresh {
+            combinations: Vec::new(),
+            positions: HashMap::new(),
+        };
+        // Each address touched, with its combination before.
+        let mut before: BTreeMap<IpAddr, Option<usize>> = BTreeMap::new();
+        let mut counted: Vec<String> = Vec::new();
+        for (key, subject) in changed {
+            if let Some((addresses, number)) = self.pods.remove(key) {
+                for ip in addresses {
+                    let held = self.holders.remove(&ip);
+                    before.entry(ip).or_insert(held);
+                }
+                self.count(number, false, &mut counted);
+            }
+            let Some((subject, judging)) = subject
+                .as_ref()
+                .and_then(|s| Some((s, judged(s, tier, direction)?)))
+            else {
+                continue;
+            };
+            let named = match direction {
+                Direction::Ingress => ingress_named_ports(judging),
+                Direction::Egress => Vec::new(),
+            };
+            let resolved = resolve_named(subject.pod, &named);
+            let combination = combination_key(judging, &resolved);
+            let number = self.number(&combination, judging);
+            self.count(number, true, &mut counted);
+            let mut addresses: Vec<IpAddr> = Vec::with_capacity(subject.pod.ips.len());
+            for ip in &subject.pod.ips {
+                if addresses.contains(ip) {
+                    continue;
+                }
+                let held = self.holders.insert(*ip, number);
+                if held.is_some() {
+                    // Another subject holds it too.
+                    return Err(Structural);
+                }
+                before.entry(*ip).or_insert(held);
+                addresses.push(*ip);
+            }
+            if let std::collections::hash_map::Entry::Vacant(e) = fresh.positions.entry(number) {
+                e.insert(fresh.combinations.len());
+                fresh.combinations.push(Combination {
+                    key: combination,
+                    policies: judging.to_vec(),
+                    named_ports: resolved,
+                    addresses: Vec::new(),
+                    members: Vec::new(),
+                });
+            }
+            self.pods.insert(key.clone(), (addresses, number));
+        }
+        if !self.same_universe(&counted) {
+            return Err(Structural);
+        }
+        let moves = before
+            .into_iter()
+            .filter_map(|(ip, was)| {
+                let now = self.holders.get(&ip).copied();
+                (was != now).then_some((ip, was, now))
+            })
+            .collect();
+        Ok((fresh, moves))
+    }
+}
+
+/// Brings the subjects sets of a tier and direction up to date with the addresses that joined
+/// and left them; returns how many elements changed.
+fn refresh_subjects_sets(
+    ruleset: &mut Ruleset,
+    touched: &mut Option<Touched>,
+    (tier, direction): (Tier, Direction),
+    moves: &[Move],
+) -> Result<usize, Structural> {
+    let mut count = 0;
+    for (ip, was, now) in moves {
+        let joined = match (was, now) {
+            (None, Some(_)) => true,
+            (Some(_), None) => false,
+            _ => continue,
+        };
+        let name = tier_subjects_set_name(tier, direction, Family::of(ip));
+        let Some(set) = ruleset.sets.get_mut(&name) else {
+            return Err(Structural);
+        };
+        let element = SetElement::Addr(*ip);
+        let changed = if joined {
+            set.elements.insert(element)
+        } else {
+            set.elements.remove(&element)
+        };
+        if !changed {
+            return Err(Structural);
+        }
+        count += 1;
+        if let Some(t) = touched.as_mut() {
+            if joined {
+                t.element_added(&name, element);
+            } else {
+                t.element_removed(&name, element);
+            }
+        }
+    }
+    Ok(count)
+}
+
+/// Patches the class decision maps of one peers map for the addresses of its family that moved
+/// (`moves`), deciding for the combinations `fresh` holds (their positions by number) what the
+/// cache has not decided yet; returns how many elements changed.
+fn refresh_class_maps(
+    ruleset: &mut Ruleset,
+    touched: &mut Option<Touched>,
+    map: &mut PeersMap,
+    decisions: &[Decision],
+    (rules, fresh): (&mut LazyRules<'_, '_, '_>, &HashMap<usize, usize>),
+    moves: &[(u128, Option<usize>, Option<usize>)],
+) -> Result<usize, Structural> {
+    let family = map.family;
+    let mut count = 0;
+    for (id, (key, chain)) in map.keys.iter().enumerate() {
+        let mut changes = RunChanges::default();
+        for &(address, was, now) in moves {
+            let old = match was {
+                Some(number) => match map.cache.decided(id, number) {
+                    Some(decided) => decided.clone(),
+                    None => return Err(Structural),
+                },
+                None => None,
+            };
+            let new = match now {
+                Some(number) => match map.cache.decided(id, number) {
+                    Some(decided) => decided.clone(),
+                    None => match fresh.get(&number) {
+                        Some(&c) => decide((id, key), (c, number), rules, &mut map.cache),
+                        None => return Err(Structural),
+                    },
+                },
+                None => None,
+            };
+            let Some(runs) = map.cache.runs.get_mut(id) else {
+                return Err(Structural);
+            };
+            runs.reassign(address, old.as_deref(), new.as_deref(), &mut changes)
+                .map_err(|_| Structural)?;
+        }
+        changes.settle();
+        if changes.is_empty() {
+            continue;
+        }
+        let empty = map.cache.runs.get(id).is_none_or(ClassRuns::is_empty);
+        let chain = match chain {
+            Some(chain) if !empty => chain,
+            _ => return Err(Structural),
+        };
+        let Some([ports_map, any_map]) = map.class_maps.get(chain) else {
+            return Err(Structural);
+        };
+        // Removals first: an element replaced keeps its key.
+        let mut edits: Vec<(&String, bool, DecisionKey, usize)> = Vec::new();
+        edits.extend(
+            changes
+                .ports_gone
+                .iter()
+                .map(|e| (ports_map, false, ports_key(family, e), e.3)),
+        );
+        edits.extend(
+            changes
+                .any_gone
+                .iter()
+                .map(|e| (any_map, false, any_key(family, e), e.2)),
+        );
+        edits.extend(
+            changes
+                .ports_came
+                .iter()
+                .map(|e| (ports_map, true, ports_key(family, e), e.3)),
+        );
+        edits.extend(
+            changes
+                .any_came
+                .iter()
+                .map(|e| (any_map, true, any_key(family, e), e.2)),
+        );
+        let stashed = map.stash.get_mut(chain);
+        let in_ruleset = stashed.is_none();
+        let mut stashed = stashed.map(|(_, p, a)| (p, a));
+        for (map_name, added, key, u) in edits {
+            let Some(decision) = decisions.get(u) else {
+                return Err(Structural);
+            };
+            let target = match &mut stashed {
+                Some((p, a)) => {
+                    if map_name == ports_map {
+                        &mut **p
+                    } else {
+                        &mut **a
+                    }
+                }
+                None => match ruleset.decision_maps.get_mut(map_name) {
+                    Some(m) => m,
+                    None => return Err(Structural),
+                },
+            };
+            if added {
+                target.elements.insert(key, decision.clone());
+            } else {
+                target.elements.remove(&key);
+            }
+            count += 1;
+            if let (true, Some(t)) = (in_ruleset, touched.as_mut()) {
+                if added {
+                    t.decision_added(map_name, key, decision.clone());
+                } else {
+                    t.decision_removed(map_name, key, decision.clone());
+                }
+            }
+        }
+    }
+    Ok(count)
 }
 
 /// Renders the tiers of one node into a ruleset whose base chains already look them up.
@@ -1414,13 +1570,14 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
 
     /// The local pods of a tier and direction, grouped by the policies that judge them (and, for
     /// ingress, how they resolve the named ports those policies use), in the order of each one's
-    /// first pod. Nothing rendered depends on that order: each address is in one combination, and
-    /// what is rendered from them is sorted by address or by rule.
+    /// first pod, and whether two of them held one address. Nothing rendered depends on that
+    /// order: each address is in one combination, and what is rendered from them is sorted by
+    /// address or by rule.
     fn combinations(
         tier: Tier,
         direction: Direction,
         pods: &[TierSubject<'a>],
-    ) -> Vec<Combination<'a>> {
+    ) -> (Vec<Combination<'a>>, bool) {
         // Pods are grouped first by their policies, as references (the cluster's own objects:
         // the same policy is the same reference), so that what the policies alone decide (their
         // names, their ingress named ports) is found once per group; then by how each pod
@@ -1438,17 +1595,11 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
         let mut previous: Option<usize> = None;
         let mut combinations: Vec<Combination<'a>> = Vec::new();
         let mut claimed: HashSet<IpAddr> = HashSet::new();
+        let mut shared = false;
         for local in pods {
-            // NetworkPolicies decide for the pods they isolate before the Baseline tier is reached
-            // on the forward hook; on the input hook (a pod reaching its node) they allow, and the
-            // pod's absence from the Baseline subjects is what lets the packet through.
-            if tier == Tier::Baseline && local.isolated(direction) {
+            let Some(judging) = judged(local, tier, direction) else {
                 continue;
-            }
-            let judging = local.judging(tier, direction);
-            if judging.is_empty() {
-                continue;
-            }
+            };
             let same = |group: &Group<'a>| {
                 group.policies.len() == judging.len()
                     && group
@@ -1479,34 +1630,35 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
             let Some(group) = groups.get_mut(id) else {
                 continue;
             };
-            let resolved: Vec<ResolvedNamedPort<'a>> = group
-                .named
-                .iter()
-                .map(|n| (*n, named_port(local.pod, n)))
-                .collect();
+            let resolved = resolve_named(local.pod, &group.named);
             let policies = &group.policies;
             let at = *group
                 .by_ports
                 .entry(resolved)
                 .or_insert_with_key(|resolved| {
-                    let mut key: Vec<String> = policies.iter().map(|p| p.name.clone()).collect();
-                    key.push(String::new());
-                    key.extend(resolved.iter().map(|(n, p)| format!("{n}={p:?}")));
                     combinations.push(Combination {
-                        key,
+                        key: combination_key(policies, resolved),
                         policies: policies.clone(),
                         named_ports: resolved.clone(),
                         addresses: Vec::new(),
+                        members: Vec::new(),
                     });
                     combinations.len() - 1
                 });
+            let mut addresses = Vec::with_capacity(local.pod.ips.len());
+            for ip in &local.pod.ips {
+                if claimed.insert(*ip) {
+                    addresses.push(*ip);
+                } else if !addresses.contains(ip) {
+                    shared = true;
+                }
+            }
             if let Some(combination) = combinations.get_mut(at) {
-                combination
-                    .addresses
-                    .extend(local.pod.ips.iter().filter(|ip| claimed.insert(**ip)));
+                combination.addresses.extend(&addresses);
+                combination.members.push((&local.pod.id, addresses));
             }
         }
-        combinations
+        (combinations, shared)
     }
 
     fn render_tier(
@@ -1517,11 +1669,11 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
         direction: Direction,
         pods: &[TierSubject<'a>],
     ) {
-        let combinations = Self::combinations(tier, direction, pods);
+        let (combinations, shared) = Self::combinations(tier, direction, pods);
         fill_subjects(ruleset, tier, direction, &combinations);
         let universe = Universe::of(direction, &combinations);
         let names = universe.names(tier, direction);
-        let mut rules = LazyRules::new(&universe, direction, &combinations);
+        let mut rules = LazyRules::new(&universe.first_rule, direction, &combinations);
         for family in self.families.clone() {
             let region_of: Vec<usize> = universe
                 .rules
@@ -1563,19 +1715,11 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
             }
             let mut chains: HashMap<usize, String> = HashMap::new();
             let mut class_maps: HashMap<String, [String; 2]> = HashMap::new();
+            // Combinations are numbered by position.
             let mut cache = ClassCache::default();
-            let numbers = cache.number(&combinations);
             let addresses = family_addresses(&combinations, family);
-            if self.book.is_some() {
-                cache.addresses = numbers
-                    .iter()
-                    .zip(&addresses)
-                    .filter(|(_, a)| !a.is_empty())
-                    .map(|(n, a)| (*n, a.clone()))
-                    .collect();
-            }
             for (id, key) in class_keys.iter().enumerate() {
-                let cells = class_cells((id, key), &mut rules, (&numbers, &addresses), &mut cache);
+                let cells = class_cells((id, key), &mut rules, &addresses, &mut cache);
                 let class_elements = elements(&cells);
                 if !cells.is_empty() {
                     let (chain, maps) = class_chain(
@@ -1589,7 +1733,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
                     chains.insert(id, chain);
                 }
                 if self.book.is_some() {
-                    cache.elements.push(class_elements);
+                    cache.runs.push(ClassRuns::of(&class_elements));
                 }
             }
             let peers = tier_peers_map_name(tier, direction, family);
@@ -1631,7 +1775,6 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
                         .iter()
                         .map(|(class, id)| (class.clone(), chains.get(id).cloned()))
                         .collect(),
-                    rules: universe.ids(),
                     keys: class_keys
                         .iter()
                         .enumerate()
@@ -1643,6 +1786,15 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
                     stash: HashMap::new(),
                 });
             }
+        }
+        if let Some((_, book)) = &mut self.book {
+            book.push_subjects(SlotSubjects::of(
+                (tier, direction),
+                &combinations,
+                &universe,
+                &names,
+                shared,
+            ));
         }
         // Every Accept and Deny rule of the policies judging some local pod has its chain, used
         // or not: a pod or Node that makes a rule decide somewhere changes elements only.

@@ -1,0 +1,417 @@
+//! The elements of a peer class chain's two decision maps as runs that one address's change
+//! patches in place.
+//!
+//! An element of a class's ports map is a maximal run of adjacent local addresses that hold the
+//! same piece (protocol, port range and deciding rule); an element of its map for every other
+//! protocol, a maximal run of adjacent addresses decided by the same rule (see
+//! [`super::tiers`]). When a local address changes what the class decides for it, only the runs
+//! through it and beside it change: the one it leaves splits, the ones beside it that it joins
+//! merge. [`ClassRuns`] keeps the runs by piece so that such a change costs a few ordered-map
+//! lookups, not a walk of every local address.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::tiers::{Cell, ClassElements, PortsElement};
+use crate::model::Protocol;
+
+/// A piece of a ports map element: protocol, first and last port, deciding rule.
+type Piece = (Protocol, u16, u16, usize);
+
+/// The elements of one class chain's two maps, as runs of addresses.
+#[derive(Debug, Clone, Default)]
+pub(super) struct ClassRuns {
+    /// The map for every other protocol: first address → (last address, rule); disjoint, as an
+    /// address has one rule deciding it there.
+    any: BTreeMap<u128, (u128, usize)>,
+    /// The ports map: for each piece, first address → last address; disjoint per piece.
+    ports: HashMap<Piece, BTreeMap<u128, u128>>,
+}
+
+/// What a change did to a class's elements: those that went, those that came. An element may be
+/// in both (it went and came back); [`RunChanges::settle`] cancels such pairs.
+#[derive(Debug, Default)]
+pub(super) struct RunChanges {
+    pub(super) ports_gone: Vec<PortsElement>,
+    pub(super) ports_came: Vec<PortsElement>,
+    pub(super) any_gone: Vec<(u128, u128, usize)>,
+    pub(super) any_came: Vec<(u128, u128, usize)>,
+}
+
+/// The runs do not hold what the change says an address held: they are not those of the cells
+/// the caller describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Inconsistent;
+
+impl RunChanges {
+    /// Cancels each element that both went and came, so that what is left is the net change.
+    pub(super) fn settle(&mut self) {
+        cancel(&mut self.ports_gone, &mut self.ports_came);
+        cancel(&mut self.any_gone, &mut self.any_came);
+    }
+
+    /// Whether nothing changed.
+    pub(super) fn is_empty(&self) -> bool {
+        self.ports_gone.is_empty()
+            && self.ports_came.is_empty()
+            && self.any_gone.is_empty()
+            && self.any_came.is_empty()
+    }
+}
+
+/// Removes from `gone` and `came` (as multisets) what they share.
+fn cancel<T: Ord>(gone: &mut Vec<T>, came: &mut Vec<T>) {
+    if gone.is_empty() || came.is_empty() {
+        return;
+    }
+    gone.sort_unstable();
+    came.sort_unstable();
+    let (mut old, mut new) = (
+        std::mem::take(gone).into_iter().peekable(),
+        std::mem::take(came).into_iter().peekable(),
+    );
+    loop {
+        match (old.peek(), new.peek()) {
+            (Some(a), Some(b)) => match a.cmp(b) {
+                std::cmp::Ordering::Less => gone.extend(old.next()),
+                std::cmp::Ordering::Greater => came.extend(new.next()),
+                std::cmp::Ordering::Equal => {
+                    old.next();
+                    new.next();
+                }
+            },
+            (Some(_), None) => gone.extend(old.next()),
+            (None, Some(_)) => came.extend(new.next()),
+            (None, None) => return,
+        }
+    }
+}
+
+impl ClassRuns {
+    /// The runs of elements as [`super::tiers`] renders them (maximal runs).
+    pub(super) fn of((ports, any): &ClassElements) -> Self {
+        let mut runs = Self::default();
+        for &(first, last, rule) in any {
+            runs.any.insert(first, (last, rule));
+        }
+        for &(first, last, (protocol, a, b), rule) in ports {
+            runs.ports
+                .entry((protocol, a, b, rule))
+                .or_default()
+                .insert(first, last);
+        }
+        runs
+    }
+
+    /// Whether the class decides nothing for any local address (then it has no chain).
+    pub(super) fn is_empty(&self) -> bool {
+        self.any.is_empty() && self.ports.is_empty()
+    }
+
+    /// Every element, the ports map's and the other map's, each sorted.
+    #[cfg(test)]
+    pub(super) fn elements(&self) -> ClassElements {
+        let mut ports: Vec<PortsElement> = self
+            .ports
+            .iter()
+            .flat_map(|(&(protocol, a, b, rule), runs)| {
+                runs.iter()
+                    .map(move |(&first, &last)| (first, last, (protocol, a, b), rule))
+            })
+            .collect();
+        ports.sort_unstable();
+        let any = self
+            .any
+            .iter()
+            .map(|(&first, &(last, rule))| (first, last, rule))
+            .collect();
+        (ports, any)
+    }
+
+    /// Address `address` was decided as `old` says and is now decided as `new` says (`None`:
+    /// the class decides nothing for it); records in `changes` the elements that went and came.
+    pub(super) fn reassign(
+        &mut self,
+        address: u128,
+        old: Option<&Cell>,
+        new: Option<&Cell>,
+        changes: &mut RunChanges,
+    ) -> Result<(), Inconsistent> {
+        if old == new {
+            return Ok(());
+        }
+        if let Some(old) = old {
+            if let Some(rule) = old.other {
+                self.leave_any(address, rule, changes)?;
+            }
+            for &piece in &old.ports {
+                self.leave_ports(address, piece, changes)?;
+            }
+        }
+        if let Some(new) = new {
+            if let Some(rule) = new.other {
+                self.join_any(address, rule, changes)?;
+            }
+            for &piece in &new.ports {
+                self.join_ports(address, piece, changes)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes `address` out of its run in the other map, which `rule` decides.
+    fn leave_any(
+        &mut self,
+        address: u128,
+        rule: usize,
+        changes: &mut RunChanges,
+    ) -> Result<(), Inconsistent> {
+        let (first, last) = match self.any.range(..=address).next_back() {
+            Some((&first, &(last, r))) if last >= address && r == rule => (first, last),
+            _ => return Err(Inconsistent),
+        };
+        self.any.remove(&first);
+        changes.any_gone.push((first, last, rule));
+        if first < address {
+            self.any.insert(first, (address - 1, rule));
+            changes.any_came.push((first, address - 1, rule));
+        }
+        if address < last {
+            self.any.insert(address + 1, (last, rule));
+            changes.any_came.push((address + 1, last, rule));
+        }
+        Ok(())
+    }
+
+    /// Puts `address` in the other map, decided by `rule`, merging it with the runs of the same
+    /// rule beside it.
+    fn join_any(
+        &mut self,
+        address: u128,
+        rule: usize,
+        changes: &mut RunChanges,
+    ) -> Result<(), Inconsistent> {
+        let (mut first, mut last) = (address, address);
+        if let Some((&f, &(l, r))) = self.any.range(..=address).next_back() {
+            if l >= address {
+                return Err(Inconsistent);
+            }
+            if r == rule && address.checked_sub(1) == Some(l) {
+                self.any.remove(&f);
+                changes.any_gone.push((f, l, r));
+                first = f;
+            }
+        }
+        if let Some(next) = address.checked_add(1) {
+            if let Some(&(l, r)) = self.any.get(&next) {
+                if r == rule {
+                    self.any.remove(&next);
+                    changes.any_gone.push((next, l, r));
+                    last = l;
+                }
+            }
+        }
+        self.any.insert(first, (last, rule));
+        changes.any_came.push((first, last, rule));
+        Ok(())
+    }
+
+    /// Takes `address` out of its run of `piece` in the ports map.
+    fn leave_ports(
+        &mut self,
+        address: u128,
+        piece: Piece,
+        changes: &mut RunChanges,
+    ) -> Result<(), Inconsistent> {
+        let (protocol, a, b, rule) = piece;
+        let Some(runs) = self.ports.get_mut(&piece) else {
+            return Err(Inconsistent);
+        };
+        let (first, last) = match runs.range(..=address).next_back() {
+            Some((&first, &last)) if last >= address => (first, last),
+            _ => return Err(Inconsistent),
+        };
+        runs.remove(&first);
+        changes
+            .ports_gone
+            .push((first, last, (protocol, a, b), rule));
+        if first < address {
+            runs.insert(first, address - 1);
+            changes
+                .ports_came
+                .push((first, address - 1, (protocol, a, b), rule));
+        }
+        if address < last {
+            runs.insert(address + 1, last);
+            changes
+                .ports_came
+                .push((address + 1, last, (protocol, a, b), rule));
+        }
+        if runs.is_empty() {
+            self.ports.remove(&piece);
+        }
+        Ok(())
+    }
+
+    /// Puts `address` in the ports map with `piece`, merging it with the runs of that piece
+    /// beside it.
+    fn join_ports(
+        &mut self,
+        address: u128,
+        piece: Piece,
+        changes: &mut RunChanges,
+    ) -> Result<(), Inconsistent> {
+        let (protocol, a, b, rule) = piece;
+        let runs = self.ports.entry(piece).or_default();
+        let (mut first, mut last) = (address, address);
+        if let Some((&f, &l)) = runs.range(..=address).next_back() {
+            if l >= address {
+                return Err(Inconsistent);
+            }
+            if address.checked_sub(1) == Some(l) {
+                runs.remove(&f);
+                changes.ports_gone.push((f, l, (protocol, a, b), rule));
+                first = f;
+            }
+        }
+        if let Some(next) = address.checked_add(1) {
+            if let Some(l) = runs.remove(&next) {
+                changes.ports_gone.push((next, l, (protocol, a, b), rule));
+                last = l;
+            }
+        }
+        runs.insert(first, last);
+        changes
+            .ports_came
+            .push((first, last, (protocol, a, b), rule));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::plan::tiers::{elements, ClassCell};
+
+    /// A pseudo-random generator, the same sequence every run.
+    struct Draw(u64);
+
+    impl Draw {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    /// A cell as the tiers make one: pieces by protocol and first port, distinct first ports.
+    fn random_cell(draw: &mut Draw) -> Cell {
+        let mut ports = Vec::new();
+        for protocol in Protocol::ALL {
+            let mut first = 0u16;
+            for _ in 0..draw.below(3) {
+                first += 1 + draw.below(20) as u16;
+                let last = first + draw.below(5) as u16;
+                ports.push((protocol, first, last, draw.below(3) as usize));
+                first = last;
+            }
+        }
+        Cell {
+            other: (draw.below(3) != 0).then(|| draw.below(3) as usize),
+            ports,
+        }
+    }
+
+    /// The cells of `assigned` (address → position in `palette`), sorted by address.
+    fn cells(assigned: &BTreeMap<u128, usize>, palette: &[Arc<Cell>]) -> Vec<ClassCell> {
+        assigned
+            .iter()
+            .map(|(&a, &p)| (a, a, Arc::clone(&palette[p])))
+            .collect()
+    }
+
+    fn sorted((mut ports, mut any): ClassElements) -> ClassElements {
+        ports.sort_unstable();
+        any.sort_unstable();
+        (ports, any)
+    }
+
+    #[test]
+    fn reassigning_addresses_one_by_one_keeps_the_elements_a_full_render_makes() {
+        let mut draw = Draw(0x7e11);
+        for _ in 0..300 {
+            let palette: Vec<Arc<Cell>> = (0..1 + draw.below(4))
+                .map(|_| Arc::new(random_cell(&mut draw)))
+                .collect();
+            let mut assigned: BTreeMap<u128, usize> = BTreeMap::new();
+            for address in 100..100 + draw.below(24) as u128 {
+                if draw.below(5) != 0 {
+                    assigned.insert(address, draw.below(palette.len() as u64) as usize);
+                }
+            }
+            let rendered = elements(&cells(&assigned, &palette));
+            let mut runs = ClassRuns::of(&rendered);
+            let (ports, any) = sorted(rendered);
+            let mut held: (BTreeSet<PortsElement>, BTreeSet<(u128, u128, usize)>) =
+                (ports.into_iter().collect(), any.into_iter().collect());
+            for _ in 0..1 + draw.below(12) {
+                let address = 98 + u128::from(draw.below(28));
+                let old = assigned.get(&address).map(|p| &*palette[*p]);
+                let new = (draw.below(4) != 0).then(|| draw.below(palette.len() as u64) as usize);
+                let mut changes = RunChanges::default();
+                runs.reassign(address, old, new.map(|p| &*palette[p]), &mut changes)
+                    .expect("the runs are the rendered elements");
+                match new {
+                    Some(p) => assigned.insert(address, p),
+                    None => assigned.remove(&address),
+                };
+                changes.settle();
+                for e in &changes.ports_gone {
+                    assert!(held.0.remove(e), "{e:?} went but was not there");
+                }
+                for e in &changes.any_gone {
+                    assert!(held.1.remove(e), "{e:?} went but was not there");
+                }
+                for e in changes.ports_came {
+                    assert!(held.0.insert(e), "{e:?} came but was there");
+                }
+                for e in changes.any_came {
+                    assert!(held.1.insert(e), "{e:?} came but was there");
+                }
+                let expected = sorted(elements(&cells(&assigned, &palette)));
+                assert_eq!(runs.elements(), expected);
+                let patched: ClassElements = (
+                    held.0.iter().copied().collect(),
+                    held.1.iter().copied().collect(),
+                );
+                assert_eq!(patched, expected);
+                assert_eq!(runs.is_empty(), expected == (vec![], vec![]));
+            }
+        }
+    }
+
+    #[test]
+    fn an_address_the_runs_do_not_hold_is_inconsistent() {
+        let cell = Cell {
+            other: Some(0),
+            ports: vec![(Protocol::Tcp, 80, 80, 1)],
+        };
+        let mut runs = ClassRuns::default();
+        let mut changes = RunChanges::default();
+        assert_eq!(
+            runs.reassign(7, Some(&cell), None, &mut changes),
+            Err(Inconsistent)
+        );
+        runs.reassign(7, None, Some(&cell), &mut changes)
+            .expect("an address joins");
+        assert_eq!(
+            runs.reassign(7, None, Some(&cell), &mut changes),
+            Err(Inconsistent),
+            "an address held already cannot join again"
+        );
+    }
+}
