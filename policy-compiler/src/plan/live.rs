@@ -23,15 +23,18 @@
 //! ([`super::peers`]): a pod of another node, a namespace without pods on this node or a Node
 //! changes only the elements of the addresses it involves, each classified again without an index
 //! over the cluster. A change of this node's pods, of a policy of theirs or of a namespace of
-//! theirs renders again only what the tiers decide for the node's pods, over the peer classes of
-//! the last full render of the tiers: their subjects sets, and the class chains (with their
-//! decision maps) whose cells changed. What that cannot take (a rule judging the node's pods that
-//! none did, or none any longer; a class that starts or stops deciding something; an address of
-//! a peer class the last render did not have; an address two pods hold) renders the tiers again
-//! in full, through an index over the cluster, by the same renderer as a full compile
-//! ([`super::tiers::TierRenderer`]), replacing what the last one put in the ruleset. A
-//! ClusterNetworkPolicy or a change of the address families builds the whole local part again
-//! (its cluster-wide sets carried over from the previous ruleset when their source did not
+//! theirs renders again only what the tiers decide for the pods that changed, over the peer
+//! classes of the last full render of the tiers and the subjects it left
+//! ([`super::tiers::SlotSubjects`]): each such pod leaves its combination of policies and joins
+//! its new one, and only the subjects-set elements and class decision-map elements through and
+//! beside its addresses change ([`super::class_runs`]). What that cannot take (a rule judging the
+//! node's pods that none did, or none any longer; a class that starts or stops deciding
+//! something; an address of a peer class the last render did not have; an address two pods hold)
+//! renders the tiers again in full, through an index over the cluster, by the same renderer as a
+//! full compile ([`super::tiers::TierRenderer`]), replacing what the last one put in the ruleset.
+//! A ClusterNetworkPolicy renders the tiers again in full, and the local part too when the tiers'
+//! place in the base chains changes; a change of the address families builds the whole local part
+//! again (its cluster-wide sets carried over from the previous ruleset when their source did not
 //! change, or resolved afresh), then the tiers.
 //!
 //! Every change is recorded as a [`Touched`] for [`Transaction::diff_touched`], which compares only
