@@ -10,24 +10,20 @@ use crate::cluster::ClusterState;
 use crate::model::{NamespaceScope, Pod, PodPeer, Policy};
 use crate::selector::{LabelSelector, Labels, Requirement};
 
-/// An index from labels to the positions of objects in a list.
+/// An index from labels (borrowed from the objects) to the positions of objects in a list.
 #[derive(Debug, Default)]
-struct LabelIndex {
-    by_label: HashMap<(String, String), Vec<usize>>,
-    by_key: HashMap<String, Vec<usize>>,
+struct LabelIndex<'a> {
+    by_label: HashMap<(&'a str, &'a str), Vec<usize>>,
+    by_key: HashMap<&'a str, Vec<usize>>,
 }
 
-impl LabelIndex {
-    fn build<'a>(labels: impl Iterator<Item = (usize, &'a Labels)>) -> Self {
+impl<'a> LabelIndex<'a> {
+    fn build(labels: impl Iterator<Item = (usize, &'a Labels)>) -> Self {
         let mut index = LabelIndex::default();
         for (i, labels) in labels {
             for (k, v) in labels {
-                index
-                    .by_label
-                    .entry((k.to_string(), v.to_string()))
-                    .or_default()
-                    .push(i);
-                index.by_key.entry(k.to_string()).or_default().push(i);
+                index.by_label.entry((k, v)).or_default().push(i);
+                index.by_key.entry(k).or_default().push(i);
             }
         }
         index
@@ -44,7 +40,7 @@ impl LabelIndex {
                         .iter()
                         .flat_map(|v| {
                             self.by_label
-                                .get(&(k.clone(), v.clone()))
+                                .get(&(k.as_str(), v.as_str()))
                                 .into_iter()
                                 .flatten()
                                 .copied()
@@ -54,7 +50,7 @@ impl LabelIndex {
                     list.dedup();
                     list
                 }
-                Requirement::Exists(k) => self.by_key.get(k).cloned().unwrap_or_default(),
+                Requirement::Exists(k) => self.by_key.get(k.as_str()).cloned().unwrap_or_default(),
                 Requirement::NotIn(..) | Requirement::DoesNotExist(_) => continue,
             };
             if best.as_ref().is_none_or(|b| list.len() < b.len()) {
@@ -71,9 +67,9 @@ pub struct ClusterIndex<'a> {
     cluster: &'a ClusterState,
     pods: Vec<&'a Pod>,
     /// Per namespace: its pods, and a label index over them.
-    pods_by_namespace: HashMap<&'a str, (Vec<usize>, LabelIndex)>,
+    pods_by_namespace: HashMap<&'a str, (Vec<usize>, LabelIndex<'a>)>,
     namespaces: Vec<&'a str>,
-    namespace_labels: LabelIndex,
+    namespace_labels: LabelIndex<'a>,
 }
 
 impl<'a> ClusterIndex<'a> {
