@@ -26,7 +26,7 @@ use nftpolicy::dataplane::Dataplane;
 use nftpolicy::kernel::NftKernel;
 use nftpolicy::metrics::Metrics;
 use nftpolicy::source::{resets, Kind, Object, Update};
-use policy_compiler::generate::{workload, WorkloadSize};
+use policy_compiler::generate::{tier_flipped, workload, WorkloadSize};
 use policy_compiler::model::{ObjectRef, Pod};
 use policylab::lab::Netns;
 use support::{block_on, percentile};
@@ -73,18 +73,6 @@ fn added(template: &Pod, i: u32) -> Pod {
         (1 + i % 250) as u8,
     ])];
     pod
-}
-
-/// `pod` with its `tier` label flipped.
-fn relabelled(pod: &Pod) -> Pod {
-    let mut p = pod.clone();
-    let tier = if p.labels.get("tier") == Some("frontend") {
-        "backend"
-    } else {
-        "frontend"
-    };
-    p.labels.insert("tier", tier);
-    p
 }
 
 async fn measure(name: &str, size: WorkloadSize) {
@@ -159,8 +147,8 @@ async fn measure(name: &str, size: WorkloadSize) {
             _ => {
                 let slot = (i as usize / 3) % relabel.len();
                 let next = match &relabelled_state[slot] {
-                    Some(p) => relabelled(p),
-                    None => relabelled(&relabel[slot]),
+                    Some(p) => tier_flipped(p),
+                    None => tier_flipped(&relabel[slot]),
                 };
                 relabelled_state[slot] = Some(next.clone());
                 Update::Upsert(Object::Pod(next))

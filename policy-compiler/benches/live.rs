@@ -24,7 +24,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use policy_compiler::generate::guardrails::with_guardrails;
-use policy_compiler::generate::{workload, WorkloadSize};
+use policy_compiler::generate::{tier_flipped, workload, WorkloadSize};
 use policy_compiler::model::{
     ClusterNetworkPolicy, ClusterPort, Direction, Namespace, Node, ObjectRef, Pod, PolicyPort,
     PortSpec, Protocol,
@@ -118,16 +118,6 @@ fn events(cluster: &ClusterState) -> Vec<(&'static str, Event, Event)> {
         pod.ips = vec![IpAddr::from(ip)];
         pod
     };
-    let relabelled = |pod: &Pod| {
-        let mut p = pod.clone();
-        let tier = if p.labels.get("tier") == Some("frontend") {
-            "backend"
-        } else {
-            "frontend"
-        };
-        p.labels.insert("tier", tier);
-        p
-    };
     let (local, remote) = (on(true), on(false));
     let committed = compile_node_with(cluster, NODE, &CompileOptions::default()).ruleset;
     let policy = cluster
@@ -161,12 +151,12 @@ fn events(cluster: &ClusterState) -> Vec<(&'static str, Event, Event)> {
         ),
         (
             "pod relabelled, node-0",
-            Event::Pod(relabelled(&local)),
+            Event::Pod(tier_flipped(&local)),
             Event::Pod(local),
         ),
         (
             "pod relabelled, other node",
-            Event::Pod(relabelled(&remote)),
+            Event::Pod(tier_flipped(&remote)),
             Event::Pod(remote),
         ),
         (

@@ -376,6 +376,19 @@ impl WorkloadSize {
     }
 }
 
+/// `pod` of a [`workload`] with its `tier` label flipped between `frontend` and `backend` (a `db`
+/// or unlabelled pod becomes `frontend`): the relabel the tier-to-tier policies' peers see.
+pub fn tier_flipped(pod: &Pod) -> Pod {
+    let mut flipped = pod.clone();
+    let tier = if flipped.labels.get("tier") == Some("frontend") {
+        "backend"
+    } else {
+        "frontend"
+    };
+    flipped.labels.insert("tier", tier);
+    flipped
+}
+
 /// A cluster shaped like production ones, at any size: namespaces labelled with teams and
 /// environments; deployments with app and tier labels and named container ports; and per namespace a
 /// default-deny, then policies allowing the same namespace, other teams' namespaces on a named port,
@@ -630,4 +643,32 @@ pub fn workload(seed: u64, size: WorkloadSize) -> ClusterState {
         });
     }
     cluster
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flipped_tier_goes_between_frontend_and_backend() {
+        let cluster = workload(1, WorkloadSize::SMALL);
+        let tier_of = |tier: &str| {
+            cluster
+                .pods()
+                .values()
+                .find(|p| p.labels.get("tier") == Some(tier))
+                .unwrap_or_else(|| panic!("a {tier} pod"))
+        };
+        for (from, to) in [
+            ("frontend", "backend"),
+            ("backend", "frontend"),
+            ("db", "frontend"),
+        ] {
+            let pod = tier_of(from);
+            let flipped = tier_flipped(pod);
+            assert_eq!(flipped.labels.get("tier"), Some(to));
+            assert_eq!(flipped.id, pod.id);
+            assert_eq!(flipped.ips, pod.ips);
+        }
+    }
 }
