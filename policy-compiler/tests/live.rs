@@ -686,3 +686,19 @@ proptest! {
         run(seed, pods, policies, 12, choice, true);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// More pods on the node than combinations of ClusterNetworkPolicies: pods share combinations
+    /// and their addresses make runs, which a pod's move splits and merges.
+    #[test]
+    fn incremental_rulesets_equal_full_compiles_with_tiers_over_shared_combinations(
+        seed in any::<u64>(),
+        pods in 16usize..40,
+        policies in 0usize..4,
+        choice in any::<u8>(),
+    ) {
+        run(seed, pods, policies, 16, choice, true);
+    }
+}
