@@ -10,12 +10,15 @@ use std::net::IpAddr;
 use policy_compiler::generate::cluster_policies::with_cluster_policies;
 use policy_compiler::generate::guardrails::with_guardrails;
 use policy_compiler::generate::{cluster, mutate, workload, Rng, Shape, WorkloadSize};
-use policy_compiler::model::{ClusterPort, Direction, PolicyPort, PortSpec, Protocol, Tier};
+use policy_compiler::model::{
+    Action, ClusterNetworkPolicy, ClusterPeer, ClusterPort, Direction, PolicyPort, PortSpec,
+    Protocol, Tier,
+};
 use policy_compiler::model::{Enforcement, Namespace, ObjectRef, Pod, PodPhase, Policy};
 use policy_compiler::nft::transaction::Transaction;
 use policy_compiler::object::{Kind, Object};
 use policy_compiler::plan::{
-    compile_node_with, policy_chain_name, CompileOptions, DenyLog, LiveNode, LiveStats,
+    compile_node_with, policy_chain_name, CompileOptions, DenyLog, LiveNode, LiveStats, Origin,
 };
 use policy_compiler::selector::Labels;
 use policy_compiler::ClusterState;
@@ -31,13 +34,14 @@ const KINDS: [Kind; 5] = [
 
 /// One random change beyond what [`mutate`] makes: a pod moved to the other node, finished,
 /// readdressed (sometimes onto another pod's address), a policy switched between enforce and audit,
-/// a namespace removed, a ClusterNetworkPolicy or Node added or removed.
+/// a namespace removed, a ClusterNetworkPolicy or Node added or removed, a ClusterNetworkPolicy's
+/// rules edited in place (ports, Accept against Deny, names).
 fn mutate_more(c: &ClusterState, seed: u64, with_tiers: bool) -> ClusterState {
     let mut rng = Rng::new(seed);
     let mut next = c.clone();
     let pods: Vec<ObjectRef> = next.pods().keys().cloned().collect();
     let policies: Vec<ObjectRef> = next.policies().keys().cloned().collect();
-    match rng.below(if with_tiers { 8 } else { 5 }) {
+    match rng.below(if with_tiers { 10 } else { 5 }) {
         0 if !pods.is_empty() => {
             let id = rng.pick(&pods).clone();
             if let Some(p) = next.pod_mut(&id) {
@@ -105,6 +109,43 @@ fn mutate_more(c: &ClusterState, seed: u64, with_tiers: bool) -> ClusterState {
                     next.upsert_cluster_policy(p);
                 }
             }
+        }
+        7 | 8 => {
+            // A ClusterNetworkPolicy's rules edited in place: ports, Accept against Deny, names
+            // (mostly keeping the peer classes).
+            let names: Vec<String> = c.cluster_policies().keys().cloned().collect();
+            if names.is_empty() {
+                return next;
+            }
+            let name = rng.pick(&names).clone();
+            let Some(mut p) = c.cluster_policy(&name).cloned() else {
+                return next;
+            };
+            for rule in p.ingress.iter_mut().chain(p.egress.iter_mut()) {
+                if rng.one_in(2) {
+                    continue;
+                }
+                match rng.below(4) {
+                    0 => rule.protocols.clear(),
+                    1 => {
+                        let first = 1 + rng.below(2000) as u16;
+                        rule.protocols = vec![ClusterPort::Range {
+                            protocol: *rng.pick(&[Protocol::Tcp, Protocol::Udp]),
+                            first,
+                            last: first + rng.below(3) as u16,
+                        }];
+                    }
+                    2 => {
+                        rule.action = match rule.action {
+                            Action::Accept => Action::Deny,
+                            Action::Deny => Action::Accept,
+                            Action::Pass => Action::Pass,
+                        };
+                    }
+                    _ => rule.name = Some(format!("edited-{}", rng.below(100))),
+                }
+            }
+            next.upsert_cluster_policy(p);
         }
         _ => {
             let nodes: Vec<String> = c.node_objects().keys().cloned().collect();
@@ -416,28 +457,73 @@ fn a_cluster_network_policy_edit_renders_the_tiers_alone() {
     let mut live = LiveNode::new(&state, node, CompileOptions::default());
     let mut committed = policy_compiler::nft::Ruleset::default();
     check(&mut live, &state, &mut committed);
+    // An Admin policy with ingress rules that judges some pod of the node (its rules have
+    // counters there).
+    let judging: Vec<String> = live
+        .origins()
+        .values()
+        .filter_map(|o| match o {
+            Origin::ClusterRule { policy, .. } => Some(policy.clone()),
+            _ => None,
+        })
+        .collect();
     let policy = state
         .cluster_policies()
         .values()
-        .find(|p| p.tier == Tier::Admin && !p.ingress.is_empty())
-        .expect("an Admin policy with ingress rules")
+        .find(|p| p.tier == Tier::Admin && !p.ingress.is_empty() && judging.contains(&p.name))
+        .expect("an Admin policy with ingress rules judging a pod of the node")
         .clone();
-    let mut edited = policy.clone();
-    edited.ingress[0].protocols = vec![ClusterPort::Range {
+    let mut edit = |state: &mut ClusterState, live: &mut LiveNode, edited: ClusterNetworkPolicy| {
+        let key = ObjectRef::new("", &edited.name);
+        let old = state
+            .cluster_policy(&edited.name)
+            .cloned()
+            .map(Object::ClusterPolicy);
+        state.upsert_cluster_policy(edited);
+        live.changed(state, Kind::ClusterNetworkPolicy, &key, old.as_ref());
+        check(live, state, &mut committed)
+    };
+
+    // Its first ingress rule narrowed to one port, then turned from Accept to Deny or back, and
+    // renamed: the peer classes stay, and only what its rules decide is rendered again.
+    let mut narrowed = policy.clone();
+    narrowed.ingress[0].protocols = vec![ClusterPort::Range {
         protocol: Protocol::Tcp,
         first: 8443,
         last: 8443,
     }];
-    let key = ObjectRef::new("", &policy.name);
-    state.upsert_cluster_policy(edited);
-    live.changed(
-        &state,
-        Kind::ClusterNetworkPolicy,
-        &key,
-        Some(&Object::ClusterPolicy(policy.clone())),
+    let stats = edit(&mut state, &mut live, narrowed.clone());
+    assert!(
+        !stats.rendered && !stats.tiers_rendered,
+        "a ports edit rendered the local part or the tiers in full"
     );
-    let stats = check(&mut live, &state, &mut committed);
-    assert!(stats.tiers_rendered, "the edit renders the tiers");
+    assert!(
+        stats.tier_pieces > 0,
+        "a ports edit renders its rules' chains again"
+    );
+    let mut flipped = narrowed.clone();
+    for rule in &mut flipped.ingress {
+        rule.action = match rule.action {
+            Action::Accept => Action::Deny,
+            Action::Deny => Action::Accept,
+            Action::Pass => Action::Pass,
+        };
+        rule.name = Some(format!("{}-edited", rule.name.clone().unwrap_or_default()));
+    }
+    let stats = edit(&mut state, &mut live, flipped);
+    assert!(
+        !stats.rendered && !stats.tiers_rendered,
+        "an action or name edit rendered the local part or the tiers in full"
+    );
+
+    // Its first ingress rule's peers changed: the peer classes change, and the tiers are
+    // rendered again, alone.
+    let mut moved = narrowed;
+    moved.ingress[0].peers = vec![ClusterPeer::Networks(vec!["10.99.0.0/16"
+        .parse()
+        .expect("a CIDR")])];
+    let stats = edit(&mut state, &mut live, moved);
+    assert!(stats.tiers_rendered, "a peers edit renders the tiers");
     assert!(
         !stats.rendered,
         "an edit that keeps the tiers' place in the base chains renders the local part in full"

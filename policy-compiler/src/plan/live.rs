@@ -58,7 +58,7 @@ use super::tiers::{self, Layout, TierSubject};
 use crate::cidr::Family;
 use crate::cluster::ClusterState;
 use crate::index::ClusterIndex;
-use crate::model::{ClusterNetworkPolicy, Namespace, Node, ObjectRef, Pod, Policy};
+use crate::model::{ClusterNetworkPolicy, Direction, Namespace, Node, ObjectRef, Pod, Policy};
 use crate::nft::transaction::Touched;
 use crate::nft::{Ruleset, Set, SetElement};
 use crate::object::Kind;
@@ -118,6 +118,11 @@ pub struct LiveNode {
     /// Namespaces of the node's pods that changed since the last flush: their pods' entries in
     /// `subjects` are stale, and the next flush renders what the tiers decide for them again.
     stale_subjects: BTreeSet<Arc<str>>,
+    /// ClusterNetworkPolicies edited since the last flush in ways that keep the tiers' peer
+    /// classes (see [`tiers::keeps_classes`]), with the rules each edit changed (indexes, ingress
+    /// then egress): the next flush renders again only what those rules decide, unless the tiers
+    /// are rendered in full anyway.
+    cluster_edits: BTreeMap<String, [BTreeSet<usize>; 2]>,
     /// Pods of this node (before or now) changed since the last flush.
     local_pods: BTreeSet<ObjectRef>,
     /// Policies of namespaces with pods on this node changed since the last flush.
@@ -246,6 +251,7 @@ impl LiveNode {
             retired: BTreeMap::new(),
             subjects: BTreeMap::new(),
             stale_subjects: BTreeSet::new(),
+            cluster_edits: BTreeMap::new(),
             local_pods: BTreeSet::new(),
             local_policies: BTreeSet::new(),
             touched: None,
@@ -324,8 +330,28 @@ impl LiveNode {
                 };
                 self.policy_changed(cluster, old, key);
             }
-            // The tiers are rendered again; the rest too if their place in the base chains moves.
-            Kind::ClusterNetworkPolicy => self.tiers_dirty = true,
+            // An edit that keeps the peer classes renders what its rules decide again; any other
+            // renders the tiers again, and the rest too if their place in the base chains moves.
+            Kind::ClusterNetworkPolicy => {
+                let old = match old {
+                    Some(Object::ClusterPolicy(p)) => Some(p),
+                    _ => None,
+                };
+                match (old, cluster.cluster_policy(&key.name)) {
+                    (Some(old), Some(new)) if old == new => {}
+                    (Some(old), Some(new)) if tiers::keeps_classes(old, new) => {
+                        let edited = self.cluster_edits.entry(new.name.clone()).or_default();
+                        for (rules, direction) in edited.iter_mut().zip(Direction::BOTH) {
+                            let now = new.rules(direction);
+                            rules.extend(
+                                (0..now.len())
+                                    .filter(|i| old.rules(direction).get(*i) != now.get(*i)),
+                            );
+                        }
+                    }
+                    _ => self.tiers_dirty = true,
+                }
+            }
             // Nodes are peers of the tiers only.
             Kind::Node if !cluster.cluster_policies().is_empty() => {
                 let old = match old {
@@ -498,7 +524,7 @@ impl LiveNode {
         if tiers {
             if rebuilt || self.tiers_dirty || self.peers.is_none() {
                 self.render_tiers(cluster, None);
-            } else if changed || !self.stale_subjects.is_empty() {
+            } else if self.refresh_rules(cluster) && (changed || !self.stale_subjects.is_empty()) {
                 self.refresh_subjects(cluster);
             }
         }
@@ -507,6 +533,7 @@ impl LiveNode {
         self.local_pods.clear();
         self.local_policies.clear();
         self.stale_subjects.clear();
+        self.cluster_edits.clear();
         self.bound_retired();
         let touched = self.touched.replace(Touched::default());
         (touched, std::mem::take(&mut self.stats))
@@ -968,6 +995,54 @@ impl LiveNode {
             }
         }
         self.tier_objects = new;
+    }
+
+    /// Renders again what the rules of the ClusterNetworkPolicies edited since the last flush
+    /// decide, over the peer classes of the last full render of the tiers; an edit that needs more
+    /// renders them in full. Returns whether the tiers were not rendered in full (the subjects are
+    /// then still to be refreshed).
+    fn refresh_rules(&mut self, cluster: &ClusterState) -> bool {
+        if self.cluster_edits.is_empty() {
+            return true;
+        }
+        let Some(mut book) = self.peers.take() else {
+            self.render_tiers(cluster, None);
+            return false;
+        };
+        let mut origins_changed = false;
+        for (name, edited) in std::mem::take(&mut self.cluster_edits) {
+            let refreshed = cluster
+                .cluster_policy(&name)
+                .ok_or(Structural)
+                .and_then(|policy| {
+                    tiers::refresh_rules(
+                        &mut self.ruleset,
+                        &mut self.touched,
+                        &mut book,
+                        (cluster, &self.options),
+                        (policy, &edited),
+                    )
+                });
+            let Ok(origins) = refreshed else {
+                self.render_tiers(cluster, None);
+                return false;
+            };
+            self.stats.tier_pieces += origins.len();
+            for (chain, origin) in origins {
+                self.ruleset
+                    .counters
+                    .insert(chain.clone(), counter_of(&origin));
+                if self.origins.get(&chain) != Some(&origin) {
+                    self.origins.insert(chain, origin);
+                    origins_changed = true;
+                }
+            }
+        }
+        if origins_changed {
+            self.origins_generation += 1;
+        }
+        self.peers = Some(book);
+        true
     }
 
     /// Renders again what the tiers decide for the node's pods over the peer classes of the last

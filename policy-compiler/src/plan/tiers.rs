@@ -831,6 +831,13 @@ impl ClassCache {
         self.decided.get(number)?.get(id)?.as_ref()
     }
 
+    /// Forgets what the class `id` decides for the combination `number`.
+    fn forget(&mut self, id: usize, number: usize) {
+        if let Some(decided) = self.decided.get_mut(number).and_then(|c| c.get_mut(id)) {
+            *decided = None;
+        }
+    }
+
     /// Records what the class `id` decides for the combination `number`.
     fn record(&mut self, id: usize, number: usize, decided: Option<Arc<Cell>>) {
         if self.decided.len() <= number {
@@ -955,6 +962,9 @@ pub(super) struct SlotSubjects {
     numbers: HashMap<Vec<String>, usize>,
     /// The names of each combination's policies, by number.
     policies: Vec<Vec<String>>,
+    /// How each combination's pods resolve the ingress named ports of its policies (in the order
+    /// of [`ingress_named_ports`]), by number.
+    resolved: Vec<Vec<Option<(Protocol, u16)>>>,
     /// How many subjects each combination has, by number.
     members: Vec<usize>,
     /// How many combinations with subjects each policy is in: the rules of the policies counted
@@ -987,6 +997,7 @@ impl SlotSubjects {
             direction,
             numbers: HashMap::new(),
             policies: Vec::new(),
+            resolved: Vec::new(),
             members: Vec::new(),
             judging: HashMap::new(),
             pods: HashMap::new(),
@@ -1000,6 +1011,9 @@ impl SlotSubjects {
             subjects
                 .policies
                 .push(c.policies.iter().map(|p| p.name.clone()).collect());
+            subjects
+                .resolved
+                .push(c.named_ports.iter().map(|(_, p)| *p).collect());
             subjects.members.push(c.members.len());
             for p in &c.policies {
                 *subjects.judging.entry(p.name.clone()).or_default() += 1;
@@ -1016,8 +1030,14 @@ impl SlotSubjects {
         subjects
     }
 
-    /// The number of the combination `key` (with the policies `policies`), numbering it if new.
-    fn number(&mut self, key: &[String], policies: &[&ClusterNetworkPolicy]) -> usize {
+    /// The number of the combination `key` (with the policies `policies`, whose ingress named
+    /// ports its pods resolve as `resolved` says), numbering it if new.
+    fn number(
+        &mut self,
+        key: &[String],
+        policies: &[&ClusterNetworkPolicy],
+        resolved: &[ResolvedNamedPort<'_>],
+    ) -> usize {
         if let Some(n) = self.numbers.get(key) {
             return *n;
         }
@@ -1025,6 +1045,8 @@ impl SlotSubjects {
         self.numbers.insert(key.to_vec(), n);
         self.policies
             .push(policies.iter().map(|p| p.name.clone()).collect());
+        self.resolved
+            .push(resolved.iter().map(|(_, p)| *p).collect());
         self.members.push(0);
         n
     }
@@ -1166,6 +1188,51 @@ fn class_chain(
     (chain, map_names)
 }
 
+/// The rules of the chain `chain` of rule `index` of `policy` in `direction` (it counts, and accepts
+/// or drops; with the deny log a Deny logs first; under `audit_all` it accepts, a "would deny"), and
+/// its counter's origin; `None` for a Pass rule, which has no chain.
+fn rule_chain(
+    options: &CompileOptions,
+    (tier, direction): (Tier, Direction),
+    policy: &ClusterNetworkPolicy,
+    index: usize,
+    chain: &str,
+) -> Option<(Vec<NftRule>, Origin)> {
+    let rule = policy.rules(direction).get(index)?;
+    if rule.action == Action::Pass {
+        return None;
+    }
+    let deny = rule.action == Action::Deny;
+    let audit = deny && options.audit_all;
+    let verdict = match (deny, audit) {
+        (false, _) | (true, true) => Verdict::Accept,
+        (true, false) => Verdict::Drop,
+    };
+    let mut comment = rule_comment(policy, direction, index);
+    if audit {
+        comment.push_str(" (audit: would deny)");
+    }
+    let rules = if deny {
+        drop_point_rules(options, chain, verdict, comment)
+    } else {
+        vec![NftRule {
+            matches: vec![Match::Counter(chain.to_string())],
+            verdict,
+            comment: Some(comment),
+        }]
+    };
+    let origin = Origin::ClusterRule {
+        tier,
+        policy: policy.name.clone(),
+        direction,
+        index,
+        rule_name: rule.name.clone(),
+        action: rule.action,
+        audit,
+    };
+    Some((rules, origin))
+}
+
 /// The tiers' content alone, rendered by [`TierRenderer`] into a ruleset of their own: the subjects
 /// sets and peers maps of the tiers and directions `layout` has, the class chains and their
 /// decision maps, and the rule chains, with the origins of the rule chains' counters and the book
@@ -1260,6 +1327,199 @@ pub(super) fn refresh_subjects(
     Ok(count)
 }
 
+/// Whether an edit of a ClusterNetworkPolicy from `old` to `new` keeps what the tiers' peer
+/// classes, subjects and combinations are made of, so that [`refresh_rules`] can take it: the same
+/// name, tier, priority and subject, as many rules in each direction, each with the same peers (as
+/// its peer region reads them, egress named ports included) and a Pass where there was one, and
+/// the same ingress named ports. What may differ: ports, Accept against Deny, rule names.
+pub(super) fn keeps_classes(old: &ClusterNetworkPolicy, new: &ClusterNetworkPolicy) -> bool {
+    old.name == new.name
+        && old.tier == new.tier
+        && old.priority == new.priority
+        && old.subject == new.subject
+        && ingress_named_ports(&[old]) == ingress_named_ports(&[new])
+        && Direction::BOTH.into_iter().all(|direction| {
+            let (was, now) = (old.rules(direction), new.rules(direction));
+            was.len() == now.len()
+                && was.iter().zip(now).all(|(a, b)| {
+                    (a.action == Action::Pass) == (b.action == Action::Pass)
+                        && [Family::V4, Family::V6]
+                            .into_iter()
+                            .all(|f| same_region(direction, (a, b), f))
+                })
+        })
+}
+
+/// Whether two versions of a rule have the same peers, as a peer region holds them: the same
+/// [`region_key`], but for whether the rule accepts, which decides only what an unknown peer holds
+/// (nothing, or everything).
+fn same_region(direction: Direction, (a, b): (&ClusterRule, &ClusterRule), family: Family) -> bool {
+    let (da, fa, pa, closed_a, na) = region_key(direction, a, family);
+    let (db, fb, pb, closed_b, nb) = region_key(direction, b, family);
+    let unknown = pa.contains(&ClusterPeer::Unknown);
+    (da, fa, pa, na) == (db, fb, pb, nb) && (closed_a == closed_b || !unknown)
+}
+
+/// Renders again what an edit of `policy` that [`keeps_classes`] changes (`edited`: the indexes of
+/// the rules it changed, ingress then egress), over the peer classes and subjects of the last full
+/// render (kept in `book`): the chains of those rules, what elements deciding by them hold, and the
+/// decision maps of the classes that hold one of them, decided again for the combinations the
+/// policy is in (each such map compared whole in the transaction, recorded in `touched`). Returns the origins of the rule chains' counters, by chain. [`Structural`] when a
+/// class starts or stops deciding something (so the peers maps' elements change); then `ruleset`
+/// and `book` are left half done, for a full render to replace.
+pub(super) fn refresh_rules(
+    ruleset: &mut Ruleset,
+    touched: &mut Option<Touched>,
+    book: &mut PeerBook,
+    (cluster, options): (&ClusterState, &CompileOptions),
+    (policy, edited): (&ClusterNetworkPolicy, &[BTreeSet<usize>; 2]),
+) -> Result<Vec<(String, Origin)>, Structural> {
+    let mut origins = Vec::new();
+    let (maps, slots) = book.parts_mut();
+    for slot in slots.iter_mut().filter(|s| s.tier == policy.tier) {
+        let (tier, direction) = (slot.tier, slot.direction);
+        let Some(&first) = slot.first_rule.get(&policy.name) else {
+            // It judges no local pod here: nothing of it is rendered.
+            continue;
+        };
+        let edited: BTreeSet<usize> = match direction {
+            Direction::Ingress => &edited[0],
+            Direction::Egress => &edited[1],
+        }
+        .iter()
+        .filter(|i| **i < policy.rules(direction).len())
+        .map(|i| first + i)
+        .collect();
+        if edited.is_empty() {
+            continue;
+        }
+        if edited.last().is_some_and(|u| *u >= slot.decisions.len()) {
+            return Err(Structural);
+        }
+        for &u in &edited {
+            let index = u - first;
+            let chain = cluster_rule_chain_name(tier, policy, direction, index);
+            slot.decisions[u] = rule_decision(policy, direction, index, chain.clone());
+            let had = ruleset.chains.contains_key(&chain);
+            match rule_chain(options, (tier, direction), policy, index, &chain) {
+                Some((rules, origin)) if had => {
+                    ruleset
+                        .chains
+                        .insert(chain.clone(), Chain { base: None, rules });
+                    if let Some(t) = touched.as_mut() {
+                        t.chains.insert(chain.clone());
+                        t.counters.insert(chain.clone());
+                    }
+                    origins.push((chain, origin));
+                }
+                None if !had => {}
+                _ => return Err(Structural),
+            }
+        }
+        // The combinations the policy is in, to be decided again, from the cluster's policies.
+        let mut combinations: Vec<Combination<'_>> = Vec::new();
+        let mut positions: HashMap<usize, usize> = HashMap::new();
+        for (number, names) in slot.policies.iter().enumerate() {
+            if !names.contains(&policy.name) {
+                continue;
+            }
+            let policies: Vec<&ClusterNetworkPolicy> = names
+                .iter()
+                .map(|n| cluster.cluster_policy(n).ok_or(Structural))
+                .collect::<Result<_, _>>()?;
+            let named = match direction {
+                Direction::Ingress => ingress_named_ports(&policies),
+                Direction::Egress => Vec::new(),
+            };
+            let resolved = slot.resolved.get(number).ok_or(Structural)?;
+            if resolved.len() != named.len() {
+                return Err(Structural);
+            }
+            positions.insert(number, combinations.len());
+            combinations.push(Combination {
+                key: Vec::new(),
+                policies,
+                named_ports: named.into_iter().zip(resolved.iter().copied()).collect(),
+                addresses: Vec::new(),
+                members: Vec::new(),
+            });
+        }
+        let mut rules = LazyRules::new(&slot.first_rule, direction, &combinations);
+        for map in maps
+            .iter_mut()
+            .filter(|m| (m.tier, m.direction) == (tier, direction))
+        {
+            let family = map.family;
+            let mut held: Vec<(u128, usize)> = slot
+                .holders
+                .iter()
+                .filter(|(ip, _)| Family::of(ip) == family)
+                .map(|(ip, number)| (to_u128(ip), *number))
+                .collect();
+            held.sort_unstable();
+            for (id, (key, chain)) in map.keys.iter().enumerate() {
+                if !key.rules.iter().any(|u| edited.contains(u)) {
+                    continue;
+                }
+                for number in positions.keys() {
+                    map.cache.forget(id, *number);
+                }
+                let mut cells: Vec<ClassCell> = Vec::new();
+                for &(address, number) in &held {
+                    let decided = match map.cache.decided(id, number) {
+                        Some(decided) => decided.clone(),
+                        None => match positions.get(&number) {
+                            Some(&c) => decide((id, key), (c, number), &mut rules, &mut map.cache),
+                            None => return Err(Structural),
+                        },
+                    };
+                    if let Some(cell) = decided {
+                        cells.push((address, address, cell));
+                    }
+                }
+                let chain = match chain {
+                    None if cells.is_empty() => continue,
+                    Some(chain) if !cells.is_empty() => chain,
+                    _ => return Err(Structural),
+                };
+                let (ports, any) = elements(&cells);
+                let decision = |u: usize| slot.decisions.get(u).cloned().ok_or(Structural);
+                let ports_elements = ports
+                    .iter()
+                    .map(|e| Ok((ports_key(family, e), decision(e.3)?)))
+                    .collect::<Result<BTreeMap<_, _>, Structural>>()?;
+                let any_elements = any
+                    .iter()
+                    .map(|e| Ok((any_key(family, e), decision(e.2)?)))
+                    .collect::<Result<BTreeMap<_, _>, Structural>>()?;
+                if let Some(runs) = map.cache.runs.get_mut(id) {
+                    *runs = ClassRuns::of(&(ports, any));
+                }
+                let Some([ports_map, any_map]) = map.class_maps.get(chain) else {
+                    return Err(Structural);
+                };
+                if let Some((_, p, a)) = map.stash.get_mut(chain) {
+                    p.elements = ports_elements;
+                    a.elements = any_elements;
+                    continue;
+                }
+                for (name, elements) in [(ports_map, ports_elements), (any_map, any_elements)] {
+                    let Some(m) = ruleset.decision_maps.get_mut(name) else {
+                        return Err(Structural);
+                    };
+                    m.elements = elements;
+                    if let Some(t) = touched.as_mut() {
+                        // Compared whole: what was tracked of it no longer applies.
+                        t.decision_elements.remove(name);
+                        t.decision_maps.insert(name.clone());
+                    }
+                }
+            }
+        }
+    }
+    Ok(origins)
+}
+
 /// The combinations local pods joined in one refresh of a tier and direction: one of each, from
 /// a pod that joined it, to decide by.
 struct Fresh<'a> {
@@ -1310,7 +1570,7 @@ impl SlotSubjects {
             };
             let resolved = resolve_named(subject.pod, &named);
             let combination = combination_key(judging, &resolved);
-            let number = self.number(&combination, judging);
+            let number = self.number(&combination, judging, &resolved);
             self.count(number, true, &mut counted);
             let mut addresses: Vec<IpAddr> = Vec::with_capacity(subject.pod.ips.len());
             for ip in &subject.pod.ips {
@@ -1799,45 +2059,15 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
         // Every Accept and Deny rule of the policies judging some local pod has its chain, used
         // or not: a pod or Node that makes a rule decide somewhere changes elements only.
         for (u, &(policy, index)) in universe.rules.iter().enumerate() {
-            let rule = &policy.rules(direction)[index];
-            if rule.action == Action::Pass {
-                continue;
-            }
-            let deny = rule.action == Action::Deny;
-            let audit = deny && self.options.audit_all;
-            let verdict = match (deny, audit) {
-                (false, _) | (true, true) => Verdict::Accept,
-                (true, false) => Verdict::Drop,
-            };
             let chain = &names.rule_chains[u];
-            let mut comment = rule_comment(policy, direction, index);
-            if audit {
-                comment.push_str(" (audit: would deny)");
+            if let Some((rules, origin)) =
+                rule_chain(&self.options, (tier, direction), policy, index, chain)
+            {
+                ruleset
+                    .chains
+                    .insert(chain.clone(), Chain { base: None, rules });
+                origins.insert(chain.clone(), origin);
             }
-            let rules = if deny {
-                drop_point_rules(&self.options, chain, verdict, comment)
-            } else {
-                vec![NftRule {
-                    matches: vec![Match::Counter(chain.clone())],
-                    verdict,
-                    comment: Some(comment),
-                }]
-            };
-            ruleset
-                .chains
-                .insert(chain.clone(), Chain { base: None, rules });
-            origins.insert(
-                chain.clone(),
-                Origin::ClusterRule {
-                    tier,
-                    policy: policy.name.clone(),
-                    direction,
-                    index,
-                    rule_name: rule.name.clone(),
-                    action: rule.action,
-                    audit,
-                },
-            );
         }
     }
 
