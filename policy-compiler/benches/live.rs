@@ -5,9 +5,10 @@
 //! Each event is applied and then undone (both are measured as events): a pod added to node-0 and
 //! to another node, a pod of node-0 and of another node relabelled (its `tier`, which peers select),
 //! a policy enforced on node-0 edited (a port on its first ingress rule), a namespace with pods
-//! but none on node-0 relabelled (its `env`), and a Node other than node-0 labelled as control
-//! plane (a row is left out when the cluster has no such object). An incremental sample is
-//! the change to the cluster state, the compiler's update, and the transaction (diff of what was
+//! but none on node-0 relabelled (its `env`), a Node other than node-0 labelled as control plane,
+//! and a ClusterNetworkPolicy's first rule narrowed to one port and, apart, its peers replaced by a
+//! network (a row is left out when the cluster has no such object). An incremental sample is the
+//! change to the cluster state, the compiler's update, and the transaction (diff of what was
 //! touched, applied to the committed copy); a full sample compiles the node and diffs.
 //!
 //! Each size runs twice: as generated, and with 100 ClusterNetworkPolicies
@@ -26,8 +27,8 @@ use std::time::{Duration, Instant};
 use policy_compiler::generate::guardrails::with_guardrails;
 use policy_compiler::generate::{tier_flipped, workload, WorkloadSize};
 use policy_compiler::model::{
-    ClusterNetworkPolicy, ClusterPort, Direction, Namespace, Node, ObjectRef, Pod, PolicyPort,
-    PortSpec, Protocol,
+    ClusterNetworkPolicy, ClusterPeer, ClusterPort, ClusterRule, Direction, Namespace, Node,
+    ObjectRef, Pod, PolicyPort, PortSpec, Protocol,
 };
 use policy_compiler::nft::transaction::Transaction;
 use policy_compiler::nft::Ruleset;
@@ -212,19 +213,14 @@ fn events(cluster: &ClusterState) -> Vec<(&'static str, Event, Event)> {
             Event::Node(node.clone()),
         ));
     }
-    // A ClusterNetworkPolicy's first rule narrowed to one port, and back.
+    // A ClusterNetworkPolicy's first rule narrowed to one port, and back: the peer classes stay.
     if let Some(policy) = cluster
         .cluster_policies()
         .values()
         .find(|p| !p.ingress.is_empty() || !p.egress.is_empty())
     {
         let mut edited = policy.clone();
-        let rules = if edited.ingress.is_empty() {
-            &mut edited.egress
-        } else {
-            &mut edited.ingress
-        };
-        if let Some(rule) = rules.first_mut() {
+        if let Some(rule) = first_rule(&mut edited) {
             rule.protocols = vec![ClusterPort::Range {
                 protocol: Protocol::Tcp,
                 first: 8443,
@@ -232,12 +228,32 @@ fn events(cluster: &ClusterState) -> Vec<(&'static str, Event, Event)> {
             }];
         }
         events.push((
-            "ClusterNetworkPolicy edited",
+            "ClusterNetworkPolicy ports edited",
+            Event::ClusterPolicy(edited.clone()),
+            Event::ClusterPolicy(policy.clone()),
+        ));
+        // The same rule's peers replaced by a network, and back: the peer classes change.
+        if let Some(rule) = first_rule(&mut edited) {
+            rule.peers = vec![ClusterPeer::Networks(vec!["10.99.0.0/16"
+                .parse()
+                .expect("a CIDR")])];
+        }
+        events.push((
+            "ClusterNetworkPolicy peers edited",
             Event::ClusterPolicy(edited),
             Event::ClusterPolicy(policy.clone()),
         ));
     }
     events
+}
+
+/// A ClusterNetworkPolicy's first ingress rule, or its first egress rule if it has no ingress.
+fn first_rule(policy: &mut ClusterNetworkPolicy) -> Option<&mut ClusterRule> {
+    if policy.ingress.is_empty() {
+        policy.egress.first_mut()
+    } else {
+        policy.ingress.first_mut()
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -32,10 +32,13 @@
 //! something; an address of a peer class the last render did not have; an address two pods hold)
 //! renders the tiers again in full, through an index over the cluster, by the same renderer as a
 //! full compile ([`super::tiers::TierRenderer`]), replacing what the last one put in the ruleset.
-//! A ClusterNetworkPolicy renders the tiers again in full, and the local part too when the tiers'
-//! place in the base chains changes; a change of the address families builds the whole local part
-//! again (its cluster-wide sets carried over from the previous ruleset when their source did not
-//! change, or resolved afresh), then the tiers.
+//! A ClusterNetworkPolicy edit that keeps the peer classes (ports, Accept against Deny, rule
+//! names: [`super::tiers::keeps_classes`]) renders again only what the rules it changed decide
+//! ([`super::tiers::refresh_rules`]); any other ClusterNetworkPolicy event renders the tiers again
+//! in full, and the local part too when the tiers' place in the base chains changes. A change of
+//! the address families builds the whole local part again (its cluster-wide sets carried over
+//! from the previous ruleset when their source did not change, or resolved afresh), then the
+//! tiers.
 //!
 //! Every change is recorded as a [`Touched`] for [`Transaction::diff_touched`], which compares only
 //! those objects: the diff of an event is as small as the event.
