@@ -83,8 +83,11 @@ pub(super) struct PeersMap {
     /// How many elements of the map jump to each chain.
     pub(super) elements: HashMap<String, usize>,
     /// Class chains whose addresses all left, with their maps, for when one comes back.
-    pub(super) stash: HashMap<String, (Chain, DecisionMap, DecisionMap)>,
+    pub(super) stash: Stash,
 }
+
+/// Class chains set aside, by name, with their two decision maps (ports, any).
+pub(super) type Stash = HashMap<String, (Chain, DecisionMap, DecisionMap)>;
 
 impl PeerBook {
     /// Adds the maps of another render over the same regions (the renderer renders tier by tier).

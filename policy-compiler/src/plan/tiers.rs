@@ -44,7 +44,7 @@ use super::naming::{
     tier_peers_map_name, tier_subjects_set_name, ResolvedNamedPort, NODE_EGRESS_CHAIN,
 };
 use super::origin::{CompileOptions, Origin, Origins};
-use super::peers::{element_counts, LiveRegion, PeerBook, PeersMap, Structural};
+use super::peers::{element_counts, LiveRegion, PeerBook, PeersMap, Stash, Structural};
 use super::rules::drop_point_rules;
 use crate::cidr::{max_u128, to_u128, Family};
 use crate::cluster::ClusterState;
@@ -1364,7 +1364,9 @@ fn same_region(direction: Direction, (a, b): (&ClusterRule, &ClusterRule), famil
 /// the rules it changed, ingress then egress), over the peer classes and subjects of the last full
 /// render (kept in `book`): the chains of those rules, what elements deciding by them hold, and the
 /// decision maps of the classes that hold one of them, decided again for the combinations the
-/// policy is in (each such map compared whole in the transaction, recorded in `touched`). Returns the origins of the rule chains' counters, by chain. [`Structural`] when a
+/// policy is in: element by element where cells changed when only ports did (what an element
+/// deciding by a rule holds is the same), else each such map rewritten and compared whole in the
+/// transaction; all recorded in `touched`. Returns the origins of the rule chains' counters, by chain. [`Structural`] when a
 /// class starts or stops deciding something (so the peers maps' elements change); then `ruleset`
 /// and `book` are left half done, for a full render to replace.
 pub(super) fn refresh_rules(
@@ -1396,10 +1398,15 @@ pub(super) fn refresh_rules(
         if edited.last().is_some_and(|u| *u >= slot.decisions.len()) {
             return Err(Structural);
         }
+        // Whether what an element deciding by each changed rule holds stays (only ports changed):
+        // then the classes' elements are patched where their cells change, else rewritten.
+        let mut same_decisions = true;
         for &u in &edited {
             let index = u - first;
             let chain = cluster_rule_chain_name(tier, policy, direction, index);
-            slot.decisions[u] = rule_decision(policy, direction, index, chain.clone());
+            let decision = rule_decision(policy, direction, index, chain.clone());
+            same_decisions &= slot.decisions[u] == decision;
+            slot.decisions[u] = decision;
             let had = ruleset.chains.contains_key(&chain);
             match rule_chain(options, (tier, direction), policy, index, &chain) {
                 Some((rules, origin)) if had => {
@@ -1459,6 +1466,50 @@ pub(super) fn refresh_rules(
             held.sort_unstable();
             for (id, (key, chain)) in map.keys.iter().enumerate() {
                 if !key.rules.iter().any(|u| edited.contains(u)) {
+                    continue;
+                }
+                if same_decisions {
+                    // Patched: each address of the policy's combinations moves from what the
+                    // class decided for it to what it decides now.
+                    let old: HashMap<usize, Option<Arc<Cell>>> = positions
+                        .keys()
+                        .filter_map(|n| Some((*n, map.cache.decided(id, *n)?.clone())))
+                        .collect();
+                    for number in positions.keys() {
+                        map.cache.forget(id, *number);
+                    }
+                    let mut changes = RunChanges::default();
+                    for &(address, number) in &held {
+                        let Some(&c) = positions.get(&number) else {
+                            continue;
+                        };
+                        let Some(was) = old.get(&number) else {
+                            return Err(Structural);
+                        };
+                        let now = decide((id, key), (c, number), &mut rules, &mut map.cache);
+                        let Some(runs) = map.cache.runs.get_mut(id) else {
+                            return Err(Structural);
+                        };
+                        runs.reassign(address, was.as_deref(), now.as_deref(), &mut changes)
+                            .map_err(|_| Structural)?;
+                    }
+                    changes.settle();
+                    if changes.is_empty() {
+                        continue;
+                    }
+                    let empty = map.cache.runs.get(id).is_none_or(ClassRuns::is_empty);
+                    let chain = match chain {
+                        Some(chain) if !empty => chain,
+                        _ => return Err(Structural),
+                    };
+                    apply_class_changes(
+                        ruleset,
+                        touched,
+                        (&map.class_maps, &mut map.stash),
+                        (family, chain),
+                        &changes,
+                        &slot.decisions,
+                    )?;
                     continue;
                 }
                 for number in positions.keys() {
@@ -1699,67 +1750,90 @@ fn refresh_class_maps(
             Some(chain) if !empty => chain,
             _ => return Err(Structural),
         };
-        let Some([ports_map, any_map]) = map.class_maps.get(chain) else {
+        count += apply_class_changes(
+            ruleset,
+            touched,
+            (&map.class_maps, &mut map.stash),
+            (family, chain),
+            &changes,
+            decisions,
+        )?;
+    }
+    Ok(count)
+}
+
+/// Puts what `changes` says went and came into the two decision maps of the class chain `chain`
+/// (in `ruleset`, or stashed in `stash`), each element deciding as `decisions` says by its rule;
+/// records each change in `touched` (for maps in the ruleset) and returns how many there were.
+fn apply_class_changes(
+    ruleset: &mut Ruleset,
+    touched: &mut Option<Touched>,
+    (class_maps, stash): (&HashMap<String, [String; 2]>, &mut Stash),
+    (family, chain): (Family, &str),
+    changes: &RunChanges,
+    decisions: &[Decision],
+) -> Result<usize, Structural> {
+    let Some([ports_map, any_map]) = class_maps.get(chain) else {
+        return Err(Structural);
+    };
+    // Removals first: an element replaced keeps its key.
+    let mut edits: Vec<(&String, bool, DecisionKey, usize)> = Vec::new();
+    edits.extend(
+        changes
+            .ports_gone
+            .iter()
+            .map(|e| (ports_map, false, ports_key(family, e), e.3)),
+    );
+    edits.extend(
+        changes
+            .any_gone
+            .iter()
+            .map(|e| (any_map, false, any_key(family, e), e.2)),
+    );
+    edits.extend(
+        changes
+            .ports_came
+            .iter()
+            .map(|e| (ports_map, true, ports_key(family, e), e.3)),
+    );
+    edits.extend(
+        changes
+            .any_came
+            .iter()
+            .map(|e| (any_map, true, any_key(family, e), e.2)),
+    );
+    let stashed = stash.get_mut(chain);
+    let in_ruleset = stashed.is_none();
+    let mut stashed = stashed.map(|(_, p, a)| (p, a));
+    let mut count = 0;
+    for (map_name, added, key, u) in edits {
+        let Some(decision) = decisions.get(u) else {
             return Err(Structural);
         };
-        // Removals first: an element replaced keeps its key.
-        let mut edits: Vec<(&String, bool, DecisionKey, usize)> = Vec::new();
-        edits.extend(
-            changes
-                .ports_gone
-                .iter()
-                .map(|e| (ports_map, false, ports_key(family, e), e.3)),
-        );
-        edits.extend(
-            changes
-                .any_gone
-                .iter()
-                .map(|e| (any_map, false, any_key(family, e), e.2)),
-        );
-        edits.extend(
-            changes
-                .ports_came
-                .iter()
-                .map(|e| (ports_map, true, ports_key(family, e), e.3)),
-        );
-        edits.extend(
-            changes
-                .any_came
-                .iter()
-                .map(|e| (any_map, true, any_key(family, e), e.2)),
-        );
-        let stashed = map.stash.get_mut(chain);
-        let in_ruleset = stashed.is_none();
-        let mut stashed = stashed.map(|(_, p, a)| (p, a));
-        for (map_name, added, key, u) in edits {
-            let Some(decision) = decisions.get(u) else {
-                return Err(Structural);
-            };
-            let target = match &mut stashed {
-                Some((p, a)) => {
-                    if map_name == ports_map {
-                        &mut **p
-                    } else {
-                        &mut **a
-                    }
-                }
-                None => match ruleset.decision_maps.get_mut(map_name) {
-                    Some(m) => m,
-                    None => return Err(Structural),
-                },
-            };
-            if added {
-                target.elements.insert(key, decision.clone());
-            } else {
-                target.elements.remove(&key);
-            }
-            count += 1;
-            if let (true, Some(t)) = (in_ruleset, touched.as_mut()) {
-                if added {
-                    t.decision_added(map_name, key, decision.clone());
+        let target = match &mut stashed {
+            Some((p, a)) => {
+                if map_name == ports_map {
+                    &mut **p
                 } else {
-                    t.decision_removed(map_name, key, decision.clone());
+                    &mut **a
                 }
+            }
+            None => match ruleset.decision_maps.get_mut(map_name) {
+                Some(m) => m,
+                None => return Err(Structural),
+            },
+        };
+        if added {
+            target.elements.insert(key, decision.clone());
+        } else {
+            target.elements.remove(&key);
+        }
+        count += 1;
+        if let (true, Some(t)) = (in_ruleset, touched.as_mut()) {
+            if added {
+                t.decision_added(map_name, key, decision.clone());
+            } else {
+                t.decision_removed(map_name, key, decision.clone());
             }
         }
     }
