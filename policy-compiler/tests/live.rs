@@ -41,7 +41,7 @@ fn mutate_more(c: &ClusterState, seed: u64, with_tiers: bool) -> ClusterState {
     let mut next = c.clone();
     let pods: Vec<ObjectRef> = next.pods().keys().cloned().collect();
     let policies: Vec<ObjectRef> = next.policies().keys().cloned().collect();
-    match rng.below(if with_tiers { 10 } else { 5 }) {
+    match rng.below(if with_tiers { 12 } else { 5 }) {
         0 if !pods.is_empty() => {
             let id = rng.pick(&pods).clone();
             if let Some(p) = next.pod_mut(&id) {
@@ -110,9 +110,9 @@ fn mutate_more(c: &ClusterState, seed: u64, with_tiers: bool) -> ClusterState {
                 }
             }
         }
-        7 | 8 => {
-            // A ClusterNetworkPolicy's rules edited in place: ports, Accept against Deny, names
-            // (mostly keeping the peer classes).
+        7..=10 => {
+            // A ClusterNetworkPolicy's rules edited in place: ports alone (half the time), or
+            // ports, Accept against Deny and names (mostly keeping the peer classes).
             let names: Vec<String> = c.cluster_policies().keys().cloned().collect();
             if names.is_empty() {
                 return next;
@@ -121,11 +121,12 @@ fn mutate_more(c: &ClusterState, seed: u64, with_tiers: bool) -> ClusterState {
             let Some(mut p) = c.cluster_policy(&name).cloned() else {
                 return next;
             };
+            let ports_alone = rng.one_in(2);
             for rule in p.ingress.iter_mut().chain(p.egress.iter_mut()) {
                 if rng.one_in(2) {
                     continue;
                 }
-                match rng.below(4) {
+                match rng.below(if ports_alone { 2 } else { 4 }) {
                     0 => rule.protocols.clear(),
                     1 => {
                         let first = 1 + rng.below(2000) as u16;
