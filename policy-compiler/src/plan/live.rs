@@ -445,7 +445,11 @@ impl LiveNode {
             }
         }
         let sources = std::mem::take(&mut self.sources);
-        for (set, source) in &sources {
+        // A set none of whose namespace selectors reads the change gets the same elements.
+        for (set, source) in sources
+            .iter()
+            .filter(|(_, s)| s.relabel_matters(&before, &after))
+        {
             for pod in &pods {
                 let was = source.elements(pod, &before);
                 let is = source.elements(pod, &after);
@@ -454,7 +458,10 @@ impl LiveNode {
         }
         self.sources = sources;
         let mut retired = std::mem::take(&mut self.retired);
-        for (set, source) in retired.values_mut() {
+        for (set, source) in retired
+            .values_mut()
+            .filter(|(_, s)| s.relabel_matters(&before, &after))
+        {
             for pod in &pods {
                 let was = source.elements(pod, &before);
                 let is = source.elements(pod, &after);

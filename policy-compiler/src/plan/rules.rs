@@ -110,6 +110,22 @@ impl SetSource {
         }
     }
 
+    /// Whether a namespace's labels going from `before` to `after` can change what its pods give
+    /// the set: whether a namespace selector of its peers matches one and not the other.
+    pub(crate) fn relabel_matters(&self, before: &Labels, after: &Labels) -> bool {
+        let differs = |peer: &PodPeer| match &peer.namespaces {
+            NamespaceScope::Own(_) => false,
+            NamespaceScope::Selected(s) => s.matches(before) != s.matches(after),
+        };
+        match self {
+            SetSource::Peer(peer, _) => differs(peer),
+            SetSource::EgressNamedPorts { peers, .. } => peers.iter().any(|peer| match peer {
+                Peer::Pods(p) => differs(p),
+                Peer::IpBlock(_) => false,
+            }),
+        }
+    }
+
     /// The elements a participating pod, whose namespace carries `namespace_labels`, gives the set.
     pub(crate) fn elements(&self, pod: &Pod, namespace_labels: &Labels) -> Vec<SetElement> {
         match self {
