@@ -926,3 +926,48 @@ fn counter_comment(origin: &Origin) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::selector::{LabelSelector, Requirement};
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        let mut labels = Labels::new();
+        for (k, v) in pairs {
+            labels.insert(*k, *v);
+        }
+        labels
+    }
+
+    #[test]
+    fn a_relabel_matters_to_a_set_only_when_one_of_its_namespace_selectors_changes_its_answer() {
+        let team_a = LabelSelector::new(vec![Requirement::In("team".into(), vec!["a".into()])]);
+        let selected = PodPeer {
+            namespaces: NamespaceScope::Selected(team_a),
+            pods: LabelSelector::everything(),
+        };
+        let own = PodPeer {
+            namespaces: NamespaceScope::Own("x".into()),
+            pods: LabelSelector::everything(),
+        };
+        let (a, b) = (labels(&[("team", "a")]), labels(&[("team", "b")]));
+        let a_dev = labels(&[("team", "a"), ("env", "dev")]);
+        let peer = SetSource::Peer(selected.clone(), Family::V4);
+        assert!(peer.relabel_matters(&a, &b));
+        assert!(peer.relabel_matters(&b, &a));
+        assert!(!peer.relabel_matters(&a, &a_dev), "team=a either way");
+        assert!(!SetSource::Peer(own.clone(), Family::V4).relabel_matters(&a, &b));
+        let named = |peers: Vec<Peer>| SetSource::EgressNamedPorts {
+            peers,
+            named: vec![("http".into(), Protocol::Tcp)],
+            family: Family::V4,
+        };
+        assert!(named(vec![Peer::Pods(own.clone()), Peer::Pods(selected)]).relabel_matters(&a, &b));
+        assert!(!named(vec![Peer::Pods(own)]).relabel_matters(&a, &b));
+        assert!(
+            !named(Vec::new()).relabel_matters(&a, &b),
+            "no peers: every pod, whatever its namespace"
+        );
+    }
+}
