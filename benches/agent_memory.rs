@@ -7,6 +7,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Write;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use nftpolicy::source::files::DirSource;
 use nftpolicy::source::Store;
 use policy_compiler::generate::{workload, WorkloadSize};
 use policy_compiler::manifest::cluster_manifests;
-use policy_compiler::model::Pod;
+use policy_compiler::model::{ObjectRef, Pod};
 use policy_compiler::nft::transaction::Transaction;
 use policy_compiler::plan::{CompileOptions, LiveNode};
 
@@ -231,10 +232,21 @@ fn measure(size_name: &str, size: WorkloadSize) {
         size_of_copy(|| DenialContext::new(Arc::clone(&origins), cluster)),
     );
     let mut context = DenialContext::new(Arc::clone(&origins), cluster);
-    let changed: Vec<_> = cluster.pods().keys().take(1).cloned().collect();
+    let changed: Vec<(ObjectRef, Box<[IpAddr]>)> = cluster
+        .pods()
+        .values()
+        .take(1)
+        .map(|p| (p.id.clone(), p.ips.clone().into_boxed_slice()))
+        .collect();
     row(
         "  its peak for a sync with one pod changed (a rebuild: all of it)",
-        peak_of(|| context.update(Arc::clone(&origins), cluster, &changed)),
+        peak_of(|| {
+            context.update(
+                Arc::clone(&origins),
+                cluster,
+                changed.iter().map(|(id, ips)| (id, &**ips)),
+            )
+        }),
     );
     drop(context);
     let text = size_of_copy(|| Transaction::full(live_node.ruleset()).render());

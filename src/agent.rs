@@ -2,7 +2,7 @@
 //! are quiet and coalesce bursts (see [`crate::debounce`]), compile the node's ruleset, and apply the
 //! difference in one transaction; audit the kernel for drift.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use std::net::IpAddr;
 
 use policy_compiler::model::ObjectRef;
+use policy_compiler::object::Object;
 use policy_compiler::plan::{CompileOptions, LiveNode, Origins};
 use policy_compiler::ClusterState;
 use tokio::sync::mpsc;
@@ -78,18 +79,22 @@ pub enum Changed<'a> {
     /// Any of them: the first commit, and every commit of a full compile (after a list changed
     /// objects, of any kind).
     All,
-    /// Only these (their keys; each added, changed or deleted): the pod events given to the
-    /// incremental compiler since then, the failed syncs' included.
-    Pods(&'a BTreeSet<ObjectRef>),
+    /// Only these (each added, changed or deleted): the pod events given to the incremental
+    /// compiler since then, the failed syncs' included, each pod with the addresses it had at
+    /// that last commit.
+    Pods(&'a PodsBefore),
 }
+
+/// Pods that changed, each with the addresses it had before (none when it did not exist).
+pub type PodsBefore = BTreeMap<ObjectRef, Box<[IpAddr]>>;
 
 /// The pods given to the incremental compiler since the last commit the observers were told of.
 #[derive(Debug)]
 enum PodChanges {
     /// Any pod may have changed.
     All,
-    /// These pods.
-    Pods(BTreeSet<ObjectRef>),
+    /// These pods, with the addresses each had at the last commit.
+    Pods(PodsBefore),
 }
 
 impl PodChanges {
@@ -309,7 +314,11 @@ impl Agent {
                 (Some(live), Some((kind, key))) => {
                     live.changed(self.store.cluster(), kind, &key, old.as_ref());
                     if let (Kind::Pod, PodChanges::Pods(pods)) = (kind, &mut self.pod_changes) {
-                        pods.insert(key);
+                        // The first event since the commit holds the addresses of that commit.
+                        pods.entry(key).or_insert_with(|| match &old {
+                            Some(Object::Pod(p)) => p.ips.clone().into_boxed_slice(),
+                            _ => Box::default(),
+                        });
                     }
                 }
                 _ => {
@@ -406,7 +415,7 @@ impl Agent {
             for observer in &self.commit_observers {
                 observer.committed(&origins, self.store.cluster(), changed);
             }
-            self.pod_changes = PodChanges::Pods(BTreeSet::new());
+            self.pod_changes = PodChanges::Pods(PodsBefore::new());
             self.health.ready.store(true, Ordering::SeqCst);
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)

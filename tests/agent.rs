@@ -822,7 +822,7 @@ impl nftpolicy::agent::CommitObserver for PodsObserved {
     ) {
         let seen = match changed {
             nftpolicy::agent::Changed::All => None,
-            nftpolicy::agent::Changed::Pods(pods) => Some(pods.iter().cloned().collect()),
+            nftpolicy::agent::Changed::Pods(pods) => Some(pods.keys().cloned().collect()),
         };
         self.0.lock().unwrap().push(seen);
     }

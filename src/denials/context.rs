@@ -35,9 +35,6 @@ pub struct PodAddresses {
     /// The addresses that several participating pods hold, and all of them in `namespace/name`
     /// order (the first is the one [`Self::by_address`] names).
     shared: HashMap<IpAddr, Vec<ObjectRef>>,
-    /// Every participating pod, and the addresses it was entered with: what to take out when it
-    /// changes.
-    by_pod: HashMap<ObjectRef, Box<[IpAddr]>>,
 }
 
 impl PodAddresses {
@@ -50,16 +47,20 @@ impl PodAddresses {
         pods
     }
 
-    /// Brings the addresses of the pods `changed` up to date with `cluster`: each pod's old
-    /// addresses go, its addresses in `cluster` come in if it takes part in policy now (a pod gone,
-    /// finished or on the host network names none).
+    /// Brings the addresses of the pods `changed` up to date with `cluster`, each given with the
+    /// addresses it had when these were last brought up to date (none when it did not exist;
+    /// those of a pod that took no part then name nothing here, and change nothing): those go, its
+    /// addresses in `cluster` come in if it takes part in policy now (a pod gone, finished or on
+    /// the host network names none).
     pub fn update<'a>(
         &mut self,
         cluster: &ClusterState,
-        changed: impl IntoIterator<Item = &'a ObjectRef>,
+        changed: impl IntoIterator<Item = (&'a ObjectRef, &'a [IpAddr])>,
     ) {
-        for id in changed {
-            self.leave(id);
+        for (id, before) in changed {
+            for address in before {
+                self.release(*address, id);
+            }
             if let Some(pod) = cluster.pod(id).filter(|p| p.participates()) {
                 self.enter(pod);
             }
@@ -82,22 +83,8 @@ impl PodAddresses {
     }
 
     fn enter(&mut self, pod: &Pod) {
-        let mut addresses = pod.ips.clone();
-        addresses.sort_unstable();
-        addresses.dedup();
-        for address in &addresses {
+        for address in &pod.ips {
             self.hold(*address, &pod.id);
-        }
-        self.by_pod
-            .insert(pod.id.clone(), addresses.into_boxed_slice());
-    }
-
-    fn leave(&mut self, id: &ObjectRef) {
-        let Some(addresses) = self.by_pod.remove(id) else {
-            return;
-        };
-        for address in addresses.iter() {
-            self.release(*address, id);
         }
     }
 
@@ -174,7 +161,7 @@ impl DenialContext {
         &mut self,
         origins: Arc<Origins>,
         cluster: &ClusterState,
-        changed: impl IntoIterator<Item = &'a ObjectRef>,
+        changed: impl IntoIterator<Item = (&'a ObjectRef, &'a [IpAddr])>,
     ) {
         self.origins = origins;
         self.pods.update(cluster, changed);
@@ -257,6 +244,7 @@ mod tests {
     use super::*;
     use policy_compiler::model::PodPhase;
     use policy_compiler::selector::Labels;
+    use std::collections::BTreeMap;
 
     fn pod(namespace: &str, name: &str, ips: &[&str]) -> Pod {
         Pod {
@@ -309,8 +297,32 @@ mod tests {
         assert_eq!(pods, &PodAddresses::new(cluster), "after {at}");
     }
 
-    fn ids(keys: &[(&str, &str)]) -> Vec<ObjectRef> {
-        keys.iter().map(|(ns, n)| ObjectRef::new(ns, n)).collect()
+    /// The pods of `keys` with the addresses each holds in `cluster` (none when it is not
+    /// there): what the agent gives with a pod's change, read before the change.
+    fn before(cluster: &ClusterState, keys: &[(&str, &str)]) -> Vec<(ObjectRef, Box<[IpAddr]>)> {
+        keys.iter()
+            .map(|(ns, n)| {
+                let id = ObjectRef::new(ns, n);
+                let ips = cluster
+                    .pod(&id)
+                    .map(|p| p.ips.clone().into_boxed_slice())
+                    .unwrap_or_default();
+                (id, ips)
+            })
+            .collect()
+    }
+
+    /// Makes `change` to `cluster` and brings `pods` up to date with it, given the pods of `keys`
+    /// as the agent gives them.
+    fn change(
+        cluster: &mut ClusterState,
+        pods: &mut PodAddresses,
+        keys: &[(&str, &str)],
+        change: impl FnOnce(&mut ClusterState),
+    ) {
+        let before = before(cluster, keys);
+        change(cluster);
+        pods.update(cluster, before.iter().map(|(id, ips)| (id, &**ips)));
     }
 
     #[test]
@@ -324,39 +336,46 @@ mod tests {
         assert_eq!(name(&pods), Some("a/p1".into()), "a/p1 comes before b/p0");
 
         // The second goes away: the first still names it.
-        cluster.remove_pod(&ObjectRef::new("b", "p0"));
-        pods.update(&cluster, &ids(&[("b", "p0")]));
+        change(&mut cluster, &mut pods, &[("b", "p0")], |c| {
+            c.remove_pod(&ObjectRef::new("b", "p0"));
+        });
         assert_eq!(name(&pods), Some("a/p1".into()));
         assert_as_rebuilt(&pods, &cluster, &[shared], "b/p0 deleted");
 
         // It comes back (the first still names it); then the first goes away: the other does.
-        cluster.upsert_pod(pod("b", "p0", &["10.0.0.1"]));
-        pods.update(&cluster, &ids(&[("b", "p0")]));
+        change(&mut cluster, &mut pods, &[("b", "p0")], |c| {
+            c.upsert_pod(pod("b", "p0", &["10.0.0.1"]));
+        });
         assert_eq!(name(&pods), Some("a/p1".into()));
-        cluster.remove_pod(&ObjectRef::new("a", "p1"));
-        pods.update(&cluster, &ids(&[("a", "p1")]));
+        change(&mut cluster, &mut pods, &[("a", "p1")], |c| {
+            c.remove_pod(&ObjectRef::new("a", "p1"));
+        });
         assert_eq!(name(&pods), Some("b/p0".into()));
         assert_eq!(pods.pod(&"fd00::1".parse().unwrap()), None);
         assert_as_rebuilt(&pods, &cluster, &[shared], "a/p1 deleted");
 
         // Two holders before it, then the first of them finishes: the next one names it.
-        cluster.upsert_pod(pod("a", "p1", &["10.0.0.1"]));
-        cluster.upsert_pod(pod("a", "p2", &["10.0.0.1"]));
-        pods.update(&cluster, &ids(&[("a", "p1"), ("a", "p2")]));
+        change(&mut cluster, &mut pods, &[("a", "p1"), ("a", "p2")], |c| {
+            c.upsert_pod(pod("a", "p1", &["10.0.0.1"]));
+            c.upsert_pod(pod("a", "p2", &["10.0.0.1"]));
+        });
         assert_eq!(name(&pods), Some("a/p1".into()));
         let mut finished = pod("a", "p1", &["10.0.0.1"]);
         finished.phase = PodPhase::Finished;
-        cluster.upsert_pod(finished);
-        pods.update(&cluster, &ids(&[("a", "p1")]));
+        change(&mut cluster, &mut pods, &[("a", "p1")], |c| {
+            c.upsert_pod(finished);
+        });
         assert_eq!(name(&pods), Some("a/p2".into()));
         assert_as_rebuilt(&pods, &cluster, &[shared], "a/p1 finished");
-        cluster.remove_pod(&ObjectRef::new("b", "p0"));
-        pods.update(&cluster, &ids(&[("b", "p0")]));
+        change(&mut cluster, &mut pods, &[("b", "p0")], |c| {
+            c.remove_pod(&ObjectRef::new("b", "p0"));
+        });
 
         // Readdressed away one by one: none names it; the new address names the first.
         for name in ["p2", "p1"] {
-            cluster.upsert_pod(pod("a", name, &["10.0.0.9"]));
-            pods.update(&cluster, &ids(&[("a", name)]));
+            change(&mut cluster, &mut pods, &[("a", name)], |c| {
+                c.upsert_pod(pod("a", name, &["10.0.0.9"]));
+            });
         }
         assert_eq!(pods.pod(&shared), None);
         assert_eq!(
@@ -385,9 +404,20 @@ mod tests {
             let mut cluster = ClusterState::new();
             let mut pods = PodAddresses::new(&cluster);
             for step in 0..40 {
-                let mut changed = Vec::new();
+                // Each pod changed, with the addresses it had at the last update (the first
+                // version since, as the agent keeps it).
+                let mut changed: BTreeMap<ObjectRef, Box<[IpAddr]>> = BTreeMap::new();
+                let held = |cluster: &ClusterState, id: &ObjectRef| -> Box<[IpAddr]> {
+                    cluster
+                        .pod(id)
+                        .map(|p| p.ips.clone().into_boxed_slice())
+                        .unwrap_or_default()
+                };
                 for _ in 0..rng.usize(1..=3) {
                     let id = keys[rng.usize(..keys.len())].clone();
+                    changed
+                        .entry(id.clone())
+                        .or_insert_with(|| held(&cluster, &id));
                     match rng.u8(..10) {
                         0..=2 => {
                             cluster.remove_pod(&id);
@@ -408,13 +438,15 @@ mod tests {
                             cluster.upsert_pod(p);
                         }
                     }
-                    changed.push(id);
                 }
-                // A key given twice, or one that did not change, changes nothing.
+                // A pod given that did not change changes nothing.
                 if rng.bool() {
-                    changed.push(keys[rng.usize(..keys.len())].clone());
+                    let id = keys[rng.usize(..keys.len())].clone();
+                    changed
+                        .entry(id.clone())
+                        .or_insert_with(|| held(&cluster, &id));
                 }
-                pods.update(&cluster, &changed);
+                pods.update(&cluster, changed.iter().map(|(id, ips)| (id, &**ips)));
                 assert_as_rebuilt(
                     &pods,
                     &cluster,
@@ -433,10 +465,15 @@ mod tests {
         let mut ctx = DenialContext::new(Arc::new(Origins::new()), &cluster);
         // Both pods readdressed, only one of them given: the other keeps its old address (no
         // walk over the pods).
+        let given = before(&cluster, &[("a", "p0")]);
         cluster.upsert_pod(pod("a", "p0", &["10.0.0.3"]));
         cluster.upsert_pod(pod("a", "p1", &["10.0.0.4"]));
         let origins = Arc::new(Origins::new());
-        ctx.update(Arc::clone(&origins), &cluster, &ids(&[("a", "p0")]));
+        ctx.update(
+            Arc::clone(&origins),
+            &cluster,
+            given.iter().map(|(id, ips)| (id, &**ips)),
+        );
         let name = |ip: &str| ctx.pod(&ip.parse().unwrap()).map(ToString::to_string);
         assert_eq!(name("10.0.0.1"), None);
         assert_eq!(name("10.0.0.3"), Some("a/p0".into()));

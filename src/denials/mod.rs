@@ -219,7 +219,11 @@ impl crate::agent::CommitObserver for Denials {
                 .context
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)
-                .update(Arc::clone(origins), cluster, pods),
+                .update(
+                    Arc::clone(origins),
+                    cluster,
+                    pods.iter().map(|(id, before)| (id, &**before)),
+                ),
         }
     }
 }
@@ -686,8 +690,7 @@ status: {phase: Succeeded, podIP: 10.244.2.9, podIPs: [{ip: 10.244.2.9}]}
 
     #[test]
     fn a_commit_updates_the_changed_pods_and_all_reads_every_pod_again() {
-        use crate::agent::{Changed, CommitObserver};
-        use std::collections::BTreeSet;
+        use crate::agent::{Changed, CommitObserver, PodsBefore};
         let mut cluster = parse_sources(&[Source {
             name: "t.yaml".into(),
             text: CLUSTER.into(),
@@ -706,10 +709,10 @@ status: {phase: Succeeded, podIP: 10.244.2.9, podIPs: [{ip: 10.244.2.9}]}
         let worker = ObjectRef::new("backend", "worker-0");
         let db = ObjectRef::new("backend", "db-0");
         let mut moved = cluster.pod(&worker).expect("worker-0").clone();
+        let changed = PodsBefore::from([(worker.clone(), moved.ips.clone().into_boxed_slice())]);
         moved.ips = vec!["10.244.1.6".parse().unwrap()];
         cluster.upsert_pod(moved);
         cluster.remove_pod(&db);
-        let changed = BTreeSet::from([worker.clone()]);
         denials.committed(&origins, &cluster, Changed::Pods(&changed));
         assert_eq!(pod("10.244.1.5"), None);
         assert_eq!(pod("fd00::5"), None);
@@ -717,7 +720,7 @@ status: {phase: Succeeded, podIP: 10.244.2.9, podIPs: [{ip: 10.244.2.9}]}
         assert_eq!(pod("10.244.2.7").as_deref(), Some("backend/db-0"));
         // The origins are the ones given, with the pods' update.
         let other = Arc::new(Origins::new());
-        denials.committed(&other, &cluster, Changed::Pods(&BTreeSet::new()));
+        denials.committed(&other, &cluster, Changed::Pods(&PodsBefore::new()));
         let headers = nflog::packet::parse(&udp4([10, 244, 1, 6], [10, 96, 0, 10]), None).unwrap();
         let d = denials.resolve("egress_Habc", &headers, UNIX_EPOCH);
         assert_eq!(
