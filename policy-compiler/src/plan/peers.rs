@@ -101,7 +101,7 @@ impl PeerBook {
     }
 
     /// The peers maps and the local subjects, for the class chains to be rendered again over
-    /// their classes when local pods change.
+    /// their classes when local pods or a ClusterNetworkPolicy's rules change.
     pub(super) fn parts_mut(&mut self) -> (&mut [PeersMap], &mut [SlotSubjects]) {
         (&mut self.maps, &mut self.subjects)
     }
