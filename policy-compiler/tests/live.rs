@@ -11,8 +11,8 @@ use policy_compiler::generate::cluster_policies::with_cluster_policies;
 use policy_compiler::generate::guardrails::with_guardrails;
 use policy_compiler::generate::{cluster, mutate, workload, Rng, Shape, WorkloadSize};
 use policy_compiler::model::{
-    Action, ClusterNetworkPolicy, ClusterPeer, ClusterPort, Direction, PolicyPort, PortSpec,
-    Protocol, Tier,
+    Action, ClusterNetworkPolicy, ClusterPeer, ClusterPort, Direction, PodsSelector, PolicyPort,
+    PortSpec, Protocol, Subject, Tier,
 };
 use policy_compiler::model::{Enforcement, Namespace, ObjectRef, Pod, PodPhase, Policy};
 use policy_compiler::nft::transaction::Transaction;
@@ -20,7 +20,7 @@ use policy_compiler::object::{Kind, Object};
 use policy_compiler::plan::{
     compile_node_with, policy_chain_name, CompileOptions, DenyLog, LiveNode, LiveStats, Origin,
 };
-use policy_compiler::selector::Labels;
+use policy_compiler::selector::{LabelSelector, Labels, Requirement};
 use policy_compiler::ClusterState;
 use proptest::prelude::*;
 
@@ -543,6 +543,90 @@ fn a_cluster_network_policy_edit_renders_the_tiers_alone() {
         stats.rendered,
         "a policy that adds a tier to the base chains did not render the local part"
     );
+}
+
+/// A ClusterNetworkPolicy whose subject holds no pod of the node, before or after, renders
+/// nothing there when it comes, moves in the evaluation order, or goes: its rules are in no class,
+/// chain or map of the node; and the node's own events stay piece by piece after it.
+#[test]
+fn a_cluster_network_policy_that_judges_no_local_pod_renders_nothing() {
+    let node = "node-0";
+    let mut state = with_guardrails(&workload(3, WorkloadSize::SMALL), 7, 10, 2);
+    let mut live = LiveNode::new(&state, node, CompileOptions::default());
+    let mut committed = policy_compiler::nft::Ruleset::default();
+    check(&mut live, &state, &mut committed);
+    let template = state
+        .cluster_policies()
+        .values()
+        .find(|p| p.tier == Tier::Admin && !p.ingress.is_empty())
+        .expect("an Admin policy with ingress rules")
+        .clone();
+    let mut elsewhere = template.clone();
+    elsewhere.name = "aaa-judges-no-pod-here".into();
+    elsewhere.priority = 0;
+    elsewhere.subject = Subject::Pods(PodsSelector {
+        namespaces: LabelSelector::everything(),
+        pods: LabelSelector::new(vec![Requirement::In(
+            "app".into(),
+            vec!["runs-on-no-node".into()],
+        )]),
+    });
+    let key = ObjectRef::new("", &elsewhere.name);
+    let step = |(state, live, committed): (
+        &mut ClusterState,
+        &mut LiveNode,
+        &mut policy_compiler::nft::Ruleset,
+    ),
+                policy: Option<ClusterNetworkPolicy>,
+                what: &str| {
+        let old = state
+            .cluster_policy(&key.name)
+            .cloned()
+            .map(Object::ClusterPolicy);
+        match policy {
+            Some(p) => state.upsert_cluster_policy(p),
+            None => {
+                state.remove_cluster_policy(&key.name);
+            }
+        }
+        live.changed(state, Kind::ClusterNetworkPolicy, &key, old.as_ref());
+        let stats = check(live, state, committed);
+        assert!(
+            !stats.rendered && !stats.tiers_rendered,
+            "{what} rendered the local part or the tiers in full"
+        );
+    };
+    // First in evaluation order: every other policy's position moves.
+    step(
+        (&mut state, &mut live, &mut committed),
+        Some(elsewhere.clone()),
+        "its arrival",
+    );
+    let mut later = elsewhere.clone();
+    later.priority = 999;
+    step(
+        (&mut state, &mut live, &mut committed),
+        Some(later),
+        "its move to the end",
+    );
+    // A pod of the node added beside one of its tier subjects: still piece by piece.
+    let local = state
+        .pods()
+        .values()
+        .find(|p| p.node.as_deref() == Some(node) && p.participates())
+        .expect("a pod of the node")
+        .clone();
+    let mut added = local.clone();
+    added.id = ObjectRef::new(local.id.namespace.clone(), "added-after-reorder");
+    added.ips = vec![IpAddr::from([10, 250, 0, 9])];
+    state.upsert_pod(added.clone());
+    live.changed(&state, Kind::Pod, &added.id, None);
+    let stats = check(&mut live, &state, &mut committed);
+    assert!(
+        !stats.rendered && !stats.tiers_rendered,
+        "a pod add after it rendered in full"
+    );
+    step((&mut state, &mut live, &mut committed), None, "its removal");
 }
 
 /// With ClusterNetworkPolicies the tiers' peers follow the rest of the cluster element by element:

@@ -222,19 +222,25 @@ pub(super) fn local_pod<'a>(
             isolation.add(policy);
         }
     }
-    let labels = cluster.namespace(namespace).map(|n| &n.labels);
-    let empty = crate::selector::Labels::new();
-    let namespace_labels = labels.unwrap_or(&empty);
-    let holds = |subject: &Subject| match subject {
-        Subject::Namespaces(s) => s.matches(namespace_labels),
-        Subject::Pods(p) => p.namespaces.matches(namespace_labels) && p.pods.matches(&pod.labels),
-    };
     let cluster_policies = ordered
         .iter()
         .copied()
-        .filter(|c| holds(&c.subject))
+        .filter(|c| subject_holds(cluster, pod, &c.subject))
         .collect();
     isolation.local_pod(pod, cluster_policies, audit_all)
+}
+
+/// Whether a ClusterNetworkPolicy `subject` holds `pod` (a namespace the cluster does not hold has
+/// no labels).
+pub(super) fn subject_holds(cluster: &ClusterState, pod: &Pod, subject: &Subject) -> bool {
+    let empty = crate::selector::Labels::new();
+    let namespace_labels = cluster
+        .namespace(&pod.id.namespace)
+        .map_or(&empty, |n| &n.labels);
+    match subject {
+        Subject::Namespaces(s) => s.matches(namespace_labels),
+        Subject::Pods(p) => p.namespaces.matches(namespace_labels) && p.pods.matches(&pod.labels),
+    }
 }
 
 /// Positions of the participating pods a ClusterNetworkPolicy subject holds (host-network pods do

@@ -34,8 +34,10 @@
 //! full compile ([`super::tiers::TierRenderer`]), replacing what the last one put in the ruleset.
 //! A ClusterNetworkPolicy edit that keeps the peer classes (ports, Accept against Deny, rule
 //! names: [`super::tiers::keeps_classes`]) renders again only what the rules it changed decide
-//! ([`super::tiers::refresh_rules`]); any other ClusterNetworkPolicy event renders the tiers again
-//! in full, and the local part too when the tiers' place in the base chains changes. A change of
+//! ([`super::tiers::refresh_rules`]); one that judges no pod of this node, before or after (its
+//! subject holds none), renders nothing: the kept subjects are numbered again in the new
+//! evaluation order. Any other ClusterNetworkPolicy event renders the tiers again in full, and the
+//! local part too when the tiers' place in the base chains changes. A change of
 //! the address families builds the whole local part again (its cluster-wide sets carried over
 //! from the previous ruleset when their source did not change, or resolved afresh), then the
 //! tiers.
@@ -52,7 +54,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::isolation::{local_pod, ordered_cluster_policies, ClusterPlan, NodePlan};
+use super::isolation::{local_pod, ordered_cluster_policies, subject_holds, ClusterPlan, NodePlan};
 use super::local::{LocalPart, Out};
 use super::origin::{CompileOptions, Origins};
 use super::peers::{Holder, PeerBook, Structural};
@@ -115,9 +117,15 @@ pub struct LiveNode {
     /// bounded by [`RETIRED_SETS`] and [`RETIRED_ELEMENTS`].
     retired: BTreeMap<String, (Set, SetSource)>,
     /// With ClusterNetworkPolicies, what the tiers read of each local pod (see [`TierSubject`]),
-    /// valid while the ClusterNetworkPolicies are those of the last full render of the tiers: an
-    /// entry goes when its pod changes, or its namespace or a NetworkPolicy of it does.
+    /// valid while the ClusterNetworkPolicies are those of the last full render of the tiers, or
+    /// differ from them only by policies that judge no local pod: an entry goes when its pod
+    /// changes, or its namespace or a NetworkPolicy of it does.
     subjects: BTreeMap<ObjectRef, SubjectMemo>,
+    /// The names of the ClusterNetworkPolicies in evaluation order, as `subjects` number them.
+    ordered_names: Vec<String>,
+    /// A ClusterNetworkPolicy that judges no local pod, before or after, came, went or changed
+    /// since the last flush: `subjects` are to be numbered again, and nothing else rendered.
+    reordered: bool,
     /// Namespaces of the node's pods that changed since the last flush: their pods' entries in
     /// `subjects` are stale, and the next flush renders what the tiers decide for them again.
     stale_subjects: BTreeSet<Arc<str>>,
@@ -253,6 +261,8 @@ impl LiveNode {
             tier_objects: TierObjects::default(),
             retired: BTreeMap::new(),
             subjects: BTreeMap::new(),
+            ordered_names: Vec::new(),
+            reordered: false,
             stale_subjects: BTreeSet::new(),
             cluster_edits: BTreeMap::new(),
             local_pods: BTreeSet::new(),
@@ -340,8 +350,10 @@ impl LiveNode {
                     Some(Object::ClusterPolicy(p)) => Some(p),
                     _ => None,
                 };
-                match (old, cluster.cluster_policy(&key.name)) {
+                let new = cluster.cluster_policy(&key.name);
+                match (old, new) {
                     (Some(old), Some(new)) if old == new => {}
+                    _ if self.judges_no_local_pod(cluster, old, new) => self.reordered = true,
                     (Some(old), Some(new)) if tiers::keeps_classes(old, new) => {
                         let edited = self.cluster_edits.entry(new.name.clone()).or_default();
                         for (rules, direction) in edited.iter_mut().zip(Direction::BOTH) {
@@ -492,6 +504,9 @@ impl LiveNode {
     /// [`crate::nft::transaction::Transaction::diff_touched`]; `None`: anything may have (compare
     /// everything), as after [`LiveNode::new`].
     pub fn flush(&mut self, cluster: &ClusterState) -> (Option<Touched>, LiveStats) {
+        if std::mem::take(&mut self.reordered) {
+            self.renumber_subjects(cluster);
+        }
         if self.tiers_dirty && !self.dirty && Layout::of(cluster) != self.layout {
             self.dirty = true;
         }
@@ -502,6 +517,7 @@ impl LiveNode {
             self.peers = None;
             self.tier_objects = TierObjects::default();
             self.subjects.clear();
+            self.ordered_names.clear();
         }
         let mut rebuilt = false;
         if changed {
@@ -856,6 +872,7 @@ impl LiveNode {
     /// or NetworkPolicies did.
     fn tier_subjects<'c>(&mut self, cluster: &'c ClusterState) -> Vec<TierSubject<'c>> {
         let ordered = ordered_cluster_policies(cluster);
+        self.ordered_names = ordered.iter().map(|p| p.name.clone()).collect();
         let stale = self.stale_namespaces();
         let audit_all = self.options.audit_all;
         // `local` and the memos are both in key order: walked side by side, the memos of pods no
@@ -878,6 +895,71 @@ impl LiveNode {
         }
         self.subjects = kept;
         subjects
+    }
+
+    /// Whether a ClusterNetworkPolicy going from `old` to `new` (`None`: absent) judges no local
+    /// pod either way, while the tiers are kept piece by piece: no kept subject is judged by `old`,
+    /// and `new`'s subject holds no local pod. Then its rules are in no class, chain or map here,
+    /// and only the evaluation order the subjects are numbered by may move (the base chains' place
+    /// of the tiers is checked at the flush).
+    fn judges_no_local_pod(
+        &self,
+        cluster: &ClusterState,
+        old: Option<&ClusterNetworkPolicy>,
+        new: Option<&ClusterNetworkPolicy>,
+    ) -> bool {
+        if self.tiers_stale() {
+            return false;
+        }
+        let judged_before = old.is_some_and(|old| {
+            let Some(at) = self.ordered_names.iter().position(|n| *n == old.name) else {
+                return true;
+            };
+            let at = at as u32;
+            self.subjects
+                .values()
+                .any(|memo| memo.judging.iter().any(|positions| positions.contains(&at)))
+        });
+        let holds_now = new.is_some_and(|new| {
+            self.local
+                .iter()
+                .filter_map(|key| cluster.pod(key))
+                .any(|pod| subject_holds(cluster, pod, &new.subject))
+        });
+        !judged_before && !holds_now
+    }
+
+    /// Numbers the kept subjects' policies again in the evaluation order of `cluster` after
+    /// ClusterNetworkPolicies that judge no local pod came, went or moved; renders the tiers in
+    /// full at this flush if a kept subject was judged by one that went.
+    fn renumber_subjects(&mut self, cluster: &ClusterState) {
+        let ordered = ordered_cluster_policies(cluster);
+        let now: HashMap<&str, u32> = ordered
+            .iter()
+            .enumerate()
+            .map(|(at, p)| (p.name.as_str(), at as u32))
+            .collect();
+        let moved: Vec<Option<u32>> = self
+            .ordered_names
+            .iter()
+            .map(|name| now.get(name.as_str()).copied())
+            .collect();
+        for memo in self.subjects.values_mut() {
+            for positions in &mut memo.judging {
+                let renumbered: Option<Box<[u32]>> = positions
+                    .iter()
+                    .map(|at| moved.get(*at as usize).copied().flatten())
+                    .collect();
+                match renumbered {
+                    Some(renumbered) => *positions = renumbered,
+                    None => self.tiers_dirty = true,
+                }
+            }
+        }
+        self.ordered_names = ordered.iter().map(|p| p.name.clone()).collect();
+        if Layout::of(cluster) != self.layout {
+            self.tiers_dirty = true;
+        }
     }
 
     /// The namespaces whose pods' subjects are to be planned again: those whose labels changed,
