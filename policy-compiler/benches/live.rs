@@ -6,10 +6,11 @@
 //! to another node, a pod of node-0 and of another node relabelled (its `tier`, which peers select),
 //! a policy enforced on node-0 edited (a port on its first ingress rule), a namespace with pods
 //! but none on node-0 relabelled (its `env`), a Node other than node-0 labelled as control plane,
-//! and a ClusterNetworkPolicy's first rule narrowed to one port and, apart, its peers replaced by a
-//! network (a row is left out when the cluster has no such object). An incremental sample is the
-//! change to the cluster state, the compiler's update, and the transaction (diff of what was
-//! touched, applied to the committed copy); a full sample compiles the node and diffs.
+//! a ClusterNetworkPolicy's first rule narrowed to one port and, apart, its peers replaced by a
+//! network, and a copy of it whose subject holds no pod added (a row is left out when the cluster
+//! has no such object). An incremental sample is the change to the cluster state, the compiler's
+//! update, and the transaction (diff of what was touched, applied to the committed copy); a full
+//! sample compiles the node and diffs.
 //!
 //! Each size runs twice: as generated, and with 100 ClusterNetworkPolicies
 //! (`policy_compiler::generate::guardrails`, as `policyc generate --cluster-policies 100` writes
@@ -28,7 +29,7 @@ use policy_compiler::generate::guardrails::with_guardrails;
 use policy_compiler::generate::{tier_flipped, workload, WorkloadSize};
 use policy_compiler::model::{
     ClusterNetworkPolicy, ClusterPeer, ClusterPort, ClusterRule, Direction, Namespace, Node,
-    ObjectRef, Pod, PolicyPort, PortSpec, Protocol,
+    ObjectRef, Pod, PodsSelector, PolicyPort, PortSpec, Protocol, Subject,
 };
 use policy_compiler::nft::transaction::Transaction;
 use policy_compiler::nft::Ruleset;
@@ -36,6 +37,7 @@ use policy_compiler::object::{Kind, Object};
 use policy_compiler::plan::{
     compile_node_with, policy_chain_name, CompileOptions, LiveNode, LiveStats,
 };
+use policy_compiler::selector::{LabelSelector, Requirement};
 use policy_compiler::ClusterState;
 
 const NODE: &str = "node-0";
@@ -57,6 +59,8 @@ enum Event {
     Node(Node),
     /// Puts this ClusterNetworkPolicy.
     ClusterPolicy(ClusterNetworkPolicy),
+    /// Removes the ClusterNetworkPolicy of this name.
+    RemoveClusterPolicy(String),
 }
 
 impl Event {
@@ -94,6 +98,12 @@ impl Event {
                     .map(Object::ClusterPolicy);
                 cluster.upsert_cluster_policy(p.clone());
                 (Kind::ClusterNetworkPolicy, ObjectRef::new("", &p.name), old)
+            }
+            Event::RemoveClusterPolicy(name) => {
+                let old = cluster
+                    .remove_cluster_policy(name)
+                    .map(Object::ClusterPolicy);
+                (Kind::ClusterNetworkPolicy, ObjectRef::new("", name), old)
             }
         }
     }
@@ -242,6 +252,22 @@ fn events(cluster: &ClusterState) -> Vec<(&'static str, Event, Event)> {
             "ClusterNetworkPolicy peers edited",
             Event::ClusterPolicy(edited),
             Event::ClusterPolicy(policy.clone()),
+        ));
+        // A copy whose subject holds no pod, first in evaluation order, added and removed.
+        let mut elsewhere = policy.clone();
+        elsewhere.name = "bench-judges-no-pod".into();
+        elsewhere.priority = 0;
+        elsewhere.subject = Subject::Pods(PodsSelector {
+            namespaces: LabelSelector::everything(),
+            pods: LabelSelector::new(vec![Requirement::In(
+                "app".into(),
+                vec!["bench-runs-nowhere".into()],
+            )]),
+        });
+        events.push((
+            "ClusterNetworkPolicy added, judging no pod of node-0",
+            Event::ClusterPolicy(elsewhere.clone()),
+            Event::RemoveClusterPolicy(elsewhere.name),
         ));
     }
     events
