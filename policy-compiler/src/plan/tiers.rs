@@ -1493,21 +1493,13 @@ pub(super) fn refresh_rules(
                         runs.reassign(address, was.as_deref(), now.as_deref(), &mut changes)
                             .map_err(|_| Structural)?;
                     }
-                    changes.settle();
-                    if changes.is_empty() {
-                        continue;
-                    }
-                    let empty = map.cache.runs.get(id).is_none_or(ClassRuns::is_empty);
-                    let chain = match chain {
-                        Some(chain) if !empty => chain,
-                        _ => return Err(Structural),
-                    };
+                    let runs = map.cache.runs.get(id).ok_or(Structural)?;
                     apply_class_changes(
                         ruleset,
                         touched,
                         (&map.class_maps, &mut map.stash),
-                        (family, chain),
-                        &changes,
+                        (family, chain.as_deref(), runs),
+                        changes,
                         &slot.decisions,
                     )?;
                     continue;
@@ -1741,38 +1733,41 @@ fn refresh_class_maps(
             runs.reassign(address, old.as_deref(), new.as_deref(), &mut changes)
                 .map_err(|_| Structural)?;
         }
-        changes.settle();
-        if changes.is_empty() {
-            continue;
-        }
-        let empty = map.cache.runs.get(id).is_none_or(ClassRuns::is_empty);
-        let chain = match chain {
-            Some(chain) if !empty => chain,
-            _ => return Err(Structural),
-        };
+        let runs = map.cache.runs.get(id).ok_or(Structural)?;
         count += apply_class_changes(
             ruleset,
             touched,
             (&map.class_maps, &mut map.stash),
-            (family, chain),
-            &changes,
+            (family, chain.as_deref(), runs),
+            changes,
             decisions,
         )?;
     }
     Ok(count)
 }
 
-/// Puts what `changes` says went and came into the two decision maps of the class chain `chain`
-/// (in `ruleset`, or stashed in `stash`), each element deciding as `decisions` says by its rule;
-/// records each change in `touched` (for maps in the ruleset) and returns how many there were.
+/// Settles what `changes` says went and came of a class's elements (its runs now `runs`) and puts
+/// it into the two decision maps of the class's chain `chain` (in `ruleset`, or stashed in
+/// `stash`), each element deciding as `decisions` says by its rule; records each change in
+/// `touched` (for maps in the ruleset) and returns how many there were. [`Structural`] when the
+/// class starts or stops deciding something (it has no chain and gets elements, or loses them
+/// all), which changes the peers maps.
 fn apply_class_changes(
     ruleset: &mut Ruleset,
     touched: &mut Option<Touched>,
     (class_maps, stash): (&HashMap<String, [String; 2]>, &mut Stash),
-    (family, chain): (Family, &str),
-    changes: &RunChanges,
+    (family, chain, runs): (Family, Option<&str>, &ClassRuns),
+    mut changes: RunChanges,
     decisions: &[Decision],
 ) -> Result<usize, Structural> {
+    changes.settle();
+    if changes.is_empty() {
+        return Ok(0);
+    }
+    let chain = match chain {
+        Some(chain) if !runs.is_empty() => chain,
+        _ => return Err(Structural),
+    };
     let Some([ports_map, any_map]) = class_maps.get(chain) else {
         return Err(Structural);
     };
