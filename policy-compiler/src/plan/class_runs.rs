@@ -17,14 +17,21 @@ use crate::model::Protocol;
 /// A piece of a ports map element: protocol, first and last port, deciding rule.
 type Piece = (Protocol, u16, u16, usize);
 
+/// Disjoint runs of adjacent addresses, each with a tag: first address → (last address, tag).
+type Runs<T> = BTreeMap<u128, (u128, T)>;
+
+/// What one address leaving or joining did to some [`Runs`]: the runs that went, and those that
+/// came (two at most of each).
+type Splice = ([Option<(u128, u128)>; 2], [Option<(u128, u128)>; 2]);
+
 /// The elements of one class chain's two maps, as runs of addresses.
 #[derive(Debug, Clone, Default)]
 pub(super) struct ClassRuns {
-    /// The map for every other protocol: first address → (last address, rule); disjoint, as an
-    /// address has one rule deciding it there.
-    any: BTreeMap<u128, (u128, usize)>,
-    /// The ports map: for each piece, first address → last address; disjoint per piece.
-    ports: HashMap<Piece, BTreeMap<u128, u128>>,
+    /// The map for every other protocol, tagged by rule; disjoint, as an address has one rule
+    /// deciding it there.
+    any: Runs<usize>,
+    /// The ports map: the runs of each piece (disjoint per piece).
+    ports: HashMap<Piece, Runs<()>>,
 }
 
 /// What a change did to a class's elements: those that went, those that came. An element may be
@@ -43,6 +50,24 @@ pub(super) struct RunChanges {
 pub(super) struct Inconsistent;
 
 impl RunChanges {
+    /// Records what a splice of the other map's runs of `rule` did.
+    fn any(&mut self, rule: usize, (gone, came): Splice) {
+        let element = |(first, last): (u128, u128)| (first, last, rule);
+        self.any_gone
+            .extend(gone.into_iter().flatten().map(element));
+        self.any_came
+            .extend(came.into_iter().flatten().map(element));
+    }
+
+    /// Records what a splice of the ports map's runs of `piece` did.
+    fn ports(&mut self, (protocol, a, b, rule): Piece, (gone, came): Splice) {
+        let element = |(first, last): (u128, u128)| (first, last, (protocol, a, b), rule);
+        self.ports_gone
+            .extend(gone.into_iter().flatten().map(element));
+        self.ports_came
+            .extend(came.into_iter().flatten().map(element));
+    }
+
     /// Cancels each element that both went and came, so that what is left is the net change.
     pub(super) fn settle(&mut self) {
         cancel(&mut self.ports_gone, &mut self.ports_came);
@@ -97,7 +122,7 @@ impl ClassRuns {
             runs.ports
                 .entry((protocol, a, b, rule))
                 .or_default()
-                .insert(first, last);
+                .insert(first, (last, ()));
         }
         runs
     }
@@ -115,7 +140,7 @@ impl ClassRuns {
             .iter()
             .flat_map(|(&(protocol, a, b, rule), runs)| {
                 runs.iter()
-                    .map(move |(&first, &last)| (first, last, (protocol, a, b), rule))
+                    .map(move |(&first, &(last, ()))| (first, last, (protocol, a, b), rule))
             })
             .collect();
         ports.sort_unstable();
@@ -141,150 +166,73 @@ impl ClassRuns {
         }
         if let Some(old) = old {
             if let Some(rule) = old.other {
-                self.leave_any(address, rule, changes)?;
+                changes.any(rule, leave(&mut self.any, address, rule)?);
             }
             for &piece in &old.ports {
-                self.leave_ports(address, piece, changes)?;
+                let runs = self.ports.get_mut(&piece).ok_or(Inconsistent)?;
+                changes.ports(piece, leave(runs, address, ())?);
+                if runs.is_empty() {
+                    self.ports.remove(&piece);
+                }
             }
         }
         if let Some(new) = new {
             if let Some(rule) = new.other {
-                self.join_any(address, rule, changes)?;
+                changes.any(rule, join(&mut self.any, address, rule)?);
             }
             for &piece in &new.ports {
-                self.join_ports(address, piece, changes)?;
+                changes.ports(
+                    piece,
+                    join(self.ports.entry(piece).or_default(), address, ())?,
+                );
             }
         }
         Ok(())
     }
+}
 
-    /// Takes `address` out of its run in the other map, which `rule` decides.
-    fn leave_any(
-        &mut self,
-        address: u128,
-        rule: usize,
-        changes: &mut RunChanges,
-    ) -> Result<(), Inconsistent> {
-        let (first, last) = match self.any.range(..=address).next_back() {
-            Some((&first, &(last, r))) if last >= address && r == rule => (first, last),
-            _ => return Err(Inconsistent),
-        };
-        self.any.remove(&first);
-        changes.any_gone.push((first, last, rule));
-        if first < address {
-            self.any.insert(first, (address - 1, rule));
-            changes.any_came.push((first, address - 1, rule));
-        }
-        if address < last {
-            self.any.insert(address + 1, (last, rule));
-            changes.any_came.push((address + 1, last, rule));
-        }
-        Ok(())
+/// Takes `address` out of its run in `runs`, which must be tagged `tag`: the run goes, and what is
+/// left of it on either side comes.
+fn leave<T: Copy + Eq>(runs: &mut Runs<T>, address: u128, tag: T) -> Result<Splice, Inconsistent> {
+    let (first, last) = match runs.range(..=address).next_back() {
+        Some((&first, &(last, t))) if last >= address && t == tag => (first, last),
+        _ => return Err(Inconsistent),
+    };
+    runs.remove(&first);
+    let before = (first < address).then(|| (first, address - 1));
+    let after = (address < last).then(|| (address + 1, last));
+    for (f, l) in before.into_iter().chain(after) {
+        runs.insert(f, (l, tag));
     }
+    Ok(([Some((first, last)), None], [before, after]))
+}
 
-    /// Puts `address` in the other map, decided by `rule`, merging it with the runs of the same
-    /// rule beside it.
-    fn join_any(
-        &mut self,
-        address: u128,
-        rule: usize,
-        changes: &mut RunChanges,
-    ) -> Result<(), Inconsistent> {
-        let (mut first, mut last) = (address, address);
-        if let Some((&f, &(l, r))) = self.any.range(..=address).next_back() {
-            if l >= address {
-                return Err(Inconsistent);
-            }
-            if r == rule && address.checked_sub(1) == Some(l) {
-                self.any.remove(&f);
-                changes.any_gone.push((f, l, r));
-                first = f;
-            }
-        }
-        if let Some(next) = address.checked_add(1) {
-            if let Some(&(l, r)) = self.any.get(&next) {
-                if r == rule {
-                    self.any.remove(&next);
-                    changes.any_gone.push((next, l, r));
-                    last = l;
-                }
-            }
-        }
-        self.any.insert(first, (last, rule));
-        changes.any_came.push((first, last, rule));
-        Ok(())
-    }
-
-    /// Takes `address` out of its run of `piece` in the ports map.
-    fn leave_ports(
-        &mut self,
-        address: u128,
-        piece: Piece,
-        changes: &mut RunChanges,
-    ) -> Result<(), Inconsistent> {
-        let (protocol, a, b, rule) = piece;
-        let Some(runs) = self.ports.get_mut(&piece) else {
+/// Puts `address` (in no run yet) in `runs` with `tag`, merging it with the runs of that tag
+/// beside it: those go, and the merged run comes.
+fn join<T: Copy + Eq>(runs: &mut Runs<T>, address: u128, tag: T) -> Result<Splice, Inconsistent> {
+    let (mut first, mut last) = (address, address);
+    let mut gone = [None, None];
+    if let Some((&f, &(l, t))) = runs.range(..=address).next_back() {
+        if l >= address {
             return Err(Inconsistent);
-        };
-        let (first, last) = match runs.range(..=address).next_back() {
-            Some((&first, &last)) if last >= address => (first, last),
-            _ => return Err(Inconsistent),
-        };
-        runs.remove(&first);
-        changes
-            .ports_gone
-            .push((first, last, (protocol, a, b), rule));
-        if first < address {
-            runs.insert(first, address - 1);
-            changes
-                .ports_came
-                .push((first, address - 1, (protocol, a, b), rule));
         }
-        if address < last {
-            runs.insert(address + 1, last);
-            changes
-                .ports_came
-                .push((address + 1, last, (protocol, a, b), rule));
+        if t == tag && address.checked_sub(1) == Some(l) {
+            runs.remove(&f);
+            gone[0] = Some((f, l));
+            first = f;
         }
-        if runs.is_empty() {
-            self.ports.remove(&piece);
-        }
-        Ok(())
     }
-
-    /// Puts `address` in the ports map with `piece`, merging it with the runs of that piece
-    /// beside it.
-    fn join_ports(
-        &mut self,
-        address: u128,
-        piece: Piece,
-        changes: &mut RunChanges,
-    ) -> Result<(), Inconsistent> {
-        let (protocol, a, b, rule) = piece;
-        let runs = self.ports.entry(piece).or_default();
-        let (mut first, mut last) = (address, address);
-        if let Some((&f, &l)) = runs.range(..=address).next_back() {
-            if l >= address {
-                return Err(Inconsistent);
-            }
-            if address.checked_sub(1) == Some(l) {
-                runs.remove(&f);
-                changes.ports_gone.push((f, l, (protocol, a, b), rule));
-                first = f;
-            }
-        }
-        if let Some(next) = address.checked_add(1) {
-            if let Some(l) = runs.remove(&next) {
-                changes.ports_gone.push((next, l, (protocol, a, b), rule));
+    if let Some(next) = address.checked_add(1) {
+        if let Some(&(l, t)) = runs.get(&next) {
+            if t == tag {
+                runs.remove(&next);
+                gone[1] = Some((next, l));
                 last = l;
             }
         }
-        runs.insert(first, last);
-        changes
-            .ports_came
-            .push((first, last, (protocol, a, b), rule));
-        Ok(())
     }
+    runs.insert(first, (last, tag));
+    Ok((gone, [Some((first, last)), None]))
 }
 
 #[cfg(test)]
