@@ -1095,6 +1095,19 @@ fn judged<'s, 'a>(
     Some(local.judging(tier, direction)).filter(|j| !j.is_empty())
 }
 
+/// The named ports a combination of `policies` tells its pods apart by in `direction`: the
+/// destination named ports of their ingress rules, resolved at the subject; none for egress (they
+/// resolve at the peer).
+fn combination_named_ports<'p>(
+    direction: Direction,
+    policies: &[&'p ClusterNetworkPolicy],
+) -> Vec<&'p str> {
+    match direction {
+        Direction::Ingress => ingress_named_ports(policies),
+        Direction::Egress => Vec::new(),
+    }
+}
+
 /// How the pods of a combination resolve the named ports `named` (see [`ingress_named_ports`]).
 fn resolve_named<'a>(pod: &Pod, named: &[&'a str]) -> Vec<ResolvedNamedPort<'a>> {
     named.iter().map(|n| (*n, named_port(pod, n))).collect()
@@ -1366,9 +1379,9 @@ fn same_region(direction: Direction, (a, b): (&ClusterRule, &ClusterRule), famil
 /// decision maps of the classes that hold one of them, decided again for the combinations the
 /// policy is in: element by element where cells changed when only ports did (what an element
 /// deciding by a rule holds is the same), else each such map rewritten and compared whole in the
-/// transaction; all recorded in `touched`. Returns the origins of the rule chains' counters, by chain. [`Structural`] when a
-/// class starts or stops deciding something (so the peers maps' elements change); then `ruleset`
-/// and `book` are left half done, for a full render to replace.
+/// transaction; all recorded in `touched`. Returns the origins of the rule chains' counters, by
+/// chain. [`Structural`] when a class starts or stops deciding something (so the peers maps'
+/// elements change); then `ruleset` and `book` are left half done, for a full render to replace.
 pub(super) fn refresh_rules(
     ruleset: &mut Ruleset,
     touched: &mut Option<Touched>,
@@ -1434,10 +1447,7 @@ pub(super) fn refresh_rules(
                 .iter()
                 .map(|n| cluster.cluster_policy(n).ok_or(Structural))
                 .collect::<Result<_, _>>()?;
-            let named = match direction {
-                Direction::Ingress => ingress_named_ports(&policies),
-                Direction::Egress => Vec::new(),
-            };
+            let named = combination_named_ports(direction, &policies);
             let resolved = slot.resolved.get(number).ok_or(Structural)?;
             if resolved.len() != named.len() {
                 return Err(Structural);
@@ -1607,10 +1617,7 @@ impl SlotSubjects {
             else {
                 continue;
             };
-            let named = match direction {
-                Direction::Ingress => ingress_named_ports(judging),
-                Direction::Egress => Vec::new(),
-            };
+            let named = combination_named_ports(direction, judging);
             let resolved = resolve_named(subject.pod, &named);
             let combination = combination_key(judging, &resolved);
             let number = self.number(&combination, judging, &resolved);
@@ -1944,10 +1951,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
                         judging.iter().map(|p| *p as *const _).collect();
                     *group_ids.entry(refs).or_insert_with(|| {
                         groups.push(Group {
-                            named: match direction {
-                                Direction::Ingress => ingress_named_ports(judging),
-                                Direction::Egress => Vec::new(),
-                            },
+                            named: combination_named_ports(direction, judging),
                             policies: judging.to_vec(),
                             by_ports: HashMap::new(),
                         });
