@@ -200,6 +200,15 @@ pub struct Touched {
     pub decision_elements: BTreeMap<String, DecisionDelta>,
 }
 
+/// The delta of `name` in `deltas`, made empty if absent (without allocating the name when
+/// present, as it mostly is: an event changes a few sets and maps, element by element).
+fn delta_of<'d, D: Default>(deltas: &'d mut BTreeMap<String, D>, name: &str) -> &'d mut D {
+    if !deltas.contains_key(name) {
+        deltas.insert(name.to_string(), D::default());
+    }
+    deltas.get_mut(name).expect("the delta was inserted above")
+}
+
 impl Touched {
     /// Whether nothing was touched.
     pub fn is_empty(&self) -> bool {
@@ -214,7 +223,7 @@ impl Touched {
 
     /// Records that `element` left the set `set` (cancelling an addition of it).
     pub fn element_removed(&mut self, set: &str, element: SetElement) {
-        let delta = self.set_elements.entry(set.to_string()).or_default();
+        let delta = delta_of(&mut self.set_elements, set);
         if !delta.added.remove(&element) {
             delta.removed.insert(element);
         }
@@ -222,7 +231,7 @@ impl Touched {
 
     /// Records that `element` joined the set `set` (cancelling a removal of it).
     pub fn element_added(&mut self, set: &str, element: SetElement) {
-        let delta = self.set_elements.entry(set.to_string()).or_default();
+        let delta = delta_of(&mut self.set_elements, set);
         if !delta.removed.remove(&element) {
             delta.added.insert(element);
         }
@@ -231,7 +240,7 @@ impl Touched {
     /// Records that the element `key` (deciding `decision`) left the decision map `map`
     /// (cancelling an addition of it).
     pub fn decision_removed(&mut self, map: &str, key: DecisionKey, decision: Decision) {
-        let delta = self.decision_elements.entry(map.to_string()).or_default();
+        let delta = delta_of(&mut self.decision_elements, map);
         if delta.added.get(&key) == Some(&decision) {
             delta.added.remove(&key);
         } else {
@@ -242,7 +251,7 @@ impl Touched {
     /// Records that the element `key` (deciding `decision`) joined the decision map `map`
     /// (cancelling a removal of the same element).
     pub fn decision_added(&mut self, map: &str, key: DecisionKey, decision: Decision) {
-        let delta = self.decision_elements.entry(map.to_string()).or_default();
+        let delta = delta_of(&mut self.decision_elements, map);
         if delta.removed.get(&key) == Some(&decision) {
             delta.removed.remove(&key);
         } else {
