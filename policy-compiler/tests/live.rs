@@ -7,12 +7,12 @@
 
 use std::net::IpAddr;
 
-use policy_compiler::generate::cluster_policies::with_cluster_policies;
+use policy_compiler::generate::cluster_policies::{self, with_cluster_policies};
 use policy_compiler::generate::guardrails::with_guardrails;
 use policy_compiler::generate::{cluster, mutate, workload, Rng, Shape, WorkloadSize};
 use policy_compiler::model::{
-    Action, ClusterNetworkPolicy, ClusterPeer, ClusterPort, Direction, PodsSelector, PolicyPort,
-    PortSpec, Protocol, Subject, Tier,
+    Action, ClusterNetworkPolicy, ClusterPeer, ClusterPort, ClusterRule, Direction, PodsSelector,
+    PolicyPort, PortSpec, Protocol, Subject, Tier,
 };
 use policy_compiler::model::{Enforcement, Namespace, ObjectRef, Pod, PodPhase, Policy};
 use policy_compiler::nft::transaction::Transaction;
@@ -35,7 +35,7 @@ const KINDS: [Kind; 5] = [
 /// One random change beyond what [`mutate`] makes: a pod moved to the other node, finished,
 /// readdressed (sometimes onto another pod's address), a policy switched between enforce and audit,
 /// a namespace removed, a ClusterNetworkPolicy or Node added or removed, a ClusterNetworkPolicy's
-/// rules edited in place (ports, Accept against Deny, names).
+/// rules edited in place (ports, peers, Accept against Deny, names).
 fn mutate_more(c: &ClusterState, seed: u64, with_tiers: bool) -> ClusterState {
     let mut rng = Rng::new(seed);
     let mut next = c.clone();
@@ -111,8 +111,8 @@ fn mutate_more(c: &ClusterState, seed: u64, with_tiers: bool) -> ClusterState {
             }
         }
         7..=10 => {
-            // A ClusterNetworkPolicy's rules edited in place: ports alone (half the time), or
-            // ports, Accept against Deny and names (mostly keeping the peer classes).
+            // A ClusterNetworkPolicy's rules edited in place: ports alone (a third of the time),
+            // peers alone (a third), or ports, peers, Accept against Deny and names.
             let names: Vec<String> = c.cluster_policies().keys().cloned().collect();
             if names.is_empty() {
                 return next;
@@ -121,29 +121,20 @@ fn mutate_more(c: &ClusterState, seed: u64, with_tiers: bool) -> ClusterState {
             let Some(mut p) = c.cluster_policy(&name).cloned() else {
                 return next;
             };
-            let ports_alone = rng.one_in(2);
-            for rule in p.ingress.iter_mut().chain(p.egress.iter_mut()) {
-                if rng.one_in(2) {
-                    continue;
-                }
-                match rng.below(if ports_alone { 2 } else { 4 }) {
-                    0 => rule.protocols.clear(),
-                    1 => {
-                        let first = 1 + rng.below(2000) as u16;
-                        rule.protocols = vec![ClusterPort::Range {
-                            protocol: *rng.pick(&[Protocol::Tcp, Protocol::Udp]),
-                            first,
-                            last: first + rng.below(3) as u16,
-                        }];
+            let mode = rng.below(3);
+            let directions = [Direction::Ingress, Direction::Egress];
+            for (direction, rules) in directions.into_iter().zip([&mut p.ingress, &mut p.egress]) {
+                for rule in rules.iter_mut() {
+                    if rng.one_in(2) {
+                        continue;
                     }
-                    2 => {
-                        rule.action = match rule.action {
-                            Action::Accept => Action::Deny,
-                            Action::Deny => Action::Accept,
-                            Action::Pass => Action::Pass,
-                        };
+                    if mode == 1 || (mode == 2 && rng.one_in(3)) {
+                        rule.peers = (0..1 + rng.below(2))
+                            .map(|_| cluster_policies::peer(&mut rng, direction))
+                            .collect();
+                        continue;
                     }
-                    _ => rule.name = Some(format!("edited-{}", rng.below(100))),
+                    edit_rule(&mut rng, rule, mode == 0);
                 }
             }
             next.upsert_cluster_policy(p);
@@ -156,6 +147,29 @@ fn mutate_more(c: &ClusterState, seed: u64, with_tiers: bool) -> ClusterState {
         }
     }
     next
+}
+
+/// Edits a ClusterNetworkPolicy rule's ports (`ports_alone`), or its ports, action or name.
+fn edit_rule(rng: &mut Rng, rule: &mut ClusterRule, ports_alone: bool) {
+    match rng.below(if ports_alone { 2 } else { 4 }) {
+        0 => rule.protocols.clear(),
+        1 => {
+            let first = 1 + rng.below(2000) as u16;
+            rule.protocols = vec![ClusterPort::Range {
+                protocol: *rng.pick(&[Protocol::Tcp, Protocol::Udp]),
+                first,
+                last: first + rng.below(3) as u16,
+            }];
+        }
+        2 => {
+            rule.action = match rule.action {
+                Action::Accept => Action::Deny,
+                Action::Deny => Action::Accept,
+                Action::Pass => Action::Pass,
+            };
+        }
+        _ => rule.name = Some(format!("edited-{}", rng.below(100))),
+    }
 }
 
 /// The keys whose object differs between two clusters, kind by kind.
@@ -439,8 +453,9 @@ fn local_events_with_tiers_render_only_their_pieces() {
     );
 }
 
-/// A ClusterNetworkPolicy edit renders the tiers again and leaves the NetworkPolicy part as it is;
-/// one that adds a tier to the base chains (the first Baseline policy) renders it all again.
+/// A ClusterNetworkPolicy edit of ports, actions, names or peers renders neither the tiers nor the
+/// NetworkPolicy part in full; one that adds a tier to the base chains (the first Baseline policy)
+/// renders it all again.
 #[test]
 fn a_cluster_network_policy_edit_renders_the_tiers_alone() {
     let node = "node-0";
@@ -517,18 +532,30 @@ fn a_cluster_network_policy_edit_renders_the_tiers_alone() {
         "an action or name edit rendered the local part or the tiers in full"
     );
 
-    // Its first ingress rule's peers changed: the peer classes change, and the tiers are
-    // rendered again, alone.
-    let mut moved = narrowed;
-    moved.ingress[0].peers = vec![ClusterPeer::Networks(vec!["10.99.0.0/16"
-        .parse()
-        .expect("a CIDR")])];
-    let stats = edit(&mut state, &mut live, moved);
-    assert!(stats.tiers_rendered, "a peers edit renders the tiers");
-    assert!(
-        !stats.rendered,
-        "an edit that keeps the tiers' place in the base chains renders the local part in full"
-    );
+    // Its first ingress rule's peers replaced by a network, by every namespace, and given back:
+    // the rule's region changes, and only the addresses its old and new peers disagree on move
+    // in the peers maps, neither the tiers nor the local part rendered in full.
+    let peers = narrowed.ingress[0].peers.clone();
+    let replacements = [
+        vec![ClusterPeer::Networks(vec!["10.99.0.0/16"
+            .parse()
+            .expect("a CIDR")])],
+        vec![ClusterPeer::Namespaces(LabelSelector::everything())],
+        peers,
+    ];
+    for replaced in replacements {
+        let mut moved = narrowed.clone();
+        moved.ingress[0].peers = replaced;
+        let stats = edit(&mut state, &mut live, moved);
+        assert!(
+            !stats.rendered && !stats.tiers_rendered,
+            "a peers edit rendered the local part or the tiers in full"
+        );
+        assert!(
+            stats.element_changes > 0,
+            "a peers edit changed no element of the peers maps"
+        );
+    }
 
     // The first Baseline policy: the base chains dispatch to the Baseline tier now, so the
     // local part is rendered again.

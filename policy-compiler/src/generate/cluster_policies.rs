@@ -44,7 +44,9 @@ fn network(rng: &mut Rng) -> Cidr {
     rng.pick(&cidrs).parse().expect("valid cidr")
 }
 
-fn peer(rng: &mut Rng, direction: Direction) -> ClusterPeer {
+/// A random peer of a rule of `direction`: namespaces, pods, networks, Nodes (egress), or rarely a
+/// peer of a newer API version.
+pub fn peer(rng: &mut Rng, direction: Direction) -> ClusterPeer {
     let kinds = match direction {
         Direction::Ingress => 2,
         Direction::Egress => 5,

@@ -27,17 +27,23 @@
 //! classes of the last full render of the tiers and the subjects it left
 //! ([`super::tiers::SlotSubjects`]): each such pod leaves its combination of policies and joins
 //! its new one, and only the subjects-set elements and class decision-map elements through and
-//! beside its addresses change ([`super::class_runs`]). What that cannot take (a rule judging the
-//! node's pods that none did, or none any longer; a class that starts or stops deciding
-//! something; an address of a peer class the last render did not have; an address two pods hold)
-//! renders the tiers again in full, through an index over the cluster, by the same renderer as a
-//! full compile ([`super::tiers::TierRenderer`]), replacing what the last one put in the ruleset.
-//! A ClusterNetworkPolicy edit that keeps the peer classes (ports, Accept against Deny, rule
-//! names: [`super::tiers::keeps_classes`]) renders again only what the rules it changed decide
-//! ([`super::tiers::refresh_rules`]); one that judges no pod of this node, before or after (its
-//! subject holds none), renders nothing: the kept subjects are numbered again in the new
-//! evaluation order. Any other ClusterNetworkPolicy event renders the tiers again in full, and the
-//! local part too when the tiers' place in the base chains changes. A change of
+//! beside its addresses change ([`super::class_runs`]). An address of a peer class none had gets
+//! the class's chain rendered then ([`super::tiers::add_class`]). What that cannot take (a rule
+//! judging the node's pods that none did, or none any longer; a class that starts or stops
+//! deciding something for the node's pods; an address two pods hold) renders the tiers again in
+//! full, through an index over the cluster, by the same renderer as a full compile
+//! ([`super::tiers::TierRenderer`]), replacing what the last one put in the ruleset (and the class
+//! chains added since).
+//!
+//! A ClusterNetworkPolicy edit that keeps the subjects (the same priority, subject, rule count
+//! and Pass rules: [`super::tiers::keeps_subjects`]) renders again only what it changes: the rules
+//! whose peers changed get the regions of their new peers, and only the addresses the old and new
+//! regions disagree on are classified again ([`super::regions`]); the rules whose ports, action
+//! or name changed get their chains again, and the classes holding them decide again for the
+//! policy's combinations ([`super::tiers::refresh_rules`]). One that judges no pod of this node,
+//! before or after (its subject holds none), renders nothing: the kept subjects are numbered again
+//! in the new evaluation order. Any other ClusterNetworkPolicy event renders the tiers again in
+//! full, and the local part too when the tiers' place in the base chains changes. A change of
 //! the address families builds the whole local part again (its cluster-wide sets carried over
 //! from the previous ruleset when their source did not change, or resolved afresh), then the
 //! tiers.
@@ -58,6 +64,7 @@ use super::isolation::{local_pod, ordered_cluster_policies, subject_holds, Clust
 use super::local::{LocalPart, Out};
 use super::origin::{CompileOptions, Origins};
 use super::peers::{Holder, PeerBook, Structural};
+use super::regions;
 use super::rules::{counter_of, Renderer, SetSource};
 use super::tiers::{self, Layout, TierSubject};
 use crate::cidr::Family;
@@ -134,6 +141,11 @@ pub struct LiveNode {
     /// then egress): the next flush renders again only what those rules decide, unless the tiers
     /// are rendered in full anyway.
     cluster_edits: BTreeMap<String, [BTreeSet<usize>; 2]>,
+    /// ClusterNetworkPolicies whose rules' peers were edited since the last flush in ways that
+    /// keep the tiers' subjects (see [`tiers::keeps_subjects`]): the next flush gives their rules
+    /// the regions of their new peers and classifies again the addresses that moves, unless the
+    /// tiers are rendered in full anyway.
+    region_edits: BTreeSet<String>,
     /// Pods of this node (before or now) changed since the last flush.
     local_pods: BTreeSet<ObjectRef>,
     /// Policies of namespaces with pods on this node changed since the last flush.
@@ -154,7 +166,8 @@ pub struct LiveStats {
     /// Cluster-wide sets resolved afresh (by a scan of the cluster's pods).
     pub resolved_sets: usize,
     /// Set elements added or removed by pod and namespace events, and elements of the tiers'
-    /// peers maps added or removed by pod, namespace and Node events.
+    /// peers maps added or removed by pod, namespace and Node events and by ClusterNetworkPolicy
+    /// peers edits.
     pub element_changes: usize,
     /// Pieces of the local part (a policy's rules in one direction, a group chain) rendered on
     /// their own.
@@ -221,13 +234,25 @@ impl SubjectMemo {
     }
 }
 
-/// The names of what a full render of the tiers puts in a ruleset.
+/// The names of what a full render of the tiers puts in a ruleset, and of the class chains (with
+/// their decision maps) added to the tiers since: what the next full render replaces.
 #[derive(Debug, Clone, Default)]
 struct TierObjects {
     chains: BTreeSet<String>,
     sets: BTreeSet<String>,
     decision_maps: BTreeSet<String>,
     counters: BTreeSet<String>,
+}
+
+impl TierObjects {
+    /// Counts in class chains (with their decision maps) added since the last full render of the
+    /// tiers: the next one replaces them too.
+    fn add(&mut self, added: Vec<(String, [String; 2])>) {
+        for (chain, maps) in added {
+            self.chains.insert(chain);
+            self.decision_maps.extend(maps);
+        }
+    }
 }
 
 impl LiveNode {
@@ -265,6 +290,7 @@ impl LiveNode {
             reordered: false,
             stale_subjects: BTreeSet::new(),
             cluster_edits: BTreeMap::new(),
+            region_edits: BTreeSet::new(),
             local_pods: BTreeSet::new(),
             local_policies: BTreeSet::new(),
             touched: None,
@@ -343,8 +369,9 @@ impl LiveNode {
                 };
                 self.policy_changed(cluster, old, key);
             }
-            // An edit that keeps the peer classes renders what its rules decide again; any other
-            // renders the tiers again, and the rest too if their place in the base chains moves.
+            // An edit that keeps the subjects renders again what it changes (the regions of the
+            // rules whose peers changed, what the others decide); any other renders the tiers
+            // again, and the rest too if their place in the base chains moves.
             Kind::ClusterNetworkPolicy => {
                 let old = match old {
                     Some(Object::ClusterPolicy(p)) => Some(p),
@@ -354,13 +381,16 @@ impl LiveNode {
                 match (old, new) {
                     (Some(old), Some(new)) if old == new => {}
                     _ if self.judges_no_local_pod(cluster, old, new) => self.reordered = true,
-                    (Some(old), Some(new)) if tiers::keeps_classes(old, new) => {
+                    (Some(old), Some(new)) if tiers::keeps_subjects(old, new) => {
+                        if !tiers::keeps_classes(old, new) {
+                            self.region_edits.insert(new.name.clone());
+                        }
                         let edited = self.cluster_edits.entry(new.name.clone()).or_default();
                         for (rules, direction) in edited.iter_mut().zip(Direction::BOTH) {
-                            let now = new.rules(direction);
+                            let (was, now) = (old.rules(direction), new.rules(direction));
                             rules.extend(
                                 (0..now.len())
-                                    .filter(|i| old.rules(direction).get(*i) != now.get(*i)),
+                                    .filter(|i| !tiers::decides_alike(&was[*i], &now[*i])),
                             );
                         }
                     }
@@ -373,7 +403,7 @@ impl LiveNode {
                     Some(Object::Node(n)) => Some(n),
                     _ => None,
                 };
-                self.node_changed(old, cluster.node(&key.name));
+                self.node_changed(cluster, old, cluster.node(&key.name));
             }
             // Workloads are what offline review reads; the ruleset follows pods.
             _ => {}
@@ -550,7 +580,10 @@ impl LiveNode {
         if tiers {
             if rebuilt || self.tiers_dirty || self.peers.is_none() {
                 self.render_tiers(cluster, None);
-            } else if self.refresh_rules(cluster) && (changed || !self.stale_subjects.is_empty()) {
+            } else if self.refresh_regions(cluster)
+                && self.refresh_rules(cluster)
+                && (changed || !self.stale_subjects.is_empty())
+            {
                 self.refresh_subjects(cluster);
             }
         }
@@ -560,6 +593,7 @@ impl LiveNode {
         self.local_policies.clear();
         self.stale_subjects.clear();
         self.cluster_edits.clear();
+        self.region_edits.clear();
         self.bound_retired();
         let touched = self.touched.replace(Touched::default());
         (touched, std::mem::take(&mut self.stats))
@@ -601,18 +635,26 @@ impl LiveNode {
             let labels = cluster.namespace(&p.id.namespace).map(|n| &n.labels);
             (p, labels)
         });
-        self.refresh_book(book, addresses, holder);
+        self.refresh_book(cluster, book, addresses, holder);
     }
 
     /// Refreshes `addresses` in `book` (taken out of `self.peers`) and puts it back; a structural
     /// change drops it and renders the tiers in full at the next flush.
     fn refresh_book(
         &mut self,
+        cluster: &ClusterState,
         mut book: PeerBook,
         addresses: &[IpAddr],
         holder: Option<Holder<'_>>,
     ) {
-        match book.refresh(&mut self.ruleset, &mut self.touched, addresses, holder) {
+        let refreshed = book.refresh(
+            &mut self.ruleset,
+            &mut self.touched,
+            (cluster, addresses),
+            holder,
+        );
+        self.tier_objects.add(book.take_added());
+        match refreshed {
             Ok(changes) => {
                 self.stats.element_changes += changes;
                 self.peers = Some(book);
@@ -622,7 +664,7 @@ impl LiveNode {
     }
 
     /// A Node changed from `old` to `new` (the cluster has ClusterNetworkPolicies).
-    fn node_changed(&mut self, old: Option<&Node>, new: Option<&Node>) {
+    fn node_changed(&mut self, cluster: &ClusterState, old: Option<&Node>, new: Option<&Node>) {
         if old == new {
             return;
         }
@@ -641,7 +683,7 @@ impl LiveNode {
             return;
         };
         let addresses = book.node_changed(old, new);
-        self.refresh_book(book, &addresses, None);
+        self.refresh_book(cluster, book, &addresses, None);
     }
 
     /// The address families of the participating pods, IPv4 alone when there are none (as
@@ -1087,6 +1129,45 @@ impl LiveNode {
             }
         }
         self.tier_objects = new;
+    }
+
+    /// Gives the rules of the ClusterNetworkPolicies whose peers were edited since the last flush
+    /// the regions of their new peers, classifying again the addresses that moves, over the peer
+    /// classes of the last full render of the tiers and those added since; an edit that needs more
+    /// renders the tiers in full. Returns whether they were not rendered in full (the rules and
+    /// subjects are then still to be refreshed).
+    fn refresh_regions(&mut self, cluster: &ClusterState) -> bool {
+        if self.region_edits.is_empty() {
+            return true;
+        }
+        let Some(mut book) = self.peers.take() else {
+            self.render_tiers(cluster, None);
+            return false;
+        };
+        for name in std::mem::take(&mut self.region_edits) {
+            let refreshed = cluster
+                .cluster_policy(&name)
+                .ok_or(Structural)
+                .and_then(|policy| {
+                    regions::refresh_regions(
+                        &mut self.ruleset,
+                        &mut self.touched,
+                        &mut book,
+                        (cluster, &self.addresses),
+                        policy,
+                    )
+                });
+            self.tier_objects.add(book.take_added());
+            match refreshed {
+                Ok(changes) => self.stats.element_changes += changes,
+                Err(Structural) => {
+                    self.render_tiers(cluster, None);
+                    return false;
+                }
+            }
+        }
+        self.peers = Some(book);
+        true
     }
 
     /// Renders again what the rules of the ClusterNetworkPolicies edited since the last flush

@@ -34,6 +34,7 @@ mod local;
 pub mod naming;
 pub mod origin;
 mod peers;
+mod regions;
 mod rules;
 mod tiers;
 

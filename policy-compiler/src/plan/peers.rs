@@ -12,18 +12,26 @@
 //! into the map as the sweep would have put it: the element holding it split around it, the address
 //! joined to a neighbour with the same chain.
 //!
-//! What this cannot do is a *structural* change, left to the full render: an address of a class the
-//! last render did not have (its chain was never rendered), or an address more than one pod holds.
-//! A class chain whose last address leaves is taken out of the ruleset (as the full render would
-//! leave it out) and put back, as it was, when an address joins the class again: the class chain
-//! depends on the local pods and the tiers' policies only.
+//! A class is named by the rules whose regions hold the address ([`ClassKey`]), so an address of a
+//! class the last render did not have gets its chain rendered then, decided for the local pods
+//! the render left ([`super::tiers::add_class`]); a ClusterNetworkPolicy edit that changes a rule's
+//! peers gives the rule another region and classifies again only the addresses the old and new
+//! regions disagree on ([`super::regions`]). What this cannot do is a *structural* change, left to
+//! the full render: an address more than one pod holds, or local pods the render's subjects no
+//! longer describe. A class chain whose last address leaves is taken out of the ruleset (as the
+//! full render would leave it out) and put back, as it was, when an address joins the class
+//! again: the class chain depends on the local pods and the tiers' policies only.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use super::tiers::{named_port, ranges_hold, ClassCache, ClassKey, RegionClass, SlotSubjects};
+use super::tiers::{
+    add_class, merge_ranges, named_port, ranges_hold, rule_named_ports, ClassCache, ClassKey,
+    RegionClass, SlotSubjects,
+};
 use crate::cidr::{from_u128, max_u128, to_u128, Family};
-use crate::model::{ClusterPeer, Direction, Node, Pod, Protocol, Tier};
+use crate::cluster::ClusterState;
+use crate::model::{Action, ClusterPeer, ClusterRule, Direction, Node, Pod, Protocol, Tier};
 use crate::nft::transaction::Touched;
 use crate::nft::{Chain, Decision, DecisionKey, DecisionMap, DecisionVerdict, Ruleset};
 use crate::selector::Labels;
@@ -61,6 +69,77 @@ pub(super) struct LiveRegion {
     pub(super) nodes: HashMap<u128, u32>,
 }
 
+impl LiveRegion {
+    /// What the peers of `rule` (of `direction`) are made of in `family`, over the cluster's
+    /// Nodes.
+    pub(super) fn of(
+        cluster: &ClusterState,
+        direction: Direction,
+        rule: &ClusterRule,
+        family: Family,
+    ) -> Self {
+        let mut fixed: Vec<(u128, u128)> = Vec::new();
+        for peer in &rule.peers {
+            match peer {
+                ClusterPeer::Networks(cidrs) => fixed.extend(
+                    cidrs
+                        .iter()
+                        .filter(|c| c.family() == family)
+                        .map(|c| c.bounds()),
+                ),
+                // Fails closed: an Accept rule matches nothing with it, Deny and Pass everything.
+                ClusterPeer::Unknown if rule.action != Action::Accept => {
+                    fixed.push((0, max_u128(family)));
+                }
+                _ => {}
+            }
+        }
+        let mut nodes: HashMap<u128, u32> = HashMap::new();
+        for node in cluster.node_objects().values() {
+            if !selects_node(&rule.peers, node) {
+                continue;
+            }
+            for ip in node.addresses.iter().filter(|ip| Family::of(ip) == family) {
+                *nodes.entry(to_u128(ip)).or_default() += 1;
+            }
+        }
+        let named_ports = match direction {
+            Direction::Egress => rule_named_ports(rule).map(str::to_string).collect(),
+            Direction::Ingress => Vec::new(),
+        };
+        Self {
+            family,
+            peers: rule.peers.clone(),
+            named_ports,
+            fixed: merge_ranges(fixed),
+            nodes,
+        }
+    }
+
+    /// Whether two regions hold the same addresses alike (the Nodes follow from the peers).
+    pub(super) fn same_peers(&self, other: &LiveRegion) -> bool {
+        self.family == other.family
+            && self.peers == other.peers
+            && self.named_ports == other.named_ports
+            && self.fixed == other.fixed
+    }
+
+    /// Whether it holds the address `n`, which `at` holds if a participating pod does.
+    pub(super) fn holds(&self, n: u128, at: Option<Holder<'_>>) -> bool {
+        ranges_hold(&self.fixed, n)
+            || self.nodes.contains_key(&n)
+            || at.is_some_and(|h| selects_pod(&self.peers, h))
+    }
+}
+
+/// Whether `peers` select the Node `node`.
+fn selects_node(peers: &[ClusterPeer], node: &Node) -> bool {
+    peers.iter().any(|peer| match peer {
+        ClusterPeer::Nodes(s) => s.matches(&node.labels),
+        _ => false,
+    })
+}
+
 /// One peers map and the classes it was rendered with.
 #[derive(Debug, Clone)]
 pub(super) struct PeersMap {
@@ -69,12 +148,17 @@ pub(super) struct PeersMap {
     pub(super) tier: Tier,
     pub(super) direction: Direction,
     pub(super) family: Family,
-    /// The regions the class keys number (positions in [`PeerBook`]'s list), in that order.
+    /// The regions of the rules of the universe (positions in [`PeerBook`]'s list), each once.
     pub(super) regions: Vec<usize>,
-    /// Every class of the render, with its chain (`None`: it decides nothing for any local pod).
-    pub(super) classes: HashMap<RegionClass, Option<String>>,
-    /// The key of every class of the render, with its chain as in `classes`: what a change of the
-    /// local pods renders the class chains again from.
+    /// The rules (positions in the universe, ascending) whose region is each of `regions`.
+    pub(super) rules_of: Vec<Vec<usize>>,
+    /// The position in `regions` of each rule's region, by position in the universe.
+    pub(super) region_of: Vec<usize>,
+    /// The position in `keys` of every class known.
+    pub(super) class_ids: HashMap<ClassKey, usize>,
+    /// Every class of the render and those added since, with its chain (`None`: it decides
+    /// nothing for any local pod): what a change of the local pods renders the class chains again
+    /// from.
     pub(super) keys: Vec<(ClassKey, Option<String>)>,
     /// The two decision maps of each class chain: `[ports, any]`.
     pub(super) class_maps: HashMap<String, [String; 2]>,
@@ -84,7 +168,13 @@ pub(super) struct PeersMap {
     pub(super) elements: HashMap<String, usize>,
     /// Class chains whose addresses all left, with their maps, for when one comes back.
     pub(super) stash: Stash,
+    /// The class chains added since the last [`PeerBook::take_added`], with their maps.
+    pub(super) added: Vec<(String, [String; 2])>,
 }
+
+/// An address range of a peers map and the class chain its addresses jump to (`None`: no
+/// element).
+pub(super) type Target = (u128, u128, Option<String>);
 
 /// Class chains set aside, by name, with their two decision maps (ports, any).
 pub(super) type Stash = HashMap<String, (Chain, DecisionMap, DecisionMap)>;
@@ -111,18 +201,56 @@ impl PeerBook {
         self.regions = regions;
     }
 
+    /// The regions, the peers maps and the local subjects, for a ClusterNetworkPolicy edit to give
+    /// its rules other regions ([`super::regions`]).
+    pub(super) fn all_mut(&mut self) -> (&mut Vec<LiveRegion>, &mut [PeersMap], &[SlotSubjects]) {
+        (&mut self.regions, &mut self.maps, &self.subjects)
+    }
+
+    /// The class chains (with their decision maps) added to the maps since the last call, in the
+    /// ruleset or stashed: what a full render of the tiers is to replace besides its own.
+    pub(super) fn take_added(&mut self) -> Vec<(String, [String; 2])> {
+        self.maps
+            .iter_mut()
+            .flat_map(|m| std::mem::take(&mut m.added))
+            .collect()
+    }
+
+    /// Drops the regions no peers map uses any longer (after rules were given other regions).
+    pub(super) fn drop_unused_regions(&mut self) {
+        let mut used = vec![false; self.regions.len()];
+        for map in &self.maps {
+            for r in &map.regions {
+                if let Some(u) = used.get_mut(*r) {
+                    *u = true;
+                }
+            }
+        }
+        if used.iter().all(|u| *u) {
+            return;
+        }
+        let mut renumbered = vec![0; self.regions.len()];
+        let mut next = 0;
+        for (r, u) in used.iter().enumerate() {
+            renumbered[r] = next;
+            next += usize::from(*u);
+        }
+        let mut keep = used.iter();
+        self.regions
+            .retain(|_| keep.next().copied().unwrap_or(true));
+        for map in &mut self.maps {
+            for r in &mut map.regions {
+                *r = renumbered[*r];
+            }
+        }
+    }
+
     /// A Node changed from `old` to `new`: the addresses whose Node holders changed, for
     /// [`PeerBook::refresh`].
     pub(super) fn node_changed(&mut self, old: Option<&Node>, new: Option<&Node>) -> Vec<IpAddr> {
-        let selected = |peers: &[ClusterPeer], node: &Node| {
-            peers.iter().any(|peer| match peer {
-                ClusterPeer::Nodes(s) => s.matches(&node.labels),
-                _ => false,
-            })
-        };
         for region in &mut self.regions {
             let family = region.family;
-            if let Some(node) = old.filter(|n| selected(&region.peers, n)) {
+            if let Some(node) = old.filter(|n| selects_node(&region.peers, n)) {
                 for ip in node.addresses.iter().filter(|ip| Family::of(ip) == family) {
                     let n = to_u128(ip);
                     if let Some(count) = region.nodes.get_mut(&n) {
@@ -133,7 +261,7 @@ impl PeerBook {
                     }
                 }
             }
-            if let Some(node) = new.filter(|n| selected(&region.peers, n)) {
+            if let Some(node) = new.filter(|n| selects_node(&region.peers, n)) {
                 for ip in node.addresses.iter().filter(|ip| Family::of(ip) == family) {
                     *region.nodes.entry(to_u128(ip)).or_default() += 1;
                 }
@@ -150,33 +278,32 @@ impl PeerBook {
     }
 
     /// Classifies `addresses` again and splices them into the peers maps: `holder` is the one
-    /// participating pod that holds any of them now (no other pod may hold one). Changes are
-    /// recorded in `touched`. On [`Structural`] the book and the maps are left half done: render
-    /// the tiers in full.
+    /// participating pod that holds any of them now (no other pod may hold one). An address of a
+    /// class not seen yet gets the class's chain, decided for the local subjects from the
+    /// cluster's ClusterNetworkPolicies. Changes are recorded in `touched`. On [`Structural`]
+    /// the book and the maps are left half done: render the tiers in full.
     pub(super) fn refresh(
         &mut self,
         ruleset: &mut Ruleset,
         touched: &mut Option<Touched>,
-        addresses: &[IpAddr],
+        (cluster, addresses): (&ClusterState, &[IpAddr]),
         holder: Option<Holder<'_>>,
     ) -> Result<usize, Structural> {
         let mut changes = 0;
         for map in &mut self.maps {
             let mut chains: BTreeSet<String> = BTreeSet::new();
             let family = map.family;
+            let slot = self
+                .subjects
+                .iter()
+                .find(|s| s.slot() == (map.tier, map.direction))
+                .ok_or(Structural)?;
             for ip in addresses.iter().filter(|ip| Family::of(ip) == family) {
                 let n = to_u128(ip);
                 let at = holder.filter(|(pod, _)| pod.ip(map.family) == Some(*ip));
-                let class = class_at(&self.regions, &map.regions, n, at);
-                let target = if class.regions.is_empty() {
-                    None
-                } else {
-                    match map.classes.get(&class) {
-                        Some(chain) => chain.clone(),
-                        None => return Err(Structural),
-                    }
-                };
-                changes += map.splice(ruleset, touched, n, target.as_deref(), &mut chains);
+                let class = map.class_at(&self.regions, n, at);
+                let target = map.chain_of(slot, cluster, class)?;
+                changes += map.splice(ruleset, touched, (n, n), &[(n, n, target)], &mut chains);
             }
             for chain in chains {
                 map.settle(ruleset, touched, &chain)?;
@@ -187,7 +314,7 @@ impl PeerBook {
 }
 
 /// Whether a pod with its namespace's labels is one of `peers`' pods.
-fn selects_pod(peers: &[ClusterPeer], (pod, namespace): Holder<'_>) -> bool {
+pub(super) fn selects_pod(peers: &[ClusterPeer], (pod, namespace): Holder<'_>) -> bool {
     let Some(namespace) = namespace else {
         return false;
     };
@@ -198,42 +325,10 @@ fn selects_pod(peers: &[ClusterPeer], (pod, namespace): Holder<'_>) -> bool {
     })
 }
 
-/// The class of address `n` over `used` regions (positions in `regions`), as the renderer's sweep
-/// finds it: `at` is the pod that holds the address, if one does.
-fn class_at(
-    regions: &[LiveRegion],
-    used: &[usize],
-    n: u128,
-    at: Option<Holder<'_>>,
-) -> RegionClass {
-    let mut held = Vec::new();
-    let mut named = Vec::new();
-    for (k, r) in used.iter().enumerate() {
-        let Some(region) = regions.get(*r) else {
-            continue;
-        };
-        let holds = ranges_hold(&region.fixed, n)
-            || region.nodes.contains_key(&n)
-            || at.is_some_and(|h| selects_pod(&region.peers, h));
-        if !holds {
-            continue;
-        }
-        held.push(k);
-        // Named ports resolve at the pod holding the address, whichever peer put it in.
-        if let Some((pod, _)) = at {
-            let resolved: Vec<(Protocol, u16)> = region
-                .named_ports
-                .iter()
-                .filter_map(|name| named_port(pod, name))
-                .collect();
-            if !resolved.is_empty() {
-                named.push((k, resolved));
-            }
-        }
-    }
-    RegionClass {
-        regions: held,
-        named,
+/// Notes `chain` among those whose elements changed.
+fn note_chain(chains: &mut BTreeSet<String>, chain: &str) {
+    if !chains.contains(chain) {
+        chains.insert(chain.to_string());
     }
 }
 
@@ -254,14 +349,6 @@ impl PeersMap {
         }
     }
 
-    /// The element holding address `n`: its range and chain.
-    fn element_at(&self, map: &DecisionMap, n: u128) -> Option<(u128, u128, String)> {
-        let probe = self.key(n, max_u128(self.family));
-        let (key, decision) = map.elements.range(..=probe).next_back()?;
-        let (first, last) = (to_u128(&key.first), to_u128(&key.last));
-        (first <= n && n <= last).then(|| (first, last, jump(decision).unwrap_or("").to_string()))
-    }
-
     fn remove(
         &mut self,
         map: &mut DecisionMap,
@@ -278,7 +365,7 @@ impl PeersMap {
                         self.elements.remove(chain);
                     }
                 }
-                chains.insert(chain.to_string());
+                note_chain(chains, chain);
             }
             if let Some(t) = touched {
                 t.decision_removed(&self.name, key, decision);
@@ -299,76 +386,214 @@ impl PeersMap {
             verdict: DecisionVerdict::Jump(chain.to_string()),
             comment: None,
         };
-        *self.elements.entry(chain.to_string()).or_default() += 1;
-        chains.insert(chain.to_string());
+        match self.elements.get_mut(chain) {
+            Some(count) => *count += 1,
+            None => {
+                self.elements.insert(chain.to_string(), 1);
+            }
+        }
+        note_chain(chains, chain);
         if let Some(t) = touched {
             t.decision_added(&self.name, key, decision.clone());
         }
         map.elements.insert(key, decision);
     }
 
-    /// Puts address `n` under `target` (`None`: no element), splitting the element that held it
-    /// and merging with neighbours that jump to the same chain; returns the elements changed.
-    fn splice(
+    /// Puts the addresses `first..=last` under `targets` (sorted, disjoint, within that span; an
+    /// address they leave out, or whose target is `None`, has no element), splitting the elements
+    /// that cross the span's ends and merging with neighbours that jump to the same chain, so
+    /// that the map stays the maximal runs of addresses with one chain; returns the elements
+    /// changed. The chains of the elements that came or went go in `chains`.
+    pub(super) fn splice(
         &mut self,
         ruleset: &mut Ruleset,
         touched: &mut Option<Touched>,
-        n: u128,
-        target: Option<&str>,
+        (first, last): (u128, u128),
+        targets: &[Target],
         chains: &mut BTreeSet<String>,
     ) -> usize {
-        let Some(mut map) = ruleset.decision_maps.remove(&self.name) else {
+        let Some(map) = ruleset.decision_maps.get_mut(&self.name) else {
             return 0;
         };
         let max = max_u128(self.family);
-        let current = self.element_at(&map, n);
-        if current.as_ref().map(|(_, _, c)| c.as_str()) == target {
-            ruleset.decision_maps.insert(self.name.clone(), map);
-            return 0;
+        // The elements that hold an address of the span or touch it.
+        let (low, high) = (first.saturating_sub(1), last.saturating_add(1).min(max));
+        let mut old: Vec<(u128, u128, String)> = Vec::new();
+        for (key, decision) in map.elements.range(..=self.key(high, max)).rev() {
+            let (a, b) = (to_u128(&key.first), to_u128(&key.last));
+            if b < low {
+                break;
+            }
+            old.push((a, b, jump(decision).unwrap_or("").to_string()));
         }
+        old.reverse();
+        let mut pieces: Vec<(u128, u128, &str)> = Vec::new();
+        for (a, b, chain) in &old {
+            if *a < first {
+                pieces.push((*a, (*b).min(first - 1), chain));
+            }
+        }
+        pieces.extend(
+            targets
+                .iter()
+                .filter_map(|(a, b, t)| Some((*a, *b, t.as_deref()?))),
+        );
+        for (a, b, chain) in &old {
+            if *b > last {
+                pieces.push(((*a).max(last + 1), *b, chain));
+            }
+        }
+        let mut new: Vec<(u128, u128, &str)> = Vec::with_capacity(pieces.len());
+        for (a, b, chain) in pieces {
+            match new.last_mut() {
+                Some(prev) if prev.2 == chain && prev.1.checked_add(1) == Some(a) => prev.1 = b,
+                _ => new.push((a, b, chain)),
+            }
+        }
+        // Both lists are sorted by first address, and disjoint: one walk finds what went and
+        // came (an element whose key stays but whose chain changes goes before it comes back).
         let mut changes = 0;
-        if let Some((first, last, chain)) = current {
-            self.remove(&mut map, touched, (first, last), chains);
-            changes += 1;
-            if first < n {
-                self.insert(&mut map, touched, (first, n - 1), &chain, chains);
-                changes += 1;
+        let (mut i, mut j) = (0, 0);
+        while i < old.len() || j < new.len() {
+            let was = old.get(i).map(|(a, b, c)| (*a, *b, c.as_str()));
+            let is = new.get(j).copied();
+            if was.is_some() && was == is {
+                i += 1;
+                j += 1;
+                continue;
             }
-            if n < last {
-                self.insert(&mut map, touched, (n + 1, last), &chain, chains);
+            let (go, come) = match (was, is) {
+                (Some(w), Some(n)) => (w.0 <= n.0, n.0 <= w.0),
+                (Some(_), None) => (true, false),
+                _ => (false, true),
+            };
+            if let Some((a, b, _)) = was.filter(|_| go) {
+                self.remove(map, touched, (a, b), chains);
                 changes += 1;
+                i += 1;
+            }
+            if let Some((a, b, chain)) = is.filter(|_| come) {
+                self.insert(map, touched, (a, b), chain, chains);
+                changes += 1;
+                j += 1;
             }
         }
-        if let Some(chain) = target {
-            let (mut first, mut last) = (n, n);
-            if n > 0 {
-                if let Some((a, b, c)) = self.element_at(&map, n - 1) {
-                    if b == n - 1 && c == chain {
-                        self.remove(&mut map, touched, (a, b), chains);
-                        changes += 1;
-                        first = a;
-                    }
-                }
-            }
-            if n < max {
-                if let Some((a, b, c)) = self.element_at(&map, n + 1) {
-                    if a == n + 1 && c == chain {
-                        self.remove(&mut map, touched, (a, b), chains);
-                        changes += 1;
-                        last = b;
-                    }
-                }
-            }
-            self.insert(&mut map, touched, (first, last), chain, chains);
-            changes += 1;
-        }
-        ruleset.decision_maps.insert(self.name.clone(), map);
         changes
+    }
+
+    /// Gives the rule `u` (a position in the universe) the region `r` (a position in the book's
+    /// list); a region no rule of the map has any longer leaves the map's.
+    pub(super) fn give_region(&mut self, u: usize, r: usize) -> Result<(), Structural> {
+        let was = *self.region_of.get(u).ok_or(Structural)?;
+        let now = match self.regions.iter().position(|x| *x == r) {
+            Some(k) => k,
+            None => {
+                self.regions.push(r);
+                self.rules_of.push(Vec::new());
+                self.regions.len() - 1
+            }
+        };
+        if now == was {
+            return Ok(());
+        }
+        let (Some(old), Some(new)) = (self.rules_of.get(was), self.rules_of.get(now)) else {
+            return Err(Structural);
+        };
+        let old: Vec<usize> = old.iter().copied().filter(|x| *x != u).collect();
+        let mut new = new.clone();
+        if let Err(at) = new.binary_search(&u) {
+            new.insert(at, u);
+        }
+        self.rules_of[now] = new;
+        self.region_of[u] = now;
+        if old.is_empty() {
+            self.regions.remove(was);
+            self.rules_of.remove(was);
+            for k in &mut self.region_of {
+                if *k > was {
+                    *k -= 1;
+                }
+            }
+        } else {
+            self.rules_of[was] = old;
+        }
+        Ok(())
+    }
+
+    /// The regions of the map (positions in its list; `regions`: the book's) that hold address
+    /// `n`, and the ports their egress named ports resolve to there, as the renderer's sweep finds
+    /// them: `at` is the pod that holds the address, if one does.
+    pub(super) fn held_at(
+        &self,
+        regions: &[LiveRegion],
+        n: u128,
+        at: Option<Holder<'_>>,
+    ) -> RegionClass {
+        let mut held = Vec::new();
+        let mut named = Vec::new();
+        for (k, r) in self.regions.iter().enumerate() {
+            let Some(region) = regions.get(*r) else {
+                continue;
+            };
+            if !region.holds(n, at) {
+                continue;
+            }
+            held.push(k);
+            // Named ports resolve at the pod holding the address, whichever peer put it in.
+            if let Some((pod, _)) = at {
+                let resolved: Vec<(Protocol, u16)> = region
+                    .named_ports
+                    .iter()
+                    .filter_map(|name| named_port(pod, name))
+                    .collect();
+                if !resolved.is_empty() {
+                    named.push((k, resolved));
+                }
+            }
+        }
+        RegionClass {
+            regions: held,
+            named,
+        }
+    }
+
+    /// The class of the addresses the regions `held` hold (see [`PeersMap::held_at`]).
+    pub(super) fn class_of(&self, held: &RegionClass) -> ClassKey {
+        ClassKey::of_regions(held, &self.rules_of)
+    }
+
+    /// The class of address `n` (see [`PeersMap::held_at`]).
+    pub(super) fn class_at(
+        &self,
+        regions: &[LiveRegion],
+        n: u128,
+        at: Option<Holder<'_>>,
+    ) -> ClassKey {
+        self.class_of(&self.held_at(regions, n, at))
+    }
+
+    /// The chain of the class `key` (`None`: no rule holds the address, or the class decides
+    /// nothing for any local pod), rendering it (out of the ruleset, for [`PeersMap::settle`] to
+    /// bring in) when the class is new, decided for `slot`'s subjects by the cluster's
+    /// ClusterNetworkPolicies.
+    pub(super) fn chain_of(
+        &mut self,
+        slot: &SlotSubjects,
+        cluster: &ClusterState,
+        key: ClassKey,
+    ) -> Result<Option<String>, Structural> {
+        if key.is_empty() {
+            return Ok(None);
+        }
+        if let Some(id) = self.class_ids.get(&key) {
+            return Ok(self.keys.get(*id).and_then(|(_, chain)| chain.clone()));
+        }
+        add_class(self, slot, cluster, key)
     }
 
     /// After splices: a class chain no element jumps to any longer leaves the ruleset (stashed),
     /// one an element jumps to again comes back.
-    fn settle(
+    pub(super) fn settle(
         &mut self,
         ruleset: &mut Ruleset,
         touched: &mut Option<Touched>,
@@ -456,12 +681,15 @@ mod tests {
             direction: Direction::Egress,
             family: Family::V4,
             regions: Vec::new(),
-            classes: HashMap::new(),
+            rules_of: Vec::new(),
+            region_of: Vec::new(),
+            class_ids: HashMap::new(),
             keys: Vec::new(),
             class_maps: HashMap::new(),
             cache: ClassCache::default(),
             elements: element_counts(map),
             stash: HashMap::new(),
+            added: Vec::new(),
         }
     }
 
@@ -471,16 +699,81 @@ mod tests {
         let mut book = peers(&map);
         ruleset.decision_maps.insert("peers".into(), map);
         let mut touched = Some(Touched::default());
+        let n = u128::from(n);
+        let target = target.map(str::to_string);
         book.splice(
             &mut ruleset,
             &mut touched,
-            n.into(),
-            target,
+            (n, n),
+            &[(n, n, target)],
             &mut BTreeSet::new(),
         );
         let map = ruleset.decision_maps.remove("peers").expect("the map");
         assert_eq!(book.elements, element_counts(&map), "counts follow the map");
         map
+    }
+
+    /// Splices `targets` over `first..=last` into a map of `elements`.
+    fn splice_span(
+        elements: &[(u32, u32, &str)],
+        (first, last): (u32, u32),
+        targets: &[(u32, u32, &str)],
+    ) -> DecisionMap {
+        let mut ruleset = Ruleset::default();
+        let map = map_of(elements);
+        let mut book = peers(&map);
+        ruleset.decision_maps.insert("peers".into(), map);
+        let targets: Vec<Target> = targets
+            .iter()
+            .map(|&(a, b, c)| (a.into(), b.into(), Some(c.to_string())))
+            .collect();
+        let mut touched = Some(Touched::default());
+        let mut chains = BTreeSet::new();
+        book.splice(
+            &mut ruleset,
+            &mut touched,
+            (first.into(), last.into()),
+            &targets,
+            &mut chains,
+        );
+        let map = ruleset.decision_maps.remove("peers").expect("the map");
+        assert_eq!(book.elements, element_counts(&map), "counts follow the map");
+        map
+    }
+
+    #[test]
+    fn a_span_replaces_what_it_covers_and_joins_equal_neighbours() {
+        // Across two elements: their outer parts stay, the span's pieces join the neighbour of
+        // their chain, a gap in the targets leaves no element.
+        assert_eq!(
+            splice_span(
+                &[(10, 20, "a"), (21, 30, "b")],
+                (15, 25),
+                &[(15, 17, "a"), (20, 25, "c")]
+            ),
+            map_of(&[(10, 17, "a"), (20, 25, "c"), (26, 30, "b")])
+        );
+        // Targets equal to what is there: the map is unchanged, element for element.
+        let same = &[(10, 20, "a"), (21, 30, "b")];
+        assert_eq!(
+            splice_span(same, (12, 25), &[(12, 20, "a"), (21, 25, "b")]),
+            map_of(same)
+        );
+        // An empty span of targets clears it; neighbours of one chain on both sides join
+        // through a target of theirs.
+        assert_eq!(
+            splice_span(&[(0, 100, "a")], (40, 60), &[]),
+            map_of(&[(0, 39, "a"), (61, 100, "a")])
+        );
+        assert_eq!(
+            splice_span(&[(0, 39, "a"), (61, 100, "a")], (40, 60), &[(40, 60, "a")]),
+            map_of(&[(0, 100, "a")])
+        );
+        // The whole address space.
+        assert_eq!(
+            splice_span(&[(5, 9, "a")], (0, u32::MAX), &[(0, u32::MAX, "b")]),
+            map_of(&[(0, u32::MAX, "b")])
+        );
     }
 
     #[test]

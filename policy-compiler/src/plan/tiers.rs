@@ -278,7 +278,7 @@ fn token_policy(token: &str) -> &str {
 }
 
 /// The destination named ports of a rule's `protocols`, as written.
-fn rule_named_ports(rule: &ClusterRule) -> impl Iterator<Item = &str> {
+pub(super) fn rule_named_ports(rule: &ClusterRule) -> impl Iterator<Item = &str> {
     rule.protocols.iter().filter_map(|port| match port {
         ClusterPort::Named(n) => Some(n.as_str()),
         ClusterPort::Range { .. } => None,
@@ -355,7 +355,7 @@ pub(super) fn ranges_hold(ranges: &[(u128, u128)], n: u128) -> bool {
 }
 
 /// Sorts and merges ranges that overlap or touch.
-fn merge_ranges<T: Copy + Ord + Into<u128>>(mut ranges: Vec<(T, T)>) -> Vec<(T, T)> {
+pub(super) fn merge_ranges<T: Copy + Ord + Into<u128>>(mut ranges: Vec<(T, T)>) -> Vec<(T, T)> {
     ranges.sort_unstable();
     let mut out: Vec<(T, T)> = Vec::with_capacity(ranges.len());
     for (a, b) in ranges {
@@ -456,6 +456,43 @@ fn cell(active: &[(usize, &SweepRule)], named: &[(usize, Vec<(Protocol, u16)>)])
 pub(super) struct ClassKey {
     rules: Vec<usize>,
     named: Vec<(usize, Vec<(Protocol, u16)>)>,
+}
+
+impl ClassKey {
+    /// The class of the rules `rules` (each once), with the ports `named` says the rules with
+    /// egress named ports resolve them to.
+    pub(super) fn new(
+        mut rules: Vec<usize>,
+        mut named: Vec<(usize, Vec<(Protocol, u16)>)>,
+    ) -> Self {
+        rules.sort_unstable();
+        named.sort();
+        Self { rules, named }
+    }
+
+    /// The class of the addresses no rule's peers hold.
+    pub(super) fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The class of the addresses the regions `held` hold, each region holding the peers of the
+    /// rules `rules_of` gives at its position.
+    pub(super) fn of_regions(held: &RegionClass, rules_of: &[Vec<usize>]) -> Self {
+        let rules = held
+            .regions
+            .iter()
+            .filter_map(|k| rules_of.get(*k))
+            .flatten()
+            .copied()
+            .collect();
+        let named = held
+            .named
+            .iter()
+            .filter_map(|(k, ports)| Some((rules_of.get(*k)?, ports)))
+            .flat_map(|(rules, ports)| rules.iter().map(|u| (*u, ports.clone())))
+            .collect();
+        Self::new(rules, named)
+    }
 }
 
 /// What [`classify`] finds for an address: the regions (positions in its list) that hold it, and
@@ -953,7 +990,8 @@ fn class_cells(
 /// The local subjects of one tier and direction as the tiers last rendered them, kept between
 /// renders so that a change of some local pods renders only what it changes: which combination
 /// each subject and each of its addresses is in, and what rules the combinations are judged by.
-/// Valid while the ClusterNetworkPolicies are those of the full render that made it.
+/// Valid while the ClusterNetworkPolicies are those of the full render that made it, or differ from
+/// them by edits that keep the subjects ([`keeps_subjects`]).
 #[derive(Debug, Clone)]
 pub(super) struct SlotSubjects {
     tier: Tier,
@@ -976,6 +1014,8 @@ pub(super) struct SlotSubjects {
     holders: HashMap<IpAddr, usize>,
     /// The position of each policy's first rule in the universe.
     first_rule: HashMap<String, usize>,
+    /// Each rule's [`cluster_rule_token`], by position in the universe.
+    tokens: Vec<String>,
     /// What an element deciding by each rule of the universe holds.
     decisions: Vec<Decision>,
     /// Two subjects held one address at the render: who decides it follows name order, which a
@@ -1003,6 +1043,7 @@ impl SlotSubjects {
             pods: HashMap::new(),
             holders: HashMap::new(),
             first_rule: universe.first_rule.clone(),
+            tokens: names.tokens.clone(),
             decisions: names.decisions.clone(),
             shared,
         };
@@ -1028,6 +1069,55 @@ impl SlotSubjects {
             }
         }
         subjects
+    }
+
+    /// The tier and direction.
+    pub(super) fn slot(&self) -> (Tier, Direction) {
+        (self.tier, self.direction)
+    }
+
+    /// The position of the first rule of the policy `name` in the universe, if it judges some
+    /// subject.
+    pub(super) fn first_rule(&self, name: &str) -> Option<usize> {
+        self.first_rule.get(name).copied()
+    }
+
+    /// The combination `number`, to decide by: its policies as the cluster holds them now, and
+    /// how its pods resolve their ingress named ports (no addresses or members).
+    fn combination<'c>(
+        &self,
+        cluster: &'c ClusterState,
+        number: usize,
+    ) -> Result<Combination<'c>, Structural> {
+        let names = self.policies.get(number).ok_or(Structural)?;
+        let policies: Vec<&ClusterNetworkPolicy> = names
+            .iter()
+            .map(|n| cluster.cluster_policy(n).ok_or(Structural))
+            .collect::<Result<_, _>>()?;
+        let named = combination_named_ports(self.direction, &policies);
+        let resolved = self.resolved.get(number).ok_or(Structural)?;
+        if resolved.len() != named.len() {
+            return Err(Structural);
+        }
+        Ok(Combination {
+            key: Vec::new(),
+            policies,
+            named_ports: named.into_iter().zip(resolved.iter().copied()).collect(),
+            addresses: Vec::new(),
+            members: Vec::new(),
+        })
+    }
+
+    /// The addresses of `family` the subjects decide, sorted, each with its combination's number.
+    fn held(&self, family: Family) -> Vec<(u128, usize)> {
+        let mut held: Vec<(u128, usize)> = self
+            .holders
+            .iter()
+            .filter(|(ip, _)| Family::of(ip) == family)
+            .map(|(ip, number)| (to_u128(ip), *number))
+            .collect();
+        held.sort_unstable();
+        held
     }
 
     /// The number of the combination `key` (with the policies `policies`, whose ingress named
@@ -1131,10 +1221,9 @@ fn class_chain(
     ruleset: &mut Ruleset,
     (tier, direction, family): (Tier, Direction, Family),
     key: &ClassKey,
-    names: &RuleNames,
+    (tokens, decisions): (&[String], &[Decision]),
     (ports_elements, any_elements): &ClassElements,
 ) -> (String, [String; 2]) {
-    let (tokens, decisions) = (&names.tokens, &names.decisions);
     let rule_tokens: Vec<String> = key.rules.iter().map(|u| tokens[*u].clone()).collect();
     let named_tokens: Vec<String> = key
         .named
@@ -1341,11 +1430,27 @@ pub(super) fn refresh_subjects(
 }
 
 /// Whether an edit of a ClusterNetworkPolicy from `old` to `new` keeps what the tiers' peer
-/// classes, subjects and combinations are made of, so that [`refresh_rules`] can take it: the same
-/// name, tier, priority and subject, as many rules in each direction, each with the same peers (as
-/// its peer region reads them, egress named ports included) and a Pass where there was one, and
-/// the same ingress named ports. What may differ: ports, Accept against Deny, rule names.
+/// classes, subjects and combinations are made of, so that [`refresh_rules`] alone can take it:
+/// what [`keeps_subjects`] keeps, and each rule with the same peers (as its peer region reads
+/// them, egress named ports included). What may differ: ports, Accept against Deny, rule names.
 pub(super) fn keeps_classes(old: &ClusterNetworkPolicy, new: &ClusterNetworkPolicy) -> bool {
+    keeps_subjects(old, new)
+        && Direction::BOTH.into_iter().all(|direction| {
+            let (was, now) = (old.rules(direction), new.rules(direction));
+            was.iter().zip(now).all(|(a, b)| {
+                [Family::V4, Family::V6]
+                    .into_iter()
+                    .all(|f| same_region(direction, (a, b), f))
+            })
+        })
+}
+
+/// Whether an edit of a ClusterNetworkPolicy from `old` to `new` keeps the tiers' subjects,
+/// combinations and universe of rules, so that [`super::regions::refresh_regions`] (for the rules'
+/// peers) and [`refresh_rules`] (for the rest) can take it: the same name, tier, priority and
+/// subject, as many rules in each direction, each a Pass where there was one, and the same ingress
+/// named ports.
+pub(super) fn keeps_subjects(old: &ClusterNetworkPolicy, new: &ClusterNetworkPolicy) -> bool {
     old.name == new.name
         && old.tier == new.tier
         && old.priority == new.priority
@@ -1354,13 +1459,17 @@ pub(super) fn keeps_classes(old: &ClusterNetworkPolicy, new: &ClusterNetworkPoli
         && Direction::BOTH.into_iter().all(|direction| {
             let (was, now) = (old.rules(direction), new.rules(direction));
             was.len() == now.len()
-                && was.iter().zip(now).all(|(a, b)| {
-                    (a.action == Action::Pass) == (b.action == Action::Pass)
-                        && [Family::V4, Family::V6]
-                            .into_iter()
-                            .all(|f| same_region(direction, (a, b), f))
-                })
+                && was
+                    .iter()
+                    .zip(now)
+                    .all(|(a, b)| (a.action == Action::Pass) == (b.action == Action::Pass))
         })
+}
+
+/// Whether two versions of a rule decide alike where their peers hold an address: the same name,
+/// action and ports.
+pub(super) fn decides_alike(a: &ClusterRule, b: &ClusterRule) -> bool {
+    a.name == b.name && a.action == b.action && a.protocols == b.protocols
 }
 
 /// Whether two versions of a rule have the same peers, as a peer region holds them: the same
@@ -1443,23 +1552,8 @@ pub(super) fn refresh_rules(
             if !names.contains(&policy.name) {
                 continue;
             }
-            let policies: Vec<&ClusterNetworkPolicy> = names
-                .iter()
-                .map(|n| cluster.cluster_policy(n).ok_or(Structural))
-                .collect::<Result<_, _>>()?;
-            let named = combination_named_ports(direction, &policies);
-            let resolved = slot.resolved.get(number).ok_or(Structural)?;
-            if resolved.len() != named.len() {
-                return Err(Structural);
-            }
             positions.insert(number, combinations.len());
-            combinations.push(Combination {
-                key: Vec::new(),
-                policies,
-                named_ports: named.into_iter().zip(resolved.iter().copied()).collect(),
-                addresses: Vec::new(),
-                members: Vec::new(),
-            });
+            combinations.push(slot.combination(cluster, number)?);
         }
         let mut rules = LazyRules::new(&slot.first_rule, direction, &combinations);
         for map in maps
@@ -1467,13 +1561,7 @@ pub(super) fn refresh_rules(
             .filter(|m| (m.tier, m.direction) == (tier, direction))
         {
             let family = map.family;
-            let mut held: Vec<(u128, usize)> = slot
-                .holders
-                .iter()
-                .filter(|(ip, _)| Family::of(ip) == family)
-                .map(|(ip, number)| (to_u128(ip), *number))
-                .collect();
-            held.sort_unstable();
+            let held = slot.held(family);
             for (id, (key, chain)) in map.keys.iter().enumerate() {
                 if !key.rules.iter().any(|u| edited.contains(u)) {
                     continue;
@@ -1571,6 +1659,75 @@ pub(super) fn refresh_rules(
         }
     }
     Ok(origins)
+}
+
+/// Adds the peer class `key`, which the peers map `map` (of `slot`'s tier and direction) has not
+/// seen, to the map's classes: decided for the subjects `slot` holds by the cluster's
+/// ClusterNetworkPolicies, its chain and decision maps rendered into the map's stash (no element
+/// of the peers map jumps to it yet: [`PeersMap::settle`] brings it into the ruleset when one
+/// does); returns the chain (`None`: the class decides nothing for any subject). The chain is what
+/// a full render would render for the class. [`Structural`] when the subjects no longer match the
+/// cluster's policies.
+pub(super) fn add_class(
+    map: &mut PeersMap,
+    slot: &SlotSubjects,
+    cluster: &ClusterState,
+    key: ClassKey,
+) -> Result<Option<String>, Structural> {
+    let (tier, direction, family) = (slot.tier, slot.direction, map.family);
+    let mut combinations: Vec<Combination<'_>> = Vec::new();
+    let mut positions: HashMap<usize, usize> = HashMap::new();
+    for (number, members) in slot.members.iter().enumerate() {
+        if *members > 0 {
+            positions.insert(number, combinations.len());
+            combinations.push(slot.combination(cluster, number)?);
+        }
+    }
+    if key.rules.last().is_some_and(|u| *u >= slot.decisions.len()) {
+        return Err(Structural);
+    }
+    let id = map.keys.len();
+    if map.cache.runs.len() != id {
+        return Err(Structural);
+    }
+    let mut rules = LazyRules::new(&slot.first_rule, direction, &combinations);
+    let mut cells: Vec<ClassCell> = Vec::new();
+    for (address, number) in slot.held(family) {
+        let c = *positions.get(&number).ok_or(Structural)?;
+        if let Some(cell) = decide((id, &key), (c, number), &mut rules, &mut map.cache) {
+            cells.push((address, address, cell));
+        }
+    }
+    let class_elements = elements(&cells);
+    let chain = if cells.is_empty() {
+        None
+    } else {
+        let mut scratch = Ruleset::default();
+        let (chain, [ports, any]) = class_chain(
+            &mut scratch,
+            (tier, direction, family),
+            &key,
+            (&slot.tokens, &slot.decisions),
+            &class_elements,
+        );
+        let rendered = (
+            scratch.chains.remove(&chain),
+            scratch.decision_maps.remove(&ports),
+            scratch.decision_maps.remove(&any),
+        );
+        let (Some(c), Some(p), Some(a)) = rendered else {
+            return Err(Structural);
+        };
+        map.stash.insert(chain.clone(), (c, p, a));
+        map.added
+            .push((chain.clone(), [ports.clone(), any.clone()]));
+        map.class_maps.insert(chain.clone(), [ports, any]);
+        Some(chain)
+    };
+    map.cache.runs.push(ClassRuns::of(&class_elements));
+    map.class_ids.insert(key.clone(), id);
+    map.keys.push((key, chain.clone()));
+    Ok(chain)
 }
 
 /// The combinations local pods joined in one refresh of a tier and direction: one of each, from
@@ -2029,19 +2186,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
             let mut ranges: Vec<(u128, u128, usize)> = Vec::new();
             for (first, last, held) in classify(&used_regions, family) {
                 let id = *class_ids.entry(held).or_insert_with_key(|held| {
-                    let mut rules: Vec<usize> = held
-                        .regions
-                        .iter()
-                        .flat_map(|k| rules_of[*k].iter().copied())
-                        .collect();
-                    rules.sort_unstable();
-                    let mut named: Vec<(usize, Vec<(Protocol, u16)>)> = held
-                        .named
-                        .iter()
-                        .flat_map(|(k, ports)| rules_of[*k].iter().map(|u| (*u, ports.clone())))
-                        .collect();
-                    named.sort();
-                    class_keys.push(ClassKey { rules, named });
+                    class_keys.push(ClassKey::of_regions(held, &rules_of));
                     class_keys.len() - 1
                 });
                 ranges.push((first, last, id));
@@ -2059,7 +2204,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
                         ruleset,
                         (tier, direction, family),
                         key,
-                        &names,
+                        (&names.tokens, &names.decisions),
                         &class_elements,
                     );
                     class_maps.insert(chain.clone(), maps);
@@ -2098,15 +2243,23 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
                 );
             }
             if let Some((_, book)) = &mut self.book {
+                // Each universe rule's region, as a position in `used`.
+                let region_of = region_of
+                    .iter()
+                    .map(|r| used.binary_search(r).unwrap_or_default())
+                    .collect();
                 book.push_map(PeersMap {
                     name: peers.clone(),
                     tier,
                     direction,
                     family,
                     regions: used.clone(),
-                    classes: class_ids
+                    rules_of: rules_of.clone(),
+                    region_of,
+                    class_ids: class_keys
                         .iter()
-                        .map(|(class, id)| (class.clone(), chains.get(id).cloned()))
+                        .enumerate()
+                        .map(|(id, key)| (key.clone(), id))
                         .collect(),
                     keys: class_keys
                         .iter()
@@ -2117,6 +2270,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
                     cache,
                     elements: element_counts(map),
                     stash: HashMap::new(),
+                    added: Vec::new(),
                 });
             }
         }
@@ -2165,7 +2319,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
                 let region = self.region(direction, rule, family);
                 self.regions.push(region);
                 if self.book.is_some() {
-                    let live = self.live_region(direction, rule, family);
+                    let live = LiveRegion::of(self.index.cluster(), direction, rule, family);
                     if let Some((regions, _)) = &mut self.book {
                         regions.push(live);
                     }
@@ -2176,51 +2330,6 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
         };
         self.rule_regions.insert(key, r);
         r
-    }
-
-    /// What a rule's peers are made of, for the book: its fixed ranges and the Nodes it selects.
-    fn live_region(&self, direction: Direction, rule: &ClusterRule, family: Family) -> LiveRegion {
-        let mut fixed: Vec<(u128, u128)> = Vec::new();
-        for peer in &rule.peers {
-            match peer {
-                ClusterPeer::Networks(cidrs) => fixed.extend(
-                    cidrs
-                        .iter()
-                        .filter(|c| c.family() == family)
-                        .map(|c| c.bounds()),
-                ),
-                ClusterPeer::Unknown if rule.action != Action::Accept => {
-                    fixed.push((0, max_u128(family)));
-                }
-                _ => {}
-            }
-        }
-        let mut nodes: HashMap<u128, u32> = HashMap::new();
-        let selected = |labels: &crate::selector::Labels| {
-            rule.peers.iter().any(|peer| match peer {
-                ClusterPeer::Nodes(s) => s.matches(labels),
-                _ => false,
-            })
-        };
-        for node in self.index.cluster().node_objects().values() {
-            if !selected(&node.labels) {
-                continue;
-            }
-            for ip in node.addresses.iter().filter(|ip| Family::of(ip) == family) {
-                *nodes.entry(to_u128(ip)).or_default() += 1;
-            }
-        }
-        let named_ports = match direction {
-            Direction::Egress => rule_named_ports(rule).map(str::to_string).collect(),
-            Direction::Ingress => Vec::new(),
-        };
-        LiveRegion {
-            family,
-            peers: rule.peers.clone(),
-            named_ports,
-            fixed: merge_ranges(fixed),
-            nodes,
-        }
     }
 
     /// Where a rule's peers are.

@@ -1,0 +1,412 @@
+//! A ClusterNetworkPolicy's peers edited in place, over the tiers kept in a [`PeerBook`]: each
+//! rule whose peers changed gets the region of its new peers (one it shares with rules of the same
+//! peers, or a new one), and only the addresses its old and new regions disagree on are classified
+//! again and spliced into the peers maps, so that the edit costs what it moves, not a render of the
+//! tiers over the whole cluster.
+//!
+//! The addresses that can change class are those of the pods one region selects and the other
+//! does not (or both select, when the egress named ports resolved at them changed), the Nodes one
+//! region holds and the other does not, and the address ranges one region's networks cover and
+//! the other's do not. A single address is classified as a pod event classifies it; a range is
+//! swept between the boundaries every region of the map draws inside it (networks' ends, Nodes,
+//! pods), as a full render sweeps the whole address space. A class none had gets its chain
+//! rendered then ([`super::tiers::add_class`]).
+//!
+//! The subject, the evaluation order and the rules' count, order and Pass-ness are those of the
+//! last full render (see [`super::tiers::keeps_subjects`]), so the subjects, the universe of rules
+//! and the rule chains stay; what the edit changes besides the peers (ports, Accept against Deny,
+//! names) is rendered after by [`super::tiers::refresh_rules`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use super::peers::{Holder, LiveRegion, PeerBook, PeersMap, Structural, Target};
+use super::tiers::{ranges_hold, RegionClass, SlotSubjects};
+use crate::cidr::{from_u128, max_u128, to_u128, Family};
+use crate::cluster::ClusterState;
+use crate::model::{ClusterNetworkPolicy, ClusterPeer, ObjectRef, Pod};
+use crate::nft::transaction::Touched;
+use crate::nft::Ruleset;
+use crate::selector::Labels;
+
+/// Gives the rules of `policy` (as the cluster holds it now) the regions of their peers in every
+/// peers map where the policy judges some local pod, and splices the addresses whose class that
+/// changes into the maps; changes are recorded in `touched`. `holders` counts the participating
+/// pods holding each address. Returns how many peers-map elements changed. [`Structural`] when an
+/// address two pods hold, or a Node's address a pod holds, changes class, or the book no longer
+/// describes the policy's rules; then `ruleset` and `book` are left half done, for a full render
+/// to replace.
+pub(super) fn refresh_regions(
+    ruleset: &mut Ruleset,
+    touched: &mut Option<Touched>,
+    book: &mut PeerBook,
+    (cluster, holders): (&ClusterState, &HashMap<IpAddr, u32>),
+    policy: &ClusterNetworkPolicy,
+) -> Result<usize, Structural> {
+    let mut count = 0;
+    let (regions, maps, slots) = book.all_mut();
+    for map in maps.iter_mut().filter(|m| m.tier == policy.tier) {
+        let slot = slots
+            .iter()
+            .find(|s| s.slot() == (map.tier, map.direction))
+            .ok_or(Structural)?;
+        let Some(first) = slot.first_rule(&policy.name) else {
+            // It judges no local pod here: its rules have no regions.
+            continue;
+        };
+        let (direction, family) = (map.direction, map.family);
+        let mut changes: Vec<(LiveRegion, LiveRegion)> = Vec::new();
+        for (index, rule) in policy.rules(direction).iter().enumerate() {
+            let u = first + index;
+            let k = *map.region_of.get(u).ok_or(Structural)?;
+            let r = *map.regions.get(k).ok_or(Structural)?;
+            let old = regions.get(r).ok_or(Structural)?;
+            let new = LiveRegion::of(cluster, direction, rule, family);
+            if old.same_peers(&new) {
+                continue;
+            }
+            changes.push((old.clone(), new.clone()));
+            let r = match regions.iter().position(|x| x.same_peers(&new)) {
+                Some(r) => r,
+                None => {
+                    regions.push(new);
+                    regions.len() - 1
+                }
+            };
+            map.give_region(u, r)?;
+        }
+        if !changes.is_empty() {
+            count += reclassify(
+                ruleset,
+                touched,
+                map,
+                (regions, slot),
+                (cluster, holders),
+                &changes,
+            )?;
+        }
+    }
+    book.drop_unused_regions();
+    Ok(count)
+}
+
+/// Classifies again, in `map`, the addresses on which the old and new regions of `changes`
+/// disagree, over the map's regions as they are now, and splices them in.
+fn reclassify(
+    ruleset: &mut Ruleset,
+    touched: &mut Option<Touched>,
+    map: &mut PeersMap,
+    (regions, slot): (&[LiveRegion], &SlotSubjects),
+    (cluster, holders): (&ClusterState, &HashMap<IpAddr, u32>),
+    changes: &[(LiveRegion, LiveRegion)],
+) -> Result<usize, Structural> {
+    let family = map.family;
+    let holders_of = |n: u128| holders.get(&from_u128(family, n)).copied().unwrap_or(0);
+    // Ranges one region's networks cover and the other's do not.
+    let spans = merge_spans(
+        changes
+            .iter()
+            .flat_map(|(old, new)| differing(&old.fixed, &new.fixed))
+            .collect(),
+    );
+    let in_spans = |n: u128| ranges_hold(&spans, n);
+    // Single addresses: Nodes one region holds and the other does not, pods one region selects
+    // and the other does not.
+    let mut points: BTreeMap<u128, Option<Holder<'_>>> = BTreeMap::new();
+    for (old, new) in changes {
+        for n in old.nodes.keys().chain(new.nodes.keys()) {
+            if old.nodes.contains_key(n) != new.nodes.contains_key(n) {
+                if holders_of(*n) > 0 {
+                    // A pod holds it too: who resolves its named ports is not known here.
+                    return Err(Structural);
+                }
+                points.insert(*n, None);
+            }
+        }
+    }
+    for (n, holder) in selection_changes(cluster, family, changes) {
+        if holders_of(n) > 1 {
+            return Err(Structural);
+        }
+        points.insert(n, Some(holder));
+    }
+    let mut chains: BTreeSet<String> = BTreeSet::new();
+    let mut chains_of = ChainMemo::default();
+    let mut count = 0;
+    if !spans.is_empty() {
+        // The pods whose addresses lie in the spans draw boundaries there.
+        let mut pods_in_spans: BTreeMap<u128, Holder<'_>> = BTreeMap::new();
+        for pod in cluster.participating_pods() {
+            let Some(ip) = pod.ip(family) else { continue };
+            let n = to_u128(&ip);
+            if !in_spans(n) {
+                continue;
+            }
+            let labels = cluster.namespace(&pod.id.namespace).map(|ns| &ns.labels);
+            if pods_in_spans.insert(n, (pod, labels)).is_some() || holders_of(n) > 1 {
+                return Err(Structural);
+            }
+        }
+        for &(a, b) in &spans {
+            let targets = sweep(map, regions, (a, b), &pods_in_spans)
+                .into_iter()
+                .map(|(s, e, held)| Ok((s, e, chains_of.chain_of(map, (slot, cluster), held)?)))
+                .collect::<Result<Vec<_>, Structural>>()?;
+            count += map.splice(ruleset, touched, (a, b), &targets, &mut chains);
+        }
+    }
+    // Consecutive addresses (a workload's pods, mostly) are spliced as one span.
+    let mut run: Option<(u128, u128, Vec<Target>)> = None;
+    for (n, holder) in points.into_iter().filter(|(n, _)| !in_spans(*n)) {
+        let target = chains_of.chain(map, (regions, slot, cluster), n, holder)?;
+        match &mut run {
+            Some((_, last, targets)) if last.checked_add(1) == Some(n) => {
+                *last = n;
+                match targets.last_mut() {
+                    Some(t) if t.2 == target => t.1 = n,
+                    _ => targets.push((n, n, target)),
+                }
+            }
+            _ => {
+                if let Some((a, b, targets)) = run.replace((n, n, vec![(n, n, target)])) {
+                    count += map.splice(ruleset, touched, (a, b), &targets, &mut chains);
+                }
+            }
+        }
+    }
+    if let Some((a, b, targets)) = run {
+        count += map.splice(ruleset, touched, (a, b), &targets, &mut chains);
+    }
+    for chain in chains {
+        map.settle(ruleset, touched, &chain)?;
+    }
+    Ok(count)
+}
+
+/// The chains of the classes met in one reclassification, by the regions that hold them: most
+/// addresses that move are pods of a few workloads, held alike.
+#[derive(Default)]
+struct ChainMemo {
+    chains: HashMap<RegionClass, Option<String>>,
+}
+
+impl ChainMemo {
+    /// The chain of the class of the addresses `held` holds in `map`.
+    fn chain_of(
+        &mut self,
+        map: &mut PeersMap,
+        (slot, cluster): (&SlotSubjects, &ClusterState),
+        held: RegionClass,
+    ) -> Result<Option<String>, Structural> {
+        if let Some(chain) = self.chains.get(&held) {
+            return Ok(chain.clone());
+        }
+        let chain = map.chain_of(slot, cluster, map.class_of(&held))?;
+        self.chains.insert(held, chain.clone());
+        Ok(chain)
+    }
+
+    /// The chain of the class of address `n` in `map`, which `holder` holds if a pod does.
+    fn chain(
+        &mut self,
+        map: &mut PeersMap,
+        (regions, slot, cluster): (&[LiveRegion], &SlotSubjects, &ClusterState),
+        n: u128,
+        holder: Option<Holder<'_>>,
+    ) -> Result<Option<String>, Structural> {
+        let held = map.held_at(regions, n, holder);
+        self.chain_of(map, (slot, cluster), held)
+    }
+}
+
+/// The participating pods of `family` on which some change's old and new regions disagree (one
+/// holds the pod's address and the other does not, or either does and the egress named ports
+/// resolved at the pod differ), by address, each as a holder. Only the namespaces that the peers
+/// one version has and the other lacks can select are read, unless named ports changed: they
+/// resolve at every pod a region holds, whichever peer (or network, or Node) puts it there.
+fn selection_changes<'c>(
+    cluster: &'c ClusterState,
+    family: Family,
+    changes: &[(LiveRegion, LiveRegion)],
+) -> Vec<(u128, Holder<'c>)> {
+    let mut out = Vec::new();
+    let mut check = |pod: &'c Pod, labels: Option<&'c Labels>| {
+        let Some(ip) = pod.ip(family) else { return };
+        let (n, holder) = (to_u128(&ip), (pod, labels));
+        let differs = changes.iter().any(|(old, new)| {
+            let (was, is) = (old.holds(n, Some(holder)), new.holds(n, Some(holder)));
+            was != is || ((was || is) && old.named_ports != new.named_ports)
+        });
+        if differs {
+            out.push((n, holder));
+        }
+    };
+    if changes
+        .iter()
+        .any(|(old, new)| old.named_ports != new.named_ports)
+    {
+        for pod in cluster.participating_pods() {
+            check(pod, cluster.namespace(&pod.id.namespace).map(|n| &n.labels));
+        }
+        return out;
+    }
+    // A pod's membership changes only through a peer one version has and the other does not:
+    // only the namespaces those can select are read.
+    let differing: Vec<&ClusterPeer> = changes
+        .iter()
+        .flat_map(|(old, new)| {
+            let gone = old.peers.iter().filter(|p| !new.peers.contains(p));
+            let came = new.peers.iter().filter(|p| !old.peers.contains(p));
+            gone.chain(came)
+        })
+        .filter(|p| matches!(p, ClusterPeer::Namespaces(_) | ClusterPeer::Pods(_)))
+        .collect();
+    if differing.is_empty() {
+        return out;
+    }
+    for (name, namespace) in cluster.namespaces() {
+        let labels = &namespace.labels;
+        if !differing.iter().any(|peer| may_select_in(peer, labels)) {
+            continue;
+        }
+        let from = ObjectRef::new(name.as_str(), "");
+        let pods = cluster
+            .pods()
+            .range(from..)
+            .take_while(|(id, _)| &*id.namespace == name.as_str())
+            .map(|(_, p)| p)
+            .filter(|p| p.participates());
+        for pod in pods {
+            check(pod, Some(labels));
+        }
+    }
+    out
+}
+
+/// Whether `peer` can select pods of a namespace with `labels`.
+fn may_select_in(peer: &ClusterPeer, labels: &Labels) -> bool {
+    match peer {
+        ClusterPeer::Namespaces(s) => s.matches(labels),
+        ClusterPeer::Pods(p) => p.namespaces.matches(labels),
+        ClusterPeer::Networks(_) | ClusterPeer::Nodes(_) | ClusterPeer::Unknown => false,
+    }
+}
+
+/// The ranges one of two sorted, disjoint range lists covers and the other does not, sorted.
+fn differing(a: &[(u128, u128)], b: &[(u128, u128)]) -> Vec<(u128, u128)> {
+    let mut cuts: Vec<u128> = Vec::with_capacity(2 * (a.len() + b.len()));
+    for &(x, y) in a.iter().chain(b) {
+        cuts.push(x);
+        if let Some(after) = y.checked_add(1) {
+            cuts.push(after);
+        }
+    }
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut out: Vec<(u128, u128)> = Vec::new();
+    for (i, &start) in cuts.iter().enumerate() {
+        if ranges_hold(a, start) == ranges_hold(b, start) {
+            continue;
+        }
+        // The last cut is the end of a range that reaches the top of the address space.
+        let end = cuts.get(i + 1).map_or(u128::MAX, |c| c - 1);
+        match out.last_mut() {
+            Some(last) if last.1.checked_add(1) == Some(start) => last.1 = end,
+            _ => out.push((start, end)),
+        }
+    }
+    out
+}
+
+/// Sorts and merges ranges that overlap or touch.
+fn merge_spans(mut spans: Vec<(u128, u128)>) -> Vec<(u128, u128)> {
+    spans.sort_unstable();
+    let mut out: Vec<(u128, u128)> = Vec::with_capacity(spans.len());
+    for (a, b) in spans {
+        match out.last_mut() {
+            Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+/// The classes over `first..=last` in `map`: the span cut at every boundary a region of the map
+/// draws inside it (its networks' ends, its Nodes' addresses) and at the addresses of the pods
+/// in it (`pods`, by address), each piece with its class.
+fn sweep(
+    map: &PeersMap,
+    regions: &[LiveRegion],
+    (first, last): (u128, u128),
+    pods: &BTreeMap<u128, Holder<'_>>,
+) -> Vec<(u128, u128, RegionClass)> {
+    let max = max_u128(map.family);
+    let last = last.min(max);
+    let mut cuts: Vec<u128> = vec![first];
+    let single = |n: u128, cuts: &mut Vec<u128>| {
+        if first <= n && n <= last {
+            cuts.push(n);
+            if n < last {
+                cuts.push(n + 1);
+            }
+        }
+    };
+    for region in map.regions.iter().filter_map(|r| regions.get(*r)) {
+        for &(x, y) in &region.fixed {
+            if first < x && x <= last {
+                cuts.push(x);
+            }
+            if first <= y && y < last {
+                cuts.push(y + 1);
+            }
+        }
+        for n in region.nodes.keys() {
+            single(*n, &mut cuts);
+        }
+    }
+    for n in pods.range(first..=last).map(|(n, _)| *n) {
+        single(n, &mut cuts);
+    }
+    cuts.sort_unstable();
+    cuts.dedup();
+    cuts.iter()
+        .enumerate()
+        .map(|(i, &start)| {
+            let end = cuts.get(i + 1).map_or(last, |c| c - 1);
+            let holder = if start == end {
+                pods.get(&start).copied()
+            } else {
+                None
+            };
+            (start, end, map.held_at(regions, start, holder))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn differing_ranges_are_what_one_list_covers_alone() {
+        assert_eq!(differing(&[(10, 20)], &[(10, 20)]), vec![]);
+        assert_eq!(
+            differing(&[(10, 20)], &[(15, 30)]),
+            vec![(10, 14), (21, 30)]
+        );
+        assert_eq!(differing(&[], &[(5, 5)]), vec![(5, 5)]);
+        assert_eq!(
+            differing(&[(0, u128::MAX)], &[(3, 4)]),
+            vec![(0, 2), (5, u128::MAX)]
+        );
+        assert_eq!(differing(&[(1, 2), (3, 4)], &[(1, 4)]), vec![]);
+    }
+
+    #[test]
+    fn spans_merge_when_they_touch() {
+        assert_eq!(
+            merge_spans(vec![(5, 9), (1, 4), (20, 30), (25, 26)]),
+            vec![(1, 9), (20, 30)]
+        );
+    }
+}
