@@ -156,6 +156,10 @@ pub(super) struct PeersMap {
     pub(super) region_of: Vec<usize>,
     /// The position in `keys` of every class known.
     pub(super) class_ids: HashMap<ClassKey, usize>,
+    /// The position in `keys` of the class of each set of regions met (see
+    /// [`PeersMap::held_at`]), so that an address finds its class without the rules being
+    /// gathered; cleared when a rule gets another region.
+    pub(super) by_regions: HashMap<RegionClass, usize>,
     /// Every class of the render and those added since, with its chain (`None`: it decides
     /// nothing for any local pod): what a change of the local pods renders the class chains again
     /// from.
@@ -301,8 +305,8 @@ impl PeerBook {
             for ip in addresses.iter().filter(|ip| Family::of(ip) == family) {
                 let n = to_u128(ip);
                 let at = holder.filter(|(pod, _)| pod.ip(map.family) == Some(*ip));
-                let class = map.class_at(&self.regions, n, at);
-                let target = map.chain_of(slot, cluster, class)?;
+                let held = map.held_at(&self.regions, n, at);
+                let target = map.chain_of(slot, cluster, held)?;
                 changes += map.splice(ruleset, touched, (n, n), &[(n, n, target)], &mut chains);
             }
             for chain in chains {
@@ -496,6 +500,7 @@ impl PeersMap {
         if now == was {
             return Ok(());
         }
+        self.by_regions.clear();
         let (Some(old), Some(new)) = (self.rules_of.get(was), self.rules_of.get(now)) else {
             return Err(Structural);
         };
@@ -562,33 +567,32 @@ impl PeersMap {
         ClassKey::of_regions(held, &self.rules_of)
     }
 
-    /// The class of address `n` (see [`PeersMap::held_at`]).
-    pub(super) fn class_at(
-        &self,
-        regions: &[LiveRegion],
-        n: u128,
-        at: Option<Holder<'_>>,
-    ) -> ClassKey {
-        self.class_of(&self.held_at(regions, n, at))
-    }
-
-    /// The chain of the class `key` (`None`: no rule holds the address, or the class decides
-    /// nothing for any local pod), rendering it (out of the ruleset, for [`PeersMap::settle`] to
-    /// bring in) when the class is new, decided for `slot`'s subjects by the cluster's
-    /// ClusterNetworkPolicies.
+    /// The chain of the class of the addresses the regions `held` hold (`None`: no rule holds
+    /// them, or the class decides nothing for any local pod), rendering it (out of the ruleset,
+    /// for [`PeersMap::settle`] to bring in) when the class is new, decided for `slot`'s subjects
+    /// by the cluster's ClusterNetworkPolicies.
     pub(super) fn chain_of(
         &mut self,
         slot: &SlotSubjects,
         cluster: &ClusterState,
-        key: ClassKey,
+        held: RegionClass,
     ) -> Result<Option<String>, Structural> {
-        if key.is_empty() {
-            return Ok(None);
-        }
-        if let Some(id) = self.class_ids.get(&key) {
-            return Ok(self.keys.get(*id).and_then(|(_, chain)| chain.clone()));
-        }
-        add_class(self, slot, cluster, key)
+        let id = match self.by_regions.get(&held) {
+            Some(id) => *id,
+            None => {
+                let key = self.class_of(&held);
+                if key.is_empty() {
+                    return Ok(None);
+                }
+                let id = match self.class_ids.get(&key) {
+                    Some(id) => *id,
+                    None => add_class(self, slot, cluster, key)?,
+                };
+                self.by_regions.insert(held, id);
+                id
+            }
+        };
+        Ok(self.keys.get(id).and_then(|(_, chain)| chain.clone()))
     }
 
     /// After splices: a class chain no element jumps to any longer leaves the ruleset (stashed),
@@ -684,6 +688,7 @@ mod tests {
             rules_of: Vec::new(),
             region_of: Vec::new(),
             class_ids: HashMap::new(),
+            by_regions: HashMap::new(),
             keys: Vec::new(),
             class_maps: HashMap::new(),
             cache: ClassCache::default(),

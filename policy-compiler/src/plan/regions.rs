@@ -131,7 +131,6 @@ fn reclassify(
         points.insert(n, Some(holder));
     }
     let mut chains: BTreeSet<String> = BTreeSet::new();
-    let mut chains_of = ChainMemo::default();
     let mut count = 0;
     if !spans.is_empty() {
         // The pods whose addresses lie in the spans draw boundaries there.
@@ -150,7 +149,7 @@ fn reclassify(
         for &(a, b) in &spans {
             let targets = sweep(map, regions, (a, b), &pods_in_spans)
                 .into_iter()
-                .map(|(s, e, held)| Ok((s, e, chains_of.chain_of(map, (slot, cluster), held)?)))
+                .map(|(s, e, held)| Ok((s, e, map.chain_of(slot, cluster, held)?)))
                 .collect::<Result<Vec<_>, Structural>>()?;
             count += map.splice(ruleset, touched, (a, b), &targets, &mut chains);
         }
@@ -158,7 +157,8 @@ fn reclassify(
     // Consecutive addresses (a workload's pods, mostly) are spliced as one span.
     let mut run: Option<(u128, u128, Vec<Target>)> = None;
     for (n, holder) in points.into_iter().filter(|(n, _)| !in_spans(*n)) {
-        let target = chains_of.chain(map, (regions, slot, cluster), n, holder)?;
+        let held = map.held_at(regions, n, holder);
+        let target = map.chain_of(slot, cluster, held)?;
         match &mut run {
             Some((_, last, targets)) if last.checked_add(1) == Some(n) => {
                 *last = n;
@@ -181,42 +181,6 @@ fn reclassify(
         map.settle(ruleset, touched, &chain)?;
     }
     Ok(count)
-}
-
-/// The chains of the classes met in one reclassification, by the regions that hold them: most
-/// addresses that move are pods of a few workloads, held alike.
-#[derive(Default)]
-struct ChainMemo {
-    chains: HashMap<RegionClass, Option<String>>,
-}
-
-impl ChainMemo {
-    /// The chain of the class of the addresses `held` holds in `map`.
-    fn chain_of(
-        &mut self,
-        map: &mut PeersMap,
-        (slot, cluster): (&SlotSubjects, &ClusterState),
-        held: RegionClass,
-    ) -> Result<Option<String>, Structural> {
-        if let Some(chain) = self.chains.get(&held) {
-            return Ok(chain.clone());
-        }
-        let chain = map.chain_of(slot, cluster, map.class_of(&held))?;
-        self.chains.insert(held, chain.clone());
-        Ok(chain)
-    }
-
-    /// The chain of the class of address `n` in `map`, which `holder` holds if a pod does.
-    fn chain(
-        &mut self,
-        map: &mut PeersMap,
-        (regions, slot, cluster): (&[LiveRegion], &SlotSubjects, &ClusterState),
-        n: u128,
-        holder: Option<Holder<'_>>,
-    ) -> Result<Option<String>, Structural> {
-        let held = map.held_at(regions, n, holder);
-        self.chain_of(map, (slot, cluster), held)
-    }
 }
 
 /// The participating pods of `family` on which some change's old and new regions disagree (one

@@ -1665,15 +1665,15 @@ pub(super) fn refresh_rules(
 /// seen, to the map's classes: decided for the subjects `slot` holds by the cluster's
 /// ClusterNetworkPolicies, its chain and decision maps rendered into the map's stash (no element
 /// of the peers map jumps to it yet: [`PeersMap::settle`] brings it into the ruleset when one
-/// does); returns the chain (`None`: the class decides nothing for any subject). The chain is what
-/// a full render would render for the class. [`Structural`] when the subjects no longer match the
-/// cluster's policies.
+/// does), with no chain when it decides nothing for any subject; returns its position in the
+/// map's keys. The chain is what a full render would render for the class. [`Structural`] when
+/// the subjects no longer match the cluster's policies.
 pub(super) fn add_class(
     map: &mut PeersMap,
     slot: &SlotSubjects,
     cluster: &ClusterState,
     key: ClassKey,
-) -> Result<Option<String>, Structural> {
+) -> Result<usize, Structural> {
     let (tier, direction, family) = (slot.tier, slot.direction, map.family);
     let mut combinations: Vec<Combination<'_>> = Vec::new();
     let mut positions: HashMap<usize, usize> = HashMap::new();
@@ -1726,8 +1726,8 @@ pub(super) fn add_class(
     };
     map.cache.runs.push(ClassRuns::of(&class_elements));
     map.class_ids.insert(key.clone(), id);
-    map.keys.push((key, chain.clone()));
-    Ok(chain)
+    map.keys.push((key, chain));
+    Ok(id)
 }
 
 /// The combinations local pods joined in one refresh of a tier and direction: one of each, from
@@ -2261,6 +2261,7 @@ impl<'i, 'a> TierRenderer<'i, 'a> {
                         .enumerate()
                         .map(|(id, key)| (key.clone(), id))
                         .collect(),
+                    by_regions: class_ids,
                     keys: class_keys
                         .iter()
                         .enumerate()
