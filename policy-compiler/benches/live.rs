@@ -130,6 +130,7 @@ fn events(cluster: &ClusterState) -> Vec<(&'static str, Event, Event)> {
         pod
     };
     let (local, remote) = (on(true), on(false));
+    let remote_namespace = remote.id.namespace.to_string();
     let committed = compile_node_with(cluster, NODE, &CompileOptions::default()).ruleset;
     let policy = cluster
         .policies()
@@ -251,6 +252,23 @@ fn events(cluster: &ClusterState) -> Vec<(&'static str, Event, Event)> {
         events.push((
             "ClusterNetworkPolicy peers edited",
             Event::ClusterPolicy(edited),
+            Event::ClusterPolicy(policy.clone()),
+        ));
+        // The same rule given one namespace more as peers (that of a pod of another node), and
+        // back: only that namespace's pods can move.
+        let mut widened = policy.clone();
+        if let Some(rule) = first_rule(&mut widened) {
+            rule.peers
+                .push(ClusterPeer::Namespaces(LabelSelector::new(vec![
+                    Requirement::In(
+                        "kubernetes.io/metadata.name".into(),
+                        vec![remote_namespace.clone()],
+                    ),
+                ])));
+        }
+        events.push((
+            "ClusterNetworkPolicy peers edited (a namespace added)",
+            Event::ClusterPolicy(widened),
             Event::ClusterPolicy(policy.clone()),
         ));
         // A copy whose subject holds no pod, first in evaluation order, added and removed.
