@@ -235,28 +235,41 @@ pub fn for_each_object(source: &Source, f: &mut dyn FnMut(RawObject)) -> Vec<Inp
 
 /// [`for_each_object`] for a text the caller's `reader` gives (a file being read, say), so that
 /// the text is never held whole either: `name` names it in locations and errors. It is JSON when
-/// the name ends in `.json` or its first non-blank byte is `{` or `[` (looked for in what the
-/// reader has buffered: a text that starts with more blanks than that is read as YAML, of which
-/// JSON is a subset). An error of the reader's ends the reading as a syntax error does.
+/// the name ends in `.json` or its first non-blank byte is `{` or `[`, as for a text held whole
+/// (the blanks before it, however many, are held until it is found, and then read as the text's
+/// start). An error of the reader's ends the reading as a syntax error does.
 pub fn for_each_object_read(
     name: &str,
     reader: &mut dyn std::io::BufRead,
     f: &mut dyn FnMut(RawObject),
 ) -> Vec<InputError> {
+    let mut blanks: Vec<u8> = Vec::new();
     let json = name.ends_with(".json")
-        || match reader.fill_buf() {
-            Ok(buffered) => buffered
-                .iter()
-                .find(|b| !b.is_ascii_whitespace())
-                .is_some_and(|b| matches!(b, b'{' | b'[')),
-            Err(e) => {
-                return vec![InputError::Io {
-                    path: name.to_string(),
-                    source: e,
-                }]
+        || loop {
+            let buffered = match reader.fill_buf() {
+                Ok(buffered) => buffered,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return vec![InputError::Io {
+                        path: name.to_string(),
+                        source: e,
+                    }]
+                }
+            };
+            if buffered.is_empty() {
+                break false;
+            }
+            match buffered.iter().find(|b| !b.is_ascii_whitespace()) {
+                Some(b) => break matches!(b, b'{' | b'['),
+                None => {
+                    let n = buffered.len();
+                    blanks.extend_from_slice(buffered);
+                    reader.consume(n);
+                }
             }
         };
-    stream_objects(name, json, Input::Reader(reader), f)
+    let mut text = std::io::Read::chain(blanks.as_slice(), reader);
+    stream_objects(name, json, Input::Reader(&mut text), f)
 }
 
 /// What [`stream_objects`] reads: a text held whole (JSON is then parsed in place, much faster
