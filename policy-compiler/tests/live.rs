@@ -111,8 +111,9 @@ fn mutate_more(c: &ClusterState, seed: u64, with_tiers: bool) -> ClusterState {
             }
         }
         7..=10 => {
-            // A ClusterNetworkPolicy's rules edited in place: ports alone (a third of the time),
-            // peers alone (a third), or ports, peers, Accept against Deny and names.
+            // A ClusterNetworkPolicy edited in place: its rules' ports alone, their peers alone,
+            // its subject alone (a quarter of the time each), or its subject (half of those
+            // times), its rules' ports, peers, Accept against Deny and names.
             let names: Vec<String> = c.cluster_policies().keys().cloned().collect();
             if names.is_empty() {
                 return next;
@@ -121,7 +122,14 @@ fn mutate_more(c: &ClusterState, seed: u64, with_tiers: bool) -> ClusterState {
             let Some(mut p) = c.cluster_policy(&name).cloned() else {
                 return next;
             };
-            let mode = rng.below(3);
+            let mode = rng.below(8) / 2;
+            if mode == 3 || (mode == 2 && rng.one_in(2)) {
+                p.subject = cluster_policies::subject(&mut rng);
+                if mode == 3 {
+                    next.upsert_cluster_policy(p);
+                    return next;
+                }
+            }
             let directions = [Direction::Ingress, Direction::Egress];
             for (direction, rules) in directions.into_iter().zip([&mut p.ingress, &mut p.egress]) {
                 for rule in rules.iter_mut() {
@@ -453,8 +461,8 @@ fn local_events_with_tiers_render_only_their_pieces() {
     );
 }
 
-/// A ClusterNetworkPolicy edit of ports, actions, names or peers renders neither the tiers nor the
-/// NetworkPolicy part in full; one that adds a tier to the base chains (the first Baseline policy)
+/// A ClusterNetworkPolicy edit of ports, actions, names, peers or its subject renders neither the
+/// tiers nor the NetworkPolicy part in full; one that adds a tier to the base chains (the first Baseline policy)
 /// renders it all again.
 #[test]
 fn a_cluster_network_policy_edit_renders_the_tiers_alone() {
@@ -554,6 +562,37 @@ fn a_cluster_network_policy_edit_renders_the_tiers_alone() {
         assert!(
             stats.element_changes > 0,
             "a peers edit changed no element of the peers maps"
+        );
+    }
+
+    // Its subject written another way (the pods of the same namespaces, by a pod selector that
+    // selects every pod): the node's pods are planned again, none moves, and nothing is rendered
+    // in full. (Subjects that move pods are in the property tests.)
+    let rewritten = match &narrowed.subject {
+        Subject::Namespaces(namespaces) => Subject::Pods(PodsSelector {
+            namespaces: namespaces.clone(),
+            pods: LabelSelector::everything(),
+        }),
+        Subject::Pods(selector) => Subject::Pods(PodsSelector {
+            namespaces: selector.namespaces.clone(),
+            pods: LabelSelector::new(
+                selector
+                    .pods
+                    .requirements()
+                    .iter()
+                    .chain(selector.pods.requirements())
+                    .cloned()
+                    .collect(),
+            ),
+        }),
+    };
+    for replaced in [rewritten, narrowed.subject.clone()] {
+        let mut moved = narrowed.clone();
+        moved.subject = replaced;
+        let stats = edit(&mut state, &mut live, moved);
+        assert!(
+            !stats.rendered && !stats.tiers_rendered,
+            "a subject edit rendered the local part or the tiers in full: {stats:?}"
         );
     }
 

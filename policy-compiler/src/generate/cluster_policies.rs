@@ -44,6 +44,15 @@ fn network(rng: &mut Rng) -> Cidr {
     rng.pick(&cidrs).parse().expect("valid cidr")
 }
 
+/// A random subject: the pods of namespaces, or pods of namespaces.
+pub fn subject(rng: &mut Rng) -> Subject {
+    if rng.one_in(2) {
+        Subject::Namespaces(selector(rng, &NS_LABELS))
+    } else {
+        Subject::Pods(pods_selector(rng))
+    }
+}
+
 /// A random peer of a rule of `direction`: namespaces, pods, networks, Nodes (egress), or rarely a
 /// peer of a newer API version.
 pub fn peer(rng: &mut Rng, direction: Direction) -> ClusterPeer {
@@ -120,11 +129,7 @@ pub fn with_cluster_policies(
         });
     }
     for i in 0..count {
-        let subject = if rng.one_in(2) {
-            Subject::Namespaces(selector(&mut rng, &NS_LABELS))
-        } else {
-            Subject::Pods(pods_selector(&mut rng))
-        };
+        let subject = subject(&mut rng);
         out.upsert_cluster_policy(ClusterNetworkPolicy {
             name: format!("cnp{i}"),
             tier: *rng.pick(&Tier::ALL),

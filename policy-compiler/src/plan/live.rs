@@ -35,12 +35,15 @@
 //! ([`super::tiers::TierRenderer`]), replacing what the last one put in the ruleset (and the class
 //! chains added since).
 //!
-//! A ClusterNetworkPolicy edit that keeps the subjects (the same priority, subject, rule count
-//! and Pass rules: [`super::tiers::keeps_subjects`]) renders again only what it changes: the rules
-//! whose peers changed get the regions of their new peers, and only the addresses the old and new
-//! regions disagree on are classified again ([`super::regions`]); the rules whose ports, action
-//! or name changed get their chains again, and the classes holding them decide again for the
-//! policy's combinations ([`super::tiers::refresh_rules`]). One that judges no pod of this node,
+//! A ClusterNetworkPolicy edit that keeps the order (the same priority, rule count and Pass rules:
+//! [`super::tiers::keeps_order`]) renders again only what it changes: the rules whose peers
+//! changed get the regions of their new peers, and only the addresses the old and new regions
+//! disagree on are classified again ([`super::regions`]); the rules whose ports, action or name
+//! changed get their chains again, and the classes holding them decide again for the policy's
+//! combinations ([`super::tiers::refresh_rules`]); another subject plans the node's pods again
+//! and refreshes those whose plan changed, as a namespace's relabel does (while the policy
+//! judges some pod of the node before and after; else the tiers are rendered in full). One that
+//! judges no pod of this node,
 //! before or after (its subject holds none), renders nothing: the kept subjects are numbered again
 //! in the new evaluation order. Any other ClusterNetworkPolicy event renders the tiers again in
 //! full, and the local part too when the tiers' place in the base chains changes. A change of
@@ -136,13 +139,13 @@ pub struct LiveNode {
     /// Namespaces of the node's pods that changed since the last flush: their pods' entries in
     /// `subjects` are stale, and the next flush renders what the tiers decide for them again.
     stale_subjects: BTreeSet<Arc<str>>,
-    /// ClusterNetworkPolicies edited since the last flush in ways that keep the tiers' peer
-    /// classes (see [`tiers::keeps_classes`]), with the rules each edit changed (indexes, ingress
+    /// ClusterNetworkPolicies edited since the last flush in ways that keep the tiers' order
+    /// (see [`tiers::keeps_order`]), with the rules whose ports, action or name each edit changed (indexes, ingress
     /// then egress): the next flush renders again only what those rules decide, unless the tiers
     /// are rendered in full anyway.
     cluster_edits: BTreeMap<String, [BTreeSet<usize>; 2]>,
     /// ClusterNetworkPolicies whose rules' peers were edited since the last flush in ways that
-    /// keep the tiers' subjects (see [`tiers::keeps_subjects`]): the next flush gives their rules
+    /// keep the tiers' order (see [`tiers::keeps_order`]): the next flush gives their rules
     /// the regions of their new peers and classifies again the addresses that moves, unless the
     /// tiers are rendered in full anyway.
     region_edits: BTreeSet<String>,
@@ -381,9 +384,15 @@ impl LiveNode {
                 match (old, new) {
                     (Some(old), Some(new)) if old == new => {}
                     _ if self.judges_no_local_pod(cluster, old, new) => self.reordered = true,
-                    (Some(old), Some(new)) if tiers::keeps_subjects(old, new) => {
-                        if !tiers::keeps_classes(old, new) {
+                    (Some(old), Some(new)) if tiers::keeps_order(old, new) => {
+                        if !tiers::same_regions(old, new) {
                             self.region_edits.insert(new.name.clone());
+                        }
+                        if old.subject != new.subject {
+                            // Which of the node's pods it judges may change: each is planned
+                            // again, and those whose plan differs refreshed.
+                            self.stale_subjects
+                                .extend(self.local_namespaces.keys().cloned());
                         }
                         let edited = self.cluster_edits.entry(new.name.clone()).or_default();
                         for (rules, direction) in edited.iter_mut().zip(Direction::BOTH) {

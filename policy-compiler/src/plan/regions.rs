@@ -12,10 +12,10 @@
 //! pods), as a full render sweeps the whole address space. A class none had gets its chain
 //! rendered then ([`super::tiers::add_class`]).
 //!
-//! The subject, the evaluation order and the rules' count, order and Pass-ness are those of the
-//! last full render (see [`super::tiers::keeps_subjects`]), so the subjects, the universe of rules
-//! and the rule chains stay; what the edit changes besides the peers (ports, Accept against Deny,
-//! names) is rendered after by [`super::tiers::refresh_rules`].
+//! The evaluation order and the rules' count and Pass-ness are those of the last full render (see
+//! [`super::tiers::keeps_order`]), so the universe of rules and the rule chains stay; what the
+//! edit changes besides the peers (ports, Accept against Deny, names; the subject) is rendered
+//! after, by [`super::tiers::refresh_rules`] and the subjects' refresh.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;

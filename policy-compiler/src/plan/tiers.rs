@@ -991,7 +991,7 @@ fn class_cells(
 /// renders so that a change of some local pods renders only what it changes: which combination
 /// each subject and each of its addresses is in, and what rules the combinations are judged by.
 /// Valid while the ClusterNetworkPolicies are those of the full render that made it, or differ from
-/// them by edits that keep the subjects ([`keeps_subjects`]).
+/// them by edits that keep the order ([`keeps_order`]) taken in since.
 #[derive(Debug, Clone)]
 pub(super) struct SlotSubjects {
     tier: Tier,
@@ -1429,32 +1429,31 @@ pub(super) fn refresh_subjects(
     Ok(count)
 }
 
-/// Whether an edit of a ClusterNetworkPolicy from `old` to `new` keeps what the tiers' peer
-/// classes, subjects and combinations are made of, so that [`refresh_rules`] alone can take it:
-/// what [`keeps_subjects`] keeps, and each rule with the same peers (as its peer region reads
-/// them, egress named ports included). What may differ: ports, Accept against Deny, rule names.
-pub(super) fn keeps_classes(old: &ClusterNetworkPolicy, new: &ClusterNetworkPolicy) -> bool {
-    keeps_subjects(old, new)
-        && Direction::BOTH.into_iter().all(|direction| {
-            let (was, now) = (old.rules(direction), new.rules(direction));
-            was.iter().zip(now).all(|(a, b)| {
-                [Family::V4, Family::V6]
-                    .into_iter()
-                    .all(|f| same_region(direction, (a, b), f))
-            })
+/// Whether the rules of two versions of a ClusterNetworkPolicy (as many in each direction, see
+/// [`keeps_order`]) have the same peers, as their peer regions read them (egress named ports
+/// included): then the tiers' peer classes stay.
+pub(super) fn same_regions(old: &ClusterNetworkPolicy, new: &ClusterNetworkPolicy) -> bool {
+    Direction::BOTH.into_iter().all(|direction| {
+        let (was, now) = (old.rules(direction), new.rules(direction));
+        was.iter().zip(now).all(|(a, b)| {
+            [Family::V4, Family::V6]
+                .into_iter()
+                .all(|f| same_region(direction, (a, b), f))
         })
+    })
 }
 
-/// Whether an edit of a ClusterNetworkPolicy from `old` to `new` keeps the tiers' subjects,
-/// combinations and universe of rules, so that [`super::regions::refresh_regions`] (for the rules'
-/// peers) and [`refresh_rules`] (for the rest) can take it: the same name, tier, priority and
-/// subject, as many rules in each direction, each a Pass where there was one, and the same ingress
-/// named ports.
-pub(super) fn keeps_subjects(old: &ClusterNetworkPolicy, new: &ClusterNetworkPolicy) -> bool {
+/// Whether an edit of a ClusterNetworkPolicy from `old` to `new` keeps its rules' places in the
+/// tiers' evaluation order and what tells its combinations apart: the same name, tier and priority,
+/// as many rules in each direction, each a Pass where there was one, and the same ingress named
+/// ports. Then, while the policy judges some pod of the node before and after, the universe of
+/// rules stays, and what the edit changes is rendered on its own: other peers by
+/// [`super::regions::refresh_regions`], ports, actions and names by [`refresh_rules`], another
+/// subject by the subjects' refresh ([`refresh_subjects`]) of the node's pods it held or holds.
+pub(super) fn keeps_order(old: &ClusterNetworkPolicy, new: &ClusterNetworkPolicy) -> bool {
     old.name == new.name
         && old.tier == new.tier
         && old.priority == new.priority
-        && old.subject == new.subject
         && ingress_named_ports(&[old]) == ingress_named_ports(&[new])
         && Direction::BOTH.into_iter().all(|direction| {
             let (was, now) = (old.rules(direction), new.rules(direction));
@@ -1482,7 +1481,7 @@ fn same_region(direction: Direction, (a, b): (&ClusterRule, &ClusterRule), famil
     (da, fa, pa, na) == (db, fb, pb, nb) && (closed_a == closed_b || !unknown)
 }
 
-/// Renders again what an edit of `policy` that [`keeps_classes`] changes (`edited`: the indexes of
+/// Renders again what an edit of `policy` that [`keeps_order`] changes (`edited`: the indexes of
 /// the rules it changed, ingress then egress), over the peer classes and subjects of the last full
 /// render (kept in `book`): the chains of those rules, what elements deciding by them hold, and the
 /// decision maps of the classes that hold one of them, decided again for the combinations the
