@@ -271,6 +271,32 @@ fn events(cluster: &ClusterState) -> Vec<(&'static str, Event, Event)> {
             Event::ClusterPolicy(widened),
             Event::ClusterPolicy(policy.clone()),
         ));
+        // Its subject written another way (a pod selector that selects every pod of the same
+        // namespaces), and back: the node's pods are planned again, none moves.
+        let mut rewritten = policy.clone();
+        rewritten.subject = match &policy.subject {
+            Subject::Namespaces(namespaces) => Subject::Pods(PodsSelector {
+                namespaces: namespaces.clone(),
+                pods: LabelSelector::everything(),
+            }),
+            Subject::Pods(selector) => Subject::Pods(PodsSelector {
+                namespaces: selector.namespaces.clone(),
+                pods: LabelSelector::new(
+                    selector
+                        .pods
+                        .requirements()
+                        .iter()
+                        .chain(selector.pods.requirements())
+                        .cloned()
+                        .collect(),
+                ),
+            }),
+        };
+        events.push((
+            "ClusterNetworkPolicy subject edited (no pod moves)",
+            Event::ClusterPolicy(rewritten),
+            Event::ClusterPolicy(policy.clone()),
+        ));
         // A copy whose subject holds no pod, first in evaluation order, added and removed.
         let mut elsewhere = policy.clone();
         elsewhere.name = "bench-judges-no-pod".into();
