@@ -595,6 +595,58 @@ impl PeersMap {
         Ok(self.keys.get(id).and_then(|(_, chain)| chain.clone()))
     }
 
+    /// The class `id`, whose chain decides nothing any longer for any local pod (its decision maps
+    /// are empty), is left without a chain, as a full render leaves it: the peers-map elements
+    /// jumping to the chain (all of the class's addresses) go, and so do the chain and its maps
+    /// (from the ruleset, or the stash); returns how many peers-map elements went. A class without
+    /// a chain that starts deciding again is a structural change (its addresses are not known
+    /// without classifying again).
+    pub(super) fn stop_class(
+        &mut self,
+        ruleset: &mut Ruleset,
+        touched: &mut Option<Touched>,
+        id: usize,
+    ) -> Result<usize, Structural> {
+        let chain = self
+            .keys
+            .get_mut(id)
+            .and_then(|(_, chain)| chain.take())
+            .ok_or(Structural)?;
+        let maps = self.class_maps.remove(&chain).ok_or(Structural)?;
+        let mut count = 0;
+        if let Some(peers) = ruleset.decision_maps.get_mut(&self.name) {
+            let gone: Vec<DecisionKey> = peers
+                .elements
+                .iter()
+                .filter(|(_, d)| jump(d) == Some(chain.as_str()))
+                .map(|(k, _)| *k)
+                .collect();
+            for key in gone {
+                if let Some(decision) = peers.elements.remove(&key) {
+                    count += 1;
+                    if let Some(t) = touched.as_mut() {
+                        t.decision_removed(&self.name, key, decision);
+                    }
+                }
+            }
+        }
+        self.elements.remove(&chain);
+        if self.stash.remove(&chain).is_none() {
+            ruleset.chains.remove(&chain);
+            for name in &maps {
+                ruleset.decision_maps.remove(name);
+            }
+            if let Some(t) = touched.as_mut() {
+                t.chains.insert(chain);
+                for name in maps {
+                    t.decision_elements.remove(&name);
+                    t.decision_maps.insert(name);
+                }
+            }
+        }
+        Ok(count)
+    }
+
     /// After splices: a class chain no element jumps to any longer leaves the ruleset (stashed),
     /// one an element jumps to again comes back.
     pub(super) fn settle(

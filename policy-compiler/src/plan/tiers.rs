@@ -1561,6 +1561,7 @@ pub(super) fn refresh_rules(
         {
             let family = map.family;
             let held = slot.held(family);
+            let mut stopped = Vec::new();
             for (id, (key, chain)) in map.keys.iter().enumerate() {
                 if !key.rules.iter().any(|u| edited.contains(u)) {
                     continue;
@@ -1591,7 +1592,7 @@ pub(super) fn refresh_rules(
                             .map_err(|_| Structural)?;
                     }
                     let runs = map.cache.runs.get(id).ok_or(Structural)?;
-                    apply_class_changes(
+                    let applied = apply_class_changes(
                         ruleset,
                         touched,
                         (&map.class_maps, &mut map.stash),
@@ -1599,6 +1600,9 @@ pub(super) fn refresh_rules(
                         changes,
                         &slot.decisions,
                     )?;
+                    if let Applied::Stopped = applied {
+                        stopped.push(id);
+                    }
                     continue;
                 }
                 for number in positions.keys() {
@@ -1619,8 +1623,15 @@ pub(super) fn refresh_rules(
                 }
                 let chain = match chain {
                     None if cells.is_empty() => continue,
-                    Some(chain) if !cells.is_empty() => chain,
-                    _ => return Err(Structural),
+                    Some(_) if cells.is_empty() => {
+                        if let Some(runs) = map.cache.runs.get_mut(id) {
+                            *runs = ClassRuns::of(&(Vec::new(), Vec::new()));
+                        }
+                        stopped.push(id);
+                        continue;
+                    }
+                    Some(chain) => chain,
+                    None => return Err(Structural),
                 };
                 let (ports, any) = elements(&cells);
                 let decision = |u: usize| slot.decisions.get(u).cloned().ok_or(Structural);
@@ -1654,6 +1665,9 @@ pub(super) fn refresh_rules(
                         t.decision_maps.insert(name.clone());
                     }
                 }
+            }
+            for id in stopped {
+                map.stop_class(ruleset, touched, id)?;
             }
         }
     }
@@ -1870,6 +1884,7 @@ fn refresh_class_maps(
 ) -> Result<usize, Structural> {
     let family = map.family;
     let mut count = 0;
+    let mut stopped = Vec::new();
     for (id, (key, chain)) in map.keys.iter().enumerate() {
         let mut changes = RunChanges::default();
         for &(address, was, now) in moves {
@@ -1897,14 +1912,20 @@ fn refresh_class_maps(
                 .map_err(|_| Structural)?;
         }
         let runs = map.cache.runs.get(id).ok_or(Structural)?;
-        count += apply_class_changes(
+        match apply_class_changes(
             ruleset,
             touched,
             (&map.class_maps, &mut map.stash),
             (family, chain.as_deref(), runs),
             changes,
             decisions,
-        )?;
+        )? {
+            Applied::Elements(n) => count += n,
+            Applied::Stopped => stopped.push(id),
+        }
+    }
+    for id in stopped {
+        count += map.stop_class(ruleset, touched, id)?;
     }
     Ok(count)
 }
@@ -1912,9 +1933,10 @@ fn refresh_class_maps(
 /// Settles what `changes` says went and came of a class's elements (its runs now `runs`) and puts
 /// it into the two decision maps of the class's chain `chain` (in `ruleset`, or stashed in
 /// `stash`), each element deciding as `decisions` says by its rule; records each change in
-/// `touched` (for maps in the ruleset) and returns how many there were. [`Structural`] when the
-/// class starts or stops deciding something (it has no chain and gets elements, or loses them
-/// all), which changes the peers maps.
+/// `touched` (for maps in the ruleset) and returns how many there were, or [`Applied::Stopped`]
+/// when the class loses them all (it decides nothing any longer: see [`PeersMap::stop_class`]).
+/// [`Structural`] when the class starts deciding something (it has no chain and gets elements),
+/// which changes the peers maps.
 fn apply_class_changes(
     ruleset: &mut Ruleset,
     touched: &mut Option<Touched>,
@@ -1922,14 +1944,15 @@ fn apply_class_changes(
     (family, chain, runs): (Family, Option<&str>, &ClassRuns),
     mut changes: RunChanges,
     decisions: &[Decision],
-) -> Result<usize, Structural> {
+) -> Result<Applied, Structural> {
     changes.settle();
     if changes.is_empty() {
-        return Ok(0);
+        return Ok(Applied::Elements(0));
     }
     let chain = match chain {
-        Some(chain) if !runs.is_empty() => chain,
-        _ => return Err(Structural),
+        Some(_) if runs.is_empty() => return Ok(Applied::Stopped),
+        Some(chain) => chain,
+        None => return Err(Structural),
     };
     let Some([ports_map, any_map]) = class_maps.get(chain) else {
         return Err(Structural);
@@ -1995,7 +2018,15 @@ fn apply_class_changes(
             }
         }
     }
-    Ok(count)
+    Ok(Applied::Elements(count))
+}
+
+/// What [`apply_class_changes`] did to a class's decision maps.
+enum Applied {
+    /// So many elements changed.
+    Elements(usize),
+    /// The class decides nothing any longer: its chain is to go.
+    Stopped,
 }
 
 /// Renders the tiers of one node into a ruleset whose base chains already look them up.
