@@ -29,8 +29,8 @@
 //! its new one, and only the subjects-set elements and class decision-map elements through and
 //! beside its addresses change ([`super::class_runs`]). An address of a peer class none had gets
 //! the class's chain rendered then ([`super::tiers::add_class`]). What that cannot take (a rule
-//! judging the node's pods that none did, or none any longer; a class that starts or stops
-//! deciding something for the node's pods; an address two pods hold) renders the tiers again in
+//! judging the node's pods that none did, or none any longer; a class that decided nothing for
+//! the node's pods starting to decide something; an address two pods hold) renders the tiers again in
 //! full, through an index over the cluster, by the same renderer as a full compile
 //! ([`super::tiers::TierRenderer`]), replacing what the last one put in the ruleset (and the class
 //! chains added since).

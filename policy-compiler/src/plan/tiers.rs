@@ -1368,9 +1368,10 @@ pub(super) fn render_tiers<'a>(
 /// an address that moved (in `ruleset`, or in the book's stash for a class no address holds now),
 /// element by element through and beside those addresses. Returns how many elements changed,
 /// each recorded in `touched`. [`Structural`] when the local pods change what a full render would
-/// render beyond that: the rules judging them (so the classes and the rule chains), which classes
-/// decide something (so the peers maps' elements), or who decides an address two subjects hold;
-/// then `ruleset` and `book` are left half done, for a full render to replace.
+/// render beyond that: the rules judging them (so the classes and the rule chains), a class
+/// without a chain that starts deciding something (so the peers maps' elements), or who decides an
+/// address two subjects hold; then `ruleset` and `book` are left half done, for a full render to
+/// replace. A class that stops deciding anything loses its chain ([`PeersMap::stop_class`]).
 pub(super) fn refresh_subjects(
     ruleset: &mut Ruleset,
     touched: &mut Option<Touched>,
@@ -1488,7 +1489,8 @@ fn same_region(direction: Direction, (a, b): (&ClusterRule, &ClusterRule), famil
 /// policy is in: element by element where cells changed when only ports did (what an element
 /// deciding by a rule holds is the same), else each such map rewritten and compared whole in the
 /// transaction; all recorded in `touched`. Returns the origins of the rule chains' counters, by
-/// chain. [`Structural`] when a class starts or stops deciding something (so the peers maps'
+/// chain. A class that stops deciding anything loses its chain ([`PeersMap::stop_class`]).
+/// [`Structural`] when a class without a chain starts deciding something (so the peers maps'
 /// elements change); then `ruleset` and `book` are left half done, for a full render to replace.
 pub(super) fn refresh_rules(
     ruleset: &mut Ruleset,
