@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::tiers::{Cell, ClassElements, PortsElement};
+use super::universe::Shift;
 use crate::model::Protocol;
 
 /// A piece of a ports map element: protocol, first and last port, deciding rule.
@@ -125,6 +126,21 @@ impl ClassRuns {
                 .insert(first, (last, ()));
         }
         runs
+    }
+
+    /// Renumbers the deciding rules by `shift` (rules entering or leaving the universe);
+    /// [`Inconsistent`] when a run's rule leaves.
+    pub(super) fn shift(&mut self, shift: Shift) -> Result<(), Inconsistent> {
+        for (_, rule) in self.any.values_mut() {
+            *rule = shift.apply(*rule).ok_or(Inconsistent)?;
+        }
+        let mut ports = HashMap::with_capacity(self.ports.len());
+        for ((protocol, a, b, rule), runs) in std::mem::take(&mut self.ports) {
+            let rule = shift.apply(rule).ok_or(Inconsistent)?;
+            ports.insert((protocol, a, b, rule), runs);
+        }
+        self.ports = ports;
+        Ok(())
     }
 
     /// Whether the class decides nothing for any local address (then it has no chain).

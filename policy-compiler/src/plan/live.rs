@@ -28,12 +28,13 @@
 //! ([`super::tiers::SlotSubjects`]): each such pod leaves its combination of policies and joins
 //! its new one, and only the subjects-set elements and class decision-map elements through and
 //! beside its addresses change ([`super::class_runs`]). An address of a peer class none had gets
-//! the class's chain rendered then ([`super::tiers::add_class`]). What that cannot take (a rule
-//! judging the node's pods that none did, or none any longer; a class that decided nothing for
-//! the node's pods starting to decide something; an address two pods hold) renders the tiers again in
-//! full, through an index over the cluster, by the same renderer as a full compile
-//! ([`super::tiers::TierRenderer`]), replacing what the last one put in the ruleset (and the class
-//! chains added since).
+//! the class's chain rendered then ([`super::tiers::add_class`]). A ClusterNetworkPolicy that
+//! starts judging the node's pods, or stops, enters or leaves the tiers' *universe* (the rules
+//! the classes are numbered by) on its own ([`super::universe`]). What that cannot take (a class
+//! that decided nothing for the node's pods starting to decide something; an address two pods
+//! hold) renders the tiers again in full, through an index over the cluster, by the same renderer
+//! as a full compile ([`super::tiers::TierRenderer`]), replacing what the last one put in the
+//! ruleset (and the class chains added since).
 //!
 //! A ClusterNetworkPolicy edit that keeps the order (the same priority, rule count and Pass rules:
 //! [`super::tiers::keeps_order`]) renders again only what it changes: the rules whose peers
@@ -41,12 +42,14 @@
 //! disagree on are classified again ([`super::regions`]); the rules whose ports, action or name
 //! changed get their chains again, and the classes holding them decide again for the policy's
 //! combinations ([`super::tiers::refresh_rules`]); another subject plans the node's pods again
-//! and refreshes those whose plan changed, as a namespace's relabel does (while the policy
-//! judges some pod of the node before and after; else the tiers are rendered in full). One that
-//! judges no pod of this node,
-//! before or after (its subject holds none), renders nothing: the kept subjects are numbered again
-//! in the new evaluation order. Any other ClusterNetworkPolicy event renders the tiers again in
-//! full, and the local part too when the tiers' place in the base chains changes. A change of
+//! and refreshes those whose plan changed, as a namespace's relabel does (the policy entering or
+//! leaving the universe where it starts or stops judging the node's pods). One that judges no pod
+//! of this node, before or after (its subject holds none), renders nothing: the kept subjects are
+//! numbered again in the new evaluation order. Any other ClusterNetworkPolicy event (one added or
+//! deleted, another priority, rule count, Pass rule or ingress named port) takes the policy out of
+//! the universes it was in and puts it back where it judges now ([`super::universe`]); one that
+//! changes the tiers' place in the base chains renders the tiers and the local part again in
+//! full. A change of
 //! the address families builds the whole local part again (its cluster-wide sets carried over
 //! from the previous ruleset when their source did not change, or resolved afresh), then the
 //! tiers.
@@ -70,10 +73,13 @@ use super::peers::{Holder, PeerBook, Structural};
 use super::regions;
 use super::rules::{counter_of, Renderer, SetSource};
 use super::tiers::{self, Layout, TierSubject};
+use super::universe;
 use crate::cidr::Family;
 use crate::cluster::ClusterState;
 use crate::index::ClusterIndex;
-use crate::model::{ClusterNetworkPolicy, Direction, Namespace, Node, ObjectRef, Pod, Policy};
+use crate::model::{
+    ClusterNetworkPolicy, Direction, Namespace, Node, ObjectRef, Pod, Policy, Tier,
+};
 use crate::nft::transaction::Touched;
 use crate::nft::{Ruleset, Set, SetElement};
 use crate::object::Kind;
@@ -149,6 +155,12 @@ pub struct LiveNode {
     /// the regions of their new peers and classifies again the addresses that moves, unless the
     /// tiers are rendered in full anyway.
     region_edits: BTreeSet<String>,
+    /// ClusterNetworkPolicies changed since the last flush in ways that move their rules in the
+    /// tiers' evaluation order (added, deleted, another priority, rule count, Pass rule or ingress
+    /// named port), judging some pod of this node before or after: the next flush takes them out
+    /// of the tiers' universes and puts them back as they are now ([`super::universe`]), unless
+    /// the tiers are rendered in full anyway.
+    moved: BTreeSet<String>,
     /// Pods of this node (before or now) changed since the last flush.
     local_pods: BTreeSet<ObjectRef>,
     /// Policies of namespaces with pods on this node changed since the last flush.
@@ -294,6 +306,7 @@ impl LiveNode {
             stale_subjects: BTreeSet::new(),
             cluster_edits: BTreeMap::new(),
             region_edits: BTreeSet::new(),
+            moved: BTreeSet::new(),
             local_pods: BTreeSet::new(),
             local_policies: BTreeSet::new(),
             touched: None,
@@ -403,7 +416,10 @@ impl LiveNode {
                             );
                         }
                     }
-                    _ => self.tiers_dirty = true,
+                    _ if self.tiers_stale() => self.tiers_dirty = true,
+                    _ => {
+                        self.moved.insert(key.name.to_string());
+                    }
                 }
             }
             // Nodes are peers of the tiers only.
@@ -543,7 +559,13 @@ impl LiveNode {
     /// [`crate::nft::transaction::Transaction::diff_touched`]; `None`: anything may have (compare
     /// everything), as after [`LiveNode::new`].
     pub fn flush(&mut self, cluster: &ClusterState) -> (Option<Touched>, LiveStats) {
-        if std::mem::take(&mut self.reordered) {
+        let reordered = std::mem::take(&mut self.reordered);
+        if !self.moved.is_empty() {
+            // Every pod is planned again in the new order, below.
+            if Layout::of(cluster) != self.layout {
+                self.tiers_dirty = true;
+            }
+        } else if reordered {
             self.renumber_subjects(cluster);
         }
         if self.tiers_dirty && !self.dirty && Layout::of(cluster) != self.layout {
@@ -589,11 +611,8 @@ impl LiveNode {
         if tiers {
             if rebuilt || self.tiers_dirty || self.peers.is_none() {
                 self.render_tiers(cluster, None);
-            } else if self.refresh_regions(cluster)
-                && self.refresh_rules(cluster)
-                && (changed || !self.stale_subjects.is_empty())
-            {
-                self.refresh_subjects(cluster);
+            } else {
+                self.refresh_tiers(cluster, changed);
             }
         }
         self.dirty = false;
@@ -603,6 +622,7 @@ impl LiveNode {
         self.stale_subjects.clear();
         self.cluster_edits.clear();
         self.region_edits.clear();
+        self.moved.clear();
         self.bound_retired();
         let touched = self.touched.replace(Touched::default());
         (touched, std::mem::take(&mut self.stats))
@@ -1026,10 +1046,12 @@ impl LiveNode {
     /// The participating pods of this node whose subjects may differ since the last flush, each
     /// with what the tiers read of it now (`None`: no longer local), in key order; brings
     /// `subjects` up to date. A pod of a stale namespace is left out when it did not change and
-    /// is planned as before.
+    /// is planned as before, unless `all` (the evaluation order moved, so the memos' positions
+    /// are not comparable).
     fn changed_subjects<'c>(
         &mut self,
         cluster: &'c ClusterState,
+        all: bool,
     ) -> Vec<(ObjectRef, Option<TierSubject<'c>>)> {
         let ordered = ordered_cluster_policies(cluster);
         let audit_all = self.options.audit_all;
@@ -1056,7 +1078,8 @@ impl LiveNode {
             };
             let memo = SubjectMemo::plan(cluster, pod, &ordered, audit_all);
             let subject = memo.subject(pod, &ordered);
-            let same = !self.local_pods.contains(&key) && self.subjects.get(&key) == Some(&memo);
+            let same =
+                !all && !self.local_pods.contains(&key) && self.subjects.get(&key) == Some(&memo);
             self.subjects.insert(key.clone(), memo);
             if !same {
                 changed.push((key, Some(subject)));
@@ -1227,30 +1250,208 @@ impl LiveNode {
         true
     }
 
-    /// Renders again what the tiers decide for the node's pods over the peer classes of the last
-    /// full render of the tiers; a change that needs more renders them in full.
-    fn refresh_subjects(&mut self, cluster: &ClusterState) {
+    /// Brings the tiers up to date piece by piece over the peer classes of the last full render
+    /// of them (see the module documentation): the ClusterNetworkPolicies that leave a universe
+    /// go first, then the edits that keep the order, then the policies that enter a universe
+    /// take their place, the node's pods changed are refreshed, and the entering policies' rules
+    /// get the regions of their peers. A change that needs more renders the tiers in full.
+    fn refresh_tiers(&mut self, cluster: &ClusterState, changed: bool) {
+        let moved = std::mem::take(&mut self.moved);
+        if !moved.is_empty() {
+            // The evaluation order moved: every pod of the node is planned again in it.
+            self.stale_subjects
+                .extend(self.local_namespaces.keys().cloned());
+            self.ordered_names = ordered_cluster_policies(cluster)
+                .iter()
+                .map(|p| p.name.clone())
+                .collect();
+        }
+        let subjects = (changed || !self.stale_subjects.is_empty())
+            .then(|| self.changed_subjects(cluster, !moved.is_empty()));
+        let (leaving, entering) = if subjects.is_some() || !moved.is_empty() {
+            self.universe_changes(&moved)
+        } else {
+            Default::default()
+        };
+        if !leaving.is_empty() {
+            let Some(mut book) = self.peers.take() else {
+                self.render_tiers(cluster, None);
+                return;
+            };
+            let mut origins_changed = false;
+            for (name, slots) in &leaving {
+                let left = universe::leave(
+                    &mut self.ruleset,
+                    &mut self.touched,
+                    &mut book,
+                    (cluster, &self.addresses),
+                    (name, slots),
+                );
+                self.tier_objects.add(book.take_added());
+                let Ok((changes, chains)) = left else {
+                    self.render_tiers(cluster, None);
+                    return;
+                };
+                self.stats.element_changes += changes;
+                self.stats.tier_pieces += chains.len();
+                for chain in chains {
+                    origins_changed |= self.origins.remove(&chain).is_some();
+                    self.tier_objects.chains.remove(&chain);
+                    self.tier_objects.counters.remove(&chain);
+                }
+            }
+            if origins_changed {
+                self.origins_generation += 1;
+            }
+            self.peers = Some(book);
+        }
+        if !(self.refresh_regions(cluster) && self.refresh_rules(cluster)) {
+            return;
+        }
+        if !entering.is_empty() {
+            let Some(mut book) = self.peers.take() else {
+                self.render_tiers(cluster, None);
+                return;
+            };
+            let mut origins_changed = false;
+            for (name, slots) in &entering {
+                let entered = cluster
+                    .cluster_policy(name)
+                    .ok_or(Structural)
+                    .and_then(|policy| {
+                        universe::enter(
+                            &mut self.ruleset,
+                            &mut self.touched,
+                            &mut book,
+                            (cluster, &self.options),
+                            (policy, slots),
+                        )
+                    });
+                let Ok(origins) = entered else {
+                    self.render_tiers(cluster, None);
+                    return;
+                };
+                self.stats.tier_pieces += origins.len();
+                for (chain, origin) in origins {
+                    self.ruleset
+                        .counters
+                        .insert(chain.clone(), counter_of(&origin));
+                    self.tier_objects.chains.insert(chain.clone());
+                    self.tier_objects.counters.insert(chain.clone());
+                    if self.origins.get(&chain) != Some(&origin) {
+                        self.origins.insert(chain, origin);
+                        origins_changed = true;
+                    }
+                }
+            }
+            if origins_changed {
+                self.origins_generation += 1;
+            }
+            self.peers = Some(book);
+        }
+        if let Some(subjects) = &subjects {
+            if !self.refresh_subjects(cluster, subjects) {
+                return;
+            }
+        }
+        if !entering.is_empty() {
+            // Now that the subjects judged by them are in their combinations.
+            self.region_edits = entering.iter().map(|(name, _)| name.clone()).collect();
+            self.refresh_regions(cluster);
+        }
+    }
+
+    /// The ClusterNetworkPolicies to leave and to enter the tiers' universes at this flush, each
+    /// with the tiers and directions where it does (of one tier): those `moved`, and those that
+    /// start or stop judging some pod of the node. `subjects` and `ordered_names` are up to date.
+    fn universe_changes(&self, moved: &BTreeSet<String>) -> (UniverseMoves, UniverseMoves) {
+        let Some(book) = &self.peers else {
+            return Default::default();
+        };
+        // Who judges some pod of the node now, by slot.
+        let mut after: [BTreeSet<&str>; 4] = Default::default();
+        for memo in self.subjects.values() {
+            for (s, (tier, direction)) in TierSubject::SLOTS.iter().enumerate() {
+                let isolated = match direction {
+                    Direction::Ingress => memo.isolated[0],
+                    Direction::Egress => memo.isolated[1],
+                };
+                if *tier == Tier::Baseline && isolated {
+                    continue;
+                }
+                for at in &memo.judging[s] {
+                    if let Some(name) = self.ordered_names.get(*at as usize) {
+                        after[s].insert(name.as_str());
+                    }
+                }
+            }
+        }
+        let mut leaving: BTreeMap<String, Vec<(Tier, Direction)>> = BTreeMap::new();
+        let mut entering: BTreeMap<String, Vec<(Tier, Direction)>> = BTreeMap::new();
+        for slot in book.slots() {
+            let Some(s) = TierSubject::SLOTS.iter().position(|x| *x == slot.slot()) else {
+                continue;
+            };
+            let universe: BTreeSet<&str> = slot.universe().collect();
+            for name in &universe {
+                if moved.contains(*name) || !after[s].contains(name) {
+                    leaving
+                        .entry(name.to_string())
+                        .or_default()
+                        .push(slot.slot());
+                }
+            }
+            for name in &after[s] {
+                if moved.contains(*name) || !universe.contains(name) {
+                    entering
+                        .entry(name.to_string())
+                        .or_default()
+                        .push(slot.slot());
+                }
+            }
+        }
+        (
+            leaving.into_iter().collect(),
+            entering.into_iter().collect(),
+        )
+    }
+
+    /// Renders again what the tiers decide for the node's pods `changed` (see
+    /// [`LiveNode::changed_subjects`]) over the peer classes of the last full render of the
+    /// tiers; a change that needs more renders them in full. Returns whether they were not.
+    fn refresh_subjects(
+        &mut self,
+        cluster: &ClusterState,
+        changed: &[(ObjectRef, Option<TierSubject<'_>>)],
+    ) -> bool {
         let Some(mut book) = self.peers.take() else {
             self.render_tiers(cluster, None);
-            return;
+            return false;
         };
-        let changed = self.changed_subjects(cluster);
         let layout = Layout::of(cluster);
         match tiers::refresh_subjects(
             &mut self.ruleset,
             &mut self.touched,
             &mut book,
             &layout,
-            &changed,
+            changed,
         ) {
             Ok(pieces) => {
                 self.stats.tier_pieces += pieces;
                 self.peers = Some(book);
+                true
             }
-            Err(Structural) => self.render_tiers(cluster, None),
+            Err(Structural) => {
+                self.render_tiers(cluster, None);
+                false
+            }
         }
     }
 }
+
+/// ClusterNetworkPolicies, each with the tiers and directions (of its tier) where it enters or
+/// leaves the tiers' universes.
+type UniverseMoves = Vec<(String, Vec<(Tier, Direction)>)>;
 
 /// Every name of either map.
 fn names<V>(old: &BTreeMap<String, V>, new: &BTreeMap<String, V>) -> Vec<String> {

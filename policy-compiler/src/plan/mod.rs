@@ -37,6 +37,7 @@ mod peers;
 mod regions;
 mod rules;
 mod tiers;
+mod universe;
 
 use std::collections::BTreeMap;
 

@@ -29,6 +29,7 @@ use super::tiers::{
     add_class, merge_ranges, named_port, ranges_hold, rule_named_ports, ClassCache, ClassKey,
     RegionClass, SlotSubjects,
 };
+use super::universe::Shift;
 use crate::cidr::{from_u128, max_u128, to_u128, Family};
 use crate::cluster::ClusterState;
 use crate::model::{Action, ClusterPeer, ClusterRule, Direction, Node, Pod, Protocol, Tier};
@@ -116,6 +117,18 @@ impl LiveRegion {
         }
     }
 
+    /// The region of no peer, which holds no address: what rules entering the universe have
+    /// until they get their own, and rules leaving it get first.
+    pub(super) fn empty(family: Family) -> Self {
+        Self {
+            family,
+            peers: Vec::new(),
+            named_ports: Vec::new(),
+            fixed: Vec::new(),
+            nodes: HashMap::new(),
+        }
+    }
+
     /// Whether two regions hold the same addresses alike (the Nodes follow from the peers).
     pub(super) fn same_peers(&self, other: &LiveRegion) -> bool {
         self.family == other.family
@@ -200,6 +213,11 @@ impl PeerBook {
         (&mut self.maps, &mut self.subjects)
     }
 
+    /// The local subjects of each tier and direction rendered.
+    pub(super) fn slots(&self) -> &[SlotSubjects] {
+        &self.subjects
+    }
+
     /// Sets the regions (after the renderer has seen every rule).
     pub(super) fn set_regions(&mut self, regions: Vec<LiveRegion>) {
         self.regions = regions;
@@ -207,8 +225,10 @@ impl PeerBook {
 
     /// The regions, the peers maps and the local subjects, for a ClusterNetworkPolicy edit to give
     /// its rules other regions ([`super::regions`]).
-    pub(super) fn all_mut(&mut self) -> (&mut Vec<LiveRegion>, &mut [PeersMap], &[SlotSubjects]) {
-        (&mut self.regions, &mut self.maps, &self.subjects)
+    pub(super) fn all_mut(
+        &mut self,
+    ) -> (&mut Vec<LiveRegion>, &mut [PeersMap], &mut [SlotSubjects]) {
+        (&mut self.regions, &mut self.maps, &mut self.subjects)
     }
 
     /// The class chains (with their decision maps) added to the maps since the last call, in the
@@ -523,6 +543,88 @@ impl PeersMap {
             self.rules_of[was] = old;
         }
         Ok(())
+    }
+
+    /// Renumbers the universe's rules by `shift`: rules entering take the region at `empty` (a
+    /// position in the map's list, of a region that holds no address; its rules are only these,
+    /// until they get their own), rules leaving (given such a region before, so that no address's
+    /// class holds them) leave their region, a region left without rules leaves the map, and so
+    /// do the classes that hold a rule leaving, which have no address (their chains are out of the
+    /// ruleset). [`Structural`] when such a class still has elements.
+    pub(super) fn shift(&mut self, shift: Shift, empty: usize) -> Result<(), Structural> {
+        match shift {
+            Shift::Enter { at, count } => {
+                if at > self.region_of.len() || empty >= self.regions.len() {
+                    return Err(Structural);
+                }
+                self.region_of
+                    .splice(at..at, std::iter::repeat_n(empty, count));
+                for rules in &mut self.rules_of {
+                    for u in rules.iter_mut() {
+                        *u = shift.apply(*u).ok_or(Structural)?;
+                    }
+                }
+                self.rules_of[empty].extend(at..at + count);
+                self.rules_of[empty].sort_unstable();
+            }
+            Shift::Leave { at, count } => {
+                let end = at + count;
+                if end > self.region_of.len() {
+                    return Err(Structural);
+                }
+                self.region_of.drain(at..end);
+                for rules in &mut self.rules_of {
+                    *rules = rules.iter().filter_map(|u| shift.apply(*u)).collect();
+                }
+                // Regions left without rules leave the map.
+                let mut k = 0;
+                while k < self.regions.len() {
+                    if self.rules_of[k].is_empty() {
+                        self.regions.remove(k);
+                        self.rules_of.remove(k);
+                        for r in &mut self.region_of {
+                            if *r > k {
+                                *r -= 1;
+                            }
+                        }
+                    } else {
+                        k += 1;
+                    }
+                }
+                self.by_regions.clear();
+            }
+        }
+        let mut keep = Vec::with_capacity(self.keys.len());
+        let mut keys = Vec::with_capacity(self.keys.len());
+        for (key, chain) in std::mem::take(&mut self.keys) {
+            match key.shifted(shift) {
+                Some(key) => {
+                    keep.push(true);
+                    keys.push((key, chain));
+                }
+                None => {
+                    keep.push(false);
+                    if let Some(chain) = chain {
+                        if self.elements.get(&chain).copied().unwrap_or(0) > 0 {
+                            return Err(Structural);
+                        }
+                        self.class_maps.remove(&chain);
+                        self.stash.remove(&chain);
+                    }
+                }
+            }
+        }
+        self.class_ids = keys
+            .iter()
+            .enumerate()
+            .map(|(id, (key, _))| (key.clone(), id))
+            .collect();
+        if keep.iter().any(|k| !k) {
+            // Class positions moved.
+            self.by_regions.clear();
+        }
+        self.keys = keys;
+        self.cache.shift(&keep, shift)
     }
 
     /// The regions of the map (positions in its list; `regions`: the book's) that hold address

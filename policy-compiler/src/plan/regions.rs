@@ -24,7 +24,7 @@ use super::peers::{Holder, LiveRegion, PeerBook, PeersMap, Structural, Target};
 use super::tiers::{ranges_hold, RegionClass, SlotSubjects};
 use crate::cidr::{from_u128, max_u128, to_u128, Family};
 use crate::cluster::ClusterState;
-use crate::model::{ClusterNetworkPolicy, ClusterPeer, ObjectRef, Pod};
+use crate::model::{ClusterNetworkPolicy, ClusterPeer, ObjectRef, Pod, Tier};
 use crate::nft::transaction::Touched;
 use crate::nft::Ruleset;
 use crate::selector::Labels;
@@ -43,29 +43,68 @@ pub(super) fn refresh_regions(
     (cluster, holders): (&ClusterState, &HashMap<IpAddr, u32>),
     policy: &ClusterNetworkPolicy,
 ) -> Result<usize, Structural> {
+    give_regions(
+        ruleset,
+        touched,
+        book,
+        (cluster, holders),
+        policy.tier,
+        &|slot, family| {
+            // It judges no local pod where it is not in the universe: its rules have no regions.
+            let first = slot.first_rule(&policy.name)?;
+            let direction = slot.slot().1;
+            let regions = policy
+                .rules(direction)
+                .iter()
+                .map(|rule| LiveRegion::of(cluster, direction, rule, family))
+                .collect();
+            Some((first, regions))
+        },
+    )
+}
+
+/// The regions some rules of a slot's universe are to have in a family: the position of the
+/// first, and a region for each rule from there (`None`: none in that slot).
+pub(super) type NewRegions<'f> =
+    dyn Fn(&SlotSubjects, Family) -> Option<(usize, Vec<LiveRegion>)> + 'f;
+
+/// Gives rules of the universes of `tier` the regions `new` says, in every peers map, and
+/// splices the addresses whose class that changes into the maps (see [`refresh_regions`]).
+pub(super) fn give_regions(
+    ruleset: &mut Ruleset,
+    touched: &mut Option<Touched>,
+    book: &mut PeerBook,
+    (cluster, holders): (&ClusterState, &HashMap<IpAddr, u32>),
+    tier: Tier,
+    new: &NewRegions<'_>,
+) -> Result<usize, Structural> {
     let mut count = 0;
     let (regions, maps, slots) = book.all_mut();
-    for map in maps.iter_mut().filter(|m| m.tier == policy.tier) {
+    for map in maps.iter_mut().filter(|m| m.tier == tier) {
         let slot = slots
             .iter()
             .find(|s| s.slot() == (map.tier, map.direction))
             .ok_or(Structural)?;
-        let Some(first) = slot.first_rule(&policy.name) else {
-            // It judges no local pod here: its rules have no regions.
+        let family = map.family;
+        let Some((first, given)) = new(slot, family) else {
             continue;
         };
-        let (direction, family) = (map.direction, map.family);
         let mut changes: Vec<(LiveRegion, LiveRegion)> = Vec::new();
-        for (index, rule) in policy.rules(direction).iter().enumerate() {
+        for (index, new) in given.into_iter().enumerate() {
             let u = first + index;
             let k = *map.region_of.get(u).ok_or(Structural)?;
             let r = *map.regions.get(k).ok_or(Structural)?;
             let old = regions.get(r).ok_or(Structural)?;
-            let new = LiveRegion::of(cluster, direction, rule, family);
             if old.same_peers(&new) {
                 continue;
             }
-            changes.push((old.clone(), new.clone()));
+            // Rules sharing a region move alike: their addresses are classified once.
+            if !changes
+                .iter()
+                .any(|(o, n)| o.same_peers(old) && n.same_peers(&new))
+            {
+                changes.push((old.clone(), new.clone()));
+            }
             let r = match regions.iter().position(|x| x.same_peers(&new)) {
                 Some(r) => r,
                 None => {

@@ -46,6 +46,7 @@ use super::naming::{
 use super::origin::{CompileOptions, Origin, Origins};
 use super::peers::{element_counts, LiveRegion, PeerBook, PeersMap, Stash, Structural};
 use super::rules::drop_point_rules;
+use super::universe::Shift;
 use crate::cidr::{max_u128, to_u128, Family};
 use crate::cluster::ClusterState;
 use crate::index::ClusterIndex;
@@ -331,6 +332,24 @@ pub(super) struct Cell {
     pub(super) ports: Vec<(Protocol, u16, u16, usize)>,
 }
 
+impl Cell {
+    /// The same decisions with the universe's rules renumbered by `shift` (`None`: one of them
+    /// leaves).
+    fn shifted(&self, shift: Shift) -> Option<Cell> {
+        Some(Cell {
+            other: match self.other {
+                Some(u) => Some(shift.apply(u)?),
+                None => None,
+            },
+            ports: self
+                .ports
+                .iter()
+                .map(|&(protocol, a, b, u)| Some((protocol, a, b, shift.apply(u)?)))
+                .collect::<Option<_>>()?,
+        })
+    }
+}
+
 fn protocol_slot(protocol: Protocol) -> usize {
     match protocol {
         Protocol::Tcp => 0,
@@ -473,6 +492,23 @@ impl ClassKey {
     /// The class of the addresses no rule's peers hold.
     pub(super) fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// The same class with the universe's rules renumbered by `shift` (`None`: one of its rules
+    /// leaves). The order of the rules stays: a shift is monotone.
+    pub(super) fn shifted(&self, shift: Shift) -> Option<Self> {
+        Some(Self {
+            rules: self
+                .rules
+                .iter()
+                .map(|u| shift.apply(*u))
+                .collect::<Option<_>>()?,
+            named: self
+                .named
+                .iter()
+                .map(|(u, ports)| Some((shift.apply(*u)?, ports.clone())))
+                .collect::<Option<_>>()?,
+        })
     }
 
     /// The class of the addresses the regions `held` hold, each region holding the peers of the
@@ -875,6 +911,46 @@ impl ClassCache {
         }
     }
 
+    /// Keeps the classes whose position `keep` marks (the others leave, and the positions close
+    /// up), their decisions and elements renumbered by `shift`. [`Structural`] when a class kept
+    /// decides by a rule that leaves.
+    pub(super) fn shift(&mut self, keep: &[bool], shift: Shift) -> Result<(), Structural> {
+        // Cells are shared between decisions: each is renumbered once.
+        let mut renumbered: HashMap<*const Cell, Arc<Cell>> = HashMap::new();
+        for classes in &mut self.decided {
+            let mut kept = Vec::with_capacity(classes.len());
+            for (id, decided) in classes.drain(..).enumerate() {
+                if !keep.get(id).copied().unwrap_or(false) {
+                    continue;
+                }
+                kept.push(match decided {
+                    Some(Some(cell)) => {
+                        let cell = match renumbered.get(&Arc::as_ptr(&cell)) {
+                            Some(done) => Arc::clone(done),
+                            None => {
+                                let done = Arc::new(cell.shifted(shift).ok_or(Structural)?);
+                                renumbered.insert(Arc::as_ptr(&cell), Arc::clone(&done));
+                                done
+                            }
+                        };
+                        Some(Some(cell))
+                    }
+                    other => other,
+                });
+            }
+            *classes = kept;
+        }
+        let mut runs = Vec::with_capacity(self.runs.len());
+        for (id, mut r) in std::mem::take(&mut self.runs).into_iter().enumerate() {
+            if keep.get(id).copied().unwrap_or(false) {
+                r.shift(shift).map_err(|_| Structural)?;
+                runs.push(r);
+            }
+        }
+        self.runs = runs;
+        Ok(())
+    }
+
     /// Records what the class `id` decides for the combination `number`.
     fn record(&mut self, id: usize, number: usize, decided: Option<Arc<Cell>>) {
         if self.decided.len() <= number {
@@ -1002,7 +1078,7 @@ pub(super) struct SlotSubjects {
     policies: Vec<Vec<String>>,
     /// How each combination's pods resolve the ingress named ports of its policies (in the order
     /// of [`ingress_named_ports`]), by number.
-    resolved: Vec<Vec<Option<(Protocol, u16)>>>,
+    resolved: Vec<Vec<OwnedNamedPort>>,
     /// How many subjects each combination has, by number.
     members: Vec<usize>,
     /// How many combinations with subjects each policy is in: the rules of the policies counted
@@ -1052,9 +1128,12 @@ impl SlotSubjects {
             subjects
                 .policies
                 .push(c.policies.iter().map(|p| p.name.clone()).collect());
-            subjects
-                .resolved
-                .push(c.named_ports.iter().map(|(_, p)| *p).collect());
+            subjects.resolved.push(
+                c.named_ports
+                    .iter()
+                    .map(|(n, p)| (n.to_string(), *p))
+                    .collect(),
+            );
             subjects.members.push(c.members.len());
             for p in &c.policies {
                 *subjects.judging.entry(p.name.clone()).or_default() += 1;
@@ -1082,27 +1161,115 @@ impl SlotSubjects {
         self.first_rule.get(name).copied()
     }
 
-    /// The combination `number`, to decide by: its policies as the cluster holds them now, and
-    /// how its pods resolve their ingress named ports (no addresses or members).
+    /// Takes the policy `name` out of the combinations' rules (it stops judging here): its rules
+    /// stay at their positions, in no combination's rules, until [`SlotSubjects::drop_rules`]
+    /// closes them up. Returns the shift that does, `None` when the policy is not in the universe.
+    pub(super) fn leave(&mut self, name: &str) -> Option<Shift> {
+        let at = self.first_rule.remove(name)?;
+        let end = self
+            .first_rule
+            .values()
+            .copied()
+            .filter(|u| *u > at)
+            .min()
+            .unwrap_or(self.tokens.len());
+        Some(Shift::Leave {
+            at,
+            count: end.saturating_sub(at),
+        })
+    }
+
+    /// The chains of the universe's rules `at..at + count` that have one (Accept and Deny).
+    pub(super) fn rule_chains(&self, at: usize, count: usize) -> Vec<String> {
+        self.decisions
+            .iter()
+            .skip(at)
+            .take(count)
+            .filter_map(|d| match &d.verdict {
+                DecisionVerdict::Jump(chain) => Some(chain.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Renumbers the universe's rules by `shift`, after a policy left ([`SlotSubjects::leave`]).
+    pub(super) fn drop_rules(&mut self, shift: Shift) {
+        let Shift::Leave { at, count } = shift else {
+            return;
+        };
+        let end = (at + count).min(self.tokens.len());
+        self.tokens.drain(at.min(end)..end);
+        self.decisions.drain(at.min(end)..end);
+        for first in self.first_rule.values_mut() {
+            if let Some(u) = shift.apply(*first) {
+                *first = u;
+            }
+        }
+    }
+
+    /// Puts the rules of `policy` (as the cluster holds it, as are the policies of the universe)
+    /// into the universe at their place in evaluation order, judging no subject yet; returns the
+    /// shift that moves the rules after them. [`Structural`] when a policy of the universe is gone
+    /// from the cluster, or `policy` is in the universe already.
+    pub(super) fn enter(
+        &mut self,
+        cluster: &ClusterState,
+        policy: &ClusterNetworkPolicy,
+    ) -> Result<Shift, Structural> {
+        if self.first_rule.contains_key(&policy.name) {
+            return Err(Structural);
+        }
+        let mut at = self.tokens.len();
+        for (name, first) in &self.first_rule {
+            let other = cluster.cluster_policy(name).ok_or(Structural)?;
+            if other.order_key() > policy.order_key() {
+                at = at.min(*first);
+            }
+        }
+        let (tier, direction) = (self.tier, self.direction);
+        let count = policy.rules(direction).len();
+        let shift = Shift::Enter { at, count };
+        for first in self.first_rule.values_mut() {
+            if let Some(u) = shift.apply(*first) {
+                *first = u;
+            }
+        }
+        self.first_rule.insert(policy.name.clone(), at);
+        let tokens = (0..count).map(|i| cluster_rule_token(policy, direction, i));
+        self.tokens.splice(at..at, tokens);
+        let decisions = (0..count).map(|i| {
+            let chain = cluster_rule_chain_name(tier, policy, direction, i);
+            rule_decision(policy, direction, i, chain)
+        });
+        self.decisions.splice(at..at, decisions);
+        Ok(shift)
+    }
+
+    /// The policies of the universe.
+    pub(super) fn universe(&self) -> impl Iterator<Item = &str> {
+        self.first_rule.keys().map(String::as_str)
+    }
+
+    /// The combination `number`, to decide by: its policies of the universe as the cluster holds
+    /// them now (a policy leaving the universe, [`SlotSubjects::leave`], is left out: its rules
+    /// are in no class), and how its pods resolve their ingress named ports (no addresses or
+    /// members).
     fn combination<'c>(
-        &self,
+        &'c self,
         cluster: &'c ClusterState,
         number: usize,
     ) -> Result<Combination<'c>, Structural> {
         let names = self.policies.get(number).ok_or(Structural)?;
         let policies: Vec<&ClusterNetworkPolicy> = names
             .iter()
+            .filter(|n| self.first_rule.contains_key(n.as_str()))
             .map(|n| cluster.cluster_policy(n).ok_or(Structural))
             .collect::<Result<_, _>>()?;
-        let named = combination_named_ports(self.direction, &policies);
         let resolved = self.resolved.get(number).ok_or(Structural)?;
-        if resolved.len() != named.len() {
-            return Err(Structural);
-        }
         Ok(Combination {
             key: Vec::new(),
             policies,
-            named_ports: named.into_iter().zip(resolved.iter().copied()).collect(),
+            named_ports: resolved.iter().map(|(n, p)| (n.as_str(), *p)).collect(),
             addresses: Vec::new(),
             members: Vec::new(),
         })
@@ -1136,7 +1303,7 @@ impl SlotSubjects {
         self.policies
             .push(policies.iter().map(|p| p.name.clone()).collect());
         self.resolved
-            .push(resolved.iter().map(|(_, p)| *p).collect());
+            .push(resolved.iter().map(|(n, p)| (n.to_string(), *p)).collect());
         self.members.push(0);
         n
     }
@@ -1168,6 +1335,9 @@ impl SlotSubjects {
         })
     }
 }
+
+/// A named port and what a combination's pods resolve it to, as [`SlotSubjects`] keeps it.
+type OwnedNamedPort = (String, Option<(Protocol, u16)>);
 
 /// What a local pod is judged by in a tier and direction: the policies, in evaluation order, or
 /// `None` when it is not a subject there.
@@ -1293,7 +1463,7 @@ fn class_chain(
 /// The rules of the chain `chain` of rule `index` of `policy` in `direction` (it counts, and accepts
 /// or drops; with the deny log a Deny logs first; under `audit_all` it accepts, a "would deny"), and
 /// its counter's origin; `None` for a Pass rule, which has no chain.
-fn rule_chain(
+pub(super) fn rule_chain(
     options: &CompileOptions,
     (tier, direction): (Tier, Direction),
     policy: &ClusterNetworkPolicy,
@@ -1368,7 +1538,8 @@ pub(super) fn render_tiers<'a>(
 /// an address that moved (in `ruleset`, or in the book's stash for a class no address holds now),
 /// element by element through and beside those addresses. Returns how many elements changed,
 /// each recorded in `touched`. [`Structural`] when the local pods change what a full render would
-/// render beyond that: the rules judging them (so the classes and the rule chains), a class
+/// render beyond that: the rules judging them (so the classes and the rule chains; the policies
+/// that start or stop judging enter and leave the universe before, [`super::universe`]), a class
 /// without a chain that starts deciding something (so the peers maps' elements), or who decides an
 /// address two subjects hold; then `ruleset` and `book` are left half done, for a full render to
 /// replace. A class that stops deciding anything loses its chain ([`PeersMap::stop_class`]).
