@@ -34,7 +34,8 @@ const KINDS: [Kind; 5] = [
 
 /// One random change beyond what [`mutate`] makes: a pod moved to the other node, finished,
 /// readdressed (sometimes onto another pod's address), a policy switched between enforce and audit,
-/// a namespace removed, a ClusterNetworkPolicy or Node added or removed, a ClusterNetworkPolicy's
+/// a namespace removed, a ClusterNetworkPolicy or Node added or removed, a ClusterNetworkPolicy
+/// moved in the evaluation order (priority, a rule more or fewer), a ClusterNetworkPolicy's
 /// rules edited in place (ports, peers, Accept against Deny, names).
 fn mutate_more(c: &ClusterState, seed: u64, with_tiers: bool) -> ClusterState {
     let mut rng = Rng::new(seed);
@@ -99,7 +100,27 @@ fn mutate_more(c: &ClusterState, seed: u64, with_tiers: bool) -> ClusterState {
         5 | 6 => {
             let count = c.cluster_policies().len();
             let name = format!("cnp{}", rng.below(count + 2));
-            if c.cluster_policy(&name).is_some() && rng.one_in(2) {
+            if let Some(p) = c.cluster_policy(&name).filter(|_| rng.one_in(3)) {
+                // Moved in the evaluation order: another priority, a rule more or fewer.
+                let mut p = p.clone();
+                match rng.below(3) {
+                    0 => p.priority = rng.below(40) as u16,
+                    1 => {
+                        let rules = if rng.one_in(2) {
+                            &mut p.ingress
+                        } else {
+                            &mut p.egress
+                        };
+                        if let Some(rule) = rules.first().cloned() {
+                            rules.insert(rng.below(rules.len() + 1), rule);
+                        }
+                    }
+                    _ => {
+                        p.ingress.pop();
+                    }
+                }
+                next.upsert_cluster_policy(p);
+            } else if c.cluster_policy(&name).is_some() && rng.one_in(2) {
                 next.remove_cluster_policy(&name);
             } else {
                 let extra = with_cluster_policies(&ClusterState::new(), rng.next_u64(), 3, 2);
@@ -609,6 +630,95 @@ fn a_cluster_network_policy_edit_renders_the_tiers_alone() {
         stats.rendered,
         "a policy that adds a tier to the base chains did not render the local part"
     );
+}
+
+/// A ClusterNetworkPolicy that judges pods of the node and comes, moves in the evaluation order
+/// (another priority, a rule more), stops and starts judging them (its subject edited) and goes,
+/// renders neither the tiers nor the NetworkPolicy part in full: its rules enter and leave the
+/// tiers' universe, and only the addresses its peers hold move in the peers maps.
+#[test]
+fn a_cluster_network_policy_entering_and_leaving_renders_the_tiers_alone() {
+    let node = "node-0";
+    let mut state = with_guardrails(&workload(3, WorkloadSize::SMALL), 7, 10, 2);
+    let mut live = LiveNode::new(&state, node, CompileOptions::default());
+    let mut committed = policy_compiler::nft::Ruleset::default();
+    check(&mut live, &state, &mut committed);
+    let judging: Vec<String> = live
+        .origins()
+        .values()
+        .filter_map(|o| match o {
+            Origin::ClusterRule { policy, .. } => Some(policy.clone()),
+            _ => None,
+        })
+        .collect();
+    let template = state
+        .cluster_policies()
+        .values()
+        .find(|p| p.tier == Tier::Admin && !p.ingress.is_empty() && judging.contains(&p.name))
+        .expect("an Admin policy with ingress rules judging a pod of the node")
+        .clone();
+    let mut copy = template.clone();
+    copy.name = "aaa-copy".into();
+    copy.priority = 0;
+    let key = ObjectRef::new("", &copy.name);
+    let mut step = |state: &mut ClusterState, policy: Option<ClusterNetworkPolicy>, what: &str| {
+        let old = state
+            .cluster_policy(&key.name)
+            .cloned()
+            .map(Object::ClusterPolicy);
+        match policy {
+            Some(p) => state.upsert_cluster_policy(p),
+            None => {
+                state.remove_cluster_policy(&key.name);
+            }
+        }
+        live.changed(state, Kind::ClusterNetworkPolicy, &key, old.as_ref());
+        let stats = check(&mut live, state, &mut committed);
+        assert!(
+            !stats.rendered && !stats.tiers_rendered,
+            "{what} rendered the local part or the tiers in full: {stats:?}"
+        );
+        assert!(stats.tier_pieces > 0, "{what} rendered no rule chain");
+        assert!(
+            live.origins().values().any(|o| matches!(
+                o,
+                Origin::ClusterRule { policy, .. } if policy.as_str() == &*key.name
+            )) == state
+                .cluster_policy(&key.name)
+                .is_some_and(|p| p.subject == copy.subject),
+            "{what}: its rules' counters are not those of a policy judging pods of the node"
+        );
+        stats
+    };
+    // First in evaluation order, with the template's peers: every address those hold moves to
+    // a class with its rules.
+    let stats = step(&mut state, Some(copy.clone()), "its arrival");
+    assert!(
+        stats.element_changes > 0,
+        "its arrival moved no peers-map element"
+    );
+    let mut later = copy.clone();
+    later.priority = 999;
+    step(&mut state, Some(later.clone()), "its move to the end");
+    let mut longer = later.clone();
+    longer.ingress.insert(0, longer.ingress[0].clone());
+    step(&mut state, Some(longer.clone()), "a rule more");
+    // Its subject edited to hold no pod of the node, and back: it leaves and enters.
+    let mut nowhere = longer.clone();
+    nowhere.subject = Subject::Pods(PodsSelector {
+        namespaces: LabelSelector::everything(),
+        pods: LabelSelector::new(vec![Requirement::In(
+            "app".into(),
+            vec!["runs-on-no-node".into()],
+        )]),
+    });
+    step(
+        &mut state,
+        Some(nowhere),
+        "its subject holding no pod of the node",
+    );
+    step(&mut state, Some(longer), "its subject back");
+    step(&mut state, None, "its removal");
 }
 
 /// A ClusterNetworkPolicy whose subject holds no pod of the node, before or after, renders
