@@ -7,8 +7,9 @@
 //! a policy enforced on node-0 edited (a port on its first ingress rule), a namespace with pods
 //! but none on node-0 relabelled (its `env`), a Node other than node-0 labelled as control plane,
 //! a ClusterNetworkPolicy's first rule narrowed to one port and, apart, its peers replaced by a
-//! network, and a copy of it whose subject holds no pod added (a row is left out when the cluster
-//! has no such object). An incremental sample is the change to the cluster state, the compiler's
+//! network, a copy of it added first in evaluation order, its priority moved to the end, and a
+//! copy of it whose subject holds no pod added (a row is left out when the cluster has no such
+//! object). An incremental sample is the change to the cluster state, the compiler's
 //! update, and the transaction (diff of what was touched, applied to the committed copy); a full
 //! sample compiles the node and diffs.
 //!
@@ -295,6 +296,24 @@ fn events(cluster: &ClusterState) -> Vec<(&'static str, Event, Event)> {
         events.push((
             "ClusterNetworkPolicy subject edited (no pod moves)",
             Event::ClusterPolicy(rewritten),
+            Event::ClusterPolicy(policy.clone()),
+        ));
+        // A copy judging the same pods, first in evaluation order, added and removed: its rules
+        // enter and leave the tiers' universe.
+        let mut copy = policy.clone();
+        copy.name = "bench-copy".into();
+        copy.priority = 0;
+        events.push((
+            "ClusterNetworkPolicy added (a copy, first in order)",
+            Event::ClusterPolicy(copy.clone()),
+            Event::RemoveClusterPolicy(copy.name),
+        ));
+        // Its priority moved to the end of its tier, and back.
+        let mut last = policy.clone();
+        last.priority = ClusterNetworkPolicy::MAX_PRIORITY;
+        events.push((
+            "ClusterNetworkPolicy priority changed (to the end)",
+            Event::ClusterPolicy(last),
             Event::ClusterPolicy(policy.clone()),
         ));
         // A copy whose subject holds no pod, first in evaluation order, added and removed.
