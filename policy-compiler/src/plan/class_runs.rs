@@ -149,7 +149,6 @@ impl ClassRuns {
     }
 
     /// Every element, the ports map's and the other map's, each sorted.
-    #[cfg(test)]
     pub(super) fn elements(&self) -> ClassElements {
         let mut ports: Vec<PortsElement> = self
             .ports

@@ -30,11 +30,12 @@
 //! beside its addresses change ([`super::class_runs`]). An address of a peer class none had gets
 //! the class's chain rendered then ([`super::tiers::add_class`]). A ClusterNetworkPolicy that
 //! starts judging the node's pods, or stops, enters or leaves the tiers' *universe* (the rules
-//! the classes are numbered by) on its own ([`super::universe`]). What that cannot take (a class
-//! that decided nothing for the node's pods starting to decide something; an address two pods
-//! hold) renders the tiers again in full, through an index over the cluster, by the same renderer
-//! as a full compile ([`super::tiers::TierRenderer`]), replacing what the last one put in the
-//! ruleset (and the class chains added since).
+//! the classes are numbered by) on its own ([`super::universe`]); a class that decided nothing for
+//! the node's pods and starts deciding something gets its chain, and its addresses are found by
+//! classifying those of one of its regions again ([`super::regions::reveal`]). What that cannot
+//! take (an address two pods hold) renders the tiers again in full, through an index over the
+//! cluster, by the same renderer as a full compile ([`super::tiers::TierRenderer`]), replacing what
+//! the last one put in the ruleset (and the class chains added since).
 //!
 //! A ClusterNetworkPolicy edit that keeps the order (the same priority, rule count and Pass rules:
 //! [`super::tiers::keeps_order`]) renders again only what it changes: the rules whose peers
@@ -1224,7 +1225,7 @@ impl LiveNode {
                         &mut self.ruleset,
                         &mut self.touched,
                         &mut book,
-                        (cluster, &self.options),
+                        (cluster, &self.addresses, &self.options),
                         (policy, &edited),
                     )
                 });
@@ -1433,8 +1434,8 @@ impl LiveNode {
             &mut self.ruleset,
             &mut self.touched,
             &mut book,
-            &layout,
-            changed,
+            (cluster, &self.addresses),
+            (&layout, changed),
         ) {
             Ok(pieces) => {
                 self.stats.tier_pieces += pieces;

@@ -207,12 +207,6 @@ impl PeerBook {
         self.subjects.push(subjects);
     }
 
-    /// The peers maps and the local subjects, for the class chains to be rendered again over
-    /// their classes when local pods or a ClusterNetworkPolicy's rules change.
-    pub(super) fn parts_mut(&mut self) -> (&mut [PeersMap], &mut [SlotSubjects]) {
-        (&mut self.maps, &mut self.subjects)
-    }
-
     /// The local subjects of each tier and direction rendered.
     pub(super) fn slots(&self) -> &[SlotSubjects] {
         &self.subjects
@@ -701,8 +695,8 @@ impl PeersMap {
     /// are empty), is left without a chain, as a full render leaves it: the peers-map elements
     /// jumping to the chain (all of the class's addresses) go, and so do the chain and its maps
     /// (from the ruleset, or the stash); returns how many peers-map elements went. A class without
-    /// a chain that starts deciding again is a structural change (its addresses are not known
-    /// without classifying again).
+    /// a chain that starts deciding again gets one back, and its addresses are found by
+    /// classifying those of one of its regions again ([`super::regions::reveal`]).
     pub(super) fn stop_class(
         &mut self,
         ruleset: &mut Ruleset,

@@ -129,6 +129,45 @@ pub(super) fn give_regions(
     Ok(count)
 }
 
+/// Splices in the addresses of the class `id` of `map`, whose chain has just come (it had none,
+/// and starts deciding something for the node's pods: [`super::tiers::start_class`]): those of
+/// one of its rules' regions are classified again, and those in the class get elements, while
+/// the others' stay as they were. The region chosen is the one with the narrowest networks (a
+/// selector's pods are read through the namespaces it can select). Returns how many peers-map
+/// elements changed.
+pub(super) fn reveal(
+    ruleset: &mut Ruleset,
+    touched: &mut Option<Touched>,
+    map: &mut PeersMap,
+    (regions, slot): (&[LiveRegion], &SlotSubjects),
+    (cluster, holders): (&ClusterState, &HashMap<IpAddr, u32>),
+    id: usize,
+) -> Result<usize, Structural> {
+    let (key, _) = map.keys.get(id).ok_or(Structural)?;
+    let width = |region: &LiveRegion| -> u128 {
+        region.fixed.iter().fold(0u128, |sum, (a, b)| {
+            sum.saturating_add(b - a).saturating_add(1)
+        })
+    };
+    let region = key
+        .rules()
+        .iter()
+        .filter_map(|u| map.regions.get(*map.region_of.get(*u)?))
+        .filter_map(|r| regions.get(*r))
+        .min_by_key(|region| (width(region), region.nodes.len()))
+        .ok_or(Structural)?
+        .clone();
+    let empty = LiveRegion::empty(map.family);
+    reclassify(
+        ruleset,
+        touched,
+        map,
+        (regions, slot),
+        (cluster, holders),
+        &[(empty, region)],
+    )
+}
+
 /// Classifies again, in `map`, the addresses on which the old and new regions of `changes`
 /// disagree, over the map's regions as they are now, and splices them in.
 fn reclassify(

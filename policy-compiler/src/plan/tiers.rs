@@ -45,6 +45,7 @@ use super::naming::{
 };
 use super::origin::{CompileOptions, Origin, Origins};
 use super::peers::{element_counts, LiveRegion, PeerBook, PeersMap, Stash, Structural};
+use super::regions::reveal;
 use super::rules::drop_point_rules;
 use super::universe::Shift;
 use crate::cidr::{max_u128, to_u128, Family};
@@ -487,6 +488,11 @@ impl ClassKey {
         rules.sort_unstable();
         named.sort();
         Self { rules, named }
+    }
+
+    /// Its rules (positions in the universe, ascending).
+    pub(super) fn rules(&self) -> &[usize] {
+        &self.rules
     }
 
     /// The class of the addresses no rule's peers hold.
@@ -1539,19 +1545,21 @@ pub(super) fn render_tiers<'a>(
 /// element by element through and beside those addresses. Returns how many elements changed,
 /// each recorded in `touched`. [`Structural`] when the local pods change what a full render would
 /// render beyond that: the rules judging them (so the classes and the rule chains; the policies
-/// that start or stop judging enter and leave the universe before, [`super::universe`]), a class
-/// without a chain that starts deciding something (so the peers maps' elements), or who decides an
-/// address two subjects hold; then `ruleset` and `book` are left half done, for a full render to
-/// replace. A class that stops deciding anything loses its chain ([`PeersMap::stop_class`]).
+/// that start or stop judging enter and leave the universe before, [`super::universe`]), or who
+/// decides an address two subjects hold; then `ruleset` and `book` are left half done, for a full
+/// render to replace. A class that stops deciding anything loses its chain
+/// ([`PeersMap::stop_class`]); one without a chain that starts deciding something gets one, and
+/// its addresses their peers-map elements ([`start_class`], [`reveal`]: `cluster` and `holders`,
+/// the participating pods holding each address, are what that reads).
 pub(super) fn refresh_subjects(
     ruleset: &mut Ruleset,
     touched: &mut Option<Touched>,
     book: &mut PeerBook,
-    layout: &Layout,
-    changed: &[(ObjectRef, Option<TierSubject<'_>>)],
+    (cluster, holders): (&ClusterState, &HashMap<IpAddr, u32>),
+    (layout, changed): (&Layout, &[(ObjectRef, Option<TierSubject<'_>>)]),
 ) -> Result<usize, Structural> {
     let mut count = 0;
-    let (maps, slots) = book.parts_mut();
+    let (regions, maps, slots) = book.all_mut();
     for tier in Tier::ALL {
         for direction in Direction::BOTH {
             if !layout.has(tier, direction) {
@@ -1584,7 +1592,7 @@ pub(super) fn refresh_subjects(
                 if moves.is_empty() {
                     continue;
                 }
-                count += refresh_class_maps(
+                let (changes, started) = refresh_class_maps(
                     ruleset,
                     touched,
                     map,
@@ -1592,6 +1600,18 @@ pub(super) fn refresh_subjects(
                     (&mut rules, &fresh.positions),
                     &moves,
                 )?;
+                count += changes;
+                for id in started {
+                    start_class(map, slot, id)?;
+                    count += reveal(
+                        ruleset,
+                        touched,
+                        map,
+                        (regions, slot),
+                        (cluster, holders),
+                        id,
+                    )?;
+                }
             }
             if rendered == 0 {
                 return Err(Structural);
@@ -1660,18 +1680,20 @@ fn same_region(direction: Direction, (a, b): (&ClusterRule, &ClusterRule), famil
 /// policy is in: element by element where cells changed when only ports did (what an element
 /// deciding by a rule holds is the same), else each such map rewritten and compared whole in the
 /// transaction; all recorded in `touched`. Returns the origins of the rule chains' counters, by
-/// chain. A class that stops deciding anything loses its chain ([`PeersMap::stop_class`]).
-/// [`Structural`] when a class without a chain starts deciding something (so the peers maps'
-/// elements change); then `ruleset` and `book` are left half done, for a full render to replace.
+/// chain. A class that stops deciding anything loses its chain ([`PeersMap::stop_class`]); one
+/// without a chain that starts deciding something gets one, and its addresses their peers-map
+/// elements ([`start_class`], [`reveal`]). [`Structural`] when the book no longer describes the
+/// policy, or such an address is one two pods hold; then `ruleset` and `book` are left half done,
+/// for a full render to replace.
 pub(super) fn refresh_rules(
     ruleset: &mut Ruleset,
     touched: &mut Option<Touched>,
     book: &mut PeerBook,
-    (cluster, options): (&ClusterState, &CompileOptions),
+    (cluster, holders, options): (&ClusterState, &HashMap<IpAddr, u32>, &CompileOptions),
     (policy, edited): (&ClusterNetworkPolicy, &[BTreeSet<usize>; 2]),
 ) -> Result<Vec<(String, Origin)>, Structural> {
     let mut origins = Vec::new();
-    let (maps, slots) = book.parts_mut();
+    let (regions, maps, slots) = book.all_mut();
     for slot in slots.iter_mut().filter(|s| s.tier == policy.tier) {
         let (tier, direction) = (slot.tier, slot.direction);
         let Some(&first) = slot.first_rule.get(&policy.name) else {
@@ -1735,6 +1757,7 @@ pub(super) fn refresh_rules(
             let family = map.family;
             let held = slot.held(family);
             let mut stopped = Vec::new();
+            let mut started = Vec::new();
             for (id, (key, chain)) in map.keys.iter().enumerate() {
                 if !key.rules.iter().any(|u| edited.contains(u)) {
                     continue;
@@ -1773,8 +1796,10 @@ pub(super) fn refresh_rules(
                         changes,
                         &slot.decisions,
                     )?;
-                    if let Applied::Stopped = applied {
-                        stopped.push(id);
+                    match applied {
+                        Applied::Stopped => stopped.push(id),
+                        Applied::Started => started.push(id),
+                        Applied::Elements(_) => {}
                     }
                     continue;
                 }
@@ -1804,7 +1829,13 @@ pub(super) fn refresh_rules(
                         continue;
                     }
                     Some(chain) => chain,
-                    None => return Err(Structural),
+                    None => {
+                        if let Some(runs) = map.cache.runs.get_mut(id) {
+                            *runs = ClassRuns::of(&elements(&cells));
+                        }
+                        started.push(id);
+                        continue;
+                    }
                 };
                 let (ports, any) = elements(&cells);
                 let decision = |u: usize| slot.decisions.get(u).cloned().ok_or(Structural);
@@ -1842,6 +1873,17 @@ pub(super) fn refresh_rules(
             for id in stopped {
                 map.stop_class(ruleset, touched, id)?;
             }
+            for id in started {
+                start_class(map, slot, id)?;
+                reveal(
+                    ruleset,
+                    touched,
+                    map,
+                    (regions, slot),
+                    (cluster, holders),
+                    id,
+                )?;
+            }
         }
     }
     Ok(origins)
@@ -1860,7 +1902,7 @@ pub(super) fn add_class(
     cluster: &ClusterState,
     key: ClassKey,
 ) -> Result<usize, Structural> {
-    let (tier, direction, family) = (slot.tier, slot.direction, map.family);
+    let (direction, family) = (slot.direction, map.family);
     let mut combinations: Vec<Combination<'_>> = Vec::new();
     let mut positions: HashMap<usize, usize> = HashMap::new();
     for (number, members) in slot.members.iter().enumerate() {
@@ -1888,27 +1930,7 @@ pub(super) fn add_class(
     let chain = if cells.is_empty() {
         None
     } else {
-        let mut scratch = Ruleset::default();
-        let (chain, [ports, any]) = class_chain(
-            &mut scratch,
-            (tier, direction, family),
-            &key,
-            (&slot.tokens, &slot.decisions),
-            &class_elements,
-        );
-        let rendered = (
-            scratch.chains.remove(&chain),
-            scratch.decision_maps.remove(&ports),
-            scratch.decision_maps.remove(&any),
-        );
-        let (Some(c), Some(p), Some(a)) = rendered else {
-            return Err(Structural);
-        };
-        map.stash.insert(chain.clone(), (c, p, a));
-        map.added
-            .push((chain.clone(), [ports.clone(), any.clone()]));
-        map.class_maps.insert(chain.clone(), [ports, any]);
-        Some(chain)
+        Some(stash_chain(map, slot, &key, &class_elements)?)
     };
     map.cache.runs.push(ClassRuns::of(&class_elements));
     map.class_ids.insert(key.clone(), id);
@@ -2046,7 +2068,8 @@ fn refresh_subjects_sets(
 
 /// Patches the class decision maps of one peers map for the addresses of its family that moved
 /// (`moves`), deciding for the combinations `fresh` holds (their positions by number) what the
-/// cache has not decided yet; returns how many elements changed.
+/// cache has not decided yet; returns how many elements changed, and the classes without a chain
+/// that start deciding something (for [`start_class`]).
 fn refresh_class_maps(
     ruleset: &mut Ruleset,
     touched: &mut Option<Touched>,
@@ -2054,10 +2077,11 @@ fn refresh_class_maps(
     decisions: &[Decision],
     (rules, fresh): (&mut LazyRules<'_, '_, '_>, &HashMap<usize, usize>),
     moves: &[(u128, Option<usize>, Option<usize>)],
-) -> Result<usize, Structural> {
+) -> Result<(usize, Vec<usize>), Structural> {
     let family = map.family;
     let mut count = 0;
     let mut stopped = Vec::new();
+    let mut started = Vec::new();
     for (id, (key, chain)) in map.keys.iter().enumerate() {
         let mut changes = RunChanges::default();
         for &(address, was, now) in moves {
@@ -2095,21 +2119,75 @@ fn refresh_class_maps(
         )? {
             Applied::Elements(n) => count += n,
             Applied::Stopped => stopped.push(id),
+            Applied::Started => started.push(id),
         }
     }
     for id in stopped {
         count += map.stop_class(ruleset, touched, id)?;
     }
-    Ok(count)
+    Ok((count, started))
+}
+
+/// The class `id` of `map`, which had no chain, decides something now for the subjects of
+/// `slot` (its runs say what): its chain and decision maps are rendered into the map's stash, as
+/// [`add_class`] renders them, for its addresses to be spliced in ([`super::regions::reveal`]).
+pub(super) fn start_class(
+    map: &mut PeersMap,
+    slot: &SlotSubjects,
+    id: usize,
+) -> Result<(), Structural> {
+    let (key, chain) = map.keys.get(id).ok_or(Structural)?;
+    if chain.is_some() {
+        return Err(Structural);
+    }
+    let key = key.clone();
+    let class_elements = map.cache.runs.get(id).ok_or(Structural)?.elements();
+    let chain = stash_chain(map, slot, &key, &class_elements)?;
+    if let Some((_, c)) = map.keys.get_mut(id) {
+        *c = Some(chain);
+    }
+    Ok(())
+}
+
+/// Renders the chain of the class `key` of `map` with the elements `class_elements` into the
+/// map's stash (no element of the peers map jumps to it yet: [`PeersMap::settle`] brings it
+/// into the ruleset when one does); returns its name.
+fn stash_chain(
+    map: &mut PeersMap,
+    slot: &SlotSubjects,
+    key: &ClassKey,
+    class_elements: &ClassElements,
+) -> Result<String, Structural> {
+    let mut scratch = Ruleset::default();
+    let (chain, [ports, any]) = class_chain(
+        &mut scratch,
+        (slot.tier, slot.direction, map.family),
+        key,
+        (&slot.tokens, &slot.decisions),
+        class_elements,
+    );
+    let rendered = (
+        scratch.chains.remove(&chain),
+        scratch.decision_maps.remove(&ports),
+        scratch.decision_maps.remove(&any),
+    );
+    let (Some(c), Some(p), Some(a)) = rendered else {
+        return Err(Structural);
+    };
+    map.stash.insert(chain.clone(), (c, p, a));
+    map.added
+        .push((chain.clone(), [ports.clone(), any.clone()]));
+    map.class_maps.insert(chain.clone(), [ports, any]);
+    Ok(chain)
 }
 
 /// Settles what `changes` says went and came of a class's elements (its runs now `runs`) and puts
 /// it into the two decision maps of the class's chain `chain` (in `ruleset`, or stashed in
 /// `stash`), each element deciding as `decisions` says by its rule; records each change in
-/// `touched` (for maps in the ruleset) and returns how many there were, or [`Applied::Stopped`]
-/// when the class loses them all (it decides nothing any longer: see [`PeersMap::stop_class`]).
-/// [`Structural`] when the class starts deciding something (it has no chain and gets elements),
-/// which changes the peers maps.
+/// `touched` (for maps in the ruleset) and returns how many there were, [`Applied::Stopped`]
+/// when the class loses them all (it decides nothing any longer: see [`PeersMap::stop_class`]),
+/// or [`Applied::Started`] when it starts deciding something (it has no chain and gets
+/// elements), which changes the peers maps.
 fn apply_class_changes(
     ruleset: &mut Ruleset,
     touched: &mut Option<Touched>,
@@ -2125,7 +2203,7 @@ fn apply_class_changes(
     let chain = match chain {
         Some(_) if runs.is_empty() => return Ok(Applied::Stopped),
         Some(chain) => chain,
-        None => return Err(Structural),
+        None => return Ok(Applied::Started),
     };
     let Some([ports_map, any_map]) = class_maps.get(chain) else {
         return Err(Structural);
@@ -2200,6 +2278,9 @@ enum Applied {
     Elements(usize),
     /// The class decides nothing any longer: its chain is to go.
     Stopped,
+    /// The class had no chain and decides something now (its runs say what): its chain is to
+    /// come ([`start_class`]), and its addresses with it.
+    Started,
 }
 
 /// Renders the tiers of one node into a ruleset whose base chains already look them up.
