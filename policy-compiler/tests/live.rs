@@ -721,6 +721,111 @@ fn a_cluster_network_policy_entering_and_leaving_renders_the_tiers_alone() {
     step(&mut state, None, "its removal");
 }
 
+/// A peer class that decided nothing for the node's pods and starts deciding something when a
+/// pod of the node is relabelled gets its chain, and its addresses their peers-map elements,
+/// without a full render: a Pass of one policy shadows a Deny of another for the network both
+/// name while every pod the second judges is judged by the first, until a pod only the second
+/// judges comes.
+#[test]
+fn a_peer_class_that_starts_deciding_renders_the_tiers_alone() {
+    let node = "node-0";
+    let mut state = workload(3, WorkloadSize::SMALL);
+    let local: Vec<Pod> = state
+        .pods()
+        .values()
+        .filter(|p| p.node.as_deref() == Some(node) && p.participates() && !p.host_network)
+        .cloned()
+        .collect();
+    let first = local.first().expect("a pod of the node").clone();
+    let other = local
+        .iter()
+        .find(|p| p.id.namespace != first.id.namespace)
+        .expect("a pod of the node in another namespace")
+        .clone();
+    let marked = |namespaces: LabelSelector| {
+        Subject::Pods(PodsSelector {
+            namespaces,
+            pods: LabelSelector::new(vec![Requirement::In("judged".into(), vec!["yes".into()])]),
+        })
+    };
+    let rule = |action: Action| ClusterRule {
+        name: None,
+        action,
+        peers: vec![ClusterPeer::Networks(vec!["192.0.2.0/24"
+            .parse()
+            .expect("a CIDR")])],
+        protocols: Vec::new(),
+    };
+    let namespace_of = |pod: &Pod| {
+        LabelSelector::new(vec![Requirement::In(
+            "kubernetes.io/metadata.name".into(),
+            vec![pod.id.namespace.to_string()],
+        )])
+    };
+    state.upsert_cluster_policy(ClusterNetworkPolicy {
+        name: "passes".into(),
+        tier: Tier::Admin,
+        priority: 1,
+        subject: marked(namespace_of(&first)),
+        ingress: Vec::new(),
+        egress: vec![rule(Action::Pass)],
+    });
+    state.upsert_cluster_policy(ClusterNetworkPolicy {
+        name: "denies".into(),
+        tier: Tier::Admin,
+        priority: 2,
+        subject: marked(LabelSelector::everything()),
+        ingress: Vec::new(),
+        egress: vec![rule(Action::Deny)],
+    });
+    let mut judged = first.clone();
+    judged.labels.insert("judged", "yes");
+    state.upsert_pod(judged);
+    let mut live = LiveNode::new(&state, node, CompileOptions::default());
+    let mut committed = policy_compiler::nft::Ruleset::default();
+    check(&mut live, &state, &mut committed);
+    let peers_elements = |live: &LiveNode| {
+        live.ruleset()
+            .decision_maps
+            .iter()
+            .filter(|(name, _)| name.contains("_peers_"))
+            .flat_map(|(_, m)| m.elements.values())
+            .count()
+    };
+    assert_eq!(
+        peers_elements(&live),
+        0,
+        "the network's class decides nothing while the Pass shadows the Deny"
+    );
+    let mut relabelled = other.clone();
+    relabelled.labels.insert("judged", "yes");
+    state.upsert_pod(relabelled);
+    live.changed(
+        &state,
+        Kind::Pod,
+        &other.id,
+        Some(&Object::Pod(other.clone())),
+    );
+    let stats = check(&mut live, &state, &mut committed);
+    assert!(
+        !stats.rendered && !stats.tiers_rendered,
+        "a class starting to decide rendered the local part or the tiers in full: {stats:?}"
+    );
+    assert!(
+        peers_elements(&live) > 0,
+        "the network got no element in the peers map"
+    );
+    // And back: the class stops deciding.
+    let old = state.pod(&other.id).cloned().map(Object::Pod);
+    state.upsert_pod(other.clone());
+    live.changed(&state, Kind::Pod, &other.id, old.as_ref());
+    let stats = check(&mut live, &state, &mut committed);
+    assert!(
+        !stats.tiers_rendered,
+        "the class stopping rendered the tiers in full"
+    );
+}
+
 /// A ClusterNetworkPolicy whose subject holds no pod of the node, before or after, renders
 /// nothing there when it comes, moves in the evaluation order, or goes: its rules are in no class,
 /// chain or map of the node; and the node's own events stay piece by piece after it.
