@@ -16,17 +16,23 @@
 //! [`super::tiers::keeps_order`]), so the universe of rules and the rule chains stay; what the
 //! edit changes besides the peers (ports, Accept against Deny, names; the subject) is rendered
 //! after, by [`super::tiers::refresh_rules`] and the subjects' refresh.
+//!
+//! The same splice gives a policy entering or leaving the universe its regions, or the region of
+//! no peer ([`give_regions`], [`super::universe`]); a rule that leaves, or enters with peers
+//! another rule of the map has, moves whole classes instead of addresses: every class its
+//! region's addresses are in gains or loses it, and the peers-map elements of each such class's
+//! chain jump to the new class's chain ([`take_classes`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use super::peers::{Holder, LiveRegion, PeerBook, PeersMap, Structural, Target};
-use super::tiers::{ranges_hold, RegionClass, SlotSubjects};
+use super::tiers::{add_classes, ranges_hold, ClassKey, RegionClass, SlotSubjects};
 use crate::cidr::{from_u128, max_u128, to_u128, Family};
 use crate::cluster::ClusterState;
 use crate::model::{ClusterNetworkPolicy, ClusterPeer, ObjectRef, Pod, Tier};
 use crate::nft::transaction::Touched;
-use crate::nft::Ruleset;
+use crate::nft::{DecisionVerdict, Ruleset};
 use crate::selector::Labels;
 
 /// Gives the rules of `policy` (as the cluster holds it now) the regions of their peers in every
@@ -89,6 +95,17 @@ pub(super) fn give_regions(
         let Some((first, given)) = new(slot, family) else {
             continue;
         };
+        let empty = LiveRegion::empty(family);
+        // The map's regions with rules before: a rule joining one from the region of no peer
+        // takes the classes of its addresses along (see `take_classes`).
+        let before: Vec<(usize, usize)> = map
+            .regions
+            .iter()
+            .zip(&map.rules_of)
+            .filter_map(|(r, rules)| Some((*r, *rules.first()?)))
+            .collect();
+        let mut joins: Vec<(usize, usize)> = Vec::new();
+        let mut leaves: Vec<usize> = Vec::new();
         let mut changes: Vec<(LiveRegion, LiveRegion)> = Vec::new();
         for (index, new) in given.into_iter().enumerate() {
             let u = first + index;
@@ -96,6 +113,33 @@ pub(super) fn give_regions(
             let r = *map.regions.get(k).ok_or(Structural)?;
             let old = regions.get(r).ok_or(Structural)?;
             if old.same_peers(&new) {
+                continue;
+            }
+            let joined = old.same_peers(&empty).then(|| {
+                before
+                    .iter()
+                    .find(|(r, _)| regions.get(*r).is_some_and(|x| x.same_peers(&new)))
+                    .map(|(_, beside)| *beside)
+            });
+            if let Some(Some(beside)) = joined {
+                joins.push((u, beside));
+                let r = regions
+                    .iter()
+                    .position(|x| x.same_peers(&new))
+                    .ok_or(Structural)?;
+                map.give_region(u, r)?;
+                continue;
+            }
+            if new.same_peers(&empty) {
+                leaves.push(u);
+                let r = match regions.iter().position(|x| x.same_peers(&new)) {
+                    Some(r) => r,
+                    None => {
+                        regions.push(new);
+                        regions.len() - 1
+                    }
+                };
+                map.give_region(u, r)?;
                 continue;
             }
             // Rules sharing a region move alike: their addresses are classified once.
@@ -114,6 +158,16 @@ pub(super) fn give_regions(
             };
             map.give_region(u, r)?;
         }
+        if !joins.is_empty() || !leaves.is_empty() {
+            count += take_classes(
+                ruleset,
+                touched,
+                map,
+                (regions, slot),
+                (cluster, holders),
+                &|key| key.without(&leaves).joined(&joins),
+            )?;
+        }
         if !changes.is_empty() {
             count += reclassify(
                 ruleset,
@@ -126,6 +180,94 @@ pub(super) fn give_regions(
         }
     }
     book.drop_unused_regions();
+    Ok(count)
+}
+
+/// Moves every address of `map` whose class `to` changes (rules entering or leaving the classes
+/// of the addresses some region holds, as a whole) to its new class, class by class: the
+/// peers-map elements of a class with a chain jump to the new class's chain (or go, when it has
+/// none), spliced span by span; a class without a chain whose new class has one has no element to
+/// move, so the addresses of one of the new class's regions are classified again
+/// ([`reveal`]). Returns how many peers-map elements changed.
+fn take_classes(
+    ruleset: &mut Ruleset,
+    touched: &mut Option<Touched>,
+    map: &mut PeersMap,
+    (regions, slot): (&[LiveRegion], &SlotSubjects),
+    (cluster, holders): (&ClusterState, &HashMap<IpAddr, u32>),
+    to: &dyn Fn(&ClassKey) -> ClassKey,
+) -> Result<usize, Structural> {
+    // Each class that changes, with its new class; those none had are added together.
+    let mut moves: Vec<(usize, ClassKey)> = Vec::new();
+    let mut fresh: Vec<ClassKey> = Vec::new();
+    let mut seen: HashSet<ClassKey> = HashSet::new();
+    for (id, (key, _)) in map.keys.iter().enumerate() {
+        let new = to(key);
+        if &new == key {
+            continue;
+        }
+        if !new.is_empty() && !map.class_ids.contains_key(&new) && seen.insert(new.clone()) {
+            fresh.push(new.clone());
+        }
+        moves.push((id, new));
+    }
+    add_classes(map, slot, cluster, fresh)?;
+    // Each chain whose class changes, with the new class's chain.
+    let mut retarget: HashMap<String, Option<String>> = HashMap::new();
+    let mut revealed: Vec<usize> = Vec::new();
+    for (id, new) in moves {
+        let chain = map.keys.get(id).and_then(|(_, chain)| chain.clone());
+        let now = map.class_ids.get(&new).copied();
+        let now_chain = now.and_then(|id| map.keys.get(id)?.1.clone());
+        match (chain, now_chain) {
+            (Some(chain), target) => {
+                retarget.insert(chain, target);
+            }
+            (None, Some(_)) => revealed.extend(now),
+            (None, None) => {}
+        }
+    }
+    let mut chains: BTreeSet<String> = BTreeSet::new();
+    let mut count = 0;
+    if !retarget.is_empty() {
+        let moved: Vec<Target> = ruleset
+            .decision_maps
+            .get(&map.name)
+            .into_iter()
+            .flat_map(|m| &m.elements)
+            .filter_map(|(key, decision)| {
+                let DecisionVerdict::Jump(chain) = &decision.verdict else {
+                    return None;
+                };
+                let target = retarget.get(chain)?;
+                Some((to_u128(&key.first), to_u128(&key.last), target.clone()))
+            })
+            .collect();
+        // Adjacent elements are spliced as one span.
+        let mut at = 0;
+        while at < moved.len() {
+            let mut end = at + 1;
+            while end < moved.len() && moved[end - 1].1.checked_add(1) == Some(moved[end].0) {
+                end += 1;
+            }
+            let span = (moved[at].0, moved[end - 1].1);
+            count += map.splice(ruleset, touched, span, &moved[at..end], &mut chains);
+            at = end;
+        }
+    }
+    for chain in chains {
+        map.settle(ruleset, touched, &chain)?;
+    }
+    for id in revealed {
+        count += reveal(
+            ruleset,
+            touched,
+            map,
+            (regions, slot),
+            (cluster, holders),
+            id,
+        )?;
+    }
     Ok(count)
 }
 

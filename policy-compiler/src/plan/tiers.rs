@@ -495,6 +495,43 @@ impl ClassKey {
         &self.rules
     }
 
+    /// The class of the same addresses once `rules` hold no address: without them (and what their
+    /// named ports resolve to).
+    pub(super) fn without(&self, rules: &[usize]) -> Self {
+        Self {
+            rules: self
+                .rules
+                .iter()
+                .copied()
+                .filter(|u| !rules.contains(u))
+                .collect(),
+            named: self
+                .named
+                .iter()
+                .filter(|(u, _)| !rules.contains(u))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// The class of the same addresses once each rule `u` of `joins` holds what the rule beside
+    /// it (`(u, beside)`: one whose region `u` joins) holds: with the rules joining a region the
+    /// class's addresses are in, each resolving named ports as the rule beside it does.
+    pub(super) fn joined(&self, joins: &[(usize, usize)]) -> Self {
+        let mut rules = self.rules.clone();
+        let mut named = self.named.clone();
+        for &(u, beside) in joins {
+            if self.rules.binary_search(&beside).is_err() {
+                continue;
+            }
+            rules.push(u);
+            if let Some((_, ports)) = self.named.iter().find(|(r, _)| *r == beside) {
+                named.push((u, ports.clone()));
+            }
+        }
+        Self::new(rules, named)
+    }
+
     /// The class of the addresses no rule's peers hold.
     pub(super) fn is_empty(&self) -> bool {
         self.rules.is_empty()
@@ -1902,6 +1939,19 @@ pub(super) fn add_class(
     cluster: &ClusterState,
     key: ClassKey,
 ) -> Result<usize, Structural> {
+    let ids = add_classes(map, slot, cluster, vec![key])?;
+    ids.first().copied().ok_or(Structural)
+}
+
+/// Adds the peer classes `keys` (distinct, none seen by `map`) as [`add_class`] adds one, the
+/// subjects' combinations and their rules made once for all; returns their positions in the
+/// map's keys, in order.
+pub(super) fn add_classes(
+    map: &mut PeersMap,
+    slot: &SlotSubjects,
+    cluster: &ClusterState,
+    keys: Vec<ClassKey>,
+) -> Result<Vec<usize>, Structural> {
     let (direction, family) = (slot.direction, map.family);
     let mut combinations: Vec<Combination<'_>> = Vec::new();
     let mut positions: HashMap<usize, usize> = HashMap::new();
@@ -1911,31 +1961,38 @@ pub(super) fn add_class(
             combinations.push(slot.combination(cluster, number)?);
         }
     }
-    if key.rules.last().is_some_and(|u| *u >= slot.decisions.len()) {
-        return Err(Structural);
-    }
-    let id = map.keys.len();
-    if map.cache.runs.len() != id {
-        return Err(Structural);
-    }
+    let held = slot.held(family);
     let mut rules = LazyRules::new(&slot.first_rule, direction, &combinations);
-    let mut cells: Vec<ClassCell> = Vec::new();
-    for (address, number) in slot.held(family) {
-        let c = *positions.get(&number).ok_or(Structural)?;
-        if let Some(cell) = decide((id, &key), (c, number), &mut rules, &mut map.cache) {
-            cells.push((address, address, cell));
+    let mut ids = Vec::with_capacity(keys.len());
+    for key in keys {
+        if key.rules.last().is_some_and(|u| *u >= slot.decisions.len())
+            || map.class_ids.contains_key(&key)
+        {
+            return Err(Structural);
         }
+        let id = map.keys.len();
+        if map.cache.runs.len() != id {
+            return Err(Structural);
+        }
+        let mut cells: Vec<ClassCell> = Vec::new();
+        for &(address, number) in &held {
+            let c = *positions.get(&number).ok_or(Structural)?;
+            if let Some(cell) = decide((id, &key), (c, number), &mut rules, &mut map.cache) {
+                cells.push((address, address, cell));
+            }
+        }
+        let class_elements = elements(&cells);
+        let chain = if cells.is_empty() {
+            None
+        } else {
+            Some(stash_chain(map, slot, &key, &class_elements)?)
+        };
+        map.cache.runs.push(ClassRuns::of(&class_elements));
+        map.class_ids.insert(key.clone(), id);
+        map.keys.push((key, chain));
+        ids.push(id);
     }
-    let class_elements = elements(&cells);
-    let chain = if cells.is_empty() {
-        None
-    } else {
-        Some(stash_chain(map, slot, &key, &class_elements)?)
-    };
-    map.cache.runs.push(ClassRuns::of(&class_elements));
-    map.class_ids.insert(key.clone(), id);
-    map.keys.push((key, chain));
-    Ok(id)
+    Ok(ids)
 }
 
 /// The combinations local pods joined in one refresh of a tier and direction: one of each, from

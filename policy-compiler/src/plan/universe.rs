@@ -6,17 +6,21 @@
 //! here instead of rendering the tiers again:
 //!
 //! - a policy **leaves** ([`leave`]): its rules are taken out of every combination's rules first,
-//!   then given the region of no peer, so that the addresses their peers held are classified again
-//!   without them ([`super::regions::give_regions`]) and the classes holding them lose their
-//!   addresses; then the positions close up ([`Shift::Leave`]), those classes go, and so do the
-//!   rules' chains. The subjects it judged are left for the subjects' refresh, which finds nothing
-//!   of it to decide;
+//!   then given the region of no peer ([`super::regions::give_regions`]): every class holding one
+//!   of them gives its addresses to the class without them, class by class (the peers-map
+//!   elements of its chain jump to the other's), no address classified again; then the positions
+//!   close up ([`Shift::Leave`]), the classes holding its rules go, and so do the rules' chains.
+//!   The subjects it judged are left for the subjects' refresh, which finds nothing of it to
+//!   decide;
 //! - a policy **enters** ([`enter`]): its rules take their place in the evaluation order with the
 //!   region of no peer ([`Shift::Enter`]), so that no class holds them, and get their chains; the
 //!   subjects' refresh then puts the pods it judges in their combinations, and only then do its
-//!   rules get the regions of their peers ([`super::regions::refresh_regions`]), so that every
-//!   address whose class changes is classified again with the subjects as they are, and a class
-//!   that starts deciding is found through its addresses.
+//!   rules get the regions of their peers ([`super::regions::refresh_regions`]), decided for the
+//!   subjects as they are: a rule whose peers some rule of the map has already joins that
+//!   region, and the classes of its addresses take the rule along, class by class; a rule with
+//!   peers of its own has its addresses classified again. A class without a chain that gets one
+//!   so has its addresses found by classifying those of one of its regions
+//!   ([`super::regions::reveal`]).
 //!
 //! A shift is monotone: the rules that stay keep their order, so every class, cell and element
 //! keeps its meaning, renumbered.
