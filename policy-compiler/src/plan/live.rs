@@ -1270,7 +1270,7 @@ impl LiveNode {
         let subjects = (changed || !self.stale_subjects.is_empty())
             .then(|| self.changed_subjects(cluster, !moved.is_empty()));
         let (leaving, entering) = if subjects.is_some() || !moved.is_empty() {
-            self.universe_changes(&moved)
+            self.universe_changes(subjects.as_deref().unwrap_or_default(), &moved)
         } else {
             Default::default()
         };
@@ -1364,51 +1364,24 @@ impl LiveNode {
 
     /// The ClusterNetworkPolicies to leave and to enter the tiers' universes at this flush, each
     /// with the tiers and directions where it does (of one tier): those `moved`, and those that
-    /// start or stop judging some pod of the node. `subjects` and `ordered_names` are up to date.
-    fn universe_changes(&self, moved: &BTreeSet<String>) -> (UniverseMoves, UniverseMoves) {
+    /// start or stop judging some pod of the node by the pods `changed`.
+    fn universe_changes(
+        &self,
+        changed: &[(ObjectRef, Option<TierSubject<'_>>)],
+        moved: &BTreeSet<String>,
+    ) -> (UniverseMoves, UniverseMoves) {
         let Some(book) = &self.peers else {
             return Default::default();
         };
-        // Who judges some pod of the node now, by slot.
-        let mut after: [BTreeSet<&str>; 4] = Default::default();
-        for memo in self.subjects.values() {
-            for (s, (tier, direction)) in TierSubject::SLOTS.iter().enumerate() {
-                let isolated = match direction {
-                    Direction::Ingress => memo.isolated[0],
-                    Direction::Egress => memo.isolated[1],
-                };
-                if *tier == Tier::Baseline && isolated {
-                    continue;
-                }
-                for at in &memo.judging[s] {
-                    if let Some(name) = self.ordered_names.get(*at as usize) {
-                        after[s].insert(name.as_str());
-                    }
-                }
-            }
-        }
         let mut leaving: BTreeMap<String, Vec<(Tier, Direction)>> = BTreeMap::new();
         let mut entering: BTreeMap<String, Vec<(Tier, Direction)>> = BTreeMap::new();
         for slot in book.slots() {
-            let Some(s) = TierSubject::SLOTS.iter().position(|x| *x == slot.slot()) else {
-                continue;
-            };
-            let universe: BTreeSet<&str> = slot.universe().collect();
-            for name in &universe {
-                if moved.contains(*name) || !after[s].contains(name) {
-                    leaving
-                        .entry(name.to_string())
-                        .or_default()
-                        .push(slot.slot());
-                }
+            let (enter, leave) = slot.universe_moves(changed, moved);
+            for name in leave {
+                leaving.entry(name).or_default().push(slot.slot());
             }
-            for name in &after[s] {
-                if moved.contains(*name) || !universe.contains(name) {
-                    entering
-                        .entry(name.to_string())
-                        .or_default()
-                        .push(slot.slot());
-                }
+            for name in enter {
+                entering.entry(name).or_default().push(slot.slot());
             }
         }
         (

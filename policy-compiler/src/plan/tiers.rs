@@ -1288,9 +1288,65 @@ impl SlotSubjects {
         Ok(shift)
     }
 
-    /// The policies of the universe.
-    pub(super) fn universe(&self) -> impl Iterator<Item = &str> {
-        self.first_rule.keys().map(String::as_str)
+    /// What taking in the local pods `changed` (see [`refresh_subjects`]) does to the universe:
+    /// the policies that come to judge some subject here and are not in it (to enter), and those
+    /// of it that judge no subject any longer (to leave), each once, by name. The policies `moved`
+    /// (whose rules moved in the evaluation order) leave where they are in the universe and enter
+    /// where they judge some subject after; `changed` then holds every local pod.
+    pub(super) fn universe_moves(
+        &self,
+        changed: &[(ObjectRef, Option<TierSubject<'_>>)],
+        moved: &BTreeSet<String>,
+    ) -> (Vec<String>, Vec<String>) {
+        let (tier, direction) = (self.tier, self.direction);
+        // Subjects more or fewer in each combination, by number.
+        let mut delta: HashMap<usize, isize> = HashMap::new();
+        let mut before: BTreeSet<&str> = BTreeSet::new();
+        let mut after: BTreeSet<&str> = BTreeSet::new();
+        for (key, subject) in changed {
+            if let Some((_, number)) = self.pods.get(key) {
+                *delta.entry(*number).or_default() -= 1;
+                before.extend(
+                    self.policies
+                        .get(*number)
+                        .into_iter()
+                        .flatten()
+                        .map(String::as_str),
+                );
+            }
+            let Some((subject, judging)) = subject
+                .as_ref()
+                .and_then(|s| Some((s, judged(s, tier, direction)?)))
+            else {
+                continue;
+            };
+            after.extend(judging.iter().map(|p| p.name.as_str()));
+            let named = combination_named_ports(direction, judging);
+            let resolved = resolve_named(subject.pod, &named);
+            if let Some(number) = self.numbers.get(&combination_key(judging, &resolved)) {
+                *delta.entry(*number).or_default() += 1;
+            }
+        }
+        let judges_after = |name: &str| {
+            after.contains(name)
+                || self.policies.iter().enumerate().any(|(number, policies)| {
+                    let members = self.members.get(number).copied().unwrap_or(0) as isize
+                        + delta.get(&number).copied().unwrap_or(0);
+                    members > 0 && policies.iter().any(|p| p == name)
+                })
+        };
+        let entering = after
+            .iter()
+            .filter(|p| moved.contains(**p) || !self.first_rule.contains_key(**p))
+            .map(|p| p.to_string())
+            .collect();
+        let leaving = self
+            .first_rule
+            .keys()
+            .filter(|p| moved.contains(*p) || (before.contains(p.as_str()) && !judges_after(p)))
+            .cloned()
+            .collect();
+        (entering, leaving)
     }
 
     /// The combination `number`, to decide by: its policies of the universe as the cluster holds
