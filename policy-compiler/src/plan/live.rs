@@ -1034,6 +1034,75 @@ impl LiveNode {
         }
     }
 
+    /// Numbers the kept subjects' policies again in the evaluation order of `cluster` after the
+    /// ClusterNetworkPolicies `moved` came, went or moved in it (see [`LiveNode::moved`]): each
+    /// memo loses the moved policies, and gains them where their subject holds its pod now (with
+    /// rules in the slot's direction), as [`SubjectMemo::plan`] would find; returns the pods whose
+    /// memo so changed. Only the moved policies' subjects are read.
+    fn renumber_moved(
+        &mut self,
+        cluster: &ClusterState,
+        moved: &BTreeSet<String>,
+    ) -> BTreeSet<ObjectRef> {
+        let mut judged = BTreeSet::new();
+        if moved.is_empty() {
+            return judged;
+        }
+        let ordered = ordered_cluster_policies(cluster);
+        let now: HashMap<&str, u32> = ordered
+            .iter()
+            .enumerate()
+            .map(|(at, p)| (p.name.as_str(), at as u32))
+            .collect();
+        let before = std::mem::take(&mut self.ordered_names);
+        for (key, memo) in &mut self.subjects {
+            let mut lost = false;
+            for positions in &mut memo.judging {
+                let renumbered: Box<[u32]> = positions
+                    .iter()
+                    .filter_map(|at| {
+                        let name = before.get(*at as usize)?;
+                        if moved.contains(name) {
+                            lost = true;
+                            return None;
+                        }
+                        now.get(name.as_str()).copied()
+                    })
+                    .collect();
+                *positions = renumbered;
+            }
+            if lost {
+                judged.insert(key.clone());
+            }
+        }
+        for policy in moved.iter().filter_map(|name| cluster.cluster_policy(name)) {
+            let Some(&at) = now.get(policy.name.as_str()) else {
+                continue;
+            };
+            for (key, memo) in &mut self.subjects {
+                let Some(pod) = cluster.pod(key) else {
+                    continue;
+                };
+                if !subject_holds(cluster, pod, &policy.subject) {
+                    continue;
+                }
+                for (s, (tier, direction)) in TierSubject::SLOTS.iter().enumerate() {
+                    if policy.tier != *tier || policy.rules(*direction).is_empty() {
+                        continue;
+                    }
+                    let mut positions = memo.judging[s].to_vec();
+                    if let Err(i) = positions.binary_search(&at) {
+                        positions.insert(i, at);
+                    }
+                    memo.judging[s] = positions.into_boxed_slice();
+                }
+                judged.insert(key.clone());
+            }
+        }
+        self.ordered_names = ordered.iter().map(|p| p.name.clone()).collect();
+        judged
+    }
+
     /// The namespaces whose pods' subjects are to be planned again: those whose labels changed,
     /// and those whose NetworkPolicies did.
     fn stale_namespaces(&self) -> BTreeSet<Arc<str>> {
@@ -1047,25 +1116,27 @@ impl LiveNode {
     /// The participating pods of this node whose subjects may differ since the last flush, each
     /// with what the tiers read of it now (`None`: no longer local), in key order; brings
     /// `subjects` up to date. A pod of a stale namespace is left out when it did not change and
-    /// is planned as before, unless `all` (the evaluation order moved, so the memos' positions
-    /// are not comparable).
+    /// is planned as before; one of `judged` (whose memo [`LiveNode::renumber_moved`] changed)
+    /// is in.
     fn changed_subjects<'c>(
         &mut self,
         cluster: &'c ClusterState,
-        all: bool,
+        judged: &BTreeSet<ObjectRef>,
     ) -> Vec<(ObjectRef, Option<TierSubject<'c>>)> {
         let ordered = ordered_cluster_policies(cluster);
         let audit_all = self.options.audit_all;
+        let stale = self.stale_namespaces();
         let mut keys: BTreeSet<ObjectRef> = self.local_pods.clone();
-        for namespace in self.stale_namespaces() {
+        keys.extend(judged.iter().cloned());
+        for namespace in &stale {
             let from = ObjectRef {
-                namespace: Arc::clone(&namespace),
+                namespace: Arc::clone(namespace),
                 name: Arc::from(""),
             };
             keys.extend(
                 self.local
                     .range(&from..)
-                    .take_while(|k| k.namespace == namespace)
+                    .take_while(|k| k.namespace == *namespace)
                     .cloned(),
             );
         }
@@ -1077,10 +1148,20 @@ impl LiveNode {
                 changed.push((key, None));
                 continue;
             };
+            // A memo `renumber_moved` brought up to date stands, unless the pod or its namespace
+            // changed too.
+            let current = judged.contains(&key)
+                && !self.local_pods.contains(&key)
+                && !stale.contains(&key.namespace);
+            if let Some(memo) = self.subjects.get(&key).filter(|_| current) {
+                changed.push((key.clone(), Some(memo.subject(pod, &ordered))));
+                continue;
+            }
             let memo = SubjectMemo::plan(cluster, pod, &ordered, audit_all);
             let subject = memo.subject(pod, &ordered);
-            let same =
-                !all && !self.local_pods.contains(&key) && self.subjects.get(&key) == Some(&memo);
+            let same = !judged.contains(&key)
+                && !self.local_pods.contains(&key)
+                && self.subjects.get(&key) == Some(&memo);
             self.subjects.insert(key.clone(), memo);
             if !same {
                 changed.push((key, Some(subject)));
@@ -1229,6 +1310,7 @@ impl LiveNode {
                         (policy, &edited),
                     )
                 });
+            self.tier_objects.add(book.take_added());
             let Ok(origins) = refreshed else {
                 self.render_tiers(cluster, None);
                 return false;
@@ -1258,17 +1340,9 @@ impl LiveNode {
     /// get the regions of their peers. A change that needs more renders the tiers in full.
     fn refresh_tiers(&mut self, cluster: &ClusterState, changed: bool) {
         let moved = std::mem::take(&mut self.moved);
-        if !moved.is_empty() {
-            // The evaluation order moved: every pod of the node is planned again in it.
-            self.stale_subjects
-                .extend(self.local_namespaces.keys().cloned());
-            self.ordered_names = ordered_cluster_policies(cluster)
-                .iter()
-                .map(|p| p.name.clone())
-                .collect();
-        }
-        let subjects = (changed || !self.stale_subjects.is_empty())
-            .then(|| self.changed_subjects(cluster, !moved.is_empty()));
+        let judged = self.renumber_moved(cluster, &moved);
+        let subjects = (changed || !self.stale_subjects.is_empty() || !judged.is_empty())
+            .then(|| self.changed_subjects(cluster, &judged));
         let (leaving, entering) = if subjects.is_some() || !moved.is_empty() {
             self.universe_changes(subjects.as_deref().unwrap_or_default(), &moved)
         } else {
@@ -1403,13 +1477,16 @@ impl LiveNode {
             return false;
         };
         let layout = Layout::of(cluster);
-        match tiers::refresh_subjects(
+        let refreshed = tiers::refresh_subjects(
             &mut self.ruleset,
             &mut self.touched,
             &mut book,
             (cluster, &self.addresses),
             (&layout, changed),
-        ) {
+        );
+        // Class chains that started deciding were added: a full render replaces them too.
+        self.tier_objects.add(book.take_added());
+        match refreshed {
             Ok(pieces) => {
                 self.stats.tier_pieces += pieces;
                 self.peers = Some(book);

@@ -1299,6 +1299,31 @@ impl SlotSubjects {
         moved: &BTreeSet<String>,
     ) -> (Vec<String>, Vec<String>) {
         let (tier, direction) = (self.tier, self.direction);
+        // Mostly nothing moves: no policy judging a pod that changed is new to the universe, and
+        // no combination loses its last subject.
+        if moved.is_empty() {
+            let mut leaving: HashMap<usize, usize> = HashMap::new();
+            let mut new = false;
+            for (key, subject) in changed {
+                if let Some((_, number)) = self.pods.get(key) {
+                    *leaving.entry(*number).or_default() += 1;
+                }
+                new |= subject
+                    .as_ref()
+                    .and_then(|s| judged(s, tier, direction))
+                    .is_some_and(|judging| {
+                        judging
+                            .iter()
+                            .any(|p| !self.first_rule.contains_key(&p.name))
+                    });
+            }
+            let emptied = leaving
+                .iter()
+                .any(|(number, n)| self.members.get(*number).is_some_and(|m| m <= n));
+            if !new && !emptied {
+                return (Vec::new(), Vec::new());
+            }
+        }
         // Subjects more or fewer in each combination, by number.
         let mut delta: HashMap<usize, isize> = HashMap::new();
         let mut before: BTreeSet<&str> = BTreeSet::new();
