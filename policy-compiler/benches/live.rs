@@ -7,8 +7,9 @@
 //! a policy enforced on node-0 edited (a port on its first ingress rule), a namespace with pods
 //! but none on node-0 relabelled (its `env`), a Node other than node-0 labelled as control plane,
 //! a ClusterNetworkPolicy's first rule narrowed to one port and, apart, its peers replaced by a
-//! network, a copy of it added first in evaluation order, its priority moved to the end, and a
-//! copy of it whose subject holds no pod added (a row is left out when the cluster has no such
+//! network, a copy of it added first in evaluation order (as it is, and with every rule's peers
+//! one namespace), its priority moved to the end, and a copy of it whose subject holds no pod
+//! added (a row is left out when the cluster has no such
 //! object). An incremental sample is the change to the cluster state, the compiler's
 //! update, and the transaction (diff of what was touched, applied to the committed copy); a full
 //! sample compiles the node and diffs.
@@ -306,7 +307,24 @@ fn events(cluster: &ClusterState) -> Vec<(&'static str, Event, Event)> {
         events.push((
             "ClusterNetworkPolicy added (a copy, first in order)",
             Event::ClusterPolicy(copy.clone()),
-            Event::RemoveClusterPolicy(copy.name),
+            Event::RemoveClusterPolicy(copy.name.clone()),
+        ));
+        // A copy whose rules' peers are one namespace (that of a pod of another node), first in
+        // evaluation order, added and removed: the usual new policy, whose peers are a few pods.
+        let mut narrow = copy.clone();
+        narrow.name = "bench-narrow".into();
+        for rule in narrow.ingress.iter_mut().chain(narrow.egress.iter_mut()) {
+            rule.peers = vec![ClusterPeer::Namespaces(LabelSelector::new(vec![
+                Requirement::In(
+                    "kubernetes.io/metadata.name".into(),
+                    vec![remote_namespace.clone()],
+                ),
+            ]))];
+        }
+        events.push((
+            "ClusterNetworkPolicy added (peers: one namespace)",
+            Event::ClusterPolicy(narrow.clone()),
+            Event::RemoveClusterPolicy(narrow.name),
         ));
         // Its priority moved to the end of its tier, and back.
         let mut last = policy.clone();
