@@ -192,7 +192,9 @@ pub struct LiveStats {
     /// regions resolved through an index over the cluster, the address space classified again.
     pub tiers_rendered: bool,
     /// Changes to the tiers' subjects sets and class decision-map elements made over the classes
-    /// of the last full render, for a change of the node's own pods.
+    /// of the last full render, for a change of the node's own pods, and ClusterNetworkPolicy rule
+    /// chains rendered or removed on their own (a rules edit, a policy entering or leaving the
+    /// tiers' order).
     pub tier_pieces: usize,
 }
 
