@@ -69,7 +69,7 @@ use std::sync::Arc;
 
 use super::isolation::{local_pod, ordered_cluster_policies, subject_holds, ClusterPlan, NodePlan};
 use super::local::{LocalPart, Out};
-use super::origin::{CompileOptions, Origins};
+use super::origin::{CompileOptions, Origin, Origins};
 use super::peers::{Holder, PeerBook, Structural};
 use super::regions;
 use super::rules::{counter_of, Renderer, SetSource};
@@ -1317,22 +1317,33 @@ impl LiveNode {
                 self.render_tiers(cluster, None);
                 return false;
             };
-            self.stats.tier_pieces += origins.len();
-            for (chain, origin) in origins {
-                self.ruleset
-                    .counters
-                    .insert(chain.clone(), counter_of(&origin));
-                if self.origins.get(&chain) != Some(&origin) {
-                    self.origins.insert(chain, origin);
-                    origins_changed = true;
-                }
-            }
+            origins_changed |= self.put_rule_counters(origins);
         }
         if origins_changed {
             self.origins_generation += 1;
         }
         self.peers = Some(book);
         true
+    }
+
+    /// Puts the counters of ClusterNetworkPolicy rule chains rendered on their own (their chains
+    /// are in the ruleset), with their origins, into the ruleset, recorded for the next full
+    /// render of the tiers to replace; returns whether an origin changed.
+    fn put_rule_counters(&mut self, origins: Vec<(String, Origin)>) -> bool {
+        self.stats.tier_pieces += origins.len();
+        let mut changed = false;
+        for (chain, origin) in origins {
+            self.ruleset
+                .counters
+                .insert(chain.clone(), counter_of(&origin));
+            self.tier_objects.chains.insert(chain.clone());
+            self.tier_objects.counters.insert(chain.clone());
+            if self.origins.get(&chain) != Some(&origin) {
+                self.origins.insert(chain, origin);
+                changed = true;
+            }
+        }
+        changed
     }
 
     /// Brings the tiers up to date piece by piece over the peer classes of the last full render
@@ -1408,18 +1419,7 @@ impl LiveNode {
                     self.render_tiers(cluster, None);
                     return;
                 };
-                self.stats.tier_pieces += origins.len();
-                for (chain, origin) in origins {
-                    self.ruleset
-                        .counters
-                        .insert(chain.clone(), counter_of(&origin));
-                    self.tier_objects.chains.insert(chain.clone());
-                    self.tier_objects.counters.insert(chain.clone());
-                    if self.origins.get(&chain) != Some(&origin) {
-                        self.origins.insert(chain, origin);
-                        origins_changed = true;
-                    }
-                }
+                origins_changed |= self.put_rule_counters(origins);
             }
             if origins_changed {
                 self.origins_generation += 1;

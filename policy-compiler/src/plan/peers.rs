@@ -129,6 +129,18 @@ impl LiveRegion {
         }
     }
 
+    /// The position in `regions` of the region that holds what `region` holds, `region` added
+    /// when none does.
+    pub(super) fn place(regions: &mut Vec<LiveRegion>, region: LiveRegion) -> usize {
+        match regions.iter().position(|x| x.same_peers(&region)) {
+            Some(r) => r,
+            None => {
+                regions.push(region);
+                regions.len() - 1
+            }
+        }
+    }
+
     /// Whether two regions hold the same addresses alike (the Nodes follow from the peers).
     pub(super) fn same_peers(&self, other: &LiveRegion) -> bool {
         self.family == other.family
@@ -499,18 +511,24 @@ impl PeersMap {
         changes
     }
 
-    /// Gives the rule `u` (a position in the universe) the region `r` (a position in the book's
-    /// list); a region no rule of the map has any longer leaves the map's.
-    pub(super) fn give_region(&mut self, u: usize, r: usize) -> Result<(), Structural> {
-        let was = *self.region_of.get(u).ok_or(Structural)?;
-        let now = match self.regions.iter().position(|x| *x == r) {
+    /// The position in the map's regions of the book's region `r`, added without rules when the
+    /// map has it not.
+    pub(super) fn map_region(&mut self, r: usize) -> usize {
+        match self.regions.iter().position(|x| *x == r) {
             Some(k) => k,
             None => {
                 self.regions.push(r);
                 self.rules_of.push(Vec::new());
                 self.regions.len() - 1
             }
-        };
+        }
+    }
+
+    /// Gives the rule `u` (a position in the universe) the region `r` (a position in the book's
+    /// list); a region no rule of the map has any longer leaves the map's.
+    pub(super) fn give_region(&mut self, u: usize, r: usize) -> Result<(), Structural> {
+        let was = *self.region_of.get(u).ok_or(Structural)?;
+        let now = self.map_region(r);
         if now == was {
             return Ok(());
         }

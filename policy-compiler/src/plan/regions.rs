@@ -123,39 +123,16 @@ pub(super) fn give_regions(
             });
             if let Some(Some(beside)) = joined {
                 joins.push((u, beside));
-                let r = regions
-                    .iter()
-                    .position(|x| x.same_peers(&new))
-                    .ok_or(Structural)?;
-                map.give_region(u, r)?;
-                continue;
-            }
-            if new.same_peers(&empty) {
+            } else if new.same_peers(&empty) {
                 leaves.push(u);
-                let r = match regions.iter().position(|x| x.same_peers(&new)) {
-                    Some(r) => r,
-                    None => {
-                        regions.push(new);
-                        regions.len() - 1
-                    }
-                };
-                map.give_region(u, r)?;
-                continue;
-            }
-            // Rules sharing a region move alike: their addresses are classified once.
-            if !changes
+            } else if !changes
                 .iter()
                 .any(|(o, n)| o.same_peers(old) && n.same_peers(&new))
             {
+                // Rules sharing a region move alike: their addresses are classified once.
                 changes.push((old.clone(), new.clone()));
             }
-            let r = match regions.iter().position(|x| x.same_peers(&new)) {
-                Some(r) => r,
-                None => {
-                    regions.push(new);
-                    regions.len() - 1
-                }
-            };
+            let r = LiveRegion::place(regions, new);
             map.give_region(u, r)?;
         }
         if !joins.is_empty() || !leaves.is_empty() {

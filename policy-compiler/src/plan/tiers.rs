@@ -1629,6 +1629,22 @@ pub(super) fn rule_chain(
     Some((rules, origin))
 }
 
+/// Puts the chain `chain` of a ClusterNetworkPolicy rule, rendered on its own, with `rules` into
+/// the ruleset, its chain and counter recorded in `touched`.
+pub(super) fn put_rule_chain(
+    (ruleset, touched): (&mut Ruleset, &mut Option<Touched>),
+    chain: &str,
+    rules: Vec<NftRule>,
+) {
+    ruleset
+        .chains
+        .insert(chain.to_string(), Chain { base: None, rules });
+    if let Some(t) = touched.as_mut() {
+        t.chains.insert(chain.to_string());
+        t.counters.insert(chain.to_string());
+    }
+}
+
 /// The tiers' content alone, rendered by [`TierRenderer`] into a ruleset of their own: the subjects
 /// sets and peers maps of the tiers and directions `layout` has, the class chains and their
 /// decision maps, and the rule chains, with the origins of the rule chains' counters and the book
@@ -1720,10 +1736,8 @@ pub(super) fn refresh_subjects(
                 )?;
                 count += changes;
                 for id in started {
-                    start_class(map, slot, id)?;
-                    count += reveal(
-                        ruleset,
-                        touched,
+                    count += start_class(
+                        (ruleset, touched),
                         map,
                         (regions, slot),
                         (cluster, holders),
@@ -1844,13 +1858,7 @@ pub(super) fn refresh_rules(
             let had = ruleset.chains.contains_key(&chain);
             match rule_chain(options, (tier, direction), policy, index, &chain) {
                 Some((rules, origin)) if had => {
-                    ruleset
-                        .chains
-                        .insert(chain.clone(), Chain { base: None, rules });
-                    if let Some(t) = touched.as_mut() {
-                        t.chains.insert(chain.clone());
-                        t.counters.insert(chain.clone());
-                    }
+                    put_rule_chain((ruleset, touched), &chain, rules);
                     origins.push((chain, origin));
                 }
                 None if !had => {}
@@ -1992,10 +2000,8 @@ pub(super) fn refresh_rules(
                 map.stop_class(ruleset, touched, id)?;
             }
             for id in started {
-                start_class(map, slot, id)?;
-                reveal(
-                    ruleset,
-                    touched,
+                start_class(
+                    (ruleset, touched),
                     map,
                     (regions, slot),
                     (cluster, holders),
@@ -2268,12 +2274,16 @@ fn refresh_class_maps(
 
 /// The class `id` of `map`, which had no chain, decides something now for the subjects of
 /// `slot` (its runs say what): its chain and decision maps are rendered into the map's stash, as
-/// [`add_class`] renders them, for its addresses to be spliced in ([`super::regions::reveal`]).
+/// [`add_class`] renders them, and its addresses are spliced in ([`reveal`]: `regions` are the
+/// book's, `holders` count the participating pods holding each address); returns how many
+/// peers-map elements changed.
 pub(super) fn start_class(
+    (ruleset, touched): (&mut Ruleset, &mut Option<Touched>),
     map: &mut PeersMap,
-    slot: &SlotSubjects,
+    (regions, slot): (&[LiveRegion], &SlotSubjects),
+    (cluster, holders): (&ClusterState, &HashMap<IpAddr, u32>),
     id: usize,
-) -> Result<(), Structural> {
+) -> Result<usize, Structural> {
     let (key, chain) = map.keys.get(id).ok_or(Structural)?;
     if chain.is_some() {
         return Err(Structural);
@@ -2284,7 +2294,14 @@ pub(super) fn start_class(
     if let Some((_, c)) = map.keys.get_mut(id) {
         *c = Some(chain);
     }
-    Ok(())
+    reveal(
+        ruleset,
+        touched,
+        map,
+        (regions, slot),
+        (cluster, holders),
+        id,
+    )
 }
 
 /// Renders the chain of the class `key` of `map` with the elements `class_elements` into the

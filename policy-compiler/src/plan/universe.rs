@@ -31,11 +31,11 @@ use std::net::IpAddr;
 use super::origin::{CompileOptions, Origin};
 use super::peers::{LiveRegion, PeerBook, Structural};
 use super::regions::give_regions;
-use super::tiers::rule_chain;
+use super::tiers::{put_rule_chain, rule_chain};
 use crate::cluster::ClusterState;
 use crate::model::{ClusterNetworkPolicy, Direction, Tier};
 use crate::nft::transaction::Touched;
-use crate::nft::{Chain, Ruleset};
+use crate::nft::Ruleset;
 use crate::plan::naming::cluster_rule_chain_name;
 
 /// How the positions of a universe's rules move: `count` rules enter at `at`, or leave from
@@ -159,22 +159,8 @@ pub(super) fn enter(
             .iter_mut()
             .filter(|m| (m.tier, m.direction) == (tier, direction))
         {
-            let empty = LiveRegion::empty(map.family);
-            let r = match regions.iter().position(|x| x.same_peers(&empty)) {
-                Some(r) => r,
-                None => {
-                    regions.push(empty);
-                    regions.len() - 1
-                }
-            };
-            let e = match map.regions.iter().position(|x| *x == r) {
-                Some(e) => e,
-                None => {
-                    map.regions.push(r);
-                    map.rules_of.push(Vec::new());
-                    map.regions.len() - 1
-                }
-            };
+            let r = LiveRegion::place(regions, LiveRegion::empty(map.family));
+            let e = map.map_region(r);
             map.shift(shift, e)?;
         }
         for index in 0..policy.rules(direction).len() {
@@ -184,13 +170,7 @@ pub(super) fn enter(
             else {
                 continue;
             };
-            ruleset
-                .chains
-                .insert(chain.clone(), Chain { base: None, rules });
-            if let Some(t) = touched.as_mut() {
-                t.chains.insert(chain.clone());
-                t.counters.insert(chain.clone());
-            }
+            put_rule_chain((ruleset, touched), &chain, rules);
             origins.push((chain, origin));
         }
     }
