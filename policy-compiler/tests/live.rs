@@ -482,6 +482,53 @@ fn local_events_with_tiers_render_only_their_pieces() {
     );
 }
 
+/// An Admin ClusterNetworkPolicy with ingress rules that judges some pod of `live`'s node (its
+/// rules have counters there).
+fn admin_policy_judging_the_node(state: &ClusterState, live: &LiveNode) -> ClusterNetworkPolicy {
+    let judging: Vec<&str> = live
+        .origins()
+        .values()
+        .filter_map(|o| match o {
+            Origin::ClusterRule { policy, .. } => Some(policy.as_str()),
+            _ => None,
+        })
+        .collect();
+    state
+        .cluster_policies()
+        .values()
+        .find(|p| {
+            p.tier == Tier::Admin && !p.ingress.is_empty() && judging.contains(&p.name.as_str())
+        })
+        .expect("an Admin policy with ingress rules judging a pod of the node")
+        .clone()
+}
+
+/// Puts `policy` into `state` as the ClusterNetworkPolicy `name` (`None`: removes it), tells
+/// `live`, and checks its flush (see [`check`]).
+fn set_cluster_policy(
+    (state, live, committed): (
+        &mut ClusterState,
+        &mut LiveNode,
+        &mut policy_compiler::nft::Ruleset,
+    ),
+    name: &str,
+    policy: Option<ClusterNetworkPolicy>,
+) -> LiveStats {
+    let key = ObjectRef::new("", name);
+    let old = state
+        .cluster_policy(name)
+        .cloned()
+        .map(Object::ClusterPolicy);
+    match policy {
+        Some(p) => state.upsert_cluster_policy(p),
+        None => {
+            state.remove_cluster_policy(name);
+        }
+    }
+    live.changed(state, Kind::ClusterNetworkPolicy, &key, old.as_ref());
+    check(live, state, committed)
+}
+
 /// A ClusterNetworkPolicy edit of ports, actions, names, peers or its subject renders neither the
 /// tiers nor the NetworkPolicy part in full; one that adds a tier to the base chains (the first Baseline policy)
 /// renders it all again.
@@ -502,31 +549,10 @@ fn a_cluster_network_policy_edit_renders_the_tiers_alone() {
     let mut live = LiveNode::new(&state, node, CompileOptions::default());
     let mut committed = policy_compiler::nft::Ruleset::default();
     check(&mut live, &state, &mut committed);
-    // An Admin policy with ingress rules that judges some pod of the node (its rules have
-    // counters there).
-    let judging: Vec<String> = live
-        .origins()
-        .values()
-        .filter_map(|o| match o {
-            Origin::ClusterRule { policy, .. } => Some(policy.clone()),
-            _ => None,
-        })
-        .collect();
-    let policy = state
-        .cluster_policies()
-        .values()
-        .find(|p| p.tier == Tier::Admin && !p.ingress.is_empty() && judging.contains(&p.name))
-        .expect("an Admin policy with ingress rules judging a pod of the node")
-        .clone();
+    let policy = admin_policy_judging_the_node(&state, &live);
     let mut edit = |state: &mut ClusterState, live: &mut LiveNode, edited: ClusterNetworkPolicy| {
-        let key = ObjectRef::new("", &edited.name);
-        let old = state
-            .cluster_policy(&edited.name)
-            .cloned()
-            .map(Object::ClusterPolicy);
-        state.upsert_cluster_policy(edited);
-        live.changed(state, Kind::ClusterNetworkPolicy, &key, old.as_ref());
-        check(live, state, &mut committed)
+        let name = edited.name.clone();
+        set_cluster_policy((state, live, &mut committed), &name, Some(edited))
     };
 
     // Its first ingress rule narrowed to one port, then turned from Accept to Deny or back, and
@@ -622,10 +648,7 @@ fn a_cluster_network_policy_edit_renders_the_tiers_alone() {
     let mut baseline = policy.clone();
     baseline.name = "added-baseline".into();
     baseline.tier = Tier::Baseline;
-    let key = ObjectRef::new("", &baseline.name);
-    state.upsert_cluster_policy(baseline);
-    live.changed(&state, Kind::ClusterNetworkPolicy, &key, None);
-    let stats = check(&mut live, &state, &mut committed);
+    let stats = edit(&mut state, &mut live, baseline);
     assert!(
         stats.rendered,
         "a policy that adds a tier to the base chains did not render the local part"
@@ -643,37 +666,13 @@ fn a_cluster_network_policy_entering_and_leaving_renders_the_tiers_alone() {
     let mut live = LiveNode::new(&state, node, CompileOptions::default());
     let mut committed = policy_compiler::nft::Ruleset::default();
     check(&mut live, &state, &mut committed);
-    let judging: Vec<String> = live
-        .origins()
-        .values()
-        .filter_map(|o| match o {
-            Origin::ClusterRule { policy, .. } => Some(policy.clone()),
-            _ => None,
-        })
-        .collect();
-    let template = state
-        .cluster_policies()
-        .values()
-        .find(|p| p.tier == Tier::Admin && !p.ingress.is_empty() && judging.contains(&p.name))
-        .expect("an Admin policy with ingress rules judging a pod of the node")
-        .clone();
+    let template = admin_policy_judging_the_node(&state, &live);
     let mut copy = template.clone();
     copy.name = "aaa-copy".into();
     copy.priority = 0;
     let key = ObjectRef::new("", &copy.name);
     let mut step = |state: &mut ClusterState, policy: Option<ClusterNetworkPolicy>, what: &str| {
-        let old = state
-            .cluster_policy(&key.name)
-            .cloned()
-            .map(Object::ClusterPolicy);
-        match policy {
-            Some(p) => state.upsert_cluster_policy(p),
-            None => {
-                state.remove_cluster_policy(&key.name);
-            }
-        }
-        live.changed(state, Kind::ClusterNetworkPolicy, &key, old.as_ref());
-        let stats = check(&mut live, state, &mut committed);
+        let stats = set_cluster_policy((state, &mut live, &mut committed), &key.name, policy);
         assert!(
             !stats.rendered && !stats.tiers_rendered,
             "{what} rendered the local part or the tiers in full: {stats:?}"
@@ -860,18 +859,7 @@ fn a_cluster_network_policy_that_judges_no_local_pod_renders_nothing() {
     ),
                 policy: Option<ClusterNetworkPolicy>,
                 what: &str| {
-        let old = state
-            .cluster_policy(&key.name)
-            .cloned()
-            .map(Object::ClusterPolicy);
-        match policy {
-            Some(p) => state.upsert_cluster_policy(p),
-            None => {
-                state.remove_cluster_policy(&key.name);
-            }
-        }
-        live.changed(state, Kind::ClusterNetworkPolicy, &key, old.as_ref());
-        let stats = check(live, state, committed);
+        let stats = set_cluster_policy((state, live, committed), &key.name, policy);
         assert!(
             !stats.rendered && !stats.tiers_rendered,
             "{what} rendered the local part or the tiers in full"
